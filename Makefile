@@ -1,0 +1,32 @@
+# Quick start: `make demo` and `make test`. Each sets itself up (.venv) on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+Q ?= Which cities in the north did the Taliban take?
+export Q
+
+.PHONY: setup demo test bot clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "corpus-bot needs Python 3.11 or newer (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# constraints.txt keeps torch on the CPU build (a plain install pulls several GB of CUDA).
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/corpus-bot index
+	$(BIN)/corpus-bot ask "$$Q"
+
+test: setup
+	$(BIN)/python -m pytest
+
+bot: setup
+	$(BIN)/corpus-bot run
+
+clean:
+	rm -rf $(VENV) data .pytest_cache
