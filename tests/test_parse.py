@@ -1,0 +1,658 @@
+"""embeddings.parse / embeddings.dates: article files -> clean articles with metadata.
+
+The shipped-corpus expectations below were checked by reading each file (`cat -A corpus/*.txt`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from embeddings.dates import parse_date, parse_date_line
+from embeddings.parse import (
+    SUPPORTED_SUFFIXES,
+    ArticleDoc,
+    SkipFile,
+    iter_corpus_files,
+    load_file,
+    parse_file,
+    sidecar_bytes,
+)
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE.parent / "corpus"
+FIXTURES = HERE / "fixtures" / "parse"
+
+D = dt.date
+
+
+def shipped(stem_prefix: str) -> ArticleDoc:
+    [path] = CORPUS.glob(f"{stem_prefix}_*.txt")
+    [doc] = parse_file(path.name, path.read_bytes())
+    return doc
+
+
+def all_text(doc: ArticleDoc) -> str:
+    return "\n\n".join(doc.paragraphs) + "\n\n" + (doc.description or "")
+
+
+# --------------------------------------------------------------------------------------------------
+# The shipped corpus
+# --------------------------------------------------------------------------------------------------
+
+SHIPPED = {
+    "000": dict(
+        title="The insurgents' success in northern Afghanistan is an ill omen for Kabul.",
+        authors=("Sharif Hassan",),
+        published=D(2021, 8, 9),
+        updated=None,
+        source=None,
+        description=None,
+        count=8,
+        first="Since the Taliban emerged in the 1990s, Afghanistan's north has been the heart of resistance to the"
+        " insurgents — predominantly ethnic Pashtun and from the south — and a bulwark against a complete takeover.",
+        last="They have also courted fighters from neighboring Tajikistan and Uzbekistan who were unhappy with the"
+        " presence of foreign forces and despised the Northern Alliance leaders, analysts say, for corruption and"
+        ' cooperating with the "occupation."',
+    ),
+    "001": dict(
+        title="Taliban Enter Key Cities in Afghanistan's North After Swift Offensive",
+        authors=("Thomas Gibbons-Neff", "Najim Rahim"),
+        published=D(2021, 6, 20),
+        updated=D(2021, 8, 6),
+        source=None,
+        description="The setbacks come at a harrowing moment for Afghanistan, just as American and international"
+        " troops are set to leave the country in coming weeks.",
+        count=18,
+        first="KABUL, Afghanistan — The Taliban entered two provincial capitals in northern Afghanistan Sunday, local"
+        " officials said, the culmination of an insurgent offensive that has overrun dozens of rural districts and"
+        " forced the surrender and capture of hundreds of government forces and their military equipment in recent"
+        " weeks.",
+        last="On Saturday, in a clear sign of the deteriorating security situation, the Afghan government appointed a"
+        " new acting minister of defense, minister of interior and army chief.",
+    ),
+    "002": dict(
+        title="Taliban Offensive Gobbles Up Territory in Northern Afghanistan",
+        authors=(),
+        published=None,
+        updated=None,
+        source=None,
+        description="Members of Afghan security forces take their positions during an ongoing clash between Tal",
+        count=15,
+        first="The Taliban on Monday announced it captured a key district in the northern province of Kunduz and its"
+        " forces have encircled the provincial capital, the latest battlefield gains in a relentless campaign waged"
+        " by the Islamist extremists against the internationally recognized government in Kabul as U.S. and NATO"
+        " forces prepare to end their 20-year intervention in Afghanistan.",
+        last="“The war management is weak because they are not keeping one commander two months in one assignment."
+        " They are deployed from one place to another and from that place to still another. All the time passes"
+        " during these reshuffle,” MP Amir Mohammad Khaksar complained.",
+    ),
+    "003": dict(
+        title="Afghanistan Update",
+        authors=(),
+        published=None,
+        updated=None,
+        source=None,
+        description=None,
+        count=17,
+        first="The Taliban offensive swept through northern Afghanistan, adding pressure to the Kabul government as US"
+        " troops were preparing to withdraw from the country.",
+        last="“This is a very terrible situation. The US government was caught off guard and could not provide a"
+        " meaningful response,” Mill said.",
+    ),
+    "004": dict(
+        title="Taliban Overruns Much of Northern Afghanistan in Weekend Offensive",
+        authors=("Jason Ditz",),
+        published=None,
+        updated=None,
+        source="Antiwar.com",
+        description="Five more provincial capitals have fallen this weekend",
+        count=9,
+        first="The Afghan government had been losing ground to the Taliban for weeks, and provincial capitals were"
+        " starting to be contested. This weekend, the floodgates opened and the Taliban rapidly overran a number of"
+        " key cities, seizing no less than five provincial capitals.",
+        last="The Taliban issued a statement later Sunday saying there had been no deal on a ceasefire yet, and warning"
+        " the US against trying any further intervention. The Biden Administration has ordered B-52 bombers into the"
+        " mix, and past comments suggest they’re going to continue to intervene to prevent a total Taliban victory.",
+    ),
+}
+
+
+@pytest.mark.parametrize("prefix", sorted(SHIPPED))
+def test_shipped_article_metadata_and_shape(prefix):
+    want = SHIPPED[prefix]
+    doc = shipped(prefix)
+    assert doc.key.startswith(prefix)
+    assert doc.title == want["title"]
+    assert doc.authors == want["authors"]
+    assert doc.published == want["published"]
+    assert doc.updated == want["updated"]
+    assert doc.source == want["source"]
+    assert doc.url is None
+    assert doc.description == want["description"]
+    assert len(doc.paragraphs) == want["count"]
+    assert doc.paragraphs[0] == want["first"]
+    assert doc.paragraphs[-1] == want["last"]
+    assert doc.warnings == ()
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.txt")), ids=lambda p: p.name[:3])
+def test_shipped_paragraphs_are_verbatim_slices_of_the_file(path):
+    original = path.read_text(encoding="utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    [doc] = parse_file(path.name, path.read_bytes())
+    for paragraph in doc.paragraphs:
+        assert paragraph and "\x00" not in paragraph
+        assert paragraph in original
+    # header lines are metadata, not passages
+    assert doc.title not in doc.paragraphs
+    assert not any(p.startswith(("By ", "Author:")) for p in doc.paragraphs)
+
+
+FURNITURE = {
+    "000": [
+        "Taliban Offensive in Afghanistan >",
+        "[The Taliban take a sixth provincial capital as government forces reel.](#)",
+        "Cities fall to the Taliban in rapid succession.",
+        "By Sharif Hassan",
+        "Aug. 9, 2021",
+    ],
+    "001": [
+        "Agence France-Presse — Getty Images",
+        "Afghan security forces at an army outpost in Kunduz that was attacked by Taliban forces last year.",
+        "Sign up for a daily email",
+        "Get it sent to your inbox.",
+        "Understand the Taliban Takeover in Afghanistan",
+        "Who are the Taliban?",
+        "Here's more on their origin story and their record as rulers.",
+        "Jim Huylebroek for The New York Times",
+        "Afghan soldiers fighting Taliban militants in Lashkar Gah last month.",
+        "Published June 20, 2021",
+        "By Thomas Gibbons-Neff",
+    ],
+    "002": ["Please let us know if you're having issues with commenting."],
+    "003": ["Source link"],
+    "004": [
+        "Author: Jason Ditz",
+        "Jason Ditz is Senior Editor for Antiwar.com.",
+        "He has 20 years of experience in foreign policy research",
+    ],
+}
+
+
+@pytest.mark.parametrize("prefix", sorted(FURNITURE))
+def test_shipped_furniture_is_removed(prefix):
+    doc = shipped(prefix)
+    for furniture in FURNITURE[prefix]:
+        assert furniture not in all_text(doc), furniture
+    if doc.description:  # 002's truncated caption and 004's dek live in description, not in the body
+        assert doc.description not in doc.paragraphs
+
+
+REAL_SENTENCES_NEAR_FURNITURE = {
+    "000": ["cooperating with the \"occupation.\""],
+    "001": [
+        "In another, dozens of government troops surrendered together after running low on ammunition.",
+        "The looming U.S. withdrawal means Afghan troops will be left without the kind of combat support",
+        "On Friday, Afghanistan's president, Ashraf Ghani, is to meet President Biden at the White House",
+        "In the last 24 hours, around a dozen districts have fallen to the Taliban",
+        '"There is a new, robust and effective plan to retake areas from which we have pulled back our forces."',
+        "There are roughly 400 districts in the country,",
+        "Afghan forces and U.S. airstrikes managed to push the insurgents back.",
+        "The current situation does not bode well for government forces",
+        "according to data collected by The New York Times.",
+    ],
+    "002": [
+        "All the time passes during these reshuffle,” MP Amir Mohammad Khaksar complained.",
+        "to help mobilize and train “public uprising forces” against the Taliban.",
+    ],
+    "003": [
+        "“Of course this gives them the upper hand. The north is one of the main areas where many of us hope"
+        " resistance will emerge.”",
+        "The Taliban also besieged Afghanistan’s second and third largest cities",
+        "could not provide a meaningful response,” Mill said.",
+    ],
+    "004": [
+        "That’s a lot of lossesĀ\u00a0 in not much time.",  # odd characters kept exactly as written
+        "past comments suggest they’re going to continue to intervene to prevent a total Taliban victory.",
+    ],
+}
+
+
+@pytest.mark.parametrize("prefix", sorted(REAL_SENTENCES_NEAR_FURNITURE))
+def test_shipped_real_sentences_are_kept(prefix):
+    body = "\n\n".join(shipped(prefix).paragraphs)
+    for sentence in REAL_SENTENCES_NEAR_FURNITURE[prefix]:
+        assert sentence in body, sentence
+
+
+def test_shipped_trailing_nbsp_is_stripped_but_text_kept():
+    doc = shipped("002")
+    assert not any(p.endswith(("\u00a0", " ")) for p in doc.paragraphs)
+    assert any(p.endswith("help push back the Taliban offensive.") for p in doc.paragraphs)
+
+
+def test_iter_corpus_files_lists_shipped_corpus():
+    assert [p.name[:3] for p in iter_corpus_files(CORPUS)] == ["000", "001", "002", "003", "004"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Dates
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Aug. 9, 2021", D(2021, 8, 9)),
+        ("Aug 9, 2021", D(2021, 8, 9)),
+        ("Aug 9 2021", D(2021, 8, 9)),
+        ("August 9, 2021", D(2021, 8, 9)),
+        ("august 9, 2021", D(2021, 8, 9)),
+        ("Sept. 11, 2001", D(2001, 9, 11)),
+        ("Sep. 11, 2001", D(2001, 9, 11)),
+        ("June 20, 2021", D(2021, 6, 20)),
+        ("May 3, 2020", D(2020, 5, 3)),
+        ("9 August 2021", D(2021, 8, 9)),
+        ("9 Aug. 2021", D(2021, 8, 9)),
+        ("9th August 2021", D(2021, 8, 9)),
+        ("2021-08-09", D(2021, 8, 9)),
+        ("2021-08-09T10:15:00Z", D(2021, 8, 9)),
+        ("2021-08-09 10:15", D(2021, 8, 9)),
+        ("  Aug. 9, 2021  ", D(2021, 8, 9)),
+        ("Monday, Aug. 9, 2021", D(2021, 8, 9)),
+        ("Aug. 9, 2021, 10:15 a.m. ET", D(2021, 8, 9)),
+        ("Aug. 9, 2021 at 3 p.m.", D(2021, 8, 9)),
+        ("Feb. 29, 2024", D(2024, 2, 29)),
+        # rejected: impossible, ambiguous or not a date at all -> None, never a guess
+        ("Feb. 30, 2021", None),
+        ("Feb. 29, 2021", None),
+        ("2021-13-01", None),
+        ("2021-02-30", None),
+        ("Aug. 32, 2021", None),
+        ("Aug. 0, 2021", None),
+        ("Augst 9, 2021", None),
+        ("August. 9, 2021", None),
+        ("Aug. 9, 2021 25:00", None),
+        ("Aug. 9", None),
+        ("9/8/2021", None),
+        ("yesterday", None),
+        ("soon", None),
+        ("", None),
+        ("The Taliban took Kunduz on Aug. 9, 2021.", None),
+    ],
+)
+def test_parse_date(text, expected):
+    assert parse_date(text) == expected
+
+
+def test_parse_date_line_forms():
+    line = parse_date_line("Published June 20, 2021 Updated Aug. 6, 2021")
+    assert (line.published, line.updated, line.invalid) == (D(2021, 6, 20), D(2021, 8, 6), ())
+    line = parse_date_line("Published: June 20, 2021 | Updated: Aug. 6, 2021, 10:15 a.m. ET")
+    assert (line.published, line.updated) == (D(2021, 6, 20), D(2021, 8, 6))
+    assert parse_date_line("Aug. 9, 2021").published == D(2021, 8, 9)
+    line = parse_date_line("Updated Aug. 6, 2021")
+    assert (line.published, line.updated) == (None, D(2021, 8, 6))
+    line = parse_date_line("Published Feb. 30, 2021")
+    assert (line.published, line.invalid) == (None, ("Feb. 30, 2021",))
+    for not_a_date_line in ("Published yesterday", "By Sharif Hassan", "It was published Aug. 9, 2021, he said."):
+        assert parse_date_line(not_a_date_line) is None
+
+
+def test_impossible_date_line_is_dropped_with_a_warning_not_guessed():
+    text = "A Headline Here\n\nBy Jane Doe\n\nFeb. 30, 2021\n\nThe body of the article is here.\n"
+    [doc] = parse_file("a.txt", text.encode())
+    assert doc.published is None
+    assert doc.paragraphs == ("The body of the article is here.",)
+    assert any("Feb. 30, 2021" in w for w in doc.warnings)
+
+
+# --------------------------------------------------------------------------------------------------
+# Other formats and metadata precedence
+# --------------------------------------------------------------------------------------------------
+
+
+def test_markdown_front_matter_wins_over_text():
+    [doc] = parse_file("news/front_matter.md", (FIXTURES / "front_matter.md").read_bytes())
+    assert doc.key == "news/front_matter.md"
+    assert doc.title == "Grain Ships Leave Port Under New Deal"
+    assert doc.source == "Harbour Gazette"
+    assert doc.authors == ("Lena Brandt", "Tomás Ortega")  # not "Somebody Else" from the text byline
+    assert doc.published == D(2022, 8, 1)  # not July 4, 1999 from the text date line
+    assert doc.updated == D(2022, 8, 3)
+    assert doc.url == "https://gazette.example/grain-ships"
+    assert doc.paragraphs == (
+        "The first cargo ship carrying grain under the new agreement left the port on Monday morning, watched by"
+        " officials from both sides.",
+        "Traders said prices could fall if the shipments continue at the promised pace.\n"
+        "Insurers, however, remain cautious about the route.",
+    )
+    assert doc.warnings == ()
+
+
+def test_markdown_without_front_matter_uses_heading_and_text_heuristics():
+    text = "# Storm Hits Coast\n\nBy Ann Lee and Bo Kim\n\n2023-01-05\n\n## Damage\n\nRoofs were torn off.\n"
+    [doc] = parse_file("storm.markdown", text.encode())
+    assert doc.title == "Storm Hits Coast"
+    assert doc.authors == ("Ann Lee", "Bo Kim")
+    assert doc.published == D(2023, 1, 5)
+    assert doc.paragraphs == ("Roofs were torn off.",)
+
+
+def test_markdown_bad_front_matter_date_is_a_warning():
+    text = "---\ntitle: Plans\ndate: soon\n---\nThe council will decide next week.\n"
+    [doc] = parse_file("plans.md", text.encode())
+    assert doc.title == "Plans"
+    assert doc.published is None
+    assert doc.warnings == ("front matter date 'soon' is not a date; article kept undated",)
+
+
+def test_markdown_invalid_front_matter_yaml_is_skipped():
+    with pytest.raises(SkipFile, match="front matter"):
+        parse_file("bad.md", b"---\ntitle: [unclosed\n---\nBody text here.\n")
+
+
+def test_html_page_extracts_article_and_metadata_without_page_chrome():
+    [doc] = parse_file("courier/floods.html", (FIXTURES / "article.html").read_bytes())
+    assert doc.title == "Floods Cut Off Mountain Villages"
+    assert doc.authors == ("Maria Okafor",)
+    assert doc.source == "The Valley Courier"
+    assert doc.published == D(2023, 3, 14)
+    assert doc.updated == D(2023, 3, 15)
+    assert doc.url == "https://valleycourier.example/2023/03/14/floods-cut-off-villages"
+    assert doc.paragraphs[0].startswith("Heavy rain over the weekend sent the Arda river over its banks")
+    assert doc.paragraphs[-1] == (
+        "Engineers expect to reopen the road by the end of the week if the rain stops, but forecasters warned"
+        " that more storms were on the way."
+    )
+    assert any("“By morning the bridge was gone.”" in p for p in doc.paragraphs)
+    text = all_text(doc)
+    for chrome in ("Weather Centre", "Courier Plus", "Privacy policy", "All rights reserved", "Stay safe everyone",
+                   "The council was warned", "Contact the newsroom"):  # fmt: skip
+        assert chrome not in text, chrome
+
+
+def test_html_without_article_text_is_skipped():
+    with pytest.raises(SkipFile):
+        parse_file("empty.html", b"<html><head><title>x</title></head><body></body></html>")
+
+
+def test_jsonl_records_keys_and_fields():
+    docs = parse_file("feeds/records.jsonl", (FIXTURES / "records.jsonl").read_bytes())
+    assert [d.key for d in docs] == ["feeds/records.jsonl#1", "feeds/records.jsonl#2"]
+    first, second = docs
+    assert first.title == "Bridge Reopens After Repairs"
+    assert first.source == "Riverside Post"
+    assert first.authors == ("Ana Lima", "Joe Park")
+    assert first.published == D(2023, 5, 12)
+    assert first.url == "https://post.example/bridge"
+    assert first.paragraphs == (
+        "The old stone bridge reopened to traffic on Friday.",
+        "Repairs took eleven months and cost more than planned.",
+    )
+    assert second.authors == ("Kim Cho",)
+    assert (second.published, second.updated) == (D(2023, 6, 2), D(2023, 6, 5))
+    # no blank lines in the text: single newlines separate paragraphs
+    assert second.paragraphs == (
+        "The central library will stay open until 10 p.m. on weekdays.",
+        "The change starts next month.",
+    )
+
+
+def test_json_list_of_records():
+    docs = parse_file("records.json", (FIXTURES / "records.json").read_bytes())
+    assert [d.key for d in docs] == ["records.json#1", "records.json#2"]
+    assert docs[0].authors == ("Ruth Adeyemi",)
+    assert docs[0].published == D(2022, 9, 10)
+    assert docs[0].source == "Valley Times"
+    assert docs[1].published is None
+    assert docs[1].warnings == ("record 2 date 'soon' is not a date; article kept undated",)
+
+
+def test_json_single_object():
+    record = {"title": "One", "text": "Only one record here.", "author": "Al Bo"}
+    [doc] = parse_file("one.json", json.dumps(record).encode())
+    assert (doc.key, doc.title, doc.authors, doc.paragraphs) == ("one.json#1", "One", ("Al Bo",), ("Only one record here.",))
+
+
+def test_jsonl_invalid_line_names_the_line():
+    data = b'{"title": "a", "text": "Fine."}\n\n{"title": "b", "text": \n'
+    with pytest.raises(SkipFile, match=r"invalid JSON on line 3"):
+        parse_file("x.jsonl", data)
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b'{"title": "a"', "invalid JSON on line 1"),
+        (b'[{"title": "no text"}]', "record 1 has no text"),
+        (b'[{"text": "ok."}, {"text": "   "}]', "record 2 has no text"),
+        (b"[1, 2]", "record 1 is not a JSON object"),
+        (b'"just a string"', "object or a list"),
+        (b"[]", "empty list"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+    ],
+)
+def test_json_problems_are_skip_reasons(data, reason):
+    with pytest.raises(SkipFile, match=reason):
+        parse_file("x.json", data)
+
+
+def test_sidecar_wins_over_text_and_front_matter(tmp_path):
+    article = tmp_path / "story.txt"
+    article.write_text("Text Title\n\nBy Text Author\n\nAug. 9, 2021\n\nThe body sentence.\n", encoding="utf-8")
+    sidecar = tmp_path / "story.meta.json"
+    sidecar.write_text(json.dumps({"title": "Sidecar Title", "author": ["Side Car"], "date": "2020-01-02",
+                                   "publication": "The Sidecar Times", "url": "https://x.example/s"}))  # fmt: skip
+    assert sidecar_bytes(article) == sidecar.read_bytes()
+    [doc] = parse_file("story.txt", article.read_bytes(), sidecar_bytes(article))
+    assert (doc.title, doc.authors, doc.published, doc.source, doc.url) == (
+        "Sidecar Title", ("Side Car",), D(2020, 1, 2), "The Sidecar Times", "https://x.example/s"
+    )  # fmt: skip
+    assert doc.paragraphs == ("The body sentence.",)
+
+    md = b"---\ntitle: Front Title\nsource: Front Source\n---\nBody text of the note.\n"
+    [doc] = parse_file("note.md", md, b"title: YAML Sidecar Title\n")
+    assert (doc.title, doc.source) == ("YAML Sidecar Title", "Front Source")
+
+
+def test_sidecar_lookup_order(tmp_path):
+    article = tmp_path / "a.html"
+    article.write_text("<p>x</p>")
+    assert sidecar_bytes(article) == b""
+    (tmp_path / "a.meta.yml").write_bytes(b"title: yml\n")
+    assert sidecar_bytes(article) == b"title: yml\n"
+    (tmp_path / "a.meta.yaml").write_bytes(b"title: yaml\n")
+    assert sidecar_bytes(article) == b"title: yaml\n"
+    (tmp_path / "a.meta.json").write_bytes(b'{"title": "json"}')
+    assert sidecar_bytes(article) == b'{"title": "json"}'
+
+
+@pytest.mark.parametrize(
+    "sidecar, reason",
+    [
+        (b'{"title": ', "invalid sidecar: bad JSON on line 1"),
+        (b"title: [oops\n", "invalid sidecar: bad YAML"),
+        (b"- a\n- b\n", "invalid sidecar: expected a mapping"),
+        (b"\xff\xfe\xfa", "invalid sidecar: not UTF-8"),
+    ],
+)
+def test_invalid_sidecar_is_skipped_with_reason(sidecar, reason):
+    with pytest.raises(SkipFile, match=reason):
+        parse_file("a.txt", b"Title\n\nBody sentence.\n", sidecar)
+
+
+def test_iter_corpus_files_filters_hidden_sidecars_and_suffixes(tmp_path):
+    for name in ["b.txt", "a.md", "sub/c.json", "sub/d.jsonl", "e.html", "f.htm", "g.markdown", "UPPER.TXT",
+                 "notes.pdf", "a.meta.json", "a.meta.yaml", ".hidden.txt", ".git/x.txt", "sub/.cache/y.md"]:  # fmt: skip
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "b.txt")
+    names = [p.relative_to(tmp_path).as_posix() for p in iter_corpus_files(tmp_path)]
+    assert names == ["UPPER.TXT", "a.md", "b.txt", "e.html", "f.htm", "g.markdown", "link.txt",
+                     "sub/c.json", "sub/d.jsonl"]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------------
+
+
+def test_latin1_is_not_utf8():
+    data = "Café Title\n\nLe café est fermé.\n".encode("latin-1")
+    with pytest.raises(SkipFile, match=r"not UTF-8 text \(invalid byte 0xe9 at offset 3\)"):
+        parse_file("a.txt", data)
+
+
+def test_png_renamed_txt_is_binary():
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
+    with pytest.raises(SkipFile, match="binary file"):
+        parse_file("photo.txt", png)
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file"),
+        (b"  \n\t\r\n \xc2\xa0\n", "whitespace-only"),
+        (b"Title\n\nBody\x00text.\n", "binary file"),
+        (b"%PDF-1.7\n...", "binary file"),
+    ],
+)
+def test_unreadable_content(data, reason):
+    with pytest.raises(SkipFile, match=reason):
+        parse_file("a.txt", data)
+
+
+def test_utf8_bom_and_utf16_bom_decode():
+    text = "Headline Here\n\nBy Jane Doe\n\nThe body sentence — with a dash.\n"
+    for data in (b"\xef\xbb\xbf" + text.encode(), text.encode("utf-16"), b"\xfe\xff" + text.encode("utf-16-be")):
+        [doc] = parse_file("a.txt", data)
+        assert (doc.title, doc.authors, doc.paragraphs) == (
+            "Headline Here", ("Jane Doe",), ("The body sentence — with a dash.",)
+        )  # fmt: skip
+
+
+def test_crlf_and_cr_line_endings():
+    [doc] = parse_file("a.txt", b"Headline\r\n\r\nFirst para.\r\nsame para.\r\n\r\nSecond para.\r")
+    assert doc.paragraphs == ("First para.\nsame para.", "Second para.")
+
+
+def test_nothing_left_after_furniture():
+    with pytest.raises(SkipFile, match="no article text after removing page furniture"):
+        parse_file("a.txt", b"Related >\n\n- [One](#)\n- [Two](#)\n\nSource link\n")
+
+
+def test_body_byline_sentence_is_not_an_author():
+    text = "Headline\n\nThe first sentence of the body.\n\nBy the numbers, it was a quiet year.\n"
+    [doc] = parse_file("a.txt", text.encode())
+    assert doc.authors == ()
+    assert "By the numbers, it was a quiet year." in doc.paragraphs
+
+
+def test_load_file_reads_regular_file(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    assert load_file(tmp_path / "a.txt", tmp_path) == b"hello"
+
+
+def test_load_file_refusals(tmp_path):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    (root / "out.txt").symlink_to(outside)
+    (root / "dangling.txt").symlink_to(root / "missing.txt")
+    (root / "loop.txt").symlink_to(root / "loop.txt")
+    (root / "empty.txt").write_bytes(b"")
+    (root / "big.txt").write_bytes(b"x" * 101)
+    (root / "dir.txt").mkdir()
+    (root / "inside.txt").symlink_to(root / "big.txt")
+
+    cases = {
+        "out.txt": "symlink pointing outside the corpus folder",
+        "dangling.txt": "dangling symlink",
+        "loop.txt": "symlink loop",
+        "empty.txt": "empty file",
+        "big.txt": "larger than",
+        "dir.txt": "not a regular file",
+    }
+    for name, reason in cases.items():
+        with pytest.raises(SkipFile, match=reason):
+            load_file(root / name, root, max_bytes=100)
+    assert load_file(root / "inside.txt", root, max_bytes=200) == b"x" * 101  # symlink inside root is fine
+
+
+def test_load_file_size_reason_wording(tmp_path):
+    big = tmp_path / "big.txt"
+    with big.open("wb") as handle:  # sparse file: size is checked before reading
+        handle.truncate(int(52.4 * 1024 * 1024))
+    with pytest.raises(SkipFile) as info:
+        load_file(big, tmp_path)
+    assert str(info.value) == "larger than the 10 MB limit (52.4 MB)"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read anything")
+def test_load_file_unreadable(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("x")
+    path.chmod(0)
+    with pytest.raises(SkipFile, match="cannot read"):
+        load_file(path, tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Property: any bytes -> clean docs or SkipFile, never another exception
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_docs_or_skip(key: str, data: bytes, sidecar: bytes = b"") -> None:
+    try:
+        docs = parse_file(key, data, sidecar)
+    except SkipFile as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert docs
+    for doc in docs:
+        assert isinstance(doc, ArticleDoc)
+        assert doc.paragraphs
+        for paragraph in doc.paragraphs:
+            assert isinstance(paragraph, str) and paragraph.strip() and "\x00" not in paragraph
+
+
+_TOKENS = list("ab .,:-#[]()>{}\"'\n\r\t\u00a0—“”é\x00") + [
+    "By Jane Doe", "Author: ", "Aug. 9, 2021", "Published ", "---\n", "title: ", "\n\n", "- [x](#)", "Source link",
+]  # fmt: skip
+_TEXTY = st.lists(st.sampled_from(_TOKENS), max_size=60).map("".join)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(suffix=st.sampled_from(SUPPORTED_SUFFIXES), data=st.binary(max_size=300))
+def test_any_bytes_parse_or_skip(suffix, data):
+    _check_docs_or_skip("f" + suffix, data)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(suffix=st.sampled_from(SUPPORTED_SUFFIXES), text=_TEXTY, sidecar=st.sampled_from([b"", b"title: x\n", b"{}"]))
+def test_any_text_parse_or_skip(suffix, text, sidecar):
+    _check_docs_or_skip("f" + suffix, text.encode("utf-8"), sidecar)
+
+
+@settings(max_examples=100, deadline=None)
+@given(record=st.dictionaries(st.sampled_from(["title", "text", "date", "author", "authors", "source", "url",
+                                               "updated"]),  # fmt: skip
+                              st.one_of(st.none(), st.integers(), st.text(max_size=30),
+                                        st.lists(st.text(max_size=10), max_size=3))))  # fmt: skip
+def test_any_json_record_parse_or_skip(record):
+    _check_docs_or_skip("r.jsonl", json.dumps(record).encode())
+
+
+def test_short_record_without_punctuation_is_still_an_article():
+    [doc] = parse_file("r.jsonl", b'{"title": "T", "text": "Council approves new bus line"}\n')
+    assert doc.paragraphs == ("Council approves new bus line",)
