@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -47,20 +48,26 @@ class SentenceTransformerEmbedder:
         self.dimension = int(model.get_embedding_dimension())
         self.max_tokens = int(model.max_seq_length)
         self._tokenizer = model.tokenizer
+        # Hugging Face fast tokenizers raise "Already borrowed" when one instance is used from two
+        # threads at once (the bot searches from an executor): one call at a time per model.
+        self._lock = threading.Lock()
 
     def encode(self, texts, *, on_batch=None):
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             batch = list(texts[start : start + self.batch_size])
-            out[start : start + len(batch)] = self._model.encode(
-                batch, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
-            )
+            with self._lock:
+                out[start : start + len(batch)] = self._model.encode(
+                    batch, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
             if on_batch:
                 on_batch(len(batch))
         return out
 
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+        with self._lock:
+            return len(self._tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
 
 
 def resolve_model_path(name: str) -> str:

@@ -1,0 +1,1 @@
+"""The Discord layer: translates between Discord interactions and the core in `embeddings`."""

@@ -1,0 +1,234 @@
+"""`corpus-bot` commands that need no Discord: index, ask, sources, stats.
+
+The console script lives in bot/cli.py, which adds `run` to this group.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import sys
+import textwrap
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from . import store
+from .answer import Answer
+from .config import ConfigError, Settings
+from .embedder import ModelLoadError, load_embedder
+from .index import IndexError_, Progress, run_index
+from .migrations import SchemaTooNewError
+from .search import DEFAULT_K, MAX_K, Filters, ModelMismatchQueryError, QueryError, SearchIndex, parse_iso_date
+
+USER_ERRORS = (
+    ConfigError, IndexError_, store.IndexMissingError, QueryError, ModelLoadError, ModelMismatchQueryError,
+    SchemaTooNewError,
+)
+
+
+@contextmanager
+def user_errors():
+    """Known failures become one clear line (click prints 'Error: ...', exit 1), never a traceback."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        raise click.ClickException(str(exc)) from None
+    except sqlite3.DatabaseError as exc:
+        raise click.ClickException(f"the index file cannot be used: {exc}") from None
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted; the index is unchanged", err=True)
+        sys.exit(130)
+
+
+def settings_from(ctx: click.Context, **overrides) -> Settings:
+    with user_errors():
+        settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return replace(settings, **changes)
+
+
+index_option = click.option("--index", "index_path", type=click.Path(path_type=Path), help="Index file [INDEX_PATH].")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (documented shape).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="corpus-bot")
+def cli() -> None:
+    """Answer questions about a news corpus by quoting its passages."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+# ---------------------------------------------------------------- index
+
+
+class ProgressReporter:
+    """A progress bar on a terminal; a plain line every few seconds otherwise (logs, CI, cron)."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        self.interval = interval
+        self.last = 0.0
+
+    def __call__(self, p: Progress) -> None:
+        if p.stage == "embedding" and self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=p.passages_total, unit="passage", desc="embedding", file=sys.stderr)
+            self.bar.n = p.passages_embedded
+            self.bar.refresh()
+            return
+        if self.bar is not None and p.stage != "embedding":
+            self.bar.close()
+            self.bar = None
+        now = time.monotonic()
+        if p.stage in ("committing", "done") or now - self.last >= self.interval:
+            self.last = now
+            if not (self.tty and p.stage == "scanning"):
+                click.echo(p.describe(), err=True)
+
+
+@cli.command("index")
+@click.option("--corpus", "corpus_dir", type=click.Path(path_type=Path), help="Corpus folder [CORPUS_DIR].")
+@index_option
+@click.option("--rebuild", is_flag=True, help="Re-embed everything (needed after changing EMBEDDING_MODEL).")
+@json_option
+@click.pass_context
+def index_command(ctx, corpus_dir, index_path, rebuild, as_json):
+    """Index the corpus folder: only new or changed articles are embedded."""
+    settings = settings_from(ctx, corpus_dir=corpus_dir, index_path=index_path)
+    with user_errors():
+        report = run_index(settings, rebuild=rebuild, on_progress=None if as_json else ProgressReporter())
+    if as_json:
+        click.echo(json.dumps(report.to_json(), ensure_ascii=False))
+    else:
+        for line in report.lines():
+            click.echo(line)
+
+
+# ---------------------------------------------------------------- ask
+
+
+def render_answer(answer: Answer, *, color: bool) -> str:
+    lines = [f"Q: {answer.query}"]
+    lines += [f"! {notice}" for notice in answer.notices]
+    for r in answer.results:
+        a = r.article
+        lines.append("")
+        lines.append(f"{r.rank}. [{r.relevance_label}] {a.display_title}")
+        lines.append(f"   {a.byline} · {r.position_label} · {a.key}")
+        text = r.text
+        if r.highlight and color:
+            s, e = r.highlight
+            text = text[:s] + click.style(text[s:e], bold=True) + text[e:]
+        for para in text.split("\n"):
+            wrapped = textwrap.wrap(para, width=96, break_long_words=False, break_on_hyphens=False) or [""]
+            lines += ["   > " + w for w in wrapped]
+    return "\n".join(lines)
+
+
+@cli.command("ask")
+@click.argument("question")
+@click.option("-k", "--results", "k", type=click.IntRange(1, MAX_K), default=DEFAULT_K, show_default=True,
+              help="How many passages to show.")
+@click.option("--source", help="Only articles whose publication or title contains this text.")
+@click.option("--since", help="Only articles published on or after this date (YYYY-MM-DD).")
+@click.option("--until", help="Only articles published on or before this date (YYYY-MM-DD).")
+@index_option
+@json_option
+@click.pass_context
+def ask_command(ctx, question, k, source, since, until, index_path, as_json):
+    """Answer QUESTION with quoted passages; '-' reads one question per line from standard input."""
+    settings = settings_from(ctx, index_path=index_path)
+    with user_errors():
+        filters = Filters(
+            source=source.strip() or None if source else None,
+            since=parse_iso_date(since, "--since") if since else None,
+            until=parse_iso_date(until, "--until") if until else None,
+        )
+        index = SearchIndex.load(settings.index_path, model_name=settings.embedding_model, weak_score=settings.weak_score)
+        if index.passage_count == 0:
+            raise store.IndexMissingError(f"the index at {settings.index_path} is empty: add articles to the corpus folder and run `corpus-bot index`")
+        embedder = load_embedder(settings.embedding_model)
+        questions = (line.strip() for line in sys.stdin) if question == "-" else iter([question])
+        color = sys.stdout.isatty()
+        first = True
+        for q in questions:
+            if not q:
+                continue
+            try:
+                answer = index.search(q, embedder, k=k, filters=filters)
+            except QueryError as exc:
+                if question != "-":
+                    raise
+                click.echo(json.dumps({"query": q, "error": str(exc)}) if as_json else f"Q: {q}\n! {exc}")
+                continue
+            if as_json:
+                click.echo(json.dumps(answer.to_json(), ensure_ascii=False))
+            else:
+                click.echo(("" if first else "\n") + render_answer(answer, color=color))
+            first = False
+
+
+# ---------------------------------------------------------------- sources / stats
+
+
+@cli.command("sources")
+@index_option
+@json_option
+@click.pass_context
+def sources_command(ctx, index_path, as_json):
+    """List the indexed articles with their metadata."""
+    settings = settings_from(ctx, index_path=index_path)
+    with user_errors():
+        conn = store.connect_for_reading(settings.index_path)
+        try:
+            articles = store.read_articles(conn)
+        finally:
+            conn.close()
+    if as_json:
+        click.echo(json.dumps({"articles": [a.to_json() for a in articles]}, ensure_ascii=False))
+        return
+    if not articles:
+        click.echo(f"the index at {settings.index_path} has no articles: run `corpus-bot index`")
+    for a in articles:
+        click.echo(f"{a.display_title}\n   {a.byline} · {a.passages} passages · {a.key}" + (f"\n   {a.url}" if a.url else ""))
+
+
+@cli.command("stats")
+@index_option
+@json_option
+@click.pass_context
+def stats_command(ctx, index_path, as_json):
+    """Show the size and model of the index."""
+    settings = settings_from(ctx, index_path=index_path)
+    with user_errors():
+        conn = store.connect_for_reading(settings.index_path)
+        try:
+            stats = store.index_stats(conn, settings.index_path)
+            run = store.last_run(conn)
+        finally:
+            conn.close()
+    if as_json:
+        click.echo(json.dumps(stats))
+        return
+    click.echo(f"articles:  {stats['articles']}\npassages:  {stats['passages']}")
+    click.echo(f"model:     {stats['model']} ({stats['dimension']} dimensions)")
+    click.echo(f"index:     {settings.index_path} ({stats['size_bytes'] / 1e6:.1f} MB)")
+    click.echo(f"built:     {stats['built']}")
+    if run:
+        r = run["report"]
+        click.echo(
+            f"last run:  {run['finished']} in {run['seconds']:.1f}s: {len(r['added'])} added, {len(r['changed'])} changed, "
+            f"{len(r['removed'])} removed, {len(r['unchanged'])} unchanged, {len(r['skipped'])} skipped"
+        )
+
+
+def index_main() -> None:
+    """`python -m embeddings`: the offline index job."""
+    index_command.main(prog_name="python -m embeddings")

@@ -1,0 +1,330 @@
+"""The index job: corpus folder -> parse -> passages -> vectors -> one atomic commit to SQLite.
+
+Incremental: a file whose bytes (and sidecar) hash the same as last time is not parsed or embedded
+again. Atomic: everything is computed first and written in one short transaction at the end, so a
+crash or Ctrl-C at any point leaves the previous index complete. One run at a time: a lock file
+(flock, so it also works across processes and is released if the process dies).
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import store
+from .chunk import make_passages
+from .config import Settings
+from .embedder import Embedder, load_embedder
+from .parse import ArticleDoc, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
+
+log = logging.getLogger(__name__)
+
+
+class IndexError_(RuntimeError):
+    """Base for index-job refusals: the message is shown to the user as is."""
+
+
+class IndexBusyError(IndexError_):
+    pass
+
+
+class ModelMismatchError(IndexError_):
+    pass
+
+
+class IndexRefusedError(IndexError_):
+    pass
+
+
+@dataclass
+class Progress:
+    stage: str  # scanning | embedding | committing | done
+    files_scanned: int = 0
+    files_total: int = 0
+    passages_embedded: int = 0
+    passages_total: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.passages_embedded / self.elapsed if self.elapsed > 0 and self.passages_embedded else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.stage != "embedding" or not self.rate:
+            return None
+        return (self.passages_total - self.passages_embedded) / self.rate
+
+    def describe(self) -> str:
+        text = f"{self.stage}: {self.files_scanned}/{self.files_total} files scanned"
+        if self.passages_total:
+            text += f", {self.passages_embedded}/{self.passages_total} passages embedded"
+            if self.rate:
+                text += f" ({self.rate:.0f}/s"
+                text += f", ETA {self.eta_seconds:.0f}s)" if self.eta_seconds is not None else ")"
+        return text
+
+
+@dataclass
+class IndexReport:
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (corpus path, reason)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    passages_embedded: int = 0
+    articles_total: int = 0
+    passages_total: int = 0
+    seconds: float = 0.0
+    model: str = ""
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
+        data["warnings"] = [{"path": p, "warning": w} for p, w in self.warnings]
+        return data
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.added)} added, {len(self.changed)} changed, {len(self.removed)} removed, "
+            f"{len(self.unchanged)} unchanged, {len(self.skipped)} skipped; "
+            f"{self.passages_embedded} passages embedded in {self.seconds:.1f}s; "
+            f"index: {self.articles_total} articles, {self.passages_total} passages"
+        )
+
+    def lines(self) -> list[str]:
+        out = [self.summary()]
+        out += [f"skipped {path}: {reason}" for path, reason in self.skipped]
+        out += [f"warning {path}: {text}" for path, text in self.warnings]
+        return out
+
+
+@contextmanager
+def index_lock(index_path: Path):
+    """Exclusive, non-blocking, per index file; the kernel drops it if the holder dies."""
+    lock_path = index_path.with_name(index_path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise IndexBusyError(f"another index run is in progress on {index_path} (pid {holder}); try again when it ends") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fault_point(stage: str) -> None:
+    """Test hook: CORPUS_BOT_CRASH_AT=<stage> kills the process right here, with no clean-up."""
+    if os.environ.get("CORPUS_BOT_CRASH_AT") == stage:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class _NewArticle:
+    doc: ArticleDoc
+    file: str
+    content_hash: str
+    passages: list[str]
+    vectors: np.ndarray | None = None
+
+
+def run_index(
+    settings: Settings,
+    *,
+    rebuild: bool = False,
+    embedder: Embedder | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> IndexReport:
+    """Bring the index at settings.index_path up to date with settings.corpus_dir."""
+    started_wall, started = store.utc_now(), time.monotonic()
+    corpus = settings.corpus_dir
+    if not corpus.is_dir():
+        raise IndexRefusedError(f"corpus folder {corpus} does not exist or is not a folder (set CORPUS_DIR)")
+
+    with index_lock(settings.index_path):
+        conn = store.connect_for_writing(settings.index_path)
+        try:
+            meta = store.read_meta(conn)
+            if meta.get("model") and meta["model"] != settings.embedding_model and not rebuild:
+                raise ModelMismatchError(
+                    f"the index was built with {meta['model']!r} but EMBEDDING_MODEL is {settings.embedding_model!r}; "
+                    "run `corpus-bot index --rebuild` to re-embed everything with the new model"
+                )
+            previous = {} if rebuild else store.stored_files(conn)
+            previous_keys = {k for f in store.stored_files(conn).values() for k in f.keys}
+            previous_passages = store.passage_count(conn)
+
+            report = IndexReport(model=settings.embedding_model)
+            progress = Progress(stage="scanning")
+
+            def tick() -> None:
+                progress.elapsed = time.monotonic() - started
+                if on_progress:
+                    on_progress(progress)
+
+            new, kept_files = _scan(corpus, settings, previous, report, progress, tick)
+            _fault_point("parse")
+
+            if new:
+                embedder = embedder or load_embedder(settings.embedding_model)
+                _check_dimension(meta, embedder, rebuild)
+                new = _chunk(new, embedder, report)
+                _embed(new, embedder, progress, tick)
+            _fault_point("embed")
+
+            new_keys = {a.doc.key for a in new}
+            kept_keys = {k for f in kept_files for k in previous[f].keys}
+            for key in sorted(new_keys):
+                (report.changed if key in previous_keys else report.added).append(key)
+            report.removed = sorted(previous_keys - new_keys - kept_keys)
+            report.unchanged = sorted(kept_keys)
+
+            total_passages = sum(len(a.passages) for a in new) + _kept_passages(conn, kept_keys)
+            if total_passages == 0 and previous_passages > 0:
+                raise IndexRefusedError(
+                    f"this run would leave the index empty ({corpus} has no indexable articles: "
+                    f"{len(report.skipped)} skipped); the previous index is kept"
+                )
+
+            progress.stage = "committing"
+            tick()
+            dimension = embedder.dimension if embedder else int(meta.get("dimension", 0)) or None
+            _commit(conn, settings, new, previous_keys - kept_keys, report, dimension, started_wall, started)
+            _fault_point("after-commit")
+            progress.stage = "done"
+            tick()
+            return report
+        finally:
+            conn.close()
+
+
+def _scan(corpus, settings, previous, report, progress, tick):
+    """Read, hash and parse every changed file; returns (new articles, unchanged files)."""
+    paths = iter_corpus_files(corpus)
+    progress.files_total = len(paths)
+    new: list[_NewArticle] = []
+    kept_files: list[str] = []
+    seen_text: dict[str, str] = {}  # hash of article text -> key, to index duplicates once
+    for path in paths:
+        rel = path.relative_to(corpus).as_posix()
+        progress.files_scanned += 1
+        tick()
+        try:
+            data = load_file(path, corpus, settings.max_file_bytes)
+            sidecar = sidecar_bytes(path)
+            content_hash = hashlib.sha256(data + b"\0sidecar\0" + sidecar).hexdigest()
+            if rel in previous and previous[rel].content_hash == content_hash:
+                kept_files.append(rel)
+                continue
+            docs = parse_file(rel, data, sidecar)
+        except SkipFile as exc:
+            if rel in previous:
+                # Never lose a good article to a bad edit: keep what was indexed and say so.
+                kept_files.append(rel)
+                report.skipped.append((rel, f"{exc} (kept the previously indexed version)"))
+            else:
+                report.skipped.append((rel, str(exc)))
+            continue
+        for doc in docs:
+            report.warnings += [(doc.key, w) for w in doc.warnings]
+            text_hash = hashlib.sha256("\n\n".join(doc.paragraphs).encode()).hexdigest()
+            if text_hash in seen_text:
+                report.skipped.append((doc.key, f"duplicate of {seen_text[text_hash]}"))
+                continue
+            seen_text[text_hash] = doc.key
+            new.append(_NewArticle(doc, rel, content_hash, []))
+    return new, kept_files
+
+
+def _chunk(new: list[_NewArticle], embedder: Embedder, report: IndexReport) -> list[_NewArticle]:
+    kept = []
+    for article in new:
+        doc = article.doc
+        article.passages = make_passages(doc.paragraphs, count_tokens=embedder.count_tokens, max_tokens=embedder.max_tokens)
+        if article.passages:
+            kept.append(article)
+        else:
+            report.skipped.append((doc.key, "no article text to index"))
+    return kept
+
+
+def _embed(new: list[_NewArticle], embedder: Embedder, progress: Progress, tick) -> None:
+    texts = [p for a in new for p in a.passages]
+    progress.stage = "embedding"
+    progress.passages_total = len(texts)
+    tick()
+
+    def on_batch(n: int) -> None:
+        progress.passages_embedded += n
+        _fault_point("mid-embed")
+        tick()
+
+    vectors = embedder.encode(texts, on_batch=on_batch) if texts else np.zeros((0, embedder.dimension), np.float32)
+    start = 0
+    for article in new:
+        article.vectors = vectors[start : start + len(article.passages)]
+        start += len(article.passages)
+
+
+def _check_dimension(meta: dict, embedder: Embedder, rebuild: bool) -> None:
+    stored = int(meta.get("dimension", 0) or 0)
+    if stored and stored != embedder.dimension and not rebuild:
+        raise ModelMismatchError(
+            f"the index holds {stored}-dimensional vectors but {embedder.name!r} makes {embedder.dimension}; "
+            "run `corpus-bot index --rebuild`"
+        )
+
+
+def _kept_passages(conn, kept_keys: set[str]) -> int:
+    if not kept_keys:
+        return 0
+    return sum(
+        conn.execute("SELECT passage_count FROM articles WHERE key = ?", (k,)).fetchone()[0] for k in kept_keys
+    )
+
+
+def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started) -> None:
+    """The one write transaction of a run."""
+    now = store.utc_now()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        store.delete_articles(conn, sorted(stale_keys))
+        _fault_point("mid-write")
+        for article in new:
+            doc = article.doc
+            store.insert_article(
+                conn, key=doc.key, file=article.file, content_hash=article.content_hash, title=doc.title,
+                source=doc.source, authors=doc.authors, published=doc.published, updated=doc.updated,
+                url=doc.url, description=doc.description, passages=article.passages,
+                vectors=article.vectors, indexed_at=now,
+            )
+            report.passages_embedded += len(article.passages)
+        report.articles_total = conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
+        report.passages_total = store.passage_count(conn)
+        report.seconds = round(time.monotonic() - started, 3)
+        meta = {"model": settings.embedding_model, "built": now}
+        if dimension:
+            meta["dimension"] = str(dimension)
+        store.write_meta(conn, **meta)
+        store.record_run(conn, started=started_wall, seconds=report.seconds, report=report.to_json())
+        _fault_point("before-commit")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,255 @@
+"""Search: exact cosine similarity over every passage vector, held in memory.
+
+A `SearchIndex` is an immutable snapshot of one committed index state: vectors, passage ids and
+article metadata are loaded in one read transaction, and that transaction stays open so passage
+texts fetched later come from the same state even while a re-index commits a new one. Callers
+swap in a fresh `SearchIndex` after a re-index (the bot) or load one per process (the CLI).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import store
+from .answer import Answer, Article, Result
+from .chunk import sentence_spans
+from .embedder import Embedder
+
+DEFAULT_K = 5
+MAX_K = 20
+PER_ARTICLE = 2
+MAX_QUESTION_CHARS = 2000
+
+
+class QueryError(ValueError):
+    """A question or filter the search cannot take; the message says which and why."""
+
+
+class ModelMismatchQueryError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Filters:
+    source: str | None = None
+    since: dt.date | None = None
+    until: dt.date | None = None
+
+    def as_dict(self) -> dict:
+        return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in vars(self).items() if v}
+
+
+def parse_iso_date(value: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise QueryError(f"{option} {value!r} is not a date in YYYY-MM-DD form") from None
+
+
+class SearchIndex:
+    def __init__(self, conn, meta, articles, vectors, passage_ids, passage_article, passage_position, weak_score):
+        self._conn = conn
+        self._lock = threading.Lock()  # one sqlite connection shared by executor threads
+        self.meta = meta
+        self.articles: list[Article] = articles
+        self.vectors = vectors
+        self.passage_ids = passage_ids
+        self.passage_article = passage_article  # index into self.articles
+        self.passage_position = passage_position
+        self.weak_score = weak_score
+
+    @classmethod
+    def load(cls, index_path: Path, *, model_name: str, weak_score: float) -> "SearchIndex":
+        conn = store.connect_for_reading(index_path)
+        conn.execute("BEGIN")  # snapshot: held until close()
+        meta = store.read_meta(conn)
+        if meta.get("model") and meta["model"] != model_name:
+            conn.close()
+            raise ModelMismatchQueryError(
+                f"the index at {index_path} was built with {meta['model']!r} but EMBEDDING_MODEL is {model_name!r}; "
+                "set EMBEDDING_MODEL back or run `corpus-bot index --rebuild`"
+            )
+        articles = store.read_articles(conn)
+        row_of = {a.id: i for i, a in enumerate(articles)}
+        dim = int(meta.get("dimension") or 0)
+        blobs, owners = [], []
+        for article_id, blob in conn.execute("SELECT article_id, vectors FROM article_vectors ORDER BY article_id"):
+            blobs.append(blob)
+            owners.append(article_id)
+        vectors = (
+            np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, dim) if blobs and dim
+            else np.zeros((0, max(dim, 1)), np.float32)
+        )
+        ids = np.fromiter(
+            (pid for (pid,) in conn.execute("SELECT id FROM passages ORDER BY article_id, position")),
+            dtype=np.int64,
+        )
+        counts = np.array([articles[row_of[a]].passages for a in owners], dtype=np.int64)
+        passage_article = np.repeat(np.array([row_of[a] for a in owners], dtype=np.int32), counts)
+        passage_position = (np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
+        if not (len(ids) == len(vectors) == len(passage_article)):
+            conn.close()
+            raise RuntimeError(f"index at {index_path} is inconsistent: {len(ids)} passages, {len(vectors)} vectors")
+        return cls(conn, meta, articles, vectors, ids, passage_article, passage_position, weak_score)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @property
+    def passage_count(self) -> int:
+        return len(self.passage_ids)
+
+    def _texts(self, passage_ids: list[int]) -> dict[int, str]:
+        if not passage_ids:
+            return {}
+        marks = ",".join("?" * len(passage_ids))
+        with self._lock:
+            rows = self._conn.execute(f"SELECT id, text FROM passages WHERE id IN ({marks})", passage_ids).fetchall()
+        return dict(rows)
+
+    def _article_mask(self, filters: Filters) -> tuple[np.ndarray, int]:
+        """Which articles pass the filters, and how many undated ones the date filter left out."""
+        keep = np.ones(len(self.articles), dtype=bool)
+        excluded_undated = 0
+        needle = filters.source.casefold() if filters.source else None
+        for i, a in enumerate(self.articles):
+            if needle and needle not in (a.source or "").casefold() and needle not in (a.title or "").casefold():
+                keep[i] = False
+                continue
+            if filters.since or filters.until:
+                if a.published is None:
+                    keep[i] = False
+                    excluded_undated += 1
+                elif (filters.since and a.published < filters.since) or (filters.until and a.published > filters.until):
+                    keep[i] = False
+        return keep, excluded_undated
+
+    def search(
+        self,
+        question: str,
+        embedder: Embedder,
+        *,
+        k: int = DEFAULT_K,
+        offset: int = 0,
+        filters: Filters = Filters(),
+        per_article: int = PER_ARTICLE,
+    ) -> Answer:
+        question = " ".join(question.split())
+        if not question:
+            raise QueryError("the question is empty")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise QueryError(f"the question is too long ({len(question)} characters, at most {MAX_QUESTION_CHARS})")
+        if not 1 <= k <= MAX_K:
+            raise QueryError(f"the number of results must be between 1 and {MAX_K}, got {k}")
+        if filters.since and filters.until and filters.since > filters.until:
+            raise QueryError(f"--since {filters.since} is after --until {filters.until}")
+
+        query_vector = embedder.encode([question])[0]
+        article_ok, excluded_undated = self._article_mask(filters)
+        scores = self.vectors @ query_vector if self.passage_count else np.zeros(0, np.float32)
+        eligible = article_ok[self.passage_article] if self.passage_count else np.zeros(0, bool)
+        scores = np.where(eligible, scores, -np.inf)
+
+        picked = self._top_with_cap(scores, offset + k + 1, per_article)
+        page, has_more = picked[offset : offset + k], len(picked) > offset + k
+        best = float(scores[picked[0]]) if picked else 0.0
+        weak = best < self.weak_score
+        texts = self._texts([int(self.passage_ids[i]) for i in page])
+        results = []
+        for n, i in enumerate(page):
+            pid = int(self.passage_ids[i])
+            if pid not in texts:  # cannot happen inside one snapshot; never show a blank quote
+                continue
+            score = float(scores[i])
+            results.append(
+                Result(
+                    rank=offset + n + 1, score=score, passage_id=pid, position=int(self.passage_position[i]),
+                    text=texts[pid], article=self.articles[self.passage_article[i]],
+                    highlight=best_sentence(question, texts[pid]), weak=score < self.weak_score,
+                )
+            )
+        return Answer(
+            query=question, results=results, weak=weak, excluded_undated=excluded_undated,
+            offset=offset, has_more=has_more, filters=filters.as_dict(),
+        )
+
+    def _top_with_cap(self, scores: np.ndarray, n: int, per_article: int) -> list[int]:
+        """Indices of the n best eligible passages, at most per_article from one article."""
+        finite = int(np.isfinite(scores).sum())
+        want = min(finite, n)
+        if want == 0:
+            return []
+        pool = min(finite, max(4 * n, 64))
+        while True:
+            candidates = np.argpartition(-scores, pool - 1)[:pool] if pool < len(scores) else np.arange(len(scores))
+            candidates = candidates[np.argsort(-scores[candidates], kind="stable")]
+            picked, per = [], {}
+            for i in candidates:
+                if not np.isfinite(scores[i]):
+                    break
+                a = int(self.passage_article[i])
+                if per.get(a, 0) >= per_article:
+                    continue
+                per[a] = per.get(a, 0) + 1
+                picked.append(int(i))
+                if len(picked) == want:
+                    return picked
+            if pool >= finite:
+                return picked
+            pool = min(finite, pool * 4)
+
+    def context(self, passage_id: int, radius: int = 1) -> list[Result]:
+        """The passage and its neighbours in the article, in order (for the bot's "Context" button)."""
+        hits = np.nonzero(self.passage_ids == passage_id)[0]
+        if not len(hits):
+            raise QueryError("that passage is no longer in the index")
+        i = int(hits[0])
+        a = int(self.passage_article[i])
+        lo = max(0, i - radius)
+        hi = min(len(self.passage_ids), i + radius + 1)
+        rows = [j for j in range(lo, hi) if self.passage_article[j] == a]
+        texts = self._texts([int(self.passage_ids[j]) for j in rows])
+        return [
+            Result(rank=0, score=0.0, passage_id=int(self.passage_ids[j]), position=int(self.passage_position[j]),
+                   text=texts[int(self.passage_ids[j])], article=self.articles[a])
+            for j in rows
+        ]
+
+    def source_names(self) -> list[str]:
+        """Distinct publications and titles, for filter suggestions."""
+        names = {a.source for a in self.articles if a.source} | {a.title for a in self.articles if a.title}
+        return sorted(names, key=str.casefold)
+
+
+_WORD = re.compile(r"\w+")
+_STOPWORDS = frozenset(
+    "a an and are as at be by did do does for from had has have how in is it its of on or that the their "
+    "them they this to was were what when where which who whom why will with would".split()
+)
+
+
+def _terms(text: str) -> set[str]:
+    return {w for w in (m.casefold() for m in _WORD.findall(text)) if w not in _STOPWORDS and len(w) > 1}
+
+
+def best_sentence(question: str, text: str) -> tuple[int, int] | None:
+    """Span of the sentence sharing the most question terms (prefix-matched, so 'seized' ~ 'seize')."""
+    spans = sentence_spans(text)
+    if len(spans) < 2:
+        return None
+    q = _terms(question)
+    if not q:
+        return None
+
+    def overlap(span: tuple[int, int]) -> int:
+        words = _terms(text[span[0] : span[1]])
+        return sum(1 for t in q if any(w.startswith(t[:5]) or t.startswith(w[:5]) for w in words if len(w) >= 4 or w == t))
+
+    best = max(spans, key=overlap)
+    return best if overlap(best) else None

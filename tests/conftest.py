@@ -1,0 +1,98 @@
+"""Shared fixtures: a deterministic fake embedder for fast unit tests, the real bundled model for
+integration tests (loaded once per session), and helpers to build corpora and settings."""
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embeddings.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_CORPUS = ROOT / "corpus"
+SCIFACT = ROOT.parent / "shared" / "eval" / "scifact"
+
+
+class FakeEmbedder:
+    """Bag-of-words hashed into 256 signed buckets: texts sharing words are similar, deterministic,
+    instant. Good enough to test ranking plumbing; meaning is tested with the real model."""
+
+    name = "fake-hash-embedder"
+    dimension = 256
+    max_tokens = 64
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.texts_embedded = 0
+
+    def _vector(self, text: str) -> np.ndarray:
+        v = np.zeros(self.dimension, np.float32)
+        for word in re.findall(r"\w+", text.casefold()):
+            h = hashlib.blake2b(word.encode(), digest_size=8).digest()
+            v[h[0]] += 1.0 if h[1] & 1 else -1.0
+        n = np.linalg.norm(v)
+        return v / n if n else v
+
+    def encode(self, texts, *, on_batch=None):
+        self.calls += 1
+        self.texts_embedded += len(texts)
+        out = np.stack([self._vector(t) for t in texts]) if len(texts) else np.zeros((0, self.dimension), np.float32)
+        if on_batch and len(texts):
+            on_batch(len(texts))
+        return out.astype(np.float32)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split()) + 2
+
+
+@pytest.fixture
+def fake_embedder(monkeypatch) -> FakeEmbedder:
+    """A fake embedder that every `load_embedder()` call in the core returns."""
+    fake = FakeEmbedder()
+    import embeddings.cli
+    import embeddings.index
+
+    monkeypatch.setattr(embeddings.index, "load_embedder", lambda name: fake)
+    monkeypatch.setattr(embeddings.cli, "load_embedder", lambda name: fake)
+    return fake
+
+
+@pytest.fixture
+def corpus_copy(tmp_path) -> Path:
+    """A writable copy of the shipped corpus."""
+    dest = tmp_path / "corpus"
+    shutil.copytree(SHIPPED_CORPUS, dest)
+    for p in dest.iterdir():
+        p.chmod(0o644)
+    return dest
+
+
+@pytest.fixture
+def fake_settings(tmp_path, corpus_copy, fake_embedder) -> Settings:
+    return Settings(
+        corpus_dir=corpus_copy, index_path=tmp_path / "data" / "index.sqlite3",
+        embedding_model=fake_embedder.name, weak_score=0.2,
+    )
+
+
+@pytest.fixture(scope="session")
+def real_embedder():
+    from embeddings.embedder import load_embedder
+
+    return load_embedder()
+
+
+@pytest.fixture(scope="session")
+def shipped_index(tmp_path_factory, real_embedder) -> Settings:
+    """The shipped corpus indexed once with the real bundled model (read-only for tests)."""
+    from embeddings.index import run_index
+
+    base = tmp_path_factory.mktemp("shipped")
+    settings = replace(Settings.from_env({}), corpus_dir=SHIPPED_CORPUS, index_path=base / "index.sqlite3")
+    run_index(settings, embedder=real_embedder)
+    return settings
