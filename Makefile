@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-Q ?= Which cities in the north did the Taliban take?
+Q ?= Who led the resistance to the Taliban in the north?
 export Q
 
 .PHONY: setup demo test bot clean

@@ -51,11 +51,13 @@ class Progress:
     files_total: int = 0
     passages_embedded: int = 0
     passages_total: int = 0
-    elapsed: float = 0.0
+    elapsed: float = 0.0  # seconds since the run started
+    embedding_since: float = 0.0  # value of elapsed when embedding began (model loading excluded from the rate)
 
     @property
     def rate(self) -> float:
-        return self.passages_embedded / self.elapsed if self.elapsed > 0 and self.passages_embedded else 0.0
+        seconds = self.elapsed - self.embedding_since
+        return self.passages_embedded / seconds if seconds > 0 and self.passages_embedded else 0.0
 
     @property
     def eta_seconds(self) -> float | None:
@@ -269,6 +271,7 @@ def _embed(new: list[_NewArticle], embedder: Embedder, progress: Progress, tick)
     progress.stage = "embedding"
     progress.passages_total = len(texts)
     tick()
+    progress.embedding_since = progress.elapsed
 
     def on_batch(n: int) -> None:
         progress.passages_embedded += n

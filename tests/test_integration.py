@@ -1,0 +1,131 @@
+"""End to end with the real bundled model on the shipped corpus: the answers users actually get."""
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from embeddings.index import run_index
+from embeddings.search import SearchIndex
+
+pytestmark = pytest.mark.model
+
+# Questions asked in other words than the articles use, and a phrase of the passage that answers each.
+PARAPHRASED = [
+    ("Who led the armed opposition to the Taliban in the north before 9/11?", "Ahmed Shah Massoud"),
+    ("How many districts have fallen since the American pullout started?", "more than 50 districts"),
+    ("What did a local council member in Kunduz hear?", "sound of bullets"),
+    ("When did the Taliban first rule Kabul?", "seize control of Kabul in 1996"),
+    ("What did lawmakers ask the government to create to fight back?", "high council of combat"),
+    ("Which airplanes did the Biden administration send?", "B-52"),
+    ("Who is the Uzbek warlord whose stronghold fell?", "Dostum"),
+    ("What happened to civilians during US air strikes in Helmand?", "killing at least 20 civilians"),
+    ("Were the Afghan defence minister and army chief replaced?", "new acting minister of defense"),
+    ("What does the Taliban want to set up in Afghanistan?", "Islamic emirate"),
+    ("Why did people flee Kunduz for the capital?", "flee Kunduz for Kabul"),
+    ("What did veterans of the war against the Soviets promise?", "pledging support"),
+    ("When will foreign troops leave Afghanistan?", "end of August"),
+]
+OFF_TOPIC = [
+    "How do I bake sourdough bread?",
+    "Best laptop for gaming in 2021",
+    "How does photosynthesis work?",
+    "Who won the football world cup?",
+    "What are the side effects of ibuprofen?",
+]
+
+
+@pytest.fixture(scope="module")
+def index(shipped_index):
+    idx = SearchIndex.load(
+        shipped_index.index_path, model_name=shipped_index.embedding_model, weak_score=shipped_index.weak_score
+    )
+    yield idx
+    idx.close()
+
+
+@pytest.mark.parametrize("question, phrase", PARAPHRASED)
+def test_paraphrased_question_finds_the_answering_passage(index, real_embedder, question, phrase):
+    answer = index.search(question, real_embedder)
+    assert any(phrase in r.text for r in answer.results), [r.text[:80] for r in answer.results]
+    assert not answer.weak
+
+
+@pytest.mark.parametrize("question", OFF_TOPIC)
+def test_off_topic_question_is_marked_weak(index, real_embedder, question):
+    answer = index.search(question, real_embedder)
+    assert answer.weak and answer.results
+    assert "Nothing in the corpus answers this question well" in answer.notices[0]
+
+
+def test_every_shipped_article_is_indexed_with_its_metadata(index):
+    by_key = {a.key: a for a in index.articles}
+    assert len(by_key) == 5
+    assert by_key["000_84e6feabee5314c5.txt"].byline == "By Sharif Hassan · Aug 9, 2021"
+    assert by_key["001_d4691cda91f5b4eb.txt"].byline == "By Thomas Gibbons-Neff and Najim Rahim · Jun 20, 2021"
+    assert by_key["004_df801900fabe096f.txt"].byline == "Antiwar.com · By Jason Ditz · undated"
+    assert by_key["003_67286731495c820e.txt"].date_label == "undated"
+    assert sum(a.passages for a in by_key.values()) == index.passage_count
+
+
+def test_no_furniture_is_ever_quoted(index, real_embedder):
+    for question in ["Sign up for a daily email", "Source link", "Getty Images photo", "commenting issues"]:
+        for r in index.search(question, real_embedder, k=20).results:
+            for furniture in ("Sign up for", "Source link", "Getty Images", "for The New York Times", "commenting"):
+                assert furniture not in r.text
+
+
+def cli(*args, env):
+    return subprocess.run(
+        [sys.executable, "-c", "from bot.cli import main; main()", *args],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_cli_answers_from_a_shell(shipped_index):
+    env = {"INDEX_PATH": str(shipped_index.index_path)}
+    result = cli("ask", "Which airplanes did the Biden administration send?", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert "B-52" in data["results"][0]["text"] and data["results"][0]["source"] == "Antiwar.com"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["parse", "mid-embed", "mid-write", "before-commit", "after-commit"])
+def test_a_killed_index_run_leaves_a_complete_index(tmp_path, corpus_copy, real_embedder, stage):
+    settings = shipped_settings(tmp_path, corpus_copy)
+    run_index(settings, embedder=real_embedder)
+    changed = corpus_copy / "002_19231adb1c3244eb.txt"
+    changed.write_text(changed.read_text() + "\n\nA herd of zebras crossed the Kunduz road on Monday, officials said.\n")
+    (corpus_copy / "004_df801900fabe096f.txt").unlink()
+
+    env = {"CORPUS_DIR": str(corpus_copy), "INDEX_PATH": str(settings.index_path), "CORPUS_BOT_CRASH_AT": stage}
+    crashed = subprocess.run([sys.executable, "-m", "embeddings"], env={**os.environ, **env}, capture_output=True, timeout=300)
+    assert crashed.returncode == -9, crashed.stderr.decode()[-2000:]
+
+    conn = sqlite3.connect(settings.index_path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    committed = stage == "after-commit"
+    idx = SearchIndex.load(settings.index_path, model_name=settings.embedding_model, weak_score=0.3)
+    keys = {a.key for a in idx.articles}
+    zebra = any("zebras" in r.text for r in idx.search("zebras crossing the road", real_embedder, k=20).results)
+    # All old or all new, never a mix.
+    assert (zebra, "004_df801900fabe096f.txt" not in keys) == (committed, committed)
+    assert sum(a.passages for a in idx.articles) == idx.passage_count
+    idx.close()
+
+    after = run_index(settings, embedder=real_embedder)
+    if committed:
+        assert after.changed == [] and after.removed == [] and after.passages_embedded == 0
+    else:
+        assert after.changed == ["002_19231adb1c3244eb.txt"] and after.removed == ["004_df801900fabe096f.txt"]
+
+
+def shipped_settings(tmp_path, corpus):
+    from embeddings.config import Settings
+
+    return replace(Settings.from_env({}), corpus_dir=corpus, index_path=tmp_path / "data" / "index.sqlite3")

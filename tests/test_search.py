@@ -1,0 +1,123 @@
+"""Search over a real SQLite index built with the fake embedder: ranking plumbing, filters, caps, snapshots."""
+import datetime as dt
+from dataclasses import replace
+
+import pytest
+
+from embeddings.index import run_index
+from embeddings.search import Filters, ModelMismatchQueryError, QueryError, SearchIndex, best_sentence
+from embeddings.store import IndexMissingError
+
+
+@pytest.fixture
+def index(fake_settings):
+    run_index(fake_settings)
+    idx = SearchIndex.load(fake_settings.index_path, model_name=fake_settings.embedding_model, weak_score=0.2)
+    yield idx
+    idx.close()
+
+
+def test_result_carries_verbatim_text_metadata_and_position(index, fake_embedder, fake_settings):
+    answer = index.search("Ahmed Shah Massoud anti-Taliban commander killed by Al Qaeda", fake_embedder)
+    top = answer.results[0]
+    assert "Ahmed Shah Massoud" in top.text
+    assert top.text in (fake_settings.corpus_dir / top.article.key).read_text()
+    assert top.article.title == "The insurgents' success in northern Afghanistan is an ill omen for Kabul."
+    assert top.article.authors == ("Sharif Hassan",)
+    assert top.article.published == dt.date(2021, 8, 9)
+    assert top.rank == 1 and top.position_label == f"paragraph {top.position + 1} of {top.article.passages}"
+    assert [r.rank for r in answer.results] == list(range(1, len(answer.results) + 1))
+    assert all(a.score >= b.score for a, b in zip(answer.results, answer.results[1:]))
+
+
+def test_default_k_is_five_and_at_most_two_passages_per_article(index, fake_embedder):
+    answer = index.search("Taliban Kunduz", fake_embedder)
+    assert len(answer.results) == 5
+    keys = [r.article.key for r in answer.results]
+    assert max(keys.count(k) for k in keys) <= 2
+
+
+def test_paging_continues_without_repeats(index, fake_embedder):
+    first = index.search("Taliban districts government forces", fake_embedder, k=3)
+    second = index.search("Taliban districts government forces", fake_embedder, k=3, offset=3)
+    assert first.has_more
+    assert [r.rank for r in second.results] == [4, 5, 6]
+    assert not {r.passage_id for r in first.results} & {r.passage_id for r in second.results}
+
+
+def test_source_filter_matches_publication_or_title(index, fake_embedder):
+    answer = index.search("Taliban", fake_embedder, filters=Filters(source="antiwar"))
+    assert answer.results and {r.article.source for r in answer.results} == {"Antiwar.com"}
+    answer = index.search("Taliban", fake_embedder, filters=Filters(source="afghanistan update"))
+    assert {r.article.title for r in answer.results} == {"Afghanistan Update"}
+
+
+def test_date_filter_excludes_undated_articles_and_says_how_many(index, fake_embedder):
+    answer = index.search("Taliban", fake_embedder, filters=Filters(since=dt.date(2021, 8, 1)))
+    assert {r.article.published for r in answer.results} == {dt.date(2021, 8, 9)}
+    assert answer.excluded_undated == 3
+    assert "3 undated articles left out by the date filter." in answer.notices
+    answer = index.search("Taliban", fake_embedder, filters=Filters(until=dt.date(2021, 7, 1)))
+    assert {r.article.published for r in answer.results} == {dt.date(2021, 6, 20)}
+
+
+def test_filters_that_match_nothing_say_so(index, fake_embedder):
+    answer = index.search("Taliban", fake_embedder, filters=Filters(source="no such paper"))
+    assert answer.results == [] and answer.notices[0].startswith("Nothing in the corpus matches")
+
+
+def test_weak_answers_are_flagged_but_still_shown(index, fake_embedder):
+    answer = index.search("sourdough starter hydration", fake_embedder)
+    assert answer.weak and answer.results
+    assert all(r.weak for r in answer.results)
+    assert "answers this question well" in answer.notices[0]
+
+
+@pytest.mark.parametrize(
+    "question, k, message",
+    [("   ", 5, "empty"), ("x" * 5000, 5, "too long"), ("Taliban", 0, "between 1 and"), ("Taliban", 21, "between 1 and")],
+)
+def test_bad_questions_get_specific_errors(index, fake_embedder, question, k, message):
+    with pytest.raises(QueryError, match=message):
+        index.search(question, fake_embedder, k=k)
+
+
+def test_context_returns_neighbouring_paragraphs_in_order(index, fake_embedder):
+    hit = index.search("Ahmed Shah Massoud", fake_embedder).results[0]
+    around = index.context(hit.passage_id)
+    assert [r.position for r in around] == [hit.position - 1, hit.position, hit.position + 1]
+    assert {r.article.key for r in around} == {hit.article.key}
+
+
+def test_snapshot_keeps_answering_from_its_own_state_after_a_reindex(fake_settings, fake_embedder):
+    run_index(fake_settings)
+    old = SearchIndex.load(fake_settings.index_path, model_name=fake_embedder.name, weak_score=0.2)
+    for p in fake_settings.corpus_dir.iterdir():
+        p.write_text(p.read_text() + "\n\nEvery article now ends with a zebra sentence for this test.\n")
+    run_index(fake_settings)
+    answer = old.search("Ahmed Shah Massoud", fake_embedder)  # its passage ids were deleted by the new run
+    assert answer.results and all(r.text for r in answer.results)
+    assert not any("zebra" in r.text for r in old.search("zebra sentence", fake_embedder, k=20).results)
+    new = SearchIndex.load(fake_settings.index_path, model_name=fake_embedder.name, weak_score=0.2)
+    assert "zebra" in new.search("zebra sentence", fake_embedder).results[0].text
+    old.close()
+    new.close()
+
+
+def test_missing_index_tells_the_user_to_build_it(tmp_path):
+    with pytest.raises(IndexMissingError, match="corpus-bot index"):
+        SearchIndex.load(tmp_path / "none.sqlite3", model_name="m", weak_score=0.3)
+
+
+def test_querying_with_another_model_is_refused(fake_settings):
+    run_index(fake_settings)
+    with pytest.raises(ModelMismatchQueryError) as err:
+        SearchIndex.load(fake_settings.index_path, model_name="other-model", weak_score=0.3)
+    assert "fake-hash-embedder" in str(err.value) and "other-model" in str(err.value)
+
+
+def test_best_sentence_highlights_the_matching_sentence():
+    text = "Kunduz fell on Sunday. Residents fled to Kabul by road. Officials said little."
+    start, end = best_sentence("Where did the residents flee to?", text)
+    assert text[start:end] == "Residents fled to Kabul by road."
+    assert best_sentence("zzz qqq", text) is None
