@@ -22,7 +22,7 @@ from .config import ConfigError, Settings
 from .embedder import ModelLoadError, load_embedder
 from .index import IndexError_, Progress, run_index
 from .migrations import SchemaTooNewError
-from .search import DEFAULT_K, MAX_K, Filters, ModelMismatchQueryError, QueryError, SearchIndex, parse_iso_date
+from .search import DEFAULT_K, MAX_K, MODES, Filters, ModelMismatchQueryError, QueryError, SearchIndex, parse_iso_date
 
 USER_ERRORS = (
     ConfigError, IndexError_, store.IndexMissingError, QueryError, ModelLoadError, ModelMismatchQueryError,
@@ -227,6 +227,44 @@ def stats_command(ctx, index_path, as_json):
             f"last run:  {run['finished']} in {run['seconds']:.1f}s: {len(r['added'])} added, {len(r['changed'])} changed, "
             f"{len(r['removed'])} removed, {len(r['unchanged'])} unchanged, {len(r['skipped'])} skipped"
         )
+
+
+# ---------------------------------------------------------------- eval
+
+
+@cli.command("eval")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True,
+              help="hybrid is the default search; vector and keyword are its two halves.")
+@click.option("--k", "k", type=click.IntRange(1, 100), default=10, show_default=True, help="Cut-off for nDCG, recall, MRR.")
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path),
+              help="Where evaluation indexes are cached [default: eval-cache/ beside INDEX_PATH].")
+@json_option
+@click.pass_context
+def eval_command(ctx, folder, mode, k, cache_dir, as_json):
+    """Measure retrieval on a BEIR-layout FOLDER (corpus.jsonl, queries.jsonl, qrels)."""
+    from .evaluate import EvalDataError, cached_index, load_beir, run_eval
+
+    settings = settings_from(ctx)
+    with user_errors():
+        try:
+            data = load_beir(folder)
+        except EvalDataError as exc:
+            raise click.ClickException(str(exc)) from None
+        embedder = load_embedder(settings.embedding_model)
+        path = cached_index(data, embedder, cache_dir or settings.index_path.parent / "eval-cache",
+                            on_progress=None if as_json else ProgressReporter())
+        index = SearchIndex.load(path, model_name=embedder.name, weak_score=settings.weak_score)
+        result = run_eval(data, index, embedder, mode=mode, k=k)
+        index.close()
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{result['dataset']} · {mode} · {result['queries']} queries · {embedder.name}")
+    for name, value in result.items():
+        if "@" in name:
+            click.echo(f"  {name:<11} {value:.4f}")
+    click.echo(f"  latency     p50 {result['latency_ms']['p50']:.1f} ms, p95 {result['latency_ms']['p95']:.1f} ms")
 
 
 def index_main() -> None:

@@ -331,3 +331,41 @@ def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, st
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def build_index(
+    index_path: Path,
+    docs: list[ArticleDoc],
+    *,
+    embedder: Embedder,
+    source_hash: str,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> IndexReport:
+    """Write a new index file holding exactly docs (for evaluation sets, which are not a corpus folder).
+
+    Written to a temporary file and renamed into place, so an interrupted build leaves nothing behind."""
+    started_wall, started = store.utc_now(), time.monotonic()
+    tmp = index_path.with_name(index_path.name + f".building-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    report = IndexReport(model=embedder.name)
+    progress = Progress(stage="embedding", files_total=len(docs), files_scanned=len(docs))
+
+    def tick() -> None:
+        progress.elapsed = time.monotonic() - started
+        if on_progress:
+            on_progress(progress)
+
+    new = _chunk([_NewArticle(d, d.key, source_hash, []) for d in docs], embedder, report)
+    _embed(new, embedder, progress, tick)
+    report.added = [a.doc.key for a in new]
+    conn = store.connect_for_writing(tmp)
+    try:
+        settings = Settings(embedding_model=embedder.name)
+        _commit(conn, settings, new, set(), report, embedder.dimension, started_wall, started)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+    os.replace(tmp, index_path)
+    return report

@@ -50,6 +50,26 @@ MIGRATIONS: list[str] = [
         report   TEXT NOT NULL                -- JSON IndexReport
     );
     """,
+    # 2: keyword index over passages, with the article's title and publication as a second column.
+    # A plain FTS5 table (it keeps its own copy of the text): this SQLite (3.40) has no
+    # contentless_delete, and external content would need the old title on every delete. Triggers
+    # keep it in the same transaction as the passages, so the two can never disagree.
+    """
+    CREATE VIRTUAL TABLE passage_fts USING fts5(
+        text, context, tokenize = 'porter unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER passages_fts_insert AFTER INSERT ON passages BEGIN
+        INSERT INTO passage_fts(rowid, text, context)
+        SELECT new.id, new.text, trim(coalesce(a.title, '') || ' ' || coalesce(a.source, ''))
+        FROM articles a WHERE a.id = new.article_id;
+    END;
+    CREATE TRIGGER passages_fts_delete AFTER DELETE ON passages BEGIN
+        DELETE FROM passage_fts WHERE rowid = old.id;
+    END;
+    INSERT INTO passage_fts(rowid, text, context)
+        SELECT p.id, p.text, trim(coalesce(a.title, '') || ' ' || coalesce(a.source, ''))
+        FROM passages p JOIN articles a ON a.id = p.article_id;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -26,6 +26,19 @@ PER_ARTICLE = 2
 MAX_QUESTION_CHARS = 2000
 
 
+MODES = ("hybrid", "vector", "keyword")
+KEYWORD_LIMIT = 1000
+CONTEXT_WEIGHT = 0.5  # BM25 weight of the title/publication column relative to the passage text
+
+
+@dataclass(frozen=True)
+class Ranking:
+    picked: list[int]  # row indices, best first
+    scores: np.ndarray  # the ranking score of every row (-inf where ineligible)
+    cosine: np.ndarray  # cosine similarity of every row to the question
+    excluded_undated: int
+
+
 class QueryError(ValueError):
     """A question or filter the search cannot take; the message says which and why."""
 
@@ -62,6 +75,7 @@ class SearchIndex:
         self.passage_article = passage_article  # index into self.articles
         self.passage_position = passage_position
         self.weak_score = weak_score
+        self._id_order: np.ndarray | None = None  # lazily built id -> row lookup
 
     @classmethod
     def load(cls, index_path: Path, *, model_name: str, weak_score: float) -> "SearchIndex":
@@ -139,6 +153,7 @@ class SearchIndex:
         offset: int = 0,
         filters: Filters = Filters(),
         per_article: int = PER_ARTICLE,
+        mode: str = "hybrid",
     ) -> Answer:
         question = " ".join(question.split())
         if not question:
@@ -150,23 +165,19 @@ class SearchIndex:
         if filters.since and filters.until and filters.since > filters.until:
             raise QueryError(f"--since {filters.since} is after --until {filters.until}")
 
-        query_vector = embedder.encode([question])[0]
-        article_ok, excluded_undated = self._article_mask(filters)
-        scores = self.vectors @ query_vector if self.passage_count else np.zeros(0, np.float32)
-        eligible = article_ok[self.passage_article] if self.passage_count else np.zeros(0, bool)
-        scores = np.where(eligible, scores, -np.inf)
-
-        picked = self._top_with_cap(scores, offset + k + 1, per_article)
+        ranking = self.rank(question, embedder, n=offset + k + 1, filters=filters, per_article=per_article, mode=mode)
+        picked = ranking.picked
         page, has_more = picked[offset : offset + k], len(picked) > offset + k
-        best = float(scores[picked[0]]) if picked else 0.0
-        weak = best < self.weak_score
+        # Weakness is judged on the cosine similarity of the best passage: unlike fused ranks it is
+        # comparable across questions, so one calibrated threshold works (docs/retrieval.md).
+        best = float(ranking.cosine[picked[0]]) if picked else 0.0
         texts = self._texts([int(self.passage_ids[i]) for i in page])
         results = []
         for n, i in enumerate(page):
             pid = int(self.passage_ids[i])
             if pid not in texts:  # cannot happen inside one snapshot; never show a blank quote
                 continue
-            score = float(scores[i])
+            score = float(ranking.cosine[i])
             results.append(
                 Result(
                     rank=offset + n + 1, score=score, passage_id=pid, position=int(self.passage_position[i]),
@@ -175,9 +186,63 @@ class SearchIndex:
                 )
             )
         return Answer(
-            query=question, results=results, weak=weak, excluded_undated=excluded_undated,
+            query=question, results=results, weak=best < self.weak_score, excluded_undated=ranking.excluded_undated,
             offset=offset, has_more=has_more, filters=filters.as_dict(),
         )
+
+    def rank(
+        self,
+        question: str,
+        embedder: Embedder,
+        *,
+        n: int,
+        filters: Filters = Filters(),
+        per_article: int = PER_ARTICLE,
+        mode: str = "hybrid",
+    ) -> "Ranking":
+        """The n best passages (row indices) for a question under filters, by mode."""
+        if mode not in MODES:
+            raise QueryError(f"unknown search mode {mode!r} (one of {', '.join(MODES)})")
+        article_ok, excluded_undated = self._article_mask(filters)
+        eligible = article_ok[self.passage_article]
+        cosine = self.vectors @ embedder.encode([question])[0] if self.passage_count else np.zeros(0, np.float32)
+        if mode == "vector":
+            ranking = cosine
+        else:
+            keyword = self.keyword_scores(question)
+            ranking = keyword if mode == "keyword" else fuse(cosine, keyword)
+        ranking = np.where(eligible, ranking, -np.inf)
+        if mode == "keyword":
+            ranking = np.where(ranking > 0, ranking, -np.inf)  # keyword mode returns only passages that match
+        return Ranking(self._top_with_cap(ranking, n, per_article), ranking, cosine, excluded_undated)
+
+    def keyword_scores(self, question: str, limit: int = KEYWORD_LIMIT) -> np.ndarray:
+        """BM25 (FTS5, higher is better) for the best `limit` matching passages, 0 for the rest."""
+        scores = np.zeros(self.passage_count, np.float32)
+        match = fts_query(question)
+        if not match or not self.passage_count:
+            return scores
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT rowid, -bm25(passage_fts, 1.0, ?) FROM passage_fts WHERE passage_fts MATCH ? "
+                "ORDER BY bm25(passage_fts, 1.0, ?) LIMIT ?",
+                (CONTEXT_WEIGHT, match, CONTEXT_WEIGHT, limit),
+            ).fetchall()
+        if rows:
+            ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+            rows_at = self._rows_of(ids)
+            found = rows_at >= 0
+            scores[rows_at[found]] = np.fromiter((r[1] for r in rows), np.float32, len(rows))[found]
+        return scores
+
+    def _rows_of(self, passage_ids: np.ndarray) -> np.ndarray:
+        """Row index of each passage id in this snapshot, -1 when absent."""
+        if self._id_order is None:
+            self._id_order = np.argsort(self.passage_ids, kind="stable")
+        sorted_ids = self.passage_ids[self._id_order]
+        at = np.searchsorted(sorted_ids, passage_ids)
+        at = np.clip(at, 0, len(sorted_ids) - 1)
+        return np.where(sorted_ids[at] == passage_ids, self._id_order[at], -1)
 
     def _top_with_cap(self, scores: np.ndarray, n: int, per_article: int) -> list[int]:
         """Indices of the n best eligible passages, at most per_article from one article."""
@@ -253,3 +318,22 @@ def best_sentence(question: str, text: str) -> tuple[int, int] | None:
 
     best = max(spans, key=overlap)
     return best if overlap(best) else None
+
+
+def fts_query(question: str) -> str:
+    """A safe FTS5 MATCH expression: the question's words, each quoted, OR-ed together.
+
+    Quoting every token means nothing a user types (quotes, AND/OR/NEAR, -, :, *, parentheses)
+    can be read as FTS5 syntax, so a question can never raise a query syntax error."""
+    terms = dict.fromkeys(w for w in (m.casefold() for m in _WORD.findall(question)) if w not in _STOPWORDS)
+    return " OR ".join(f'"{t}"' for t in terms)
+
+
+def fuse(cosine: np.ndarray, keyword: np.ndarray) -> np.ndarray:
+    """Placeholder: equal-weight reciprocal-rank fusion (replaced by the measured winner)."""
+    out = np.zeros_like(cosine)
+    for scores in (cosine, keyword):
+        order = np.argsort(-scores, kind="stable")[:1000]
+        order = order[scores[order] > (0 if scores is keyword else -np.inf)]
+        out[order] += 1.0 / (60 + np.arange(1, len(order) + 1))
+    return out

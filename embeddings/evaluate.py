@@ -1,0 +1,140 @@
+"""`corpus-bot eval`: retrieval quality on a BEIR-layout folder, with the product's own search.
+
+The folder holds `corpus.jsonl` (`_id, title, text`), `queries.jsonl` (`_id, text`) and
+`qrels.tsv` or `qrels/test.tsv` (`query-id corpus-id score` with a header). The corpus is indexed
+once into a cached SQLite file keyed by the data, the model and the chunking rules, so a second run
+embeds nothing. Each document is an article; a document's rank is that of its best passage.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .embedder import Embedder
+from .index import Progress, build_index
+from .metrics import evaluate_run
+from .parse import ArticleDoc
+from .search import MODES, SearchIndex
+
+# Bump when chunking or what is stored changes, so cached evaluation indexes are rebuilt.
+INDEX_FORMAT = "2"
+
+
+class EvalDataError(ValueError):
+    """The evaluation folder is not usable; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class BeirData:
+    name: str
+    docs: list[ArticleDoc]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    digest: str
+
+
+def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    if not path.is_file():
+        raise EvalDataError(f"{path} is missing")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EvalDataError(f"{path} line {number}: invalid JSON ({exc.msg})") from None
+            missing = [f for f in required if not isinstance(row, dict) or f not in row]
+            if missing:
+                raise EvalDataError(f"{path} line {number}: missing field {', '.join(missing)}")
+            rows.append(row)
+    return rows
+
+
+def _read_qrels(folder: Path) -> tuple[dict[str, dict[str, int]], bytes]:
+    path = next((p for p in (folder / "qrels.tsv", folder / "qrels" / "test.tsv") if p.is_file()), None)
+    if path is None:
+        raise EvalDataError(f"{folder} has no qrels.tsv (or qrels/test.tsv)")
+    raw = path.read_bytes()
+    qrels: dict[str, dict[str, int]] = {}
+    for number, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+        parts = line.split("\t") if "\t" in line else line.split()
+        if number == 1 and parts[:2] == ["query-id", "corpus-id"]:
+            continue
+        if not line.strip():
+            continue
+        if len(parts) != 3:
+            raise EvalDataError(f"{path} line {number}: expected 'query-id corpus-id score'")
+        try:
+            grade = int(parts[2])
+        except ValueError:
+            raise EvalDataError(f"{path} line {number}: score {parts[2]!r} is not an integer") from None
+        qrels.setdefault(parts[0], {})[parts[1]] = grade
+    return qrels, raw
+
+
+def load_beir(folder: Path) -> BeirData:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvalDataError(f"{folder} is not a folder")
+    corpus_path = folder / "corpus.jsonl"
+    docs = []
+    for row in _read_jsonl(corpus_path, ("_id", "text")):
+        text = str(row.get("text") or "").strip()
+        if not text:
+            continue
+        paragraphs = tuple(p.strip() for p in text.split("\n\n") if p.strip())
+        docs.append(
+            ArticleDoc(
+                key=str(row["_id"]), title=(str(row.get("title") or "").strip() or None), source=None, authors=(),
+                published=None, updated=None, url=None, description=None, paragraphs=paragraphs,
+            )
+        )
+    queries = {str(r["_id"]): str(r["text"]) for r in _read_jsonl(folder / "queries.jsonl", ("_id", "text"))}
+    qrels, qrels_raw = _read_qrels(folder)
+    qrels = {q: judged for q, judged in qrels.items() if q in queries}
+    if not qrels:
+        raise EvalDataError(f"{folder}: no judged query appears in queries.jsonl")
+    digest = hashlib.sha256(corpus_path.read_bytes()).hexdigest()
+    return BeirData(folder.resolve().name, docs, queries, qrels, digest)
+
+
+def cached_index(
+    data: BeirData, embedder: Embedder, cache_dir: Path, on_progress: Callable[[Progress], None] | None = None
+) -> Path:
+    key = hashlib.sha256(f"{data.digest}|{embedder.name}|{INDEX_FORMAT}".encode()).hexdigest()[:16]
+    path = cache_dir / f"{data.name}-{key}.sqlite3"
+    if not path.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        build_index(path, data.docs, embedder=embedder, source_hash=data.digest, on_progress=on_progress)
+    return path
+
+
+def run_eval(data: BeirData, index: SearchIndex, embedder: Embedder, *, mode: str = "hybrid", k: int = 10) -> dict:
+    """Metrics and latency in the documented `corpus-bot eval --json` shape."""
+    run: dict[str, list[str]] = {}
+    latencies = []
+    depth = max(100, k)
+    for qid in data.qrels:
+        started = time.perf_counter()
+        ranking = index.rank(data.queries[qid], embedder, n=depth, per_article=1, mode=mode)
+        latencies.append((time.perf_counter() - started) * 1000)
+        run[qid] = [index.articles[index.passage_article[i]].key for i in ranking.picked]
+    metrics = evaluate_run(run, data.qrels, k=k)
+    latencies.sort()
+    return {
+        "dataset": data.name,
+        "mode": mode,
+        "queries": len(run),
+        **{name: round(value, 4) for name, value in metrics.items()},
+        "latency_ms": {
+            "p50": round(statistics.median(latencies), 2),
+            "p95": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 2),
+        },
+    }
