@@ -1,0 +1,110 @@
+"""Try fusion rules for hybrid search on BEIR-layout sets; prints nDCG@10 per rule and set.
+
+    python bench/fusion_experiments.py ../shared/eval/scifact tests/fixtures/news_shipped
+
+Uses the cached evaluation indexes of `corpus-bot eval` (built on first use). Per question the
+cosine and BM25 scores of every passage are computed once; each rule then only re-ranks. The
+numbers go into docs/retrieval.md.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from embeddings.config import Settings
+from embeddings.embedder import load_embedder
+from embeddings.evaluate import cached_index, load_beir
+from embeddings.metrics import evaluate_run
+from embeddings.search import SearchIndex, fts_query
+
+
+def rrf(cos, kw, k=60, depth=1000):
+    out = np.zeros_like(cos)
+    for scores in (cos, kw):
+        order = np.argsort(-scores, kind="stable")[:depth]
+        order = order[scores[order] > (0 if scores is kw else -np.inf)]
+        out[order] += 1.0 / (k + np.arange(1, len(order) + 1))
+    return out
+
+
+def top(scores, n=100):
+    idx = np.argpartition(-scores, min(n, len(scores) - 1))[:n]
+    return idx[np.argsort(-scores[idx])]
+
+
+def minmax(cos, kw, alpha=0.5, n=100):
+    out = np.full_like(cos, -1.0)
+    c_top, k_top = top(cos, n), top(kw, n)
+    cand = np.union1d(c_top, k_top[kw[k_top] > 0])
+    c_lo, c_hi = cos[c_top].min(), cos[c_top].max()
+    k_hi = kw[k_top].max() if kw.max() > 0 else 1.0
+    cn = (cos[cand] - c_lo) / max(c_hi - c_lo, 1e-9)
+    kn = kw[cand] / k_hi
+    out[cand] = (1 - alpha) * cn + alpha * kn
+    return out
+
+
+def zscore(cos, kw, n=100, w_kw=1.0, adaptive=False):
+    out = np.full_like(cos, -1e9)
+    c_top, k_top = top(cos, n), top(kw, n)
+    cand = np.union1d(c_top, k_top[kw[k_top] > 0])
+    def z(s, t):
+        mu, sd = s[t].mean(), s[t].std() + 1e-9
+        return (s[cand] - mu) / sd, (s[t[0]] - mu) / sd
+    cz, c_dec = z(cos, c_top)
+    if kw.max() > 0:
+        kz, k_dec = z(kw, k_top)
+    else:
+        kz, k_dec = np.zeros_like(cz), 0.0
+    if adaptive:
+        # weight each list by how decisive its top hit is (its own z-score), normalised
+        wc, wk = max(c_dec, 1e-3), max(k_dec, 1e-3)
+        out[cand] = (wc * cz + wk * kz) / (wc + wk)
+    else:
+        out[cand] = cz + w_kw * kz
+    return out
+
+
+def cos_plus_bm25(cos, kw, beta=0.1):
+    # cosine scale preserved: add a share of BM25 normalised by the best BM25 of the question
+    m = kw.max()
+    return cos + (beta * kw / m if m > 0 else 0)
+
+
+RULES = {
+    "vector": lambda c, k: c,
+    "keyword": lambda c, k: np.where(k > 0, k, -1e9),
+    "rrf60": rrf,
+    "rrf20": lambda c, k: rrf(c, k, k=20),
+    **{f"minmax a={a}": (lambda a: lambda c, k: minmax(c, k, a))(a) for a in (0.3, 0.4, 0.5)},
+    **{f"z w={w}": (lambda w: lambda c, k: zscore(c, k, w_kw=w))(w) for w in (0.5, 0.75, 1.0)},
+    "z adaptive": lambda c, k: zscore(c, k, adaptive=True),
+    **{f"cos+{b}*bm25/max": (lambda b: lambda c, k: cos_plus_bm25(c, k, b))(b) for b in (0.05, 0.1, 0.2)},
+}
+
+
+def main(folders: list[str]) -> None:
+    settings = Settings.from_env()
+    embedder = load_embedder(settings.embedding_model)
+    for folder in folders:
+        data = load_beir(Path(folder))
+        path = cached_index(data, embedder, settings.index_path.parent / "eval-cache")
+        index = SearchIndex.load(path, model_name=embedder.name, weak_score=0.3)
+        qids = list(data.qrels)
+        qv = embedder.encode([data.queries[q] for q in qids])
+        per_q = [(index.vectors @ qv[i], index.keyword_scores(data.queries[q])) for i, q in enumerate(qids)]
+        print(f"\n{data.name}: {len(qids)} queries, {index.passage_count} passages")
+        for name, rule in RULES.items():
+            run = {}
+            for q, (c, k) in zip(qids, per_q):
+                scores = rule(c, k).astype(np.float64)
+                picked = index._top_with_cap(scores, 100, 1)
+                run[q] = [index.articles[index.passage_article[i]].key for i in picked]
+            m = evaluate_run(run, data.qrels)
+            print(f"  {name:<22} ndcg@10 {m['ndcg@10']:.4f}  recall@100 {m['recall@100']:.4f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
