@@ -22,7 +22,7 @@ from .config import ConfigError, Settings
 from .embedder import ModelLoadError, load_embedder
 from .index import IndexError_, Progress, run_index
 from .migrations import SchemaTooNewError
-from .search import DEFAULT_K, MAX_K, MODES, Filters, ModelMismatchQueryError, QueryError, SearchIndex, parse_iso_date
+from .search import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, Filters, ModelMismatchQueryError, QueryError, SearchIndex, parse_iso_date
 
 USER_ERRORS = (
     ConfigError, IndexError_, store.IndexMissingError, QueryError, ModelLoadError, ModelMismatchQueryError,
@@ -139,10 +139,12 @@ def render_answer(answer: Answer, *, color: bool) -> str:
 @click.option("--source", help="Only articles whose publication or title contains this text.")
 @click.option("--since", help="Only articles published on or after this date (YYYY-MM-DD).")
 @click.option("--until", help="Only articles published on or before this date (YYYY-MM-DD).")
+@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True,
+              help="vector (meaning), keyword (exact words, BM25) or hybrid (both, fused).")
 @index_option
 @json_option
 @click.pass_context
-def ask_command(ctx, question, k, source, since, until, index_path, as_json):
+def ask_command(ctx, question, k, source, since, until, mode, index_path, as_json):
     """Answer QUESTION with quoted passages; '-' reads one question per line from standard input."""
     settings = settings_from(ctx, index_path=index_path)
     with user_errors():
@@ -162,7 +164,7 @@ def ask_command(ctx, question, k, source, since, until, index_path, as_json):
             if not q:
                 continue
             try:
-                answer = index.search(q, embedder, k=k, filters=filters)
+                answer = index.search(q, embedder, k=k, filters=filters, mode=mode)
             except QueryError as exc:
                 if question != "-":
                     raise
@@ -234,8 +236,8 @@ def stats_command(ctx, index_path, as_json):
 
 @cli.command("eval")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True,
-              help="hybrid is the default search; vector and keyword are its two halves.")
+@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True,
+              help="Search method to measure (the default is the product's default).")
 @click.option("--k", "k", type=click.IntRange(1, 100), default=10, show_default=True, help="Cut-off for nDCG, recall, MRR.")
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path),
               help="Where evaluation indexes are cached [default: eval-cache/ beside INDEX_PATH].")

@@ -19,7 +19,7 @@ from .embedder import Embedder
 from .index import Progress, build_index
 from .metrics import evaluate_run
 from .parse import ArticleDoc
-from .search import MODES, SearchIndex
+from .search import DEFAULT_MODE, SearchIndex
 
 # Bump when chunking or what is stored changes, so cached evaluation indexes are rebuilt.
 INDEX_FORMAT = "2"
@@ -116,7 +116,7 @@ def cached_index(
     return path
 
 
-def run_eval(data: BeirData, index: SearchIndex, embedder: Embedder, *, mode: str = "hybrid", k: int = 10) -> dict:
+def run_eval(data: BeirData, index: SearchIndex, embedder: Embedder, *, mode: str = DEFAULT_MODE, k: int = 10) -> dict:
     """Metrics and latency in the documented `corpus-bot eval --json` shape."""
     run: dict[str, list[str]] = {}
     latencies = []

@@ -10,6 +10,7 @@ import pytest
 
 from embeddings.index import run_index
 from embeddings.search import SearchIndex
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.model
 
@@ -129,3 +130,28 @@ def shipped_settings(tmp_path, corpus):
     from embeddings.config import Settings
 
     return replace(Settings.from_env({}), corpus_dir=corpus, index_path=tmp_path / "data" / "index.sqlite3")
+
+
+NEWS_SET = ROOT / "tests" / "fixtures" / "news_shipped"
+
+
+@pytest.fixture(scope="module")
+def news_eval(tmp_path_factory, real_embedder):
+    from embeddings.evaluate import cached_index, load_beir
+
+    data = load_beir(NEWS_SET)
+    path = cached_index(data, real_embedder, tmp_path_factory.mktemp("eval-cache"))
+    idx = SearchIndex.load(path, model_name=real_embedder.name, weak_score=0.3)
+    yield data, idx
+    idx.close()
+
+
+@pytest.mark.parametrize("mode, floor", [("vector", 0.84), ("keyword", 0.75), ("hybrid", 0.78)])
+def test_news_question_set_quality_does_not_regress(news_eval, real_embedder, mode, floor):
+    """Measured (docs/retrieval.md): vector 0.853, keyword 0.763, hybrid 0.794 nDCG@10."""
+    from embeddings.evaluate import run_eval
+
+    data, idx = news_eval
+    result = run_eval(data, idx, real_embedder, mode=mode)
+    assert result["queries"] == 40
+    assert result["ndcg@10"] >= floor

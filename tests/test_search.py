@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from embeddings.index import run_index
-from embeddings.search import Filters, ModelMismatchQueryError, QueryError, SearchIndex, best_sentence
+from embeddings.search import Filters, ModelMismatchQueryError, QueryError, SearchIndex, best_sentence, fts_query
 from embeddings.store import IndexMissingError
 
 
@@ -122,3 +122,54 @@ def test_best_sentence_highlights_the_matching_sentence():
     start, end = best_sentence("Where did the residents flee to?", text)
     assert text[start:end] == "Residents fled to Kabul by road."
     assert best_sentence("zzz qqq", text) is None
+
+
+HOSTILE_QUESTIONS = [
+    '"unbalanced quote', "Kunduz AND", "NEAR(Kabul Kunduz)", "-Taliban", "title:Kunduz", "Kab*", "(((",
+    "'; DROP TABLE passages; --", "OR OR OR", "🙂🙂", "‏مرحبا", "zero\u200bwidth", "^Kabul", "a AND NOT b",
+]
+
+
+@pytest.mark.parametrize("question", HOSTILE_QUESTIONS)
+@pytest.mark.parametrize("mode", ["keyword", "hybrid"])
+def test_fts_syntax_typed_by_users_never_errors(index, fake_embedder, question, mode):
+    answer = index.search(question, fake_embedder, mode=mode)
+    assert isinstance(answer.results, list)
+
+
+def test_keyword_mode_finds_exact_rare_names(index, fake_embedder):
+    answer = index.search("Sebghatullah Selab", fake_embedder, mode="keyword")
+    assert "Sebghatullah Selab" in answer.results[0].text
+    assert all(r.text for r in answer.results)
+
+
+def test_keyword_index_matches_the_title_as_context(index, fake_embedder):
+    answer = index.search("Gobbles", fake_embedder, mode="keyword")
+    assert answer.results and {r.article.title for r in answer.results} == {
+        "Taliban Offensive Gobbles Up Territory in Northern Afghanistan"
+    }
+
+
+def test_hybrid_mode_ranks_from_both_lists(index, fake_embedder):
+    answer = index.search("Sebghatullah Selab deputy Faryab", fake_embedder, mode="hybrid")
+    assert "Sebghatullah Selab" in answer.results[0].text
+
+
+def test_keyword_index_follows_every_reindex(fake_settings, fake_embedder):
+    run_index(fake_settings)
+    target = fake_settings.corpus_dir / "002_19231adb1c3244eb.txt"
+    target.write_text(target.read_text() + "\n\nA quokka was seen near the Kunduz checkpoint on Tuesday morning.\n")
+    (fake_settings.corpus_dir / "004_df801900fabe096f.txt").unlink()
+    run_index(fake_settings)
+    idx = SearchIndex.load(fake_settings.index_path, model_name=fake_embedder.name, weak_score=0.2)
+    assert "quokka" in idx.search("quokka", fake_embedder, mode="keyword").results[0].text
+    removed = idx.search("Sheberghan Taloqan", fake_embedder, mode="keyword").results
+    assert removed and all(r.article.key != "004_df801900fabe096f.txt" for r in removed)
+    fts_rows = idx._conn.execute("SELECT COUNT(*) FROM passage_fts").fetchone()[0]
+    assert fts_rows == idx.passage_count
+    idx.close()
+
+
+def test_fts_query_quotes_every_word():
+    assert fts_query('Kunduz AND "Kabul" -x NEAR(a b)') == '"kunduz" OR "kabul" OR "x" OR "near" OR "b"'
+    assert fts_query("the of and") == ""
