@@ -80,6 +80,8 @@ class SearchIndex:
         self.passage_position = passage_position
         self.weak_score = weak_score
         self._id_order: np.ndarray | None = None  # lazily built id -> row lookup
+        # Publication dates as day ordinals (0 = undated) so date filters are one vector comparison.
+        self._published = np.array([a.published.toordinal() if a.published else 0 for a in articles], dtype=np.int64)
 
     @classmethod
     def load(cls, index_path: Path, *, model_name: str, weak_score: float) -> "SearchIndex":
@@ -134,18 +136,21 @@ class SearchIndex:
     def _article_mask(self, filters: Filters) -> tuple[np.ndarray, int]:
         """Which articles pass the filters, and how many undated ones the date filter left out."""
         keep = np.ones(len(self.articles), dtype=bool)
+        if filters.source:
+            needle = filters.source.casefold()
+            keep &= np.fromiter(
+                (needle in (a.source or "").casefold() or needle in (a.title or "").casefold() for a in self.articles),
+                bool, len(self.articles),
+            )
         excluded_undated = 0
-        needle = filters.source.casefold() if filters.source else None
-        for i, a in enumerate(self.articles):
-            if needle and needle not in (a.source or "").casefold() and needle not in (a.title or "").casefold():
-                keep[i] = False
-                continue
-            if filters.since or filters.until:
-                if a.published is None:
-                    keep[i] = False
-                    excluded_undated += 1
-                elif (filters.since and a.published < filters.since) or (filters.until and a.published > filters.until):
-                    keep[i] = False
+        if filters.since or filters.until:
+            undated = self._published == 0
+            excluded_undated = int((keep & undated).sum())
+            keep &= ~undated
+            if filters.since:
+                keep &= self._published >= filters.since.toordinal()
+            if filters.until:
+                keep &= self._published <= filters.until.toordinal()
         return keep, excluded_undated
 
     def search(
