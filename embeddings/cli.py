@@ -269,6 +269,34 @@ def eval_command(ctx, folder, mode, k, cache_dir, as_json):
     click.echo(f"  latency     p50 {result['latency_ms']['p50']:.1f} ms, p95 {result['latency_ms']['p95']:.1f} ms")
 
 
+# ---------------------------------------------------------------- feedback
+
+
+@cli.group("feedback")
+def feedback_group() -> None:
+    """Votes users gave answers in Discord."""
+
+
+@feedback_group.command("export")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@index_option
+@click.pass_context
+def feedback_export_command(ctx, out_dir, index_path):
+    """Write the votes as a BEIR-layout evaluation set in OUT_DIR (for `corpus-bot eval OUT_DIR`)."""
+    from .feedback import export_feedback
+
+    settings = settings_from(ctx, index_path=index_path)
+    with user_errors():
+        counts = export_feedback(settings.index_path, out_dir)
+    click.echo(
+        f"wrote {out_dir}: {counts['questions']} questions from {counts['votes']} votes "
+        f"({counts['with_relevant']} with a passage judged relevant), {counts['passages']} passages"
+        + (f"; {counts['stale_judgments']} judgments dropped (passage changed since the vote)" if counts["stale_judgments"] else "")
+    )
+    if counts["with_relevant"] == 0:
+        click.echo("note: no 👍 votes yet, so `corpus-bot eval` has nothing to score", err=True)
+
+
 def index_main() -> None:
     """`python -m embeddings`: the offline index job."""
     index_command.main(prog_name="python -m embeddings")

@@ -121,7 +121,8 @@ def run_eval(data: BeirData, index: SearchIndex, embedder: Embedder, *, mode: st
     run: dict[str, list[str]] = {}
     latencies = []
     depth = max(100, k)
-    for qid in data.qrels:
+    scored = [q for q, judged in data.qrels.items() if any(g > 0 for g in judged.values())]
+    for qid in scored:
         started = time.perf_counter()
         ranking = index.rank(data.queries[qid], embedder, n=depth, per_article=1, mode=mode)
         latencies.append((time.perf_counter() - started) * 1000)

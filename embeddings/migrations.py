@@ -70,6 +70,18 @@ MIGRATIONS: list[str] = [
         SELECT p.id, p.text, trim(coalesce(a.title, '') || ' ' || coalesce(a.source, ''))
         FROM passages p JOIN articles a ON a.id = p.article_id;
     """,
+    # 3: votes on answers (bot 👍/👎), exportable as an evaluation set.
+    """
+    CREATE TABLE feedback (
+        id       INTEGER PRIMARY KEY,
+        created  TEXT NOT NULL,
+        user_id  TEXT NOT NULL,
+        question TEXT NOT NULL,
+        mode     TEXT NOT NULL,
+        vote     INTEGER NOT NULL CHECK (vote IN (-1, 1)),
+        results  TEXT NOT NULL                -- JSON [{"path", "position", "text"}] as shown, best first
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,87 @@
+"""Votes on answers, and their export as a BEIR-layout evaluation set.
+
+A 👍 on an answer judges its first quoted passage relevant (grade 1); a 👎 judges every quoted
+passage not relevant (grade 0). `export_feedback` writes `corpus.jsonl` (every passage of the
+index, id `path#position`), `queries.jsonl` and `qrels.tsv`, so `corpus-bot eval DIR` turns a
+server's own questions into its regression test. Writes from the bot go through aiosqlite so the
+event loop never waits on the disk.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiosqlite
+
+from . import store
+from .answer import Answer
+
+INSERT = "INSERT INTO feedback(created, user_id, question, mode, vote, results) VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def _row(answer: Answer, *, user_id: int | str, vote: int, mode: str) -> tuple:
+    if vote not in (-1, 1):
+        raise ValueError(f"vote must be 1 or -1, got {vote!r}")
+    shown = [{"path": r.article.key, "position": r.position + 1, "text": r.text} for r in answer.results]
+    return (store.utc_now(), str(user_id), answer.query, mode, vote, json.dumps(shown, ensure_ascii=False))
+
+
+async def record_feedback(index_path: Path, answer: Answer, *, user_id: int | str, vote: int, mode: str) -> None:
+    row = _row(answer, user_id=user_id, vote=vote, mode=mode)
+    async with aiosqlite.connect(index_path, isolation_level=None) as db:
+        await db.execute(f"PRAGMA busy_timeout = {store.BUSY_TIMEOUT_MS}")
+        await db.execute("BEGIN IMMEDIATE")
+        await db.execute(INSERT, row)
+        await db.execute("COMMIT")
+
+
+def feedback_rows(conn) -> list[dict]:
+    return [
+        {"id": r[0], "created": r[1], "user_id": r[2], "question": r[3], "mode": r[4], "vote": r[5],
+         "results": json.loads(r[6])}
+        for r in conn.execute("SELECT id, created, user_id, question, mode, vote, results FROM feedback ORDER BY id")
+    ]
+
+
+def export_feedback(index_path: Path, out_dir: Path) -> dict:
+    """Write the evaluation set; returns counts for the report."""
+    conn = store.connect_for_reading(index_path)
+    try:
+        conn.execute("BEGIN")
+        passages = conn.execute(
+            "SELECT a.key, p.position, p.text, a.title FROM passages p JOIN articles a ON a.id = p.article_id "
+            "ORDER BY a.key, p.position"
+        ).fetchall()
+        votes = feedback_rows(conn)
+    finally:
+        conn.close()
+    current = {f"{key}#{pos + 1}": text for key, pos, text, _ in passages}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "corpus.jsonl").open("w", encoding="utf-8") as f:
+        for key, pos, text, title in passages:
+            f.write(json.dumps({"_id": f"{key}#{pos + 1}", "title": title or "", "text": text}, ensure_ascii=False) + "\n")
+    judgments: dict[str, dict[str, int]] = {}
+    questions: dict[str, str] = {}
+    stale = 0
+    for vote in votes:
+        qid = questions.setdefault(vote["question"], f"q{len(questions) + 1}")
+        judged = vote["results"][:1] if vote["vote"] > 0 else vote["results"]
+        for shown in judged:
+            doc = f"{shown['path']}#{shown['position']}"
+            if current.get(doc) != shown["text"]:
+                stale += 1  # the passage changed or left the index since the vote
+                continue
+            grade = 1 if vote["vote"] > 0 else 0
+            # A later vote overrides an earlier one on the same passage.
+            judgments.setdefault(qid, {})[doc] = grade
+    with (out_dir / "queries.jsonl").open("w", encoding="utf-8") as f:
+        for text, qid in questions.items():
+            f.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
+    with (out_dir / "qrels.tsv").open("w", encoding="utf-8") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for qid, judged in judgments.items():
+            for doc, grade in judged.items():
+                f.write(f"{qid}\t{doc}\t{grade}\n")
+    relevant = sum(1 for j in judgments.values() if any(g > 0 for g in j.values()))
+    return {"votes": len(votes), "questions": len(questions), "with_relevant": relevant,
+            "passages": len(passages), "stale_judgments": stale}
