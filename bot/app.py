@@ -1,0 +1,218 @@
+"""The bot: `create_bot()` builds it (tests and other programs use this), `run_bot()` runs it.
+
+One-time set-up (the model, the index, the cogs, the command sync) happens in `setup_hook`, which
+discord.py runs once after login; `on_ready` can fire again after every reconnect.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import traceback
+
+import click
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from embeddings.config import Settings
+from embeddings.search import QueryError
+
+from .checks import NotIndexAdmin
+from .serving import Serving, Unavailable
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("bot.cogs.ask", "bot.cogs.sources", "bot.cogs.reindex")
+
+
+class UserFacingError(Exception):
+    """A refusal whose message is meant for the user as is (shown ephemeral)."""
+
+
+# Exceptions whose message is written for users (the core's and ours): shown as is.
+USER_ERRORS = (UserFacingError, QueryError, Unavailable)
+
+
+def error_message(error: Exception) -> str | None:
+    """The friendly text for an app-command error; None when it is unexpected (log it)."""
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original
+    if isinstance(error, USER_ERRORS):
+        text = str(error)
+        return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"You're asking a lot at once: try again in {max(1, round(error.retry_after))} s."
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return "This command only works in a server, not in direct messages."
+    if isinstance(error, (NotIndexAdmin, app_commands.MissingPermissions)):
+        return "You need the Manage Server permission (or to be listed as a bot admin) to do that."
+    if isinstance(error, app_commands.BotMissingPermissions):
+        missing = ", ".join(p.replace("_", " ") for p in error.missing_permissions)
+        return f"I'm missing permissions in this channel: {missing}."
+    if isinstance(error, app_commands.TransformerError):
+        return "One of the options has a value I can't use."
+    if isinstance(error, app_commands.CheckFailure):
+        return "You can't use this command here."
+    return None
+
+
+async def reply_error(interaction: discord.Interaction, text: str) -> None:
+    """Send text ephemerally whatever state the interaction is in."""
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        if (
+            interaction.response.type is discord.InteractionResponseType.deferred_channel_message
+            and not interaction.extras.get("ephemeral_defer", False)
+            and not interaction.extras.get("answered", False)
+        ):
+            # The public "thinking…" message: the next followup would edit it and stay public.
+            # Remove it so the error can be private.
+            try:
+                await interaction.delete_original_response()
+            except discord.HTTPException:
+                pass
+        await interaction.followup.send(text, ephemeral=True)
+    except discord.HTTPException as exc:  # expired interaction, Discord outage: nothing to tell
+        log.warning("could not send the error reply for interaction %s: %s", interaction.id, exc)
+
+
+async def defer(interaction: discord.Interaction, *, ephemeral: bool) -> None:
+    """Acknowledge at once ("… is thinking"); remembers the visibility for the error path."""
+    interaction.extras["ephemeral_defer"] = ephemeral
+    await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+
+
+class CorpusTree(app_commands.CommandTree):
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        original = getattr(error, "original", error)
+        if isinstance(original, discord.NotFound) and original.code == 10062:
+            log.warning("interaction %s expired before it could be answered", interaction.id)
+            return
+        text = error_message(error)
+        if text is None:
+            name = interaction.command.qualified_name if interaction.command else "?"
+            log.error(
+                "unexpected error in %s (interaction %s)\n%s", name, interaction.id,
+                "".join(traceback.format_exception(original)),
+            )
+            text = "Something went wrong; the error was logged. Please try again later."
+        await reply_error(interaction, text)
+
+
+class CorpusBot(commands.Bot):
+    """commands.Bot with the corpus-bot settings, the serving state and the slash commands."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        embedder=None,
+        index_embedder=None,
+        sync_global: bool = False,
+        **options,
+    ) -> None:
+        options.setdefault("intents", discord.Intents.default())  # no privileged intents needed
+        # A text-only bot: skip discord.py's start-up warnings about voice libraries.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
+        options.setdefault("help_command", None)
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            allowed_mentions=discord.AllowedMentions.none(),
+            tree_cls=CorpusTree,
+            **options,
+        )
+        self.settings = settings
+        self.serving = Serving(settings, embedder=embedder, index_embedder=index_embedder)
+        self.sync_global = sync_global
+        #: seconds a result message's buttons stay live (an interaction token lasts 15 min).
+        self.view_timeout = 14 * 60.0
+        #: seconds between /reindex progress edits.
+        self.progress_interval = 3.0
+
+    async def setup_hook(self) -> None:
+        await self.serving.start()
+        for name in EXTENSIONS:
+            await self.load_extension(name)
+        await self.sync_commands()
+
+    async def sync_commands(self) -> None:
+        """Guild sync when DISCORD_GUILD_ID is set (instant; for development); global sync only
+        when asked (`corpus-bot run --sync`), since Discord rate-limits it and it takes up to an
+        hour to reach every client."""
+        if self.settings.discord_guild_id:
+            guild = discord.Object(id=self.settings.discord_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to guild %s", len(synced), guild.id)
+        if self.sync_global:
+            synced = await self.tree.sync()
+            log.info("synced %d commands globally", len(synced))
+
+    async def on_ready(self) -> None:
+        log.info("logged in as %s (id %s) in %d servers", self.user, self.user.id if self.user else "?", len(self.guilds))
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            self.serving.close()
+
+
+def create_bot(settings: Settings, *, embedder=None, index_embedder=None, **options) -> CorpusBot:
+    """The configured bot, not yet logged in.
+
+    embedder: the model for questions (default: loaded from settings.embedding_model in
+    setup_hook, in an executor). index_embedder: the model /reindex embeds with (default: each run
+    loads its own, so questions never queue behind index batches). options: passed to
+    commands.Bot (e.g. guild_ready_timeout=0.05 in tests).
+    """
+    return CorpusBot(settings, embedder=embedder, index_embedder=index_embedder, **options)
+
+
+# ------------------------------------------------------------------------------------ running
+
+
+def check_token(token: str) -> str:
+    """Catch the common mistakes before talking to Discord. Messages never include the token."""
+    where = "copy .env.example to .env and set DISCORD_TOKEN to the token from the Developer Portal (your app > Bot > Reset Token)"
+    if not token:
+        raise click.ClickException(f"DISCORD_TOKEN is not set: {where}")
+    if token.lower().startswith("bot "):
+        raise click.ClickException("DISCORD_TOKEN must be the bare token, without the 'Bot ' prefix")
+    if any(c.isspace() or c in "\"'" for c in token) or token.count(".") != 2:
+        raise click.ClickException(
+            "DISCORD_TOKEN does not look like a bot token (three parts separated by dots, no spaces or quotes); "
+            "make sure it is the Bot token, not the application id or the OAuth2 client secret"
+        )
+    return token
+
+
+def run_bot(settings: Settings, *, sync_global: bool = False) -> None:
+    """`corpus-bot run`: start the bot and block until Ctrl-C. Every known failure becomes one
+    `Error: ...` line (exit 1), never a traceback, never the token."""
+    from embeddings.cli import USER_ERRORS as CORE_ERRORS
+
+    from .logs import setup_logging
+
+    token = check_token(settings.discord_token)
+    setup_logging(token)
+    bot = create_bot(settings, sync_global=sync_global)
+    try:
+        bot.run(token, log_handler=None)  # logging is already set up (with the redaction filter)
+    except discord.LoginFailure:
+        raise click.ClickException(
+            "Discord rejected DISCORD_TOKEN (401 Unauthorized): reset the token in the Developer Portal "
+            "(your app > Bot > Reset Token) and put the new one in .env"
+        ) from None
+    except discord.PrivilegedIntentsRequired:
+        raise click.ClickException("Discord refused the gateway intents; this bot needs no privileged intents") from None
+    except CORE_ERRORS as exc:
+        raise click.ClickException(str(exc)) from None
+    except sqlite3.DatabaseError as exc:
+        raise click.ClickException(f"the index file cannot be used: {exc}") from None
+    except discord.HTTPException as exc:
+        raise click.ClickException(f"Discord answered {exc.status} while starting: {exc.text or exc}") from None
+    except (OSError, discord.GatewayNotFound) as exc:  # aiohttp.ClientConnectorError is an OSError
+        raise click.ClickException(f"cannot reach Discord: {exc}") from None

@@ -1,0 +1,171 @@
+"""/reindex end to end (fake embedder, writable corpus copy): who may run it, one run at a time,
+progress edits, /ask served from the old index during the run and from the new one after it."""
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import replace
+
+from embeddings.index import index_lock
+from tests.bot.conftest import check_sent, started_bot
+from tests.fake_discord import MANAGE_GUILD, run
+
+NEW_TEXT = (
+    "\n\nA zebra crossing painted overnight in Kunduz surprised residents, who said nobody had asked "
+    "for it and nobody knew who paid for the zebra paint.\n"
+)
+ZEBRA = "Who painted the zebra crossing in Kunduz?"
+
+
+class GatedEmbedder:
+    """Wraps an embedder; encode() waits until the test opens the gate (a re-index in progress)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.name, self.dimension, self.max_tokens = inner.name, inner.dimension, inner.max_tokens
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def encode(self, texts, *, on_batch=None):
+        self.entered.set()
+        assert self.gate.wait(20), "the test never opened the gate"
+        return self.inner.encode(texts, on_batch=on_batch)
+
+    def count_tokens(self, text):
+        return self.inner.count_tokens(text)
+
+
+def add_zebra(settings) -> None:
+    path = sorted(settings.corpus_dir.iterdir())[2]
+    path.write_text(path.read_text() + NEW_TEXT)
+
+
+async def ask_zebra(fake) -> bool:
+    rec = await fake.send_slash("ask", {"question": ZEBRA}, member=fake.make_member())
+    final = await rec.wait_final(timeout=10)
+    check_sent(rec)
+    return any("zebra" in e["description"] for e in final.embeds)
+
+
+def test_reindex_refused_for_members_and_in_dms(fake_index, fake_embedder):
+    async def main():
+        async with started_bot(fake_index, fake_embedder) as (bot, fake):
+            cmd = fake.command("reindex")
+            assert int(cmd["default_member_permissions"]) == MANAGE_GUILD  # the hint...
+            member = fake.make_member(permissions=0)
+            rec = await fake.send_slash("reindex", member=member)  # ...and the check that counts
+            ev = await rec.wait_final()
+            assert ev.ephemeral and ev.content.startswith("You need the Manage Server permission")
+
+            dm = await fake.send_slash("reindex", dm_user=fake.make_user())
+            ev = await dm.wait_final()
+            assert ev.ephemeral and ev.content == "This command only works in a server, not in direct messages."
+            assert bot.serving.job is None
+            check_sent(rec)
+            check_sent(dm)
+
+    run(main())
+
+
+def test_admin_by_user_id_or_role(fake_index, fake_embedder):
+    role_id, user_id = 4242424242424242, 5151515151515151
+    settings = replace(fake_index, admin_role_ids=frozenset({role_id}), admin_user_ids=frozenset({user_id}))
+
+    def add_role(fake):  # Discord sends the guild's roles in GUILD_CREATE
+        fake.guild["roles"].append({**fake.everyone_role, "id": str(role_id), "name": "indexers", "position": 1})
+
+    async def main():
+        async with started_bot(settings, fake_embedder, prepare=add_role) as (bot, fake):
+            by_role = await fake.send_slash("reindex", member=fake.make_member(roles=[role_id]))
+            assert (await by_role.wait_final(timeout=10)).embeds[0]["title"] == "Re-index finished"
+            by_id = await fake.send_slash("reindex", member=fake.make_member(user_id, permissions=0))
+            assert (await by_id.wait_final(timeout=10)).embeds[0]["title"] == "Re-index finished"
+
+    run(main())
+
+
+def test_reindex_while_serving_one_at_a_time_then_swap(fake_index, fake_embedder):
+    gated = GatedEmbedder(fake_embedder)
+    add_zebra(fake_index)
+    admin = lambda fake: fake.make_member(permissions=MANAGE_GUILD)  # noqa: E731
+
+    async def main():
+        async with started_bot(fake_index, fake_embedder, index_embedder=gated) as (bot, fake):
+            first = await fake.send_slash("reindex", member=admin(fake))
+            await first.wait_response()
+            assert first.callback.embeds[0]["title"] == "Re-index running" and not first.ephemeral
+            await asyncio.to_thread(gated.entered.wait, 10)  # the job is embedding, and held there
+
+            second = await fake.send_slash("reindex", member=admin(fake))
+            ev = await second.wait_final()
+            assert ev.ephemeral and ev.content == "A re-index is already running; this one was not started."
+            assert "1/1 files" in ev.embeds[0]["description"] or "files scanned" in ev.embeds[0]["description"]
+
+            # /ask answers during the run, from the old index
+            assert not await ask_zebra(fake)
+            # progress edits while it runs
+            edits = await first.wait_for(lambda r: [e for e in r.ok_events if e.kind == "edit"], timeout=5)
+            assert "passages embedded" in edits[-1].embeds[0]["description"]
+
+            gated.gate.set()
+            done = await first.wait_for(
+                lambda r: [e for e in r.ok_events if e.kind == "edit" and e.embeds[0]["title"] != "Re-index running"],
+                timeout=10,
+            )
+            final = done[-1].embeds[0]
+            assert final["title"] == "Re-index finished"
+            assert final["description"].startswith("0 added, 1 changed, 0 removed, 4 unchanged, 0 skipped")
+            check_sent(first)
+
+            assert await ask_zebra(fake)  # the new index serves right after the commit
+
+            stats = await fake.send_slash("stats")
+            ev = await stats.wait_final()
+            assert ev.ephemeral
+            fields = {f["name"]: f["value"] for f in ev.embeds[0]["fields"]}
+            assert fields["Articles"] == "5" and "1 changed" in fields["Last re-index"]
+            assert fields["Model"].startswith("fake-hash-embedder (256 dimensions)")
+            check_sent(stats)
+
+    run(main())
+
+
+def test_failed_runs_keep_the_old_index_and_say_why(fake_index, fake_embedder):
+    async def main():
+        async with started_bot(fake_index, fake_embedder) as (bot, fake):
+            before = bot.serving.index
+            # another process (the CLI) holds the index lock
+            with index_lock(fake_index.index_path):
+                rec = await fake.send_slash("reindex", member=fake.make_member(permissions=MANAGE_GUILD))
+                ev = await rec.wait_for(lambda r: [e for e in r.ok_events if e.kind == "edit"], timeout=10)
+            embed = ev[-1].embeds[0]
+            assert embed["title"] == "Re-index failed"
+            assert "another index run is in progress" in embed["description"]
+            assert embed["footer"]["text"] == "the previous index is still serving /ask"
+
+            for p in fake_index.corpus_dir.iterdir():
+                p.unlink()
+            rec = await fake.send_slash("reindex", member=fake.make_member(permissions=MANAGE_GUILD))
+            ev = await rec.wait_for(lambda r: [e for e in r.ok_events if e.kind == "edit"], timeout=10)
+            assert "would leave the index empty" in ev[-1].embeds[0]["description"]
+            assert bot.serving.index is before
+            ask = await fake.send_slash("ask", {"question": "Kunduz"})
+            assert len((await ask.wait_final(timeout=10)).embeds) == 5
+
+    run(main())
+
+
+def test_bot_starts_without_an_index_and_reindex_builds_it(fake_settings, fake_embedder):
+    async def main():
+        async with started_bot(fake_settings, fake_embedder) as (bot, fake):
+            rec = await fake.send_slash("ask", {"question": "Kunduz"})
+            ev = await rec.wait_final()
+            assert rec.callback_type == 4 and ev.ephemeral and "There is no index yet" in ev.content
+            assert "/reindex" in ev.content
+            run_ = await fake.send_slash("reindex", member=fake.make_member(permissions=MANAGE_GUILD))
+            await run_.wait_for(lambda r: any(e.kind == "edit" and e.embeds[0]["title"] == "Re-index finished"
+                                              for e in r.ok_events), timeout=10)
+            rec = await fake.send_slash("ask", {"question": "Kunduz"}, member=fake.make_member())
+            assert (await rec.wait_final(timeout=10)).embeds
+
+    run(main())
