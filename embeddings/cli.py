@@ -188,11 +188,8 @@ def sources_command(ctx, index_path, as_json):
     """List the indexed articles with their metadata."""
     settings = settings_from(ctx, index_path=index_path)
     with user_errors():
-        conn = store.connect_for_reading(settings.index_path)
-        try:
+        with store.reading(settings.index_path) as conn:
             articles = store.read_articles(conn)
-        finally:
-            conn.close()
     if as_json:
         click.echo(json.dumps({"articles": [a.to_json() for a in articles]}, ensure_ascii=False))
         return
@@ -210,12 +207,9 @@ def stats_command(ctx, index_path, as_json):
     """Show the size and model of the index."""
     settings = settings_from(ctx, index_path=index_path)
     with user_errors():
-        conn = store.connect_for_reading(settings.index_path)
-        try:
+        with store.reading(settings.index_path) as conn:
             stats = store.index_stats(conn, settings.index_path)
             run = store.last_run(conn)
-        finally:
-            conn.close()
     if as_json:
         click.echo(json.dumps(stats))
         return

@@ -45,16 +45,13 @@ def feedback_rows(conn) -> list[dict]:
 
 def export_feedback(index_path: Path, out_dir: Path) -> dict:
     """Write the evaluation set; returns counts for the report."""
-    conn = store.connect_for_reading(index_path)
-    try:
+    with store.reading(index_path) as conn:
         conn.execute("BEGIN")
         passages = conn.execute(
             "SELECT a.key, p.position, p.text, a.title FROM passages p JOIN articles a ON a.id = p.article_id "
             "ORDER BY a.key, p.position"
         ).fetchall()
         votes = feedback_rows(conn)
-    finally:
-        conn.close()
     current = {f"{key}#{pos + 1}": text for key, pos, text, _ in passages}
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "corpus.jsonl").open("w", encoding="utf-8") as f:

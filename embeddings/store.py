@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,16 @@ def connect_for_reading(path: Path) -> sqlite3.Connection:
     # An older schema is upgraded in place (additive migrations); a newer one is refused by migrate().
     migrate(conn)
     return conn
+
+
+@contextmanager
+def reading(path: Path):
+    """A read-only use of the index file, closed afterwards."""
+    conn = connect_for_reading(path)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
