@@ -63,6 +63,14 @@ class Result:
     article: Article
     highlight: tuple[int, int] | None = None  # span of the sentence that best matches the question
     weak: bool = False
+    also_in: tuple[Article, ...] = ()  # other articles carrying a near-copy of this passage
+
+    @property
+    def also_in_label(self) -> str | None:
+        """'also in: Publication (date), Other title (undated)' for syndicated copies, else None."""
+        if not self.also_in:
+            return None
+        return "also in: " + ", ".join(f"{a.source or a.display_title} ({a.date_label})" for a in self.also_in)
 
     @property
     def position_label(self) -> str:

@@ -122,6 +122,8 @@ def render_answer(answer: Answer, *, color: bool) -> str:
         lines.append("")
         lines.append(f"{r.rank}. [{r.relevance_label}] {a.display_title}")
         lines.append(f"   {a.byline} · {r.position_label} · {a.key}")
+        if r.also_in_label:
+            lines.append(f"   {r.also_in_label}")
         text = r.text
         if r.highlight and color:
             s, e = r.highlight

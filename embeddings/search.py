@@ -33,6 +33,9 @@ MODES = ("vector", "hybrid", "keyword")
 DEFAULT_MODE = "vector"
 KEYWORD_LIMIT = 1000
 CONTEXT_WEIGHT = 0.5  # BM25 weight of the title/publication column relative to the passage text
+# Passages this similar in different articles are one story syndicated twice: shown once, with
+# "also in". Copies of a wire paragraph with a changed word or dateline score 0.97-1.0.
+NEAR_DUPLICATE = 0.95
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Ranking:
     scores: np.ndarray  # the ranking score of every row (-inf where ineligible)
     cosine: np.ndarray  # cosine similarity of every row to the question
     excluded_undated: int
+    duplicates: dict[int, list[int]]  # picked row -> near-copies of it in other articles
 
 
 class QueryError(ValueError):
@@ -192,6 +196,7 @@ class SearchIndex:
                     rank=offset + n + 1, score=score, passage_id=pid, position=int(self.passage_position[i]),
                     text=texts[pid], article=self.articles[self.passage_article[i]],
                     highlight=best_sentence(question, texts[pid]), weak=score < self.weak_score,
+                    also_in=tuple(self.articles[self.passage_article[d]] for d in ranking.duplicates.get(i, ())),
                 )
             )
         return Answer(
@@ -223,7 +228,9 @@ class SearchIndex:
         ranking = np.where(eligible, ranking, -np.inf)
         if mode == "keyword":
             ranking = np.where(ranking > 0, ranking, -np.inf)  # keyword mode returns only passages that match
-        return Ranking(self._top_with_cap(ranking, n, per_article), ranking, cosine, excluded_undated)
+        duplicates: dict[int, list[int]] = {}
+        picked = self._top_with_cap(ranking, n, per_article, duplicates)
+        return Ranking(picked, ranking, cosine, excluded_undated, duplicates)
 
     def keyword_scores(self, question: str, limit: int = KEYWORD_LIMIT) -> np.ndarray:
         """BM25 (FTS5, higher is better) for the best `limit` matching passages, 0 for the rest."""
@@ -253,21 +260,33 @@ class SearchIndex:
         at = np.clip(at, 0, len(sorted_ids) - 1)
         return np.where(sorted_ids[at] == passage_ids, self._id_order[at], -1)
 
-    def _top_with_cap(self, scores: np.ndarray, n: int, per_article: int) -> list[int]:
-        """Indices of the n best eligible passages, at most per_article from one article."""
+    def _top_with_cap(
+        self, scores: np.ndarray, n: int, per_article: int, duplicates: dict[int, list[int]] | None = None
+    ) -> list[int]:
+        """Indices of the n best eligible passages, at most per_article from one article.
+
+        With a `duplicates` dict, a passage that is a near-copy of one already picked from another
+        article (a syndicated wire story) is not picked again but listed under the first one."""
         finite = int(np.isfinite(scores).sum())
         want = min(finite, n)
         if want == 0:
             return []
         pool = min(finite, max(4 * n, 64))
         while True:
-            candidates = np.argpartition(-scores, pool - 1)[:pool] if pool < len(scores) else np.arange(len(scores))
-            candidates = candidates[np.argsort(-scores[candidates], kind="stable")]
+            candidates = _top_indices(scores, pool) if pool < len(scores) else _top_indices(scores, len(scores))
             picked, per = [], {}
+            if duplicates is not None:
+                duplicates.clear()
             for i in candidates:
                 if not np.isfinite(scores[i]):
                     break
                 a = int(self.passage_article[i])
+                if duplicates is not None and picked:
+                    similarity = self.vectors[picked] @ self.vectors[i]
+                    j = int(np.argmax(similarity))
+                    if similarity[j] >= NEAR_DUPLICATE and int(self.passage_article[picked[j]]) != a:
+                        duplicates.setdefault(picked[j], []).append(int(i))
+                        continue
                 if per.get(a, 0) >= per_article:
                     continue
                 per[a] = per.get(a, 0) + 1

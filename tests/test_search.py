@@ -173,3 +173,21 @@ def test_keyword_index_follows_every_reindex(fake_settings, fake_embedder):
 def test_fts_query_quotes_every_word():
     assert fts_query('Kunduz AND "Kabul" -x NEAR(a b)') == '"kunduz" OR "kabul" OR "x" OR "near" OR "b"'
     assert fts_query("the of and") == ""
+
+
+def test_syndicated_copies_collapse_into_one_result_with_also_in(fake_settings, fake_embedder):
+    original = fake_settings.corpus_dir / "000_84e6feabee5314c5.txt"
+    copy = fake_settings.corpus_dir / "wire_copy.txt"
+    # The same story reprinted elsewhere with a changed dateline word, so it is not a byte duplicate.
+    copy.write_text(original.read_text().replace("Since the Taliban", "Ever since the Taliban"))
+    (fake_settings.corpus_dir / "wire_copy.meta.json").write_text('{"source": "Wire Copy Weekly"}')
+    run_index(fake_settings)
+    idx = SearchIndex.load(fake_settings.index_path, model_name=fake_embedder.name, weak_score=0.2)
+    answer = idx.search("Ahmed Shah Massoud famed anti-Taliban commander", fake_embedder, k=5)
+    massoud = [r for r in answer.results if "Ahmed Shah Massoud" in r.text]
+    assert len(massoud) == 1
+    assert [a.key for a in massoud[0].also_in] in (["wire_copy.txt"], ["000_84e6feabee5314c5.txt"])
+    assert massoud[0].also_in_label.startswith("also in: ")
+    # Passages that merely share a topic are not collapsed.
+    assert all(not r.also_in for r in answer.results if r is not massoud[0])
+    idx.close()
