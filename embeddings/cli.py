@@ -19,7 +19,7 @@ import click
 from . import store
 from .answer import Answer
 from .config import ConfigError, Settings
-from .embedder import ModelLoadError, load_embedder
+from .embedder import ModelLoadError, load_embedder, load_reranker
 from .index import IndexError_, Progress, run_index
 from .migrations import SchemaTooNewError
 from .search import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, Filters, ModelMismatchQueryError, QueryError, SearchIndex, parse_iso_date
@@ -134,6 +134,15 @@ def render_answer(answer: Answer, *, color: bool) -> str:
     return "\n".join(lines)
 
 
+def check_question_text(q: str) -> None:
+    """Bytes that are not UTF-8 (a Latin-1 terminal, a Latin-1 line on stdin) reach Python as lone
+    surrogates, which the model's tokenizer rejects with a TypeError: say so instead."""
+    try:
+        q.encode("utf-8")
+    except UnicodeEncodeError:
+        raise QueryError("the question is not valid UTF-8 text (check the terminal's or the input's encoding)") from None
+
+
 @cli.command("ask")
 @click.argument("question")
 @click.option("-k", "--results", "k", type=click.IntRange(1, MAX_K), default=DEFAULT_K, show_default=True,
@@ -159,18 +168,21 @@ def ask_command(ctx, question, k, source, since, until, mode, index_path, as_jso
         if index.passage_count == 0:
             raise store.IndexMissingError(f"the index at {settings.index_path} is empty: add articles to the corpus folder and run `corpus-bot index`")
         embedder = load_embedder(settings.embedding_model)
+        reranker = load_reranker(settings.rerank_model) if settings.rerank_model else None
         questions = (line.strip() for line in sys.stdin) if question == "-" else iter([question])
         color = sys.stdout.isatty()
         first = True
         for q in questions:
-            if not q:
-                continue
+            if not q and question == "-":
+                continue  # blank lines between questions; a single empty question gets "the question is empty"
             try:
-                answer = index.search(q, embedder, k=k, filters=filters, mode=mode)
+                check_question_text(q)
+                answer = index.search(q, embedder, k=k, filters=filters, mode=mode, reranker=reranker)
             except QueryError as exc:
                 if question != "-":
                     raise
-                click.echo(json.dumps({"query": q, "error": str(exc)}) if as_json else f"Q: {q}\n! {exc}")
+                shown = q.encode("utf-8", "replace").decode("utf-8")
+                click.echo(json.dumps({"query": shown, "error": str(exc)}) if as_json else f"Q: {shown}\n! {exc}")
                 continue
             if as_json:
                 click.echo(json.dumps(answer.to_json(), ensure_ascii=False))

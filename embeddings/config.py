@@ -55,6 +55,8 @@ class Settings:
     corpus_dir: Path = Path("corpus")
     index_path: Path = Path("data/index.sqlite3")
     embedding_model: str = DEFAULT_MODEL
+    # Optional cross-encoder that re-orders the top RERANK_DEPTH passages; off when empty.
+    rerank_model: str = ""
     max_file_bytes: int = 10 * 1024 * 1024
     # Cosine score under which an answer is flagged as weak; calibrated in docs/retrieval.md.
     weak_score: float = 0.30
@@ -80,6 +82,7 @@ class Settings:
             corpus_dir=Path(env.get("CORPUS_DIR") or "corpus"),
             index_path=Path(env.get("INDEX_PATH") or "data/index.sqlite3"),
             embedding_model=(env.get("EMBEDDING_MODEL") or DEFAULT_MODEL).strip(),
+            rerank_model=env.get("RERANK_MODEL", "").strip(),
             max_file_bytes=_int(env, "MAX_FILE_MB", 10, 1, 1024) * 1024 * 1024,
             weak_score=_float(env, "WEAK_SCORE", 0.30),
             discord_token=env.get("DISCORD_TOKEN", "").strip(),

@@ -94,3 +94,34 @@ def load_embedder(name: str = DEFAULT_MODEL) -> Embedder:
         hint = "" if Path(path).exists() else " (not a local folder, and nothing can be downloaded here)"
         raise ModelLoadError(f"cannot load embedding model {name!r}{hint}: {exc}") from exc
     return SentenceTransformerEmbedder(name, model)
+
+
+class Reranker(Protocol):
+    name: str
+
+    def scores(self, question: str, passages: Sequence[str]) -> np.ndarray:
+        """Relevance of each passage to the question (higher is better)."""
+
+
+class CrossEncoderReranker:
+    def __init__(self, name: str, model) -> None:
+        self.name = name
+        self._model = model
+        self._lock = threading.Lock()  # same tokenizer thread-safety concern as the embedder
+
+    def scores(self, question, passages):
+        with self._lock:
+            return np.asarray(self._model.predict([(question, p) for p in passages], show_progress_bar=False))
+
+
+def load_reranker(name: str) -> Reranker:
+    """A sentence-transformers CrossEncoder from a local folder or the local cache (never the hub)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from sentence_transformers import CrossEncoder
+
+        model = CrossEncoder(name, device="cpu")
+    except Exception as exc:
+        hint = "" if Path(name).exists() else " (not a local folder, and nothing can be downloaded here)"
+        raise ModelLoadError(f"cannot load re-ranking model RERANK_MODEL={name!r}{hint}: {exc}") from exc
+    return CrossEncoderReranker(name, model)

@@ -18,7 +18,7 @@ import numpy as np
 from . import store
 from .answer import Answer, Article, Result
 from .chunk import sentence_spans
-from .embedder import Embedder
+from .embedder import Embedder, Reranker
 
 DEFAULT_K = 5
 MAX_K = 20
@@ -36,6 +36,7 @@ CONTEXT_WEIGHT = 0.5  # BM25 weight of the title/publication column relative to 
 # Passages this similar in different articles are one story syndicated twice: shown once, with
 # "also in". Copies of a wire paragraph with a changed word or dateline score 0.97-1.0.
 NEAR_DUPLICATE = 0.95
+RERANK_DEPTH = 50  # passages a cross-encoder re-orders (it costs a model call per passage)
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ class SearchIndex:
         filters: Filters = Filters(),
         per_article: int = PER_ARTICLE,
         mode: str = DEFAULT_MODE,
+        reranker: Reranker | None = None,
     ) -> Answer:
         question = " ".join(question.split())
         if not question:
@@ -179,6 +181,8 @@ class SearchIndex:
             raise QueryError(f"--since {filters.since} is after --until {filters.until}")
 
         ranking = self.rank(question, embedder, n=offset + k + 1, filters=filters, per_article=per_article, mode=mode)
+        if reranker:
+            ranking = self._rerank(question, ranking, reranker, n=offset + k + 1, per_article=per_article)
         picked = ranking.picked
         page, has_more = picked[offset : offset + k], len(picked) > offset + k
         # Weakness is judged on the cosine similarity of the best passage: unlike fused ranks it is
@@ -231,6 +235,19 @@ class SearchIndex:
         duplicates: dict[int, list[int]] = {}
         picked = self._top_with_cap(ranking, n, per_article, duplicates)
         return Ranking(picked, ranking, cosine, excluded_undated, duplicates)
+
+    def _rerank(self, question: str, ranking: Ranking, reranker: Reranker, *, n: int, per_article: int) -> Ranking:
+        """Re-order the RERANK_DEPTH best passages (before the per-article cap) by the cross-encoder."""
+        head = _top_indices(ranking.scores, RERANK_DEPTH)
+        head = head[np.isfinite(ranking.scores[head])]
+        if not len(head):
+            return ranking
+        texts = self._texts([int(self.passage_ids[i]) for i in head])
+        scores = np.full(len(ranking.scores), -np.inf)
+        scores[head] = reranker.scores(question, [texts[int(self.passage_ids[i])] for i in head])
+        duplicates: dict[int, list[int]] = {}
+        picked = self._top_with_cap(scores, n, per_article, duplicates)
+        return Ranking(picked, scores, ranking.cosine, ranking.excluded_undated, duplicates)
 
     def keyword_scores(self, question: str, limit: int = KEYWORD_LIMIT) -> np.ndarray:
         """BM25 (FTS5, higher is better) for the best `limit` matching passages, 0 for the rest."""

