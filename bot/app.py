@@ -18,7 +18,7 @@ from embeddings.config import Settings
 from embeddings.search import QueryError
 
 from .checks import NotIndexAdmin
-from .serving import Serving, Unavailable
+from .serving import Serving, Unavailable, VoteNotRecorded
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class UserFacingError(Exception):
 
 
 # Exceptions whose message is written for users (the core's and ours): shown as is.
-USER_ERRORS = (UserFacingError, QueryError, Unavailable)
+USER_ERRORS = (UserFacingError, QueryError, Unavailable, VoteNotRecorded)
 
 
 def error_message(error: Exception) -> str | None:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,14 +28,19 @@ from embeddings import store
 from embeddings.answer import Answer, Result
 from embeddings.config import Settings
 from embeddings.embedder import Embedder, load_embedder
+from embeddings.feedback import record_feedback
 from embeddings.index import IndexError_, IndexReport, Progress, run_index
-from embeddings.search import Filters, SearchIndex
+from embeddings.search import DEFAULT_MODE, Filters, SearchIndex
 
 log = logging.getLogger(__name__)
 
 
 class Unavailable(RuntimeError):
     """The bot cannot answer yet (no index); the message is shown to the user."""
+
+
+class VoteNotRecorded(RuntimeError):
+    """A vote could not be stored (no index file, read-only file, locked too long); shown to the user."""
 
 
 class AlreadyRunning(RuntimeError):
@@ -111,9 +117,11 @@ class Serving:
             raise Unavailable(self.unavailable_reason)
         return self.index
 
-    async def search(self, question: str, *, k: int, offset: int = 0, filters: Filters = Filters()) -> Answer:
+    async def search(
+        self, question: str, *, k: int, offset: int = 0, filters: Filters = Filters(), mode: str = DEFAULT_MODE
+    ) -> Answer:
         index = self.current()  # this snapshot answers the whole request, even if a swap happens meanwhile
-        return await self._run(index.search, question, self.embedder, k=k, offset=offset, filters=filters)
+        return await self._run(index.search, question, self.embedder, k=k, offset=offset, filters=filters, mode=mode)
 
     async def context(self, passage_id: int, radius: int = 1) -> list[Result]:
         return await self._run(self.current().context, passage_id, radius)
@@ -130,6 +138,21 @@ class Serving:
             return await self._run(read)
         except store.IndexMissingError:
             raise Unavailable(self.unavailable_reason) from None
+
+    async def record_vote(self, answer: Answer, *, user_id: int | str, vote: int, mode: str = DEFAULT_MODE) -> None:
+        """Store one 👍 (1) / 👎 (-1) on an answer page as shown, in the index file's feedback table
+        (aiosqlite: the event loop never waits on the disk). Every click is a row; the export keeps
+        the latest judgment per passage. VoteNotRecorded when the file cannot take the write."""
+        path = self.settings.index_path
+        if not path.is_file():  # connecting would create an empty database there
+            raise VoteNotRecorded("your vote could not be recorded: there is no index file right now")
+        try:
+            await record_feedback(path, answer, user_id=user_id, vote=vote, mode=mode)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("could not record a vote in %s: %s", path, exc)
+            raise VoteNotRecorded(
+                "your vote could not be recorded: the index file cannot be written right now; please try again later"
+            ) from None
 
     def source_names(self) -> list[str]:
         return self.index.source_names() if self.index is not None else []

@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from embeddings.answer import Answer
-from embeddings.search import Filters, parse_iso_date
+from embeddings.search import DEFAULT_MODE, Filters, parse_iso_date
 
 from .. import render
 from ..app import UserFacingError, defer, error_message, reply_error
@@ -44,10 +44,14 @@ def claim_text(message: discord.Message) -> str:
 
 class AnswerView(discord.ui.View):
     """Buttons under an answer: "Previous"/"More" re-run the same search one page back or on
-    (only for the person who asked), and a "Context" menu shows a passage's neighbouring
-    paragraphs to whoever picks it, privately. Disabled, with a note, when the view times out."""
+    (only for the person who asked), a "Context" menu shows a passage's neighbouring paragraphs
+    to whoever picks it, privately, and 👍 / 👎 store a vote on the page shown (anyone who sees
+    the answer may vote; each click is one row). Disabled, with a note, when the view times out."""
 
-    def __init__(self, bot: "CorpusBot", *, owner_id: int, question: str, k: int, filters: Filters, answer: Answer):
+    def __init__(
+        self, bot: "CorpusBot", *, owner_id: int, question: str, k: int, filters: Filters, answer: Answer,
+        mode: str = DEFAULT_MODE,
+    ):
         super().__init__(timeout=bot.view_timeout)
         self.bot = bot
         self.owner_id = owner_id
@@ -55,14 +59,21 @@ class AnswerView(discord.ui.View):
         self.k = k
         self.filters = filters
         self.answer = answer
+        self.mode = mode
         self.message: discord.WebhookMessage | None = None
+        #: (user id, page offset) -> the last vote, only to word the reply ("updated").
+        self.votes: dict[tuple[int, int], int] = {}
         self.context = discord.ui.Select(placeholder="Context: show the paragraphs around a passage…", row=0)
         self.context.callback = self.show_context
         self.previous = discord.ui.Button(label="Previous", emoji="◀️", style=discord.ButtonStyle.secondary, row=1)
         self.previous.callback = self.previous_page
         self.more = discord.ui.Button(label="More", emoji="▶️", style=discord.ButtonStyle.primary, row=1)
         self.more.callback = self.next_page
-        for item in (self.context, self.previous, self.more):
+        self.upvote = discord.ui.Button(emoji="👍", style=discord.ButtonStyle.secondary, row=2)
+        self.upvote.callback = self.vote_up
+        self.downvote = discord.ui.Button(emoji="👎", style=discord.ButtonStyle.secondary, row=2)
+        self.downvote.callback = self.vote_down
+        for item in (self.context, self.previous, self.more, self.upvote, self.downvote):
             self.add_item(item)
         self._refresh()
 
@@ -89,11 +100,31 @@ class AnswerView(discord.ui.View):
     async def next_page(self, interaction: discord.Interaction) -> None:
         await self._turn(interaction, self.answer.offset + len(self.answer.results))
 
+    async def vote_up(self, interaction: discord.Interaction) -> None:
+        await self._vote(interaction, 1)
+
+    async def vote_down(self, interaction: discord.Interaction) -> None:
+        await self._vote(interaction, -1)
+
+    async def _vote(self, interaction: discord.Interaction, vote: int) -> None:
+        answer = self.answer  # the page the message shows now (a page turn may replace it meanwhile)
+        await defer(interaction, ephemeral=True)  # the write may wait on a running re-index's lock
+        await self.bot.serving.record_vote(answer, user_id=interaction.user.id, vote=vote, mode=self.mode)
+        key = (interaction.user.id, answer.offset)
+        again = key in self.votes
+        self.votes[key] = vote
+        what = "updated" if again else "recorded"
+        await interaction.followup.send(
+            f"Thanks — your vote ({'👍' if vote > 0 else '👎'}) was {what}.", ephemeral=True, allowed_mentions=NONE
+        )
+
     async def _turn(self, interaction: discord.Interaction, offset: int) -> None:
         if interaction.user.id != self.owner_id:
             raise UserFacingError("only the person who asked can turn these pages; use /ask for your own question")
         await interaction.response.defer()  # "deferred update": the message stays, the search runs
-        answer = await self.bot.serving.search(self.question, k=self.k, offset=offset, filters=self.filters)
+        answer = await self.bot.serving.search(
+            self.question, k=self.k, offset=offset, filters=self.filters, mode=self.mode
+        )
         if not answer.results:
             raise UserFacingError("there are no more results (the index changed since this question was asked)")
         self.answer = answer
@@ -105,7 +136,7 @@ class AnswerView(discord.ui.View):
             item.disabled = True  # type: ignore[attr-defined]
         if self.message is None:
             return
-        note = "\n-# These buttons have expired: ask again for more results or context."
+        note = "\n-# These buttons have expired: ask again to see more results or context, or to vote."
         try:
             await self.message.edit(content=render.answer_content(self.answer) + note, view=self, allowed_mentions=NONE)
         except discord.HTTPException as exc:  # deleted message, expired token: nothing to update

@@ -59,11 +59,14 @@ def test_ask_defers_then_quotes_passages_verbatim(shipped_index, real_embedder):
             # (which passages rank best is the core's concern, tested there; here: how they are shown)
             assert any(e["author"]["name"].endswith("undated") for e in embeds)
             assert any(re.search(r"[A-Z][a-z]{2} \d{1,2}, \d{4}$", e["author"]["name"]) for e in embeds)
-            # components: the Context menu (one option per result) and Previous / More
+            # components: the Context menu (one option per result), Previous / More, and 👍 / 👎
+            assert len(data["components"]) == 3
             select, buttons = data["components"][0]["components"], data["components"][1]["components"]
             assert select[0]["type"] == 3 and len(select[0]["options"]) == 5
             assert [b["label"] for b in buttons] == ["Previous", "More"]
             assert buttons[0]["disabled"] and not buttons[1]["disabled"]
+            votes = data["components"][2]["components"]
+            assert [b["emoji"]["name"] for b in votes] == ["👍", "👎"] and not any(b["disabled"] for b in votes)
 
     run(main())
 
