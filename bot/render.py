@@ -273,7 +273,10 @@ def _result_frame(r: Result) -> discord.Embed:
         colour=COLOR_WEAK if r.weak else COLOR_ANSWER,
     )
     embed.set_author(name=plain(a.byline, BYLINE_CAP))
-    embed.set_footer(text=plain(f"{r.position_label} · relevance {r.relevance_label}", EMBED_FOOTER))
+    footer = f"{r.position_label} · relevance {r.relevance_label}"
+    if r.also_in_label:
+        footer += f" · {r.also_in_label}"
+    embed.set_footer(text=plain(footer, EMBED_FOOTER))
     return embed
 
 

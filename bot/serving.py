@@ -27,7 +27,7 @@ from typing import Any
 from embeddings import store
 from embeddings.answer import Answer, Result
 from embeddings.config import Settings
-from embeddings.embedder import Embedder, load_embedder
+from embeddings.embedder import Embedder, Reranker, load_embedder, load_reranker
 from embeddings.feedback import record_feedback
 from embeddings.index import IndexError_, IndexReport, Progress, run_index
 from embeddings.search import DEFAULT_MODE, Filters, SearchIndex
@@ -75,6 +75,7 @@ class Serving:
         # None: each run loads its own model (only when there is something to embed) and drops it after.
         self.index_embedder = index_embedder
         self.index: SearchIndex | None = None
+        self.reranker: Reranker | None = None
         self.unavailable_reason = "the bot is still starting; try again in a few seconds"
         self.job: ReindexJob | None = None
         self._pool = ThreadPoolExecutor(max_workers=settings.search_workers, thread_name_prefix="corpus-search")
@@ -90,6 +91,8 @@ class Serving:
             started = time.monotonic()
             self.embedder = await self._run(load_embedder, self.settings.embedding_model)
             log.info("loaded embedding model %s in %.1f s", self.settings.embedding_model, time.monotonic() - started)
+        if self.settings.rerank_model:
+            self.reranker = await self._run(load_reranker, self.settings.rerank_model)
         try:
             self.index = await self._run(self._load)
         except store.IndexMissingError as exc:
@@ -121,7 +124,9 @@ class Serving:
         self, question: str, *, k: int, offset: int = 0, filters: Filters = Filters(), mode: str = DEFAULT_MODE
     ) -> Answer:
         index = self.current()  # this snapshot answers the whole request, even if a swap happens meanwhile
-        return await self._run(index.search, question, self.embedder, k=k, offset=offset, filters=filters, mode=mode)
+        return await self._run(
+            index.search, question, self.embedder, k=k, offset=offset, filters=filters, mode=mode, reranker=self.reranker
+        )
 
     async def context(self, passage_id: int, radius: int = 1) -> list[Result]:
         return await self._run(self.current().context, passage_id, radius)

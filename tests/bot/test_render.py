@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import replace
 
 import discord
 from hypothesis import HealthCheck, given, settings
@@ -138,8 +139,12 @@ def answers(draw):
             updated=None, url=draw(st.one_of(st.none(), st.just("https://example.com/a"), hostile_text)),
             passages=draw(st.integers(1, 10_000)),
         )
+        copies = tuple(
+            replace(article, key=f"copy{j}", source=draw(st.one_of(st.none(), hostile_text)))
+            for j in range(draw(st.integers(0, 5)))
+        )
         results.append(Result(rank=i + 1, score=draw(st.floats(-1, 1)), passage_id=i, position=0, text=text,
-                              article=article, highlight=hl, weak=draw(st.booleans())))
+                              article=article, highlight=hl, weak=draw(st.booleans()), also_in=copies))
     return Answer(query=draw(hostile_text.filter(str.strip)), results=results, weak=draw(st.booleans()),
                   excluded_undated=draw(st.integers(0, 3)), has_more=draw(st.booleans()),
                   filters=draw(st.sampled_from([{}, {"source": "@everyone [x](https://e.example)"}])))
@@ -188,3 +193,16 @@ def test_context_embeds_fit(texts, target):
 def test_choice_names_fit():
     name, value = render.choice_name("😀" * 80)
     assert render.dlen(name) <= 100 and render.dlen(value) <= 100 and name.startswith(value[:10])
+
+
+
+def test_syndicated_copies_are_named_in_the_footer():
+    def article(key, source):
+        return Article(id=1, key=key, title="Kunduz falls", source=source, authors=(), published=dt.date(2021, 8, 9),
+                       updated=None, url=None, passages=4)
+
+    result = Result(rank=1, score=0.7, passage_id=1, position=0, text="Kunduz fell on Sunday, officials said.",
+                    article=article("a.txt", "Daily"), also_in=(article("wire.txt", "Wire Weekly"),))
+    data = payload(Answer(query="q", results=[result], weak=False))
+    assert data["embeds"][0]["footer"]["text"].endswith("also in: Wire Weekly (Aug 9, 2021)")
+    check_message(data)
