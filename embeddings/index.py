@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -42,6 +43,36 @@ class ModelMismatchError(IndexError_):
 
 class IndexRefusedError(IndexError_):
     pass
+
+
+class IndexWriteError(IndexError_):
+    """The index file (or its folder) cannot be written: disk full, file size limit, read-only."""
+
+
+def _write_failure(exc: sqlite3.Error, index_path: Path) -> IndexWriteError | None:
+    """A clear message for an SQLite error that means "cannot write here"; None for other errors."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith("SQLITE_READONLY"):
+        why = "the index file or its folder is read-only"
+    elif name == "SQLITE_FULL":
+        why = "the disk is full"
+    elif name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN")):
+        why = "a write failed (disk full, file size limit or read-only storage)"
+    else:
+        return None
+    return IndexWriteError(f"could not write the index at {index_path}: {why} ({exc}); the previous index is unchanged")
+
+
+def _check_writable(conn: sqlite3.Connection) -> None:
+    """Fail before the (long) parse and embed stages when the file cannot be written at all.
+    A write statement that changes nothing still needs a write transaction, which a read-only
+    file refuses; nothing is written."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("DELETE FROM index_meta WHERE key = ''")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 @dataclass
@@ -114,16 +145,28 @@ class IndexReport:
 def index_lock(index_path: Path):
     """Exclusive, non-blocking, per index file; the kernel drops it if the holder dies."""
     lock_path = index_path.with_name(index_path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise IndexWriteError(
+            f"could not write the index at {index_path}: cannot create the lock file {lock_path} "
+            f"({exc.strerror or exc}); the previous index is unchanged"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             raise IndexBusyError(f"another index run is in progress on {index_path} (pid {holder}); try again when it ends") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError as exc:
+            raise IndexWriteError(
+                f"could not write the index at {index_path}: cannot write the lock file {lock_path} "
+                f"({exc.strerror or exc}); the previous index is unchanged"
+            ) from None
         yield
     finally:
         os.close(fd)
@@ -160,60 +203,73 @@ def run_index(
         raise IndexRefusedError(f"corpus folder {corpus} does not exist or is not a folder (set CORPUS_DIR)")
 
     with index_lock(settings.index_path):
-        conn = store.connect_for_writing(settings.index_path)
+        conn = None
         try:
-            meta = store.read_meta(conn)
-            if meta.get("model") and meta["model"] != settings.embedding_model and not rebuild:
-                raise ModelMismatchError(
-                    f"the index was built with {meta['model']!r} but EMBEDDING_MODEL is {settings.embedding_model!r}; "
-                    "run `corpus-bot index --rebuild` to re-embed everything with the new model"
-                )
-            previous = {} if rebuild else store.stored_files(conn)
-            previous_keys = {k for f in store.stored_files(conn).values() for k in f.keys}
-            previous_passages = store.passage_count(conn)
-
-            report = IndexReport(model=settings.embedding_model)
-            progress = Progress(stage="scanning")
-
-            def tick() -> None:
-                progress.elapsed = time.monotonic() - started
-                if on_progress:
-                    on_progress(progress)
-
-            new, kept_files = _scan(corpus, settings, previous, report, progress, tick)
-            _fault_point("parse")
-
-            if new:
-                embedder = embedder or load_embedder(settings.embedding_model)
-                _check_dimension(meta, embedder, rebuild)
-                new = _chunk(new, embedder, report)
-                _embed(new, embedder, progress, tick)
-            _fault_point("embed")
-
-            new_keys = {a.doc.key for a in new}
-            kept_keys = {k for f in kept_files for k in previous[f].keys}
-            for key in sorted(new_keys):
-                (report.changed if key in previous_keys else report.added).append(key)
-            report.removed = sorted(previous_keys - new_keys - kept_keys)
-            report.unchanged = sorted(kept_keys)
-
-            total_passages = sum(len(a.passages) for a in new) + _kept_passages(conn, kept_keys)
-            if total_passages == 0 and previous_passages > 0:
-                raise IndexRefusedError(
-                    f"this run would leave the index empty ({corpus} has no indexable articles: "
-                    f"{len(report.skipped)} skipped); the previous index is kept"
-                )
-
-            progress.stage = "committing"
-            tick()
-            dimension = embedder.dimension if embedder else int(meta.get("dimension", 0)) or None
-            _commit(conn, settings, new, previous_keys - kept_keys, report, dimension, started_wall, started)
-            _fault_point("after-commit")
-            progress.stage = "done"
-            tick()
-            return report
+            conn = store.connect_for_writing(settings.index_path)
+            _check_writable(conn)
+            return _update(conn, settings, rebuild, embedder, on_progress, started_wall, started)
+        except sqlite3.Error as exc:
+            # "Cannot write here" (read-only, disk full, size limit) gets a clear message; the
+            # transaction never committed, so the previous index is intact.
+            raise _write_failure(exc, settings.index_path) or exc
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+
+
+def _update(conn, settings, rebuild, embedder, on_progress, started_wall, started) -> IndexReport:
+    """One locked run on an open, writable index: scan, embed, then the single commit."""
+    corpus = settings.corpus_dir
+    meta = store.read_meta(conn)
+    if meta.get("model") and meta["model"] != settings.embedding_model and not rebuild:
+        raise ModelMismatchError(
+            f"the index was built with {meta['model']!r} but EMBEDDING_MODEL is {settings.embedding_model!r}; "
+            "run `corpus-bot index --rebuild` to re-embed everything with the new model"
+        )
+    previous = {} if rebuild else store.stored_files(conn)
+    previous_keys = {k for f in store.stored_files(conn).values() for k in f.keys}
+    previous_passages = store.passage_count(conn)
+
+    report = IndexReport(model=settings.embedding_model)
+    progress = Progress(stage="scanning")
+
+    def tick() -> None:
+        progress.elapsed = time.monotonic() - started
+        if on_progress:
+            on_progress(progress)
+
+    new, kept_files = _scan(corpus, settings, previous, report, progress, tick)
+    _fault_point("parse")
+
+    if new:
+        embedder = embedder or load_embedder(settings.embedding_model)
+        _check_dimension(meta, embedder, rebuild)
+        new = _chunk(new, embedder, report)
+        _embed(new, embedder, progress, tick)
+    _fault_point("embed")
+
+    new_keys = {a.doc.key for a in new}
+    kept_keys = {k for f in kept_files for k in previous[f].keys}
+    for key in sorted(new_keys):
+        (report.changed if key in previous_keys else report.added).append(key)
+    report.removed = sorted(previous_keys - new_keys - kept_keys)
+    report.unchanged = sorted(kept_keys)
+
+    total_passages = sum(len(a.passages) for a in new) + _kept_passages(conn, kept_keys)
+    if total_passages == 0 and previous_passages > 0:
+        raise IndexRefusedError(
+            f"this run would leave the index empty ({corpus} has no indexable articles: "
+            f"{len(report.skipped)} skipped); the previous index is kept"
+        )
+
+    progress.stage = "committing"
+    tick()
+    dimension = embedder.dimension if embedder else int(meta.get("dimension", 0)) or None
+    _commit(conn, settings, new, previous_keys - kept_keys, report, dimension, started_wall, started)
+    _fault_point("after-commit")
+    progress.stage = "done"
+    tick()
+    return report
 
 
 def _scan(corpus, settings, previous, report, progress, tick):
@@ -329,7 +385,13 @@ def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, st
         _fault_point("before-commit")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # After an I/O error SQLite may already have rolled back; a failing ROLLBACK must not hide
+        # the error that explains what happened.
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error as again:
+                log.warning("rollback after a failed index write also failed: %s", again)
         raise
 
 

@@ -38,10 +38,14 @@ def connect_for_writing(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) and migrate the index file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    _configure(conn)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    migrate(conn)
+    try:
+        _configure(conn)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        migrate(conn)
+    except BaseException:
+        conn.close()  # e.g. a read-only folder: do not leak the handle of a long-running bot
+        raise
     return conn
 
 
