@@ -26,7 +26,7 @@ def main(folders: list[str]) -> None:
     sets = [load_beir(Path(f)) for f in folders]
     answered, unanswerable = [], []
     for data in sets:
-        index = SearchIndex.load(cached_index(data, embedder, settings.index_path.parent / "eval-cache"),
+        index = SearchIndex.load(cached_index(data, embedder.name, settings.index_path.parent / "eval-cache", embedder=embedder),
                                  model_name=embedder.name, weak_score=0.0)
         for qid, judged in data.qrels.items():
             ranking = index.rank(data.queries[qid], embedder, n=1, per_article=1)

@@ -90,7 +90,7 @@ def main(folders: list[str]) -> None:
     embedder = load_embedder(settings.embedding_model)
     for folder in folders:
         data = load_beir(Path(folder))
-        path = cached_index(data, embedder, settings.index_path.parent / "eval-cache")
+        path = cached_index(data, embedder.name, settings.index_path.parent / "eval-cache", embedder=embedder)
         index = SearchIndex.load(path, model_name=embedder.name, weak_score=0.3)
         qids = list(data.qrels)
         qv = embedder.encode([data.queries[q] for q in qids])

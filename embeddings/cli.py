@@ -19,9 +19,10 @@ import click
 from . import store
 from .answer import Answer
 from .config import ConfigError, Settings
-from .embedder import ModelLoadError, load_embedder, load_reranker
+from .embedder import ModelLoadError, load_reranker
 from .index import IndexError_, Progress, run_index
 from .migrations import SchemaTooNewError
+from .query_model import load_query_embedder
 from .search import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, Filters, ModelMismatchQueryError, QueryError, SearchIndex, parse_iso_date
 
 USER_ERRORS = (
@@ -167,7 +168,7 @@ def ask_command(ctx, question, k, source, since, until, mode, index_path, as_jso
         index = SearchIndex.load(settings.index_path, model_name=settings.embedding_model, weak_score=settings.weak_score)
         if index.passage_count == 0:
             raise store.IndexMissingError(f"the index at {settings.index_path} is empty: add articles to the corpus folder and run `corpus-bot index`")
-        embedder = load_embedder(settings.embedding_model)
+        embedder = load_query_embedder(settings.index_path, settings.embedding_model)
         reranker = load_reranker(settings.rerank_model) if settings.rerank_model else None
         questions = (line.strip() for line in sys.stdin) if question == "-" else iter([question])
         color = sys.stdout.isatty()
@@ -261,9 +262,9 @@ def eval_command(ctx, folder, mode, k, cache_dir, as_json):
             data = load_beir(folder)
         except EvalDataError as exc:
             raise click.ClickException(str(exc)) from None
-        embedder = load_embedder(settings.embedding_model)
-        path = cached_index(data, embedder, cache_dir or settings.index_path.parent / "eval-cache",
+        path = cached_index(data, settings.embedding_model, cache_dir or settings.index_path.parent / "eval-cache",
                             on_progress=None if as_json else ProgressReporter())
+        embedder = load_query_embedder(path, settings.embedding_model)
         index = SearchIndex.load(path, model_name=embedder.name, weak_score=settings.weak_score)
         result = run_eval(data, index, embedder, mode=mode, k=k)
         index.close()

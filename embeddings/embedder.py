@@ -50,13 +50,17 @@ class SentenceTransformerEmbedder:
         self._tokenizer = model.tokenizer
         # Hugging Face fast tokenizers raise "Already borrowed" when one instance is used from two
         # threads at once (the bot searches from an executor): one call at a time per model.
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
+
+    @property
+    def sentence_transformer(self):
+        return self._model
 
     def encode(self, texts, *, on_batch=None):
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             batch = list(texts[start : start + self.batch_size])
-            with self._lock:
+            with self.lock:
                 out[start : start + len(batch)] = self._model.encode(
                     batch, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
                     show_progress_bar=False,
@@ -66,7 +70,7 @@ class SentenceTransformerEmbedder:
         return out
 
     def count_tokens(self, text: str) -> int:
-        with self._lock:
+        with self.lock:
             return len(self._tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
 
 

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .embedder import Embedder
+from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
 from .index import Progress, build_index
 from .metrics import evaluate_run
 from .parse import ArticleDoc
+from .query_model import export_query_model
 from .search import DEFAULT_MODE, SearchIndex
 
 # Bump when chunking or what is stored changes, so cached evaluation indexes are rebuilt.
@@ -106,13 +107,22 @@ def load_beir(folder: Path) -> BeirData:
 
 
 def cached_index(
-    data: BeirData, embedder: Embedder, cache_dir: Path, on_progress: Callable[[Progress], None] | None = None
+    data: BeirData,
+    model_name: str,
+    cache_dir: Path,
+    *,
+    embedder: Embedder | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> Path:
-    key = hashlib.sha256(f"{data.digest}|{embedder.name}|{INDEX_FORMAT}".encode()).hexdigest()[:16]
+    """The evaluation index for data and model, built (and its ONNX query model exported) on first use."""
+    key = hashlib.sha256(f"{data.digest}|{model_name}|{INDEX_FORMAT}".encode()).hexdigest()[:16]
     path = cache_dir / f"{data.name}-{key}.sqlite3"
     if not path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
+        embedder = embedder or load_embedder(model_name)
         build_index(path, data.docs, embedder=embedder, source_hash=data.digest, on_progress=on_progress)
+        if isinstance(embedder, SentenceTransformerEmbedder):
+            export_query_model(embedder, path)
     return path
 
 

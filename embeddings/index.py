@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
+import shutil
 import logging
 import os
 import sqlite3
@@ -23,7 +25,7 @@ import numpy as np
 from . import store
 from .chunk import make_passages
 from .config import Settings
-from .embedder import Embedder, load_embedder
+from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
 from .parse import ArticleDoc, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
 
 log = logging.getLogger(__name__)
@@ -267,9 +269,35 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
     dimension = embedder.dimension if embedder else int(meta.get("dimension", 0)) or None
     _commit(conn, settings, new, previous_keys - kept_keys, report, dimension, started_wall, started)
     _fault_point("after-commit")
+    _refresh_query_model(settings, embedder, report)
     progress.stage = "done"
     tick()
     return report
+
+
+def _refresh_query_model(settings: Settings, embedder: Embedder | None, report: IndexReport) -> None:
+    """Export the ONNX query model beside the index when it is missing or for another model.
+
+    Not part of the index's transaction: questions fall back to the full model without it, so a
+    failed export is a warning, never a failed run."""
+    from .query_model import export_query_model, query_model_dir
+
+    folder = query_model_dir(settings.index_path)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    if meta.get("model") == settings.embedding_model:
+        return
+    try:
+        embedder = embedder or load_embedder(settings.embedding_model)
+        if isinstance(embedder, SentenceTransformerEmbedder) and export_query_model(embedder, settings.index_path):
+            return
+        shutil.rmtree(folder, ignore_errors=True)  # a stale export for a previous model
+    except Exception as exc:
+        log.warning("could not export the ONNX query model: %s", exc)
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        report.warnings.append(("(query model)", f"not exported ({reason}); questions use the full model, slower to start"))
 
 
 def _scan(corpus, settings, previous, report, progress, tick):

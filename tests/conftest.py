@@ -50,15 +50,21 @@ class FakeEmbedder:
         return len(text.split()) + 2
 
 
+def use_embedder(monkeypatch, embedder) -> None:
+    """Make every `load_embedder()` call in the core return embedder (each module imported the name)."""
+    import embeddings.evaluate
+    import embeddings.index
+    import embeddings.query_model
+
+    for module in (embeddings.index, embeddings.evaluate, embeddings.query_model):
+        monkeypatch.setattr(module, "load_embedder", lambda name: embedder)
+
+
 @pytest.fixture
 def fake_embedder(monkeypatch) -> FakeEmbedder:
     """A fake embedder that every `load_embedder()` call in the core returns."""
     fake = FakeEmbedder()
-    import embeddings.cli
-    import embeddings.index
-
-    monkeypatch.setattr(embeddings.index, "load_embedder", lambda name: fake)
-    monkeypatch.setattr(embeddings.cli, "load_embedder", lambda name: fake)
+    use_embedder(monkeypatch, fake)
     return fake
 
 

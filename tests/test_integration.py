@@ -140,7 +140,7 @@ def news_eval(tmp_path_factory, real_embedder):
     from embeddings.evaluate import cached_index, load_beir
 
     data = load_beir(NEWS_SET)
-    path = cached_index(data, real_embedder, tmp_path_factory.mktemp("eval-cache"))
+    path = cached_index(data, real_embedder.name, tmp_path_factory.mktemp("eval-cache"), embedder=real_embedder)
     idx = SearchIndex.load(path, model_name=real_embedder.name, weak_score=0.3)
     yield data, idx
     idx.close()

@@ -35,7 +35,7 @@ HARNESS = f"""
 import os, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 from tests.conftest import FakeEmbedder
-import embeddings.cli, embeddings.index
+import embeddings.index, embeddings.query_model
 
 class GatedEmbedder(FakeEmbedder):
     def encode(self, texts, *, on_batch=None):
@@ -48,7 +48,7 @@ class GatedEmbedder(FakeEmbedder):
         return super().encode(texts, on_batch=on_batch)
 
 fake = GatedEmbedder()
-embeddings.index.load_embedder = embeddings.cli.load_embedder = lambda name: fake
+embeddings.index.load_embedder = embeddings.query_model.load_embedder = lambda name: fake
 from bot.cli import main
 main()
 """

@@ -20,7 +20,7 @@ from embeddings.chunk import make_passages
 from embeddings.config import Settings
 from embeddings.index import run_index
 from embeddings.parse import SUPPORTED_SUFFIXES, SkipFile, load_file, parse_file
-from tests.conftest import SHIPPED_CORPUS, FakeEmbedder
+from tests.conftest import SHIPPED_CORPUS, FakeEmbedder, use_embedder
 
 SHIPPED = sorted(p.name for p in SHIPPED_CORPUS.iterdir())
 SECRET = "OUTSIDE-THE-CORPUS-7f3a"
@@ -219,13 +219,9 @@ CLEAR_ERRORS = {  # question -> the one-line error the user gets (everything els
 @pytest.fixture(scope="module")
 def question_env(tmp_path_factory):
     """The shipped corpus indexed with the fake embedder; env for CliRunner."""
-    import embeddings.cli
-    import embeddings.index
-
     fake = FakeEmbedder()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(embeddings.index, "load_embedder", lambda name: fake)
-        mp.setattr(embeddings.cli, "load_embedder", lambda name: fake)
+        use_embedder(mp, fake)
         base = tmp_path_factory.mktemp("questions")
         settings = Settings(corpus_dir=SHIPPED_CORPUS, index_path=base / "index.sqlite3", embedding_model=fake.name)
         run_index(settings)
@@ -281,9 +277,7 @@ def test_a_question_starting_with_a_dash_without_the_separator_is_a_usage_error_
 @pytest.mark.model
 def test_hostile_questions_through_the_real_model(shipped_index, real_embedder, monkeypatch):
     """The real tokenizer is where odd text breaks (it raised TypeError on undecodable bytes)."""
-    import embeddings.cli
-
-    monkeypatch.setattr(embeddings.cli, "load_embedder", lambda name: real_embedder)
+    use_embedder(monkeypatch, real_embedder)  # the index's ONNX export answers; this covers a fallback
     env = {"INDEX_PATH": str(shipped_index.index_path), "EMBEDDING_MODEL": shipped_index.embedding_model, "RERANK_MODEL": ""}
     started = time.monotonic()
     for mode in ["vector", "keyword", "hybrid"]:

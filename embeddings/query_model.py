@@ -1,0 +1,166 @@
+"""The fast query path: the embedding model exported to ONNX beside the index, run with
+onnxruntime and tokenizers, so answering a question never imports torch.
+
+Measured here: import + load + one question 0.6 s cold (10 s with torch), 5-7 ms warm, and the
+same vectors (cosine 1.0000 to sentence-transformers'). The export is made once at index time;
+only models whose pipeline is Transformer -> mean pooling -> normalize are exported (what the
+ONNX graph computes); any other model keeps answering through sentence-transformers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder, resolve_model_path
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+MEAN_POOLING_PIPELINE = ["Transformer", "Pooling", "Normalize"]
+
+
+def query_model_dir(index_path: Path) -> Path:
+    return index_path.with_name(index_path.name + ".query-model")
+
+
+def _exportable(model_path: str) -> str | None:
+    """Why the model cannot be exported (None when it can): only mean pooling + normalize is."""
+    folder = Path(model_path)
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        pooling = json.loads((folder / modules[1]["path"] / "config.json").read_text())
+    except (OSError, ValueError, KeyError, IndexError):
+        return "not a local sentence-transformers folder"
+    if kinds != MEAN_POOLING_PIPELINE:
+        return f"pipeline {kinds} is not {MEAN_POOLING_PIPELINE}"
+    modes = [k for k, v in pooling.items() if k.startswith("pooling_mode") and v]
+    if modes != ["pooling_mode_mean_tokens"]:
+        return f"pooling {modes} is not mean pooling"
+    return None
+
+
+def export_query_model(embedder: SentenceTransformerEmbedder, index_path: Path) -> Path | None:
+    """Write <index>.query-model/ (model.onnx, tokenizer.json, meta.json); None if not exportable."""
+    model_path = resolve_model_path(embedder.name)
+    why_not = _exportable(model_path)
+    if why_not:
+        log.info("no ONNX query model for %s: %s", embedder.name, why_not)
+        return None
+    import torch
+
+    class MeanPooledNormalized(torch.nn.Module):
+        def __init__(self, transformer) -> None:
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            hidden = self.transformer(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    target = query_model_dir(index_path)
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        module = MeanPooledNormalized(embedder.sentence_transformer[0].auto_model).eval()
+        sample = torch.ones((1, 8), dtype=torch.long)
+        dynamic = {0: "batch", 1: "tokens"}
+        # The TorchScript exporter: the newer dynamo one needs onnxscript as well, for the same graph.
+        with embedder.lock, torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (sample, sample, torch.zeros_like(sample)), str(tmp / "model.onnx"),
+                input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["embedding"],
+                dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "token_type_ids": dynamic,
+                              "embedding": {0: "batch"}},
+                opset_version=17, dynamo=False,
+            )
+        shutil.copy(Path(model_path) / "tokenizer.json", tmp / "tokenizer.json")
+        meta = {"format": FORMAT, "model": embedder.name, "dimension": embedder.dimension,
+                "max_tokens": embedder.max_tokens}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # Swap folders: a reader sees the old export or the new one, and checks meta.json either way.
+    old = target.with_name(target.name + f".old-{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+class OnnxQueryEmbedder:
+    """Embeds questions with the exported graph; same interface as the sentence-transformers one."""
+
+    def __init__(self, folder: Path, meta: dict) -> None:
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        self.name = meta["model"]
+        self.dimension = int(meta["dimension"])
+        self.max_tokens = int(meta["max_tokens"])
+        self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        # The bundled tokenizer.json pads and truncates at 128; sentence-transformers uses no
+        # padding and truncates at the model's 256: anything else changes the vectors.
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(self.max_tokens)
+        options = onnxruntime.SessionOptions()
+        # One question is tiny: a single thread is fastest and leaves the other core to the bot.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self._session = onnxruntime.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self._lock = threading.Lock()
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            encodings = self._tokenizer.encode_batch(texts)
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(texts), width), np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for row, e in enumerate(encodings):
+            n = len(e.ids)
+            ids[row, :n], mask[row, :n], types[row, :n] = e.ids, e.attention_mask, e.type_ids
+        return self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+
+    def encode(self, texts, *, on_batch=None):
+        out = np.zeros((len(texts), self.dimension), np.float32)
+        for start in range(0, len(texts), 32):
+            batch = list(texts[start : start + 32])
+            out[start : start + len(batch)] = self._run(batch)
+            if on_batch:
+                on_batch(len(batch))
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        with self._lock:
+            return len(self._tokenizer.encode(text).ids)
+
+
+def load_query_embedder(index_path: Path, model_name: str) -> Embedder:
+    """The ONNX query model exported for this index when it matches model_name, else the full model."""
+    folder = query_model_dir(index_path)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        meta = None
+    if meta and meta.get("format") == FORMAT and meta.get("model") == model_name:
+        try:
+            return OnnxQueryEmbedder(folder, meta)
+        except Exception as exc:  # a damaged export must not stop questions being answered
+            log.warning("ONNX query model in %s unusable (%s); using %s through sentence-transformers", folder, exc, model_name)
+    return load_embedder(model_name)

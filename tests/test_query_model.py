@@ -1,0 +1,66 @@
+"""The ONNX query path gives the indexing model's vectors without importing torch."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from embeddings.parse import iter_corpus_files, parse_file
+from embeddings.query_model import OnnxQueryEmbedder, load_query_embedder, query_model_dir
+from tests.conftest import SHIPPED_CORPUS
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def onnx_embedder(shipped_index):
+    embedder = load_query_embedder(shipped_index.index_path, shipped_index.embedding_model)
+    assert isinstance(embedder, OnnxQueryEmbedder)  # the index job exported it
+    return embedder
+
+
+def shipped_paragraphs() -> list[str]:
+    return [p for path in iter_corpus_files(SHIPPED_CORPUS) for d in parse_file(path.name, path.read_bytes()) for p in d.paragraphs]
+
+
+def test_onnx_vectors_equal_the_indexing_models(onnx_embedder, real_embedder):
+    texts = shipped_paragraphs() + ["Who led the resistance to the Taliban?", "x", "🙂 ‏مرحبا zero\u200bwidth", "word " * 400]
+    fast, full = onnx_embedder.encode(texts), real_embedder.encode(texts)
+    cosine = (fast * full).sum(axis=1)
+    assert cosine.min() >= 0.9999, cosine.min()
+    assert onnx_embedder.dimension == real_embedder.dimension
+    assert [onnx_embedder.count_tokens(t) for t in texts[:10]] == [real_embedder.count_tokens(t) for t in texts[:10]]
+
+
+def test_cli_ask_answers_without_importing_torch(shipped_index):
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr))\n"
+        "from bot.cli import main\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "ask", "Which airplanes did the Biden administration send?", "--json"],
+        env={**os.environ, "INDEX_PATH": str(shipped_index.index_path)}, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "B-52" in json.loads(result.stdout)["results"][0]["text"]
+    assert result.stderr.strip().endswith("no torch")
+
+
+def test_a_damaged_or_foreign_export_falls_back_to_the_full_model(shipped_index, tmp_path):
+    index_path = tmp_path / "index.sqlite3"
+    folder = query_model_dir(index_path)
+    shutil.copytree(query_model_dir(shipped_index.index_path), folder)
+    (folder / "model.onnx").write_bytes(b"not a model")
+    assert not isinstance(load_query_embedder(index_path, shipped_index.embedding_model), OnnxQueryEmbedder)
+    shutil.rmtree(folder)
+    shutil.copytree(query_model_dir(shipped_index.index_path), folder)
+    assert isinstance(load_query_embedder(index_path, shipped_index.embedding_model), OnnxQueryEmbedder)
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "model": "another-model"}))
+    # An export made for another model is never used for this one.
+    assert not isinstance(load_query_embedder(index_path, shipped_index.embedding_model), OnnxQueryEmbedder)
