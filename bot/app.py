@@ -18,7 +18,7 @@ from embeddings.config import Settings
 from embeddings.search import QueryError
 
 from .checks import NotIndexAdmin
-from .serving import Serving, Unavailable, VoteNotRecorded
+from .serving import Busy, Serving, Unavailable, VoteNotRecorded
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,25 @@ class UserFacingError(Exception):
 
 
 # Exceptions whose message is written for users (the core's and ours): shown as is.
-USER_ERRORS = (UserFacingError, QueryError, Unavailable, VoteNotRecorded)
+USER_ERRORS = (UserFacingError, QueryError, Unavailable, VoteNotRecorded, Busy)
+
+# Discord error codes meaning the interaction can no longer be answered: 10062 Unknown
+# interaction (acknowledged too late, or over 15 minutes old), 10015 Unknown Webhook and 50027
+# Invalid Webhook Token (its followup token expired). Retrying or apologising cannot reach the user.
+GONE_CODES = frozenset({10062, 10015, 50027})
+
+
+def discord_trouble(error: Exception) -> str | None:
+    """A one-line description when error means Discord cannot take our reply (the interaction is
+    gone, or Discord kept failing after discord.py's own bounded retries); None otherwise.
+    Such errors are logged as one warning, without a traceback and without a further reply
+    (which would fail the same way, or add load to a struggling Discord)."""
+    error = getattr(error, "original", error)
+    if isinstance(error, discord.HTTPException) and error.code in GONE_CODES:
+        return f"the interaction expired or is unknown to Discord ({error.status}, code {error.code})"
+    if isinstance(error, discord.DiscordServerError):
+        return f"Discord kept answering {error.status} after discord.py's retries"
+    return None
 
 
 def error_message(error: Exception) -> str | None:
@@ -87,8 +105,9 @@ async def defer(interaction: discord.Interaction, *, ephemeral: bool) -> None:
 class CorpusTree(app_commands.CommandTree):
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         original = getattr(error, "original", error)
-        if isinstance(original, discord.NotFound) and original.code == 10062:
-            log.warning("interaction %s expired before it could be answered", interaction.id)
+        trouble = discord_trouble(original)
+        if trouble is not None:
+            log.warning("could not answer interaction %s: %s", interaction.id, trouble)
             return
         text = error_message(error)
         if text is None:

@@ -33,9 +33,16 @@ class RedactSecrets(logging.Filter):
         clean = self.redact(message)
         if clean != message:
             record.msg, record.args = clean, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
+        if record.exc_info:
+            # Keep only the redacted text: a formatter may format exc_info again itself and ignore
+            # exc_text (discord.py's colour formatter, used on a terminal, does: it printed the raw
+            # traceback). The text is kept on the record, since formatters may clear exc_text.
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.redacted_exc_text = self.redact(text)
+            record.exc_info = None
+        if getattr(record, "redacted_exc_text", None):
+            record.exc_text = record.redacted_exc_text
+        elif record.exc_text:
             record.exc_text = self.redact(record.exc_text)
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)

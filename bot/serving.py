@@ -4,7 +4,9 @@ the one re-index job that may be running.
 Everything CPU-bound or blocking (embedding a question, loading a snapshot, the index job) runs
 off the event loop, so the gateway heartbeat and other interactions are never held up:
 
-* searches go to a thread pool of `SEARCH_WORKERS` threads; more requests queue there;
+* searches go to a thread pool of `SEARCH_WORKERS` threads; more requests queue there, but at
+  most `SEARCH_QUEUE_LIMIT` at once (waiting + running): beyond that a question is refused at
+  once with `Busy` ("try again in a few seconds") instead of waiting without bound;
 * the index job gets a thread of its own (and its own embedder), so questions never wait behind
   index batches;
 * a finished job's new snapshot replaces the old one with one reference assignment: a search that
@@ -19,7 +21,8 @@ import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -37,6 +40,27 @@ log = logging.getLogger(__name__)
 
 class Unavailable(RuntimeError):
     """The bot cannot answer yet (no index); the message is shown to the user."""
+
+
+#: Questions (searches and context look-ups) waiting or running at once; one more is refused with
+#: Busy. 256 at the measured ~30 ms per question (real model, 2 workers, the shipped corpus) is
+#: about 8 s of queued work: a burst of 200 questions at once is still answered (the load test),
+#: a bigger one gets a polite refusal instead of a "thinking…" that lasts minutes. Each waiting
+#: question holds only a few KB. Tests lower it per bot (`bot.serving.queue_limit`).
+SEARCH_QUEUE_LIMIT = 256
+
+BUSY = "I'm busy answering other questions right now; please try again in a few seconds."
+
+
+#: Set in a task that holds a Serving.slot(), so nested searches do not take a second place.
+_holding_slot: ContextVar[bool] = ContextVar("corpus_bot_holding_search_slot", default=False)
+
+
+class Busy(RuntimeError):
+    """Too many questions waiting or running (SEARCH_QUEUE_LIMIT); the message is shown to the user."""
+
+    def __init__(self) -> None:
+        super().__init__(BUSY)
 
 
 class VoteNotRecorded(RuntimeError):
@@ -78,6 +102,9 @@ class Serving:
         self.reranker: Reranker | None = None
         self.unavailable_reason = "the bot is still starting; try again in a few seconds"
         self.job: ReindexJob | None = None
+        #: questions waiting for or running in the search pool, and the bound on them.
+        self.queued = 0
+        self.queue_limit = SEARCH_QUEUE_LIMIT
         self._pool = ThreadPoolExecutor(max_workers=settings.search_workers, thread_name_prefix="corpus-search")
         self._job_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpus-reindex")
 
@@ -120,16 +147,39 @@ class Serving:
             raise Unavailable(self.unavailable_reason)
         return self.index
 
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the queue_limit places for questions (waiting for or running in the search
+        pool); Busy at once when none is free. Commands take it before they defer, so a refusal
+        is a private reply and nobody waits behind an unbounded queue; search() and context()
+        inside it do not count a second time (one place per task)."""
+        if _holding_slot.get():
+            yield
+            return
+        if self.queued >= self.queue_limit:
+            raise Busy()
+        self.queued += 1
+        token = _holding_slot.set(True)
+        try:
+            yield
+        finally:
+            _holding_slot.reset(token)
+            self.queued -= 1
+
+    async def _query(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self.slot():
+            return await self._run(fn, *args, **kwargs)
+
     async def search(
         self, question: str, *, k: int, offset: int = 0, filters: Filters = Filters(), mode: str = DEFAULT_MODE
     ) -> Answer:
         index = self.current()  # this snapshot answers the whole request, even if a swap happens meanwhile
-        return await self._run(
+        return await self._query(
             index.search, question, self.embedder, k=k, offset=offset, filters=filters, mode=mode, reranker=self.reranker
         )
 
     async def context(self, passage_id: int, radius: int = 1) -> list[Result]:
-        return await self._run(self.current().context, passage_id, radius)
+        return await self._query(self.current().context, passage_id, radius)
 
     async def stats(self) -> tuple[dict, dict | None]:
         def read() -> tuple[dict, dict | None]:

@@ -517,7 +517,10 @@ class FakeDiscord:
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest_handler)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        # backlog: the default (128) drops the SYNs of a burst of new connections (200 interactions
+        # answered at once); the client's kernel retries them only after 1 s, which would show
+        # as a 1 s "defer delay" that real Discord does not cause.
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self

@@ -12,7 +12,7 @@ from embeddings.answer import Answer
 from embeddings.search import DEFAULT_MODE, Filters, parse_iso_date
 
 from .. import render
-from ..app import UserFacingError, defer, error_message, reply_error
+from ..app import UserFacingError, defer, discord_trouble, error_message, reply_error
 from ..checks import ask_cooldown
 
 if TYPE_CHECKING:
@@ -88,8 +88,10 @@ class AnswerView(discord.ui.View):
 
     async def show_context(self, interaction: discord.Interaction) -> None:
         passage_id = int(interaction.data["values"][0])  # type: ignore[index]
-        await defer(interaction, ephemeral=True)
-        passages = await self.bot.serving.context(passage_id)
+        self.bot.serving.current()
+        with self.bot.serving.slot():  # Busy: refused privately, before the defer
+            await defer(interaction, ephemeral=True)
+            passages = await self.bot.serving.context(passage_id)
         await interaction.followup.send(
             embeds=render.context_embeds(passages, passage_id), ephemeral=True, allowed_mentions=NONE
         )
@@ -121,10 +123,12 @@ class AnswerView(discord.ui.View):
     async def _turn(self, interaction: discord.Interaction, offset: int) -> None:
         if interaction.user.id != self.owner_id:
             raise UserFacingError("only the person who asked can turn these pages; use /ask for your own question")
-        await interaction.response.defer()  # "deferred update": the message stays, the search runs
-        answer = await self.bot.serving.search(
-            self.question, k=self.k, offset=offset, filters=self.filters, mode=self.mode
-        )
+        self.bot.serving.current()
+        with self.bot.serving.slot():  # Busy: refused privately, before the defer
+            await interaction.response.defer()  # "deferred update": the message stays, the search runs
+            answer = await self.bot.serving.search(
+                self.question, k=self.k, offset=offset, filters=self.filters, mode=self.mode
+            )
         if not answer.results:
             raise UserFacingError("there are no more results (the index changed since this question was asked)")
         self.answer = answer
@@ -143,6 +147,10 @@ class AnswerView(discord.ui.View):
             log.info("could not disable the buttons of message %s: %s", self.message.id, exc)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
+        trouble = discord_trouble(error)
+        if trouble is not None:
+            log.warning("could not answer interaction %s: %s", interaction.id, trouble)
+            return
         text = error_message(error)
         if text is None:
             log.error("unexpected error in %r of an answer", item, exc_info=error)
@@ -189,9 +197,7 @@ class Ask(commands.Cog):
         )
         if filters.since and filters.until and filters.since > filters.until:
             raise UserFacingError(f"since ({filters.since}) is after until ({filters.until})")
-        self.bot.serving.current()  # no index yet: say so privately, before a public defer
-        await defer(interaction, ephemeral=private)
-        await self.answer(interaction, question, k=results, filters=filters)
+        await self.answer(interaction, question, k=results, filters=filters, ephemeral=private)
 
     @ask.autocomplete("source")
     async def source_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -210,12 +216,17 @@ class Ask(commands.Cog):
         question = claim_text(message)
         if not question:
             raise UserFacingError("that message has no text to look up")
-        self.bot.serving.current()
-        await defer(interaction, ephemeral=True)
-        await self.answer(interaction, question, k=DEFAULT_RESULTS, filters=Filters())
+        await self.answer(interaction, question, k=DEFAULT_RESULTS, filters=Filters(), ephemeral=True)
 
-    async def answer(self, interaction: discord.Interaction, question: str, *, k: int, filters: Filters) -> None:
-        answer = await self.bot.serving.search(question, k=k, filters=filters)
+    async def answer(
+        self, interaction: discord.Interaction, question: str, *, k: int, filters: Filters, ephemeral: bool
+    ) -> None:
+        # No index yet, or too many questions queued (Busy): refused privately, before a public
+        # defer. The place in the queue is held from before the defer until the search is done.
+        self.bot.serving.current()
+        with self.bot.serving.slot():
+            await defer(interaction, ephemeral=ephemeral)
+            answer = await self.bot.serving.search(question, k=k, filters=filters)
         kwargs: dict = answer_payload(answer)
         view = None
         if answer.results:

@@ -11,7 +11,7 @@ from discord.ext import commands
 from embeddings.answer import Article
 
 from .. import render
-from ..app import error_message, reply_error
+from ..app import discord_trouble, error_message, reply_error
 
 if TYPE_CHECKING:
     from ..app import CorpusBot
@@ -61,6 +61,10 @@ class SourcesView(discord.ui.View):
                 log.info("could not disable the /sources buttons: %s", exc)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
+        trouble = discord_trouble(error)
+        if trouble is not None:
+            log.warning("could not answer interaction %s: %s", interaction.id, trouble)
+            return
         text = error_message(error)
         if text is None:
             log.error("unexpected error in /sources paging", exc_info=error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import threading
 from dataclasses import replace
 
 import pytest
@@ -16,9 +17,9 @@ from tests.fake_discord import FakeDiscord, running_bot
 
 @contextlib.asynccontextmanager
 async def started_bot(settings, embedder, *, index_embedder=None, progress_interval=0.1, view_timeout=None,
-                      prepare=None, **fake_kwargs):
-    """A FakeDiscord and the product bot logged in to it, commands synced to the fake guild.
-    prepare(fake) runs before the bot connects (e.g. to add roles to the guild)."""
+                      prepare=None, token="fake-bot-token", **fake_kwargs):
+    """A FakeDiscord and the product bot logged in to it (with token), commands synced to the fake
+    guild. prepare(fake) runs before the bot connects (e.g. to add roles to the guild)."""
     async with FakeDiscord(**fake_kwargs) as fake:
         if prepare is not None:
             prepare(fake)
@@ -29,8 +30,26 @@ async def started_bot(settings, embedder, *, index_embedder=None, progress_inter
         bot.progress_interval = progress_interval
         if view_timeout is not None:
             bot.view_timeout = view_timeout
-        async with running_bot(bot, fake):
+        async with running_bot(bot, fake, token=token):
             yield bot, fake
+
+
+class GatedEmbedder:
+    """Wraps an embedder; encode() waits until the test opens the gate (a re-index in progress)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.name, self.dimension, self.max_tokens = inner.name, inner.dimension, inner.max_tokens
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def encode(self, texts, *, on_batch=None):
+        self.entered.set()
+        assert self.gate.wait(20), "the test never opened the gate"
+        return self.inner.encode(texts, on_batch=on_batch)
+
+    def count_tokens(self, text):
+        return self.inner.count_tokens(text)
 
 
 def u16(text: str | None) -> int:

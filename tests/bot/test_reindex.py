@@ -3,11 +3,10 @@ progress edits, /ask served from the old index during the run and from the new o
 from __future__ import annotations
 
 import asyncio
-import threading
 from dataclasses import replace
 
 from embeddings.index import index_lock
-from tests.bot.conftest import check_sent, started_bot
+from tests.bot.conftest import GatedEmbedder, check_sent, started_bot
 from tests.fake_discord import MANAGE_GUILD, run
 
 NEW_TEXT = (
@@ -15,24 +14,6 @@ NEW_TEXT = (
     "for it and nobody knew who paid for the zebra paint.\n"
 )
 ZEBRA = "Who painted the zebra crossing in Kunduz?"
-
-
-class GatedEmbedder:
-    """Wraps an embedder; encode() waits until the test opens the gate (a re-index in progress)."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.name, self.dimension, self.max_tokens = inner.name, inner.dimension, inner.max_tokens
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-
-    def encode(self, texts, *, on_batch=None):
-        self.entered.set()
-        assert self.gate.wait(20), "the test never opened the gate"
-        return self.inner.encode(texts, on_batch=on_batch)
-
-    def count_tokens(self, text):
-        return self.inner.count_tokens(text)
 
 
 def add_zebra(settings) -> None:
@@ -167,5 +148,56 @@ def test_bot_starts_without_an_index_and_reindex_builds_it(fake_settings, fake_e
                                               for e in r.ok_events), timeout=10)
             rec = await fake.send_slash("ask", {"question": "Kunduz"}, member=fake.make_member())
             assert (await rec.wait_final(timeout=10)).embeds
+
+    run(main())
+
+
+def test_admin_rights_come_from_each_interaction_real_permission_bits(fake_index, fake_embedder):
+    """Whoever may re-index is decided from the member payload of each interaction (the roles and
+    the `permissions` bits Discord computes), never remembered: a member listed through
+    ADMIN_ROLE_IDS succeeds, the same user after the role was removed is refused; ordinary
+    members, members whose permissions lack MANAGE_GUILD, and DMs are refused."""
+    from tests.fake_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS
+
+    role_id, other_role = 4242424242424242, 7373737373737373
+    settings = replace(fake_index, admin_role_ids=frozenset({role_id}))
+
+    def add_roles(fake):
+        for rid, name in ((role_id, "indexers"), (other_role, "moderators")):
+            fake.guild["roles"].append({**fake.everyone_role, "id": str(rid), "name": name, "position": 1})
+
+    async def reindex(fake, member=None, **kwargs):
+        rec = await fake.send_slash("reindex", member=member, **kwargs)
+        ev = await rec.wait_final(timeout=10)
+        check_sent(rec)
+        if rec.callback.embeds and rec.callback.embeds[0]["title"] == "Re-index running":
+            ev = await rec.wait_for(lambda r: [e for e in r.ok_events if e.kind == "edit"
+                                               and e.embeds[0]["title"] != "Re-index running"], timeout=10)
+            return ev[-1].embeds[0]["title"]
+        assert ev.ephemeral and rec.callback_type == 4 and len(rec.events) == 1
+        return ev.content
+
+    refused = "You need the Manage Server permission (or to be listed as a bot admin) to do that."
+
+    async def main():
+        async with started_bot(settings, fake_embedder, prepare=add_roles) as (bot, fake):
+            user_id = 6060606060606060
+            perms = DEFAULT_MEMBER_PERMISSIONS
+            assert await reindex(fake, fake.make_member(user_id, roles=[role_id], permissions=perms)) == "Re-index finished"
+            runs = bot.serving.job
+            # the same user, the role removed (the next interaction's member payload lacks it)
+            assert await reindex(fake, fake.make_member(user_id, roles=[], permissions=perms)) == refused
+            assert await reindex(fake, fake.make_member(user_id, roles=[other_role], permissions=perms)) == refused
+            # real permission bits: everything an ordinary member has, but not MANAGE_GUILD
+            assert not perms & MANAGE_GUILD
+            assert await reindex(fake, fake.make_member(permissions=perms)) == refused
+            assert await reindex(fake, fake.make_member(permissions=(1 << 41) - 1 & ~MANAGE_GUILD & ~ADMINISTRATOR)) == refused
+            # a DM has no guild permissions or roles, even from the listed user
+            dm = await reindex(fake, dm_user=fake.make_user(user_id))
+            assert dm == "This command only works in a server, not in direct messages."
+            assert bot.serving.job is runs  # no refused call started anything
+            # the bits that do grant it
+            assert await reindex(fake, fake.make_member(permissions=perms | MANAGE_GUILD)) == "Re-index finished"
+            assert await reindex(fake, fake.make_member(permissions=ADMINISTRATOR)) == "Re-index finished"
 
     run(main())
