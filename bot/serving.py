@@ -30,7 +30,8 @@ from typing import Any
 from embeddings import store
 from embeddings.answer import Answer, Result
 from embeddings.config import Settings
-from embeddings.embedder import Embedder, Reranker, load_embedder, load_reranker
+from embeddings.embedder import Embedder, Reranker, load_reranker
+from embeddings.query_model import load_query_embedder
 from embeddings.feedback import record_feedback
 from embeddings.index import IndexError_, IndexReport, Progress, run_index
 from embeddings.search import DEFAULT_MODE, Filters, SearchIndex
@@ -116,8 +117,10 @@ class Serving:
         a model that cannot load) raise and stop the start with their message."""
         if self.embedder is None:
             started = time.monotonic()
-            self.embedder = await self._run(load_embedder, self.settings.embedding_model)
-            log.info("loaded embedding model %s in %.1f s", self.settings.embedding_model, time.monotonic() - started)
+            # The ONNX export beside the index when there is one (no torch, ~0.5 s), else the full model.
+            self.embedder = await self._run(load_query_embedder, self.settings.index_path, self.settings.embedding_model)
+            log.info("loaded embedding model %s (%s) in %.1f s", self.settings.embedding_model,
+                     type(self.embedder).__name__, time.monotonic() - started)
         if self.settings.rerank_model:
             self.reranker = await self._run(load_reranker, self.settings.rerank_model)
         try:
