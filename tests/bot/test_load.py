@@ -64,6 +64,9 @@ def test_two_hundred_questions_at_once(shipped_index):
                 finals = await asyncio.gather(*(r.wait_final(timeout=60, settle=0.05) for r in recs))
                 elapsed = time.monotonic() - started
                 gaps += [b - a for a, b in zip(fake.heartbeats, fake.heartbeats[1:]) if started <= a]
+                beats = sum(1 for t in fake.heartbeats if started <= t)
+                # A blocked event loop shows as missing heartbeats as well as long gaps.
+                assert beats >= int(elapsed / fake.heartbeat_interval) - 1, (beats, elapsed)
 
                 defer = [r.response_delay for r in recs]
                 answer = [f.time - r.delivered_at for r, f in zip(recs, finals)]
@@ -77,7 +80,7 @@ def test_two_hundred_questions_at_once(shipped_index):
                 )
                 assert all(r.deferred for r in recs) and max(defer) < 1.0, sorted(defer)[-5:]
                 assert all(len(f.embeds) == 5 for f in finals)  # every one answered with passages
-                assert max(answer) < 30  # nobody waits long (at ~25 ms a question, 200 take ~5 s)
+                assert max(answer) < 30  # nobody waits long (at ~12 ms a question, 200 take ~2.5 s)
                 for r in recs:
                     check_sent(r)
                 assert bot.serving.queued == 0
@@ -89,7 +92,7 @@ def test_two_hundred_questions_at_once(shipped_index):
                 rss.append(rss_mb())
             print(f"heartbeat gaps max {max(gaps):.3f} s (interval {fake.heartbeat_interval:.1f} s); "
                   f"RSS {rss_start:.0f} MB -> {rss[0]:.0f} MB after burst 1 -> {rss[1]:.0f} MB after burst 2")
-            assert len(gaps) >= 8 and max(gaps) <= fake.heartbeat_interval + 0.4, gaps
+            assert gaps and max(gaps) <= fake.heartbeat_interval + 0.4, gaps
             assert rss[0] - rss_start < 150 and rss[1] - rss[0] < 50, (rss_start, rss)
 
     run(main(), timeout=120)
