@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 Q ?= Who led the resistance to the Taliban in the north?
 export Q
 
-.PHONY: setup demo test bot clean
+.PHONY: setup demo test bot clean bench bench-large
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "corpus-bot needs Python 3.11 or newer (set PYTHON=...)")'
@@ -27,6 +27,13 @@ test: setup
 
 bot: setup
 	$(BIN)/corpus-bot run
+
+# Performance benchmark (bench/README.md): one JSON document on stdout and in bench/out/results.json.
+bench: setup
+	$(BIN)/python bench/benchmark.py --sizes 10000,100000 --out bench/out/results.json
+
+bench-large: setup
+	$(BIN)/python bench/benchmark.py --sizes 10000,100000,1000000 --out bench/out/results.json
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,618 @@
+"""Performance benchmark: synthetic corpora of 10k / 100k / 1M passages, one JSON document out.
+
+    .venv/bin/python bench/benchmark.py --sizes 10000,100000 --out bench/out/results.json
+
+Everything is made here, nothing is downloaded. Progress goes to stderr, the JSON to stdout (and
+to --out). bench/README.md explains every figure.
+
+Sizes up to --real-max (10k by default) are real: article files are written into a corpus folder
+and the real index job (`run_index`, real bundled model) embeds them, which measures indexing
+throughput. Larger sizes would take hours to embed on this machine, so their passages get
+synthetic vectors (clustered unit vectors) written straight into the store with the store's own
+insert function; their article files are written too, with the content hashes the index job
+computes, so a re-index finds every file unchanged (that is the re-index figure). Each synthetic
+index gets a copy of the ONNX query model exported by the real index, so questions go through the
+product's query path.
+
+Query figures are measured in a fresh subprocess per size (`--measure`), so load time and RSS are
+those of a process that holds one index and nothing else.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DIM = 384
+PASSAGES_PER_ARTICLE = 20
+CLUSTERS = 1000
+NOISE = 0.06  # per-dimension noise around a cluster centre: cos(passage, centre) ~ 0.65
+SOURCES = (
+    "The Daily Ledger", "Northern Courier", "Harbor Times", "The Evening Dispatch", "Capital Gazette Review",
+    "Valley Herald", "Meridian Post", "The Continental Observer", "Frontier Wire", "Coastal Chronicle",
+    "The Metropolitan Standard", "Riverside Tribune",
+)
+SYLLABLES = ("ka", "ri", "mo", "sa", "lin", "ter", "va", "don", "el", "mir", "an", "to", "bel", "os", "ha", "zu",
+             "ren", "ga", "li", "mar", "no", "shi", "dar", "ul", "fen", "ia", "kor", "pe", "sun", "ta")
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def percentiles(samples_s: list[float]) -> dict:
+    ms = np.array(samples_s) * 1000.0
+    return {"p50": round(float(np.percentile(ms, 50)), 3), "p95": round(float(np.percentile(ms, 95)), 3),
+            "mean": round(float(ms.mean()), 3), "n": len(ms)}
+
+
+def rss_mb() -> dict:
+    status = Path("/proc/self/status").read_text()
+    out = {}
+    for field, name in (("VmRSS", "current"), ("VmHWM", "peak")):
+        m = re.search(rf"^{field}:\s+(\d+) kB", status, re.M)
+        out[name] = round(int(m.group(1)) / 1024, 1) if m else None
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Synthetic text
+# ------------------------------------------------------------------------------------------------
+
+
+class TextGen:
+    """Deterministic news-like text: words from the shipped corpus/ (with their frequencies) plus
+    made-up names. Article i is the same text whatever the corpus size, so a smaller corpus is a
+    prefix of a larger one and the same questions fit every size."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        counts: collections.Counter[str] = collections.Counter()
+        for path in sorted((ROOT / "corpus").glob("*")):
+            if path.is_file():
+                counts.update(w.lower() for w in re.findall(r"[A-Za-z][a-z']+", path.read_text(errors="ignore")))
+        if len(counts) < 200:  # no shipped corpus: a fallback word list still gives text
+            counts.update({"".join(p): 1 for p in zip(SYLLABLES, reversed(SYLLABLES), SYLLABLES[3:] + SYLLABLES[:3])})
+        words = sorted(counts)
+        rng = np.random.default_rng(seed)
+        made_up = sorted({"".join(rng.choice(SYLLABLES, size=rng.integers(2, 4))) for _ in range(3000)})
+        self.names = [w.capitalize() for w in made_up[:1200]]
+        self.words = words + made_up[1200:]  # "random combinations": words no real text has
+        weights = np.array([counts.get(w, 1) for w in self.words], dtype=np.float64) ** 0.8
+        self.p = weights / weights.sum()
+        self.vocab = np.array(self.words, dtype=object)
+
+    def article(self, i: int, passages: int = PASSAGES_PER_ARTICLE) -> dict:
+        rng = np.random.default_rng([self.seed, i])
+        topic = list(rng.choice(len(self.words), 30, replace=False))
+        people = [f"{self.names[a]} {self.names[b]}" for a, b in rng.integers(0, len(self.names), (3, 2))]
+        places = [self.names[j] for j in rng.integers(0, len(self.names), 3)]
+        sentences_per = rng.integers(2, 4, passages)
+        lengths = rng.integers(8, 20, int(sentences_per.sum()))
+        general = rng.choice(len(self.words), int(lengths.sum()), p=self.p)
+        from_topic = rng.random(len(general)) < 0.35
+        general[from_topic] = np.array(topic)[rng.integers(0, len(topic), int(from_topic.sum()))]
+        tokens = list(self.vocab[general])
+        paragraphs, at, s = [], 0, 0
+        for n_sent in sentences_per:
+            sentences = []
+            for _ in range(n_sent):
+                words = tokens[at : at + lengths[s]]
+                at += lengths[s]
+                s += 1
+                if rng.random() < 0.4:
+                    words.insert(int(rng.integers(0, len(words))), people[int(rng.integers(0, 3))])
+                if rng.random() < 0.3:
+                    words.insert(int(rng.integers(0, len(words))), "in " + places[int(rng.integers(0, 3))])
+                text = " ".join(words)
+                sentences.append(text[0].upper() + text[1:] + ".")
+            paragraphs.append(" ".join(sentences))
+        title_words = [self.words[t] for t in rng.choice(topic, int(rng.integers(5, 9)), replace=False)]
+        title = " ".join(w.capitalize() for w in title_words)
+        source = SOURCES[int(rng.integers(0, len(SOURCES)))]
+        published = dt.date(2005, 1, 1) + dt.timedelta(days=int(rng.integers(0, 7300)))
+        slug = re.sub(r"[^a-z]+", "-", source.lower()).strip("-")
+        return {"title": title, "source": source, "authors": (people[0],), "published": published,
+                "url": f"https://news.example/{slug}/{i}", "paragraphs": paragraphs}
+
+    def questions(self, n: int, articles: int) -> list[str]:
+        rng = np.random.default_rng([self.seed, 999_983])
+        templates = ("What happened with {} {} in {}?", "Why did {} {} {}?", "Who said {} about {} and {}?",
+                     "What is known about {} {} {}?", "{} {} {}")
+        out = []
+        for _ in range(n):
+            art = self.article(int(rng.integers(0, articles)))
+            para = art["paragraphs"][int(rng.integers(0, len(art["paragraphs"])))]
+            words = [w.strip(".") for w in para.split() if len(w.strip(".")) > 3]
+            picked = [words[j] for j in rng.choice(len(words), 3, replace=False)]
+            out.append(templates[int(rng.integers(0, len(templates)))].format(*picked))
+        return out
+
+
+def article_file(art: dict) -> bytes:
+    front = [
+        "---",
+        f"title: {json.dumps(art['title'])}",
+        f"source: {json.dumps(art['source'])}",
+        f"author: {json.dumps(art['authors'][0])}",
+        f"date: {art['published'].isoformat()}",
+        f"url: {art['url']}",
+        "---",
+        "",
+    ]
+    return ("\n".join(front) + "\n\n".join(art["paragraphs"]) + "\n").encode()
+
+
+def article_rel(i: int) -> str:
+    return f"{i // 1000:03d}/{i:06d}.md"
+
+
+def article_counts(passages: int) -> list[int]:
+    full, rest = divmod(passages, PASSAGES_PER_ARTICLE)
+    return [PASSAGES_PER_ARTICLE] * full + ([rest] if rest else [])
+
+
+def write_corpus(gen: TextGen, corpus: Path, passages: int, on_article=None) -> int:
+    """Write the article files; on_article(i, rel, art, data) for each. Returns the article count."""
+    counts = article_counts(passages)
+    for i, n in enumerate(counts):
+        art = gen.article(i, n)
+        data = article_file(art)
+        path = corpus / article_rel(i)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        if on_article:
+            on_article(i, article_rel(i), art, data)
+        if i and i % 5000 == 0:
+            log(f"  {i}/{len(counts)} articles written")
+    return len(counts)
+
+
+# ------------------------------------------------------------------------------------------------
+# Building indexes
+# ------------------------------------------------------------------------------------------------
+
+
+def settings_for(corpus: Path, index_path: Path):
+    from embeddings.config import DEFAULT_MODEL, Settings
+
+    return Settings(corpus_dir=corpus, index_path=index_path, embedding_model=DEFAULT_MODEL)
+
+
+def reindex_unchanged(corpus: Path, index_path: Path, articles: int) -> dict:
+    from embeddings.index import run_index
+
+    started = time.perf_counter()
+    report = run_index(settings_for(corpus, index_path))
+    seconds = time.perf_counter() - started
+    if report.added or report.changed or report.removed or report.passages_embedded:
+        raise RuntimeError(f"re-index of an unchanged corpus changed something: {report.summary()}")
+    if len(report.unchanged) != articles:
+        raise RuntimeError(f"re-index saw {len(report.unchanged)} unchanged articles, expected {articles}")
+    return {"reindex_unchanged_s": round(seconds, 3), "reindex_files": len(report.unchanged)}
+
+
+def build_real(gen: TextGen, folder: Path, passages: int) -> dict:
+    """Real files, real index job, real model: indexing throughput and the re-index figure."""
+    from embeddings import store
+    from embeddings.index import run_index
+
+    corpus, index_path = folder / "corpus", folder / "index.sqlite3"
+    log(f"{passages}: writing the corpus files")
+    articles = write_corpus(gen, corpus, passages)
+    log(f"{passages}: indexing {articles} articles with the real model (run_index)")
+    seen: dict = {}
+
+    def on_progress(p) -> None:
+        if p.stage == "embedding":
+            seen.update(embedded=p.passages_embedded, elapsed=p.elapsed, since=p.embedding_since)
+            if p.passages_embedded and p.passages_embedded % 2048 == 0:
+                log(f"  {p.describe()}")
+        elif p.stage in ("committing", "done"):
+            seen.setdefault(p.stage, p.elapsed)
+
+    started = time.perf_counter()
+    report = run_index(settings_for(corpus, index_path), on_progress=on_progress)
+    total = time.perf_counter() - started
+    if report.skipped:
+        log(f"  warning: {len(report.skipped)} skipped, e.g. {report.skipped[:3]}")
+    with store.reading(index_path) as conn:
+        stored = store.passage_count(conn)
+    if stored != passages:
+        log(f"  warning: {stored} passages indexed for {passages} paragraphs written")
+    embed_s = seen["elapsed"] - seen["since"]
+    out = {
+        "corpus": "generated text files, embedded by the real model through run_index",
+        "articles": articles,
+        "passages": stored,
+        "index_passages_per_s": round(seen["embedded"] / embed_s, 1),
+        "index_embed_s": round(embed_s, 2),
+        "index_scan_and_model_load_s": round(seen["since"], 2),
+        "index_commit_s": round(seen.get("done", total) - seen.get("committing", total), 2),
+        "index_total_s": round(total, 2),
+        "index_total_passages_per_s": round(stored / total, 1),
+    }
+    log(f"{passages}: {out['index_passages_per_s']} passages/s embedding; re-indexing unchanged")
+    out.update(reindex_unchanged(corpus, index_path, articles))
+    return out
+
+
+def cluster_centres(seed: int) -> np.ndarray:
+    c = np.random.default_rng([seed, 77]).standard_normal((CLUSTERS, DIM)).astype(np.float32)
+    return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+
+def synthetic_vectors(seed: int, centres: np.ndarray, i: int, n: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 1, i])
+    home = int(rng.integers(0, CLUSTERS))
+    which = np.where(rng.random(n) < 0.7, home, rng.integers(0, CLUSTERS, n))
+    v = centres[which] + NOISE * rng.standard_normal((n, DIM), dtype=np.float32)
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def build_synthetic(gen: TextGen, folder: Path, passages: int, query_model_from: Path, seed: int) -> dict:
+    """Files (for the re-index) + store rows with synthetic vectors, written with store.insert_article."""
+    from embeddings import store
+    from embeddings.config import DEFAULT_MODEL
+    from embeddings.parse import parse_file
+    from embeddings.query_model import query_model_dir
+
+    corpus, index_path = folder / "corpus", folder / "index.sqlite3"
+    centres = cluster_centres(seed)
+    conn = store.connect_for_writing(index_path)
+    conn.execute("PRAGMA cache_size = -200000")
+    now = store.utc_now()
+    started = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+
+    def on_article(i: int, rel: str, art: dict, data: bytes) -> None:
+        if i < 5:  # the rows must be what the index job would have stored for this file
+            doc = parse_file(rel, data, b"")[0]
+            got = (doc.title, doc.source, doc.authors, doc.published, tuple(doc.paragraphs))
+            want = (art["title"], art["source"], art["authors"], art["published"], tuple(art["paragraphs"]))
+            if got != want:
+                raise RuntimeError(f"generated file {rel} does not parse back as written: {got[:4]} != {want[:4]}")
+        store.insert_article(
+            conn, key=rel, file=rel, content_hash=hashlib.sha256(data + b"\0sidecar\0").hexdigest(),
+            title=art["title"], source=art["source"], authors=art["authors"], published=art["published"],
+            updated=None, url=art["url"], description=None, passages=art["paragraphs"],
+            vectors=synthetic_vectors(seed, centres, i, len(art["paragraphs"])), indexed_at=now,
+        )
+        if i % 2000 == 1999:
+            conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+
+    log(f"{passages}: writing files and store rows with synthetic vectors")
+    try:
+        articles = write_corpus(gen, corpus, passages, on_article)
+        store.write_meta(conn, model=DEFAULT_MODEL, dimension=str(DIM), built=now)
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    write_s = time.perf_counter() - started
+    shutil.copytree(query_model_dir(query_model_from), query_model_dir(index_path))
+    log(f"{passages}: written in {write_s:.0f}s; re-indexing unchanged")
+    out = {"corpus": "generated text files; synthetic clustered unit vectors written into the store",
+           "articles": articles, "passages": passages, "synthetic_write_s": round(write_s, 1),
+           "index_passages_per_s": None}
+    out.update(reindex_unchanged(corpus, index_path, articles))
+    return out
+
+
+def build_tiny_real(gen: TextGen, folder: Path) -> Path:
+    """A small real index, only for its exported ONNX query model (when no real size is asked)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    from embeddings.index import run_index
+
+    write_corpus(gen, folder / "corpus", 100)
+    run_index(settings_for(folder / "corpus", folder / "index.sqlite3"))
+    return folder / "index.sqlite3"
+
+
+# ------------------------------------------------------------------------------------------------
+# Measuring one index (in a fresh process)
+# ------------------------------------------------------------------------------------------------
+
+
+class FixedEmbedder:
+    """Answers every question with a given vector: times search without the model."""
+
+    name = "fixed"
+    dimension = DIM
+    max_tokens = 256
+
+    def __init__(self, vector: np.ndarray) -> None:
+        self.vector = np.asarray(vector, np.float32)
+
+    def encode(self, texts, *, on_batch=None):
+        return np.tile(self.vector, (len(texts), 1))
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+def read_f32(index_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The stored float32 vectors and their passage ids, straight from the file (the exact baseline)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True)
+    try:
+        dim = int(dict(conn.execute("SELECT key, value FROM index_meta"))["dimension"])
+        blobs = [b for (b,) in conn.execute("SELECT vectors FROM article_vectors ORDER BY article_id")]
+        ids = np.fromiter((i for (i,) in conn.execute("SELECT id FROM passages ORDER BY article_id, position")), np.int64)
+    finally:
+        conn.close()
+    vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, dim)
+    if len(vectors) != len(ids):
+        raise RuntimeError(f"{index_path}: {len(ids)} passages but {len(vectors)} float32 vectors")
+    return vectors, ids
+
+
+def exact_top(vectors: np.ndarray, q: np.ndarray, k: int = 10) -> np.ndarray:
+    scores = vectors @ q
+    top = np.argpartition(-scores, k - 1)[:k]
+    return top[np.argsort(-scores[top])]
+
+
+def sqlite_vec_baseline(index_path: Path, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray) -> dict:
+    try:
+        import pysqlite3.dbapi2 as sqlite3  # the stdlib module here cannot load extensions
+        import sqlite_vec
+    except ImportError as exc:
+        return {"available": False, "reason": f"{exc} (pip install pysqlite3-binary sqlite-vec)"}
+    path = index_path.with_name(index_path.name + ".vec.sqlite3")
+    built_s = None
+    if not path.exists():
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        started = time.perf_counter()
+        conn = sqlite3.connect(str(tmp))
+        conn.enable_load_extension(True)
+        sqlite_vec.load(conn)
+        conn.execute(f"CREATE VIRTUAL TABLE vec USING vec0(embedding float[{vectors.shape[1]}])")
+        for start in range(0, len(ids), 10000):
+            conn.executemany(
+                "INSERT INTO vec(rowid, embedding) VALUES (?, ?)",
+                ((int(i), v.tobytes()) for i, v in zip(ids[start : start + 10000], vectors[start : start + 10000])),
+            )
+            conn.commit()
+        conn.close()
+        os.replace(tmp, path)
+        built_s = round(time.perf_counter() - started, 1)
+    conn = sqlite3.connect(str(path))
+    conn.enable_load_extension(True)
+    sqlite_vec.load(conn)
+    sql = "SELECT rowid FROM vec WHERE embedding MATCH ? AND k = 10 ORDER BY distance"
+    for q in queries[:3]:
+        conn.execute(sql, (q.tobytes(),)).fetchall()  # warm the page cache
+    times, recall = [], []
+    for q in queries:
+        started = time.perf_counter()
+        got = [r for (r,) in conn.execute(sql, (q.tobytes(),)).fetchall()]
+        times.append(time.perf_counter() - started)
+        recall.append(len(set(got) & set(ids[exact_top(vectors, q)].tolist())) / 10)
+    conn.close()
+    return {"available": True, "ms": percentiles(times), "recall_at_10_vs_numpy": round(float(np.mean(recall)), 4),
+            "build_s": built_s, "sqlite_version": sqlite3.sqlite_version, "sqlite_vec_version": sqlite_vec.__version__}
+
+
+def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int) -> dict:
+    """Everything measured inside one process that loads one index (run by --measure)."""
+    started = time.perf_counter()
+    from embeddings.config import DEFAULT_MODEL
+    from embeddings.query_model import load_query_embedder
+    from embeddings.search import SearchIndex
+
+    imports_s = time.perf_counter() - started
+    rss_before = rss_mb()["current"]
+    started = time.perf_counter()
+    index = SearchIndex.load(index_path, model_name=DEFAULT_MODEL, weak_score=0.30)
+    load_index_s = time.perf_counter() - started
+    started = time.perf_counter()
+    embedder = load_query_embedder(index_path, DEFAULT_MODEL)
+    load_model_s = time.perf_counter() - started
+    started = time.perf_counter()
+    index.search(questions[0], embedder, k=5)
+    first_query_s = time.perf_counter() - started
+    rss_after_load = rss_mb()["current"]
+
+    for q in questions[:5]:  # warm-up
+        index.search(q, embedder, k=5)
+    query, embed, search_only, qvecs = [], [], [], []
+    for q in questions:
+        t0 = time.perf_counter()
+        index.search(q, embedder, k=5)
+        t1 = time.perf_counter()
+        v = embedder.encode([q])[0]
+        t2 = time.perf_counter()
+        index.search(q, FixedEmbedder(v), k=5)
+        t3 = time.perf_counter()
+        query.append(t1 - t0)
+        embed.append(t2 - t1)
+        search_only.append(t3 - t2)
+        qvecs.append(v)
+    rss_after_queries = rss_mb()
+
+    # Exact float32 baseline and recall@10 of our raw top 10 (no per-article cap) against it.
+    vectors, ids = read_f32(index_path)
+    qvecs = np.array(qvecs, np.float32)
+    rng = np.random.default_rng([seed, 4242])
+    rows = rng.integers(0, len(vectors), len(questions))
+    near = vectors[rows] + NOISE * rng.standard_normal((len(rows), vectors.shape[1]), dtype=np.float32)
+    near = (near / np.linalg.norm(near, axis=1, keepdims=True)).astype(np.float32)
+    numpy_times = []
+    for q in qvecs:
+        t0 = time.perf_counter()
+        exact_top(vectors, q)
+        numpy_times.append(time.perf_counter() - t0)
+
+    def recall(qs: np.ndarray) -> float:
+        hits = []
+        for q in qs:
+            answer = index.search("benchmark query", FixedEmbedder(q), k=10, per_article=10**6)
+            ours = {r.passage_id for r in answer.results}
+            hits.append(len(ours & set(ids[exact_top(vectors, q)].tolist())) / 10)
+        return float(np.mean(hits))
+
+    recall_model, recall_near = recall(qvecs), recall(near)
+    vec = sqlite_vec_baseline(index_path, vectors, ids, qvecs[:vec_queries])
+    return {
+        "passages_loaded": index.passage_count,
+        "query_embedder": type(embedder).__name__,
+        "query_ms": percentiles(query),
+        "embed_ms": percentiles(embed),
+        "search_only_ms": percentiles(search_only),
+        "numpy_f32_ms": percentiles(numpy_times),
+        "sqlite_vec_ms": vec.pop("ms", None),
+        "sqlite_vec": vec,
+        "recall_at_10": round(min(recall_model, recall_near), 4),
+        "recall_at_10_model_questions": round(recall_model, 4),
+        "recall_at_10_near_queries": round(recall_near, 4),
+        "load_s": {"imports": round(imports_s, 3), "index": round(load_index_s, 3),
+                   "query_model": round(load_model_s, 3), "total": round(load_index_s + load_model_s, 3)},
+        "first_query_s": round(first_query_s, 3),
+        "rss_mb": {"before_load": rss_before, "after_load": rss_after_load,
+                   "after_queries": rss_after_queries["current"], "peak_before_baselines": rss_after_queries["peak"]},
+    }
+
+
+def cold_cli(index_path: Path, question: str, runs: int = 3) -> dict:
+    from embeddings.config import DEFAULT_MODEL
+
+    exe = Path(sys.executable).with_name("corpus-bot")
+    env = dict(os.environ, EMBEDDING_MODEL=DEFAULT_MODEL, RERANK_MODEL="")
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = subprocess.run([str(exe), "ask", question, "--index", str(index_path)], env=env, cwd=ROOT,
+                              capture_output=True, text=True)
+        times.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise RuntimeError(f"corpus-bot ask failed ({done.returncode}): {done.stderr[-500:]}")
+    return {"median": round(statistics.median(times), 3), "runs": [round(t, 3) for t in times]}
+
+
+# ------------------------------------------------------------------------------------------------
+# Driver
+# ------------------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    import sqlite3
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())
+    info = {"cpu": cpu, "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)),
+            "memory_gb": round(int(mem.group(1)) / 1024**2, 1) if mem else None,
+            "python": platform.python_version(), "numpy": np.__version__, "sqlite": sqlite3.sqlite_version,
+            "platform": platform.platform(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000", help="passage counts, comma-separated")
+    parser.add_argument("--out", type=Path, help="also write the JSON document here")
+    parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "work", help="corpora and indexes")
+    parser.add_argument("--queries", type=int, default=200, help="questions per size")
+    parser.add_argument("--vec-queries", type=int, default=50, help="questions for the sqlite-vec baseline")
+    parser.add_argument("--real-max", type=int, default=10000,
+                        help="sizes up to this are embedded by the real model; larger ones get synthetic vectors")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse indexes left in --work by an earlier run (their build figures are carried over, marked so)")
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: one index, fresh process
+    parser.add_argument("--questions-file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.measure:
+        questions = json.loads(args.questions_file.read_text())
+        print(json.dumps(measure(args.measure, questions, args.seed, args.vec_queries)))
+        return
+
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    began = time.perf_counter()
+    result = {"date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+              "command": "python bench/benchmark.py " + " ".join(sys.argv[1:]),
+              "machine": machine_info(),
+              "settings": {"queries": args.queries, "sqlite_vec_queries": args.vec_queries, "seed": args.seed,
+                           "passages_per_article": PASSAGES_PER_ARTICLE, "clusters": CLUSTERS, "dimension": DIM},
+              "sizes": {}}
+    gen = TextGen(args.seed)
+    args.work.mkdir(parents=True, exist_ok=True)
+    questions = gen.questions(args.queries, max(1, min(sizes) // PASSAGES_PER_ARTICLE))
+    questions_file = args.work / "questions.json"
+    questions_file.write_text(json.dumps(questions))
+
+    model_source: Path | None = None
+    for size in sorted(sizes):
+        folder = args.work / str(size)
+        index_path = folder / "index.sqlite3"
+        if args.reuse and (folder / "built.json").exists():
+            log(f"{size}: reusing {index_path}")
+            figures = json.loads((folder / "built.json").read_text())
+            figures["reused_from_earlier_run"] = True
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            if size <= args.real_max:
+                figures = build_real(gen, folder, size)
+            else:
+                if model_source is None:
+                    real = [args.work / str(s) / "index.sqlite3" for s in sorted(sizes) if s <= args.real_max]
+                    model_source = real[0] if real else build_tiny_real(gen, args.work / "query-model-source")
+                figures = build_synthetic(gen, folder, size, model_source, args.seed)
+            (folder / "built.json").write_text(json.dumps(figures))
+        if size <= args.real_max and model_source is None:
+            model_source = index_path
+        figures["index_file_mb"] = round(index_path.stat().st_size / 1024**2, 1)
+
+        log(f"{size}: measuring queries in a fresh process")
+        figures["loadavg_1min_before_measuring"] = round(os.getloadavg()[0], 2)
+        child = subprocess.run(
+            [sys.executable, __file__, "--measure", str(index_path), "--questions-file", str(questions_file),
+             "--seed", str(args.seed), "--vec-queries", str(args.vec_queries)],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        )
+        if child.returncode != 0:
+            raise SystemExit(f"measuring {size} failed (exit {child.returncode})")
+        figures.update(json.loads(child.stdout))
+        log(f"{size}: cold CLI runs")
+        figures["cold_cli_s"] = cold_cli(index_path, questions[0])
+        result["sizes"][str(size)] = figures
+        log(f"{size}: query p50 {figures['query_ms']['p50']} ms, recall@10 {figures['recall_at_10']}, "
+            f"cold CLI {figures['cold_cli_s']['median']} s")
+
+    result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["total_s"] = round(time.perf_counter() - began, 1)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
