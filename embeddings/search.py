@@ -102,14 +102,20 @@ class SearchIndex:
         articles = store.read_articles(conn)
         row_of = {a.id: i for i, a in enumerate(articles)}
         dim = int(meta.get("dimension") or 0)
-        blobs, owners = [], []
+        # Fill one preallocated matrix blob by blob: joining the blobs first doubled peak memory
+        # (and glibc kept the freed half: 3.0 GB instead of 1.5 GB RSS at 1M passages).
+        total = sum(a.passages for a in articles)
+        vectors = np.empty((total, max(dim, 1)), np.float32)
+        owners, row = [], 0
         for article_id, blob in conn.execute("SELECT article_id, vectors FROM article_vectors ORDER BY article_id"):
-            blobs.append(blob)
+            block = np.frombuffer(blob, dtype=np.float32).reshape(-1, dim)
+            if row + len(block) > total:
+                conn.close()
+                raise RuntimeError(f"index at {index_path} is inconsistent: more vectors than passages")
+            vectors[row : row + len(block)] = block
+            row += len(block)
             owners.append(article_id)
-        vectors = (
-            np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, dim) if blobs and dim
-            else np.zeros((0, max(dim, 1)), np.float32)
-        )
+        vectors = vectors[:row]
         ids = np.fromiter(
             (pid for (pid,) in conn.execute("SELECT id FROM passages ORDER BY article_id, position")),
             dtype=np.int64,
