@@ -201,3 +201,32 @@ def test_admin_rights_come_from_each_interaction_real_permission_bits(fake_index
             assert await reindex(fake, fake.make_member(permissions=ADMINISTRATOR)) == "Re-index finished"
 
     run(main())
+
+
+def test_ask_keeps_answering_through_a_crashed_index_run(fake_index, fake_embedder, tmp_path):
+    """An index process killed (SIGKILL) mid-write while the bot serves: /ask answers from the old
+    index throughout, and the next /reindex picks up the change."""
+    from tests.test_reliability_core import env_for, harness
+
+    add_zebra(fake_index)
+    admin = lambda fake: fake.make_member(permissions=MANAGE_GUILD)  # noqa: E731
+
+    async def main():
+        async with started_bot(fake_index, fake_embedder) as (bot, fake):
+            for stage in ("mid-embed", "mid-write", "before-commit"):
+                crashed = await asyncio.to_thread(
+                    harness, tmp_path, "index", env=env_for(fake_index, CORPUS_BOT_CRASH_AT=stage)
+                )
+                assert crashed.returncode == -9, crashed.stderr[-500:]
+                assert not await ask_zebra(fake)  # still the old, complete index
+
+            rec = await fake.send_slash("reindex", member=admin(fake))
+            done = await rec.wait_for(
+                lambda r: [e for e in r.ok_events if e.kind == "edit" and e.embeds[0]["title"] != "Re-index running"],
+                timeout=20,
+            )
+            assert done[-1].embeds[0]["title"] == "Re-index finished"
+            assert done[-1].embeds[0]["description"].startswith("0 added, 1 changed, 0 removed, 4 unchanged")
+            assert await ask_zebra(fake)
+
+    run(main(), timeout=90)
