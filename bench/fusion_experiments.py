@@ -17,7 +17,7 @@ from embeddings.config import Settings
 from embeddings.embedder import load_embedder
 from embeddings.evaluate import cached_index, load_beir
 from embeddings.metrics import evaluate_run
-from embeddings.search import SearchIndex, fts_query
+from embeddings.search import SearchIndex
 
 
 def rrf(cos, kw, k=60, depth=1000):

@@ -102,22 +102,27 @@ async def defer(interaction: discord.Interaction, *, ephemeral: bool) -> None:
     await interaction.response.defer(ephemeral=ephemeral, thinking=True)
 
 
+async def handle_error(interaction: discord.Interaction, error: Exception, where: str) -> None:
+    """The one error path of commands and buttons: Discord trouble is logged once (nobody to tell),
+    users get a friendly private line, unexpected errors are logged with their traceback."""
+    original = getattr(error, "original", error)
+    trouble = discord_trouble(original)
+    if trouble is not None:
+        log.warning("could not answer interaction %s: %s", interaction.id, trouble)
+        return
+    text = error_message(error)
+    if text is None:
+        log.error(
+            "unexpected error in %s (interaction %s)\n%s", where, interaction.id,
+            "".join(traceback.format_exception(original)),
+        )
+        text = "Something went wrong; the error was logged. Please try again later."
+    await reply_error(interaction, text)
+
+
 class CorpusTree(app_commands.CommandTree):
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        original = getattr(error, "original", error)
-        trouble = discord_trouble(original)
-        if trouble is not None:
-            log.warning("could not answer interaction %s: %s", interaction.id, trouble)
-            return
-        text = error_message(error)
-        if text is None:
-            name = interaction.command.qualified_name if interaction.command else "?"
-            log.error(
-                "unexpected error in %s (interaction %s)\n%s", name, interaction.id,
-                "".join(traceback.format_exception(original)),
-            )
-            text = "Something went wrong; the error was logged. Please try again later."
-        await reply_error(interaction, text)
+        await handle_error(interaction, error, interaction.command.qualified_name if interaction.command else "?")
 
 
 class CorpusBot(commands.Bot):

@@ -8,7 +8,6 @@ import json
 import os
 import sqlite3
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest

@@ -1,6 +1,5 @@
 """Search over a real SQLite index built with the fake embedder: ranking plumbing, filters, caps, snapshots."""
 import datetime as dt
-from dataclasses import replace
 
 import numpy as np
 import pytest

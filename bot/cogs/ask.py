@@ -12,7 +12,7 @@ from embeddings.answer import Answer
 from embeddings.search import DEFAULT_MODE, Filters, parse_iso_date
 
 from .. import render
-from ..app import UserFacingError, defer, discord_trouble, error_message, reply_error
+from ..app import UserFacingError, defer, handle_error
 from ..checks import ask_cooldown
 
 if TYPE_CHECKING:
@@ -147,15 +147,7 @@ class AnswerView(discord.ui.View):
             log.info("could not disable the buttons of message %s: %s", self.message.id, exc)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
-        trouble = discord_trouble(error)
-        if trouble is not None:
-            log.warning("could not answer interaction %s: %s", interaction.id, trouble)
-            return
-        text = error_message(error)
-        if text is None:
-            log.error("unexpected error in %r of an answer", item, exc_info=error)
-            text = "Something went wrong; the error was logged. Please try again later."
-        await reply_error(interaction, text)
+        await handle_error(interaction, error, f"{item!r} of an answer")
 
 
 class Ask(commands.Cog):

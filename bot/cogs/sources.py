@@ -11,7 +11,7 @@ from discord.ext import commands
 from embeddings.answer import Article
 
 from .. import render
-from ..app import discord_trouble, error_message, reply_error
+from ..app import handle_error
 
 if TYPE_CHECKING:
     from ..app import CorpusBot
@@ -61,15 +61,7 @@ class SourcesView(discord.ui.View):
                 log.info("could not disable the /sources buttons: %s", exc)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
-        trouble = discord_trouble(error)
-        if trouble is not None:
-            log.warning("could not answer interaction %s: %s", interaction.id, trouble)
-            return
-        text = error_message(error)
-        if text is None:
-            log.error("unexpected error in /sources paging", exc_info=error)
-            text = "Something went wrong; the error was logged. Please try again later."
-        await reply_error(interaction, text)
+        await handle_error(interaction, error, "/sources paging")
 
 
 class Sources(commands.Cog):
