@@ -186,11 +186,8 @@ class Serving:
 
     async def stats(self) -> tuple[dict, dict | None]:
         def read() -> tuple[dict, dict | None]:
-            conn = store.connect_for_reading(self.settings.index_path)
-            try:
+            with store.reading(self.settings.index_path) as conn:
                 return store.index_stats(conn, self.settings.index_path), store.last_run(conn)
-            finally:
-                conn.close()
 
         try:
             return await self._run(read)

@@ -228,8 +228,9 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
             f"the index was built with {meta['model']!r} but EMBEDDING_MODEL is {settings.embedding_model!r}; "
             "run `corpus-bot index --rebuild` to re-embed everything with the new model"
         )
-    previous = {} if rebuild else store.stored_files(conn)
-    previous_keys = {k for f in store.stored_files(conn).values() for k in f.keys}
+    stored = store.stored_files(conn)
+    previous = {} if rebuild else stored
+    previous_keys = {k for f in stored.values() for k in f.keys}
     previous_passages = store.passage_count(conn)
 
     report = IndexReport(model=settings.embedding_model)
@@ -257,8 +258,9 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
     report.removed = sorted(previous_keys - new_keys - kept_keys)
     report.unchanged = sorted(kept_keys)
 
-    total_passages = sum(len(a.passages) for a in new) + _kept_passages(conn, kept_keys)
-    if total_passages == 0 and previous_passages > 0:
+    # Every stored article has at least one passage, so the new index is empty exactly when
+    # nothing new survived chunking and nothing is kept.
+    if not new and not kept_keys and previous_passages > 0:
         raise IndexRefusedError(
             f"this run would leave the index empty ({corpus} has no indexable articles: "
             f"{len(report.skipped)} skipped); the previous index is kept"
@@ -376,14 +378,6 @@ def _check_dimension(meta: dict, embedder: Embedder, rebuild: bool) -> None:
             f"the index holds {stored}-dimensional vectors but {embedder.name!r} makes {embedder.dimension}; "
             "run `corpus-bot index --rebuild`"
         )
-
-
-def _kept_passages(conn, kept_keys: set[str]) -> int:
-    if not kept_keys:
-        return 0
-    return sum(
-        conn.execute("SELECT passage_count FROM articles WHERE key = ?", (k,)).fetchone()[0] for k in kept_keys
-    )
 
 
 def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started) -> None:

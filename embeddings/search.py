@@ -296,7 +296,7 @@ class SearchIndex:
             return []
         pool = min(finite, max(4 * n, 64))
         while True:
-            candidates = _top_indices(scores, pool) if pool < len(scores) else _top_indices(scores, len(scores))
+            candidates = _top_indices(scores, pool)
             picked, per = [], {}
             if duplicates is not None:
                 duplicates.clear()

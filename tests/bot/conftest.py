@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import threading
 from dataclasses import replace
@@ -119,3 +120,13 @@ def fake_index(fake_settings, fake_embedder):
 
 def dump(obj) -> str:
     return json.dumps(obj, ensure_ascii=False, indent=1)
+
+
+@pytest.fixture
+def restore_logging():
+    """Put the root logger back as it was (tests that run run_bot reconfigure logging)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -39,15 +39,6 @@ def test_token_mistakes_are_one_line(token, message):
         assert TOKEN not in result.output and "1234567890123456789" not in result.output
 
 
-@pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def test_token_rejected_by_discord_is_one_line(tmp_path, restore_logging):
     """The real discord.py login against the fake Discord answering 401 (logs go to stderr first)."""
     fake = FakeDiscord()

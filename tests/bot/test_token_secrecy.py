@@ -22,15 +22,6 @@ from tests.fake_discord import ROUTE_FOLLOWUP, FakeDiscord
 TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GabcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
 
 
-@pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 class Raw(logging.Handler):
     """Sees every record before any redaction (it is placed first among the root handlers)."""
 
