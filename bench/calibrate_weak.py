@@ -32,13 +32,13 @@ def main(folders: list[str]) -> None:
             ranking = index.rank(data.queries[qid], embedder, n=1, per_article=1)
             top = ranking.picked[0]
             if judged.get(index.articles[index.passage_article[top]].key, 0) > 0:
-                answered.append(float(ranking.cosine[top]))
+                answered.append(ranking.picked_cosine[0])
         for other in sets:
             if other is data:
                 continue
             for qid in other.qrels:
                 ranking = index.rank(other.queries[qid], embedder, n=1, per_article=1)
-                unanswerable.append(float(ranking.cosine[ranking.picked[0]]))
+                unanswerable.append(ranking.picked_cosine[0])
         index.close()
     a, u = np.array(answered), np.array(unanswerable)
     print(f"answered     n={len(a)}  min {a.min():.3f}  p5 {np.percentile(a, 5):.3f}  median {np.median(a):.3f}")

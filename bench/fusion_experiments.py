@@ -17,7 +17,15 @@ from embeddings.config import Settings
 from embeddings.embedder import load_embedder
 from embeddings.evaluate import cached_index, load_beir
 from embeddings.metrics import evaluate_run
-from embeddings.search import SearchIndex
+from embeddings.search import Candidates, SearchIndex
+
+
+def keyword_scores(index, question):
+    """BM25 of every passage (0 where the words do not match)."""
+    rows, bm25 = index.keyword_hits(question)
+    out = np.zeros(index.passage_count, np.float64)
+    out[rows] = bm25
+    return out
 
 
 def rrf(cos, kw, k=60, depth=1000):
@@ -94,13 +102,16 @@ def main(folders: list[str]) -> None:
         index = SearchIndex.load(path, model_name=embedder.name, weak_score=0.3)
         qids = list(data.qrels)
         qv = embedder.encode([data.queries[q] for q in qids])
-        per_q = [(index.vectors @ qv[i], index.keyword_scores(data.queries[q])) for i, q in enumerate(qids)]
+        every_vector = index.vectors.get(np.arange(index.passage_count))
+        per_q = [(every_vector @ qv[i], keyword_scores(index, data.queries[q])) for i, q in enumerate(qids)]
         print(f"\n{data.name}: {len(qids)} queries, {index.passage_count} passages")
         for name, rule in RULES.items():
             run = {}
             for q, (c, k) in zip(qids, per_q):
                 scores = rule(c, k).astype(np.float64)
-                picked = index._top_with_cap(scores, 100, 1)
+                order = np.argsort(-scores, kind="stable")
+                order = order[np.isfinite(scores[order]) & (scores[order] > -1e8)]
+                picked = index._pick(Candidates(order, scores[order], scores[order], True), 100, 1, {})
                 run[q] = [index.articles[index.passage_article[i]].key for i in picked]
             m = evaluate_run(run, data.qrels)
             print(f"  {name:<22} ndcg@10 {m['ndcg@10']:.4f}  recall@100 {m['recall@100']:.4f}")

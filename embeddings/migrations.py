@@ -1,12 +1,29 @@
 """Numbered schema migrations, tracked with PRAGMA user_version.
 
-Append new migrations; never edit one that has shipped. Each runs in its own transaction.
+Append new migrations (SQL, or a function for data changes SQL cannot make); never edit one that has
+shipped. Each runs in its own transaction.
 """
 from __future__ import annotations
 
 import sqlite3
+from typing import Callable
 
-MIGRATIONS: list[str] = [
+import numpy as np
+
+VECTOR_DTYPE = np.float16  # of the article_vectors blobs since migration 4
+
+
+def _vectors_to_float16(conn: sqlite3.Connection) -> None:
+    """4: store vectors as float16: half the file and half the bytes to load; searching float16
+    finds the same passages (embeddings/vectors.py)."""
+    rows = conn.execute("SELECT article_id, vectors FROM article_vectors").fetchall()
+    conn.executemany(
+        "UPDATE article_vectors SET vectors = ? WHERE article_id = ?",
+        [(np.frombuffer(blob, np.float32).astype(VECTOR_DTYPE).tobytes(), article_id) for article_id, blob in rows],
+    )
+
+
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 1: articles, passages, per-article vector blobs, index metadata, run history.
     """
     CREATE TABLE index_meta (
@@ -82,6 +99,7 @@ MIGRATIONS: list[str] = [
         results  TEXT NOT NULL                -- JSON [{"path", "position", "text"}] as shown, best first
     );
     """,
+    _vectors_to_float16,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -100,9 +118,12 @@ def migrate(conn: sqlite3.Connection) -> None:
     for number in range(version + 1, SCHEMA_VERSION + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            # executescript would commit on its own; run statement by statement inside our transaction.
-            for statement in _statements(MIGRATIONS[number - 1]):
-                conn.execute(statement)
+            step = MIGRATIONS[number - 1]
+            if callable(step):
+                step(conn)
+            else:  # executescript would commit on its own: statement by statement inside our transaction
+                for statement in _statements(step):
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
             conn.execute("COMMIT")
         except BaseException:

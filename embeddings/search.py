@@ -1,4 +1,4 @@
-"""Search: exact cosine similarity over every passage vector, held in memory.
+"""Search: exact cosine similarity over every passage vector, held in memory (embeddings.vectors).
 
 A `SearchIndex` is an immutable snapshot of one committed index state: vectors, passage ids and
 article metadata are loaded in one read transaction, and that transaction stays open so passage
@@ -19,6 +19,7 @@ from . import store
 from .answer import Answer, Article, Result
 from .chunk import sentence_spans
 from .embedder import Embedder, Reranker
+from .vectors import DTYPE, VectorMatrix
 
 DEFAULT_K = 5
 MAX_K = 20
@@ -40,10 +41,23 @@ RERANK_DEPTH = 50  # passages a cross-encoder re-orders (it costs a model call p
 
 
 @dataclass(frozen=True)
+class Candidates:
+    """Passages considered for one question: rows of the index, best ranking score first."""
+
+    rows: np.ndarray
+    scores: np.ndarray  # the ranking score (cosine, BM25 or fused, by mode)
+    cosine: np.ndarray  # cosine similarity to the question
+    complete: bool  # False when asking for more candidates could find more
+
+    def head(self, n: int) -> "Candidates":
+        return Candidates(self.rows[:n], self.scores[:n], self.cosine[:n], self.complete and n >= len(self.rows))
+
+
+@dataclass(frozen=True)
 class Ranking:
     picked: list[int]  # row indices, best first
-    scores: np.ndarray  # the ranking score of every row (-inf where ineligible)
-    cosine: np.ndarray  # cosine similarity of every row to the question
+    picked_cosine: list[float]  # their cosine similarity to the question
+    candidates: Candidates
     excluded_undated: int
     duplicates: dict[int, list[int]]  # picked row -> near-copies of it in other articles
 
@@ -79,7 +93,7 @@ class SearchIndex:
         self._lock = threading.Lock()  # one sqlite connection shared by executor threads
         self.meta = meta
         self.articles: list[Article] = articles
-        self.vectors = vectors
+        self.vectors: VectorMatrix = vectors
         self.passage_ids = passage_ids
         self.passage_article = passage_article  # index into self.articles
         self.passage_position = passage_position
@@ -102,20 +116,19 @@ class SearchIndex:
         articles = store.read_articles(conn)
         row_of = {a.id: i for i, a in enumerate(articles)}
         dim = int(meta.get("dimension") or 0)
-        # Fill one preallocated matrix blob by blob: joining the blobs first doubled peak memory
+        # Fill the preallocated matrix blob by blob: joining the blobs first doubled peak memory
         # (and glibc kept the freed half: 3.0 GB instead of 1.5 GB RSS at 1M passages).
         total = sum(a.passages for a in articles)
-        vectors = np.empty((total, max(dim, 1)), np.float32)
+        vectors = VectorMatrix(total, max(dim, 1))
         owners, row = [], 0
         for article_id, blob in conn.execute("SELECT article_id, vectors FROM article_vectors ORDER BY article_id"):
-            block = np.frombuffer(blob, dtype=np.float32).reshape(-1, dim)
+            block = np.frombuffer(blob, dtype=DTYPE).reshape(-1, dim)
             if row + len(block) > total:
                 conn.close()
                 raise RuntimeError(f"index at {index_path} is inconsistent: more vectors than passages")
-            vectors[row : row + len(block)] = block
+            vectors.write(row, block)
             row += len(block)
             owners.append(article_id)
-        vectors = vectors[:row]
         ids = np.fromiter(
             (pid for (pid,) in conn.execute("SELECT id FROM passages ORDER BY article_id, position")),
             dtype=np.int64,
@@ -123,9 +136,9 @@ class SearchIndex:
         counts = np.array([articles[row_of[a]].passages for a in owners], dtype=np.int64)
         passage_article = np.repeat(np.array([row_of[a] for a in owners], dtype=np.int32), counts)
         passage_position = (np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
-        if not (len(ids) == len(vectors) == len(passage_article)):
+        if not (len(ids) == row == total == len(passage_article)):
             conn.close()
-            raise RuntimeError(f"index at {index_path} is inconsistent: {len(ids)} passages, {len(vectors)} vectors")
+            raise RuntimeError(f"index at {index_path} is inconsistent: {len(ids)} passages, {row} vectors")
         return cls(conn, meta, articles, vectors, ids, passage_article, passage_position, weak_score)
 
     def close(self) -> None:
@@ -193,14 +206,13 @@ class SearchIndex:
         page, has_more = picked[offset : offset + k], len(picked) > offset + k
         # Weakness is judged on the cosine similarity of the best passage: unlike fused ranks it is
         # comparable across questions, so one calibrated threshold works (docs/retrieval.md).
-        best = float(ranking.cosine[picked[0]]) if picked else 0.0
+        best = ranking.picked_cosine[0] if picked else 0.0
         texts = self._texts([int(self.passage_ids[i]) for i in page])
         results = []
-        for n, i in enumerate(page):
+        for n, (i, score) in enumerate(zip(page, ranking.picked_cosine[offset : offset + k])):
             pid = int(self.passage_ids[i])
             if pid not in texts:  # cannot happen inside one snapshot; never show a blank quote
                 continue
-            score = float(ranking.cosine[i])
             results.append(
                 Result(
                     rank=offset + n + 1, score=score, passage_id=pid, position=int(self.passage_position[i]),
@@ -223,102 +235,124 @@ class SearchIndex:
         filters: Filters = Filters(),
         per_article: int = PER_ARTICLE,
         mode: str = DEFAULT_MODE,
-    ) -> "Ranking":
+    ) -> Ranking:
         """The n best passages (row indices) for a question under filters, by mode."""
         if mode not in MODES:
             raise QueryError(f"unknown search mode {mode!r} (one of {', '.join(MODES)})")
         article_ok, excluded_undated = self._article_mask(filters)
-        eligible = article_ok[self.passage_article]
-        cosine = self.vectors @ embedder.encode([question])[0] if self.passage_count else np.zeros(0, np.float32)
+        keep = None if article_ok.all() else article_ok[self.passage_article]
+        if not self.passage_count or (keep is not None and not keep.any()):
+            empty = Candidates(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), True)
+            return Ranking([], [], empty, excluded_undated, {})
+        query = embedder.encode([question])[0]
+        pool = max(4 * n, 64)
+        while True:  # the per-article cap and duplicates can use up a pool: widen it until n are found
+            candidates = self._candidates(question, query, keep, mode, pool)
+            duplicates: dict[int, list[int]] = {}
+            picked = self._pick(candidates, n, per_article, duplicates)
+            if len(picked) >= n or candidates.complete:
+                break
+            pool *= 4
+        return Ranking(picked, self._cosines(candidates, picked), candidates, excluded_undated, duplicates)
+
+    def _candidates(self, question: str, query: np.ndarray, keep: np.ndarray | None, mode: str, pool: int) -> Candidates:
         if mode == "vector":
-            ranking = cosine
-        else:
-            keyword = self.keyword_scores(question)
-            ranking = keyword if mode == "keyword" else fuse(cosine, keyword)
-        ranking = np.where(eligible, ranking, -np.inf)
-        if mode == "keyword":
-            ranking = np.where(ranking > 0, ranking, -np.inf)  # keyword mode returns only passages that match
-        duplicates: dict[int, list[int]] = {}
-        picked = self._top_with_cap(ranking, n, per_article, duplicates)
-        return Ranking(picked, ranking, cosine, excluded_undated, duplicates)
+            rows, cosine = self.vectors.top(query, pool, keep)
+            return Candidates(rows, cosine, cosine, complete=len(rows) < pool)
+        k_rows, k_scores = self.keyword_hits(question, keep)
+        if mode == "keyword":  # only passages that match the words
+            return Candidates(k_rows, k_scores, self.vectors.dot(query, k_rows), complete=True)
+        c_rows, c_cosine = self.vectors.top(query, FUSION_DEPTH, keep)
+        rows = np.union1d(c_rows, k_rows[:FUSION_DEPTH])
+        cosine = np.empty(len(rows), np.float32)
+        in_vector = np.isin(rows, c_rows)
+        cosine[np.searchsorted(rows, c_rows)] = c_cosine
+        cosine[~in_vector] = self.vectors.dot(query, rows[~in_vector])
+        keyword = np.zeros(len(rows), np.float32)
+        matched = np.isin(k_rows, rows)
+        keyword[np.searchsorted(rows, k_rows[matched])] = k_scores[matched]
+        fused = fuse(cosine, keyword)
+        order = np.argsort(-fused, kind="stable")
+        return Candidates(rows[order], fused[order], cosine[order], complete=True)
+
+    @staticmethod
+    def _cosines(candidates: Candidates, picked: list[int]) -> list[float]:
+        at = {int(r): i for i, r in enumerate(candidates.rows)}
+        return [float(candidates.cosine[at[r]]) for r in picked]
 
     def _rerank(self, question: str, ranking: Ranking, reranker: Reranker, *, n: int, per_article: int) -> Ranking:
         """Re-order the RERANK_DEPTH best passages (before the per-article cap) by the cross-encoder."""
-        head = _top_indices(ranking.scores, RERANK_DEPTH)
-        head = head[np.isfinite(ranking.scores[head])]
-        if not len(head):
+        head = ranking.candidates.head(RERANK_DEPTH)
+        if not len(head.rows):
             return ranking
-        texts = self._texts([int(self.passage_ids[i]) for i in head])
-        scores = np.full(len(ranking.scores), -np.inf)
-        scores[head] = reranker.scores(question, [texts[int(self.passage_ids[i])] for i in head])
+        texts = self._texts([int(self.passage_ids[i]) for i in head.rows])
+        scores = np.asarray(reranker.scores(question, [texts[int(self.passage_ids[i])] for i in head.rows]), np.float64)
+        order = np.argsort(-scores, kind="stable")
+        candidates = Candidates(head.rows[order], scores[order], head.cosine[order], complete=True)
         duplicates: dict[int, list[int]] = {}
-        picked = self._top_with_cap(scores, n, per_article, duplicates)
-        return Ranking(picked, scores, ranking.cosine, ranking.excluded_undated, duplicates)
+        picked = self._pick(candidates, n, per_article, duplicates)
+        return Ranking(picked, self._cosines(candidates, picked), candidates, ranking.excluded_undated, duplicates)
 
-    def keyword_scores(self, question: str, limit: int = KEYWORD_LIMIT) -> np.ndarray:
-        """BM25 (FTS5, higher is better) for the best `limit` matching passages, 0 for the rest."""
-        scores = np.zeros(self.passage_count, np.float32)
+    def keyword_hits(self, question: str, keep: np.ndarray | None = None, limit: int = KEYWORD_LIMIT) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and BM25 scores (FTS5, higher is better) of the best `limit` matching passages, best first.
+        Rows where keep is False are dropped after the limit."""
         match = fts_query(question)
         if not match or not self.passage_count:
-            return scores
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
         with self._lock:
-            rows = self._conn.execute(
+            found = self._conn.execute(
                 "SELECT rowid, -bm25(passage_fts, 1.0, ?) FROM passage_fts WHERE passage_fts MATCH ? "
                 "ORDER BY bm25(passage_fts, 1.0, ?) LIMIT ?",
                 (CONTEXT_WEIGHT, match, CONTEXT_WEIGHT, limit),
             ).fetchall()
-        if rows:
-            ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-            rows_at = self._rows_of(ids)
-            found = rows_at >= 0
-            scores[rows_at[found]] = np.fromiter((r[1] for r in rows), np.float32, len(rows))[found]
-        return scores
+        ids = np.fromiter((r[0] for r in found), np.int64, len(found))
+        scores = np.fromiter((r[1] for r in found), np.float32, len(found))
+        rows = self._rows_of(ids)
+        ok = rows >= 0
+        if keep is not None:
+            ok[ok] = keep[rows[ok]]
+        return rows[ok], scores[ok]
 
     def _rows_of(self, passage_ids: np.ndarray) -> np.ndarray:
         """Row index of each passage id in this snapshot, -1 when absent."""
         if self._id_order is None:
             self._id_order = np.argsort(self.passage_ids, kind="stable")
         sorted_ids = self.passage_ids[self._id_order]
+        if not len(sorted_ids):
+            return np.full(len(passage_ids), -1, np.int64)
         at = np.searchsorted(sorted_ids, passage_ids)
         at = np.clip(at, 0, len(sorted_ids) - 1)
         return np.where(sorted_ids[at] == passage_ids, self._id_order[at], -1)
 
-    def _top_with_cap(
-        self, scores: np.ndarray, n: int, per_article: int, duplicates: dict[int, list[int]] | None = None
-    ) -> list[int]:
-        """Indices of the n best eligible passages, at most per_article from one article.
+    def _pick(self, candidates: Candidates, n: int, per_article: int, duplicates: dict[int, list[int]]) -> list[int]:
+        """The n best candidates, at most per_article from one article.
 
-        With a `duplicates` dict, a passage that is a near-copy of one already picked from another
-        article (a syndicated wire story) is not picked again but listed under the first one."""
-        finite = int(np.isfinite(scores).sum())
-        want = min(finite, n)
-        if want == 0:
+        A passage that is a near-copy of one already picked from another article (a syndicated wire
+        story) is not picked again but listed under the first one in `duplicates`."""
+        rows = candidates.rows
+        if not len(rows) or n <= 0:
             return []
-        pool = min(finite, max(4 * n, 64))
-        while True:
-            candidates = _top_indices(scores, pool)
-            picked, per = [], {}
-            if duplicates is not None:
-                duplicates.clear()
-            for i in candidates:
-                if not np.isfinite(scores[i]):
-                    break
-                a = int(self.passage_article[i])
-                if duplicates is not None and picked:
-                    similarity = self.vectors[picked] @ self.vectors[i]
-                    j = int(np.argmax(similarity))
-                    if similarity[j] >= NEAR_DUPLICATE and int(self.passage_article[picked[j]]) != a:
-                        duplicates.setdefault(picked[j], []).append(int(i))
-                        continue
-                if per.get(a, 0) >= per_article:
+        vectors = self.vectors.get(rows)
+        picked: list[int] = []
+        picked_at: list[int] = []  # positions in rows, for the vectors
+        per: dict[int, int] = {}
+        for at, i in enumerate(rows):
+            i = int(i)
+            a = int(self.passage_article[i])
+            if picked:
+                similarity = vectors[picked_at] @ vectors[at]
+                j = int(np.argmax(similarity))
+                if similarity[j] >= NEAR_DUPLICATE and int(self.passage_article[picked[j]]) != a:
+                    duplicates.setdefault(picked[j], []).append(i)
                     continue
-                per[a] = per.get(a, 0) + 1
-                picked.append(int(i))
-                if len(picked) == want:
-                    return picked
-            if pool >= finite:
-                return picked
-            pool = min(finite, pool * 4)
+            if per.get(a, 0) >= per_article:
+                continue
+            per[a] = per.get(a, 0) + 1
+            picked.append(i)
+            picked_at.append(at)
+            if len(picked) == n:
+                break
+        return picked
 
     def context(self, passage_id: int, radius: int = 1) -> list[Result]:
         """The passage and its neighbours in the article, in order (for the bot's "Context" button)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .answer import Article
-from .migrations import migrate
+from .migrations import VECTOR_DTYPE, migrate
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -141,7 +141,7 @@ def insert_article(
     )
     conn.execute(
         "INSERT INTO article_vectors(article_id, vectors) VALUES (?, ?)",
-        (article_id, np.ascontiguousarray(vectors).tobytes()),
+        (article_id, vectors.astype(VECTOR_DTYPE).tobytes()),
     )
 
 

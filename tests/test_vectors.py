@@ -1,0 +1,120 @@
+"""The float16 vector store: exact search across shards, filters, and the float32 -> float16 migration."""
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+import embeddings.vectors as vectors_module
+from embeddings import store
+from embeddings.migrations import MIGRATIONS, SCHEMA_VERSION, migrate
+from embeddings.search import SearchIndex
+from embeddings.vectors import VectorMatrix
+
+
+def clustered(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
+    """Unit vectors in 20 clusters, so that many neighbours are close (where rounding could matter)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, dim)).astype(np.float32)
+    v = centres[rng.integers(0, 20, n)] + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def matrix_of(x: np.ndarray, monkeypatch, shard_rows: int) -> VectorMatrix:
+    monkeypatch.setattr(vectors_module, "SHARD_MIN_ROWS", shard_rows)
+    m = VectorMatrix(len(x), x.shape[1])
+    for start in range(0, len(x), 7):  # written in uneven blocks that straddle shard boundaries
+        m.write(start, x[start : start + 7])
+    return m
+
+
+@pytest.mark.parametrize("shard_rows", [10_000, 300])  # one shard; several shards searched in threads
+def test_top_finds_the_float32_nearest_neighbours(monkeypatch, shard_rows):
+    x = clustered(2000)
+    m = matrix_of(x, monkeypatch, shard_rows)
+    queries = clustered(50, seed=1)
+    found = 0
+    for q in queries:
+        rows, scores = m.top(q, 10)
+        exact = np.argsort(-(x @ q))[:10]
+        found += len(set(rows.tolist()) & set(exact.tolist()))
+        assert np.all(np.diff(scores) <= 0), "best first"
+        np.testing.assert_allclose(scores, x[rows] @ q, atol=2e-3)  # float16 rounding only
+    assert found / (10 * len(queries)) >= 0.99
+
+
+def test_top_only_returns_kept_rows_and_never_more_than_exist(monkeypatch):
+    x = clustered(1000)
+    m = matrix_of(x, monkeypatch, 300)
+    keep = np.zeros(len(x), bool)
+    keep[[3, 400, 401, 999]] = True
+    rows, scores = m.top(x[400], 10, keep)
+    assert sorted(rows.tolist()) == [3, 400, 401, 999]
+    assert rows[0] == 400
+    assert len(m.top(x[0], 10, np.zeros(len(x), bool))[0]) == 0
+    assert len(m.top(x[0], 5000)[0]) == len(x)
+
+
+def test_get_and_dot_read_back_every_row(monkeypatch):
+    x = clustered(1000)
+    m = matrix_of(x, monkeypatch, 300)
+    rows = np.array([0, 299, 300, 650, 999, 1])
+    np.testing.assert_allclose(m.get(rows), x[rows], atol=1e-3)
+    np.testing.assert_allclose(m.dot(x[5], rows), x[rows] @ x[5], atol=2e-3)
+
+
+def test_an_empty_matrix_answers_nothing():
+    m = VectorMatrix(0, 8)
+    assert len(m) == 0
+    assert len(m.top(np.ones(8, np.float32), 5)[0]) == 0
+
+
+def test_old_float32_index_is_converted_and_searches_the_same(tmp_path, fake_embedder):
+    """An index written before migration 4 (float32 blobs) is upgraded in place when opened."""
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, step in enumerate(MIGRATIONS[:3], start=1):  # the schema as it was before float16
+        conn.executescript(step)
+        conn.execute(f"PRAGMA user_version = {number}")
+    texts = ["the council approved the new bridge", "floods closed the valley road", "a storm hit the coast"]
+    vectors = fake_embedder.encode(texts)
+    conn.execute("INSERT INTO index_meta VALUES ('model', ?), ('dimension', ?)", (fake_embedder.name, "256"))
+    conn.execute(
+        "INSERT INTO articles(id, key, file, content_hash, title, passage_count, indexed_at) "
+        "VALUES (1, 'a.txt', 'a.txt', 'h', 'A', 3, 'now')"
+    )
+    conn.executemany("INSERT INTO passages(article_id, position, text) VALUES (1, ?, ?)", list(enumerate(texts)))
+    conn.execute("INSERT INTO article_vectors VALUES (1, ?)", (vectors.tobytes(),))
+    conn.close()
+
+    index = SearchIndex.load(path, model_name=fake_embedder.name, weak_score=0.0)
+    try:
+        answer = index.search("floods on the valley road", fake_embedder, k=1)
+        assert answer.results[0].text == "floods closed the valley road"
+        expected = float(vectors[1] @ fake_embedder.encode(["floods on the valley road"])[0])
+        assert answer.results[0].score == pytest.approx(expected, abs=2e-3)
+    finally:
+        index.close()
+    with store.reading(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        (blob,) = conn.execute("SELECT vectors FROM article_vectors").fetchone()
+    assert len(blob) == 3 * 256 * 2  # float16 now
+    np.testing.assert_allclose(np.frombuffer(blob, np.float16).reshape(3, 256), vectors, atol=1e-3)
+
+
+def test_a_failed_migration_leaves_the_old_schema(tmp_path, monkeypatch):
+    """A migration runs in one transaction: if it fails, the file stays at its old version."""
+    path = tmp_path / "index.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, step in enumerate(MIGRATIONS[:3], start=1):
+        conn.executescript(step)
+        conn.execute(f"PRAGMA user_version = {number}")
+    conn.execute("INSERT INTO index_meta VALUES ('model', 'm')")
+    conn.execute("INSERT INTO articles(id, key, file, content_hash, passage_count, indexed_at) VALUES (1, 'a', 'a', 'h', 1, 'now')")
+    conn.execute("INSERT INTO article_vectors VALUES (1, ?)", (b"\x00" * 6,))  # not a float32 array
+
+    with pytest.raises(ValueError):
+        migrate(conn)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("SELECT length(vectors) FROM article_vectors").fetchone()[0] == 6
