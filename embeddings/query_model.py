@@ -1,10 +1,12 @@
-"""The fast query path: the embedding model exported to ONNX beside the index, run with
+"""The fast model path: the embedding model exported to ONNX beside the index, run with
 onnxruntime and tokenizers, so answering a question never imports torch.
 
 Measured here: import + load + one question 0.6 s cold (10 s with torch), 5-7 ms warm, and the
 same vectors (cosine 1.0000 to sentence-transformers'). The export is made once at index time;
 only models whose pipeline is Transformer -> mean pooling -> normalize are exported (what the
-ONNX graph computes); any other model keeps answering through sentence-transformers.
+ONNX graph computes); any other model keeps working through sentence-transformers. The index job
+embeds passages with it too, on every core: 10-15% faster than sentence-transformers here, and a
+re-index with the export in place never loads torch.
 """
 from __future__ import annotations
 
@@ -106,7 +108,7 @@ def export_query_model(embedder: SentenceTransformerEmbedder, index_path: Path) 
 class OnnxQueryEmbedder:
     """Embeds questions with the exported graph; same interface as the sentence-transformers one."""
 
-    def __init__(self, folder: Path, meta: dict) -> None:
+    def __init__(self, folder: Path, meta: dict, *, threads: int = 1) -> None:
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -120,7 +122,8 @@ class OnnxQueryEmbedder:
         self._tokenizer.enable_truncation(self.max_tokens)
         options = onnxruntime.SessionOptions()
         # One question is tiny: a single thread is fastest and leaves the other core to the bot.
-        options.intra_op_num_threads = 1
+        # Bulk embedding at index time asks for every core.
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self._session = onnxruntime.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
         self._lock = threading.Lock()
@@ -139,11 +142,13 @@ class OnnxQueryEmbedder:
 
     def encode(self, texts, *, on_batch=None):
         out = np.zeros((len(texts), self.dimension), np.float32)
+        # Batches of similar length waste nothing on padding (what sentence-transformers does too).
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(texts), 32):
-            batch = list(texts[start : start + 32])
-            out[start : start + len(batch)] = self._run(batch)
+            rows = order[start : start + 32]
+            out[rows] = self._run([texts[i] for i in rows])
             if on_batch:
-                on_batch(len(batch))
+                on_batch(len(rows))
         return out
 
     def count_tokens(self, text: str) -> int:
@@ -151,16 +156,37 @@ class OnnxQueryEmbedder:
             return len(self._tokenizer.encode(text).ids)
 
 
-def load_query_embedder(index_path: Path, model_name: str) -> Embedder:
-    """The ONNX query model exported for this index when it matches model_name, else the full model."""
-    folder = query_model_dir(index_path)
+def _export_meta(folder: Path, model_name: str) -> dict | None:
     try:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError):
-        meta = None
-    if meta and meta.get("format") == FORMAT and meta.get("model") == model_name:
+        return None
+    return meta if meta.get("format") == FORMAT and meta.get("model") == model_name else None
+
+
+def load_query_embedder(index_path: Path, model_name: str, *, threads: int = 1) -> Embedder:
+    """The ONNX model exported for this index when it matches model_name, else the full model."""
+    folder = query_model_dir(index_path)
+    meta = _export_meta(folder, model_name)
+    if meta:
         try:
-            return OnnxQueryEmbedder(folder, meta)
+            return OnnxQueryEmbedder(folder, meta, threads=threads)
         except Exception as exc:  # a damaged export must not stop questions being answered
             log.warning("ONNX query model in %s unusable (%s); using %s through sentence-transformers", folder, exc, model_name)
     return load_embedder(model_name)
+
+
+def load_index_embedder(index_path: Path, model_name: str) -> Embedder:
+    """For embedding passages in bulk: the ONNX model on every core, exported first when it is
+    missing; the full model when it cannot be exported."""
+    if not _export_meta(query_model_dir(index_path), model_name):
+        full = load_embedder(model_name)
+        if not isinstance(full, SentenceTransformerEmbedder):
+            return full
+        try:
+            if not export_query_model(full, index_path):
+                return full
+        except Exception as exc:  # the index job reports it when it retries the export after the commit
+            log.warning("could not export the ONNX model (%s); embedding with sentence-transformers", exc)
+            return full
+    return load_query_embedder(index_path, model_name, threads=os.cpu_count() or 1)

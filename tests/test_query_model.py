@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from embeddings.parse import iter_corpus_files, parse_file
@@ -63,3 +64,34 @@ def test_a_damaged_or_foreign_export_falls_back_to_the_full_model(shipped_index,
     (folder / "meta.json").write_text(json.dumps({**meta, "model": "another-model"}))
     # An export made for another model is never used for this one.
     assert not isinstance(load_query_embedder(index_path, shipped_index.embedding_model), OnnxQueryEmbedder)
+
+
+def test_reindex_embeds_through_the_export_without_torch_and_stores_the_models_vectors(
+    shipped_index, real_embedder, corpus_copy, tmp_path
+):
+    """With the export in place, the index job embeds on onnxruntime (faster, and no torch import:
+    a re-index starts in about a second instead of ten), and the stored vectors are the model's."""
+    index_path = tmp_path / "index.sqlite3"
+    shutil.copytree(query_model_dir(shipped_index.index_path), query_model_dir(index_path))
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr))\n"
+        "from bot.cli import main\n"
+        "main()\n"
+    )
+    env = {**os.environ, "INDEX_PATH": str(index_path), "CORPUS_DIR": str(corpus_copy)}
+    result = subprocess.run([sys.executable, "-c", code, "index"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().endswith("no torch")
+
+    from embeddings import store
+
+    with store.reading(index_path) as conn:
+        rows = conn.execute(
+            "SELECT p.text, v.vectors, p.position FROM passages p JOIN article_vectors v USING (article_id) "
+            "ORDER BY p.article_id, p.position"
+        ).fetchall()
+    texts = [text for text, _, _ in rows]
+    stored = np.stack([np.frombuffer(blob, np.float16).reshape(-1, 384)[position] for _, blob, position in rows])
+    cosine = (stored.astype(np.float32) * real_embedder.encode(texts)).sum(axis=1)
+    assert len(texts) > 50 and cosine.min() >= 0.9999, cosine.min()
