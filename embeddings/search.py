@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,10 +245,12 @@ class SearchIndex:
         if not self.passage_count or (keep is not None and not keep.any()):
             empty = Candidates(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), True)
             return Ranking([], [], empty, excluded_undated, {})
+        # The keyword search needs no vector: it runs in another thread while the question is embedded.
+        keyword = _keyword_threads().submit(self.keyword_hits, question, keep) if mode != "vector" else None
         query = embedder.encode([question])[0]
         pool = max(4 * n, 64)
         while True:  # the per-article cap and duplicates can use up a pool: widen it until n are found
-            candidates = self._candidates(question, query, keep, mode, pool)
+            candidates = self._candidates(query, keyword.result() if keyword else None, keep, mode, pool)
             duplicates: dict[int, list[int]] = {}
             picked = self._pick(candidates, n, per_article, duplicates)
             if len(picked) >= n or candidates.complete:
@@ -255,11 +258,11 @@ class SearchIndex:
             pool *= 4
         return Ranking(picked, self._cosines(candidates, picked), candidates, excluded_undated, duplicates)
 
-    def _candidates(self, question: str, query: np.ndarray, keep: np.ndarray | None, mode: str, pool: int) -> Candidates:
+    def _candidates(self, query: np.ndarray, keyword_hits, keep: np.ndarray | None, mode: str, pool: int) -> Candidates:
         if mode == "vector":
             rows, cosine = self.vectors.top(query, pool, keep)
             return Candidates(rows, cosine, cosine, complete=len(rows) < pool)
-        k_rows, k_scores = self.keyword_hits(question, keep)
+        k_rows, k_scores = keyword_hits
         if mode == "keyword":  # only passages that match the words
             return Candidates(k_rows, k_scores, self.vectors.dot(query, k_rows), complete=True)
         c_rows, c_cosine = self.vectors.top(query, FUSION_DEPTH, keep)
@@ -412,6 +415,16 @@ def fts_query(question: str) -> str:
     can be read as FTS5 syntax, so a question can never raise a query syntax error."""
     terms = dict.fromkeys(w for w in (m.casefold() for m in _WORD.findall(question)) if w not in _STOPWORDS)
     return " OR ".join(f'"{t}"' for t in terms)
+
+
+_keyword_pool: ThreadPoolExecutor | None = None
+
+
+def _keyword_threads() -> ThreadPoolExecutor:
+    global _keyword_pool
+    if _keyword_pool is None:
+        _keyword_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
+    return _keyword_pool
 
 
 FUSION_DEPTH = 200  # candidates taken from each list; the z-statistics are computed over them
