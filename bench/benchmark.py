@@ -206,10 +206,32 @@ def reindex_unchanged(corpus: Path, index_path: Path, articles: int) -> dict:
     return {"reindex_unchanged_s": round(seconds, 3), "reindex_files": len(report.unchanged)}
 
 
+F32_FILE = "vectors-f32.npy"  # the float32 vectors as embedded/generated, in stored passage order
+
+
 def build_real(gen: TextGen, folder: Path, passages: int) -> dict:
     """Real files, real index job, real model: indexing throughput and the re-index figure."""
+    import embeddings.index
     from embeddings import store
     from embeddings.index import run_index
+    from embeddings.query_model import load_index_embedder
+
+    # The index stores float16; keep the model's float32 output to measure recall against.
+    embedded: dict[str, np.ndarray] = {}
+
+    def recording(index_path: Path, name: str):
+        embedder = load_index_embedder(index_path, name)
+        encode = embedder.encode
+
+        def encode_and_keep(texts, **kwargs):
+            out = encode(texts, **kwargs)
+            embedded.update(zip(texts, out))
+            return out
+
+        embedder.encode = encode_and_keep
+        return embedder
+
+    embeddings.index.load_index_embedder = recording
 
     corpus, index_path = folder / "corpus", folder / "index.sqlite3"
     log(f"{passages}: writing the corpus files")
@@ -232,6 +254,8 @@ def build_real(gen: TextGen, folder: Path, passages: int) -> dict:
         log(f"  warning: {len(report.skipped)} skipped, e.g. {report.skipped[:3]}")
     with store.reading(index_path) as conn:
         stored = store.passage_count(conn)
+        texts = [t for (t,) in conn.execute("SELECT text FROM passages ORDER BY article_id, position")]
+    np.save(folder / F32_FILE, np.stack([embedded[t] for t in texts]).astype(np.float32))
     if stored != passages:
         log(f"  warning: {stored} passages indexed for {passages} paragraphs written")
     embed_s = seen["elapsed"] - seen["since"]
@@ -273,6 +297,8 @@ def build_synthetic(gen: TextGen, folder: Path, passages: int, query_model_from:
 
     corpus, index_path = folder / "corpus", folder / "index.sqlite3"
     centres = cluster_centres(seed)
+    originals = np.lib.format.open_memmap(folder / F32_FILE, mode="w+", dtype=np.float32, shape=(passages, DIM))
+    written = 0
     conn = store.connect_for_writing(index_path)
     conn.execute("PRAGMA cache_size = -200000")
     now = store.utc_now()
@@ -280,6 +306,10 @@ def build_synthetic(gen: TextGen, folder: Path, passages: int, query_model_from:
     conn.execute("BEGIN IMMEDIATE")
 
     def on_article(i: int, rel: str, art: dict, data: bytes) -> None:
+        nonlocal written
+        vectors = synthetic_vectors(seed, centres, i, len(art["paragraphs"]))
+        originals[written : written + len(vectors)] = vectors
+        written += len(vectors)
         if i < 5:  # the rows must be what the index job would have stored for this file
             doc = parse_file(rel, data, b"")[0]
             got = (doc.title, doc.source, doc.authors, doc.published, tuple(doc.paragraphs))
@@ -290,7 +320,7 @@ def build_synthetic(gen: TextGen, folder: Path, passages: int, query_model_from:
             conn, key=rel, file=rel, content_hash=hashlib.sha256(data + b"\0sidecar\0").hexdigest(),
             title=art["title"], source=art["source"], authors=art["authors"], published=art["published"],
             updated=None, url=art["url"], description=None, passages=art["paragraphs"],
-            vectors=synthetic_vectors(seed, centres, i, len(art["paragraphs"])), indexed_at=now,
+            vectors=vectors, indexed_at=now,
         )
         if i % 2000 == 1999:
             conn.execute("COMMIT")
@@ -304,6 +334,8 @@ def build_synthetic(gen: TextGen, folder: Path, passages: int, query_model_from:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
+        originals.flush()
+        del originals
     write_s = time.perf_counter() - started
     shutil.copytree(query_model_dir(query_model_from), query_model_dir(index_path))
     log(f"{passages}: written in {write_s:.0f}s; re-indexing unchanged")
@@ -347,17 +379,16 @@ class FixedEmbedder:
 
 
 def read_f32(index_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The stored float32 vectors and their passage ids, straight from the file (the exact baseline)."""
+    """The float32 vectors as embedded (kept beside the index at build time: the store has float16)
+    and the passage ids in the same order: the exact baseline."""
     import sqlite3
 
     conn = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True)
     try:
-        dim = int(dict(conn.execute("SELECT key, value FROM index_meta"))["dimension"])
-        blobs = [b for (b,) in conn.execute("SELECT vectors FROM article_vectors ORDER BY article_id")]
         ids = np.fromiter((i for (i,) in conn.execute("SELECT id FROM passages ORDER BY article_id, position")), np.int64)
     finally:
         conn.close()
-    vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, dim)
+    vectors = np.load(index_path.with_name(F32_FILE))
     if len(vectors) != len(ids):
         raise RuntimeError(f"{index_path}: {len(ids)} passages but {len(vectors)} float32 vectors")
     return vectors, ids
@@ -416,7 +447,7 @@ def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int)
     started = time.perf_counter()
     from embeddings.config import DEFAULT_MODEL
     from embeddings.query_model import load_query_embedder
-    from embeddings.search import SearchIndex
+    from embeddings.search import DEFAULT_MODE, MODES, SearchIndex
 
     imports_s = time.perf_counter() - started
     rss_before = rss_mb()["current"]
@@ -446,6 +477,14 @@ def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int)
         embed.append(t2 - t1)
         search_only.append(t3 - t2)
         qvecs.append(v)
+    by_mode = {}
+    for mode in MODES:  # the whole /ask work again, in each mode
+        times = []
+        for q in questions:
+            t0 = time.perf_counter()
+            index.search(q, embedder, k=5, mode=mode)
+            times.append(time.perf_counter() - t0)
+        by_mode[mode] = percentiles(times)
     rss_after_queries = rss_mb()
 
     # Exact float32 baseline and recall@10 of our raw top 10 (no per-article cap) against it.
@@ -474,7 +513,9 @@ def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int)
     return {
         "passages_loaded": index.passage_count,
         "query_embedder": type(embedder).__name__,
+        "default_mode": DEFAULT_MODE,
         "query_ms": percentiles(query),
+        "query_ms_by_mode": by_mode,
         "embed_ms": percentiles(embed),
         "search_only_ms": percentiles(search_only),
         "numpy_f32_ms": percentiles(numpy_times),
