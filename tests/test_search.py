@@ -6,7 +6,7 @@ import pytest
 
 from embeddings.embedder import ModelLoadError, load_reranker
 from embeddings.index import run_index
-from embeddings.search import Filters, ModelMismatchQueryError, QueryError, SearchIndex, best_sentence, fts_query
+from embeddings.search import Filters, ModelMismatchQueryError, QueryError, SearchIndex, best_sentence, fts_match, fts_terms
 from embeddings.store import IndexMissingError
 
 
@@ -171,9 +171,25 @@ def test_keyword_index_follows_every_reindex(fake_settings, fake_embedder):
     idx.close()
 
 
+def test_keyword_search_leaves_out_words_most_passages_contain_on_a_large_corpus(index, monkeypatch):
+    """At 1M passages a word in 5% of them costs most of the keyword search's time; the thresholds
+    are scaled down here to the 67-passage corpus ("taliban" is in most passages, "selab" in one)."""
+    everywhere = index.keyword_hits("Taliban")[0]
+    assert len(everywhere) > index.passage_count / 2
+    both = index.keyword_hits("Taliban Selab")[0]
+    assert len(both) >= len(everywhere)  # small corpus: nothing pruned
+
+    monkeypatch.setattr("embeddings.search.COMMON_TERM_MIN", 5)
+    monkeypatch.setattr("embeddings.search.COMMON_TERM_SHARE", 0.2)
+    rows = index.keyword_hits("Taliban Selab")[0]
+    assert 0 < len(rows) < 5 and set(rows) == set(index.keyword_hits("Selab")[0])
+    # A question made only of common words still searches, with the rarest of them.
+    assert len(index.keyword_hits("Taliban")[0]) == len(everywhere)
+
+
 def test_fts_query_quotes_every_word():
-    assert fts_query('Kunduz AND "Kabul" -x NEAR(a b)') == '"kunduz" OR "kabul" OR "x" OR "near" OR "b"'
-    assert fts_query("the of and") == ""
+    assert fts_match(fts_terms('Kunduz AND "Kabul" -x NEAR(a b)')) == '"kunduz" OR "kabul" OR "x" OR "near" OR "b"'
+    assert fts_match(fts_terms("the of and")) == ""
 
 
 def test_syndicated_copies_collapse_into_one_result_with_also_in(fake_settings, fake_embedder):
