@@ -532,6 +532,37 @@ def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int)
     }
 
 
+BOT_READY = """
+import asyncio, json, sys, time
+started = time.perf_counter()
+from bot.serving import Serving
+from embeddings.config import Settings
+imported = time.perf_counter()
+serving = Serving(Settings(index_path=__import__("pathlib").Path(sys.argv[1]), embedding_model=sys.argv[2]))
+asyncio.run(serving.start())
+assert serving.index is not None and serving.embedder is not None, serving.unavailable_reason
+print(json.dumps({"imports": imported - started, "start": time.perf_counter() - imported}))
+"""
+
+
+def bot_ready(index_path: Path, runs: int = 3) -> dict:
+    """A fresh process that imports the bot and runs its start (model and index loaded side by
+    side), everything but the Discord login: the "bot ready" figure."""
+    from embeddings.config import DEFAULT_MODEL
+
+    times = []
+    for _ in range(runs):
+        done = subprocess.run([sys.executable, "-c", BOT_READY, str(index_path), DEFAULT_MODEL], cwd=ROOT,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"bot start failed ({done.returncode}): {done.stderr[-500:]}")
+        times.append(json.loads(done.stdout.splitlines()[-1]))
+    total = [t["imports"] + t["start"] for t in times]
+    best = times[total.index(statistics.median(total))]
+    return {"median": round(statistics.median(total), 3), "imports": round(best["imports"], 3),
+            "start": round(best["start"], 3), "runs": [round(t, 3) for t in total]}
+
+
 def cold_cli(index_path: Path, question: str, runs: int = 3) -> dict:
     from embeddings.config import DEFAULT_MODEL
 
@@ -642,9 +673,10 @@ def main() -> None:
         figures.update(json.loads(child.stdout))
         log(f"{size}: cold CLI runs")
         figures["cold_cli_s"] = cold_cli(index_path, questions[0])
+        figures["bot_ready_s"] = bot_ready(index_path)
         result["sizes"][str(size)] = figures
         log(f"{size}: query p50 {figures['query_ms']['p50']} ms, recall@10 {figures['recall_at_10']}, "
-            f"cold CLI {figures['cold_cli_s']['median']} s")
+            f"cold CLI {figures['cold_cli_s']['median']} s, bot ready {figures['bot_ready_s']['median']} s")
 
     result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["total_s"] = round(time.perf_counter() - began, 1)
