@@ -119,7 +119,7 @@ def cached_index(
     path = cache_dir / f"{data.name}-{key}.sqlite3"
     if not path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        embedder = embedder or load_embedder(model_name)
+        embedder = embedder or load_embedder(model_name, bulk=True)
         build_index(path, data.docs, embedder=embedder, source_hash=data.digest, on_progress=on_progress)
         if isinstance(embedder, SentenceTransformerEmbedder):
             export_query_model(embedder, path)

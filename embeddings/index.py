@@ -27,7 +27,6 @@ from .chunk import make_passages
 from .config import Settings
 from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
 from .parse import ArticleDoc, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
-from .query_model import load_index_embedder
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +245,7 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
     _fault_point("parse")
 
     if new:
-        embedder = embedder or load_index_embedder(settings.index_path, settings.embedding_model)
+        embedder = embedder or load_embedder(settings.embedding_model, bulk=True)
         _check_dimension(meta, embedder, rebuild)
         new = _chunk(new, embedder, report)
         _embed(new, embedder, progress, tick)

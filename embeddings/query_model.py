@@ -4,9 +4,9 @@ onnxruntime and tokenizers, so answering a question never imports torch.
 Measured here: import + load + one question 0.6 s cold (10 s with torch), 5-7 ms warm, and the
 same vectors (cosine 1.0000 to sentence-transformers'). The export is made once at index time;
 only models whose pipeline is Transformer -> mean pooling -> normalize are exported (what the
-ONNX graph computes); any other model keeps working through sentence-transformers. The index job
-embeds passages with it too, on every core: 10-15% faster than sentence-transformers here, and a
-re-index with the export in place never loads torch.
+ONNX graph computes); any other model keeps working through sentence-transformers.
+Passages are not embedded through it: for long batches torch is as fast or faster (and much
+faster in bfloat16, see embedder.py); bench/embedding_speed.py compares them.
 """
 from __future__ import annotations
 
@@ -122,7 +122,6 @@ class OnnxQueryEmbedder:
         self._tokenizer.enable_truncation(self.max_tokens)
         options = onnxruntime.SessionOptions()
         # One question is tiny: a single thread is fastest and leaves the other core to the bot.
-        # Bulk embedding at index time asks for every core.
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self._session = onnxruntime.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
@@ -164,29 +163,13 @@ def _export_meta(folder: Path, model_name: str) -> dict | None:
     return meta if meta.get("format") == FORMAT and meta.get("model") == model_name else None
 
 
-def load_query_embedder(index_path: Path, model_name: str, *, threads: int = 1) -> Embedder:
+def load_query_embedder(index_path: Path, model_name: str) -> Embedder:
     """The ONNX model exported for this index when it matches model_name, else the full model."""
     folder = query_model_dir(index_path)
     meta = _export_meta(folder, model_name)
     if meta:
         try:
-            return OnnxQueryEmbedder(folder, meta, threads=threads)
+            return OnnxQueryEmbedder(folder, meta)
         except Exception as exc:  # a damaged export must not stop questions being answered
             log.warning("ONNX query model in %s unusable (%s); using %s through sentence-transformers", folder, exc, model_name)
     return load_embedder(model_name)
-
-
-def load_index_embedder(index_path: Path, model_name: str) -> Embedder:
-    """For embedding passages in bulk: the ONNX model on every core, exported first when it is
-    missing; the full model when it cannot be exported."""
-    if not _export_meta(query_model_dir(index_path), model_name):
-        full = load_embedder(model_name)
-        if not isinstance(full, SentenceTransformerEmbedder):
-            return full
-        try:
-            if not export_query_model(full, index_path):
-                return full
-        except Exception as exc:  # the index job reports it when it retries the export after the commit
-            log.warning("could not export the ONNX model (%s); embedding with sentence-transformers", exc)
-            return full
-    return load_query_embedder(index_path, model_name, threads=os.cpu_count() or 1)

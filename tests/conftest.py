@@ -57,7 +57,7 @@ def use_embedder(monkeypatch, embedder) -> None:
     import embeddings.query_model
 
     for module in (embeddings.index, embeddings.evaluate, embeddings.query_model):
-        monkeypatch.setattr(module, "load_embedder", lambda name: embedder)
+        monkeypatch.setattr(module, "load_embedder", lambda name, **_: embedder)
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ class GatedEmbedder(FakeEmbedder):
         return super().encode(texts, on_batch=on_batch)
 
 fake = GatedEmbedder()
-embeddings.index.load_embedder = embeddings.query_model.load_embedder = lambda name: fake
+embeddings.index.load_embedder = embeddings.query_model.load_embedder = lambda name, **_: fake
 from bot.cli import main
 main()
 """
