@@ -213,25 +213,25 @@ def build_real(gen: TextGen, folder: Path, passages: int) -> dict:
     """Real files, real index job, real model: indexing throughput and the re-index figure."""
     import embeddings.index
     from embeddings import store
+    from embeddings.embedder import load_embedder
     from embeddings.index import run_index
-    from embeddings.query_model import load_index_embedder
 
     # The index stores float16; keep the model's float32 output to measure recall against.
     embedded: dict[str, np.ndarray] = {}
 
-    def recording(index_path: Path, name: str):
-        embedder = load_index_embedder(index_path, name)
+    def recording(name: str, **kwargs):
+        embedder = load_embedder(name, **kwargs)
         encode = embedder.encode
 
-        def encode_and_keep(texts, **kwargs):
-            out = encode(texts, **kwargs)
+        def encode_and_keep(texts, **kw):
+            out = encode(texts, **kw)
             embedded.update(zip(texts, out))
             return out
 
         embedder.encode = encode_and_keep
         return embedder
 
-    embeddings.index.load_index_embedder = recording
+    embeddings.index.load_embedder = recording
 
     corpus, index_path = folder / "corpus", folder / "index.sqlite3"
     log(f"{passages}: writing the corpus files")
