@@ -1,6 +1,7 @@
 """Try fusion rules for hybrid search on BEIR-layout sets; prints nDCG@10 per rule and set.
 
-    python bench/fusion_experiments.py ../shared/eval/scifact tests/fixtures/news_shipped
+    python bench/fusion_experiments.py ../shared/eval/scifact tests/fixtures/news_shipped \
+        bench/out/news_lee bench/out/news_lee_paraphrase   # the last two: bench/news_lee/README.md
 
 Uses the cached evaluation indexes of `corpus-bot eval` (built on first use). Per question the
 cosine and BM25 scores of every passage are computed once; each rule then only re-ranks. The
@@ -17,7 +18,7 @@ from embeddings.config import Settings
 from embeddings.embedder import load_embedder
 from embeddings.evaluate import cached_index, load_beir
 from embeddings.metrics import evaluate_run
-from embeddings.search import Candidates, SearchIndex
+from embeddings.search import Candidates, SearchIndex, fts_match, fts_terms
 
 
 def keyword_scores(index, question):
@@ -26,6 +27,21 @@ def keyword_scores(index, question):
     out = np.zeros(index.passage_count, np.float64)
     out[rows] = bm25
     return out
+
+
+def idf_sum(index, question):
+    """Sum of FTS5's idf over the question's words: the BM25 a passage matching all of them once
+    would get, roughly; BM25 / this is the share of the question a passage covers."""
+    n = index.passage_count
+    total = 0.0
+    for term in fts_terms(question):
+        df = index._conn.execute("SELECT count(*) FROM passage_fts WHERE passage_fts MATCH ?", (fts_match([term]),)).fetchone()[0]
+        total += max(np.log((n - df + 0.5) / (df + 0.5)), 1e-6) if df else 0.0
+    return total
+
+
+def coverage(cos, kw, beta, question_idf):
+    return cos + (beta * kw / question_idf if question_idf > 0 else 0)
 
 
 def rrf(cos, kw, k=60, depth=1000):
@@ -81,6 +97,20 @@ def cos_plus_bm25(cos, kw, beta=0.1):
     return cos + (beta * kw / m if m > 0 else 0)
 
 
+def rerank_vector_top(cos, kw, n=20, beta=0.2, z=False):
+    """Keyword only re-orders the vector top n (never brings in a passage the vectors missed):
+    cosine + beta x BM25 / best BM25 among them, or with z=True + beta x z(BM25) x sd(cosine)."""
+    top_n = top(cos, n)
+    out = cos - 10.0
+    k = kw[top_n]
+    if z:
+        bonus = beta * (k - k.mean()) / k.std() * cos[top_n].std() if k.std() > 0 else 0
+    else:
+        bonus = beta * k / k.max() if k.max() > 0 else 0
+    out[top_n] = cos[top_n] + bonus
+    return out
+
+
 RULES = {
     "vector": lambda c, k: c,
     "keyword": lambda c, k: np.where(k > 0, k, -1e9),
@@ -90,6 +120,11 @@ RULES = {
     **{f"z w={w}": (lambda w: lambda c, k: zscore(c, k, w_kw=w))(w) for w in (0.5, 0.75, 1.0)},
     "z adaptive": lambda c, k: zscore(c, k, adaptive=True),
     **{f"cos+{b}*bm25/max": (lambda b: lambda c, k: cos_plus_bm25(c, k, b))(b) for b in (0.05, 0.1, 0.2)},
+    **{f"cos+{b}*coverage": (lambda b: lambda c, k, idf: coverage(c, k, b, idf))(b) for b in (0.1, 0.2, 0.3, 0.5, 0.7)},
+    **{f"vector top{n} + {b}*bm25/max": (lambda n, b: lambda c, k: rerank_vector_top(c, k, n, b))(n, b)
+       for n in (10, 20, 50) for b in (0.05, 0.1, 0.2)},
+    **{f"vector top{n} + {b}*z(bm25)": (lambda n, b: lambda c, k: rerank_vector_top(c, k, n, b, z=True))(n, b)
+       for n in (10, 20, 50) for b in (0.25, 0.5, 1.0)},
 }
 
 
@@ -103,12 +138,13 @@ def main(folders: list[str]) -> None:
         qids = list(data.qrels)
         qv = embedder.encode([data.queries[q] for q in qids])
         every_vector = index.vectors.get(np.arange(index.passage_count))
-        per_q = [(every_vector @ qv[i], keyword_scores(index, data.queries[q])) for i, q in enumerate(qids)]
+        per_q = [(every_vector @ qv[i], keyword_scores(index, data.queries[q]), idf_sum(index, data.queries[q]))
+                 for i, q in enumerate(qids)]
         print(f"\n{data.name}: {len(qids)} queries, {index.passage_count} passages")
         for name, rule in RULES.items():
             run = {}
-            for q, (c, k) in zip(qids, per_q):
-                scores = rule(c, k).astype(np.float64)
+            for q, (c, k, idf) in zip(qids, per_q):
+                scores = (rule(c, k, idf) if "coverage" in name else rule(c, k)).astype(np.float64)
                 order = np.argsort(-scores, kind="stable")
                 order = order[np.isfinite(scores[order]) & (scores[order] > -1e8)]
                 picked = index._pick(Candidates(order, scores[order], scores[order], True), 100, 1, {})
