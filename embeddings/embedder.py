@@ -130,10 +130,9 @@ class Reranker(Protocol):
 
 
 class CrossEncoderReranker:
-    def __init__(self, name: str, model, *, bf16: bool = False) -> None:
+    def __init__(self, name: str, model) -> None:
         self.name = name
         self._model = model
-        self.bf16 = bf16
         self._lock = threading.Lock()  # same tokenizer thread-safety concern as the embedder
 
     def scores(self, question, passages):

@@ -448,7 +448,6 @@ def fts_match(terms: list[str]) -> str:
     return " OR ".join(f'"{t}"' for t in terms)
 
 
-
 _keyword_pool: ThreadPoolExecutor | None = None
 
 
