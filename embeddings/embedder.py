@@ -68,15 +68,18 @@ class SentenceTransformerEmbedder:
         import torch
 
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        # Batches of similar length, across all the texts (sentence-transformers sorts only within
+        # one call, and we call per batch to report progress): 20% faster on the benchmark corpus.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start : start + self.batch_size])
+            rows = order[start : start + self.batch_size]
             with self.lock, torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                out[start : start + len(batch)] = self._model.encode(
-                    batch, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                    show_progress_bar=False,
+                out[rows] = self._model.encode(
+                    [texts[i] for i in rows], batch_size=self.batch_size, normalize_embeddings=True,
+                    convert_to_numpy=True, show_progress_bar=False,
                 )
             if on_batch:
-                on_batch(len(batch))
+                on_batch(len(rows))
         return out
 
     def count_tokens(self, text: str) -> int:
