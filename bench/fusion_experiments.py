@@ -18,7 +18,7 @@ from embeddings.config import Settings
 from embeddings.embedder import load_embedder
 from embeddings.evaluate import cached_index, load_beir
 from embeddings.metrics import evaluate_run
-from embeddings.search import Candidates, SearchIndex, fts_match, fts_terms
+from embeddings.search import Candidates, SearchIndex, fts_terms
 
 
 def keyword_scores(index, question):
@@ -33,11 +33,8 @@ def idf_sum(index, question):
     """Sum of FTS5's idf over the question's words: the BM25 a passage matching all of them once
     would get, roughly; BM25 / this is the share of the question a passage covers."""
     n = index.passage_count
-    total = 0.0
-    for term in fts_terms(question):
-        df = index._conn.execute("SELECT count(*) FROM passage_fts WHERE passage_fts MATCH ?", (fts_match([term]),)).fetchone()[0]
-        total += max(np.log((n - df + 0.5) / (df + 0.5)), 1e-6) if df else 0.0
-    return total
+    counts = [index.term_count(term) for term in fts_terms(question)]
+    return sum(max(np.log((n - df + 0.5) / (df + 0.5)), 1e-6) for df in counts if df)
 
 
 def coverage(cos, kw, beta, question_idf):
@@ -120,12 +117,16 @@ RULES = {
     **{f"z w={w}": (lambda w: lambda c, k: zscore(c, k, w_kw=w))(w) for w in (0.5, 0.75, 1.0)},
     "z adaptive": lambda c, k: zscore(c, k, adaptive=True),
     **{f"cos+{b}*bm25/max": (lambda b: lambda c, k: cos_plus_bm25(c, k, b))(b) for b in (0.05, 0.1, 0.2)},
-    **{f"cos+{b}*coverage": (lambda b: lambda c, k, idf: coverage(c, k, b, idf))(b) for b in (0.1, 0.2, 0.3, 0.5, 0.7)},
     **{f"vector top{n} + {b}*bm25/max": (lambda n, b: lambda c, k: rerank_vector_top(c, k, n, b))(n, b)
        for n in (10, 20, 50) for b in (0.05, 0.1, 0.2)},
     **{f"vector top{n} + {b}*z(bm25)": (lambda n, b: lambda c, k: rerank_vector_top(c, k, n, b, z=True))(n, b)
        for n in (10, 20, 50) for b in (0.25, 0.5, 1.0)},
 }
+
+
+# Rules of cosine and BM25 only take the question's idf too, so every rule is called one way.
+RULES = {name: (lambda rule: lambda c, k, idf: rule(c, k))(rule) for name, rule in RULES.items()}
+RULES.update({f"cos+{b}*coverage": (lambda b: lambda c, k, idf: coverage(c, k, b, idf))(b) for b in (0.1, 0.2, 0.3, 0.5, 0.7)})
 
 
 def main(folders: list[str]) -> None:
@@ -144,7 +145,7 @@ def main(folders: list[str]) -> None:
         for name, rule in RULES.items():
             run = {}
             for q, (c, k, idf) in zip(qids, per_q):
-                scores = (rule(c, k, idf) if "coverage" in name else rule(c, k)).astype(np.float64)
+                scores = rule(c, k, idf).astype(np.float64)
                 order = np.argsort(-scores, kind="stable")
                 order = order[np.isfinite(scores[order]) & (scores[order] > -1e8)]
                 picked = index._pick(Candidates(order, scores[order], scores[order], True), 100, 1, {})

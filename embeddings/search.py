@@ -308,12 +308,10 @@ class SearchIndex:
     def keyword_hits(self, question: str, keep: np.ndarray | None = None, limit: int = KEYWORD_LIMIT) -> tuple[np.ndarray, np.ndarray]:
         """Rows and BM25 scores (FTS5, higher is better) of the best `limit` matching passages, best first.
         Rows where keep is False are dropped after the limit."""
-        if not self.passage_count:
+        match = fts_match(self._without_common(fts_terms(question))) if self.passage_count else ""
+        if not match:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         with self._lock:
-            match = fts_match(self._without_common(fts_terms(question)))
-            if not match:
-                return np.zeros(0, np.int64), np.zeros(0, np.float32)
             found = self._conn.execute(
                 # bm25 once per row (naming it twice computed it twice): lower is better.
                 "SELECT rowid, bm25(passage_fts, 1.0, ?) AS s FROM passage_fts WHERE passage_fts MATCH ? "
@@ -330,18 +328,25 @@ class SearchIndex:
 
     def _without_common(self, terms: list[str]) -> list[str]:
         """The terms minus the common ones (COMMON_TERM_SHARE, COMMON_TERM_MIN); the rarest one
-        when all are common. Called with the lock held."""
+        when all are common."""
         limit = max(COMMON_TERM_SHARE * self.passage_count, COMMON_TERM_MIN)
         if len(terms) < 2 or self.passage_count <= limit:
             return terms
-        for t in terms:
-            if t not in self._term_counts:
-                if len(self._term_counts) > 100_000:  # a bound for a bot that runs for months
-                    self._term_counts.clear()
-                self._term_counts[t] = self._conn.execute(
-                    "SELECT count(*) FROM passage_fts WHERE passage_fts MATCH ?", (fts_match([t]),)
+        counts = {t: self.term_count(t) for t in terms}
+        return [t for t in terms if counts[t] <= limit] or [min(terms, key=counts.get)]
+
+    def term_count(self, term: str) -> int:
+        """Passages whose text or title/publication contain the word (as FTS5 tokenizes it),
+        cached for this snapshot."""
+        if term not in self._term_counts:
+            with self._lock:
+                count = self._conn.execute(
+                    "SELECT count(*) FROM passage_fts WHERE passage_fts MATCH ?", (fts_match([term]),)
                 ).fetchone()[0]
-        return [t for t in terms if self._term_counts[t] <= limit] or [min(terms, key=self._term_counts.get)]
+            if len(self._term_counts) > 100_000:  # a bound for a bot that runs for months
+                self._term_counts.clear()
+            self._term_counts[term] = count
+        return self._term_counts[term]
 
     def _rows_of(self, passage_ids: np.ndarray) -> np.ndarray:
         """Row index of each passage id in this snapshot, -1 when absent."""
