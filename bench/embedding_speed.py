@@ -41,13 +41,6 @@ def texts_from(beir: Path | None, n: int) -> list[str]:
     return out
 
 
-def cpu_flags() -> set[str]:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def timed(encode, texts: list[str]) -> tuple[np.ndarray, float]:
     encode(texts[:64])  # warm-up: first-call allocations and kernel choice
     started = time.perf_counter()
@@ -66,18 +59,14 @@ def main() -> None:
     import torch
 
     from embeddings.config import DEFAULT_MODEL
-    from embeddings.embedder import load_embedder
+    from embeddings.embedder import SentenceTransformerEmbedder, load_embedder, native_bf16
     from embeddings.query_model import OnnxQueryEmbedder, export_query_model, query_model_dir
 
     texts = texts_from(args.beir, args.texts)
-    st = load_embedder(DEFAULT_MODEL)
-    model = st.sentence_transformer
-
-    def st_encode(batch):
-        return model.encode(batch, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+    st = load_embedder(DEFAULT_MODEL)  # float32: the reference
 
     results: dict[str, dict] = {}
-    reference, rate = timed(st_encode, texts)
+    reference, rate = timed(st.encode, texts)
     results["sentence-transformers fp32 (torch)"] = {"passages_per_s": round(rate, 1)}
 
     def record(name: str, encode) -> None:
@@ -100,11 +89,8 @@ def main() -> None:
         ort = OnnxQueryEmbedder(query_model_dir(index_path), meta(), threads=os.cpu_count() or 1)
         record("onnxruntime fp32, all cores", ort.encode)
 
-        def st_bf16(batch):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return st_encode(batch)
-
-        record("sentence-transformers, torch bf16 autocast (the index job where the CPU has bf16)", st_bf16)
+        bf16 = SentenceTransformerEmbedder(st.name, st.sentence_transformer, bf16=True)  # forced, whatever the CPU
+        record("sentence-transformers, torch bf16 autocast (the index job where the CPU has bf16)", bf16.encode)
 
         try:
             from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -119,10 +105,9 @@ def main() -> None:
         except Exception as exc:
             results["onnxruntime int8 dynamic, per channel"] = {"unavailable": str(exc)[:300]}
 
-    flags = cpu_flags()
     doc = {"texts": len(texts), "source": str(args.beir or "synthetic paragraphs (bench/benchmark.py)"),
            "mean_words": round(float(np.mean([len(t.split()) for t in texts])), 1),
-           "cpu_bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}), "threads": torch.get_num_threads(),
+           "cpu_native_bf16": native_bf16(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "backends": results}
     text = json.dumps(doc, indent=2)
     if args.out:
