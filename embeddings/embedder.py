@@ -7,8 +7,8 @@ already in the local Hugging Face cache.
 
 For bulk embedding (`bulk=True`: the index job, evaluation indexes) on a CPU that multiplies
 bfloat16 in hardware (AVX512-BF16 or AMX), the model runs under torch's bfloat16 autocast:
-measured here 2.3-2.8x the float32 speed (SciFact abstracts 36 -> 100 passages/s, short news
-paragraphs 120 -> 272) with cosine >= 0.99997 to the float32 vectors (bench/embedding_speed.py).
+measured here 2.2-2.9x the float32 speed (SciFact abstracts 35 -> 101 passages/s, short news
+paragraphs 125 -> 271) with cosine >= 0.99997 to the float32 vectors (bench/embedding_speed.py).
 On CPUs without it, bfloat16 is emulated and 15x slower, so float32 is kept. Questions are always
 embedded in float32.
 """
