@@ -290,7 +290,7 @@ def synthetic_vectors(seed: int, centres: np.ndarray, i: int, n: int) -> np.ndar
 
 def build_synthetic(gen: TextGen, folder: Path, passages: int, query_model_from: Path, seed: int) -> dict:
     """Files (for the re-index) + store rows with synthetic vectors, written with store.insert_article."""
-    from embeddings import store
+    from embeddings import store, tantivy_index
     from embeddings.config import DEFAULT_MODEL
     from embeddings.parse import parse_file
     from embeddings.query_model import query_model_dir
@@ -329,7 +329,7 @@ def build_synthetic(gen: TextGen, folder: Path, passages: int, query_model_from:
     log(f"{passages}: writing files and store rows with synthetic vectors")
     try:
         articles = write_corpus(gen, corpus, passages, on_article)
-        store.write_meta(conn, model=DEFAULT_MODEL, dimension=str(DIM), built=now)
+        store.write_meta(conn, model=DEFAULT_MODEL, dimension=str(DIM), built=now, generation=store.new_generation())
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
@@ -337,10 +337,15 @@ def build_synthetic(gen: TextGen, folder: Path, passages: int, query_model_from:
         originals.flush()
         del originals
     write_s = time.perf_counter() - started
+    started = time.perf_counter()
+    log(f"{passages}: building the tantivy keyword index (what the index job does after its commit)")
+    tantivy_done = tantivy_index.refresh(index_path)
+    tantivy_s = time.perf_counter() - started
     shutil.copytree(query_model_dir(query_model_from), query_model_dir(index_path))
     log(f"{passages}: written in {write_s:.0f}s; re-indexing unchanged")
     out = {"corpus": "generated text files; synthetic clustered unit vectors written into the store",
            "articles": articles, "passages": passages, "synthetic_write_s": round(write_s, 1),
+           "tantivy_index": tantivy_done, "tantivy_build_s": round(tantivy_s, 1),
            "index_passages_per_s": None}
     out.update(reindex_unchanged(corpus, index_path, articles))
     return out
@@ -486,6 +491,23 @@ def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int)
             times.append(time.perf_counter() - t0)
         by_mode[mode] = percentiles(times)
     rss_after_queries = rss_mb()
+    keyword_engine = "tantivy" if index.tantivy is not None else "fts5"
+    fts5_by_mode, keyword_agreement = {}, None
+    if index.tantivy is not None:  # FTS5 as the baseline of the keyword leg, same questions
+        engine, index.tantivy = index.tantivy, None
+        fts5_top10 = [set(index.keyword_hits(q, limit=10)[0].tolist()) for q in questions]
+        for mode in ("keyword", "hybrid"):
+            times = []
+            for q in questions:
+                t0 = time.perf_counter()
+                index.search(q, embedder, k=5, mode=mode)
+                times.append(time.perf_counter() - t0)
+            fts5_by_mode[mode] = percentiles(times)
+        index.tantivy = engine
+        keyword_agreement = float(np.mean([
+            len(set(index.keyword_hits(q, limit=10)[0].tolist()) & want) / max(len(want), 1)
+            for q, want in zip(questions, fts5_top10)
+        ]))
 
     # Exact float32 baseline and recall@10 of our raw top 10 (no per-article cap) against it.
     vectors, ids = read_f32(index_path)
@@ -516,6 +538,9 @@ def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int)
         "default_mode": DEFAULT_MODE,
         "query_ms": percentiles(query),
         "query_ms_by_mode": by_mode,
+        "keyword_engine": keyword_engine,
+        "fts5_keyword_baseline_ms_by_mode": fts5_by_mode or None,
+        "keyword_top10_shared_with_fts5": None if keyword_agreement is None else round(keyword_agreement, 3),
         "embed_ms": percentiles(embed),
         "search_only_ms": percentiles(search_only),
         "numpy_f32_ms": percentiles(numpy_times),

@@ -24,6 +24,7 @@ from .index import IndexError_, Progress, run_index
 from .migrations import SchemaTooNewError
 from .query_model import load_query_embedder
 from .search import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, Filters, ModelMismatchQueryError, QueryError, SearchIndex, parse_iso_date
+from .tantivy_index import keyword_engine
 
 USER_ERRORS = (
     ConfigError, IndexError_, store.IndexMissingError, QueryError, ModelLoadError, ModelMismatchQueryError,
@@ -225,6 +226,7 @@ def stats_command(ctx, index_path, as_json):
         with store.reading(settings.index_path) as conn:
             stats = store.index_stats(conn, settings.index_path)
             run = store.last_run(conn)
+    stats["keyword_search"] = keyword_engine(settings.index_path, stats.pop("generation"), stats["passages"])
     if as_json:
         click.echo(json.dumps(stats))
         return
@@ -232,6 +234,7 @@ def stats_command(ctx, index_path, as_json):
     click.echo(f"model:     {stats['model']} ({stats['dimension']} dimensions)")
     click.echo(f"index:     {settings.index_path} ({stats['size_bytes'] / 1e6:.1f} MB)")
     click.echo(f"built:     {stats['built']}")
+    click.echo(f"keywords:  {stats['keyword_search']}")
     if run:
         r = run["report"]
         click.echo(

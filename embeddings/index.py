@@ -79,13 +79,15 @@ def _check_writable(conn: sqlite3.Connection) -> None:
 
 @dataclass
 class Progress:
-    stage: str  # scanning | embedding | committing | done
+    stage: str  # scanning | embedding | committing | keyword index | done
     files_scanned: int = 0
     files_total: int = 0
     passages_embedded: int = 0
     passages_total: int = 0
     elapsed: float = 0.0  # seconds since the run started
     embedding_since: float = 0.0  # value of elapsed when embedding began (model loading excluded from the rate)
+    keyword_indexed: int = 0  # passages copied into the tantivy keyword index (large indexes only)
+    index_passages: int = 0  # passages in the committed index
 
     @property
     def rate(self) -> float:
@@ -99,6 +101,8 @@ class Progress:
         return (self.passages_total - self.passages_embedded) / self.rate
 
     def describe(self) -> str:
+        if self.stage == "keyword index":
+            return f"keyword index: {self.keyword_indexed}/{self.index_passages} passages"
         text = f"{self.stage}: {self.files_scanned}/{self.files_total} files scanned"
         if self.passages_total:
             text += f", {self.passages_embedded}/{self.passages_total} passages embedded"
@@ -272,6 +276,7 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
     _commit(conn, settings, new, previous_keys - kept_keys, report, dimension, started_wall, started)
     _fault_point("after-commit")
     _refresh_query_model(settings, embedder, report)
+    _refresh_tantivy(settings, report, progress, tick)
     progress.stage = "done"
     tick()
     return report
@@ -380,6 +385,27 @@ def _check_dimension(meta: dict, embedder: Embedder, rebuild: bool) -> None:
         )
 
 
+def _refresh_tantivy(settings: Settings, report: IndexReport, progress: Progress, tick) -> None:
+    """Build the tantivy copy of the keyword index of a large index (embeddings/tantivy_index.py).
+
+    After the commit, like the query model: without it keyword search falls back to FTS5, slower
+    at this size but the same passages, so a failure is a warning, never a failed run."""
+    from . import tantivy_index
+
+    progress.stage, progress.index_passages = "keyword index", report.passages_total
+
+    def on_passage(n: int) -> None:
+        progress.keyword_indexed = n
+        tick()
+
+    try:
+        tantivy_index.refresh(settings.index_path, on_passage=on_passage)
+    except Exception as exc:
+        log.warning("could not build the tantivy keyword index: %s", exc)
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        report.warnings.append(("(keyword index)", f"tantivy copy not built ({reason}); keyword search uses FTS5, slower at this size"))
+
+
 def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started) -> None:
     """The one write transaction of a run."""
     now = store.utc_now()
@@ -400,6 +426,8 @@ def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, st
         report.passages_total = store.passage_count(conn)
         report.seconds = round(time.monotonic() - started, 3)
         meta = {"model": settings.embedding_model, "built": now}
+        if new or stale_keys or "generation" not in store.read_meta(conn):
+            meta["generation"] = store.new_generation()  # derived copies (tantivy) are tagged with it
         if dimension:
             meta["dimension"] = str(dimension)
         store.write_meta(conn, **meta)

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store
+from . import store, tantivy_index
 from .answer import Answer, Article, Result
 from .chunk import sentence_spans
 from .embedder import Embedder, Reranker
+from .tantivy_index import TantivyIndex
 from .vectors import DTYPE, VectorMatrix
 
 DEFAULT_K = 5
@@ -109,6 +110,7 @@ class SearchIndex:
         self.weak_score = weak_score
         self._id_order: np.ndarray | None = None  # lazily built id -> row lookup
         self._term_counts: dict[str, int] = {}  # passages matching each question word, in this snapshot
+        self.tantivy: TantivyIndex | None = None  # keyword search's fast path on large indexes
         # Publication dates as day ordinals (0 = undated) so date filters are one vector comparison.
         self._published = np.array([a.published.toordinal() if a.published else 0 for a in articles], dtype=np.int64)
 
@@ -149,7 +151,10 @@ class SearchIndex:
         if not (len(ids) == row == total == len(passage_article)):
             conn.close()
             raise RuntimeError(f"index at {index_path} is inconsistent: {len(ids)} passages, {row} vectors")
-        return cls(conn, meta, articles, vectors, ids, passage_article, passage_position, weak_score)
+        index = cls(conn, meta, articles, vectors, ids, passage_article, passage_position, weak_score)
+        if len(ids) >= tantivy_index.LARGE_INDEX:
+            index.tantivy = TantivyIndex.open(index_path, meta.get("generation"))
+        return index
 
     def close(self) -> None:
         with self._lock:
@@ -308,6 +313,17 @@ class SearchIndex:
     def keyword_hits(self, question: str, keep: np.ndarray | None = None, limit: int = KEYWORD_LIMIT) -> tuple[np.ndarray, np.ndarray]:
         """Rows and BM25 scores (FTS5, higher is better) of the best `limit` matching passages, best first.
         Rows where keep is False are dropped after the limit."""
+        if self.tantivy is not None:
+            ids, scores = self.tantivy.top(fts_terms(question), limit, context_weight=CONTEXT_WEIGHT)
+        else:
+            ids, scores = self._fts5_top(question, limit)
+        rows = self._rows_of(ids)
+        ok = rows >= 0
+        if keep is not None:
+            ok[ok] = keep[rows[ok]]
+        return rows[ok], scores[ok]
+
+    def _fts5_top(self, question: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
         match = fts_match(self._without_common(fts_terms(question))) if self.passage_count else ""
         if not match:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
@@ -320,11 +336,7 @@ class SearchIndex:
             ).fetchall()
         ids = np.fromiter((r[0] for r in found), np.int64, len(found))
         scores = np.fromiter((-r[1] for r in found), np.float32, len(found))
-        rows = self._rows_of(ids)
-        ok = rows >= 0
-        if keep is not None:
-            ok[ok] = keep[rows[ok]]
-        return rows[ok], scores[ok]
+        return ids, scores
 
     def _without_common(self, terms: list[str]) -> list[str]:
         """The terms minus the common ones (COMMON_TERM_SHARE, COMMON_TERM_MIN); the rarest one

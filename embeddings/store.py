@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,11 @@ def reading(path: Path):
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT key, value FROM index_meta"))
+
+
+def new_generation() -> str:
+    """A fresh tag for index_meta's `generation`, which changes whenever the indexed content does."""
+    return uuid.uuid4().hex
 
 
 def write_meta(conn: sqlite3.Connection, **values: str) -> None:
@@ -183,4 +189,5 @@ def index_stats(conn: sqlite3.Connection, path: Path) -> dict:
         "dimension": int(meta["dimension"]) if meta.get("dimension") else None,
         "size_bytes": size,
         "built": meta.get("built"),
+        "generation": meta.get("generation"),
     }

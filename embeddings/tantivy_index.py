@@ -1,0 +1,187 @@
+"""A tantivy copy of the keyword index, in a folder beside the SQLite file, for large indexes.
+
+FTS5 (inside the SQLite file, committed with the vectors) computes BM25 for every passage that
+matches any question word; at a million passages that alone takes longer than an answer may.
+tantivy keeps the same words with block-max pruning and finds the BM25 top k in milliseconds.
+
+It is derived data, never the source of truth: built after the index job's commit from one read
+snapshot, and tagged with that snapshot's `generation` (index_meta). A search uses it only when
+the tag equals the generation of the snapshot it searches; a missing, stale or unreadable copy
+means FTS5 answers instead. Only indexes of LARGE_INDEX passages or more get one: below that
+FTS5 is fast enough, and its scores are the ones the fusion was tuned on (docs/retrieval.md).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from . import store
+
+log = logging.getLogger(__name__)
+
+LARGE_INDEX = 200_000  # passages; FTS5's keyword search at this size takes ~20 ms (bench/README.md)
+ANALYZER = "english"
+TAG_FILE = "generation"
+WRITER_HEAP = 256 * 1024**2
+
+
+def folder_for(index_path: Path) -> Path:
+    return index_path.with_name(index_path.name + ".tantivy")
+
+
+def _analyzer():
+    import tantivy
+
+    # FTS5's 'porter unicode61 remove_diacritics 2' in tantivy's terms (its stemmer is Snowball).
+    return (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        .filter(tantivy.Filter.remove_long(64))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.ascii_fold())
+        .filter(tantivy.Filter.stemmer("english"))
+        .build()
+    )
+
+
+def _schema():
+    import tantivy
+
+    builder = tantivy.SchemaBuilder()
+    builder.add_integer_field("id", stored=False, indexed=False, fast=True)
+    for name in ("text", "context"):
+        builder.add_text_field(name, stored=False, tokenizer_name=ANALYZER, index_option="freq")
+    return builder.build()
+
+
+def _open(folder: Path, *, create: bool = False):
+    import tantivy
+
+    index = tantivy.Index(_schema(), path=str(folder), reuse=False) if create else tantivy.Index.open(str(folder))
+    index.register_tokenizer(ANALYZER, _analyzer())
+    return index
+
+
+def read_tag(index_path: Path) -> str | None:
+    try:
+        return (folder_for(index_path) / TAG_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def keyword_engine(index_path: Path, generation: str | None, passages: int) -> str:
+    """What keyword search on this index state uses: "fts5", "tantivy", or FTS5 with the reason."""
+    if passages < LARGE_INDEX:
+        return "fts5"
+    if generation and read_tag(index_path) == generation:
+        return "tantivy"
+    return "fts5 (the tantivy copy is missing or out of date: run `corpus-bot index`)"
+
+
+def refresh(index_path: Path, on_passage: Callable[[int], None] | None = None) -> str:
+    """Bring the copy beside index_path in line with its committed state; say what was done.
+
+    Removes it when the index is below LARGE_INDEX, keeps it when its tag is current, else
+    builds a new one in a temporary folder and swaps it in (a search that opened the old one
+    keeps reading it: its files stay mapped until it is closed)."""
+    folder = folder_for(index_path)
+    with store.reading(index_path) as conn:
+        conn.execute("BEGIN")  # the tag and the passages from one snapshot
+        generation = store.read_meta(conn).get("generation")
+        passages = store.passage_count(conn)
+        if passages < LARGE_INDEX or not generation:
+            if folder.exists():
+                shutil.rmtree(folder)
+                return "removed"
+            return "not needed"
+        if read_tag(index_path) == generation and _readable(folder):
+            return "current"
+        tmp = folder.with_name(folder.name + f".building-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            _build(conn, tmp, on_passage)
+            (tmp / TAG_FILE).write_text(generation)
+            old = folder.with_name(folder.name + f".old-{os.getpid()}")
+            if folder.exists():
+                os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return "built"
+
+
+def _readable(folder: Path) -> bool:
+    try:
+        _open(folder)
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def _build(conn, folder: Path, on_passage: Callable[[int], None] | None) -> None:
+    import tantivy
+
+    index = _open(folder, create=True)
+    writer = index.writer(WRITER_HEAP, num_threads=max(1, min(4, os.cpu_count() or 1)))
+    done = 0
+    rows = conn.execute(
+        "SELECT p.id, p.text, trim(coalesce(a.title, '') || ' ' || coalesce(a.source, '')) "
+        "FROM passages p JOIN articles a ON a.id = p.article_id"
+    )
+    for passage_id, text, context in rows:
+        writer.add_document(tantivy.Document(id=passage_id, text=text, context=context))
+        done += 1
+        if on_passage and done % 10_000 == 0:
+            on_passage(done)
+    writer.commit()
+    writer.wait_merging_threads()
+
+
+class TantivyIndex:
+    """The BM25 top k over the copy; open() returns None unless it matches the snapshot."""
+
+    def __init__(self, index) -> None:
+        import tantivy
+
+        self._tantivy = tantivy
+        self._index = index
+        self._searcher = index.searcher()
+        self._schema = index.schema
+        self._analyzer = _analyzer()
+
+    @classmethod
+    def open(cls, index_path: Path, generation: str | None) -> "TantivyIndex | None":
+        folder = folder_for(index_path)
+        if not generation or not folder.is_dir():
+            return None
+        if read_tag(index_path) != generation:
+            log.info("keyword search uses FTS5: %s is from another state of the index (run `corpus-bot index`)", folder)
+            return None
+        try:
+            return cls(_open(folder))
+        except (ImportError, ValueError, OSError) as exc:  # e.g. written by an incompatible tantivy
+            log.warning("keyword search uses FTS5: cannot open %s: %s", folder, exc)
+            return None
+
+    def top(self, words: list[str], limit: int, *, context_weight: float) -> tuple[np.ndarray, np.ndarray]:
+        """Passage ids and BM25 scores of the best `limit` passages matching any of the words, the
+        title/publication field weighted by context_weight."""
+        tv = self._tantivy
+        tokens = list(dict.fromkeys(t for w in words for t in self._analyzer.analyze(w)))
+        if not tokens:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        clauses = []
+        for token in tokens:
+            clauses.append((tv.Occur.Should, tv.Query.term_query(self._schema, "text", token)))
+            context = tv.Query.term_query(self._schema, "context", token)
+            clauses.append((tv.Occur.Should, tv.Query.boost_query(context, context_weight)))
+        # count=False: counting every match would defeat the pruning that makes this fast.
+        hits = self._searcher.search(tv.Query.boolean_query(clauses), limit, count=False).hits
+        ids = self._searcher.fast_field_values("id", [address for _, address in hits])
+        return np.asarray(ids, np.int64), np.asarray([score for score, _ in hits], np.float32)

@@ -1,0 +1,181 @@
+"""The tantivy copy of the keyword index that large indexes search with: built by the index job,
+tagged with the snapshot it holds, used only while it matches, FTS5 otherwise.
+
+LARGE_INDEX is lowered so the shipped corpus (67 passages) counts as large."""
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from embeddings import store, tantivy_index
+from embeddings.cli import cli
+from embeddings.index import run_index
+from embeddings.search import SearchIndex
+
+from .test_search import HOSTILE_QUESTIONS
+
+GONE = "004_df801900fabe096f.txt"
+
+
+@pytest.fixture
+def large(monkeypatch):
+    monkeypatch.setattr(tantivy_index, "LARGE_INDEX", 1)
+
+
+def load(settings):
+    return SearchIndex.load(settings.index_path, model_name=settings.embedding_model, weak_score=0.2)
+
+
+def generation(settings) -> str:
+    with store.reading(settings.index_path) as conn:
+        return store.read_meta(conn)["generation"]
+
+
+def fts5_keyword(idx, question, limit=1000):
+    engine, idx.tantivy = idx.tantivy, None
+    try:
+        return idx.keyword_hits(question, limit=limit)
+    finally:
+        idx.tantivy = engine
+
+
+def stats(settings) -> dict:
+    """`corpus-bot stats --json`: the admin's view of which engine answers keyword searches."""
+    result = CliRunner().invoke(cli, ["stats", "--json", "--index", str(settings.index_path)],
+                                env={"EMBEDDING_MODEL": settings.embedding_model}, catch_exceptions=False)
+    return json.loads(result.output)
+
+
+def change_corpus(settings) -> None:
+    target = settings.corpus_dir / "002_19231adb1c3244eb.txt"
+    target.write_text(target.read_text() + "\n\nA quokka was seen near the Kunduz checkpoint on Tuesday morning.\n")
+    (settings.corpus_dir / GONE).unlink()
+
+
+def test_a_large_index_searches_keywords_with_a_tantivy_copy_of_the_same_passages(large, fake_settings, fake_embedder):
+    run_index(fake_settings)
+    assert tantivy_index.read_tag(fake_settings.index_path) == generation(fake_settings)
+    idx = load(fake_settings)
+    assert idx.tantivy is not None
+    for question in ("Sebghatullah Selab", "Faryab province governor", "Kunduz airport", "Gobbles"):
+        rows, scores = idx.keyword_hits(question)
+        fts_rows, _ = fts5_keyword(idx, question)
+        # The same passages match (its BM25 differs a little from FTS5's, so the order may too).
+        assert set(rows) == set(fts_rows), question
+        assert list(scores) == sorted(scores, reverse=True)
+    top = idx.search("Sebghatullah Selab", fake_embedder, mode="keyword").results[0]
+    assert "Sebghatullah Selab" in top.text
+    titled = idx.search("Gobbles", fake_embedder, mode="keyword").results  # the title, as context
+    assert titled and {r.article.title for r in titled} == {"Taliban Offensive Gobbles Up Territory in Northern Afghanistan"}
+    idx.close()
+
+
+def test_filters_apply_to_the_tantivy_keyword_hits(large, fake_settings, fake_embedder):
+    from embeddings.search import Filters
+
+    run_index(fake_settings)
+    idx = load(fake_settings)
+    every = idx.search("Taliban", fake_embedder, mode="keyword", k=20).results
+    assert {r.article.source for r in every} != {"Antiwar.com"}
+    filtered = idx.search("Taliban", fake_embedder, mode="keyword", k=20, filters=Filters(source="antiwar")).results
+    assert filtered and {r.article.source for r in filtered} == {"Antiwar.com"}
+    idx.close()
+
+
+@pytest.mark.parametrize("question", HOSTILE_QUESTIONS)
+def test_words_typed_by_users_never_reach_tantivy_as_syntax(large, fake_settings, fake_embedder, question):
+    run_index(fake_settings)
+    idx = load(fake_settings)
+    assert isinstance(idx.search(question, fake_embedder, mode="hybrid").results, list)
+    idx.close()
+
+
+def test_an_unchanged_reindex_keeps_the_copy_and_a_change_rebuilds_it(large, fake_settings, fake_embedder):
+    run_index(fake_settings)
+    tag = generation(fake_settings)
+    folder = tantivy_index.folder_for(fake_settings.index_path)
+    inode = folder.stat().st_ino
+
+    run_index(fake_settings)  # nothing changed: same generation, same folder
+    assert generation(fake_settings) == tag and folder.stat().st_ino == inode
+
+    change_corpus(fake_settings)
+    run_index(fake_settings)
+    assert generation(fake_settings) != tag
+    assert tantivy_index.read_tag(fake_settings.index_path) == generation(fake_settings)
+    idx = load(fake_settings)
+    assert idx.tantivy is not None
+    assert "quokka" in idx.search("quokka", fake_embedder, mode="keyword").results[0].text
+    removed = idx.search("Sheberghan Taloqan", fake_embedder, mode="keyword").results
+    assert removed and all(r.article.key != GONE for r in removed)
+    assert sorted(p.name for p in fake_settings.index_path.parent.iterdir() if ".tantivy" in p.name) == [folder.name]
+    idx.close()
+
+
+def test_a_snapshot_keeps_searching_its_own_copy_after_a_reindex_replaces_it(large, fake_settings, fake_embedder):
+    run_index(fake_settings)
+    old = load(fake_settings)
+    change_corpus(fake_settings)
+    run_index(fake_settings)
+    # The old snapshot (a bot between a re-index and its reload) still answers from its state.
+    hits = old.search("Sheberghan Taloqan", fake_embedder, mode="keyword").results
+    assert any(r.article.key == GONE for r in hits)
+    assert not old.search("quokka", fake_embedder, mode="keyword").results
+    old.close()
+
+
+def test_a_stale_copy_is_not_used_and_fts5_answers(large, fake_settings, fake_embedder, monkeypatch):
+    run_index(fake_settings)
+    assert stats(fake_settings)["keyword_search"] == "tantivy"
+    change_corpus(fake_settings)
+    with monkeypatch.context() as patch:
+        patch.setattr(tantivy_index, "_build", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+        report = run_index(fake_settings)
+    # The run succeeds (the passages and vectors are committed) and says what it could not do.
+    assert any(path == "(keyword index)" and "disk full" in text for path, text in report.warnings)
+    assert tantivy_index.read_tag(fake_settings.index_path) != generation(fake_settings)
+    assert "out of date: run `corpus-bot index`" in stats(fake_settings)["keyword_search"]
+    idx = load(fake_settings)
+    assert idx.tantivy is None
+    assert "quokka" in idx.search("quokka", fake_embedder, mode="keyword").results[0].text
+    idx.close()
+
+    # The next run builds it, though nothing in the corpus changed since.
+    assert not run_index(fake_settings).warnings
+    assert tantivy_index.read_tag(fake_settings.index_path) == generation(fake_settings)
+
+
+def test_an_unreadable_copy_means_fts5_and_the_next_run_rebuilds_it(large, fake_settings, fake_embedder):
+    run_index(fake_settings)
+    folder = tantivy_index.folder_for(fake_settings.index_path)
+    for path in folder.iterdir():
+        if path.name != tantivy_index.TAG_FILE:
+            path.unlink() if path.is_file() else shutil.rmtree(path)
+    (folder / "meta.json").write_text("not json")
+    idx = load(fake_settings)
+    assert idx.tantivy is None
+    assert idx.search("Sebghatullah Selab", fake_embedder, mode="keyword").results
+    idx.close()
+    run_index(fake_settings)
+    idx = load(fake_settings)
+    assert idx.tantivy is not None
+    idx.close()
+
+
+def test_small_indexes_have_no_copy_and_one_that_shrinks_loses_it(fake_settings, fake_embedder, monkeypatch):
+    run_index(fake_settings)
+    folder = tantivy_index.folder_for(fake_settings.index_path)
+    assert not folder.exists()
+    assert load(fake_settings).tantivy is None
+
+    monkeypatch.setattr(tantivy_index, "LARGE_INDEX", 1)
+    change_corpus(fake_settings)
+    run_index(fake_settings)
+    assert folder.is_dir()
+    monkeypatch.setattr(tantivy_index, "LARGE_INDEX", 10_000)
+    target = fake_settings.corpus_dir / "002_19231adb1c3244eb.txt"
+    target.write_text(target.read_text() + "\n\nOne more paragraph about the wombat census.\n")
+    run_index(fake_settings)
+    assert not folder.exists()
+    assert load(fake_settings).tantivy is None
