@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store
+from . import store, tantivy_index
 from .chunk import make_passages
 from .config import Settings
 from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
 from .parse import ArticleDoc, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
+from .tantivy_index import Changes
 
 log = logging.getLogger(__name__)
 
@@ -273,10 +274,10 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
     progress.stage = "committing"
     tick()
     dimension = embedder.dimension if embedder else int(meta.get("dimension", 0)) or None
-    _commit(conn, settings, new, previous_keys - kept_keys, report, dimension, started_wall, started)
+    changes = _commit(conn, settings, new, previous_keys - kept_keys, report, dimension, started_wall, started)
     _fault_point("after-commit")
     _refresh_query_model(settings, embedder, report)
-    _refresh_tantivy(settings, report, progress, tick)
+    _refresh_tantivy(settings, changes, report, progress, tick)
     progress.stage = "done"
     tick()
     return report
@@ -385,13 +386,11 @@ def _check_dimension(meta: dict, embedder: Embedder, rebuild: bool) -> None:
         )
 
 
-def _refresh_tantivy(settings: Settings, report: IndexReport, progress: Progress, tick) -> None:
+def _refresh_tantivy(settings: Settings, changes: Changes, report: IndexReport, progress: Progress, tick) -> None:
     """Build the tantivy copy of the keyword index of a large index (embeddings/tantivy_index.py).
 
     After the commit, like the query model: without it keyword search falls back to FTS5, slower
     at this size but the same passages, so a failure is a warning, never a failed run."""
-    from . import tantivy_index
-
     progress.stage, progress.index_passages = "keyword index", report.passages_total
 
     def on_passage(n: int) -> None:
@@ -399,18 +398,20 @@ def _refresh_tantivy(settings: Settings, report: IndexReport, progress: Progress
         tick()
 
     try:
-        tantivy_index.refresh(settings.index_path, on_passage=on_passage)
+        tantivy_index.refresh(settings.index_path, changes, on_passage=on_passage)
     except Exception as exc:
         log.warning("could not build the tantivy keyword index: %s", exc)
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         report.warnings.append(("(keyword index)", f"tantivy copy not built ({reason}); keyword search uses FTS5, slower at this size"))
 
 
-def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started) -> None:
+def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started) -> Changes:
     """The one write transaction of a run."""
     now = store.utc_now()
     conn.execute("BEGIN IMMEDIATE")
     try:
+        previous = store.read_meta(conn).get("generation")
+        removed = store.passage_ids_of(conn, sorted(stale_keys))
         store.delete_articles(conn, sorted(stale_keys))
         _fault_point("mid-write")
         for article in new:
@@ -426,14 +427,16 @@ def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, st
         report.passages_total = store.passage_count(conn)
         report.seconds = round(time.monotonic() - started, 3)
         meta = {"model": settings.embedding_model, "built": now}
-        if new or stale_keys or "generation" not in store.read_meta(conn):
+        if new or stale_keys or not previous:
             meta["generation"] = store.new_generation()  # derived copies (tantivy) are tagged with it
         if dimension:
             meta["dimension"] = str(dimension)
         store.write_meta(conn, **meta)
         store.record_run(conn, started=started_wall, seconds=report.seconds, report=report.to_json())
+        added = store.passage_ids_of(conn, [a.doc.key for a in new])
         _fault_point("before-commit")
         conn.execute("COMMIT")
+        return Changes(previous, removed, added)
     except BaseException:
         # After an I/O error SQLite may already have rolled back; a failing ROLLBACK must not hide
         # the error that explains what happened.

@@ -108,6 +108,14 @@ def passage_count(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT COUNT(*) FROM passages").fetchone()[0]
 
 
+def passage_ids_of(conn: sqlite3.Connection, keys: list[str]) -> list[int]:
+    """Ids of the passages of the articles with these keys."""
+    return [pid for (pid,) in conn.execute(
+        "SELECT p.id FROM passages p JOIN articles a ON a.id = p.article_id WHERE a.key IN (SELECT value FROM json_each(?))",
+        (json.dumps(keys),),
+    )]
+
+
 def delete_articles(conn: sqlite3.Connection, keys: list[str]) -> None:
     conn.executemany("DELETE FROM articles WHERE key = ?", [(k,) for k in keys])
 

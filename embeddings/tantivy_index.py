@@ -12,10 +12,12 @@ FTS5 is fast enough, and its scores are the ones the fusion was tuned on (docs/r
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ LARGE_INDEX = 200_000  # passages; FTS5's keyword search at this size takes ~20 
 ANALYZER = "english"
 TAG_FILE = "generation"
 WRITER_HEAP = 256 * 1024**2
+MAX_UPDATE_SHARE = 0.25  # of the passages changed by a run, above which a fresh build replaces updating in place
 
 
 def folder_for(index_path: Path) -> Path:
@@ -52,7 +55,7 @@ def _schema():
     import tantivy
 
     builder = tantivy.SchemaBuilder()
-    builder.add_integer_field("id", stored=False, indexed=False, fast=True)
+    builder.add_integer_field("id", stored=False, indexed=True, fast=True)  # indexed: deletable by id
     for name in ("text", "context"):
         builder.add_text_field(name, stored=False, tokenizer_name=ANALYZER, index_option="freq")
     return builder.build()
@@ -82,12 +85,22 @@ def keyword_engine(index_path: Path, generation: str | None, passages: int) -> s
     return "fts5 (the tantivy copy is missing or out of date: run `corpus-bot index`)"
 
 
-def refresh(index_path: Path, on_passage: Callable[[int], None] | None = None) -> str:
+@dataclass(frozen=True)
+class Changes:
+    """What one index run committed, so the copy can be updated in place instead of rebuilt."""
+
+    previous_generation: str | None
+    removed: list[int]  # passage ids the run deleted (changed articles included)
+    added: list[int]  # passage ids it inserted
+
+
+def refresh(index_path: Path, changes: Changes | None = None, on_passage: Callable[[int], None] | None = None) -> str:
     """Bring the copy beside index_path in line with its committed state; say what was done.
 
-    Removes it when the index is below LARGE_INDEX, keeps it when its tag is current, else
-    builds a new one in a temporary folder and swaps it in (a search that opened the old one
-    keeps reading it: its files stay mapped until it is closed)."""
+    Removes it when the index is below LARGE_INDEX; keeps it when its tag is current; applies
+    `changes` in place when the copy holds the state they were made to and they are small;
+    else builds a new one in a temporary folder and swaps it in. A search that opened the old
+    copy keeps reading it (its files stay mapped until it is closed)."""
     folder = folder_for(index_path)
     with store.reading(index_path) as conn:
         conn.execute("BEGIN")  # the tag and the passages from one snapshot
@@ -98,14 +111,22 @@ def refresh(index_path: Path, on_passage: Callable[[int], None] | None = None) -
                 shutil.rmtree(folder)
                 return "removed"
             return "not needed"
-        if read_tag(index_path) == generation and _readable(folder):
+        tag = read_tag(index_path)
+        if tag == generation and _readable(folder):
             return "current"
+        if (changes and tag and tag == changes.previous_generation and _readable(folder)
+                and len(changes.removed) + len(changes.added) <= MAX_UPDATE_SHARE * passages):
+            try:
+                _update(conn, folder, changes, generation)
+                return "updated"
+            except (ValueError, OSError) as exc:
+                log.warning("updating the tantivy keyword index failed (%s); building it anew", exc)
         tmp = folder.with_name(folder.name + f".building-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
             _build(conn, tmp, on_passage)
-            (tmp / TAG_FILE).write_text(generation)
+            _write_tag(tmp, generation)
             old = folder.with_name(folder.name + f".old-{os.getpid()}")
             if folder.exists():
                 os.replace(folder, old)
@@ -116,6 +137,12 @@ def refresh(index_path: Path, on_passage: Callable[[int], None] | None = None) -
     return "built"
 
 
+def _write_tag(folder: Path, value: str) -> None:
+    tmp = folder / (TAG_FILE + ".tmp")
+    tmp.write_text(value)
+    os.replace(tmp, folder / TAG_FILE)
+
+
 def _readable(folder: Path) -> bool:
     try:
         _open(folder)
@@ -124,23 +151,40 @@ def _readable(folder: Path) -> bool:
         return False
 
 
-def _build(conn, folder: Path, on_passage: Callable[[int], None] | None) -> None:
+def _passages(conn, ids: list[int] | None = None):
+    """(id, text, title and publication) of every passage, or of those ids."""
+    sql = ("SELECT p.id, p.text, trim(coalesce(a.title, '') || ' ' || coalesce(a.source, '')) "
+           "FROM passages p JOIN articles a ON a.id = p.article_id")
+    if ids is None:
+        return conn.execute(sql)
+    return conn.execute(sql + " WHERE p.id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
+
+
+def _add(writer, rows, on_passage: Callable[[int], None] | None = None) -> None:
     import tantivy
 
-    index = _open(folder, create=True)
-    writer = index.writer(WRITER_HEAP, num_threads=max(1, min(4, os.cpu_count() or 1)))
-    done = 0
-    rows = conn.execute(
-        "SELECT p.id, p.text, trim(coalesce(a.title, '') || ' ' || coalesce(a.source, '')) "
-        "FROM passages p JOIN articles a ON a.id = p.article_id"
-    )
-    for passage_id, text, context in rows:
+    for done, (passage_id, text, context) in enumerate(rows, 1):
         writer.add_document(tantivy.Document(id=passage_id, text=text, context=context))
-        done += 1
         if on_passage and done % 10_000 == 0:
             on_passage(done)
+
+
+def _build(conn, folder: Path, on_passage: Callable[[int], None] | None) -> None:
+    writer = _open(folder, create=True).writer(WRITER_HEAP, num_threads=max(1, min(4, os.cpu_count() or 1)))
+    _add(writer, _passages(conn), on_passage)
     writer.commit()
     writer.wait_merging_threads()
+
+
+def _update(conn, folder: Path, changes: Changes, generation: str) -> None:
+    writer = _open(folder).writer(WRITER_HEAP, num_threads=1)
+    _write_tag(folder, "updating")  # a search opening the copy meanwhile uses FTS5
+    for passage_id in changes.removed:
+        writer.delete_documents_by_term("id", passage_id)
+    _add(writer, _passages(conn, changes.added))
+    writer.commit()
+    writer.wait_merging_threads()
+    _write_tag(folder, generation)
 
 
 class TantivyIndex:

@@ -91,7 +91,25 @@ def test_words_typed_by_users_never_reach_tantivy_as_syntax(large, fake_settings
     idx.close()
 
 
-def test_an_unchanged_reindex_keeps_the_copy_and_a_change_rebuilds_it(large, fake_settings, fake_embedder):
+def copy_names(settings) -> list[str]:
+    return sorted(p.name for p in settings.index_path.parent.iterdir() if ".tantivy" in p.name)
+
+
+def assert_copy_holds_the_change(settings, embedder) -> None:
+    assert tantivy_index.read_tag(settings.index_path) == generation(settings)
+    idx = load(settings)
+    assert idx.tantivy is not None
+    assert "quokka" in idx.search("quokka", embedder, mode="keyword").results[0].text
+    removed = idx.search("Sheberghan Taloqan", embedder, mode="keyword").results
+    assert removed and all(r.article.key != GONE for r in removed)
+    for question in ("Sebghatullah Selab", "Faryab province governor", "Kunduz airport", "quokka"):
+        assert set(idx.keyword_hits(question)[0]) == set(fts5_keyword(idx, question)[0]), question
+    idx.close()
+    assert copy_names(settings) == [tantivy_index.folder_for(settings.index_path).name]
+
+
+def test_an_unchanged_reindex_keeps_the_copy_and_a_small_change_updates_it_in_place(large, fake_settings, fake_embedder, monkeypatch):
+    monkeypatch.setattr(tantivy_index, "MAX_UPDATE_SHARE", 1.0)  # the shipped corpus is small: any change is "large"
     run_index(fake_settings)
     tag = generation(fake_settings)
     folder = tantivy_index.folder_for(fake_settings.index_path)
@@ -103,14 +121,18 @@ def test_an_unchanged_reindex_keeps_the_copy_and_a_change_rebuilds_it(large, fak
     change_corpus(fake_settings)
     run_index(fake_settings)
     assert generation(fake_settings) != tag
-    assert tantivy_index.read_tag(fake_settings.index_path) == generation(fake_settings)
-    idx = load(fake_settings)
-    assert idx.tantivy is not None
-    assert "quokka" in idx.search("quokka", fake_embedder, mode="keyword").results[0].text
-    removed = idx.search("Sheberghan Taloqan", fake_embedder, mode="keyword").results
-    assert removed and all(r.article.key != GONE for r in removed)
-    assert sorted(p.name for p in fake_settings.index_path.parent.iterdir() if ".tantivy" in p.name) == [folder.name]
-    idx.close()
+    assert folder.stat().st_ino == inode  # updated, not rebuilt
+    assert_copy_holds_the_change(fake_settings, fake_embedder)
+
+
+def test_a_large_change_builds_a_new_copy(large, fake_settings, fake_embedder, monkeypatch):
+    monkeypatch.setattr(tantivy_index, "MAX_UPDATE_SHARE", 0.0)
+    run_index(fake_settings)
+    inode = tantivy_index.folder_for(fake_settings.index_path).stat().st_ino
+    change_corpus(fake_settings)
+    run_index(fake_settings)
+    assert tantivy_index.folder_for(fake_settings.index_path).stat().st_ino != inode
+    assert_copy_holds_the_change(fake_settings, fake_embedder)
 
 
 def test_a_snapshot_keeps_searching_its_own_copy_after_a_reindex_replaces_it(large, fake_settings, fake_embedder):
@@ -179,3 +201,14 @@ def test_small_indexes_have_no_copy_and_one_that_shrinks_loses_it(fake_settings,
     run_index(fake_settings)
     assert not folder.exists()
     assert load(fake_settings).tantivy is None
+
+
+def test_an_update_that_fails_falls_back_to_a_new_copy(large, fake_settings, fake_embedder, monkeypatch):
+    monkeypatch.setattr(tantivy_index, "MAX_UPDATE_SHARE", 1.0)
+    run_index(fake_settings)
+    inode = tantivy_index.folder_for(fake_settings.index_path).stat().st_ino
+    monkeypatch.setattr(tantivy_index, "_update", lambda *a: (_ for _ in ()).throw(OSError("segment unreadable")))
+    change_corpus(fake_settings)
+    assert not run_index(fake_settings).warnings
+    assert tantivy_index.folder_for(fake_settings.index_path).stat().st_ino != inode
+    assert_copy_holds_the_change(fake_settings, fake_embedder)
