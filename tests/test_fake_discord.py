@@ -318,7 +318,10 @@ def test_heartbeats_on_time():
         await asyncio.sleep(1.4)
         assert len(fake.heartbeats) >= 3  # one immediately after HELLO, then every 0.5 s
         assert max(fake.heartbeat_gaps()) <= fake.heartbeat_interval + 0.4
-        assert bot.latency < 0.5
+        # Acks arrive and are measured. Not "< interval": discord.py's keep-alive thread stamps the
+        # send time only after the send future resolves, so on a busy machine a loopback ack can
+        # land first and read as a whole interval (gateway.py, KeepAliveHandler.run).
+        assert bot.latency <= fake.heartbeat_interval + 0.4
 
     with_bot(body, heartbeat_interval_ms=500)
 
