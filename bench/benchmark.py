@@ -671,6 +671,12 @@ def main() -> None:
             log(f"{size}: reusing {index_path}")
             figures = json.loads((folder / "built.json").read_text())
             figures["reused_from_earlier_run"] = True
+            from embeddings import tantivy_index
+
+            started = time.perf_counter()  # as the index job would after its commit (LARGE_INDEX may have moved)
+            done = tantivy_index.refresh(index_path)
+            if done != "current":
+                figures.update(tantivy_index=done, tantivy_build_s=round(time.perf_counter() - started, 1))
         else:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
