@@ -27,8 +27,8 @@ def load(settings):
     return SearchIndex.load(settings.index_path, model_name=settings.embedding_model, weak_score=0.2)
 
 
-def generation(settings) -> str:
-    with store.reading(settings.index_path) as conn:
+def generation(index_path) -> str:
+    with store.reading(index_path) as conn:
         return store.read_meta(conn)["generation"]
 
 
@@ -55,7 +55,7 @@ def change_corpus(settings) -> None:
 
 def test_a_large_index_searches_keywords_with_a_tantivy_copy_of_the_same_passages(large, fake_settings, fake_embedder):
     run_index(fake_settings)
-    assert tantivy_index.read_tag(fake_settings.index_path) == generation(fake_settings)
+    assert tantivy_index.read_tag(fake_settings.index_path) == generation(fake_settings.index_path)
     idx = load(fake_settings)
     assert idx.tantivy is not None
     for question in ("Sebghatullah Selab", "Faryab province governor", "Kunduz airport", "Gobbles"):
@@ -96,7 +96,7 @@ def copy_names(settings) -> list[str]:
 
 
 def assert_copy_holds_the_change(settings, embedder) -> None:
-    assert tantivy_index.read_tag(settings.index_path) == generation(settings)
+    assert tantivy_index.read_tag(settings.index_path) == generation(settings.index_path)
     idx = load(settings)
     assert idx.tantivy is not None
     assert "quokka" in idx.search("quokka", embedder, mode="keyword").results[0].text
@@ -111,16 +111,16 @@ def assert_copy_holds_the_change(settings, embedder) -> None:
 def test_an_unchanged_reindex_keeps_the_copy_and_a_small_change_updates_it_in_place(large, fake_settings, fake_embedder, monkeypatch):
     monkeypatch.setattr(tantivy_index, "MAX_UPDATE_SHARE", 1.0)  # the shipped corpus is small: any change is "large"
     run_index(fake_settings)
-    tag = generation(fake_settings)
+    tag = generation(fake_settings.index_path)
     folder = tantivy_index.folder_for(fake_settings.index_path)
     inode = folder.stat().st_ino
 
     run_index(fake_settings)  # nothing changed: same generation, same folder
-    assert generation(fake_settings) == tag and folder.stat().st_ino == inode
+    assert generation(fake_settings.index_path) == tag and folder.stat().st_ino == inode
 
     change_corpus(fake_settings)
     run_index(fake_settings)
-    assert generation(fake_settings) != tag
+    assert generation(fake_settings.index_path) != tag
     assert folder.stat().st_ino == inode  # updated, not rebuilt
     assert_copy_holds_the_change(fake_settings, fake_embedder)
 
@@ -156,7 +156,7 @@ def test_a_stale_copy_is_not_used_and_fts5_answers(large, fake_settings, fake_em
         report = run_index(fake_settings)
     # The run succeeds (the passages and vectors are committed) and says what it could not do.
     assert any(path == "(keyword index)" and "disk full" in text for path, text in report.warnings)
-    assert tantivy_index.read_tag(fake_settings.index_path) != generation(fake_settings)
+    assert tantivy_index.read_tag(fake_settings.index_path) != generation(fake_settings.index_path)
     assert "out of date: run `corpus-bot index`" in stats(fake_settings)["keyword_search"]
     idx = load(fake_settings)
     assert idx.tantivy is None
@@ -165,7 +165,7 @@ def test_a_stale_copy_is_not_used_and_fts5_answers(large, fake_settings, fake_em
 
     # The next run builds it, though nothing in the corpus changed since.
     assert not run_index(fake_settings).warnings
-    assert tantivy_index.read_tag(fake_settings.index_path) == generation(fake_settings)
+    assert tantivy_index.read_tag(fake_settings.index_path) == generation(fake_settings.index_path)
 
 
 def test_an_unreadable_copy_means_fts5_and_the_next_run_rebuilds_it(large, fake_settings, fake_embedder):
@@ -212,3 +212,12 @@ def test_an_update_that_fails_falls_back_to_a_new_copy(large, fake_settings, fak
     assert not run_index(fake_settings).warnings
     assert tantivy_index.folder_for(fake_settings.index_path).stat().st_ino != inode
     assert_copy_holds_the_change(fake_settings, fake_embedder)
+
+
+def test_eval_searches_a_large_set_the_way_a_large_corpus_is_searched(large, tmp_path, fake_embedder):
+    from .test_evaluate import invoke_eval
+
+    data = json.loads(invoke_eval(tmp_path, "--mode", "keyword", "--json").output)
+    assert data["mrr@10"] == 1.0  # the fixture's questions share their key words with the answer
+    cached = next((tmp_path / "data" / "eval-cache").glob("*.sqlite3"))
+    assert tantivy_index.read_tag(cached) == generation(cached)
