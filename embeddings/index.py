@@ -27,7 +27,6 @@ from .chunk import make_passages
 from .config import Settings
 from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
 from .parse import ArticleDoc, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
-from .tantivy_index import Changes
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +385,7 @@ def _check_dimension(meta: dict, embedder: Embedder, rebuild: bool) -> None:
         )
 
 
-def _refresh_tantivy(settings: Settings, changes: Changes, report: IndexReport, progress: Progress, tick) -> None:
+def _refresh_tantivy(settings: Settings, changes: tantivy_index.Changes, report: IndexReport, progress: Progress, tick) -> None:
     """Build the tantivy copy of the keyword index of a large index (embeddings/tantivy_index.py).
 
     After the commit, like the query model: without it keyword search falls back to FTS5, slower
@@ -405,7 +404,7 @@ def _refresh_tantivy(settings: Settings, changes: Changes, report: IndexReport, 
         report.warnings.append(("(keyword index)", f"tantivy copy not built ({reason}); keyword search uses FTS5, slower at this size"))
 
 
-def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started) -> Changes:
+def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started) -> tantivy_index.Changes:
     """The one write transaction of a run."""
     now = store.utc_now()
     conn.execute("BEGIN IMMEDIATE")
@@ -436,7 +435,7 @@ def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, st
         added = store.passage_ids_of(conn, [a.doc.key for a in new])
         _fault_point("before-commit")
         conn.execute("COMMIT")
-        return Changes(previous, removed, added)
+        return tantivy_index.Changes(previous, removed, added)
     except BaseException:
         # After an I/O error SQLite may already have rolled back; a failing ROLLBACK must not hide
         # the error that explains what happened.

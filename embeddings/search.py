@@ -20,7 +20,6 @@ from . import store, tantivy_index
 from .answer import Answer, Article, Result
 from .chunk import sentence_spans
 from .embedder import Embedder, Reranker
-from .tantivy_index import TantivyIndex
 from .vectors import DTYPE, VectorMatrix
 
 DEFAULT_K = 5
@@ -110,7 +109,7 @@ class SearchIndex:
         self.weak_score = weak_score
         self._id_order: np.ndarray | None = None  # lazily built id -> row lookup
         self._term_counts: dict[str, int] = {}  # passages matching each question word, in this snapshot
-        self.tantivy: TantivyIndex | None = None  # keyword search's fast path on large indexes
+        self.tantivy: tantivy_index.TantivyIndex | None = None  # keyword search's fast path on large indexes
         # Publication dates as day ordinals (0 = undated) so date filters are one vector comparison.
         self._published = np.array([a.published.toordinal() if a.published else 0 for a in articles], dtype=np.int64)
 
@@ -153,7 +152,7 @@ class SearchIndex:
             raise RuntimeError(f"index at {index_path} is inconsistent: {len(ids)} passages, {row} vectors")
         index = cls(conn, meta, articles, vectors, ids, passage_article, passage_position, weak_score)
         if len(ids) >= tantivy_index.LARGE_INDEX:
-            index.tantivy = TantivyIndex.open(index_path, meta.get("generation"))
+            index.tantivy = tantivy_index.TantivyIndex.open(index_path, meta.get("generation"))
         return index
 
     def close(self) -> None:
@@ -311,8 +310,9 @@ class SearchIndex:
         return Ranking(picked, self._cosines(candidates, picked), candidates, ranking.excluded_undated, duplicates)
 
     def keyword_hits(self, question: str, keep: np.ndarray | None = None, limit: int = KEYWORD_LIMIT) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and BM25 scores (FTS5, higher is better) of the best `limit` matching passages, best first.
-        Rows where keep is False are dropped after the limit."""
+        """Rows and BM25 scores (higher is better) of the best `limit` matching passages, best first:
+        from FTS5, or from the tantivy copy on a large index. Rows where keep is False are dropped
+        after the limit."""
         if self.tantivy is not None:
             ids, scores = self.tantivy.top(fts_terms(question), limit, context_weight=CONTEXT_WEIGHT)
         else:
