@@ -447,6 +447,22 @@ def sqlite_vec_baseline(index_path: Path, vectors: np.ndarray, ids: np.ndarray, 
             "build_s": built_s, "sqlite_version": sqlite3.sqlite_version, "sqlite_vec_version": sqlite_vec.__version__}
 
 
+def keyword_top10_shared(index, questions: list[str]) -> float:
+    """Mean share of FTS5's keyword top 10 that the index's tantivy copy also returns (over the
+    questions FTS5 matches at all)."""
+    engine, shared = index.tantivy, []
+    try:
+        for q in questions:
+            index.tantivy = None
+            want = set(index.keyword_hits(q, limit=10)[0].tolist())
+            index.tantivy = engine
+            if want:
+                shared.append(len(want & set(index.keyword_hits(q, limit=10)[0].tolist())) / len(want))
+    finally:
+        index.tantivy = engine
+    return float(np.mean(shared)) if shared else 0.0
+
+
 def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int) -> dict:
     """Everything measured inside one process that loads one index (run by --measure)."""
     started = time.perf_counter()
@@ -482,32 +498,24 @@ def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int)
         embed.append(t2 - t1)
         search_only.append(t3 - t2)
         qvecs.append(v)
-    by_mode = {}
-    for mode in MODES:  # the whole /ask work again, in each mode
+    def ask_ms(mode: str) -> dict:
+        """The whole /ask work for every question in one mode."""
         times = []
         for q in questions:
             t0 = time.perf_counter()
             index.search(q, embedder, k=5, mode=mode)
             times.append(time.perf_counter() - t0)
-        by_mode[mode] = percentiles(times)
+        return percentiles(times)
+
+    by_mode = {mode: ask_ms(mode) for mode in MODES}
     rss_after_queries = rss_mb()
     keyword_engine = "tantivy" if index.tantivy is not None else "fts5"
     fts5_by_mode, keyword_agreement = {}, None
     if index.tantivy is not None:  # FTS5 as the baseline of the keyword leg, same questions
+        keyword_agreement = keyword_top10_shared(index, questions)
         engine, index.tantivy = index.tantivy, None
-        fts5_top10 = [set(index.keyword_hits(q, limit=10)[0].tolist()) for q in questions]
-        for mode in ("keyword", "hybrid"):
-            times = []
-            for q in questions:
-                t0 = time.perf_counter()
-                index.search(q, embedder, k=5, mode=mode)
-                times.append(time.perf_counter() - t0)
-            fts5_by_mode[mode] = percentiles(times)
+        fts5_by_mode = {mode: ask_ms(mode) for mode in ("keyword", "hybrid")}
         index.tantivy = engine
-        keyword_agreement = float(np.mean([
-            len(set(index.keyword_hits(q, limit=10)[0].tolist()) & want) / max(len(want), 1)
-            for q, want in zip(questions, fts5_top10)
-        ]))
 
     # Exact float32 baseline and recall@10 of our raw top 10 (no per-article cap) against it.
     vectors, ids = read_f32(index_path)

@@ -14,8 +14,9 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.benchmark import keyword_top10_shared
 from embeddings import store, tantivy_index
 from embeddings.config import Settings
 from embeddings.embedder import load_embedder
@@ -44,17 +45,10 @@ def main(folders: list[str]) -> None:
             for engine in ("fts5", "tantivy"):
                 index.tantivy = copy if engine == "tantivy" else None
                 scores[engine] = [run_eval(data, index, embedder, mode=mode)["ndcg@10"] for mode in ("keyword", "hybrid")]
-            shared = []
-            for qid in data.qrels:
-                question = data.queries[qid]
-                index.tantivy = None
-                want = set(index.keyword_hits(question, limit=10)[0].tolist())
-                index.tantivy = copy
-                got = set(index.keyword_hits(question, limit=10)[0].tolist())
-                if want:
-                    shared.append(len(want & got) / len(want))
+            index.tantivy = copy
+            shared = keyword_top10_shared(index, [data.queries[qid] for qid in data.qrels])
             f, t = scores["fts5"], scores["tantivy"]
-            print(f"{data.name:<22} {f[0]:>9.3f} / {f[1]:.3f} {t[0]:>13.3f} / {t[1]:.3f} {np.mean(shared):>14.2f}")
+            print(f"{data.name:<22} {f[0]:>9.3f} / {f[1]:.3f} {t[0]:>13.3f} / {t[1]:.3f} {shared:>14.2f}")
         finally:
             index.close()
             shutil.rmtree(tantivy_index.folder_for(path), ignore_errors=True)
