@@ -1,11 +1,15 @@
-"""Passage vectors in memory: float16, searched exactly by faiss, in shards that run on all cores.
+"""Passage vectors in memory: scanned as int8 codes, ranked by their float16 values.
 
-float16 halves memory and the bytes each search reads (1M passages x 384 dimensions: 768 MB
-instead of 1.5 GB) and changes no ranking that matters: recall@10 against exact float32 is 1.0
-on the benchmark corpora (bench/README.md). numpy has no fast float16 dot product, faiss's flat
-scalar-quantizer index has one (SIMD, F16C), and it releases the GIL, so the shards of one
-question are searched in parallel threads: 1M vectors in 28 ms on 2 cores instead of 104 ms with
-numpy float32.
+A question is answered in two steps. faiss scans one byte per dimension (int8 codes, scaled per
+dimension; its SIMD kernel for 8-bit direct codes multiplies integers) for a few times more
+candidates than asked, in shards searched by parallel threads (faiss releases the GIL); then the
+candidates are scored exactly on their float16 vectors. The scan reads half the bytes of a
+float16 scan (1M passages x 384 dimensions: 384 MB instead of 768), and the rescoring keeps the
+ranking that of exact search: recall@10 against float32 is 1.0 at twice the asked depth on the
+benchmark corpora and the shipped one (bench/README.md).
+
+The float16 matrix may be a memory map (embeddings/vector_file.py): only the rows rescored are
+ever read, so a large index does not hold it in memory.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ import numpy as np
 
 DTYPE = np.float16
 SHARD_MIN_ROWS = 50_000  # below this, one thread is faster than handing work to another
+RESCORE_MARGIN = 32  # candidates scanned beyond k (at least k more), then rescored exactly
+CHUNK = 65_536  # rows quantized at a time: bounded temporary memory at any size
 
 _pool: ThreadPoolExecutor | None = None
 
@@ -28,78 +34,90 @@ def _threads() -> ThreadPoolExecutor:
     return _pool
 
 
-class VectorMatrix:
-    """rows x dim unit vectors, written once while loading and then only read."""
+def scale_of(exact: np.ndarray) -> np.ndarray:
+    """Per-dimension factors that map each dimension's largest magnitude to 127."""
+    largest = np.zeros(exact.shape[1], np.float32)
+    for lo in range(0, len(exact), CHUNK):
+        np.maximum(largest, np.abs(exact[lo : lo + CHUNK]).max(axis=0).astype(np.float32), out=largest)
+    return (127.0 / np.maximum(largest, 1e-6)).astype(np.float32)
 
-    def __init__(self, rows: int, dim: int) -> None:
-        self.dim = dim
-        self.rows = rows
-        count = max(1, min(os.cpu_count() or 1, rows // SHARD_MIN_ROWS))
-        self._starts = np.linspace(0, rows, count + 1).astype(np.int64)
-        self._shards, self._views = [], []
+
+def encode(block: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """faiss's 8-bit direct signed codes of a block: round(x * scale) + 128, as bytes."""
+    values = np.clip(np.rint(block.astype(np.float32) * scale), -127, 127)
+    return (values + 128).astype(np.uint8)
+
+
+class VectorMatrix:
+    """rows x dim unit vectors: exact float16 values and their int8 codes, read only once built.
+
+    codes (rows x dim uint8, from encode) and scale may be given (saved beside the index);
+    otherwise they are computed from exact."""
+
+    def __init__(self, exact: np.ndarray, codes: np.ndarray | None = None, scale: np.ndarray | None = None) -> None:
+        self.exact = exact
+        self.rows, self.dim = exact.shape
+        self.scale = scale_of(exact) if scale is None else np.asarray(scale, np.float32)
+        count = max(1, min(os.cpu_count() or 1, self.rows // SHARD_MIN_ROWS))
+        self._starts = np.linspace(0, self.rows, count + 1).astype(np.int64)
+        self._shards = []
         for lo, hi in zip(self._starts[:-1], self._starts[1:]):
-            shard = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+            shard = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit_direct_signed,
+                                               faiss.METRIC_INNER_PRODUCT)
             size = int(hi - lo) * shard.code_size
             shard.codes.resize(size)
             shard.ntotal = int(hi - lo)
-            # Fill faiss's own buffer in place: no second copy of the matrix, ever.
-            view = np.asarray(faiss.rev_swig_ptr(shard.codes.data(), size)) if size else np.zeros(0, np.uint8)
+            if size:  # filled in place, in chunks: no second copy of the codes, ever
+                view = np.asarray(faiss.rev_swig_ptr(shard.codes.data(), size)).reshape(int(hi - lo), self.dim)
+                for a in range(lo, hi, CHUNK):
+                    b = min(a + CHUNK, hi)
+                    view[a - lo : b - lo] = encode(exact[a:b], self.scale) if codes is None else codes[a:b]
             self._shards.append(shard)
-            self._views.append(view.view(DTYPE).reshape(int(hi - lo), dim))
 
     def __len__(self) -> int:
         return self.rows
 
-    def write(self, row: int, block: np.ndarray) -> None:
-        """Store block (n x dim, any float dtype) at rows row..row+n-1."""
-        end = row + len(block)
-        for view, lo, hi in zip(self._views, self._starts[:-1], self._starts[1:]):
-            a, b = max(row, lo), min(end, hi)
-            if a < b:
-                view[a - lo : b - lo] = block[a - row : b - row]
-
     def get(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of the given rows, as float32."""
-        rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty((len(rows), self.dim), np.float32)
-        shard = np.searchsorted(self._starts, rows, side="right") - 1
-        for s in np.unique(shard):
-            at = shard == s
-            out[at] = self._views[s][rows[at] - self._starts[s]]
-        return out
+        return self.exact[np.asarray(rows, dtype=np.int64)].astype(np.float32)
 
     def dot(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Cosine similarity of the query to the given rows."""
         return self.get(rows) @ query.astype(np.float32)
 
+    def _code_query(self, query: np.ndarray) -> np.ndarray:
+        # The scan's kernel quantizes the query like a stored vector: hand it integers in range.
+        q = query / self.scale
+        largest = float(np.abs(q).max())
+        return np.rint(q * (127.0 / largest) if largest else q).astype(np.float32).reshape(1, self.dim)
+
     def top(self, query: np.ndarray, k: int, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the k most similar vectors (only rows where keep is True) and their cosines, best first."""
-        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
+        query = np.asarray(query, dtype=np.float32).reshape(self.dim)
         k = min(k, self.rows if keep is None else int(keep.sum()))
         if k <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        depth = k + max(k, RESCORE_MARGIN)
+        coded = self._code_query(query)
 
-        def search(s: int) -> tuple[np.ndarray, np.ndarray]:
+        def scan(s: int) -> np.ndarray:
             lo, hi = int(self._starts[s]), int(self._starts[s + 1])
-            shard_k = min(k, hi - lo)
+            shard_k = min(depth, hi - lo)
             if shard_k <= 0:
-                return np.zeros(0, np.int64), np.zeros(0, np.float32)
-            params = None
+                return np.zeros(0, np.int64)
             if keep is not None:
                 bitmap = np.packbits(keep[lo:hi], bitorder="little")
                 params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(hi - lo, faiss.swig_ptr(bitmap)))
-                scores, ids = self._shards[s].search(q, shard_k, params=params)
+                _, ids = self._shards[s].search(coded, shard_k, params=params)
                 del bitmap  # kept alive until here: faiss reads it during the search
             else:
-                scores, ids = self._shards[s].search(q, shard_k)
-            found = ids[0] >= 0
-            return ids[0][found] + lo, scores[0][found]
+                _, ids = self._shards[s].search(coded, shard_k)
+            return ids[0][ids[0] >= 0] + lo
 
         if len(self._shards) == 1:
-            parts = [search(0)]
+            candidates = scan(0)
         else:
-            parts = list(_threads().map(search, range(len(self._shards))))
-        rows = np.concatenate([p[0] for p in parts])
-        scores = np.concatenate([p[1] for p in parts])
-        order = np.argsort(-scores, kind="stable")[:k]
-        return rows[order], scores[order]
+            candidates = np.concatenate(list(_threads().map(scan, range(len(self._shards)))))
+        cosine = self.dot(query, candidates)
+        order = np.argsort(-cosine, kind="stable")[:k]
+        return candidates[order], cosine[order]

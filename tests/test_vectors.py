@@ -1,4 +1,4 @@
-"""The float16 vector store: exact search across shards, filters, and the float32 -> float16 migration."""
+"""The vector store: int8 scan + float16 rescoring across shards, filters, and the float32 -> float16 migration."""
 from __future__ import annotations
 
 import sqlite3
@@ -23,17 +23,16 @@ def clustered(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
 
 def matrix_of(x: np.ndarray, monkeypatch, shard_rows: int) -> VectorMatrix:
     monkeypatch.setattr(vectors_module, "SHARD_MIN_ROWS", shard_rows)
-    m = VectorMatrix(len(x), x.shape[1])
-    for start in range(0, len(x), 7):  # written in uneven blocks that straddle shard boundaries
-        m.write(start, x[start : start + 7])
-    return m
+    monkeypatch.setattr(vectors_module, "CHUNK", 7)  # quantized in uneven blocks that straddle shard boundaries
+    return VectorMatrix(x.astype(np.float16))
 
 
 @pytest.mark.parametrize("shard_rows", [10_000, 300])  # one shard; several shards searched in threads
-def test_top_finds_the_float32_nearest_neighbours(monkeypatch, shard_rows):
-    x = clustered(2000)
+@pytest.mark.parametrize("dim", [384, 12])  # faiss's SIMD kernel (integer query) and its scalar one
+def test_top_finds_the_float32_nearest_neighbours(monkeypatch, shard_rows, dim):
+    x = clustered(2000, dim)
     m = matrix_of(x, monkeypatch, shard_rows)
-    queries = clustered(50, seed=1)
+    queries = clustered(50, dim, seed=1)
     found = 0
     for q in queries:
         rows, scores = m.top(q, 10)
@@ -42,6 +41,16 @@ def test_top_finds_the_float32_nearest_neighbours(monkeypatch, shard_rows):
         assert np.all(np.diff(scores) <= 0), "best first"
         np.testing.assert_allclose(scores, x[rows] @ q, atol=2e-3)  # float16 rounding only
     assert found / (10 * len(queries)) >= 0.99
+
+
+def test_given_codes_search_like_computed_ones(monkeypatch):
+    x = clustered(1000)
+    computed = matrix_of(x, monkeypatch, 300)
+    exact = x.astype(np.float16)
+    codes = vectors_module.encode(exact, computed.scale)
+    given = VectorMatrix(exact, codes, computed.scale)
+    for q in clustered(5, seed=2):
+        assert given.top(q, 10)[0].tolist() == computed.top(q, 10)[0].tolist()
 
 
 def test_top_only_returns_kept_rows_and_never_more_than_exist(monkeypatch):
@@ -65,7 +74,7 @@ def test_get_and_dot_read_back_every_row(monkeypatch):
 
 
 def test_an_empty_matrix_answers_nothing():
-    m = VectorMatrix(0, 8)
+    m = VectorMatrix(np.zeros((0, 8), np.float16))
     assert len(m) == 0
     assert len(m.top(np.ones(8, np.float32), 5)[0]) == 0
 
