@@ -15,26 +15,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import store
+from . import sidecar, store
 
 log = logging.getLogger(__name__)
 
 LARGE_INDEX = 50_000  # passages; from here FTS5 takes longer than embedding the question (bench/README.md)
 ANALYZER = "english"
-TAG_FILE = "generation"
 WRITER_HEAP = 256 * 1024**2
 MAX_UPDATE_SHARE = 0.25  # of the passages changed by a run, above which a fresh build replaces updating in place
 
 
 def folder_for(index_path: Path) -> Path:
-    return index_path.with_name(index_path.name + ".tantivy")
+    return sidecar.folder_for(index_path, ".tantivy")
 
 
 def _analyzer():
@@ -69,18 +67,11 @@ def _open(folder: Path, *, create: bool = False):
     return index
 
 
-def read_tag(index_path: Path) -> str | None:
-    try:
-        return (folder_for(index_path) / TAG_FILE).read_text().strip() or None
-    except OSError:
-        return None
-
-
 def keyword_engine(index_path: Path, generation: str | None, passages: int) -> str:
     """What keyword search on this index state uses: "fts5", "tantivy", or FTS5 with the reason."""
     if passages < LARGE_INDEX:
         return "fts5"
-    if generation and read_tag(index_path) == generation:
+    if generation and sidecar.read_tag(folder_for(index_path)) == generation:
         return "tantivy"
     return "fts5 (the tantivy copy is missing or out of date: run `corpus-bot index`)"
 
@@ -107,11 +98,8 @@ def refresh(index_path: Path, changes: Changes | None = None, on_passage: Callab
         generation = store.read_meta(conn).get("generation")
         passages = store.passage_count(conn)
         if passages < LARGE_INDEX or not generation:
-            if folder.exists():
-                shutil.rmtree(folder)
-                return "removed"
-            return "not needed"
-        tag = read_tag(index_path)
+            return sidecar.remove(folder)
+        tag = sidecar.read_tag(folder)
         if tag == generation and _readable(folder):
             return "current"
         if (changes and tag and tag == changes.previous_generation and _readable(folder)
@@ -121,26 +109,8 @@ def refresh(index_path: Path, changes: Changes | None = None, on_passage: Callab
                 return "updated"
             except (ValueError, OSError) as exc:
                 log.warning("updating the tantivy keyword index failed (%s); building it anew", exc)
-        tmp = folder.with_name(folder.name + f".building-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            _build(conn, tmp, on_passage)
-            _write_tag(tmp, generation)
-            old = folder.with_name(folder.name + f".old-{os.getpid()}")
-            if folder.exists():
-                os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        sidecar.replace(folder, lambda tmp: _build(conn, tmp, on_passage), generation)
     return "built"
-
-
-def _write_tag(folder: Path, value: str) -> None:
-    tmp = folder / (TAG_FILE + ".tmp")
-    tmp.write_text(value)
-    os.replace(tmp, folder / TAG_FILE)
 
 
 def _readable(folder: Path) -> bool:
@@ -178,13 +148,13 @@ def _build(conn, folder: Path, on_passage: Callable[[int], None] | None) -> None
 
 def _update(conn, folder: Path, changes: Changes, generation: str) -> None:
     writer = _open(folder).writer(WRITER_HEAP, num_threads=1)
-    _write_tag(folder, "updating")  # a search opening the copy meanwhile uses FTS5
+    sidecar.write_tag(folder, "updating")  # a search opening the copy meanwhile uses FTS5
     for passage_id in changes.removed:
         writer.delete_documents_by_term("id", passage_id)
     _add(writer, _passages(conn, changes.added))
     writer.commit()
     writer.wait_merging_threads()
-    _write_tag(folder, generation)
+    sidecar.write_tag(folder, generation)
 
 
 class TantivyIndex:
@@ -204,7 +174,7 @@ class TantivyIndex:
         folder = folder_for(index_path)
         if not generation or not folder.is_dir():
             return None
-        if read_tag(index_path) != generation:
+        if sidecar.read_tag(folder_for(index_path)) != generation:
             log.info("keyword search uses FTS5: %s is from another state of the index (run `corpus-bot index`)", folder)
             return None
         try:

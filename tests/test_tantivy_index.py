@@ -8,7 +8,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from embeddings import store, tantivy_index
+from embeddings import sidecar, store, tantivy_index
 from embeddings.cli import cli
 from embeddings.index import run_index
 from embeddings.search import SearchIndex
@@ -55,7 +55,7 @@ def change_corpus(settings) -> None:
 
 def test_a_large_index_searches_keywords_with_a_tantivy_copy_of_the_same_passages(large, fake_settings, fake_embedder):
     run_index(fake_settings)
-    assert tantivy_index.read_tag(fake_settings.index_path) == generation(fake_settings.index_path)
+    assert sidecar.read_tag(tantivy_index.folder_for(fake_settings.index_path)) == generation(fake_settings.index_path)
     idx = load(fake_settings)
     assert idx.tantivy is not None
     for question in ("Sebghatullah Selab", "Faryab province governor", "Kunduz airport", "Gobbles"):
@@ -96,7 +96,7 @@ def copy_names(settings) -> list[str]:
 
 
 def assert_copy_holds_the_change(settings, embedder) -> None:
-    assert tantivy_index.read_tag(settings.index_path) == generation(settings.index_path)
+    assert sidecar.read_tag(tantivy_index.folder_for(settings.index_path)) == generation(settings.index_path)
     idx = load(settings)
     assert idx.tantivy is not None
     assert "quokka" in idx.search("quokka", embedder, mode="keyword").results[0].text
@@ -156,7 +156,7 @@ def test_a_stale_copy_is_not_used_and_fts5_answers(large, fake_settings, fake_em
         report = run_index(fake_settings)
     # The run succeeds (the passages and vectors are committed) and says what it could not do.
     assert any(path == "(keyword index)" and "disk full" in text for path, text in report.warnings)
-    assert tantivy_index.read_tag(fake_settings.index_path) != generation(fake_settings.index_path)
+    assert sidecar.read_tag(tantivy_index.folder_for(fake_settings.index_path)) != generation(fake_settings.index_path)
     assert "out of date: run `corpus-bot index`" in stats(fake_settings)["keyword_search"]
     idx = load(fake_settings)
     assert idx.tantivy is None
@@ -165,14 +165,14 @@ def test_a_stale_copy_is_not_used_and_fts5_answers(large, fake_settings, fake_em
 
     # The next run builds it, though nothing in the corpus changed since.
     assert not run_index(fake_settings).warnings
-    assert tantivy_index.read_tag(fake_settings.index_path) == generation(fake_settings.index_path)
+    assert sidecar.read_tag(tantivy_index.folder_for(fake_settings.index_path)) == generation(fake_settings.index_path)
 
 
 def test_an_unreadable_copy_means_fts5_and_the_next_run_rebuilds_it(large, fake_settings, fake_embedder):
     run_index(fake_settings)
     folder = tantivy_index.folder_for(fake_settings.index_path)
     for path in folder.iterdir():
-        if path.name != tantivy_index.TAG_FILE:
+        if path.name != sidecar.TAG_FILE:
             path.unlink() if path.is_file() else shutil.rmtree(path)
     (folder / "meta.json").write_text("not json")
     idx = load(fake_settings)
@@ -220,4 +220,4 @@ def test_eval_searches_a_large_set_the_way_a_large_corpus_is_searched(large, tmp
     data = json.loads(invoke_eval(tmp_path, "--mode", "keyword", "--json").output)
     assert data["mrr@10"] == 1.0  # the fixture's questions share their key words with the answer
     cached = next((tmp_path / "data" / "eval-cache").glob("*.sqlite3"))
-    assert tantivy_index.read_tag(cached) == generation(cached)
+    assert sidecar.read_tag(tantivy_index.folder_for(cached)) == generation(cached)
