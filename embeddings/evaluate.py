@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import tantivy_index
+from . import tantivy_index, vector_file
 from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
 from .index import Progress, build_index
 from .metrics import evaluate_run
@@ -124,7 +124,9 @@ def cached_index(
         build_index(path, data.docs, embedder=embedder, source_hash=data.digest, on_progress=on_progress)
         if isinstance(embedder, SentenceTransformerEmbedder):
             export_query_model(embedder, path)
-    tantivy_index.refresh(path)  # a large set is searched as a large corpus would be
+    # A large set is searched as a large corpus would be: with the derived copies the index job makes.
+    tantivy_index.refresh(path)
+    vector_file.refresh(path)
     return path
 
 

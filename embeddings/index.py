@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store, tantivy_index
+from . import store, tantivy_index, vector_file
 from .chunk import make_passages
 from .config import Settings
 from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
@@ -79,7 +79,7 @@ def _check_writable(conn: sqlite3.Connection) -> None:
 
 @dataclass
 class Progress:
-    stage: str  # scanning | embedding | committing | keyword index | done
+    stage: str  # scanning | embedding | committing | keyword index | vector file | done
     files_scanned: int = 0
     files_total: int = 0
     passages_embedded: int = 0
@@ -103,6 +103,8 @@ class Progress:
     def describe(self) -> str:
         if self.stage == "keyword index":
             return f"keyword index: {self.keyword_indexed}/{self.index_passages} passages"
+        if self.stage == "vector file":
+            return f"vector file: writing {self.index_passages} passages' vectors"
         text = f"{self.stage}: {self.files_scanned}/{self.files_total} files scanned"
         if self.passages_total:
             text += f", {self.passages_embedded}/{self.passages_total} passages embedded"
@@ -277,6 +279,7 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
     _fault_point("after-commit")
     _refresh_query_model(settings, embedder, report)
     _refresh_tantivy(settings, changes, report, progress, tick)
+    _refresh_vector_file(settings, report, progress, tick)
     progress.stage = "done"
     tick()
     return report
@@ -402,6 +405,22 @@ def _refresh_tantivy(settings: Settings, changes: tantivy_index.Changes, report:
         log.warning("could not build the tantivy keyword index: %s", exc)
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         report.warnings.append(("(keyword index)", f"tantivy copy not built ({reason}); keyword search uses FTS5, slower at this size"))
+
+
+def _refresh_vector_file(settings: Settings, report: IndexReport, progress: Progress, tick) -> None:
+    """Write the vectors of a large index as files beside it (embeddings/vector_file.py).
+
+    After the commit: without them a search loads the vectors from SQLite, slower to start and
+    holding more memory but the same answers, so a failure is a warning, never a failed run."""
+    progress.stage, progress.index_passages = "vector file", report.passages_total
+    if report.passages_total >= vector_file.LARGE_INDEX:
+        tick()
+    try:
+        vector_file.refresh(settings.index_path)
+    except Exception as exc:
+        log.warning("could not write the vector file: %s", exc)
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        report.warnings.append(("(vector file)", f"not written ({reason}); the vectors load from SQLite, slower at this size"))
 
 
 def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started) -> tantivy_index.Changes:

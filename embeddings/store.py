@@ -108,6 +108,28 @@ def passage_count(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT COUNT(*) FROM passages").fetchone()[0]
 
 
+def read_vectors_into(conn: sqlite3.Connection, out: np.ndarray) -> list[int]:
+    """Fill out (passages x dim float16) with every article's vectors in article id order (the
+    row order of a loaded index); return the article ids in that order."""
+    owners, row = [], 0
+    for article_id, blob in conn.execute("SELECT article_id, vectors FROM article_vectors ORDER BY article_id"):
+        block = np.frombuffer(blob, dtype=out.dtype).reshape(-1, out.shape[1])
+        if row + len(block) > len(out):
+            raise ValueError("more vectors than passages")
+        out[row : row + len(block)] = block
+        row += len(block)
+        owners.append(article_id)
+    if row != len(out):
+        raise ValueError(f"{len(out)} passages but {row} vectors")
+    return owners
+
+
+def passage_ids_by_row(conn: sqlite3.Connection) -> np.ndarray:
+    """Passage ids in the row order of read_vectors_into."""
+    return np.fromiter((pid for (pid,) in conn.execute("SELECT id FROM passages ORDER BY article_id, position")),
+                       dtype=np.int64)
+
+
 def passage_ids_of(conn: sqlite3.Connection, keys: list[str]) -> list[int]:
     """Ids of the passages of the articles with these keys."""
     return [pid for (pid,) in conn.execute(

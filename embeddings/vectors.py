@@ -8,8 +8,8 @@ float16 scan (1M passages x 384 dimensions: 384 MB instead of 768), and the resc
 ranking that of exact search: recall@10 against float32 is 1.0 at twice the asked depth on the
 benchmark corpora and the shipped one (bench/README.md).
 
-The float16 matrix may be a memory map (embeddings/vector_file.py): only the rows rescored are
-ever read, so a large index does not hold it in memory.
+Both may be memory maps of the vector file (embeddings/vector_file.py): the codes are read by
+every scan, the float16 values only in the rows rescored, so those stay mostly on disk.
 """
 from __future__ import annotations
 
@@ -51,28 +51,34 @@ def encode(block: np.ndarray, scale: np.ndarray) -> np.ndarray:
 class VectorMatrix:
     """rows x dim unit vectors: exact float16 values and their int8 codes, read only once built.
 
-    codes (rows x dim uint8, from encode) and scale may be given (saved beside the index);
-    otherwise they are computed from exact."""
+    The scan's shards (faiss indexes over consecutive rows, e.g. memory-mapped from the vector
+    file) and scale may be given; otherwise they are computed from exact."""
 
-    def __init__(self, exact: np.ndarray, codes: np.ndarray | None = None, scale: np.ndarray | None = None) -> None:
+    def __init__(self, exact: np.ndarray, scale: np.ndarray | None = None, shards: list[faiss.Index] | None = None) -> None:
         self.exact = exact
         self.rows, self.dim = exact.shape
         self.scale = scale_of(exact) if scale is None else np.asarray(scale, np.float32)
-        count = max(1, min(os.cpu_count() or 1, self.rows // SHARD_MIN_ROWS))
-        self._starts = np.linspace(0, self.rows, count + 1).astype(np.int64)
-        self._shards = []
-        for lo, hi in zip(self._starts[:-1], self._starts[1:]):
-            shard = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit_direct_signed,
-                                               faiss.METRIC_INNER_PRODUCT)
-            size = int(hi - lo) * shard.code_size
-            shard.codes.resize(size)
-            shard.ntotal = int(hi - lo)
-            if size:  # filled in place, in chunks: no second copy of the codes, ever
-                view = np.asarray(faiss.rev_swig_ptr(shard.codes.data(), size)).reshape(int(hi - lo), self.dim)
-                for a in range(lo, hi, CHUNK):
-                    b = min(a + CHUNK, hi)
-                    view[a - lo : b - lo] = encode(exact[a:b], self.scale) if codes is None else codes[a:b]
-            self._shards.append(shard)
+        if shards is None:
+            count = max(1, min(os.cpu_count() or 1, self.rows // SHARD_MIN_ROWS))
+            bounds = np.linspace(0, self.rows, count + 1).astype(np.int64)
+            shards = [self._encoded(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        self.shards = shards
+        self._starts = np.concatenate([[0], np.cumsum([s.ntotal for s in shards])]).astype(np.int64)
+        if self._starts[-1] != self.rows or any(s.d != self.dim for s in shards):
+            raise ValueError(f"the scan's shards hold {self._starts[-1]} vectors of {shards[0].d if shards else '?'} "
+                             f"dimensions, not {self.rows} of {self.dim}")
+
+    def _encoded(self, lo: int, hi: int) -> faiss.Index:
+        shard = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit_direct_signed,
+                                           faiss.METRIC_INNER_PRODUCT)
+        shard.codes.resize((hi - lo) * self.dim)
+        shard.ntotal = hi - lo
+        if hi > lo:  # filled in place, in chunks: no second copy of the codes, ever
+            view = np.asarray(faiss.rev_swig_ptr(shard.codes.data(), (hi - lo) * self.dim)).reshape(hi - lo, self.dim)
+            for a in range(lo, hi, CHUNK):
+                b = min(a + CHUNK, hi)
+                view[a - lo : b - lo] = encode(self.exact[a:b], self.scale)
+        return shard
 
     def __len__(self) -> int:
         return self.rows
@@ -100,24 +106,27 @@ class VectorMatrix:
         depth = k + max(k, RESCORE_MARGIN)
         coded = self._code_query(query)
 
-        def scan(s: int) -> np.ndarray:
+        def scan(s: int) -> tuple[np.ndarray, np.ndarray]:
             lo, hi = int(self._starts[s]), int(self._starts[s + 1])
             shard_k = min(depth, hi - lo)
             if shard_k <= 0:
-                return np.zeros(0, np.int64)
+                return np.zeros(0, np.float32), np.zeros(0, np.int64)
             if keep is not None:
                 bitmap = np.packbits(keep[lo:hi], bitorder="little")
                 params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(hi - lo, faiss.swig_ptr(bitmap)))
-                _, ids = self._shards[s].search(coded, shard_k, params=params)
+                scores, ids = self.shards[s].search(coded, shard_k, params=params)
                 del bitmap  # kept alive until here: faiss reads it during the search
             else:
-                _, ids = self._shards[s].search(coded, shard_k)
-            return ids[0][ids[0] >= 0] + lo
+                scores, ids = self.shards[s].search(coded, shard_k)
+            found = ids[0] >= 0
+            return scores[0][found], ids[0][found] + lo
 
-        if len(self._shards) == 1:
-            candidates = scan(0)
-        else:
-            candidates = np.concatenate(list(_threads().map(scan, range(len(self._shards)))))
+        parts = [scan(0)] if len(self.shards) == 1 else list(_threads().map(scan, range(len(self.shards))))
+        scores = np.concatenate([p[0] for p in parts])
+        candidates = np.concatenate([p[1] for p in parts])
+        if len(candidates) > depth:  # the shards' codes share one scale: their scores compare
+            candidates = candidates[np.argpartition(-scores, depth - 1)[:depth]]
+        candidates = np.sort(candidates)  # in row order: fewer scattered reads of a mapped file
         cosine = self.dot(query, candidates)
         order = np.argsort(-cosine, kind="stable")[:k]
         return candidates[order], cosine[order]

@@ -43,14 +43,11 @@ def test_top_finds_the_float32_nearest_neighbours(monkeypatch, shard_rows, dim):
     assert found / (10 * len(queries)) >= 0.99
 
 
-def test_given_codes_search_like_computed_ones(monkeypatch):
+def test_shards_that_do_not_fit_the_matrix_are_refused(monkeypatch):
     x = clustered(1000)
-    computed = matrix_of(x, monkeypatch, 300)
-    exact = x.astype(np.float16)
-    codes = vectors_module.encode(exact, computed.scale)
-    given = VectorMatrix(exact, codes, computed.scale)
-    for q in clustered(5, seed=2):
-        assert given.top(q, 10)[0].tolist() == computed.top(q, 10)[0].tolist()
+    m = matrix_of(x, monkeypatch, 300)
+    with pytest.raises(ValueError, match="shards hold 1000 vectors of 64 dimensions, not 1001 of 64"):
+        VectorMatrix(np.concatenate([x, x[:1]]).astype(np.float16), m.scale, m.shards)
 
 
 def test_top_only_returns_kept_rows_and_never_more_than_exist(monkeypatch):

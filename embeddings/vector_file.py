@@ -1,0 +1,139 @@
+"""The vectors of a large index as files beside it, in the shape they are searched in.
+
+Loading 1M passages' vectors from SQLite reads 768 MB of blobs one article at a time, copies them
+into one matrix and quantizes it again; this folder holds the result, used where it lies (no load
+time, and pages the kernel can share and reclaim): the scan's int8 codes as faiss index files,
+memory-mapped (384 MB at 1M passages, read by every question), the float16 values (read with
+pread, only the rows a question rescores), the per-dimension scale, the passage ids in row order
+and the article of each block of rows. Derived data like the tantivy copy (sidecar.py): written after the index job's
+commit from one snapshot, used only when its tag matches the snapshot a search reads; otherwise
+the vectors are loaded from SQLite as before.
+"""
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from . import sidecar, store
+from .vectors import DTYPE, VectorMatrix
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".vectors"
+SHARD_FILE = "codes-{}.faiss"
+LARGE_INDEX = 50_000  # passages; below this, loading from SQLite takes a few tenths of a second
+
+
+def folder_for(index_path: Path) -> Path:
+    return sidecar.folder_for(index_path, SUFFIX)
+
+
+@dataclass
+class Loaded:
+    vectors: VectorMatrix
+    passage_ids: np.ndarray
+    owners: list[int]  # article ids, in row order
+
+
+def refresh(index_path: Path) -> str:
+    """Write the folder for index_path's committed state when it is large and the folder is not
+    current; remove it when the index is small. Says what was done."""
+    folder = folder_for(index_path)
+    with store.reading(index_path) as conn:
+        conn.execute("BEGIN")  # tag and vectors from one snapshot
+        meta = store.read_meta(conn)
+        generation, passages = meta.get("generation"), store.passage_count(conn)
+        if passages < LARGE_INDEX or not generation or not meta.get("dimension"):
+            return sidecar.remove(folder)
+        if sidecar.read_tag(folder) == generation:
+            return "current"
+        sidecar.replace(folder, lambda tmp: _write(conn, tmp, passages, int(meta["dimension"])), generation)
+    return "built"
+
+
+def _write(conn, folder: Path, passages: int, dim: int) -> None:
+    exact = np.lib.format.open_memmap(folder / "exact.npy", mode="w+", dtype=DTYPE, shape=(passages, dim))
+    owners = store.read_vectors_into(conn, exact)
+    np.save(folder / "owners.npy", np.array(owners, np.int64))
+    np.save(folder / "ids.npy", store.passage_ids_by_row(conn))
+    matrix = VectorMatrix(exact)
+    np.save(folder / "scale.npy", matrix.scale)
+    for n, shard in enumerate(matrix.shards):
+        faiss.write_index(shard, str(folder / SHARD_FILE.format(n)))
+    exact.flush()
+    del matrix, exact
+
+
+def load(index_path: Path, generation: str | None, passages: int, dim: int) -> Loaded | None:
+    """The vectors from the folder, or None when it is missing, stale or does not fit the snapshot."""
+    folder = folder_for(index_path)
+    if not generation or not folder.is_dir():
+        return None
+    if sidecar.read_tag(folder) != generation:
+        log.info("loading vectors from SQLite: %s is from another state of the index (run `corpus-bot index`)", folder)
+        return None
+    try:
+        exact = RowFile(folder / "exact.npy")
+        ids, owners, scale = (np.load(folder / f"{name}.npy") for name in ("ids", "owners", "scale"))
+        if not (exact.shape == (passages, dim) and ids.shape == (passages,) and scale.shape == (dim,)):
+            raise ValueError(f"shapes {exact.shape}, {ids.shape}, {scale.shape} for {passages} x {dim}")
+        files = sorted(folder.glob(SHARD_FILE.format("*")), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+        shards = [_mapped_shard(path) for path in files]
+        return Loaded(VectorMatrix(exact, scale, shards), ids, owners.tolist())
+    except (OSError, ValueError, RuntimeError) as exc:  # faiss raises RuntimeError on a bad file
+        log.warning("loading vectors from SQLite: cannot use %s: %s", folder, exc)
+        return None
+
+
+class RowFile:
+    """The rows of a 2-d .npy file, read on demand with pread. A question rescores a few hundred
+    scattered rows: read this way they stay in the page cache, shared and reclaimable, instead of
+    growing the process's memory row by row as a memory map's pages would (the whole 768 MB at
+    1M passages after a few hundred keyword questions)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "rb", buffering=0)
+        fmt = np.lib.format
+        version = fmt.read_magic(self._file)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        self.shape, fortran, self.dtype = read_header(self._file)
+        if fortran or len(self.shape) != 2:
+            raise ValueError(f"{path.name} is not a row-major matrix")
+        self._offset = self._file.tell()
+        self._row_bytes = self.shape[1] * self.dtype.itemsize
+        size = os.fstat(self._file.fileno()).st_size
+        if size != self._offset + self.shape[0] * self._row_bytes:
+            raise ValueError(f"{path.name} holds {size} bytes, not {self.shape[0]} rows")
+        os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)  # into the page cache, not this process
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        out = np.empty((len(rows), self.shape[1]), self.dtype)
+        buffers = memoryview(out).cast("B")
+        fd = self._file.fileno()
+        for i, row in enumerate(rows.tolist()):
+            at = i * self._row_bytes
+            os.preadv(fd, [buffers[at : at + self._row_bytes]], self._offset + row * self._row_bytes)
+        return out
+
+
+def _mapped_shard(path: Path) -> faiss.Index:
+    """A scan shard whose codes stay in the file, memory-mapped: pages the kernel may share and
+    reclaim. Every question reads all of them, so they are paged in now (from the page cache: a
+    tenth of a second at 1M passages) rather than by the first question."""
+    shard = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+    if not isinstance(shard, faiss.IndexScalarQuantizer) or shard.sq.qtype != faiss.ScalarQuantizer.QT_8bit_direct_signed:
+        raise ValueError(f"{path.name} is not an int8 scan shard")
+    size = shard.ntotal * shard.code_size
+    if size:
+        int(np.asarray(faiss.rev_swig_ptr(shard.codes.data(), size))[::mmap.PAGESIZE].sum())
+    return shard

@@ -1,0 +1,116 @@
+"""The vector file of large indexes: written by the index job, tagged with the snapshot it holds,
+loaded where it lies (codes memory-mapped, float16 rows read on demand) only while it matches, SQLite otherwise; answers identical.
+
+LARGE_INDEX is lowered so the shipped corpus (67 passages) counts as large."""
+import numpy as np
+import pytest
+
+from embeddings import sidecar, vector_file
+from embeddings.index import run_index
+
+from .test_tantivy_index import GONE, change_corpus, generation, load
+
+QUESTIONS = ["Sebghatullah Selab", "who was killed in the attack", "floods and rain", "quokka"]
+
+
+@pytest.fixture
+def large(monkeypatch):
+    monkeypatch.setattr(vector_file, "LARGE_INDEX", 1)
+
+
+def answers(idx, embedder) -> list:
+    return [[(r.passage_id, round(r.score, 6)) for r in idx.search(q, embedder, k=8).results] for q in QUESTIONS]
+
+
+def from_file(idx) -> bool:
+    return isinstance(idx.vectors.exact, vector_file.RowFile)
+
+
+def test_a_large_index_loads_its_vectors_from_the_file_and_answers_as_from_sqlite(large, fake_settings, fake_embedder):
+    run_index(fake_settings)
+    folder = vector_file.folder_for(fake_settings.index_path)
+    assert sidecar.read_tag(folder) == generation(fake_settings.index_path)
+    idx = load(fake_settings)
+    assert from_file(idx)
+    mapped = answers(idx, fake_embedder)
+    idx.close()
+
+    sidecar.write_tag(folder, "another state")
+    idx = load(fake_settings)
+    assert not from_file(idx)
+    assert answers(idx, fake_embedder) == mapped
+    assert mapped[0], "the question has answers"
+    idx.close()
+
+
+def test_an_unchanged_reindex_keeps_the_file_and_a_change_rewrites_it(large, fake_settings, fake_embedder):
+    run_index(fake_settings)
+    folder = vector_file.folder_for(fake_settings.index_path)
+    inode = folder.stat().st_ino
+    assert not run_index(fake_settings).warnings
+    assert folder.stat().st_ino == inode
+
+    change_corpus(fake_settings)
+    run_index(fake_settings)
+    assert folder.stat().st_ino != inode
+    idx = load(fake_settings)
+    assert from_file(idx)
+    assert "quokka" in idx.search("a quokka near the checkpoint", fake_embedder, k=1).results[0].text
+    assert all(r.article.key != GONE for q in QUESTIONS for r in idx.search(q, fake_embedder, k=10).results)
+    idx.close()
+
+
+def test_a_snapshot_keeps_its_mapped_vectors_after_a_reindex_replaces_the_file(large, fake_settings, fake_embedder):
+    run_index(fake_settings)
+    old = load(fake_settings)
+    before = answers(old, fake_embedder)
+    change_corpus(fake_settings)
+    run_index(fake_settings)  # the folder old maps is deleted; its pages stay readable
+    assert answers(old, fake_embedder) == before
+    old.close()
+
+
+def test_a_failed_write_is_a_warning_and_searches_load_from_sqlite(large, fake_settings, fake_embedder, monkeypatch):
+    run_index(fake_settings)
+    change_corpus(fake_settings)
+    with monkeypatch.context() as patch:
+        patch.setattr(vector_file, "_write", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+        report = run_index(fake_settings)
+    assert any(path == "(vector file)" and "disk full" in text for path, text in report.warnings)
+    idx = load(fake_settings)
+    assert not from_file(idx)
+    assert "quokka" in idx.search("a quokka near the checkpoint", fake_embedder, k=1).results[0].text
+    idx.close()
+    assert not run_index(fake_settings).warnings  # the next run writes it, though nothing changed
+    assert from_file(load(fake_settings))
+
+
+@pytest.mark.parametrize("name", ["exact.npy", "codes-0.faiss", "ids.npy"])
+def test_a_damaged_file_is_ignored_with_a_warning(large, fake_settings, fake_embedder, caplog, name):
+    run_index(fake_settings)
+    idx = load(fake_settings)
+    expected = answers(idx, fake_embedder)
+    idx.close()
+    folder = vector_file.folder_for(fake_settings.index_path)
+    data = (folder / name).read_bytes()
+    (folder / name).write_bytes(data[: len(data) // 2])  # truncated
+    idx = load(fake_settings)
+    assert not from_file(idx)
+    assert answers(idx, fake_embedder) == expected
+    assert "cannot use" in caplog.text
+    idx.close()
+
+
+def test_small_indexes_have_no_file_and_one_that_shrinks_loses_it(fake_settings, fake_embedder, monkeypatch):
+    run_index(fake_settings)
+    folder = vector_file.folder_for(fake_settings.index_path)
+    assert not folder.exists()
+    monkeypatch.setattr(vector_file, "LARGE_INDEX", 1)
+    change_corpus(fake_settings)
+    run_index(fake_settings)
+    assert folder.is_dir()
+    monkeypatch.setattr(vector_file, "LARGE_INDEX", 10_000)
+    target = fake_settings.corpus_dir / "002_19231adb1c3244eb.txt"
+    target.write_text(target.read_text() + "\n\nOne more paragraph about the wombat census.\n")
+    run_index(fake_settings)
+    assert not folder.exists()
