@@ -442,11 +442,17 @@ def best_sentence(question: str, text: str) -> tuple[int, int] | None:
         return None
 
     def overlap(span: tuple[int, int]) -> int:
+        # A term t matches a word w equal to it, or one of 4+ letters where one's first five
+        # letters begin the other; as set lookups (this runs for every sentence of every result).
         words = _terms(text[span[0] : span[1]])
-        return sum(1 for t in q if any(w.startswith(t[:5]) or t.startswith(w[:5]) for w in words if len(w) >= 4 or w == t))
+        long = [w for w in words if len(w) >= 4]
+        four = {w for w in long if len(w) == 4}
+        heads = {n: {w[:n] for w in long if len(w) >= n} for n in {len(t[:5]) for t in q}}
+        return sum(1 for t in q if t in words or t[:4] in four or t[:5] in heads[len(t[:5])])
 
-    best = max(spans, key=overlap)
-    return best if overlap(best) else None
+    scores = [overlap(span) for span in spans]
+    best = max(range(len(spans)), key=scores.__getitem__)  # the first of equals, as max() picks
+    return spans[best] if scores[best] else None
 
 
 def fts_terms(question: str) -> list[str]:
