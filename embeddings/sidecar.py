@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 TAG_FILE = "generation"
@@ -50,6 +51,19 @@ def replace(folder: Path, build: Callable[[Path], None], generation: str) -> Non
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def pinned(folder: Path) -> Iterator[Path]:
+    """A path to the folder as it is now, that keeps naming it if replace() swaps in a new copy
+    meanwhile (through an open directory descriptor), so a reader gets every file from one copy.
+    Where /proc/self/fd does not exist, the plain path."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        via_fd = Path(f"/proc/self/fd/{fd}")
+        yield via_fd if via_fd.is_dir() else folder
+    finally:
+        os.close(fd)
 
 
 def remove(folder: Path) -> str:

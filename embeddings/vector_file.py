@@ -75,16 +75,18 @@ def load(index_path: Path, generation: str | None, passages: int, dim: int) -> L
     folder = folder_for(index_path)
     if not generation or not folder.is_dir():
         return None
-    if sidecar.read_tag(folder) != generation:
-        log.info("loading vectors from SQLite: %s is from another state of the index (run `corpus-bot index`)", folder)
-        return None
     try:
-        exact = RowFile(folder / "exact.npy")
-        ids, owners, scale = (np.load(folder / f"{name}.npy") for name in ("ids", "owners", "scale"))
-        if not (exact.shape == (passages, dim) and ids.shape == (passages,) and scale.shape == (dim,)):
-            raise ValueError(f"shapes {exact.shape}, {ids.shape}, {scale.shape} for {passages} x {dim}")
-        files = sorted(folder.glob(SHARD_FILE.format("*")), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
-        shards = [_mapped_shard(path) for path in files]
+        with sidecar.pinned(folder) as pinned:  # every file from one copy, even if a re-index swaps in another
+            if sidecar.read_tag(pinned) != generation:
+                log.info("loading vectors from SQLite: %s is from another state of the index (run `corpus-bot index`)",
+                         folder)
+                return None
+            exact = RowFile(pinned / "exact.npy")
+            ids, owners, scale = (np.load(pinned / f"{name}.npy") for name in ("ids", "owners", "scale"))
+            if not (exact.shape == (passages, dim) and ids.shape == (passages,) and scale.shape == (dim,)):
+                raise ValueError(f"shapes {exact.shape}, {ids.shape}, {scale.shape} for {passages} x {dim}")
+            files = sorted(pinned.glob(SHARD_FILE.format("*")), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+            shards = [_mapped_shard(path) for path in files]
         return Loaded(VectorMatrix(exact, scale, shards), ids, owners.tolist())
     except (OSError, ValueError, RuntimeError) as exc:  # faiss raises RuntimeError on a bad file
         log.warning("loading vectors from SQLite: cannot use %s: %s", folder, exc)

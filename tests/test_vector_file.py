@@ -114,3 +114,36 @@ def test_small_indexes_have_no_file_and_one_that_shrinks_loses_it(fake_settings,
     target.write_text(target.read_text() + "\n\nOne more paragraph about the wombat census.\n")
     run_index(fake_settings)
     assert not folder.exists()
+
+
+def test_the_run_reports_writing_the_vector_file(large, fake_settings, fake_embedder):
+    seen = []
+    report = run_index(fake_settings, on_progress=lambda p: seen.append(p.describe()))
+    writing = f"vector file: writing {report.passages_total} passages' vectors"
+    assert writing in seen and seen[-1] != writing  # shown while it is written, then the run goes on to done
+
+
+def test_a_load_racing_a_reindex_gets_every_file_from_one_copy(large, fake_settings, fake_embedder, monkeypatch):
+    """A bot loading while a re-index swaps in a new folder must not mix the two copies."""
+    run_index(fake_settings)
+    idx = load(fake_settings)
+    expected = answers(idx, fake_embedder)
+    idx.close()
+    folder = vector_file.folder_for(fake_settings.index_path)
+
+    def build(tmp):  # a copy of the same shape and tag whose passage ids are in another order
+        for f in folder.iterdir():
+            (tmp / f.name).write_bytes(f.read_bytes())
+        np.save(tmp / "ids.npy", np.load(tmp / "ids.npy")[::-1].copy())
+
+    class SwapAfterOpening(vector_file.RowFile):
+        def __init__(self, path):
+            super().__init__(path)
+            sidecar.replace(folder, build, generation(fake_settings.index_path))
+
+    monkeypatch.setattr(vector_file, "RowFile", SwapAfterOpening)
+    idx = load(fake_settings)
+    # The copy it started on is deleted under it, so it loads from SQLite; never half of each copy.
+    assert not from_file(idx)
+    assert answers(idx, fake_embedder) == expected
+    idx.close()
