@@ -75,6 +75,7 @@ class ProgressReporter:
         self.bar = None
         self.interval = interval
         self.last = 0.0
+        self.stage = ""
 
     def __call__(self, p: Progress) -> None:
         if p.stage == "embedding" and self.tty:
@@ -89,8 +90,8 @@ class ProgressReporter:
             self.bar.close()
             self.bar = None
         now = time.monotonic()
-        if p.stage in ("committing", "done") or now - self.last >= self.interval:
-            self.last = now
+        if p.stage != self.stage or now - self.last >= self.interval:  # every new stage shows at once
+            self.last, self.stage = now, p.stage
             if not (self.tty and p.stage == "scanning"):
                 click.echo(p.describe(), err=True)
 

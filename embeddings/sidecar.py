@@ -43,7 +43,12 @@ def replace(folder: Path, build: Callable[[Path], None], generation: str) -> Non
     tmp.mkdir(parents=True)
     try:
         build(tmp)
+        # On disk before the tag says so: after a crash a tagged copy must hold what it claims.
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                _fsync(path)
         write_tag(tmp, generation)
+        _fsync(tmp / TAG_FILE)
         old = folder.with_name(folder.name + f".old-{os.getpid()}")
         if folder.exists():
             os.replace(folder, old)
@@ -51,6 +56,14 @@ def replace(folder: Path, build: Callable[[Path], None], generation: str) -> Non
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
