@@ -185,24 +185,6 @@ def test_an_unreadable_copy_means_fts5_and_the_next_run_rebuilds_it(large, fake_
     idx.close()
 
 
-def test_small_indexes_have_no_copy_and_one_that_shrinks_loses_it(fake_settings, fake_embedder, monkeypatch):
-    run_index(fake_settings)
-    folder = tantivy_index.folder_for(fake_settings.index_path)
-    assert not folder.exists()
-    assert load(fake_settings).tantivy is None
-
-    monkeypatch.setattr(tantivy_index, "LARGE_INDEX", 1)
-    change_corpus(fake_settings)
-    run_index(fake_settings)
-    assert folder.is_dir()
-    monkeypatch.setattr(tantivy_index, "LARGE_INDEX", 10_000)
-    target = fake_settings.corpus_dir / "002_19231adb1c3244eb.txt"
-    target.write_text(target.read_text() + "\n\nOne more paragraph about the wombat census.\n")
-    run_index(fake_settings)
-    assert not folder.exists()
-    assert load(fake_settings).tantivy is None
-
-
 def test_an_update_that_fails_falls_back_to_a_new_copy(large, fake_settings, fake_embedder, monkeypatch):
     monkeypatch.setattr(tantivy_index, "MAX_UPDATE_SHARE", 1.0)
     run_index(fake_settings)

@@ -101,21 +101,6 @@ def test_a_damaged_file_is_ignored_with_a_warning(large, fake_settings, fake_emb
     idx.close()
 
 
-def test_small_indexes_have_no_file_and_one_that_shrinks_loses_it(fake_settings, fake_embedder, monkeypatch):
-    run_index(fake_settings)
-    folder = vector_file.folder_for(fake_settings.index_path)
-    assert not folder.exists()
-    monkeypatch.setattr(vector_file, "LARGE_INDEX", 1)
-    change_corpus(fake_settings)
-    run_index(fake_settings)
-    assert folder.is_dir()
-    monkeypatch.setattr(vector_file, "LARGE_INDEX", 10_000)
-    target = fake_settings.corpus_dir / "002_19231adb1c3244eb.txt"
-    target.write_text(target.read_text() + "\n\nOne more paragraph about the wombat census.\n")
-    run_index(fake_settings)
-    assert not folder.exists()
-
-
 def test_the_run_reports_writing_the_vector_file(large, fake_settings, fake_embedder):
     seen = []
     report = run_index(fake_settings, on_progress=lambda p: seen.append(p.describe()))

@@ -1,0 +1,25 @@
+"""What the derived folders beside an index (the tantivy copy, the vector file) share: only large
+indexes get them, and an index that shrinks below the threshold loses them."""
+import pytest
+
+from embeddings import tantivy_index, vector_file
+from embeddings.index import run_index
+
+from .test_tantivy_index import change_corpus
+
+
+@pytest.mark.parametrize("module", [tantivy_index, vector_file], ids=["tantivy", "vector file"])
+def test_small_indexes_have_no_copy_and_one_that_shrinks_loses_it(fake_settings, fake_embedder, monkeypatch, module):
+    run_index(fake_settings)
+    folder = module.folder_for(fake_settings.index_path)
+    assert not folder.exists()
+
+    monkeypatch.setattr(module, "LARGE_INDEX", 1)
+    change_corpus(fake_settings)
+    run_index(fake_settings)
+    assert folder.is_dir()
+    monkeypatch.setattr(module, "LARGE_INDEX", 10_000)
+    target = fake_settings.corpus_dir / "002_19231adb1c3244eb.txt"
+    target.write_text(target.read_text() + "\n\nOne more paragraph about the wombat census.\n")
+    run_index(fake_settings)
+    assert not folder.exists()
