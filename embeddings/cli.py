@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from . import store
+from . import store, vector_file
 from .answer import Answer
 from .config import ConfigError, Settings
 from .embedder import ModelLoadError, load_reranker
@@ -227,7 +227,9 @@ def stats_command(ctx, index_path, as_json):
         with store.reading(settings.index_path) as conn:
             stats = store.index_stats(conn, settings.index_path)
             run = store.last_run(conn)
-    stats["keyword_search"] = keyword_engine(settings.index_path, stats.pop("generation"), stats["passages"])
+    generation = stats.pop("generation")
+    stats["keyword_search"] = keyword_engine(settings.index_path, generation, stats["passages"])
+    stats["vectors_from"] = vector_file.vector_source(settings.index_path, generation, stats["passages"])
     if as_json:
         click.echo(json.dumps(stats))
         return
@@ -236,6 +238,7 @@ def stats_command(ctx, index_path, as_json):
     click.echo(f"index:     {settings.index_path} ({stats['size_bytes'] / 1e6:.1f} MB)")
     click.echo(f"built:     {stats['built']}")
     click.echo(f"keywords:  {stats['keyword_search']}")
+    click.echo(f"vectors:   {stats['vectors_from']}")
     if run:
         r = run["report"]
         click.echo(

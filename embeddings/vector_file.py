@@ -34,6 +34,16 @@ def folder_for(index_path: Path) -> Path:
     return sidecar.folder_for(index_path, SUFFIX)
 
 
+def vector_source(index_path: Path, generation: str | None, passages: int) -> str:
+    """Where a search of this index state loads its vectors from: "sqlite", "vector file", or
+    SQLite with the reason the file is not used."""
+    if passages < LARGE_INDEX:
+        return "sqlite"
+    if generation and sidecar.read_tag(folder_for(index_path)) == generation:
+        return "vector file"
+    return "sqlite (the vector file is missing or out of date: run `corpus-bot index`)"
+
+
 @dataclass
 class Loaded:
     vectors: VectorMatrix

@@ -8,7 +8,7 @@ import pytest
 from embeddings import sidecar, vector_file
 from embeddings.index import run_index
 
-from .test_tantivy_index import GONE, change_corpus, generation, load
+from .test_tantivy_index import GONE, change_corpus, generation, load, stats
 
 QUESTIONS = ["Sebghatullah Selab", "who was killed in the attack", "floods and rain", "quokka"]
 
@@ -77,12 +77,14 @@ def test_a_failed_write_is_a_warning_and_searches_load_from_sqlite(large, fake_s
         patch.setattr(vector_file, "_write", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
         report = run_index(fake_settings)
     assert any(path == "(vector file)" and "disk full" in text for path, text in report.warnings)
+    assert "out of date: run `corpus-bot index`" in stats(fake_settings)["vectors_from"]  # what an admin sees
     idx = load(fake_settings)
     assert not from_file(idx)
     assert "quokka" in idx.search("a quokka near the checkpoint", fake_embedder, k=1).results[0].text
     idx.close()
     assert not run_index(fake_settings).warnings  # the next run writes it, though nothing changed
     assert from_file(load(fake_settings))
+    assert stats(fake_settings)["vectors_from"] == "vector file"
 
 
 @pytest.mark.parametrize("name", ["exact.npy", "codes-0.faiss", "ids.npy"])
