@@ -317,13 +317,17 @@ def _scan(corpus, settings, previous, report, progress, tick):
     new: list[_NewArticle] = []
     kept_files: list[str] = []
     seen_text: dict[str, str] = {}  # hash of article text -> key, to index duplicates once
+    root = corpus.resolve()  # once, not per file
+    names_in: dict[Path, set[str]] = {}  # folder -> its entries, to find sidecars without a stat each
     for path in paths:
         rel = path.relative_to(corpus).as_posix()
         progress.files_scanned += 1
         tick()
         try:
-            data = load_file(path, corpus, settings.max_file_bytes)
-            sidecar = sidecar_bytes(path)
+            data = load_file(path, root, settings.max_file_bytes)
+            if path.parent not in names_in:
+                names_in[path.parent] = _entries(path.parent)
+            sidecar = sidecar_bytes(path, names_in[path.parent])
             content_hash = hashlib.sha256(data + b"\0sidecar\0" + sidecar).hexdigest()
             if rel in previous and previous[rel].content_hash == content_hash:
                 kept_files.append(rel)
@@ -346,6 +350,13 @@ def _scan(corpus, settings, previous, report, progress, tick):
             seen_text[text_hash] = doc.key
             new.append(_NewArticle(doc, rel, content_hash, []))
     return new, kept_files
+
+
+def _entries(folder: Path) -> set[str] | None:
+    try:
+        return set(os.listdir(folder))
+    except OSError:  # gone since the walk: sidecar_bytes looks file by file
+        return None
 
 
 def _chunk(new: list[_NewArticle], embedder: Embedder, report: IndexReport) -> list[_NewArticle]:

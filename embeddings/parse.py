@@ -106,7 +106,9 @@ def _resolve_inside(path: Path, root: Path) -> Path:
         if path.is_symlink():
             raise SkipFile(f"dangling symlink (target {os.readlink(path)!s} does not exist)") from None
         raise SkipFile(f"cannot open file: {exc.strerror or exc}") from None
-    if not resolved.is_relative_to(Path(root).resolve()):
+    # A resolved path that starts with root as given is inside it (root's parts are then real
+    # directories): the indexer passes its resolved root once, sparing a resolve per file.
+    if not (resolved.is_relative_to(root) or resolved.is_relative_to(Path(root).resolve())):
         if path.is_symlink():
             raise SkipFile("symlink pointing outside the corpus folder")
         raise SkipFile("path resolves outside the corpus folder")
@@ -137,13 +139,16 @@ def load_file(path: Path, root: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> byt
     return data
 
 
-def sidecar_bytes(path: Path) -> bytes:
+def sidecar_bytes(path: Path, siblings: set[str] | None = None) -> bytes:
     """Raw bytes of the sidecar metadata file for an article file, b'' if none. The sidecar of
     `dir/name.ext` is `dir/name.meta.json`, `dir/name.meta.yaml` or `dir/name.meta.yml` (first that
-    exists). Raises SkipFile when a sidecar exists but cannot be read or is over 1 MB."""
+    exists). Raises SkipFile when a sidecar exists but cannot be read or is over 1 MB. `siblings`,
+    the names in the file's folder, spares a stat per candidate when scanning many files."""
     path = Path(path)
     stem = path.name[: -len(path.suffix)] if path.suffix else path.name
     for suffix in SIDECAR_SUFFIXES:
+        if siblings is not None and stem + suffix not in siblings:
+            continue
         candidate = path.with_name(stem + suffix)
         if not candidate.is_file():
             continue

@@ -462,16 +462,23 @@ def test_sidecar_wins_over_text_and_front_matter(tmp_path):
     assert (doc.title, doc.source) == ("YAML Sidecar Title", "Front Source")
 
 
-def test_sidecar_lookup_order(tmp_path):
+@pytest.mark.parametrize("listed", [False, True], ids=["stat each", "folder listed once"])
+def test_sidecar_lookup_order(tmp_path, listed):
     article = tmp_path / "a.html"
     article.write_text("<p>x</p>")
-    assert sidecar_bytes(article) == b""
+
+    def sidecar(path=article):  # the indexer hands over the folder's names; the lookup must not change
+        return sidecar_bytes(path, set(os.listdir(tmp_path)) if listed else None)
+
+    (tmp_path / "b.meta.json").write_bytes(b'{"title": "another article"}')
+    (tmp_path / "c.meta.json").mkdir()  # named like a sidecar, but a folder
+    assert sidecar() == b"" and sidecar(tmp_path / "c.txt") == b""
     (tmp_path / "a.meta.yml").write_bytes(b"title: yml\n")
-    assert sidecar_bytes(article) == b"title: yml\n"
+    assert sidecar() == b"title: yml\n"
     (tmp_path / "a.meta.yaml").write_bytes(b"title: yaml\n")
-    assert sidecar_bytes(article) == b"title: yaml\n"
+    assert sidecar() == b"title: yaml\n"
     (tmp_path / "a.meta.json").write_bytes(b'{"title": "json"}')
-    assert sidecar_bytes(article) == b'{"title": "json"}'
+    assert sidecar() == b'{"title": "json"}'
 
 
 @pytest.mark.parametrize(
