@@ -61,9 +61,10 @@ def refresh(index_path: Path) -> str:
         generation, passages = meta.get("generation"), store.passage_count(conn)
         if passages < LARGE_INDEX or not generation or not meta.get("dimension"):
             return sidecar.remove(folder)
-        if sidecar.read_tag(folder) == generation:
-            return "current"
-        sidecar.replace(folder, lambda tmp: _write(conn, tmp, passages, int(meta["dimension"])), generation)
+        dim = int(meta["dimension"])
+        if sidecar.read_tag(folder) == generation and load(index_path, generation, passages, dim):
+            return "current"  # and readable: a damaged file is written again
+        sidecar.replace(folder, lambda tmp: _write(conn, tmp, passages, dim), generation)
     return "built"
 
 

@@ -88,7 +88,7 @@ def test_a_failed_write_is_a_warning_and_searches_load_from_sqlite(large, fake_s
 
 
 @pytest.mark.parametrize("name", ["exact.npy", "codes-0.faiss", "ids.npy"])
-def test_a_damaged_file_is_ignored_with_a_warning(large, fake_settings, fake_embedder, caplog, name):
+def test_a_damaged_file_is_ignored_with_a_warning_and_written_again(large, fake_settings, fake_embedder, caplog, name):
     run_index(fake_settings)
     idx = load(fake_settings)
     expected = answers(idx, fake_embedder)
@@ -101,6 +101,8 @@ def test_a_damaged_file_is_ignored_with_a_warning(large, fake_settings, fake_emb
     assert answers(idx, fake_embedder) == expected
     assert "cannot use" in caplog.text
     idx.close()
+    assert not run_index(fake_settings).warnings  # the next run writes it again, though nothing changed
+    assert from_file(load(fake_settings))
 
 
 def test_the_run_reports_writing_the_vector_file(large, fake_settings, fake_embedder):
