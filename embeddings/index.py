@@ -305,9 +305,7 @@ def _refresh_query_model(settings: Settings, embedder: Embedder | None, report: 
             return
         shutil.rmtree(folder, ignore_errors=True)  # a stale export for a previous model
     except Exception as exc:
-        log.warning("could not export the ONNX query model: %s", exc)
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        report.warnings.append(("(query model)", f"not exported ({reason}); questions use the full model, slower to start"))
+        _warn_derived(report, "(query model)", "not exported", "questions use the full model, slower to start", exc)
 
 
 def _scan(corpus, settings, previous, report, progress, tick):
@@ -413,9 +411,7 @@ def _refresh_tantivy(settings: Settings, changes: tantivy_index.Changes, report:
     try:
         tantivy_index.refresh(settings.index_path, changes, on_passage=on_passage)
     except Exception as exc:
-        log.warning("could not build the tantivy keyword index: %s", exc)
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        report.warnings.append(("(keyword index)", f"tantivy copy not built ({reason}); keyword search uses FTS5, slower at this size"))
+        _warn_derived(report, "(keyword index)", "tantivy copy not built", "keyword search uses FTS5, slower at this size", exc)
 
 
 def _refresh_vector_file(settings: Settings, report: IndexReport, progress: Progress, tick) -> None:
@@ -429,9 +425,14 @@ def _refresh_vector_file(settings: Settings, report: IndexReport, progress: Prog
     try:
         vector_file.refresh(settings.index_path)
     except Exception as exc:
-        log.warning("could not write the vector file: %s", exc)
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        report.warnings.append(("(vector file)", f"not written ({reason}); the vectors load from SQLite, slower at this size"))
+        _warn_derived(report, "(vector file)", "not written", "the vectors load from SQLite, slower at this size", exc)
+
+
+def _warn_derived(report: IndexReport, what: str, failed: str, meanwhile: str, exc: Exception) -> None:
+    """A copy derived after the commit could not be made: a warning in the report, never a failed run."""
+    log.warning("%s %s: %s", what, failed, exc)
+    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    report.warnings.append((what, f"{failed} ({reason}); {meanwhile}"))
 
 
 def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started) -> tantivy_index.Changes:

@@ -28,6 +28,11 @@ def read_tag(folder: Path) -> str | None:
         return None
 
 
+def is_current(folder: Path, generation: str | None) -> bool:
+    """Whether the copy in folder holds the index state `generation`."""
+    return bool(generation) and read_tag(folder) == generation
+
+
 def write_tag(folder: Path, value: str) -> None:
     tmp = folder / (TAG_FILE + ".tmp")
     tmp.write_text(value)

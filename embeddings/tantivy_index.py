@@ -71,7 +71,7 @@ def keyword_engine(index_path: Path, generation: str | None, passages: int) -> s
     """What keyword search on this index state uses: "fts5", "tantivy", or FTS5 with the reason."""
     if passages < LARGE_INDEX:
         return "fts5"
-    if generation and sidecar.read_tag(folder_for(index_path)) == generation:
+    if sidecar.is_current(folder_for(index_path), generation):
         return "tantivy"
     return "fts5 (the tantivy copy is missing or out of date: run `corpus-bot index`)"
 
@@ -174,7 +174,7 @@ class TantivyIndex:
         folder = folder_for(index_path)
         if not generation or not folder.is_dir():
             return None
-        if sidecar.read_tag(folder_for(index_path)) != generation:
+        if not sidecar.is_current(folder, generation):
             log.info("keyword search uses FTS5: %s is from another state of the index (run `corpus-bot index`)", folder)
             return None
         try:

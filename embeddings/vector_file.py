@@ -39,7 +39,7 @@ def vector_source(index_path: Path, generation: str | None, passages: int) -> st
     SQLite with the reason the file is not used."""
     if passages < LARGE_INDEX:
         return "sqlite"
-    if generation and sidecar.read_tag(folder_for(index_path)) == generation:
+    if sidecar.is_current(folder_for(index_path), generation):
         return "vector file"
     return "sqlite (the vector file is missing or out of date: run `corpus-bot index`)"
 
@@ -62,7 +62,7 @@ def refresh(index_path: Path) -> str:
         if passages < LARGE_INDEX or not generation or not meta.get("dimension"):
             return sidecar.remove(folder)
         dim = int(meta["dimension"])
-        if sidecar.read_tag(folder) == generation and load(index_path, generation, passages, dim):
+        if sidecar.is_current(folder, generation) and load(index_path, generation, passages, dim):
             return "current"  # and readable: a damaged file is written again
         sidecar.replace(folder, lambda tmp: _write(conn, tmp, passages, dim), generation)
     return "built"
@@ -88,7 +88,7 @@ def load(index_path: Path, generation: str | None, passages: int, dim: int) -> L
         return None
     try:
         with sidecar.pinned(folder) as pinned:  # every file from one copy, even if a re-index swaps in another
-            if sidecar.read_tag(pinned) != generation:
+            if not sidecar.is_current(pinned, generation):
                 log.info("loading vectors from SQLite: %s is from another state of the index (run `corpus-bot index`)",
                          folder)
                 return None
