@@ -37,6 +37,33 @@ def idf_sum(index, question):
     return sum(max(np.log((n - df + 0.5) / (df + 0.5)), 1e-6) for df in counts if df)
 
 
+def term_scores(index, question, tokenizer):
+    """Per question word: its BM25 over every passage and whether the embedding model is blind
+    to it (the model's tokenizer cuts it into pieces, or it has a digit: names, codes, jargon)."""
+    out = []
+    for term in fts_terms(question):
+        rows, bm25 = index.keyword_hits(term, limit=index.passage_count)
+        scores = np.zeros(index.passage_count, np.float64)
+        scores[rows] = bm25
+        out.append((scores, len(tokenizer.tokenize(term)) > 1 or any(c.isdigit() for c in term)))
+    return out
+
+
+def graded(cos, terms, question_idf, beta, other_weight):
+    """Coverage where words the model reads whole count other_weight, words it cannot read 1."""
+    kw = sum((s if blind else other_weight * s for s, blind in terms), np.zeros_like(cos))
+    return coverage(cos, kw, beta, question_idf)
+
+
+def vector_top_gated(cos, kw, question_idf, beta, k=5):
+    """Coverage damped by how much of the question the vector's top k passages contain: low when
+    the question is phrased in other words than the corpus, where BM25's hits are incidental."""
+    if question_idf <= 0:
+        return cos
+    gate = min(float(kw[top(cos, k)].max()) / question_idf, 1.0)
+    return coverage(cos, kw, beta * gate, question_idf)
+
+
 def coverage(cos, kw, beta, question_idf):
     return cos + (beta * kw / question_idf if question_idf > 0 else 0)
 
@@ -125,8 +152,13 @@ RULES = {
 
 
 # Rules of cosine and BM25 only take the question's idf too, so every rule is called one way.
-RULES = {name: (lambda rule: lambda c, k, idf: rule(c, k))(rule) for name, rule in RULES.items()}
-RULES.update({f"cos+{b}*coverage": (lambda b: lambda c, k, idf: coverage(c, k, b, idf))(b) for b in (0.1, 0.2, 0.3, 0.5, 0.7)})
+RULES = {name: (lambda rule: lambda c, k, idf, terms: rule(c, k))(rule) for name, rule in RULES.items()}
+RULES.update({f"cos+{b}*coverage": (lambda b: lambda c, k, idf, terms: coverage(c, k, b, idf))(b) for b in (0.1, 0.2, 0.3, 0.5, 0.7)})
+# session 6: which words to trust (graded), and when to trust them (gated)
+RULES.update({f"cos+{b}*coverage, model-read words x{w}": (lambda b, w: lambda c, k, idf, terms: graded(c, terms, idf, b, w))(b, w)
+              for w in (0.0, 0.1, 0.25, 0.5) for b in (0.3, 0.5, 0.7)})
+RULES.update({f"cos+{b}*coverage x vector-top-5 coverage": (lambda b: lambda c, k, idf, terms: vector_top_gated(c, k, idf, b))(b)
+              for b in (0.3, 0.5, 0.7)})
 
 
 def main(folders: list[str]) -> None:
@@ -139,13 +171,14 @@ def main(folders: list[str]) -> None:
         qids = list(data.qrels)
         qv = embedder.encode([data.queries[q] for q in qids])
         every_vector = index.vectors.get(np.arange(index.passage_count))
-        per_q = [(every_vector @ qv[i], keyword_scores(index, data.queries[q]), idf_sum(index, data.queries[q]))
-                 for i, q in enumerate(qids)]
+        tokenizer = embedder.sentence_transformer.tokenizer
+        per_q = [(every_vector @ qv[i], keyword_scores(index, data.queries[q]), idf_sum(index, data.queries[q]),
+                  term_scores(index, data.queries[q], tokenizer)) for i, q in enumerate(qids)]
         print(f"\n{data.name}: {len(qids)} queries, {index.passage_count} passages")
         for name, rule in RULES.items():
             run = {}
-            for q, (c, k, idf) in zip(qids, per_q):
-                scores = rule(c, k, idf).astype(np.float64)
+            for q, (c, k, idf, terms) in zip(qids, per_q):
+                scores = rule(c, k, idf, terms).astype(np.float64)
                 order = np.argsort(-scores, kind="stable")
                 order = order[np.isfinite(scores[order]) & (scores[order] > -1e8)]
                 picked = index._pick(Candidates(order, scores[order], scores[order], True), 100, 1, {})
