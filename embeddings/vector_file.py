@@ -131,6 +131,8 @@ class RowFile:
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, np.int64)
         out = np.empty((len(rows), self.shape[1]), self.dtype)
+        if not len(rows):  # a memoryview of an empty array cannot be cast
+            return out
         buffers = memoryview(out).cast("B")
         fd = self._file.fileno()
         for i, row in enumerate(rows.tolist()):

@@ -19,7 +19,8 @@ def large(monkeypatch):
 
 
 def answers(idx, embedder) -> list:
-    return [[(r.passage_id, round(r.score, 6)) for r in idx.search(q, embedder, k=8).results] for q in QUESTIONS]
+    return [[(r.passage_id, round(r.score, 6)) for r in idx.search(q, embedder, k=8, mode=mode).results]
+            for q in QUESTIONS for mode in ("vector", "hybrid", "keyword")]
 
 
 def from_file(idx) -> bool:
@@ -27,6 +28,7 @@ def from_file(idx) -> bool:
 
 
 def test_a_large_index_loads_its_vectors_from_the_file_and_answers_as_from_sqlite(large, fake_settings, fake_embedder):
+    """In every mode: hybrid and keyword rescore rows read from the file, sometimes none at all."""
     run_index(fake_settings)
     folder = vector_file.folder_for(fake_settings.index_path)
     assert sidecar.read_tag(folder) == generation(fake_settings.index_path)
