@@ -1,5 +1,6 @@
-"""Calibrate WEAK_SCORE: the best passage's cosine for questions the corpus answers vs questions
-from another set (which it cannot answer).
+"""Calibrate WEAK_SCORE: the best cosine among the passages an answer shows (the default search
+mode, DEFAULT_K of them), for questions the corpus answers vs questions from another set (which it
+cannot answer).
 
     python bench/calibrate_weak.py ../shared/eval/scifact tests/fixtures/news_shipped
 
@@ -17,7 +18,7 @@ import numpy as np
 from embeddings.config import Settings
 from embeddings.embedder import load_embedder
 from embeddings.evaluate import cached_index, load_beir
-from embeddings.search import SearchIndex
+from embeddings.search import DEFAULT_K, SearchIndex
 
 
 def main(folders: list[str]) -> None:
@@ -29,16 +30,16 @@ def main(folders: list[str]) -> None:
         index = SearchIndex.load(cached_index(data, embedder.name, settings.index_path.parent / "eval-cache", embedder=embedder),
                                  model_name=embedder.name, weak_score=0.0)
         for qid, judged in data.qrels.items():
-            ranking = index.rank(data.queries[qid], embedder, n=1, per_article=1)
+            ranking = index.rank(data.queries[qid], embedder, n=DEFAULT_K)
             top = ranking.picked[0]
             if judged.get(index.articles[index.passage_article[top]].key, 0) > 0:
-                answered.append(ranking.picked_cosine[0])
+                answered.append(max(ranking.picked_cosine))
         for other in sets:
             if other is data:
                 continue
             for qid in other.qrels:
-                ranking = index.rank(other.queries[qid], embedder, n=1, per_article=1)
-                unanswerable.append(ranking.picked_cosine[0])
+                ranking = index.rank(other.queries[qid], embedder, n=DEFAULT_K)
+                unanswerable.append(max(ranking.picked_cosine))
         index.close()
     a, u = np.array(answered), np.array(unanswerable)
     print(f"answered     n={len(a)}  min {a.min():.3f}  p5 {np.percentile(a, 5):.3f}  median {np.median(a):.3f}")

@@ -156,6 +156,46 @@ def test_hybrid_mode_ranks_from_both_lists(index, fake_embedder):
     assert "Sebghatullah Selab" in answer.results[0].text
 
 
+def test_weighted_keyword_score_is_each_words_bm25_times_its_weight(index):
+    """FTS5 scores a weighted question one query per weight; BM25 being a sum over the words, the
+    result must equal adding up the words' own scores."""
+    rows, scores = index.keyword_hits("Kunduz Selab", weights={"kunduz": 0.25, "selab": 1.0})
+    alone = {w: dict(zip(*index.keyword_hits(w))) for w in ("Kunduz", "Selab")}
+    assert len(rows) == len(set(alone["Kunduz"]) | set(alone["Selab"]))
+    for row, score in zip(rows, scores):
+        want = 0.25 * alone["Kunduz"].get(row, 0.0) + alone["Selab"].get(row, 0.0)
+        assert score == pytest.approx(want, rel=1e-5)
+    assert list(scores) == sorted(scores, reverse=True)
+
+
+def test_idf_sum_is_fts5s_idf_of_the_question_words(index):
+    n = index.passage_count
+    selab = index.term_count("selab")
+    assert 0 < selab < n / 2
+    assert index.idf_sum(["selab"]) == pytest.approx(np.log((n - selab + 0.5) / (selab + 0.5)))
+    assert index.idf_sum(["selab", "xyzzyq"]) == index.idf_sum(["selab"])  # a word no passage has adds nothing
+    assert 0 < index.idf_sum(["taliban"]) <= 1e-6  # in most passages: FTS5 floors its idf
+
+
+def test_hybrid_ranks_by_cosine_when_no_word_of_the_question_is_in_the_corpus(index, fake_embedder):
+    question = "xyzzyq quuxplonk"
+    assert not len(index.keyword_hits(question)[0])
+
+    def ranked(mode):
+        return [(r.passage_id, r.score) for r in index.search(question, fake_embedder, mode=mode, k=10).results]
+
+    assert ranked("hybrid") == ranked("vector")
+
+
+@pytest.mark.parametrize("mode", ["vector", "hybrid", "keyword"])
+def test_an_answer_is_weak_only_when_every_passage_shown_is(index, fake_embedder, mode):
+    """Weakness is judged on the best cosine shown, which a hybrid or keyword ranking need not put first."""
+    for question in ["Sebghatullah Selab deputy Faryab", "Taliban Kunduz airport", "quokka sourdough bread", "B-52"]:
+        answer = index.search(question, fake_embedder, mode=mode)
+        if answer.results:
+            assert answer.weak == (max(r.score for r in answer.results) < index.weak_score), (question, mode)
+
+
 def test_keyword_index_follows_every_reindex(fake_settings, fake_embedder):
     run_index(fake_settings)
     target = fake_settings.corpus_dir / "002_19231adb1c3244eb.txt"

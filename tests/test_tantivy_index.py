@@ -71,6 +71,30 @@ def test_a_large_index_searches_keywords_with_a_tantivy_copy_of_the_same_passage
     idx.close()
 
 
+def test_tantivy_weights_each_words_score_and_knows_its_idf(large, fake_settings, fake_embedder):
+    """What hybrid search asks of the keyword engine, the same from tantivy as from FTS5: each word's
+    BM25 scaled by its weight, and the question's idf sum (here tantivy's own idf)."""
+    import numpy as np
+
+    run_index(fake_settings)
+    idx = load(fake_settings)
+    assert idx.tantivy is not None
+    rows, scores = idx.keyword_hits("Kunduz Selab", weights={"kunduz": 0.25, "selab": 1.0})
+    alone = {w: dict(zip(*idx.keyword_hits(w))) for w in ("Kunduz", "Selab")}
+    assert set(rows) == set(alone["Kunduz"]) | set(alone["Selab"])
+    for row, score in zip(rows, scores):
+        assert score == pytest.approx(0.25 * alone["Kunduz"].get(row, 0.0) + alone["Selab"].get(row, 0.0), rel=1e-4)
+    n, df = idx.passage_count, len(alone["Selab"])
+    assert idx.idf_sum(["Selab", "xyzzyq"]) == pytest.approx(np.log(1 + (n - df + 0.5) / (df + 0.5)), rel=1e-6)
+    # Hybrid through tantivy finds what it finds through FTS5 at the top.
+    question = "Sebghatullah Selab deputy Faryab"
+    top = idx.search(question, fake_embedder, mode="hybrid").results[0].passage_id
+    engine, idx.tantivy = idx.tantivy, None
+    assert idx.search(question, fake_embedder, mode="hybrid").results[0].passage_id == top
+    idx.tantivy = engine
+    idx.close()
+
+
 def test_filters_apply_to_the_tantivy_keyword_hits(large, fake_settings, fake_embedder):
     from embeddings.search import Filters
 
