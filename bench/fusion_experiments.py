@@ -18,7 +18,7 @@ from embeddings.config import Settings
 from embeddings.embedder import load_embedder
 from embeddings.evaluate import cached_index, load_beir
 from embeddings.metrics import evaluate_run
-from embeddings.search import Candidates, SearchIndex, fts_terms
+from embeddings.search import Candidates, SearchIndex, fts_terms, word_weights
 
 
 def keyword_scores(index, question):
@@ -29,23 +29,16 @@ def keyword_scores(index, question):
     return out
 
 
-def idf_sum(index, question):
-    """Sum of FTS5's idf over the question's words: the BM25 a passage matching all of them once
-    would get, roughly; BM25 / this is the share of the question a passage covers."""
-    n = index.passage_count
-    counts = [index.term_count(term) for term in fts_terms(question)]
-    return sum(max(np.log((n - df + 0.5) / (df + 0.5)), 1e-6) for df in counts if df)
-
-
-def term_scores(index, question, tokenizer):
-    """Per question word: its BM25 over every passage and whether the embedding model is blind
-    to it (the model's tokenizer cuts it into pieces, or it has a digit: names, codes, jargon)."""
+def term_scores(index, question, embedder):
+    """Per question word: its BM25 over every passage and whether hybrid search trusts it fully
+    (search.word_weights: the model's tokenizer cuts it into pieces, or it has a digit)."""
+    weights = word_weights(fts_terms(question), embedder)
     out = []
-    for term in fts_terms(question):
+    for term, weight in weights.items():
         rows, bm25 = index.keyword_hits(term, limit=index.passage_count)
         scores = np.zeros(index.passage_count, np.float64)
         scores[rows] = bm25
-        out.append((scores, len(tokenizer.tokenize(term)) > 1 or any(c.isdigit() for c in term)))
+        out.append((scores, weight == 1.0))
     return out
 
 
@@ -171,9 +164,8 @@ def main(folders: list[str]) -> None:
         qids = list(data.qrels)
         qv = embedder.encode([data.queries[q] for q in qids])
         every_vector = index.vectors.get(np.arange(index.passage_count))
-        tokenizer = embedder.sentence_transformer.tokenizer
-        per_q = [(every_vector @ qv[i], keyword_scores(index, data.queries[q]), idf_sum(index, data.queries[q]),
-                  term_scores(index, data.queries[q], tokenizer)) for i, q in enumerate(qids)]
+        per_q = [(every_vector @ qv[i], keyword_scores(index, data.queries[q]), index.idf_sum(fts_terms(data.queries[q])),
+                  term_scores(index, data.queries[q], embedder)) for i, q in enumerate(qids)]
         print(f"\n{data.name}: {len(qids)} queries, {index.passage_count} passages")
         for name, rule in RULES.items():
             run = {}
