@@ -391,6 +391,9 @@ class FixedEmbedder:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    def token_ids(self, texts):
+        return [[] for _ in texts]
+
 
 def read_f32(index_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """The float32 vectors as embedded (kept beside the index at build time: the store has float16)

@@ -45,6 +45,12 @@ class Embedder(Protocol):
     def count_tokens(self, text: str) -> int:
         """Model tokens in text (to keep passages under the model's input limit)."""
 
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """The vocabulary ids of each text's tokens, without the special tokens."""
+
+    def token_vectors(self, tokens: Sequence[int]) -> np.ndarray:
+        """Unit vectors of tokens, each encoded alone (word_vectors.py); embedders that index only."""
+
 
 class SentenceTransformerEmbedder:
     batch_size = 32
@@ -85,6 +91,26 @@ class SentenceTransformerEmbedder:
     def count_tokens(self, text: str) -> int:
         with self.lock:
             return len(self._tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+
+    def token_ids(self, texts):
+        if not texts:
+            return []
+        with self.lock:
+            return self._tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+
+    def token_vectors(self, tokens):
+        import torch
+
+        out = np.empty((len(tokens), self.dimension), np.float32)
+        with self.lock:  # the special tokens around any text ([CLS] ... [SEP] for BERT models)
+            special = self._tokenizer("", add_special_tokens=True)["input_ids"]
+        for start in range(0, len(tokens), 512):
+            chunk = list(tokens[start : start + 512])
+            ids = torch.tensor([special[:1] + [t] + special[1:] for t in chunk])
+            features = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+            with self.lock, torch.no_grad():
+                out[start : start + len(chunk)] = self._model(features)["sentence_embedding"].float().numpy()
+        return out
 
 
 def resolve_model_path(name: str) -> str:

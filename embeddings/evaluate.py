@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import tantivy_index, vector_file
+from . import store, tantivy_index, vector_file
 from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
-from .index import Progress, build_index
+from .index import Progress, backfill_token_vectors, build_index
 from .metrics import evaluate_run
 from .parse import ArticleDoc
 from .query_model import export_query_model
@@ -124,10 +124,17 @@ def cached_index(
         build_index(path, data.docs, embedder=embedder, source_hash=data.digest, on_progress=on_progress)
         if isinstance(embedder, SentenceTransformerEmbedder):
             export_query_model(embedder, path)
+    elif not _has_token_vectors(path):  # cached by a version before the token table
+        backfill_token_vectors(path, embedder or load_embedder(model_name, bulk=True))
     # A large set is searched as a large corpus would be: with the derived copies the index job makes.
     tantivy_index.refresh(path)
     vector_file.refresh(path)
     return path
+
+
+def _has_token_vectors(path: Path) -> bool:
+    with store.reading(path) as conn:
+        return conn.execute("SELECT 1 FROM token_vectors LIMIT 1").fetchone() is not None
 
 
 def run_eval(data: BeirData, index: SearchIndex, embedder: Embedder, *, mode: str = DEFAULT_MODE, k: int = 10) -> dict:

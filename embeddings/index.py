@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store, tantivy_index, vector_file
+from . import store, tantivy_index, vector_file, word_vectors
 from .chunk import make_passages
 from .config import Settings
 from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
@@ -79,7 +79,8 @@ def _check_writable(conn: sqlite3.Connection) -> None:
 
 @dataclass
 class Progress:
-    stage: str  # scanning | embedding | committing | keyword index | vector file | done
+    stage: str  # scanning | embedding | words | committing | keyword index | vector file | done
+    words_total: int = 0  # vocabulary tokens of new words to embed (word_vectors.py)
     files_scanned: int = 0
     files_total: int = 0
     passages_embedded: int = 0
@@ -105,6 +106,8 @@ class Progress:
             return f"keyword index: {self.keyword_indexed}/{self.index_passages} passages"
         if self.stage == "vector file":
             return f"vector file: writing {self.index_passages} passages' vectors"
+        if self.stage == "words":
+            return f"words: embedding {self.words_total} vocabulary tokens"
         text = f"{self.stage}: {self.files_scanned}/{self.files_total} files scanned"
         if self.passages_total:
             text += f", {self.passages_embedded}/{self.passages_total} passages embedded"
@@ -250,11 +253,15 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
     new, kept_files = _scan(corpus, settings, previous, report, progress, tick)
     _fault_point("parse")
 
-    if new:
+    # An index from before the token table gets its stored words' vectors once.
+    backfill = not rebuild and previous_passages > 0 and not conn.execute("SELECT 1 FROM token_vectors LIMIT 1").fetchone()
+    tokens: tuple[list[int], np.ndarray] = ([], np.zeros((0, 0), np.float32))
+    if new or backfill:
         embedder = embedder or load_embedder(settings.embedding_model, bulk=True)
         _check_dimension(meta, embedder, rebuild)
         new = _chunk(new, embedder, report)
         _embed(new, embedder, progress, tick)
+        tokens = _token_vectors(conn, new, embedder, progress, tick, every_stored=backfill, replace=rebuild)
     _fault_point("embed")
 
     new_keys = {a.doc.key for a in new}
@@ -275,7 +282,8 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
     progress.stage = "committing"
     tick()
     dimension = embedder.dimension if embedder else int(meta.get("dimension", 0)) or None
-    changes = _commit(conn, settings, new, previous_keys - kept_keys, report, dimension, started_wall, started)
+    changes = _commit(conn, settings, new, previous_keys - kept_keys, report, dimension, started_wall, started,
+                      tokens, replace_tokens=rebuild)
     _fault_point("after-commit")
     _refresh_query_model(settings, embedder, report)
     _refresh_tantivy(settings, changes, report, progress, tick)
@@ -388,6 +396,35 @@ def _embed(new: list[_NewArticle], embedder: Embedder, progress: Progress, tick)
         start += len(article.passages)
 
 
+def _token_vectors(conn, new, embedder, progress, tick, *, every_stored: bool, replace: bool) -> tuple[list[int], np.ndarray]:
+    """The vocabulary tokens of the new articles' words (text, title, publication: what the keyword
+    index holds) that the index has no vector for, and their vectors (word_vectors.py)."""
+    texts = [t for a in new for t in (*a.passages, a.doc.title or "", a.doc.source or "")]
+    if every_stored:
+        texts += [r[0] for r in conn.execute("SELECT text FROM passages")]
+        texts += [f"{r[0] or ''} {r[1] or ''}" for r in conn.execute("SELECT title, source FROM articles")]
+    tokens = word_vectors.missing_tokens(conn, texts, embedder, stored=not replace)
+    progress.stage, progress.words_total = "words", len(tokens)
+    tick()
+    return tokens, embedder.token_vectors(tokens) if tokens else np.zeros((0, embedder.dimension), np.float32)
+
+
+def backfill_token_vectors(index_path: Path, embedder: Embedder) -> int:
+    """Give an index written before the token table its stored words' vectors (what the next index
+    run would do); the number of tokens embedded."""
+    conn = store.connect_for_writing(index_path)
+    try:
+        if conn.execute("SELECT 1 FROM token_vectors LIMIT 1").fetchone():
+            return 0
+        tokens = _token_vectors(conn, [], embedder, Progress(stage="words"), lambda: None, every_stored=True, replace=False)
+        conn.execute("BEGIN IMMEDIATE")
+        word_vectors.insert(conn, *tokens)
+        conn.execute("COMMIT")
+        return len(tokens[0])
+    finally:
+        conn.close()
+
+
 def _check_dimension(meta: dict, embedder: Embedder, rebuild: bool) -> None:
     stored = int(meta.get("dimension", 0) or 0)
     if stored and stored != embedder.dimension and not rebuild:
@@ -435,7 +472,8 @@ def _warn_derived(report: IndexReport, what: str, failed: str, meanwhile: str, e
     report.warnings.append((what, f"{failed} ({reason}); {meanwhile}"))
 
 
-def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started) -> tantivy_index.Changes:
+def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started, tokens,
+            *, replace_tokens: bool = False) -> tantivy_index.Changes:
     """The one write transaction of a run."""
     now = store.utc_now()
     conn.execute("BEGIN IMMEDIATE")
@@ -443,6 +481,9 @@ def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, st
         previous = store.read_meta(conn).get("generation")
         removed = store.passage_ids_of(conn, sorted(stale_keys))
         store.delete_articles(conn, sorted(stale_keys))
+        if replace_tokens:  # a rebuild may change the model: its token vectors go with it
+            conn.execute("DELETE FROM token_vectors")
+        word_vectors.insert(conn, *tokens)
         _fault_point("mid-write")
         for article in new:
             doc = article.doc
@@ -506,7 +547,8 @@ def build_index(
     conn = store.connect_for_writing(tmp)
     try:
         settings = Settings(embedding_model=embedder.name)
-        _commit(conn, settings, new, set(), report, embedder.dimension, started_wall, started)
+        tokens = _token_vectors(conn, new, embedder, progress, tick, every_stored=False, replace=False)
+        _commit(conn, settings, new, set(), report, embedder.dimension, started_wall, started, tokens)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()

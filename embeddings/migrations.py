@@ -100,6 +100,14 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     );
     """,
     _vectors_to_float16,
+    # 5: the vectors of the vocabulary tokens of the corpus's words, float16 (word_vectors.py);
+    # an index from before it gets them on its next index run.
+    """
+    CREATE TABLE token_vectors (
+        token  INTEGER PRIMARY KEY,
+        vector BLOB NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

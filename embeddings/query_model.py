@@ -161,6 +161,10 @@ class OnnxQueryEmbedder:
         with self._lock:
             return len(self._tokenizer.encode(text).ids)
 
+    def token_ids(self, texts):
+        with self._lock:
+            return [e.ids for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
 
 def load_query_embedder(index_path: Path, model_name: str) -> Embedder:
     """The ONNX query model exported for this index when it matches model_name, else the full model."""

@@ -21,6 +21,7 @@ from .answer import Answer, Article, Result
 from .chunk import sentence_spans
 from .embedder import Embedder, Reranker
 from .vectors import DTYPE, VectorMatrix
+from .word_vectors import WordVectors
 
 DEFAULT_K = 5
 MAX_K = 20
@@ -29,14 +30,17 @@ MAX_QUESTION_CHARS = 2000
 
 
 MODES = ("vector", "hybrid", "keyword")
-# Hybrid score: cosine + HYBRID_WEIGHT x keyword coverage (keyword_coverage), the words the
-# embedding model reads whole counting MODEL_READ_WEIGHT in the BM25 (word_weights). Of the rules
-# in docs/retrieval.md the one that gains where questions reuse rare words (SciFact +0.067
-# nDCG@10 over vectors, news_lee +0.020) and loses least where they are paraphrased (+0.000 and
-# -0.011), hence the default.
+# Hybrid score: cosine + HYBRID_WEIGHT x keyword coverage (SearchIndex.keyword_coverage): each
+# question word's BM25 in the passage, weighted by how far the word is from what the embedding
+# model already sees: MODEL_READ_WEIGHT for a word it reads whole, 1 for one it must cut up
+# (word_weights), plus (1 - cosine(word, passage))^MISSED_EXPONENT, the share of the word the
+# passage's vector misses (word_vectors.py). Of the rules in docs/retrieval.md the one that gains
+# where questions reuse rare words (SciFact +0.086 nDCG@10 over vectors, news_lee +0.04) and
+# loses least where they are paraphrased (+0.00 and -0.014), hence the default.
 DEFAULT_MODE = "hybrid"
-HYBRID_WEIGHT = 0.3
+HYBRID_WEIGHT = 0.225
 MODEL_READ_WEIGHT = 0.25
+MISSED_EXPONENT = 5
 KEYWORD_LIMIT = 1000
 # A question word found in more than this share of the passages, and in more than this many, is
 # left out of the keyword query (unless every word is that common): its BM25 weight is tiny
@@ -114,6 +118,7 @@ class SearchIndex:
         self._id_order: np.ndarray | None = None  # lazily built id -> row lookup
         self._term_counts: dict[str, int] = {}  # passages matching each question word, in this snapshot
         self.tantivy: tantivy_index.TantivyIndex | None = None  # keyword search's fast path on large indexes
+        self.word_vectors = WordVectors.load(conn, int(meta.get("dimension") or 0))
         # Publication dates as day ordinals (0 = undated) so date filters are one vector comparison.
         self._published = np.array([a.published.toordinal() if a.published else 0 for a in articles], dtype=np.int64)
 
@@ -265,8 +270,10 @@ class SearchIndex:
         if mode == "keyword":
             keyword = _keyword_threads().submit(self.keyword_hits, question, keep)
         elif mode == "hybrid":
-            weights = word_weights(fts_terms(question), embedder)  # before encode: both use the tokenizer
-            keyword = _keyword_threads().submit(self.keyword_coverage, question, keep, weights)
+            terms = fts_terms(question)
+            # before encode: all three use the tokenizer
+            weights, vectors = word_weights(terms, embedder), self.word_vectors.of(terms, embedder)
+            keyword = _keyword_threads().submit(self.keyword_coverage, terms, keep, weights, vectors)
         query = embedder.encode([question])[0]
         pool = max(4 * n, 64)
         while True:  # the per-article cap and duplicates can use up a pool: widen it until n are found
@@ -282,19 +289,17 @@ class SearchIndex:
         if mode == "vector":
             rows, cosine = self.vectors.top(query, pool, keep)
             return Candidates(rows, cosine, cosine, complete=len(rows) < pool)
-        k_rows, k_scores = keyword_hits
         if mode == "keyword":  # only passages that match the words
+            k_rows, k_scores = keyword_hits
             return Candidates(k_rows, k_scores, self.vectors.dot(query, k_rows), complete=True)
         c_rows, c_cosine = self.vectors.top(query, FUSION_DEPTH, keep)
-        rows = np.union1d(c_rows, k_rows[:FUSION_DEPTH])
+        coverage_of = keyword_hits
+        rows = np.union1d(c_rows, coverage_of.rows[:FUSION_DEPTH])
         cosine = np.empty(len(rows), np.float32)
         in_vector = np.isin(rows, c_rows)
         cosine[np.searchsorted(rows, c_rows)] = c_cosine
         cosine[~in_vector] = self.vectors.dot(query, rows[~in_vector])
-        coverage = np.zeros(len(rows), np.float32)
-        matched = np.isin(k_rows, rows)
-        coverage[np.searchsorted(rows, k_rows[matched])] = k_scores[matched]
-        fused = cosine + HYBRID_WEIGHT * coverage
+        fused = cosine + HYBRID_WEIGHT * coverage_of(rows)
         order = np.argsort(-fused, kind="stable")
         return Candidates(rows[order], fused[order], cosine[order], complete=True)
 
@@ -323,35 +328,62 @@ class SearchIndex:
         """Rows and BM25 scores (higher is better) of the best `limit` matching passages, best first:
         from FTS5, or from the tantivy copy on a large index. `weights` scales each word's part of
         the score (default 1). Rows where keep is False are dropped after the limit."""
-        terms = fts_terms(question)
-        weights = weights or {}
+        rows, scores, _ = self._keyword_search(fts_terms(question), keep, limit, weights or {}, per_word=False)
+        return rows, scores
+
+    def _keyword_search(self, terms, keep, limit, weights, *, per_word: bool):
+        """keyword_hits, and with per_word (FTS5 only) each word's own rows and BM25 as well."""
+        found_by_word = None
         if self.tantivy is not None:
             ids, scores = self.tantivy.top(terms, limit, context_weight=CONTEXT_WEIGHT, weights=weights)
         else:
             # FTS5's bm25 is a sum over the words, so words of one weight are scored together and
-            # the groups added up, one query per distinct weight (exact for the passages within
-            # each group's best `limit`, which is every match below KEYWORD_LIMIT).
+            # the groups added up, one query per group (exact for the passages within each group's
+            # best `limit`, which is every match below KEYWORD_LIMIT); per_word: a group per word.
             terms = self._without_common(terms)
-            groups: dict[float, list[str]] = {}
+            groups: dict[object, list[str]] = {}
             for t in terms:
-                groups.setdefault(weights.get(t, 1.0), []).append(t)
+                groups.setdefault(t if per_word else weights.get(t, 1.0), []).append(t)
             found = [self._fts5_top(group, limit) for group in groups.values()]
-            ids, scores = _add_up([i for i, _ in found], [w * s for w, (_, s) in zip(groups, found)], limit)
+            group_weights = [weights.get(g[0], 1.0) for g in groups.values()]
+            ids, scores = _add_up([i for i, _ in found], [w * s for w, (_, s) in zip(group_weights, found)], limit)
+            if per_word:
+                found_by_word = {t: (self._rows_of(i), s) for t, (i, s) in zip(groups, found)}
         rows = self._rows_of(ids)
         ok = rows >= 0
         if keep is not None:
             ok[ok] = keep[rows[ok]]
-        return rows[ok], scores[ok]
+        return rows[ok], scores[ok], found_by_word
 
     def keyword_coverage(
-        self, question: str, keep: np.ndarray | None, weights: dict[str, float]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """keyword_hits with each passage's weighted BM25 divided by the question's idf sum (roughly
-        the BM25 of a passage holding every word once): a share of the question the passage covers,
-        comparable across questions, so it can be added to a cosine."""
-        rows, scores = self.keyword_hits(question, keep, weights=weights)
-        total = self.idf_sum(fts_terms(question))
-        return rows, (scores / total if total > 0 else np.zeros_like(scores))
+        self, terms: list[str], keep: np.ndarray | None, weights: dict[str, float], vectors: np.ndarray
+    ) -> "Coverage":
+        """The keyword side of hybrid search: the best keyword hits (by BM25 with `weights`), and a
+        function giving any passages' coverage of the question: the BM25 of each word in the passage
+        times the word's weight plus the share of the word the passage's vector misses, (1 -
+        cosine(word vector, passage))^MISSED_EXPONENT, summed and divided by the question's idf sum
+        (roughly the BM25 of a passage holding every word once), so comparable across questions
+        and addable to a cosine. `vectors`: the words' vectors (word_vectors.py), zero when unknown."""
+        rows, _, by_word = self._keyword_search(terms, keep, KEYWORD_LIMIT, weights, per_word=True)
+        return Coverage(self, terms, weights, vectors, self.idf_sum(terms), rows, by_word)
+
+    def word_scores(self, terms: list[str], rows: np.ndarray, found_by_word=None) -> np.ndarray:
+        """BM25 of each word (a row) in each passage (a column); from `found_by_word` (FTS5's
+        per-word hits) when given, else from the tantivy copy."""
+        out = np.zeros((len(terms), len(rows)), np.float32)
+        if found_by_word is None:
+            if self.tantivy is not None and len(rows):
+                out[:] = self.tantivy.word_scores(terms, self.passage_ids[rows], context_weight=CONTEXT_WEIGHT)
+            return out
+        for j, t in enumerate(terms):
+            hit_rows, scores = found_by_word.get(t, (np.zeros(0, np.int64), None))
+            if not len(hit_rows):
+                continue
+            order = np.argsort(hit_rows)
+            at = np.clip(np.searchsorted(hit_rows[order], rows), 0, len(hit_rows) - 1)
+            match = hit_rows[order][at] == rows
+            out[j, match] = scores[order][at[match]]
+        return out
 
     def idf_sum(self, terms: list[str]) -> float:
         """Sum of the words' BM25 idf, as the engine that scores them computes it."""
@@ -520,6 +552,29 @@ def _keyword_threads() -> ThreadPoolExecutor:
 
 
 FUSION_DEPTH = 200  # candidates taken from each list
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """SearchIndex.keyword_coverage's answer: `rows`, the best keyword hits, and called with any
+    rows, their coverage of the question."""
+
+    index: "SearchIndex"
+    terms: list[str]
+    weights: dict[str, float]
+    vectors: np.ndarray
+    idf_sum: float
+    rows: np.ndarray
+    found_by_word: dict | None
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        if self.idf_sum <= 0 or not len(rows) or not self.terms:
+            return np.zeros(len(rows), np.float32)
+        bm25 = self.index.word_scores(self.terms, rows, self.found_by_word)
+        cosine = self.vectors @ self.index.vectors.get(rows).T
+        missed = (1.0 - np.clip(cosine, 0.0, 1.0)) ** MISSED_EXPONENT
+        weight = np.array([self.weights.get(t, 1.0) for t in self.terms], np.float32)[:, None] + missed
+        return (bm25 * weight).sum(0) / self.idf_sum
 
 
 def word_weights(terms: list[str], embedder: Embedder) -> dict[str, float]:

@@ -29,6 +29,7 @@ class FakeEmbedder:
     def __init__(self) -> None:
         self.calls = 0
         self.texts_embedded = 0
+        self._token_words: dict[int, str] = {}
 
     def _vector(self, text: str) -> np.ndarray:
         v = np.zeros(self.dimension, np.float32)
@@ -48,6 +49,19 @@ class FakeEmbedder:
 
     def count_tokens(self, text: str) -> int:
         return len(text.split()) + 2
+
+    def token_ids(self, texts):
+        out = []
+        for text in texts:
+            words = re.findall(r"\w+", text.casefold())
+            ids = [int.from_bytes(hashlib.blake2b(w.encode(), digest_size=4).digest(), "big") >> 1 for w in words]
+            self._token_words.update(zip(ids, words))
+            out.append(ids)
+        return out
+
+    def token_vectors(self, tokens):
+        """A word's token is the word itself: its vector is the word's own."""
+        return np.stack([self._vector(self._token_words[t]) for t in tokens]).astype(np.float32)
 
 
 def use_embedder(monkeypatch, embedder) -> None:

@@ -1,0 +1,68 @@
+"""Vectors of single words, for hybrid search to ask how much of a question word a passage's
+vector already carries (search.keyword_coverage: a keyword match counts more where it does not).
+
+A word's vector is the mean of its tokens' vectors, each token encoded alone by the embedding model
+([CLS] token [SEP]). The tokens of every word in the corpus are embedded once at index time and
+stored in the index (table token_vectors, written in the run's transaction), so a question costs
+no model call: encoding the question's words at question time took 9-13 ms with the ONNX model,
+as long as the question itself. For a word the model cuts into pieces the mean of the pieces
+stands in for encoding the word, and ranks as well on the evaluation sets (docs/retrieval.md).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import numpy as np
+
+from .embedder import Embedder
+
+_WORD = re.compile(r"\w+")  # the words of search.fts_terms
+DTYPE = np.float16  # of the stored blobs: 768 bytes per token for a 384-dimension model
+
+
+def missing_tokens(conn, texts: Iterable[str], embedder: Embedder, *, stored: bool = True) -> list[int]:
+    """Tokens of the words of texts that the index holds no vector for (stored=False: ignoring
+    what it holds), in id order."""
+    words = {w for text in texts for w in _WORD.findall(text.casefold())}
+    needed = {t for ids in embedder.token_ids(sorted(words)) for t in ids}
+    if stored:
+        needed -= {row[0] for row in conn.execute("SELECT token FROM token_vectors")}
+    return sorted(needed)
+
+
+def insert(conn, tokens: list[int], vectors: np.ndarray) -> None:
+    conn.executemany(
+        "INSERT OR REPLACE INTO token_vectors(token, vector) VALUES (?, ?)",
+        zip(tokens, (v.astype(DTYPE).tobytes() for v in vectors)),
+    )
+
+
+class WordVectors:
+    """The stored token vectors of one index snapshot."""
+
+    def __init__(self, tokens: np.ndarray, vectors: np.ndarray) -> None:
+        self._row = {int(t): i for i, t in enumerate(tokens)}
+        self._vectors = vectors
+
+    @classmethod
+    def load(cls, conn, dimension: int) -> "WordVectors":
+        rows = conn.execute("SELECT token, vector FROM token_vectors ORDER BY token").fetchall()
+        vectors = np.empty((len(rows), max(dimension, 1)), DTYPE)
+        for i, (_, blob) in enumerate(rows):
+            vectors[i] = np.frombuffer(blob, DTYPE)
+        return cls(np.array([r[0] for r in rows], np.int64), vectors)
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def of(self, words: list[str], embedder: Embedder) -> np.ndarray:
+        """Unit vectors of words (one row each); a zero row for a word none of whose tokens is stored."""
+        out = np.zeros((len(words), self._vectors.shape[1]), np.float32)
+        for i, ids in enumerate(embedder.token_ids(words)):
+            rows = [self._row[t] for t in ids if t in self._row]
+            if rows:
+                v = self._vectors[rows].astype(np.float32).mean(0)
+                norm = np.linalg.norm(v)
+                out[i] = v / norm if norm else v
+        return out
