@@ -44,6 +44,7 @@ class WordVectors:
     def __init__(self, tokens: np.ndarray, vectors: np.ndarray) -> None:
         self._row = {int(t): i for i, t in enumerate(tokens)}
         self._vectors = vectors
+        self._cache: dict[str, np.ndarray] = {}  # word -> vector: questions share their words
 
     @classmethod
     def load(cls, conn, dimension: int) -> "WordVectors":
@@ -58,11 +59,18 @@ class WordVectors:
 
     def of(self, words: list[str], embedder: Embedder) -> np.ndarray:
         """Unit vectors of words (one row each); a zero row for a word none of whose tokens is stored."""
-        out = np.zeros((len(words), self._vectors.shape[1]), np.float32)
-        for i, ids in enumerate(embedder.token_ids(words)):
+        new = [w for w in dict.fromkeys(words) if w not in self._cache]
+        if len(self._cache) + len(new) > 100_000:  # a bound for a bot that runs for months
+            self._cache.clear()
+            new = list(dict.fromkeys(words))
+        for word, ids in zip(new, embedder.token_ids(new) if new else []):
+            v = np.zeros(self._vectors.shape[1], np.float32)
             rows = [self._row[t] for t in ids if t in self._row]
             if rows:
                 v = self._vectors[rows].astype(np.float32).mean(0)
                 norm = np.linalg.norm(v)
-                out[i] = v / norm if norm else v
-        return out
+                v = v / norm if norm else v
+            self._cache[word] = v
+        if not words:
+            return np.zeros((0, self._vectors.shape[1]), np.float32)
+        return np.stack([self._cache[w] for w in words])

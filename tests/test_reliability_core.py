@@ -210,13 +210,13 @@ def test_a_second_cli_index_run_is_told_it_is_busy_and_the_first_one_completes(f
 
 
 def test_a_write_refused_by_the_kernel_is_one_clear_error_and_the_old_index_keeps_serving(fake_settings, tmp_path):
-    """RLIMIT_FSIZE makes every write past 256 KB fail with EFBIG (root is not exempt, and Python
+    """RLIMIT_FSIZE makes every write past 512 KB fail with EFBIG (root is not exempt, and Python
     ignores SIGXFSZ): the same failure path as a full disk for SQLite (an I/O error mid-transaction)."""
     run_index(fake_settings)
-    add_bulk_articles(fake_settings.corpus_dir)  # ~800 passages: far more than 256 KB of WAL
+    add_bulk_articles(fake_settings.corpus_dir)  # ~800 passages: far more than 512 KB of WAL
     with store.reading(fake_settings.index_path) as conn:
         before = {a.key for a in store.read_articles(conn)}
-    limit = 256 * 1024
+    limit = 512 * 1024
     assert fake_settings.index_path.stat().st_size < limit * 2
 
     def limit_file_size():

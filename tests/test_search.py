@@ -6,7 +6,10 @@ import pytest
 
 from embeddings.embedder import ModelLoadError, load_reranker
 from embeddings.index import run_index
-from embeddings.search import Filters, ModelMismatchQueryError, QueryError, SearchIndex, best_sentence, fts_match, fts_terms
+from embeddings.search import (
+    HYBRID_WEIGHT, MISSED_EXPONENT, Filters, ModelMismatchQueryError, QueryError, SearchIndex, best_sentence, fts_match,
+    fts_terms, word_weights,
+)
 from embeddings.store import IndexMissingError
 
 
@@ -165,6 +168,31 @@ def test_weighted_keyword_score_is_each_words_bm25_times_its_weight(index):
     for row, score in zip(rows, scores):
         want = 0.25 * alone["Kunduz"].get(row, 0.0) + alone["Selab"].get(row, 0.0)
         assert score == pytest.approx(want, rel=1e-5)
+    assert list(scores) == sorted(scores, reverse=True)
+
+
+def expected_hybrid_scores(index, embedder, question, rows):
+    """Hybrid scores recomputed from their parts: cosine + HYBRID_WEIGHT x the question words' BM25
+    (each word searched alone), each times its weight plus (1 - cos(word, passage))^MISSED_EXPONENT,
+    over the question's idf sum. The fake embedder's token is the word, so a word's vector is its own."""
+    terms = fts_terms(question)
+    weights = word_weights(terms, embedder)
+    passages = index.vectors.get(rows)
+    query = embedder.encode([question])[0]
+    keyword = np.zeros(len(rows))
+    for term in terms:
+        alone = dict(zip(*index.keyword_hits(term)))
+        bm25 = np.array([alone.get(int(r), 0.0) for r in rows])
+        missed = (1 - np.clip(passages @ embedder.encode([term])[0], 0, 1)) ** MISSED_EXPONENT
+        keyword += bm25 * (weights[term] + missed)
+    return passages @ query + HYBRID_WEIGHT * keyword / index.idf_sum(terms)
+
+
+@pytest.mark.parametrize("question", ["Kunduz Selab airport", "Taliban Faryab governor fled", "B-52 bombers"])
+def test_hybrid_counts_each_words_bm25_more_where_the_passages_vector_misses_the_word(index, fake_embedder, question):
+    ranking = index.rank(question, fake_embedder, n=10, mode="hybrid")
+    rows, scores = ranking.candidates.rows[:30], ranking.candidates.scores[:30]
+    assert np.allclose(scores, expected_hybrid_scores(index, fake_embedder, question, rows), atol=1e-5)
     assert list(scores) == sorted(scores, reverse=True)
 
 

@@ -86,6 +86,10 @@ def test_tantivy_weights_each_words_score_and_knows_its_idf(large, fake_settings
         assert score == pytest.approx(0.25 * alone["Kunduz"].get(row, 0.0) + alone["Selab"].get(row, 0.0), rel=1e-4)
     n, df = idx.passage_count, len(alone["Selab"])
     assert idx.idf_sum(["Selab", "xyzzyq"]) == pytest.approx(np.log(1 + (n - df + 0.5) / (df + 0.5)), rel=1e-6)
+    # Each word's BM25 in given passages (here all), as its own search scores it.
+    per_word = idx.word_scores(["kunduz", "selab"], np.arange(n))
+    for word, scores in zip(("Kunduz", "Selab"), per_word):
+        assert scores == pytest.approx([alone[word].get(r, 0.0) for r in range(n)], rel=1e-5)
     # Hybrid through tantivy finds what it finds through FTS5 at the top.
     question = "Sebghatullah Selab deputy Faryab"
     top = idx.search(question, fake_embedder, mode="hybrid").results[0].passage_id

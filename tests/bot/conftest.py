@@ -52,6 +52,12 @@ class GatedEmbedder:
     def count_tokens(self, text):
         return self.inner.count_tokens(text)
 
+    def token_ids(self, texts):
+        return self.inner.token_ids(texts)
+
+    def token_vectors(self, tokens):
+        return self.inner.token_vectors(tokens)
+
 
 def u16(text: str | None) -> int:
     return len((text or "").encode("utf-16-le")) // 2
