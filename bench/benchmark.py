@@ -349,6 +349,11 @@ def build_synthetic(gen: TextGen, folder: Path, passages: int, query_model_from:
         originals.flush()
         del originals
     write_s = time.perf_counter() - started
+    log(f"{passages}: embedding the tokens of the corpus's words (what the index job stores for hybrid search)")
+    from embeddings.embedder import load_embedder
+    from embeddings.index import backfill_token_vectors
+
+    backfill_token_vectors(index_path, load_embedder(DEFAULT_MODEL, bulk=True))
     log(f"{passages}: writing the tantivy keyword index and the vector file (what the index job does after its commit)")
     derived = refresh_derived(index_path)
     shutil.copytree(query_model_dir(query_model_from), query_model_dir(index_path))

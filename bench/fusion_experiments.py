@@ -29,22 +29,35 @@ def keyword_scores(index, question):
     return out
 
 
-def term_scores(index, question, embedder):
-    """Per question word: its BM25 over every passage and whether hybrid search trusts it fully
-    (search.word_weights: the model's tokenizer cuts it into pieces, or it has a digit)."""
-    weights = word_weights(fts_terms(question), embedder)
+def term_scores(index, question, embedder, every_vector):
+    """Per question word: its BM25 over every passage, whether hybrid search trusts it fully
+    (search.word_weights: the model's tokenizer cuts it into pieces, or it has a digit), and its
+    cosine to every passage (its vector as stored in the index, word_vectors.py)."""
+    terms = fts_terms(question)
+    weights = word_weights(terms, embedder)
+    word_vectors = index.word_vectors.of(terms, embedder)
     out = []
-    for term, weight in weights.items():
+    for (term, weight), vector in zip(weights.items(), word_vectors):
         rows, bm25 = index.keyword_hits(term, limit=index.passage_count)
         scores = np.zeros(index.passage_count, np.float64)
         scores[rows] = bm25
-        out.append((scores, weight == 1.0))
+        out.append((scores, weight == 1.0, every_vector @ vector))
     return out
+
+
+def missed(cos, terms, question_idf, beta, exponent, other_weight=0.25):
+    """Session 7 (the default): each word's BM25 times its weight (1 or other_weight, as graded())
+    plus (1 - cosine(word, passage))^exponent, the share of the word the passage's vector misses."""
+    if question_idf <= 0:
+        return cos
+    kw = sum(((s * ((1.0 if blind else other_weight) + (1 - np.clip(c, 0, 1)) ** exponent)) for s, blind, c in terms),
+             np.zeros_like(cos))
+    return cos + beta * kw / question_idf
 
 
 def graded(cos, terms, question_idf, beta, other_weight):
     """Coverage where words the model reads whole count other_weight, words it cannot read 1."""
-    kw = sum((s if blind else other_weight * s for s, blind in terms), np.zeros_like(cos))
+    kw = sum((s if blind else other_weight * s for s, blind, _ in terms), np.zeros_like(cos))
     return coverage(cos, kw, beta, question_idf)
 
 
@@ -152,6 +165,9 @@ RULES.update({f"cos+{b}*coverage, model-read words x{w}": (lambda b, w: lambda c
               for w in (0.0, 0.1, 0.25, 0.5) for b in (0.3, 0.5, 0.7)})
 RULES.update({f"cos+{b}*coverage x vector-top-5 coverage": (lambda b: lambda c, k, idf, terms: vector_top_gated(c, k, idf, b))(b)
               for b in (0.3, 0.5, 0.7)})
+# session 7: a match counts more where the passage's vector misses the word (0.225 = the default)
+RULES.update({f"cos+{b}*coverage, weight + missed^{a}": (lambda b, a: lambda c, k, idf, terms: missed(c, terms, idf, b, a))(b, a)
+              for b in (0.2, 0.225, 0.25) for a in (3, 4, 5, 6)})
 
 
 def main(folders: list[str]) -> None:
@@ -165,7 +181,7 @@ def main(folders: list[str]) -> None:
         qv = embedder.encode([data.queries[q] for q in qids])
         every_vector = index.vectors.get(np.arange(index.passage_count))
         per_q = [(every_vector @ qv[i], keyword_scores(index, data.queries[q]), index.idf_sum(fts_terms(data.queries[q])),
-                  term_scores(index, data.queries[q], embedder)) for i, q in enumerate(qids)]
+                  term_scores(index, data.queries[q], embedder, every_vector)) for i, q in enumerate(qids)]
         print(f"\n{data.name}: {len(qids)} queries, {index.passage_count} passages")
         for name, rule in RULES.items():
             run = {}
