@@ -35,8 +35,8 @@ MODES = ("vector", "hybrid", "keyword")
 # model already sees: MODEL_READ_WEIGHT for a word it reads whole, 1 for one it must cut up
 # (word_weights), plus (1 - cosine(word, passage))^MISSED_EXPONENT, the share of the word the
 # passage's vector misses (word_vectors.py). Of the rules in docs/retrieval.md the one that gains
-# where questions reuse rare words (SciFact +0.086 nDCG@10 over vectors, news_lee +0.04) and
-# loses least where they are paraphrased (+0.00 and -0.014), hence the default.
+# where questions reuse rare words (SciFact +0.087 nDCG@10 over vectors, news_lee +0.044) and
+# loses least where they are paraphrased (+0.005 and -0.014), hence the default.
 DEFAULT_MODE = "hybrid"
 HYBRID_WEIGHT = 0.225
 MODEL_READ_WEIGHT = 0.25
@@ -371,13 +371,15 @@ class SearchIndex:
         return Coverage(self, terms, weights, vectors, self.idf_sum(terms), rows, by_word)
 
     def word_scores(self, terms: list[str], rows: np.ndarray, found_by_word=None) -> np.ndarray:
-        """BM25 of each word (a row) in each passage (a column); from `found_by_word` (FTS5's
-        per-word hits) when given, else from the tantivy copy."""
+        """BM25 of each word (a row) in each passage (a column): from the tantivy copy on a large
+        index, else from FTS5's per-word hits (`found_by_word`, searched here when not given)."""
         out = np.zeros((len(terms), len(rows)), np.float32)
-        if found_by_word is None:
-            if self.tantivy is not None and len(rows):
+        if self.tantivy is not None:
+            if len(rows):
                 out[:] = self.tantivy.word_scores(terms, self.passage_ids[rows], context_weight=CONTEXT_WEIGHT)
             return out
+        if found_by_word is None:
+            found_by_word = self._keyword_search(terms, None, KEYWORD_LIMIT, {}, per_word=True)[2]
         column = np.full(self.passage_count, -1, np.int64)  # FTS5 serves small indexes: cheap
         column[rows] = np.arange(len(rows))
         for j, t in enumerate(terms):
