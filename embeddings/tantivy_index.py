@@ -211,28 +211,6 @@ class TantivyIndex:
         ids = self._searcher.fast_field_values("id", [address for _, address in hits])
         return np.asarray(ids, np.int64), np.asarray([score for score, _ in hits], np.float32)
 
-    def word_scores(self, words: list[str], ids: np.ndarray, *, context_weight: float) -> np.ndarray:
-        """BM25 of each word (a row; scored as in top()) in each of the passages ids (a column)."""
-        tv = self._tantivy
-        out = np.zeros((len(words), len(ids)), np.float32)
-        column = {int(i): j for j, i in enumerate(ids)}
-        # Only these passages, adding nothing to the score.
-        among = tv.Query.const_score_query(tv.Query.term_set_query(self._schema, "id", list(column)), 0.0)
-        for row, word in enumerate(words):
-            clauses = []
-            for token in self._tokens([word]):
-                clauses.append((tv.Occur.Should, tv.Query.term_query(self._schema, "text", token)))
-                context = tv.Query.term_query(self._schema, "context", token)
-                clauses.append((tv.Occur.Should, tv.Query.boost_query(context, context_weight)))
-            if not clauses:
-                continue
-            query = tv.Query.boolean_query([(tv.Occur.Must, tv.Query.boolean_query(clauses)), (tv.Occur.Must, among)])
-            hits = self._searcher.search(query, len(column), count=False).hits
-            found = self._searcher.fast_field_values("id", [address for _, address in hits])
-            for (score, _), passage in zip(hits, found):
-                out[row, column[passage]] = score
-        return out
-
     def idf_sum(self, words: list[str]) -> float:
         """Sum of tantivy's BM25 idf of the words (in the passage text), for keyword coverage."""
         n = self._searcher.num_docs
