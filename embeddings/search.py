@@ -116,6 +116,7 @@ class SearchIndex:
         self.passage_position = passage_position
         self.weak_score = weak_score
         self._id_order: np.ndarray | None = None  # lazily built id -> row lookup
+        self._sorted_ids: np.ndarray | None = None
         self._term_counts: dict[str, int] = {}  # passages matching each question word, in this snapshot
         self.tantivy: tantivy_index.TantivyIndex | None = None  # keyword search's fast path on large indexes
         self.word_vectors = WordVectors.load(conn, int(meta.get("dimension") or 0))
@@ -441,9 +442,10 @@ class SearchIndex:
 
     def _rows_of(self, passage_ids: np.ndarray) -> np.ndarray:
         """Row index of each passage id in this snapshot, -1 when absent."""
-        if self._id_order is None:
+        if self._id_order is None:  # kept with the ids sorted: gathering 1M ids took 3 ms per call
             self._id_order = np.argsort(self.passage_ids, kind="stable")
-        sorted_ids = self.passage_ids[self._id_order]
+            self._sorted_ids = self.passage_ids[self._id_order]
+        sorted_ids = self._sorted_ids
         if not len(sorted_ids):
             return np.full(len(passage_ids), -1, np.int64)
         at = np.searchsorted(sorted_ids, passage_ids)
