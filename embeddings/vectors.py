@@ -87,6 +87,22 @@ class VectorMatrix:
         """The vectors of the given rows, as float32."""
         return self.exact[np.asarray(rows, dtype=np.int64)].astype(np.float32)
 
+    def approx(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of the given rows as their int8 codes hold them (cosine to the exact
+        vector about 0.999): decoded from the scan's shards, in memory, where get() reads float16
+        rows from the vector file one by one (4 ms for 400 rows at 1M passages)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), np.float32)
+        shard_of = np.searchsorted(self._starts, rows, side="right") - 1
+        for s in np.unique(shard_of):
+            lo, shard = int(self._starts[s]), self.shards[s]
+            codes = np.asarray(faiss.rev_swig_ptr(shard.codes.data(), shard.ntotal * self.dim)).reshape(shard.ntotal, self.dim)
+            here = shard_of == s
+            out[here] = codes[rows[here] - lo]
+        out -= 128.0
+        out /= self.scale
+        return out
+
     def dot(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Cosine similarity of the query to the given rows."""
         return self.get(rows) @ query.astype(np.float32)

@@ -183,7 +183,8 @@ def expected_hybrid_scores(index, embedder, question, rows):
     for term in terms:
         alone = dict(zip(*index.keyword_hits(term)))
         bm25 = np.array([alone.get(int(r), 0.0) for r in rows])
-        missed = (1 - np.clip(passages @ embedder.encode([term])[0], 0, 1)) ** MISSED_EXPONENT
+        # (against the passage vectors as the scan's int8 codes hold them)
+        missed = (1 - np.clip(index.vectors.approx(rows) @ embedder.encode([term])[0], 0, 1)) ** MISSED_EXPONENT
         keyword += bm25 * (weights[term] + missed)
     return passages @ query + HYBRID_WEIGHT * keyword / index.idf_sum(terms)
 

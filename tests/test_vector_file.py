@@ -138,3 +138,23 @@ def test_a_load_racing_a_reindex_gets_every_file_from_one_copy(large, fake_setti
     assert not from_file(idx)
     assert answers(idx, fake_embedder) == expected
     idx.close()
+
+
+def test_the_int8_codes_decode_to_the_vectors_they_encode(large, fake_settings, fake_embedder):
+    """VectorMatrix.approx (what hybrid search compares words with): the codes, from the file's
+    memory-mapped shards or from memory, decode to within rounding of the float16 vectors."""
+    run_index(fake_settings)
+    rows = np.array([0, 5, 17, 66, 3])
+    with_file = load(fake_settings)
+    assert from_file(with_file)
+    exact = with_file.vectors.get(rows)
+    decoded = [with_file.vectors.approx(rows)]
+    with_file.close()
+    sidecar.write_tag(vector_file.folder_for(fake_settings.index_path), "another state")
+    from_sqlite = load(fake_settings)
+    assert not from_file(from_sqlite)
+    decoded.append(from_sqlite.vectors.approx(rows))
+    from_sqlite.close()
+    for vectors in decoded:
+        cosine = (vectors * exact).sum(axis=1) / np.linalg.norm(vectors, axis=1)
+        assert (cosine > 0.999).all()
