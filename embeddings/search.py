@@ -36,7 +36,7 @@ MODES = ("vector", "hybrid", "keyword")
 # (word_weights), plus (1 - cosine(word, passage))^MISSED_EXPONENT, the share of the word the
 # passage's vector misses (word_vectors.py). Of the rules in docs/retrieval.md the one that gains
 # where questions reuse rare words (SciFact +0.087 nDCG@10 over vectors, news_lee +0.044) and
-# loses least where they are paraphrased (+0.005 and -0.014), hence the default.
+# loses least where they are paraphrased (+0.004 and -0.014), hence the default.
 DEFAULT_MODE = "hybrid"
 HYBRID_WEIGHT = 0.225
 MODEL_READ_WEIGHT = 0.25
