@@ -366,7 +366,8 @@ class SearchIndex:
         """The keyword side of hybrid search: the best keyword hits (by BM25 with `weights`), and a
         function giving any passages' coverage of the question: the BM25 of each word in the passage
         times the word's weight plus the share of the word the passage's vector misses, (1 -
-        cosine(word vector, passage))^MISSED_EXPONENT, summed and divided by the question's idf sum
+        cosine(word vector, passage))^MISSED_EXPONENT (the passage as its int8 scan codes hold
+        it: in memory, where its float16 row may be on disk), summed and divided by the question's idf sum
         (roughly the BM25 of a passage holding every word once), so comparable across questions
         and addable to a cosine. `vectors`: the words' vectors (word_vectors.py), zero when unknown."""
         # Each word's best FUSION_DEPTH: as good as its best 1000 on the evaluation sets (SciFact

@@ -59,10 +59,10 @@ class WordVectors:
 
     def of(self, words: list[str], embedder: Embedder) -> np.ndarray:
         """Unit vectors of words (one row each); a zero row for a word none of whose tokens is stored."""
-        new = [w for w in dict.fromkeys(words) if w not in self._cache]
+        found = {w: self._cache.get(w) for w in words}  # a local copy: other threads may clear the cache
+        new = [w for w, v in found.items() if v is None]
         if len(self._cache) + len(new) > 100_000:  # a bound for a bot that runs for months
             self._cache.clear()
-            new = list(dict.fromkeys(words))
         for word, ids in zip(new, embedder.token_ids(new) if new else []):
             v = np.zeros(self._vectors.shape[1], np.float32)
             rows = [self._row[t] for t in ids if t in self._row]
@@ -70,7 +70,7 @@ class WordVectors:
                 v = self._vectors[rows].astype(np.float32).mean(0)
                 norm = np.linalg.norm(v)
                 v = v / norm if norm else v
-            self._cache[word] = v
+            found[word] = self._cache[word] = v
         if not words:
             return np.zeros((0, self._vectors.shape[1]), np.float32)
-        return np.stack([self._cache[w] for w in words])
+        return np.stack([found[w] for w in words])
