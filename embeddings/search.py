@@ -324,36 +324,29 @@ class SearchIndex:
 
     def keyword_hits(
         self, question: str, keep: np.ndarray | None = None, limit: int = KEYWORD_LIMIT,
-        weights: dict[str, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Rows and BM25 scores (higher is better) of the best `limit` matching passages, best first:
-        from FTS5, or from the tantivy copy on a large index. `weights` scales each word's part of
-        the score (default 1). Rows where keep is False are dropped after the limit."""
-        rows, scores, _ = self._keyword_search(fts_terms(question), keep, limit, weights or {}, per_word=False)
+        from FTS5, or from the tantivy copy on a large index. Rows where keep is False are dropped
+        after the limit."""
+        rows, scores, _ = self._keyword_search(fts_terms(question), keep, limit)
         return rows, scores
 
-    def _keyword_search(self, terms, keep, limit, weights, *, per_word: bool):
-        """keyword_hits, and with per_word each word's own best rows and BM25 as well."""
+    def _keyword_search(self, terms, keep, limit, weights: dict[str, float] | None = None):
+        """keyword_hits; with `weights` (hybrid search) the words are searched one by one, each
+        word's BM25 scaled by its weight and added up (BM25 is a sum over the words: exact for the
+        passages within each word's best `limit`), and each word's own hits returned as well."""
+        if self.tantivy is None:
+            terms = self._without_common(terms)
         found_by_word = None
-        if self.tantivy is not None and not per_word:
-            ids, scores = self.tantivy.top(terms, limit, context_weight=CONTEXT_WEIGHT, weights=weights)
+        if weights is None:
+            ids, scores = self._engine_top(terms, limit)
         else:
-            # BM25 is a sum over the words, so words of one weight are scored together and the
-            # groups added up, one query per group (exact for the passages within each group's best
-            # `limit`, which is every match below KEYWORD_LIMIT); per_word: a group per word.
-            if self.tantivy is None:
-                terms = self._without_common(terms)
-            groups: dict[object, list[str]] = {}
-            for t in terms:
-                groups.setdefault(t if per_word else weights.get(t, 1.0), []).append(t)
-            found = [self._engine_top(group, limit) for group in groups.values()]
-            group_weights = [weights.get(g[0], 1.0) for g in groups.values()]
-            ids, scores = _add_up([i for i, _ in found], [w * s for w, (_, s) in zip(group_weights, found)], limit)
-            if per_word:
-                found_by_word = {}
-                for t, (i, s) in zip(groups, found):
-                    rows = self._rows_of(i)
-                    found_by_word[t] = rows[rows >= 0], s[rows >= 0]
+            found = [self._engine_top([t], limit) for t in terms]
+            ids, scores = _add_up([i for i, _ in found], [weights.get(t, 1.0) * s for t, (_, s) in zip(terms, found)], limit)
+            found_by_word = {}
+            for t, (i, s) in zip(terms, found):
+                rows = self._rows_of(i)
+                found_by_word[t] = rows[rows >= 0], s[rows >= 0]
         rows = self._rows_of(ids)
         ok = rows >= 0
         if keep is not None:
@@ -367,31 +360,15 @@ class SearchIndex:
         function giving any passages' coverage of the question: the BM25 of each word in the passage
         times the word's weight plus the share of the word the passage's vector misses, (1 -
         cosine(word vector, passage))^MISSED_EXPONENT (the passage as its int8 scan codes hold
-        it: in memory, where its float16 row may be on disk), summed and divided by the question's idf sum
-        (roughly the BM25 of a passage holding every word once), so comparable across questions
-        and addable to a cosine. `vectors`: the words' vectors (word_vectors.py), zero when unknown."""
+        it: in memory, where its float16 row may be on disk), summed and divided by the question's
+        idf sum (roughly the BM25 of a passage holding every word once), so comparable across
+        questions and addable to a cosine. `vectors`: the words' vectors (word_vectors.py), zero
+        when unknown."""
         # Each word's best FUSION_DEPTH: as good as its best 1000 on the evaluation sets (SciFact
-        # 0.7278 against 0.7275), and half the keyword time at 100k passages.
-        rows, _, by_word = self._keyword_search(terms, keep, FUSION_DEPTH, weights, per_word=True)
+        # 0.7278 against 0.7275), and half the keyword time at 100k passages. (Asking the tantivy
+        # copy instead for the words' scores in just the candidate passages took 16 ms at 100k.)
+        rows, _, by_word = self._keyword_search(terms, keep, FUSION_DEPTH, weights)
         return Coverage(self, terms, weights, vectors, self.idf_sum(terms), rows, by_word)
-
-    def word_scores(self, terms: list[str], rows: np.ndarray, found_by_word=None) -> np.ndarray:
-        """BM25 of each word (a row) in each passage (a column), from each word's own best
-        KEYWORD_LIMIT hits (`found_by_word`, searched here when not given; 0 beyond them).
-        (Asking the tantivy copy for the words in just these passages took 16 ms at 100k
-        passages, its per-word top 1000 2 ms.)"""
-        out = np.zeros((len(terms), len(rows)), np.float32)
-        if found_by_word is None:
-            found_by_word = self._keyword_search(terms, None, KEYWORD_LIMIT, {}, per_word=True)[2]
-        order = np.argsort(rows, kind="stable")
-        ordered = rows[order]
-        for j, t in enumerate(terms):
-            if t in found_by_word and len(rows):
-                hit_rows, scores = found_by_word[t]
-                at = np.minimum(np.searchsorted(ordered, hit_rows), len(rows) - 1)
-                here = ordered[at] == hit_rows
-                out[j, order[at[here]]] = scores[here]
-        return out
 
     def idf_sum(self, terms: list[str]) -> float:
         """Sum of the words' BM25 idf, as the engine that scores them computes it."""
@@ -579,12 +556,12 @@ class Coverage:
     vectors: np.ndarray
     idf_sum: float
     rows: np.ndarray
-    found_by_word: dict | None
+    found_by_word: dict[str, tuple[np.ndarray, np.ndarray]]  # word -> its own best rows and BM25
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         if self.idf_sum <= 0 or not len(rows) or not self.terms:
             return np.zeros(len(rows), np.float32)
-        bm25 = self.index.word_scores(self.terms, rows, self.found_by_word)
+        bm25 = _word_scores(self.found_by_word, self.terms, rows)
         matched = bm25.any(axis=0)  # the cosines are needed only where some word matches
         weight = np.zeros_like(bm25)
         if matched.any():
@@ -595,6 +572,21 @@ class Coverage:
             missed = (1.0 - np.minimum(np.maximum(cosine, 0.0), 1.0)) ** MISSED_EXPONENT
             weight[:, matched] = np.array([self.weights.get(t, 1.0) for t in self.terms], np.float32)[:, None] + missed
         return (bm25 * weight).sum(0) / self.idf_sum
+
+
+def _word_scores(found_by_word, terms: list[str], rows: np.ndarray) -> np.ndarray:
+    """BM25 of each word (a row) in each passage (a column), from each word's own best hits (0
+    beyond them)."""
+    out = np.zeros((len(terms), len(rows)), np.float32)
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    for j, t in enumerate(terms):
+        if t in found_by_word and len(rows):
+            hit_rows, scores = found_by_word[t]
+            at = np.minimum(np.searchsorted(ordered, hit_rows), len(rows) - 1)
+            here = ordered[at] == hit_rows
+            out[j, order[at[here]]] = scores[here]
+    return out
 
 
 def word_weights(terms: list[str], embedder: Embedder) -> dict[str, float]:

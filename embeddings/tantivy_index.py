@@ -183,29 +183,22 @@ class TantivyIndex:
             log.warning("keyword search uses FTS5: cannot open %s: %s", folder, exc)
             return None
 
-    def _tokens(self, words: list[str], weights: dict[str, float] | None = None) -> dict[str, float]:
-        """The words as indexed (stemmed), each once, with its word's weight (default 1)."""
-        weights = weights or {}
-        out: dict[str, float] = {}
-        for w in words:
-            for token in self._analyzer.analyze(w):
-                out.setdefault(token, weights.get(w, 1.0))
-        return out
+    def _tokens(self, words: list[str]) -> list[str]:
+        """The words as indexed (stemmed), each once."""
+        return list(dict.fromkeys(token for w in words for token in self._analyzer.analyze(w)))
 
-    def top(self, words: list[str], limit: int, *, context_weight: float,
-            weights: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def top(self, words: list[str], limit: int, *, context_weight: float) -> tuple[np.ndarray, np.ndarray]:
         """Passage ids and BM25 scores of the best `limit` passages matching any of the words, the
-        title/publication field weighted by context_weight, each word's part by weights (default 1)."""
+        title/publication field weighted by context_weight."""
         tv = self._tantivy
-        tokens = self._tokens(words, weights)
+        tokens = self._tokens(words)
         if not tokens:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         clauses = []
-        for token, weight in tokens.items():
-            text = tv.Query.term_query(self._schema, "text", token)
-            clauses.append((tv.Occur.Should, text if weight == 1.0 else tv.Query.boost_query(text, weight)))
+        for token in tokens:
+            clauses.append((tv.Occur.Should, tv.Query.term_query(self._schema, "text", token)))
             context = tv.Query.term_query(self._schema, "context", token)
-            clauses.append((tv.Occur.Should, tv.Query.boost_query(context, context_weight * weight)))
+            clauses.append((tv.Occur.Should, tv.Query.boost_query(context, context_weight)))
         # count=False: counting every match would defeat the pruning that makes this fast.
         hits = self._searcher.search(tv.Query.boolean_query(clauses), limit, count=False).hits
         ids = self._searcher.fast_field_values("id", [address for _, address in hits])

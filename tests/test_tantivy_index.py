@@ -13,7 +13,7 @@ from embeddings.cli import cli
 from embeddings.index import run_index
 from embeddings.search import SearchIndex
 
-from .test_search import HOSTILE_QUESTIONS
+from .test_search import HOSTILE_QUESTIONS, assert_keyword_side_adds_up_each_words_bm25_times_its_weight
 
 GONE = "004_df801900fabe096f.txt"
 
@@ -79,17 +79,9 @@ def test_tantivy_weights_each_words_score_and_knows_its_idf(large, fake_settings
     run_index(fake_settings)
     idx = load(fake_settings)
     assert idx.tantivy is not None
-    rows, scores = idx.keyword_hits("Kunduz Selab", weights={"kunduz": 0.25, "selab": 1.0})
-    alone = {w: dict(zip(*idx.keyword_hits(w))) for w in ("Kunduz", "Selab")}
-    assert set(rows) == set(alone["Kunduz"]) | set(alone["Selab"])
-    for row, score in zip(rows, scores):
-        assert score == pytest.approx(0.25 * alone["Kunduz"].get(row, 0.0) + alone["Selab"].get(row, 0.0), rel=1e-4)
-    n, df = idx.passage_count, len(alone["Selab"])
+    assert_keyword_side_adds_up_each_words_bm25_times_its_weight(idx)
+    n, df = idx.passage_count, len(idx.keyword_hits("Selab")[0])
     assert idx.idf_sum(["Selab", "xyzzyq"]) == pytest.approx(np.log(1 + (n - df + 0.5) / (df + 0.5)), rel=1e-6)
-    # Each word's BM25 in given passages (here all), as its own search scores it.
-    per_word = idx.word_scores(["kunduz", "selab"], np.arange(n))
-    for word, scores in zip(("Kunduz", "Selab"), per_word):
-        assert scores == pytest.approx([alone[word].get(r, 0.0) for r in range(n)], rel=1e-5)
     # Hybrid through tantivy finds what it finds through FTS5 at the top.
     question = "Sebghatullah Selab deputy Faryab"
     top = idx.search(question, fake_embedder, mode="hybrid").results[0].passage_id
