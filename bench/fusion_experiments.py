@@ -170,13 +170,18 @@ RULES.update({f"cos+{b}*coverage, weight + missed^{a}": (lambda b, a: lambda c, 
               for b in (0.2, 0.225, 0.25) for a in (3, 4, 5, 6)})
 
 
-def main(folders: list[str]) -> None:
+def eval_sets(folders: list[str]):
+    """(embedder, set, index path, SearchIndex) per BEIR folder, from `corpus-bot eval`'s cache."""
     settings = Settings.from_env()
     embedder = load_embedder(settings.embedding_model)
     for folder in folders:
         data = load_beir(Path(folder))
         path = cached_index(data, embedder.name, settings.index_path.parent / "eval-cache", embedder=embedder)
-        index = SearchIndex.load(path, model_name=embedder.name, weak_score=0.3)
+        yield embedder, data, path, SearchIndex.load(path, model_name=embedder.name, weak_score=0.3)
+
+
+def main(folders: list[str]) -> None:
+    for embedder, data, _, index in eval_sets(folders):
         qids = list(data.qrels)
         qv = embedder.encode([data.queries[q] for q in qids])
         every_vector = index.vectors.get(np.arange(index.passage_count))

@@ -20,16 +20,12 @@ from __future__ import annotations
 import math
 import sqlite3
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from embeddings.config import Settings
-from embeddings.embedder import load_embedder
-from embeddings.evaluate import cached_index, load_beir
 from embeddings.metrics import ndcg_at
-from embeddings.search import _STOPWORDS, _WORD, CONTEXT_WEIGHT, SearchIndex, fts_terms
-from fusion_experiments import missed, term_scores
+from embeddings.search import _STOPWORDS, _WORD, CONTEXT_WEIGHT, fts_terms
+from fusion_experiments import eval_sets, missed, term_scores
 
 K1, B = 1.2, 0.75  # FTS5's bm25 constants
 
@@ -166,12 +162,7 @@ def rules(lengths):
 
 
 def main(folders: list[str]) -> None:
-    settings = Settings.from_env()
-    embedder = load_embedder(settings.embedding_model)
-    for folder in folders:
-        data = load_beir(Path(folder))
-        path = cached_index(data, embedder.name, settings.index_path.parent / "eval-cache", embedder=embedder)
-        index = SearchIndex.load(path, model_name=embedder.name, weak_score=0.3)
+    for embedder, data, path, index in eval_sets(folders):
         conn = sqlite3.connect(path)
         vocabulary = Vocabulary(conn, embedder)
         lengths = passage_lengths(conn, index)
