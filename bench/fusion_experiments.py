@@ -50,9 +50,13 @@ def missed(cos, terms, question_idf, beta, exponent, other_weight=0.25):
     plus (1 - cosine(word, passage))^exponent, the share of the word the passage's vector misses."""
     if question_idf <= 0:
         return cos
-    kw = sum(((s * ((1.0 if blind else other_weight) + (1 - np.clip(c, 0, 1)) ** exponent)) for s, blind, c in terms),
-             np.zeros_like(cos))
+    kw = sum((s * word_weight(blind, c, other_weight, exponent) for s, blind, c in terms), np.zeros_like(cos))
     return cos + beta * kw / question_idf
+
+
+def word_weight(blind, cos, other_weight=0.25, exponent=5):
+    """A word's keyword weight in each passage under the session 7 rule (search.Coverage)."""
+    return (1.0 if blind else other_weight) + (1 - np.clip(cos, 0, 1)) ** exponent
 
 
 def graded(cos, terms, question_idf, beta, other_weight):
@@ -180,6 +184,15 @@ def eval_sets(folders: list[str]):
         yield embedder, data, path, SearchIndex.load(path, model_name=embedder.name, weak_score=0.3)
 
 
+def rank_documents(index, scores, n=100):
+    """The keys of the n best documents, each ranked by its best passage (what eval scores)."""
+    scores = scores.astype(np.float64)
+    order = np.argsort(-scores, kind="stable")
+    order = order[np.isfinite(scores[order]) & (scores[order] > -1e8)]
+    picked = index._pick(Candidates(order, scores[order], scores[order], True), n, 1, {})
+    return [index.articles[index.passage_article[i]].key for i in picked]
+
+
 def main(folders: list[str]) -> None:
     for embedder, data, _, index in eval_sets(folders):
         qids = list(data.qrels)
@@ -191,11 +204,7 @@ def main(folders: list[str]) -> None:
         for name, rule in RULES.items():
             run = {}
             for q, (c, k, idf, terms) in zip(qids, per_q):
-                scores = rule(c, k, idf, terms).astype(np.float64)
-                order = np.argsort(-scores, kind="stable")
-                order = order[np.isfinite(scores[order]) & (scores[order] > -1e8)]
-                picked = index._pick(Candidates(order, scores[order], scores[order], True), 100, 1, {})
-                run[q] = [index.articles[index.passage_article[i]].key for i in picked]
+                run[q] = rank_documents(index, rule(c, k, idf, terms))
             m = evaluate_run(run, data.qrels)
             print(f"  {name:<22} ndcg@10 {m['ndcg@10']:.4f}  recall@100 {m['recall@100']:.4f}")
 

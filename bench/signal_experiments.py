@@ -17,7 +17,6 @@ Documents are ranked by their best passage, without the per-article cap (as in f
 """
 from __future__ import annotations
 
-import math
 import sqlite3
 import sys
 
@@ -25,7 +24,7 @@ import numpy as np
 
 from embeddings.metrics import ndcg_at
 from embeddings.search import _STOPWORDS, _WORD, CONTEXT_WEIGHT, fts_terms
-from fusion_experiments import eval_sets, missed, term_scores
+from fusion_experiments import eval_sets, missed, rank_documents, term_scores, word_weight
 
 K1, B = 1.2, 0.75  # FTS5's bm25 constants
 
@@ -86,13 +85,13 @@ def question_data(index, conn, vocabulary, embedder, question, qvector, every_ve
     n = index.passage_count
     data = {"cos": every_vector @ qvector, "terms": terms, "idf": index.idf_sum(words),
             "title": titles @ qvector if titles is not None else None}
-    data["pairs"] = {kind: [fts_scores(conn, index, form.format(a=a, b=b)) for a, b in word_pairs(question)]
+    pairs = word_pairs(question)
+    data["pairs"] = {kind: [fts_scores(conn, index, form.format(a=a, b=b)) for a, b in pairs]
                      for kind, form in (("phrase", '"{a}" + "{b}"'), ("near5", 'NEAR("{a}" "{b}", 5)'))}
     # each word's frequency solved back from its FTS5 score: s = idf f (k1+1) / (f + k1 (1 - b + b D/avgdl))
     freqs = []
     for (scores, blind, cos), word in zip(terms, words):
-        df = int((scores > 0).sum())
-        idf = max(math.log((n - df + 0.5) / (df + 0.5)), 1e-6) if df else 0.0
+        idf = index.idf_sum([word])
         f = np.zeros(n)
         hit = scores > 0
         if idf > 1e-6:
@@ -101,7 +100,7 @@ def question_data(index, conn, vocabulary, embedder, question, qvector, every_ve
         freqs.append((f, idf, blind, cos))
     data["freqs"] = freqs
     expansions = []
-    for word, vector in zip(words, index.word_vectors.of(words, embedder)):
+    for vector in index.word_vectors.of(words, embedder):
         for other, sim, other_vector in vocabulary.neighbours(vector, {w[:5] for w in words}):
             rows, bm25 = index.keyword_hits(other, limit=n)
             scores = np.zeros(n)
@@ -136,7 +135,7 @@ def with_bm25(k1, b, lengths):
         for f, idf, blind, cos in q["freqs"]:
             # rescaled by (K1+1)/(k1+1) so a saturated word scores as before and β keeps its meaning
             scores = idf * f * (k1 + 1) / (f + k1 * (1 - b + b * lengths / lengths.mean())) * (K1 + 1) / (k1 + 1)
-            total += scores * ((1.0 if blind else 0.25) + (1 - np.clip(cos, 0, 1)) ** 5)
+            total += scores * word_weight(blind, cos)
         return q["cos"] + 0.225 * total / q["idf"]
     return rule
 
@@ -145,7 +144,7 @@ def with_expansion(threshold, lam):
     def rule(q):
         if q["idf"] <= 0:
             return default(q)
-        extra = sum((sim * s * (0.25 + (1 - np.clip(c, 0, 1)) ** 5) for sim, s, c in q["expansions"] if sim >= threshold),
+        extra = sum((sim * s * word_weight(False, c) for sim, s, c in q["expansions"] if sim >= threshold),
                     np.zeros_like(q["cos"]))
         return default(q) + lam * 0.225 * extra / q["idf"]
     return rule
@@ -180,15 +179,8 @@ def main(folders: list[str]) -> None:
                  for i, q in enumerate(qids)]
         print(f"\n{data.name}: {len(qids)} queries, {index.passage_count} passages")
         for name, rule in rules(lengths).items():
-            total = 0.0
-            for q, question in zip(qids, per_q):
-                ranked = []
-                for i in np.argsort(-rule(question), kind="stable"):
-                    if keys[i] not in ranked:
-                        ranked.append(keys[i])
-                        if len(ranked) == 10:
-                            break
-                total += ndcg_at(ranked, data.qrels[q], 10)
+            total = sum(ndcg_at(rank_documents(index, rule(question), 10), data.qrels[q], 10)
+                        for q, question in zip(qids, per_q))
             print(f"  {name:<40} ndcg@10 {total / len(qids):.4f}", flush=True)
 
 
