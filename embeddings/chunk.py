@@ -22,7 +22,8 @@ _ABBREVIATIONS = {
 }
 # Candidate sentence ends: terminal punctuation, optional closing quotes/brackets, then whitespace.
 _BOUNDARY = re.compile(r"[.!?]+[\"'”’)\]]*\s+")
-_WORD_BEFORE = re.compile(r"([\w.]+)[.!?]+[\"'”’)\]]*\s+$")
+_WORD_BEFORE = re.compile(r"[\w.]+$")  # the word a candidate end follows ("Mr", "U.S", "J")
+_LONGEST_ABBREVIATION = max(map(len, _ABBREVIATIONS))
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
@@ -33,10 +34,13 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
         nxt = text[end : end + 1]
         if not nxt or not (nxt.isupper() or nxt.isdigit() or nxt in "\"“‘'(["):
             continue
-        before = _WORD_BEFORE.search(text[start:end])
+        # Only the few characters before the end are looked at: searching all of text[start:end]
+        # took seconds on a long paragraph whose candidate ends were all rejected (start stays put).
+        window = max(start, match.start() - _LONGEST_ABBREVIATION - 1)
+        before = _WORD_BEFORE.search(text, window, match.start())
         # "Aug. 9" / "Mr. Smith" / "J. Smith" are not sentence ends; '.”' always is.
         if before and match.group().rstrip() == ".":
-            word = before.group(1).lower()
+            word = before.group().lower()
             if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
                 continue
         spans.append((start, match.start() + len(match.group().rstrip())))

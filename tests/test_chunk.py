@@ -1,3 +1,4 @@
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from embeddings.chunk import MIN_WORDS, make_passages, split_sentences
@@ -19,6 +20,16 @@ def test_sentences_respect_abbreviations_and_quotes():
         "He left!",
         "A. B. Jones came.",
     ]
+
+
+@pytest.mark.timeout(60)  # a hang guard: the quadratic version took minutes on this text
+def test_a_long_paragraph_of_rejected_sentence_ends_is_one_sentence_and_its_end_still_splits():
+    """Every '. ' below follows a lone letter, an initial as in "J. Smith", so none ends a sentence:
+    the text up to the last one is one sentence (a hostile corpus paragraph like this once made every
+    /ask quoting it take 7 s)."""
+    run = "~~strike~~`code` *it* à. Co " * 6000
+    text = run + "Then it ended. Mr. Smith came."
+    assert split_sentences(text) == [run + "Then it ended.", "Mr. Smith came."]
 
 
 def test_each_paragraph_is_a_passage_verbatim():
