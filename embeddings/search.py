@@ -34,9 +34,10 @@ MODES = ("vector", "hybrid", "keyword")
 # question word's BM25 in the passage, weighted by how far the word is from what the embedding
 # model already sees: MODEL_READ_WEIGHT for a word it reads whole, 1 for one it must cut up
 # (word_weights), plus (1 - cosine(word, passage))^MISSED_EXPONENT, the share of the word the
-# passage's vector misses (word_vectors.py). Of the rules in docs/retrieval.md the one that gains
-# where questions reuse rare words (SciFact +0.087 nDCG@10 over vectors, news_lee +0.044) and
-# loses least where they are paraphrased (+0.004 and -0.014), hence the default.
+# passage's vector misses (word_vectors.py); the cosine alone when the question uses an ordinary
+# word no passage has (keyword_coverage). Of the rules in docs/retrieval.md the one that gains
+# where questions reuse rare words (SciFact +0.086 nDCG@10 over vectors, news_lee +0.041) and
+# stays above vectors where they are paraphrased (+0.009 and +0.012), hence the default.
 DEFAULT_MODE = "hybrid"
 HYBRID_WEIGHT = 0.225
 MODEL_READ_WEIGHT = 0.25
