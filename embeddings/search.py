@@ -363,16 +363,17 @@ class SearchIndex:
         cosine(word vector, passage))^MISSED_EXPONENT (the passage as its int8 scan codes hold
         it: in memory, where its float16 row may be on disk), summed and divided by the question's
         idf sum (roughly the BM25 of a passage holding every word once), so comparable across
-        questions and addable to a cosine. `vectors`: the words' vectors (word_vectors.py), zero
-        when unknown."""
+        questions and addable to a cosine; zero everywhere when the question uses an ordinary word
+        no passage has. `vectors`: the words' vectors (word_vectors.py), zero when unknown."""
         # Each word's best FUSION_DEPTH: as good as its best 1000 on the evaluation sets (SciFact
         # 0.7278 against 0.7275), and half the keyword time at 100k passages. (Asking the tantivy
         # copy instead for the words' scores in just the candidate passages took 16 ms at 100k.)
         rows, _, by_word = self._keyword_search(terms, keep, FUSION_DEPTH, weights)
-        if any(weights[t] < 1.0 and t in by_word and not len(by_word[t][0]) for t in terms):  # (pruned: common)
-            # An ordinary word (one the model reads whole) that no passage uses: the question is
-            # phrased in other words than the corpus, where any keyword match is incidental, so the
-            # vectors rank alone (news_shipped +0.026 nDCG@10, paraphrases +0.005; docs/retrieval.md).
+        # An ordinary word (one the model reads whole) that no passage uses: the question is phrased
+        # in other words than the corpus, where any keyword match is incidental, so the vectors rank
+        # alone (news_shipped +0.026 nDCG@10, paraphrases +0.005; docs/retrieval.md). A word left
+        # out as too common (not in by_word) is not missing.
+        if any(weights[t] < 1.0 and t in by_word and not len(by_word[t][0]) for t in terms):
             return Coverage(self, [], weights, vectors, 0.0, rows[:0], {})
         return Coverage(self, terms, weights, vectors, self.idf_sum(terms), rows, by_word)
 
