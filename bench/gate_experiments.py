@@ -33,9 +33,9 @@ from embeddings.evaluate import load_beir
 from embeddings.metrics import ndcg_at
 from embeddings.search import fts_terms
 from fusion_experiments import eval_sets, missed, rank_documents, term_scores
-from signal_experiments import passage_lengths
+from signal_experiments import default, passage_lengths
 
-BETA, EXPONENT = 0.225, 5  # the default rule
+BETA, EXPONENT = 0.225, 5  # the default rule (signal_experiments.default)
 
 
 def combine(out: Path, folders: list[str]) -> None:
@@ -58,13 +58,9 @@ def combine(out: Path, folders: list[str]) -> None:
                     qrels.write(f"q{n}-{qid}\t{corpus_tag[text]}-{doc}\t{grade}\n")
 
 
-def absent_read_whole(q) -> bool:
-    """A question word the model reads whole that no passage uses."""
-    return any(not scores.any() and not blind for scores, blind, _ in q["terms"])
-
-
-def default(q):
-    return missed(q["cos"], q["terms"], q["idf"], BETA, EXPONENT)
+def absent_words_read_whole(q) -> int:
+    """How many of the question's words the model reads whole and no passage uses."""
+    return sum(1 for scores, blind, _ in q["terms"] if not scores.any() and not blind)
 
 
 def ranks(scores):
@@ -104,23 +100,22 @@ def rrf_vector_default(w, k):
 
 def absent_in_denominator(lam):
     def rule(q):
-        absent = sum(1 for scores, blind, _ in q["terms"] if not scores.any() and not blind)
-        n = len(q["cos"])
-        return missed(q["cos"], q["terms"], q["idf"] + lam * absent * np.log(2 * n + 1), BETA, EXPONENT)
+        extra = lam * absent_words_read_whole(q) * np.log(2 * len(q["cos"]) + 1)  # FTS5's idf of a word in no passage
+        return missed(q["cos"], q["terms"], q["idf"] + extra, BETA, EXPONENT)
     return rule
 
 
 def absent_gate(lo):
-    return lambda q: missed(q["cos"], q["terms"], q["idf"], lo if absent_read_whole(q) else BETA, EXPONENT)
+    return lambda q: missed(q["cos"], q["terms"], q["idf"], lo if absent_words_read_whole(q) else BETA, EXPONENT)
 
 
-RULES = {"vector only": lambda q: q["cos"], "default hybrid": default}
+RULES = {"vector only": lambda q: q["cos"], "sessions 7-8 default (no gate)": default}
 RULES.update({f"+ {g} x log(length / mean)": length_prior(g) for g in (-0.02, -0.01, 0.01, 0.02)})
 RULES.update({f"vector top passage at rank <= {r}": vector_top_at(r) for r in (1, 2, 3)})
 RULES.update({f"vector top passage first if within {d}": vector_top_first_within(d) for d in (0.01, 0.02, 0.05)})
 RULES.update({f"RRF(vector, default) w {w} k {k}": rrf_vector_default(w, k) for w in (0.2, 0.5) for k in (5, 60)})
 RULES.update({f"absent word idf in denominator x {lam}": absent_in_denominator(lam) for lam in (0.25, 0.5, 1.0)})
-RULES.update({f"keyword weight {lo} if a word read whole is absent": absent_gate(lo) for lo in (0.0, 0.05, 0.1)})
+RULES.update({f"keyword weight {lo} if a word read whole is absent (0: the default)": absent_gate(lo) for lo in (0.0, 0.05, 0.1)})
 
 
 def run(folders: list[str]) -> None:
@@ -135,7 +130,7 @@ def run(folders: list[str]) -> None:
                   "idf": index.idf_sum(fts_terms(data.queries[q]))} for i, q in enumerate(qids)]
         combined = all(re.match(r"q\d+-", q) for q in qids)
         groups = sorted({q.split("-")[0] + "-" for q in qids}, key=lambda g: int(g[1:-1])) if combined else [""]
-        gated = [sum(absent_read_whole(q) for q, qid in zip(per_q, qids) if qid.startswith(g)) for g in groups]
+        gated = [sum(absent_words_read_whole(q) > 0 for q, qid in zip(per_q, qids) if qid.startswith(g)) for g in groups]
         print(f"\n{data.name}: {len(qids)} queries, {index.passage_count} passages; questions with an absent "
               f"word read whole: {' / '.join(map(str, gated))}; columns: {' '.join(groups) or 'all'}")
         for name, rule in RULES.items():
@@ -143,7 +138,7 @@ def run(folders: list[str]) -> None:
             for qid, q in zip(qids, per_q):
                 g = next(g for g in groups if qid.startswith(g))
                 scores[g].append(ndcg_at(rank_documents(index, rule(q), 10), data.qrels[qid], 10))
-            print(f"  {name:<48}" + " ".join(f"{np.mean(scores[g]):.3f}" for g in groups), flush=True)
+            print(f"  {name:<52}" + " ".join(f"{np.mean(scores[g]):.3f}" for g in groups), flush=True)
 
 
 if __name__ == "__main__":
