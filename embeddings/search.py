@@ -447,11 +447,15 @@ class SearchIndex:
         rows = candidates.rows
         if not len(rows) or n <= 0:
             return []
-        vectors = self.vectors.get(rows)
+        # Only the rows looked at are read (from the vector file, one by one on a large index):
+        # usually a few more than n, unless the cap or near-copies skip many.
+        vectors = self.vectors.get(rows[: max(2 * n, 16)])
         picked: list[int] = []
         picked_at: list[int] = []  # positions in rows, for the vectors
         per: dict[int, int] = {}
         for at, i in enumerate(rows):
+            if at == len(vectors):
+                vectors = np.concatenate([vectors, self.vectors.get(rows[at : 2 * at])])
             i = int(i)
             a = int(self.passage_article[i])
             if picked:

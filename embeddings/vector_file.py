@@ -3,9 +3,10 @@
 Loading 1M passages' vectors from SQLite reads 768 MB of blobs one article at a time, copies them
 into one matrix and quantizes it again; this folder holds the result, used where it lies (no load
 time, and pages the kernel can share and reclaim): the scan's int8 codes as faiss index files,
-memory-mapped (384 MB at 1M passages, read by every question), the float16 values (read with
-pread, only the rows a question rescores), the per-dimension scale, the passage ids in row order
-and the article of each block of rows. Derived data like the tantivy copy (sidecar.py): written after the index job's
+memory-mapped (384 MB at 1M passages, read by questions with filters), each shard's prefilter
+(its product-quantized copy, read into memory: 96 MB at 1M passages), the float16 values (read
+with pread, only the rows a question rescores), the per-dimension scale, the passage ids in row
+order and the article of each block of rows. Derived data like the tantivy copy (sidecar.py): written after the index job's
 commit from one snapshot, used only when its tag matches the snapshot a search reads; otherwise
 the vectors are loaded from SQLite as before.
 """
@@ -21,12 +22,13 @@ import faiss
 import numpy as np
 
 from . import sidecar, store
-from .vectors import DTYPE, VectorMatrix
+from .vectors import DTYPE, VectorMatrix, prefilter_of, wants_prefilter
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".vectors"
 SHARD_FILE = "codes-{}.faiss"
+PREFILTER_FILE = "prefilter-{}.faiss"
 LARGE_INDEX = 50_000  # passages; below this, loading from SQLite takes a few tenths of a second
 
 
@@ -77,6 +79,9 @@ def _write(conn, folder: Path, passages: int, dim: int) -> None:
     np.save(folder / "scale.npy", matrix.scale)
     for n, shard in enumerate(matrix.shards):
         faiss.write_index(shard, str(folder / SHARD_FILE.format(n)))
+        prefilter = prefilter_of(shard)
+        if prefilter is not None:
+            faiss.write_index(prefilter, str(folder / PREFILTER_FILE.format(n)))
     exact.flush()
     del matrix, exact
 
@@ -98,7 +103,8 @@ def load(index_path: Path, generation: str | None, passages: int, dim: int) -> L
                 raise ValueError(f"shapes {exact.shape}, {ids.shape}, {scale.shape} for {passages} x {dim}")
             files = sorted(pinned.glob(SHARD_FILE.format("*")), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
             shards = [_mapped_shard(path) for path in files]
-        return Loaded(VectorMatrix(exact, scale, shards), ids, owners.tolist())
+            prefilters = [_prefilter(pinned / PREFILTER_FILE.format(n), shard) for n, shard in enumerate(shards)]
+        return Loaded(VectorMatrix(exact, scale, shards, prefilters), ids, owners.tolist())
     except (OSError, ValueError, RuntimeError) as exc:  # faiss raises RuntimeError on a bad file
         log.warning("loading vectors from SQLite: cannot use %s: %s", folder, exc)
         return None
@@ -139,6 +145,19 @@ class RowFile:
             at = i * self._row_bytes
             os.preadv(fd, [buffers[at : at + self._row_bytes]], self._offset + row * self._row_bytes)
         return out
+
+
+def _prefilter(path: Path, shard: faiss.Index) -> faiss.Index | None:
+    """A shard's prefilter, in memory (96 MB at 1M passages); a folder written before prefilters
+    existed is missing it and is written again (refresh) rather than searched slowly."""
+    if not wants_prefilter(shard):
+        return None
+    if not path.exists():
+        raise ValueError(f"{path.name} is missing (written by an older version)")
+    prefilter = faiss.read_index(str(path))
+    if not isinstance(prefilter, faiss.IndexPQFastScan):
+        raise ValueError(f"{path.name} is not a prefilter")
+    return prefilter
 
 
 def _mapped_shard(path: Path) -> faiss.Index:

@@ -327,3 +327,18 @@ def test_a_reranker_reorders_the_top_passages(index, fake_embedder):
 def test_a_missing_rerank_model_is_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match="RERANK_MODEL='/no/such/model'"):
         load_reranker("/no/such/model")
+
+
+def test_the_cap_reaches_past_an_article_that_fills_the_best_candidates(fake_settings, fake_embedder):
+    """An article with 40 paragraphs on the question's subject fills its best candidates; the
+    per-article cap must skip them all and still find the other articles' passages."""
+    paragraphs = [f"Quokka census {n}: the quokka colony on Rottnest island counted again, tally {n}." for n in range(40)]
+    (fake_settings.corpus_dir / "quokka_diary.txt").write_text("\n\n".join(paragraphs) + "\n")
+    run_index(fake_settings)
+    idx = SearchIndex.load(fake_settings.index_path, model_name=fake_embedder.name, weak_score=0.2)
+    for mode in ("vector", "hybrid"):
+        answer = idx.search("quokka colony census on Rottnest island", fake_embedder, k=5, mode=mode)
+        keys = [r.article.key for r in answer.results]
+        assert keys[:2] == ["quokka_diary.txt"] * 2 and len(keys) == 5, mode
+        assert keys.count("quokka_diary.txt") == 2, mode
+    idx.close()

@@ -1,10 +1,12 @@
 """The vector file of large indexes: written by the index job, tagged with the snapshot it holds,
 loaded where it lies (codes memory-mapped, float16 rows read on demand) only while it matches, SQLite otherwise; answers identical.
 
-LARGE_INDEX is lowered so the shipped corpus (67 passages) counts as large."""
+LARGE_INDEX is lowered so the shipped corpus (67 passages) counts as large, and PREFILTER_MIN_ROWS
+so that its shard gets a prefilter."""
 import numpy as np
 import pytest
 
+import embeddings.vectors as vectors_module
 from embeddings import sidecar, vector_file
 from embeddings.index import run_index
 
@@ -16,6 +18,7 @@ QUESTIONS = ["Sebghatullah Selab", "who was killed in the attack", "floods and r
 @pytest.fixture
 def large(monkeypatch):
     monkeypatch.setattr(vector_file, "LARGE_INDEX", 1)
+    monkeypatch.setattr(vectors_module, "PREFILTER_MIN_ROWS", 16)  # product quantization trains 16 centroids
 
 
 def answers(idx, embedder) -> list:
@@ -34,6 +37,7 @@ def test_a_large_index_loads_its_vectors_from_the_file_and_answers_as_from_sqlit
     assert sidecar.read_tag(folder) == generation(fake_settings.index_path)
     idx = load(fake_settings)
     assert from_file(idx)
+    assert all(idx.vectors._refined), "questions without filters go through the prefilter"
     mapped = answers(idx, fake_embedder)
     idx.close()
 
@@ -89,7 +93,7 @@ def test_a_failed_write_is_a_warning_and_searches_load_from_sqlite(large, fake_s
     assert stats(fake_settings)["vectors_from"] == "vector file"
 
 
-@pytest.mark.parametrize("name", ["exact.npy", "codes-0.faiss", "ids.npy"])
+@pytest.mark.parametrize("name", ["exact.npy", "codes-0.faiss", "prefilter-0.faiss", "ids.npy"])
 def test_a_damaged_file_is_ignored_with_a_warning_and_written_again(large, fake_settings, fake_embedder, caplog, name):
     run_index(fake_settings)
     idx = load(fake_settings)
@@ -105,6 +109,25 @@ def test_a_damaged_file_is_ignored_with_a_warning_and_written_again(large, fake_
     idx.close()
     assert not run_index(fake_settings).warnings  # the next run writes it again, though nothing changed
     assert from_file(load(fake_settings))
+
+
+def test_a_file_from_before_prefilters_is_not_used_and_written_again(large, fake_settings, fake_embedder, caplog):
+    """An index job of an older version left no prefilter: scanning every code at 1M passages would
+    quietly take four times as long, so the folder counts as out of date."""
+    run_index(fake_settings)
+    idx = load(fake_settings)
+    expected = answers(idx, fake_embedder)
+    idx.close()
+    (vector_file.folder_for(fake_settings.index_path) / "prefilter-0.faiss").unlink()
+    idx = load(fake_settings)
+    assert not from_file(idx)
+    assert "prefilter-0.faiss is missing" in caplog.text
+    idx.close()
+    assert not run_index(fake_settings).warnings
+    idx = load(fake_settings)
+    assert from_file(idx) and all(idx.vectors._refined)
+    assert answers(idx, fake_embedder) == expected
+    idx.close()
 
 
 def test_the_run_reports_writing_the_vector_file(large, fake_settings, fake_embedder):

@@ -43,6 +43,33 @@ def test_top_finds_the_float32_nearest_neighbours(monkeypatch, shard_rows, dim):
     assert found / (10 * len(queries)) >= 0.99
 
 
+@pytest.mark.parametrize("shard_rows", [20_000, 6_000])
+def test_the_prefilter_finds_what_scanning_every_code_finds(monkeypatch, shard_rows):
+    """A shard's product-quantized copy picks the candidates whose int8 codes are scored; the
+    exact top 10 must survive it, close neighbours (near queries) or not (random ones)."""
+    monkeypatch.setattr(vectors_module, "PREFILTER_MIN_ROWS", 5_000)
+    x = clustered(12_000)
+    scanned = matrix_of(x, monkeypatch, shard_rows)
+    prefilters = [vectors_module.prefilter_of(s) for s in scanned.shards]
+    assert all(p is not None for p in prefilters)
+    prefiltered = VectorMatrix(x.astype(np.float16), scanned.scale, scanned.shards, prefilters)
+    rng = np.random.default_rng(2)
+    random = rng.standard_normal((20, 64)).astype(np.float32)
+    near = x[rng.integers(0, len(x), 20)] + 0.1 * rng.standard_normal((20, 64)).astype(np.float32)
+    for q in np.concatenate([random, near]):
+        q /= np.linalg.norm(q)
+        for k in (10, 200):
+            assert prefiltered.top(q, k)[0].tolist() == scanned.top(q, k)[0].tolist()
+    keep = np.zeros(len(x), bool)
+    keep[::3] = True  # filtered questions scan every code
+    assert set(prefiltered.top(x[3], 10, keep)[0].tolist()) <= set(np.flatnonzero(keep).tolist())
+
+
+def test_small_shards_get_no_prefilter(monkeypatch):
+    m = matrix_of(clustered(1000), monkeypatch, 300)
+    assert [vectors_module.prefilter_of(s) for s in m.shards] == [None] * len(m.shards)
+
+
 def test_shards_that_do_not_fit_the_matrix_are_refused(monkeypatch):
     x = clustered(1000)
     m = matrix_of(x, monkeypatch, 300)
