@@ -83,9 +83,9 @@ def prefilter_of(shard: faiss.IndexScalarQuantizer) -> faiss.Index | None:
     codes = _codes(shard)
     prefilter = faiss.IndexPQFastScan(shard.d, shard.d // 2, 4, faiss.METRIC_INNER_PRODUCT)
     sample = np.random.default_rng(PREFILTER_SEED).choice(shard.ntotal, min(shard.ntotal, PREFILTER_TRAINING_ROWS), replace=False)
-    prefilter.train(codes[np.sort(sample)].astype(np.float32) - 128)
+    prefilter.train(np.subtract(codes[np.sort(sample)], 128, dtype=np.float32))
     for lo in range(0, shard.ntotal, CHUNK):
-        prefilter.add(codes[lo : lo + CHUNK].astype(np.float32) - 128)
+        prefilter.add(np.subtract(codes[lo : lo + CHUNK], 128, dtype=np.float32))
     return prefilter
 
 
