@@ -294,18 +294,19 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
 
 
 def _refresh_query_model(settings: Settings, embedder: Embedder | None, report: IndexReport) -> None:
-    """Export the ONNX query model beside the index when it is missing or for another model.
+    """Export the ONNX query model beside the index when it is missing, for another model or of
+    an older format.
 
     Not part of the index's transaction: questions fall back to the full model without it, so a
     failed export is a warning, never a failed run."""
-    from .query_model import export_query_model, query_model_dir
+    from .query_model import FORMAT, export_query_model, query_model_dir
 
     folder = query_model_dir(settings.index_path)
     try:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError):
         meta = {}
-    if meta.get("model") == settings.embedding_model:
+    if meta.get("model") == settings.embedding_model and meta.get("format") == FORMAT:
         return
     try:
         embedder = embedder or load_embedder(settings.embedding_model)

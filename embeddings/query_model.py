@@ -2,7 +2,10 @@
 onnxruntime and tokenizers, so answering a question never imports torch.
 
 Measured here: import + load + one question 0.6 s cold (10 s with torch), 5-7 ms warm, and the
-same vectors (cosine 1.0000 to sentence-transformers'). The export is made once at index time;
+same vectors (cosine 1.0000 to sentence-transformers'). The graph is exported with the model's
+plain ("eager") attention, which onnxruntime's transformer optimizer fuses into its own attention,
+layer-norm and GELU kernels: 12% less time per question (8.55 -> 7.51 ms p50 on the AMD VM).
+The export is made once at index time;
 only models whose pipeline is Transformer -> mean pooling -> normalize are exported (what the
 ONNX graph computes); any other model keeps working through sentence-transformers.
 Passages are not embedded through it: for long batches torch is as fast or faster (and much
@@ -24,7 +27,8 @@ from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder, reso
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: fused (see above); 1 (unfused) still loads, and the next index run replaces it
+LOADABLE_FORMATS = (1, 2)
 MEAN_POOLING_PIPELINE = ["Transformer", "Pooling", "Normalize"]
 
 
@@ -76,19 +80,26 @@ def export_query_model(embedder: SentenceTransformerEmbedder, index_path: Path) 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        module = MeanPooledNormalized(embedder.sentence_transformer[0].auto_model).eval()
+        transformer = embedder.sentence_transformer[0].auto_model
+        module = MeanPooledNormalized(transformer).eval()
         sample = torch.ones((1, 8), dtype=torch.long)
         dynamic = {0: "batch", 1: "tokens"}
         # The TorchScript exporter: the newer dynamo one needs onnxscript as well, for the same graph.
         with embedder.lock, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module, (sample, sample, torch.zeros_like(sample)), str(tmp / "model.onnx"),
-                input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["embedding"],
-                dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "token_type_ids": dynamic,
-                              "embedding": {0: "batch"}},
-                opset_version=17, dynamo=False,
-            )
+            attention = transformer.config._attn_implementation
+            transformer.set_attn_implementation("eager")  # the attention pattern the optimizer recognises
+            try:
+                torch.onnx.export(
+                    module, (sample, sample, torch.zeros_like(sample)), str(tmp / "unfused.onnx"),
+                    input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["embedding"],
+                    dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "token_type_ids": dynamic,
+                                  "embedding": {0: "batch"}},
+                    opset_version=17, dynamo=False,
+                )
+            finally:
+                transformer.set_attn_implementation(attention)  # passages are embedded faster with it
+        _fuse(tmp / "unfused.onnx", tmp / "model.onnx", transformer.config)
         shutil.copy(Path(model_path) / "tokenizer.json", tmp / "tokenizer.json")
         meta = {"format": FORMAT, "model": embedder.name, "dimension": embedder.dimension,
                 "max_tokens": embedder.max_tokens}
@@ -103,6 +114,24 @@ def export_query_model(embedder: SentenceTransformerEmbedder, index_path: Path) 
     tmp.rename(target)
     shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def _fuse(unfused: Path, target: Path, config) -> None:
+    """onnxruntime's BERT optimizer: attention, layer norms and GELU as fused kernels (the same
+    vectors: cosine 0.999999). A graph it cannot fuse is kept as it is, only slower."""
+    try:
+        from onnxruntime.transformers import optimizer
+        from onnxruntime.transformers.fusion_options import FusionOptions
+
+        options = FusionOptions("bert")
+        options.enable_shape_inference = False  # the same fusions in 3.5 s instead of 7
+        fused = optimizer.optimize_model(str(unfused), model_type="bert", num_heads=config.num_attention_heads,
+                                         hidden_size=config.hidden_size, optimization_options=options)
+        fused.save_model_to_file(str(target))
+        unfused.unlink()
+    except Exception as exc:  # the optimizer's patterns are tied to how each model is written
+        log.warning("ONNX query model left unfused: %s", exc)
+        unfused.rename(target)
 
 
 # Two threads without spinning, measured on a 2-core VM (median ms per question, 1 vs 2 threads):
@@ -173,7 +202,7 @@ def load_query_embedder(index_path: Path, model_name: str) -> Embedder:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError):
         meta = None
-    if meta and meta.get("format") == FORMAT and meta.get("model") == model_name:
+    if meta and meta.get("format") in LOADABLE_FORMATS and meta.get("model") == model_name:
         try:
             return OnnxQueryEmbedder(folder, meta)
         except Exception as exc:  # a damaged export must not stop questions being answered
