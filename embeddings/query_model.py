@@ -120,8 +120,12 @@ def _fuse(unfused: Path, target: Path, config) -> None:
     """onnxruntime's BERT optimizer: attention, layer norms and GELU as fused kernels (the same
     vectors: cosine 0.999999). A graph it cannot fuse is kept as it is, only slower."""
     try:
+        known = set(logging.root.manager.loggerDict)
         from onnxruntime.transformers import optimizer
         from onnxruntime.transformers.fusion_options import FusionOptions
+
+        for name in set(logging.root.manager.loggerDict) - known:  # its notes on each fusion are not the user's
+            logging.getLogger(name).setLevel(logging.ERROR)
 
         options = FusionOptions("bert")
         options.enable_shape_inference = False  # the same fusions in 3.5 s instead of 7
