@@ -703,7 +703,10 @@ def main() -> None:
             figures = json.loads((folder / "built.json").read_text())
             figures["reused_from_earlier_run"] = True
             # As the index job would after its commit (the copies or their thresholds may be newer).
-            figures.update({k: v for k, v in refresh_derived(index_path).items() if v != "current"})
+            rebuilt = {k: v for k, v in refresh_derived(index_path).items() if v != "current"}
+            if rebuilt:  # later reuses report these, not the first build's
+                (folder / "built.json").write_text(json.dumps({**json.loads((folder / "built.json").read_text()), **rebuilt}))
+            figures.update(rebuilt)
         else:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)

@@ -161,13 +161,15 @@ class VectorMatrix:
         largest = float(np.abs(q).max())
         return np.rint(q * (127.0 / largest) if largest else q).astype(np.float32).reshape(1, self.dim)
 
-    def top(self, query: np.ndarray, k: int, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of the k most similar vectors (only rows where keep is True) and their cosines, best first."""
+    def top(self, query: np.ndarray, k: int, keep: np.ndarray | None = None, *, exact: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the k most similar vectors (only rows where keep is True) and their cosines, best
+        first. With exact=False, ranked by the cosines their codes give (approx), none read from
+        the float16 values: for a caller that rescores its own short list."""
         query = np.asarray(query, dtype=np.float32).reshape(self.dim)
         k = min(k, self.rows if keep is None else int(keep.sum()))
         if k <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        depth = k + max(k, RESCORE_MARGIN)
+        depth = k + max(k, RESCORE_MARGIN) if exact else k
         coded = self._code_query(query)
 
         def scan(s: int) -> tuple[np.ndarray, np.ndarray]:
@@ -195,6 +197,6 @@ class VectorMatrix:
         if len(candidates) > depth:  # the shards' codes share one scale: their scores compare
             candidates = candidates[np.argpartition(-scores, depth - 1)[:depth]]
         candidates = np.sort(candidates)  # in row order: fewer scattered reads of a mapped file
-        cosine = self.dot(query, candidates)
+        cosine = self.dot(query, candidates) if exact else self.approx(candidates) @ query
         order = np.argsort(-cosine, kind="stable")[:k]
         return candidates[order], cosine[order]
