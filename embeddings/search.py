@@ -307,13 +307,14 @@ class SearchIndex:
         cosine[~in_vector] = self.vectors.approx(rows[~in_vector]) @ query
         coverage = HYBRID_WEIGHT * coverage_of(rows)
         head = _top_indices(cosine + coverage, pool)
+        # Not complete while passages were left out: when the per-article cap needs more, the
+        # caller asks again with a larger pool.
+        complete = len(head) == len(rows)
         rows, coverage = rows[head], coverage[head]
         cosine = self.vectors.dot(query, rows)
         fused = cosine + coverage
         order = np.argsort(-fused, kind="stable")
-        # Not complete while passages were left out: when the per-article cap needs more, the
-        # caller asks again with a larger pool.
-        return Candidates(rows[order], fused[order], cosine[order], complete=len(head) == len(in_vector))
+        return Candidates(rows[order], fused[order], cosine[order], complete=complete)
 
     @staticmethod
     def _cosines(candidates: Candidates, picked: list[int]) -> list[float]:

@@ -330,9 +330,9 @@ def test_a_missing_rerank_model_is_a_clear_error(tmp_path):
 
 
 def test_the_cap_reaches_past_an_article_that_fills_the_best_candidates(fake_settings, fake_embedder):
-    """An article with 40 paragraphs on the question's subject fills its best candidates; the
+    """An article with 80 paragraphs on the question's subject fills its best candidates; the
     per-article cap must skip them all and still find the other articles' passages."""
-    paragraphs = [f"Quokka census {n}: the quokka colony on Rottnest island counted again, tally {n}." for n in range(40)]
+    paragraphs = [f"Quokka census {n}: the quokka colony on Rottnest island counted again, tally {n}." for n in range(80)]
     (fake_settings.corpus_dir / "quokka_diary.txt").write_text("\n\n".join(paragraphs) + "\n")
     run_index(fake_settings)
     idx = SearchIndex.load(fake_settings.index_path, model_name=fake_embedder.name, weak_score=0.2)
