@@ -1,0 +1,75 @@
+"""Pseudo-relevance feedback on the keyword side, on top of the default hybrid (session 10); nDCG@10.
+
+    python bench/feedback_experiments.py ../shared/eval/scifact tests/fixtures/news_shipped \
+        bench/out/news_lee bench/out/news_lee_paraphrase bench/out/combined [--feedback 1] [--terms 8]
+
+Each question is ranked by the default hybrid (`SearchIndex.rank`, one passage per document); then
+the words of its best `--feedback` passages that the question does not use (at least 3 letters, in
+at most 10% of the passages) are scored by how many of those passages hold them times their idf,
+and the best `--terms` become a second keyword query. Its coverage (`SearchIndex.keyword_coverage`,
+each word at weight 1, with the same share of the word the passage's vector misses) is added to
+the hybrid's fused score of every candidate, × g × the hybrid's keyword weight, and the candidates
+ranked again (documents by their best passage, near-copies not collapsed: g 0 reproduces eval's
+figures within 0.001). On the combined folder (gate_experiments.py combine) one line per set.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+import re
+
+import numpy as np
+
+from embeddings.metrics import evaluate_run
+from embeddings.search import HYBRID_WEIGHT, fts_terms
+from fusion_experiments import eval_sets
+
+GAINS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+COMMON = 0.1  # share of passages above which a word says little about the topic
+
+
+def expansion(index, question: str, passages: list[str], terms: int) -> list[str]:
+    asked = set(fts_terms(question))
+    held = collections.Counter(w for text in passages for w in set(fts_terms(text)) if w not in asked and len(w) > 2)
+    n = index.passage_count
+    scored = [(count * math.log((n - df + 0.5) / (df + 0.5)), w) for w, count in held.items()
+              if 0 < (df := index.term_count(w)) <= COMMON * n]
+    return [w for _, w in sorted(scored, reverse=True)[:terms]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("folders", nargs="+")
+    parser.add_argument("--feedback", type=int, default=1, help="passages the expansion words come from")
+    parser.add_argument("--terms", type=int, default=8, help="expansion words")
+    args = parser.parse_args()
+    for embedder, data, _, index in eval_sets(args.folders):
+        runs: dict[float, dict[str, list[str]]] = {g: {} for g in GAINS}
+        for qid, judged in data.qrels.items():
+            if not any(v > 0 for v in judged.values()):
+                continue
+            question = data.queries[qid]
+            ranking = index.rank(question, embedder, n=100, per_article=1, mode="hybrid")
+            candidates = ranking.candidates
+            best = [int(index.passage_ids[i]) for i in ranking.picked[: args.feedback]]
+            words = expansion(index, question, list(index._texts(best).values()), args.terms)
+            extra = np.zeros(len(candidates.rows))
+            if words:
+                weights = {w: 1.0 for w in words}
+                extra = index.keyword_coverage(words, None, weights, index.word_vectors.of(words, embedder))(candidates.rows)
+            for g in GAINS:
+                order = np.argsort(-(candidates.scores + g * HYBRID_WEIGHT * extra), kind="stable")
+                documents = list(dict.fromkeys(index.articles[index.passage_article[i]].key for i in candidates.rows[order]))
+                runs[g][qid] = documents[:100]
+        qids = list(runs[0.0])
+        groups = sorted({q.split("-")[0] + "-" for q in qids}) if all(re.match(r"q\d+-", q) for q in qids) else [""]
+        for group in groups:
+            qrels = {q: j for q, j in data.qrels.items() if q.startswith(group)}
+            cells = [f"g {g}: {evaluate_run({q: r for q, r in runs[g].items() if q.startswith(group)}, qrels)['ndcg@10']:.4f}"
+                     for g in GAINS]
+            print(f"{data.name} {group}".strip(), f"(feedback {args.feedback}, {args.terms} words):", " | ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
