@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import math
 import re
 
 import numpy as np
@@ -32,9 +31,8 @@ COMMON = 0.1  # share of passages above which a word says little about the topic
 def expansion(index, question: str, passages: list[str], terms: int) -> list[str]:
     asked = set(fts_terms(question))
     held = collections.Counter(w for text in passages for w in set(fts_terms(text)) if w not in asked and len(w) > 2)
-    n = index.passage_count
-    scored = [(count * math.log((n - df + 0.5) / (df + 0.5)), w) for w, count in held.items()
-              if 0 < (df := index.term_count(w)) <= COMMON * n]
+    scored = [(count * index.idf_sum([w]), w) for w, count in held.items()
+              if 0 < index.term_count(w) <= COMMON * index.passage_count]
     return [w for _, w in sorted(scored, reverse=True)[:terms]]
 
 
