@@ -204,6 +204,10 @@ class TantivyIndex:
         ids = self._searcher.fast_field_values("id", [address for _, address in hits])
         return np.asarray(ids, np.int64), np.asarray([score for score, _ in hits], np.float32)
 
+    def doc_freq(self, word: str) -> int:
+        """Passages whose text holds the word (its stem; the most of its tokens')."""
+        return max((self._searcher.doc_freq("text", token) for token in self._tokens([word])), default=0)
+
     def idf_sum(self, words: list[str]) -> float:
         """Sum of tantivy's BM25 idf of the words (in the passage text), for keyword coverage."""
         n = self._searcher.num_docs

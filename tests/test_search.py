@@ -4,10 +4,12 @@ import datetime as dt
 import numpy as np
 import pytest
 
+import embeddings.search
+
 from embeddings.embedder import ModelLoadError, load_reranker
 from embeddings.index import run_index
 from embeddings.search import (
-    HYBRID_WEIGHT, MISSED_EXPONENT, Filters, ModelMismatchQueryError, QueryError, SearchIndex, best_sentence, fts_match,
+    FEEDBACK_COMMON, FEEDBACK_GAIN, FEEDBACK_WORDS, HYBRID_WEIGHT, MISSED_EXPONENT, Filters, ModelMismatchQueryError, QueryError, SearchIndex, best_sentence, fts_match,
     fts_terms, word_weights,
 )
 from embeddings.store import IndexMissingError
@@ -178,23 +180,31 @@ def test_weighted_keyword_score_is_each_words_bm25_times_its_weight(index):
     assert_keyword_side_adds_up_each_words_bm25_times_its_weight(index)
 
 
-def expected_hybrid_scores(index, embedder, question, rows):
-    """Hybrid scores recomputed from their parts: cosine + HYBRID_WEIGHT x the question words' BM25
-    (each word searched alone), each times its weight plus (1 - cos(word, passage))^MISSED_EXPONENT,
-    over the question's idf sum. The fake embedder's token is the word, so a word's vector is its own."""
-    terms = fts_terms(question)
-    weights = word_weights(terms, embedder)
-    assert all(index.term_count(t) for t in terms)  # (else the vectors rank alone: the test below)
-    passages = index.vectors.get(rows)
-    query = embedder.encode([question])[0]
-    keyword = np.zeros(len(rows))
-    for term in terms:
-        alone = dict(zip(*index.keyword_hits(term)))
+def keyword_part(index, embedder, weights, rows):
+    """The words' coverage of the passages: each word's BM25 (the word searched alone) times its
+    weight plus (1 - cos(word, passage))^MISSED_EXPONENT, over the words' idf sum. The fake
+    embedder's token is the word, so a word's vector is its own."""
+    total = np.zeros(len(rows))
+    for word, weight in weights.items():
+        alone = dict(zip(*index.keyword_hits(word)))
         bm25 = np.array([alone.get(int(r), 0.0) for r in rows])
         # (against the passage vectors as the scan's int8 codes hold them)
-        missed = (1 - np.clip(index.vectors.approx(rows) @ embedder.encode([term])[0], 0, 1)) ** MISSED_EXPONENT
-        keyword += bm25 * (weights[term] + missed)
-    return passages @ query + HYBRID_WEIGHT * keyword / index.idf_sum(terms)
+        missed = (1 - np.clip(index.vectors.approx(rows) @ embedder.encode([word])[0], 0, 1)) ** MISSED_EXPONENT
+        total += bm25 * (weight + missed)
+    return total / index.idf_sum(list(weights))
+
+
+def expected_hybrid_scores(index, embedder, question, rows):
+    """Hybrid scores recomputed from their parts: cosine + HYBRID_WEIGHT x the question words'
+    coverage (each at its word_weights weight) + FEEDBACK_GAIN x HYBRID_WEIGHT x the coverage of
+    the feedback words of the best passage (each at weight 1)."""
+    terms = fts_terms(question)
+    assert all(index.term_count(t) for t in terms)  # (else the vectors rank alone: the test below)
+    feedback = index.feedback_words(terms, int(rows[0]))
+    assert feedback
+    query = embedder.encode([question])[0]
+    return (index.vectors.get(rows) @ query + HYBRID_WEIGHT * keyword_part(index, embedder, word_weights(terms, embedder), rows)
+            + FEEDBACK_GAIN * HYBRID_WEIGHT * keyword_part(index, embedder, dict.fromkeys(feedback, 1.0), rows))
 
 
 @pytest.mark.parametrize("question", ["Kunduz Selab district", "Taliban Faryab governor captured", "B-52 bombers"])
@@ -203,6 +213,19 @@ def test_hybrid_counts_each_words_bm25_more_where_the_passages_vector_misses_the
     rows, scores = ranking.candidates.rows[:30], ranking.candidates.scores[:30]
     assert np.allclose(scores, expected_hybrid_scores(index, fake_embedder, question, rows), atol=1e-5)
     assert list(scores) == sorted(scores, reverse=True)
+
+
+def test_feedback_words_are_the_best_passages_rarest_words_the_question_does_not_use(index):
+    rows, _ = index.keyword_hits("Sebghatullah Selab")
+    row = int(rows[0])
+    words = index.feedback_words(["sebghatullah", "deputy"], row)
+    text = index._texts([int(index.passage_ids[row])])[int(index.passage_ids[row])].casefold()
+    counts = [index.term_count(w) for w in words]
+    assert "selab" in words and "sebghatullah" not in words and "deputy" not in words
+    assert 0 < len(words) <= FEEDBACK_WORDS and all(w in text and len(w) >= 3 for w in words)
+    assert counts == sorted(counts) and all(0 < c <= FEEDBACK_COMMON * index.passage_count for c in counts)
+    left_out = {w for w in fts_terms(text) if len(w) >= 3 and w not in words and w not in {"sebghatullah", "deputy"}}
+    assert left_out and all(index.term_count(w) >= counts[-1] for w in left_out), "the rarest are kept"
 
 
 def test_idf_sum_is_fts5s_idf_of_the_question_words(index):
@@ -214,19 +237,29 @@ def test_idf_sum_is_fts5s_idf_of_the_question_words(index):
     assert 0 < index.idf_sum(["taliban"]) <= 1e-6  # in most passages: FTS5 floors its idf
 
 
-def test_hybrid_ranks_by_cosine_when_no_word_of_the_question_is_in_the_corpus(index, fake_embedder):
+def without_feedback(monkeypatch):
+    monkeypatch.setattr(embeddings.search, "FEEDBACK_GAIN", 0.0)
+
+
+def test_hybrid_ranks_by_cosine_when_no_word_of_the_question_is_in_the_corpus(index, fake_embedder, monkeypatch):
+    """(and the feedback from the best passage: without it, by cosine alone)"""
     question = "xyzzyq quuxplonk"
     assert not len(index.keyword_hits(question)[0])
 
     def ranked(mode):
         return [(r.passage_id, r.score) for r in index.search(question, fake_embedder, mode=mode, k=10).results]
 
-    assert ranked("hybrid") == ranked("vector")
+    with_feedback = ranked("hybrid")
+    without_feedback(monkeypatch)
+    assert ranked("hybrid") == ranked("vector") != with_feedback
 
 
-def test_hybrid_ranks_by_cosine_when_the_question_uses_an_ordinary_word_no_passage_has(index, fake_embedder):
+def test_hybrid_ranks_by_cosine_when_the_question_uses_an_ordinary_word_no_passage_has(index, fake_embedder, monkeypatch):
     """Such a question is phrased in other words than the corpus: its keyword matches are incidental.
-    A missing word the model cuts into pieces or with a digit (a name, a code) does not count."""
+    A missing word the model cuts into pieces or with a digit (a name, a code) does not count.
+    (Compared without the feedback from the best passage, which applies to every question.)"""
+    without_feedback(monkeypatch)
+
     def ranked(question, mode):
         return [r.passage_id for r in index.search(question, fake_embedder, mode=mode, k=10).results]
 
@@ -235,6 +268,32 @@ def test_hybrid_ranks_by_cosine_when_the_question_uses_an_ordinary_word_no_passa
     assert ranked("Kunduz district quokka", "hybrid") == ranked("Kunduz district quokka", "vector")
     assert not index.term_count("777") and word_weights(["777"], fake_embedder)["777"] == 1.0
     assert ranked("Kunduz district 777", "hybrid") != ranked("Kunduz district 777", "vector")
+
+
+def test_feedback_brings_up_the_passage_sharing_the_best_ones_rare_names(fake_settings, fake_embedder, monkeypatch):
+    """The inquiry's passage shares no word with the question, only the names in the passage that
+    answers it: the keyword feedback from that passage puts it second, above a passage about
+    another dam."""
+    corpus = fake_settings.corpus_dir
+    for shipped in corpus.iterdir():
+        shipped.unlink()
+    (corpus / "report.txt").write_text(
+        "Tarbela report\n\nThe Tarbela dam burst after engineer Khogyani warned the Balochistan authority for months.\n")
+    (corpus / "inquiry.txt").write_text(
+        "Inquiry\n\nEngineer Khogyani had warned the Balochistan water authority for months, the inquiry heard.\n")
+    (corpus / "texas.txt").write_text("Texas\n\nTexas opened a new dam for irrigation, to the delight of its farmers.\n")
+    for n in range(20):
+        (corpus / f"market{n}.txt").write_text(f"Market {n}\n\nWheat prices at market {n} rose as growers sold grain early.\n")
+    run_index(fake_settings)
+    idx = SearchIndex.load(fake_settings.index_path, model_name=fake_embedder.name, weak_score=0.2)
+
+    def keys():
+        return [r.article.key for r in idx.search("Why did the Tarbela dam burst?", fake_embedder, k=3).results]
+
+    assert keys() == ["report.txt", "inquiry.txt", "texas.txt"]
+    without_feedback(monkeypatch)
+    assert keys()[:2] == ["report.txt", "texas.txt"]
+    idx.close()
 
 
 @pytest.mark.parametrize("mode", ["vector", "hybrid", "keyword"])
