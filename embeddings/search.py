@@ -58,13 +58,12 @@ NEAR_DUPLICATE = 0.95
 RERANK_DEPTH = 50  # passages a cross-encoder re-orders (it costs a model call per passage)
 # Keyword feedback (hybrid): the FEEDBACK_WORDS rarest words of the best passage that the question
 # does not use (at least 3 letters, in at most FEEDBACK_COMMON of the passages) are a second keyword
-# query whose coverage, x FEEDBACK_GAIN x HYBRID_WEIGHT, is added to every candidate's score: the
-# answer's own rare words are what the question and the passages that answer it share beyond its
-# wording. +0.007 nDCG@10 on SciFact, +0.001-0.005 on the news sets; from 3 or 5 passages it drifts
-# off topic (docs/retrieval.md).
+# query, its BM25 over its idf sum added x HYBRID_WEIGHT to every candidate's score: the answer's
+# own rare words are what the question and the passages that answer it share beyond its wording.
+# +0.007 nDCG@10 on SciFact, +0.002-0.006 on the news sets; from 3 or 5 passages it drifts off
+# topic (docs/retrieval.md).
 FEEDBACK_WORDS = 8
 FEEDBACK_COMMON = 0.1
-FEEDBACK_GAIN = 0.6
 
 
 @dataclass(frozen=True)
@@ -324,18 +323,17 @@ class SearchIndex:
         # the float16 ones; in memory), and only the best `pool` are then rescored on their float16
         # values (_candidates): on a large index those are read from the vector file one by one (at
         # 100k passages, 600 reads a question took 3 ms; more when the file is not in the page cache).
-        c_rows, c_cosine = self.vectors.top(query, FUSION_DEPTH, keep, exact=False)
+        c_rows = self.vectors.top(query, FUSION_DEPTH, keep, exact=False)[0]
         rows = np.union1d(c_rows, coverage_of.rows[:FUSION_DEPTH])
-        cosine = np.empty(len(rows), np.float32)
-        in_vector = np.isin(rows, c_rows)
-        cosine[np.searchsorted(rows, c_rows)] = c_cosine
-        cosine[~in_vector] = self.vectors.approx(rows[~in_vector]) @ query
-        bonus = HYBRID_WEIGHT * coverage_of(rows)
+        passages = self.vectors.approx(rows)  # decoded once for the cosines and both coverages
+        cosine = passages @ query
+        bonus = HYBRID_WEIGHT * coverage_of(rows, passages)
         if len(rows):
             words = self.feedback_words(terms, int(rows[np.argmax(cosine + bonus)]))
-            if words:
-                feedback = self.keyword_coverage(words, keep, dict.fromkeys(words, 1.0), self.word_vectors.of(words, embedder))
-                bonus = bonus + FEEDBACK_GAIN * HYBRID_WEIGHT * feedback(rows)
+            if words:  # one query for all the words: one per word took twice as long, for the same ranking
+                ids, scores = self._engine_top(words, FUSION_DEPTH)
+                bm25 = _word_scores({"": (self._rows_of(ids), scores)}, [""], rows)[0]
+                bonus = bonus + HYBRID_WEIGHT * bm25 / self.idf_sum(words)
         return Fusion(rows, cosine + bonus, bonus)
 
     def feedback_words(self, asked: list[str], row: int) -> list[str]:
@@ -384,18 +382,24 @@ class SearchIndex:
         found_by_word = None
         if weights is None:
             ids, scores = self._engine_top(terms, limit)
+            rows = self._rows_of(ids)
         else:
-            found = [self._engine_top([t], limit) for t in terms]
-            ids, scores = _add_up([i for i, _ in found], [weights.get(t, 1.0) * s for t, (_, s) in zip(terms, found)], limit)
-            found_by_word = {}
-            for t, (i, s) in zip(terms, found):
-                rows = self._rows_of(i)
-                found_by_word[t] = rows[rows >= 0], s[rows >= 0]
-        rows = self._rows_of(ids)
+            found_by_word = self._hits_by_word(terms, limit)
+            rows, scores = _add_up([r for r, _ in found_by_word.values()],
+                                   [weights.get(t, 1.0) * s for t, (_, s) in found_by_word.items()], limit)
         ok = rows >= 0
         if keep is not None:
             ok[ok] = keep[rows[ok]]
         return rows[ok], scores[ok], found_by_word
+
+    def _hits_by_word(self, terms: list[str], limit: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each word's own best `limit` passages: rows and BM25."""
+        found = {}
+        for t in terms:
+            ids, scores = self._engine_top([t], limit)
+            rows = self._rows_of(ids)
+            found[t] = rows[rows >= 0], scores[rows >= 0]
+        return found
 
     def keyword_coverage(
         self, terms: list[str], keep: np.ndarray | None, weights: dict[str, float], vectors: np.ndarray
@@ -628,14 +632,15 @@ class Coverage:
     rows: np.ndarray
     found_by_word: dict[str, tuple[np.ndarray, np.ndarray]]  # word -> its own best rows and BM25
 
-    def __call__(self, rows: np.ndarray) -> np.ndarray:
+    def __call__(self, rows: np.ndarray, passages: np.ndarray | None = None) -> np.ndarray:
+        """`passages`: the rows' vectors as their int8 codes hold them, when the caller has them."""
         if self.idf_sum <= 0 or not len(rows) or not self.terms:
             return np.zeros(len(rows), np.float32)
         bm25 = _word_scores(self.found_by_word, self.terms, rows)
         matched = bm25.any(axis=0)  # the cosines are needed only where some word matches
         weight = np.zeros_like(bm25)
         if matched.any():
-            passages = self.index.vectors.approx(rows[matched])
+            passages = self.index.vectors.approx(rows[matched]) if passages is None else passages[matched]
             # One matrix-vector product per word: as one matrix product OpenBLAS wakes its threads,
             # which right after the vector scan took 2.8 ms instead of 0.15.
             cosine = np.stack([passages @ v for v in self.vectors])

@@ -9,7 +9,7 @@ import embeddings.search
 from embeddings.embedder import ModelLoadError, load_reranker
 from embeddings.index import run_index
 from embeddings.search import (
-    FEEDBACK_COMMON, FEEDBACK_GAIN, FEEDBACK_WORDS, HYBRID_WEIGHT, MISSED_EXPONENT, Filters, ModelMismatchQueryError, QueryError, SearchIndex, best_sentence, fts_match,
+    FEEDBACK_COMMON, FEEDBACK_WORDS, HYBRID_WEIGHT, MISSED_EXPONENT, Filters, ModelMismatchQueryError, QueryError, SearchIndex, best_sentence, fts_match,
     fts_terms, word_weights,
 )
 from embeddings.store import IndexMissingError
@@ -196,15 +196,16 @@ def keyword_part(index, embedder, weights, rows):
 
 def expected_hybrid_scores(index, embedder, question, rows):
     """Hybrid scores recomputed from their parts: cosine + HYBRID_WEIGHT x the question words'
-    coverage (each at its word_weights weight) + FEEDBACK_GAIN x HYBRID_WEIGHT x the coverage of
-    the feedback words of the best passage (each at weight 1)."""
+    coverage (each at its word_weights weight) + HYBRID_WEIGHT x the BM25 of the best passage's
+    feedback words (one keyword query) over their idf sum."""
     terms = fts_terms(question)
     assert all(index.term_count(t) for t in terms)  # (else the vectors rank alone: the test below)
     feedback = index.feedback_words(terms, int(rows[0]))
     assert feedback
+    feedback_bm25 = dict(zip(*index.keyword_hits(" ".join(feedback))))
     query = embedder.encode([question])[0]
     return (index.vectors.get(rows) @ query + HYBRID_WEIGHT * keyword_part(index, embedder, word_weights(terms, embedder), rows)
-            + FEEDBACK_GAIN * HYBRID_WEIGHT * keyword_part(index, embedder, dict.fromkeys(feedback, 1.0), rows))
+            + HYBRID_WEIGHT * np.array([feedback_bm25.get(int(r), 0.0) for r in rows]) / index.idf_sum(feedback))
 
 
 @pytest.mark.parametrize("question", ["Kunduz Selab district", "Taliban Faryab governor captured", "B-52 bombers"])
@@ -238,7 +239,7 @@ def test_idf_sum_is_fts5s_idf_of_the_question_words(index):
 
 
 def without_feedback(monkeypatch):
-    monkeypatch.setattr(embeddings.search, "FEEDBACK_GAIN", 0.0)
+    monkeypatch.setattr(embeddings.search, "FEEDBACK_WORDS", 0)
 
 
 def test_hybrid_ranks_by_cosine_when_no_word_of_the_question_is_in_the_corpus(index, fake_embedder, monkeypatch):
