@@ -332,7 +332,7 @@ class SearchIndex:
             words = self.feedback_words(terms, int(rows[np.argmax(cosine + bonus)]))
             if words:  # one query for all the words: one per word took twice as long, for the same ranking
                 ids, scores = self._engine_top(words, FUSION_DEPTH)
-                bm25 = _word_scores({"": (self._rows_of(ids), scores)}, [""], rows)[0]
+                bm25 = _scores_at(rows, self._rows_of(ids), scores)
                 bonus = bonus + HYBRID_WEIGHT * bm25 / self.idf_sum(words)
         return Fusion(rows, cosine + bonus, bonus)
 
@@ -653,14 +653,21 @@ def _word_scores(found_by_word, terms: list[str], rows: np.ndarray) -> np.ndarra
     """BM25 of each word (a row) in each passage (a column), from each word's own best hits (0
     beyond them)."""
     out = np.zeros((len(terms), len(rows)), np.float32)
-    order = np.argsort(rows, kind="stable")
-    ordered = rows[order]
     for j, t in enumerate(terms):
-        if t in found_by_word and len(rows):
-            hit_rows, scores = found_by_word[t]
-            at = np.minimum(np.searchsorted(ordered, hit_rows), len(rows) - 1)
-            here = ordered[at] == hit_rows
-            out[j, order[at[here]]] = scores[here]
+        if t in found_by_word:
+            out[j] = _scores_at(rows, *found_by_word[t])
+    return out
+
+
+def _scores_at(rows: np.ndarray, hit_rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The score of each of `rows` among the hits (0 where not a hit)."""
+    out = np.zeros(len(rows), np.float32)
+    if len(rows):
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        at = np.minimum(np.searchsorted(ordered, hit_rows), len(rows) - 1)
+        here = ordered[at] == hit_rows
+        out[order[at[here]]] = scores[here]
     return out
 
 
