@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 
 import embeddings.search
-
 from embeddings.embedder import ModelLoadError, load_reranker
 from embeddings.index import run_index
 from embeddings.search import (
-    FEEDBACK_COMMON, FEEDBACK_WORDS, HYBRID_WEIGHT, MISSED_EXPONENT, Filters, ModelMismatchQueryError, QueryError, SearchIndex, best_sentence, fts_match,
-    fts_terms, word_weights,
+    FEEDBACK_COMMON, FEEDBACK_WORDS, HYBRID_WEIGHT, MISSED_EXPONENT, Filters, ModelMismatchQueryError, QueryError,
+    SearchIndex, best_sentence, fts_match, fts_terms, word_weights,
 )
 from embeddings.store import IndexMissingError
 
