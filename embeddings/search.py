@@ -323,7 +323,7 @@ class SearchIndex:
         # the float16 ones; in memory), and only the best `pool` are then rescored on their float16
         # values (_candidates): on a large index those are read from the vector file one by one (at
         # 100k passages, 600 reads a question took 3 ms; more when the file is not in the page cache).
-        c_rows = self.vectors.top(query, FUSION_DEPTH, keep, exact=False)[0]
+        c_rows = self.vectors.nearest_rows(query, FUSION_DEPTH, keep)
         rows = np.union1d(c_rows, coverage_of.rows[:FUSION_DEPTH])
         passages = self.vectors.approx(rows)  # decoded once for the cosines and both coverages
         cosine = passages @ query

@@ -161,15 +161,21 @@ class VectorMatrix:
         largest = float(np.abs(q).max())
         return np.rint(q * (127.0 / largest) if largest else q).astype(np.float32).reshape(1, self.dim)
 
-    def top(self, query: np.ndarray, k: int, keep: np.ndarray | None = None, *, exact: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of the k most similar vectors (only rows where keep is True) and their cosines, best
-        first. With exact=False, ranked by the cosines their codes give (approx), none read from
-        the float16 values: for a caller that rescores its own short list."""
+    def top(self, query: np.ndarray, k: int, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the k most similar vectors (only rows where keep is True) and their cosines, best first."""
         query = np.asarray(query, dtype=np.float32).reshape(self.dim)
-        k = min(k, self.rows if keep is None else int(keep.sum()))
-        if k <= 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        depth = k + max(k, RESCORE_MARGIN) if exact else k
+        candidates = self.nearest_rows(query, k + max(k, RESCORE_MARGIN), keep)
+        cosine = self.dot(query, candidates)
+        order = np.argsort(-cosine, kind="stable")[:k]
+        return candidates[order], cosine[order]
+
+    def nearest_rows(self, query: np.ndarray, depth: int, keep: np.ndarray | None = None) -> np.ndarray:
+        """Rows of the `depth` best int8 code scores (only rows where keep is True), in row order;
+        nothing read from the float16 values: for a caller that rescores them itself."""
+        query = np.asarray(query, dtype=np.float32).reshape(self.dim)
+        depth = min(depth, self.rows if keep is None else int(keep.sum()))
+        if depth <= 0:
+            return np.zeros(0, np.int64)
         coded = self._code_query(query)
 
         def scan(s: int) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +202,4 @@ class VectorMatrix:
         candidates = np.concatenate([p[1] for p in parts])
         if len(candidates) > depth:  # the shards' codes share one scale: their scores compare
             candidates = candidates[np.argpartition(-scores, depth - 1)[:depth]]
-        candidates = np.sort(candidates)  # in row order: fewer scattered reads of a mapped file
-        cosine = self.dot(query, candidates) if exact else self.approx(candidates) @ query
-        order = np.argsort(-cosine, kind="stable")[:k]
-        return candidates[order], cosine[order]
+        return np.sort(candidates)  # in row order: fewer scattered reads of a mapped file
