@@ -15,22 +15,18 @@ from discord import app_commands
 from discord.ext import commands
 
 from embeddings.config import Settings
-from embeddings.search import QueryError
+from embeddings.errors import CorpusBotError
 
 from .checks import NotIndexAdmin
-from .serving import Busy, Serving, Unavailable, VoteNotRecorded
+from .serving import Serving
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("bot.cogs.ask", "bot.cogs.sources", "bot.cogs.reindex")
 
 
-class UserFacingError(Exception):
-    """A refusal whose message is meant for the user as is (shown ephemeral)."""
-
-
-# Exceptions whose message is written for users (the core's and ours): shown as is.
-USER_ERRORS = (UserFacingError, QueryError, Unavailable, VoteNotRecorded, Busy)
+class UserFacingError(CorpusBotError):
+    """A refusal of the bot's own whose message is meant for the user as is (shown ephemeral)."""
 
 # Discord error codes meaning the interaction can no longer be answered: 10062 Unknown
 # interaction (acknowledged too late, or over 15 minutes old), 10015 Unknown Webhook and 50027
@@ -55,7 +51,7 @@ def error_message(error: Exception) -> str | None:
     """The friendly text for an app-command error; None when it is unexpected (log it)."""
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
-    if isinstance(error, USER_ERRORS):
+    if isinstance(error, CorpusBotError):
         text = str(error)
         return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
     if isinstance(error, app_commands.CommandOnCooldown):
@@ -216,8 +212,6 @@ def check_token(token: str) -> str:
 def run_bot(settings: Settings, *, sync_global: bool = False) -> None:
     """`corpus-bot run`: start the bot and block until Ctrl-C. Every known failure becomes one
     `Error: ...` line (exit 1), never a traceback, never the token."""
-    from embeddings.cli import USER_ERRORS as CORE_ERRORS
-
     from .logs import setup_logging
 
     token = check_token(settings.discord_token)
@@ -232,7 +226,7 @@ def run_bot(settings: Settings, *, sync_global: bool = False) -> None:
         ) from None
     except discord.PrivilegedIntentsRequired:
         raise click.ClickException("Discord refused the gateway intents; this bot needs no privileged intents") from None
-    except CORE_ERRORS as exc:
+    except CorpusBotError as exc:
         raise click.ClickException(str(exc)) from None
     except sqlite3.DatabaseError as exc:
         raise click.ClickException(f"the index file cannot be used: {exc}") from None

@@ -33,13 +33,14 @@ from embeddings.config import Settings
 from embeddings.embedder import Embedder, Reranker, load_reranker
 from embeddings.query_model import load_query_embedder
 from embeddings.feedback import record_feedback
-from embeddings.index import IndexError_, IndexReport, Progress, run_index
+from embeddings.errors import CorpusBotError, IndexMissingError
+from embeddings.index import IndexReport, Progress, run_index
 from embeddings.search import DEFAULT_MODE, Filters, SearchIndex
 
 log = logging.getLogger(__name__)
 
 
-class Unavailable(RuntimeError):
+class Unavailable(CorpusBotError):
     """The bot cannot answer yet (no index); the message is shown to the user."""
 
 
@@ -57,14 +58,14 @@ BUSY = "I'm busy answering other questions right now; please try again in a few 
 _holding_slot: ContextVar[bool] = ContextVar("corpus_bot_holding_search_slot", default=False)
 
 
-class Busy(RuntimeError):
+class Busy(CorpusBotError):
     """Too many questions waiting or running (SEARCH_QUEUE_LIMIT); the message is shown to the user."""
 
     def __init__(self) -> None:
         super().__init__(BUSY)
 
 
-class VoteNotRecorded(RuntimeError):
+class VoteNotRecorded(CorpusBotError):
     """A vote could not be stored (no index file, read-only file, locked too long); shown to the user."""
 
 
@@ -129,7 +130,7 @@ class Serving:
             started = time.monotonic()
             try:
                 self.index = await self._run(self._load)
-            except store.IndexMissingError as exc:
+            except IndexMissingError as exc:
                 self.unavailable_reason = f"there is no index yet ({exc}); an admin can build it with /reindex"
                 log.warning("starting without an index: %s", exc)
             else:
@@ -199,7 +200,7 @@ class Serving:
 
         try:
             return await self._run(read)
-        except store.IndexMissingError:
+        except IndexMissingError:
             raise Unavailable(self.unavailable_reason) from None
 
     async def record_vote(self, answer: Answer, *, user_id: int | str, vote: int, mode: str = DEFAULT_MODE) -> None:
@@ -245,11 +246,9 @@ class Serving:
 
         try:
             report, index = await loop.run_in_executor(self._job_pool, work)
-        except IndexError_ as exc:
+        except CorpusBotError as exc:
             job.error = str(exc)
             log.warning("re-index refused: %s", exc)
-        except store.IndexMissingError as exc:
-            job.error = str(exc)
         except Exception:
             log.exception("re-index failed")
             job.error = "an unexpected error stopped the run (details are in the bot's log)"

@@ -18,26 +18,20 @@ import click
 
 from . import store, vector_file
 from .answer import Answer
-from .config import ConfigError, Settings
-from .embedder import ModelLoadError, load_reranker
-from .index import IndexError_, Progress, run_index
-from .migrations import SchemaTooNewError
+from .config import Settings
+from .embedder import load_reranker
+from .errors import CorpusBotError, IndexMissingError, QueryError
+from .index import Progress, run_index
 from .query_model import load_query_embedder
-from .search import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, Filters, ModelMismatchQueryError, QueryError, SearchIndex, parse_iso_date
+from .search import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, Filters, SearchIndex, parse_iso_date
 from .tantivy_index import keyword_engine
-
-USER_ERRORS = (
-    ConfigError, IndexError_, store.IndexMissingError, QueryError, ModelLoadError, ModelMismatchQueryError,
-    SchemaTooNewError,
-)
-
 
 @contextmanager
 def user_errors():
     """Known failures become one clear line (click prints 'Error: ...', exit 1), never a traceback."""
     try:
         yield
-    except USER_ERRORS as exc:
+    except CorpusBotError as exc:
         raise click.ClickException(str(exc)) from None
     except sqlite3.DatabaseError as exc:
         raise click.ClickException(f"the index file cannot be used: {exc}") from None
@@ -169,7 +163,7 @@ def ask_command(ctx, question, k, source, since, until, mode, index_path, as_jso
         )
         index = SearchIndex.load(settings.index_path, model_name=settings.embedding_model, weak_score=settings.weak_score)
         if index.passage_count == 0:
-            raise store.IndexMissingError(f"the index at {settings.index_path} is empty: add articles to the corpus folder and run `corpus-bot index`")
+            raise IndexMissingError(f"the index at {settings.index_path} is empty: add articles to the corpus folder and run `corpus-bot index`")
         embedder = load_query_embedder(settings.index_path, settings.embedding_model)
         reranker = load_reranker(settings.rerank_model) if settings.rerank_model else None
         questions = (line.strip() for line in sys.stdin) if question == "-" else iter([question])
@@ -261,14 +255,11 @@ def stats_command(ctx, index_path, as_json):
 @click.pass_context
 def eval_command(ctx, folder, mode, k, cache_dir, as_json):
     """Measure retrieval on a BEIR-layout FOLDER (corpus.jsonl, queries.jsonl, qrels)."""
-    from .evaluate import EvalDataError, cached_index, load_beir, run_eval
+    from .evaluate import cached_index, load_beir, run_eval
 
     settings = settings_from(ctx)
     with user_errors():
-        try:
-            data = load_beir(folder)
-        except EvalDataError as exc:
-            raise click.ClickException(str(exc)) from None
+        data = load_beir(folder)
         path = cached_index(data, settings.embedding_model, cache_dir or settings.index_path.parent / "eval-cache",
                             on_progress=None if as_json else ProgressReporter())
         embedder = load_query_embedder(path, settings.embedding_model)

@@ -10,11 +10,9 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
+from .errors import ConfigError
+
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-class ConfigError(ValueError):
-    """A setting has a value we cannot use; the message names the variable."""
 
 
 def _int(env: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:

@@ -24,14 +24,11 @@ from typing import Protocol
 import numpy as np
 
 from .config import DEFAULT_MODEL
+from .errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
 BUNDLED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2"}
-
-
-class ModelLoadError(RuntimeError):
-    """The configured embedding model cannot be loaded; the message says which and why."""
 
 
 class Embedder(Protocol):

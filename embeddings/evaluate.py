@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import store, tantivy_index, vector_file
+from .errors import EvalDataError
 from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
 from .index import Progress, backfill_token_vectors, build_index
 from .metrics import evaluate_run
@@ -25,10 +26,6 @@ from .search import DEFAULT_MODE, SearchIndex
 
 # Bump when chunking or what is stored changes, so cached evaluation indexes are rebuilt.
 INDEX_FORMAT = "2"
-
-
-class EvalDataError(ValueError):
-    """The evaluation folder is not usable; the message names the file and line."""
 
 
 @dataclass(frozen=True)

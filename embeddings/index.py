@@ -25,30 +25,11 @@ import numpy as np
 from . import store, tantivy_index, vector_file, word_vectors
 from .chunk import make_passages
 from .config import Settings
+from .errors import IndexBusyError, IndexRefusedError, IndexWriteError, ModelMismatchError
 from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
 from .parse import ArticleDoc, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
 
 log = logging.getLogger(__name__)
-
-
-class IndexError_(RuntimeError):
-    """Base for index-job refusals: the message is shown to the user as is."""
-
-
-class IndexBusyError(IndexError_):
-    pass
-
-
-class ModelMismatchError(IndexError_):
-    pass
-
-
-class IndexRefusedError(IndexError_):
-    pass
-
-
-class IndexWriteError(IndexError_):
-    """The index file (or its folder) cannot be written: disk full, file size limit, read-only."""
 
 
 def _write_failure(exc: sqlite3.Error, index_path: Path) -> IndexWriteError | None:

@@ -10,6 +10,8 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import SchemaTooNewError
+
 VECTOR_DTYPE = np.float16  # of the article_vectors blobs since migration 4
 
 
@@ -111,10 +113,6 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class SchemaTooNewError(RuntimeError):
-    pass
 
 
 def migrate(conn: sqlite3.Connection) -> None:

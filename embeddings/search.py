@@ -20,6 +20,7 @@ from . import store, tantivy_index, vector_file
 from .answer import Answer, Article, Result
 from .chunk import sentence_spans
 from .embedder import Embedder, Reranker
+from .errors import ModelMismatchError, QueryError
 from .vectors import DTYPE, VectorMatrix
 from .word_vectors import WordVectors
 
@@ -88,14 +89,6 @@ class Ranking:
     duplicates: dict[int, list[int]]  # picked row -> near-copies of it in other articles
 
 
-class QueryError(ValueError):
-    """A question or filter the search cannot take; the message says which and why."""
-
-
-class ModelMismatchQueryError(RuntimeError):
-    pass
-
-
 @dataclass(frozen=True)
 class Filters:
     source: str | None = None
@@ -139,7 +132,7 @@ class SearchIndex:
         meta = store.read_meta(conn)
         if meta.get("model") and meta["model"] != model_name:
             conn.close()
-            raise ModelMismatchQueryError(
+            raise ModelMismatchError(
                 f"the index at {index_path} was built with {meta['model']!r} but EMBEDDING_MODEL is {model_name!r}; "
                 "set EMBEDDING_MODEL back or run `corpus-bot index --rebuild`"
             )

@@ -16,13 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from .answer import Article
+from .errors import IndexMissingError
 from .migrations import VECTOR_DTYPE, migrate
 
 BUSY_TIMEOUT_MS = 5000
-
-
-class IndexMissingError(RuntimeError):
-    """There is no usable index yet; the message tells the user how to build one."""
 
 
 def utc_now() -> str:

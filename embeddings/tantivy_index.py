@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import sidecar, store
+from . import derived, store
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ MAX_UPDATE_SHARE = 0.25  # of the passages changed by a run, above which a fresh
 
 
 def folder_for(index_path: Path) -> Path:
-    return sidecar.folder_for(index_path, ".tantivy")
+    return derived.folder_for(index_path, ".tantivy")
 
 
 def _analyzer():
@@ -71,7 +71,7 @@ def keyword_engine(index_path: Path, generation: str | None, passages: int) -> s
     """What keyword search on this index state uses: "fts5", "tantivy", or FTS5 with the reason."""
     if passages < LARGE_INDEX:
         return "fts5"
-    if sidecar.is_current(folder_for(index_path), generation):
+    if derived.is_current(folder_for(index_path), generation):
         return "tantivy"
     return "fts5 (the tantivy copy is missing or out of date: run `corpus-bot index`)"
 
@@ -98,8 +98,8 @@ def refresh(index_path: Path, changes: Changes | None = None, on_passage: Callab
         generation = store.read_meta(conn).get("generation")
         passages = store.passage_count(conn)
         if passages < LARGE_INDEX or not generation:
-            return sidecar.remove(folder)
-        tag = sidecar.read_tag(folder)
+            return derived.remove(folder)
+        tag = derived.read_tag(folder)
         if tag == generation and _readable(folder):
             return "current"
         if (changes and tag and tag == changes.previous_generation and _readable(folder)
@@ -109,7 +109,7 @@ def refresh(index_path: Path, changes: Changes | None = None, on_passage: Callab
                 return "updated"
             except (ValueError, OSError) as exc:
                 log.warning("updating the tantivy keyword index failed (%s); building it anew", exc)
-        sidecar.replace(folder, lambda tmp: _build(conn, tmp, on_passage), generation)
+        derived.replace(folder, lambda tmp: _build(conn, tmp, on_passage), generation)
     return "built"
 
 
@@ -148,13 +148,13 @@ def _build(conn, folder: Path, on_passage: Callable[[int], None] | None) -> None
 
 def _update(conn, folder: Path, changes: Changes, generation: str) -> None:
     writer = _open(folder).writer(WRITER_HEAP, num_threads=1)
-    sidecar.write_tag(folder, "updating")  # a search opening the copy meanwhile uses FTS5
+    derived.write_tag(folder, "updating")  # a search opening the copy meanwhile uses FTS5
     for passage_id in changes.removed:
         writer.delete_documents_by_term("id", passage_id)
     _add(writer, _passages(conn, changes.added))
     writer.commit()
     writer.wait_merging_threads()
-    sidecar.write_tag(folder, generation)
+    derived.write_tag(folder, generation)
 
 
 class TantivyIndex:
@@ -174,7 +174,7 @@ class TantivyIndex:
         folder = folder_for(index_path)
         if not generation or not folder.is_dir():
             return None
-        if not sidecar.is_current(folder, generation):
+        if not derived.is_current(folder, generation):
             log.info("keyword search uses FTS5: %s is from another state of the index (run `corpus-bot index`)", folder)
             return None
         try:

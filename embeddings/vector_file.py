@@ -6,7 +6,7 @@ time, and pages the kernel can share and reclaim): the scan's int8 codes as fais
 memory-mapped (384 MB at 1M passages, read by questions with filters), each shard's prefilter
 (its product-quantized copy, read into memory: 96 MB at 1M passages), the float16 values (read
 with pread, only the rows a question rescores), the per-dimension scale, the passage ids in row
-order and the article of each block of rows. Derived data like the tantivy copy (sidecar.py): written after the index job's
+order and the article of each block of rows. Derived data like the tantivy copy (derived.py): written after the index job's
 commit from one snapshot, used only when its tag matches the snapshot a search reads; otherwise
 the vectors are loaded from SQLite as before.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from . import sidecar, store
+from . import derived, store
 from .vectors import DTYPE, VectorMatrix, prefilter_of, wants_prefilter
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ LARGE_INDEX = 50_000  # passages; below this, loading from SQLite takes a few te
 
 
 def folder_for(index_path: Path) -> Path:
-    return sidecar.folder_for(index_path, SUFFIX)
+    return derived.folder_for(index_path, SUFFIX)
 
 
 def vector_source(index_path: Path, generation: str | None, passages: int) -> str:
@@ -41,7 +41,7 @@ def vector_source(index_path: Path, generation: str | None, passages: int) -> st
     SQLite with the reason the file is not used."""
     if passages < LARGE_INDEX:
         return "sqlite"
-    if sidecar.is_current(folder_for(index_path), generation):
+    if derived.is_current(folder_for(index_path), generation):
         return "vector file"
     return "sqlite (the vector file is missing or out of date: run `corpus-bot index`)"
 
@@ -62,11 +62,11 @@ def refresh(index_path: Path) -> str:
         meta = store.read_meta(conn)
         generation, passages = meta.get("generation"), store.passage_count(conn)
         if passages < LARGE_INDEX or not generation or not meta.get("dimension"):
-            return sidecar.remove(folder)
+            return derived.remove(folder)
         dim = int(meta["dimension"])
-        if sidecar.is_current(folder, generation) and load(index_path, generation, passages, dim):
+        if derived.is_current(folder, generation) and load(index_path, generation, passages, dim):
             return "current"  # and readable: a damaged file is written again
-        sidecar.replace(folder, lambda tmp: _write(conn, tmp, passages, dim), generation)
+        derived.replace(folder, lambda tmp: _write(conn, tmp, passages, dim), generation)
     return "built"
 
 
@@ -92,8 +92,8 @@ def load(index_path: Path, generation: str | None, passages: int, dim: int) -> L
     if not generation or not folder.is_dir():
         return None
     try:
-        with sidecar.pinned(folder) as pinned:  # every file from one copy, even if a re-index swaps in another
-            if not sidecar.is_current(pinned, generation):
+        with derived.pinned(folder) as pinned:  # every file from one copy, even if a re-index swaps in another
+            if not derived.is_current(pinned, generation):
                 log.info("loading vectors from SQLite: %s is from another state of the index (run `corpus-bot index`)",
                          folder)
                 return None

@@ -6,7 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
-from embeddings.evaluate import EvalDataError, load_beir
+from embeddings.errors import EvalDataError
+from embeddings.evaluate import load_beir
 from embeddings.metrics import evaluate_run, mrr_at, ndcg_at, recall_at
 from tests.conftest import ROOT, SCIFACT
 

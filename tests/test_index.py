@@ -5,7 +5,8 @@ from dataclasses import replace
 import pytest
 
 from embeddings import store
-from embeddings.index import IndexBusyError, IndexRefusedError, ModelMismatchError, index_lock, run_index
+from embeddings.errors import IndexBusyError, IndexRefusedError, ModelMismatchError
+from embeddings.index import index_lock, run_index
 from embeddings.migrations import SCHEMA_VERSION
 
 SHIPPED = sorted(

@@ -24,7 +24,8 @@ from click.testing import CliRunner
 
 from bot.cli import cli
 from embeddings import store
-from embeddings.index import IndexWriteError, run_index
+from embeddings.errors import IndexWriteError
+from embeddings.index import run_index
 from tests.conftest import ROOT
 
 # The real `corpus-bot` command line (bot.cli:main) with the deterministic fake embedder, so a

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 
 import embeddings.search
-from embeddings.embedder import ModelLoadError, load_reranker
+from embeddings.embedder import load_reranker
+from embeddings.errors import IndexMissingError, ModelLoadError, ModelMismatchError, QueryError
 from embeddings.index import run_index
 from embeddings.search import (
-    FEEDBACK_COMMON, FEEDBACK_WORDS, HYBRID_WEIGHT, MISSED_EXPONENT, Filters, ModelMismatchQueryError, QueryError,
+    FEEDBACK_COMMON, FEEDBACK_WORDS, HYBRID_WEIGHT, MISSED_EXPONENT, Filters,
     SearchIndex, best_sentence, fts_match, fts_terms, word_weights,
 )
-from embeddings.store import IndexMissingError
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_missing_index_tells_the_user_to_build_it(tmp_path):
 
 def test_querying_with_another_model_is_refused(fake_settings):
     run_index(fake_settings)
-    with pytest.raises(ModelMismatchQueryError) as err:
+    with pytest.raises(ModelMismatchError) as err:
         SearchIndex.load(fake_settings.index_path, model_name="other-model", weak_score=0.3)
     assert "fake-hash-embedder" in str(err.value) and "other-model" in str(err.value)
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from embeddings import sidecar, store, tantivy_index
+from embeddings import derived, store, tantivy_index
 from embeddings.cli import cli
 from embeddings.index import run_index
 from embeddings.search import SearchIndex
@@ -55,7 +55,7 @@ def change_corpus(settings) -> None:
 
 def test_a_large_index_searches_keywords_with_a_tantivy_copy_of_the_same_passages(large, fake_settings, fake_embedder):
     run_index(fake_settings)
-    assert sidecar.read_tag(tantivy_index.folder_for(fake_settings.index_path)) == generation(fake_settings.index_path)
+    assert derived.read_tag(tantivy_index.folder_for(fake_settings.index_path)) == generation(fake_settings.index_path)
     idx = load(fake_settings)
     assert idx.tantivy is not None
     for question in ("Sebghatullah Selab", "Faryab province governor", "Kunduz airport", "Gobbles"):
@@ -116,7 +116,7 @@ def copy_names(settings) -> list[str]:
 
 
 def assert_copy_holds_the_change(settings, embedder) -> None:
-    assert sidecar.read_tag(tantivy_index.folder_for(settings.index_path)) == generation(settings.index_path)
+    assert derived.read_tag(tantivy_index.folder_for(settings.index_path)) == generation(settings.index_path)
     idx = load(settings)
     assert idx.tantivy is not None
     assert "quokka" in idx.search("quokka", embedder, mode="keyword").results[0].text
@@ -176,7 +176,7 @@ def test_a_stale_copy_is_not_used_and_fts5_answers(large, fake_settings, fake_em
         report = run_index(fake_settings)
     # The run succeeds (the passages and vectors are committed) and says what it could not do.
     assert any(path == "(keyword index)" and "disk full" in text for path, text in report.warnings)
-    assert sidecar.read_tag(tantivy_index.folder_for(fake_settings.index_path)) != generation(fake_settings.index_path)
+    assert derived.read_tag(tantivy_index.folder_for(fake_settings.index_path)) != generation(fake_settings.index_path)
     assert "out of date: run `corpus-bot index`" in stats(fake_settings)["keyword_search"]
     idx = load(fake_settings)
     assert idx.tantivy is None
@@ -185,14 +185,14 @@ def test_a_stale_copy_is_not_used_and_fts5_answers(large, fake_settings, fake_em
 
     # The next run builds it, though nothing in the corpus changed since.
     assert not run_index(fake_settings).warnings
-    assert sidecar.read_tag(tantivy_index.folder_for(fake_settings.index_path)) == generation(fake_settings.index_path)
+    assert derived.read_tag(tantivy_index.folder_for(fake_settings.index_path)) == generation(fake_settings.index_path)
 
 
 def test_an_unreadable_copy_means_fts5_and_the_next_run_rebuilds_it(large, fake_settings, fake_embedder):
     run_index(fake_settings)
     folder = tantivy_index.folder_for(fake_settings.index_path)
     for path in folder.iterdir():
-        if path.name != sidecar.TAG_FILE:
+        if path.name != derived.TAG_FILE:
             path.unlink() if path.is_file() else shutil.rmtree(path)
     (folder / "meta.json").write_text("not json")
     idx = load(fake_settings)

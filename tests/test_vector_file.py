@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import embeddings.vectors as vectors_module
-from embeddings import sidecar, vector_file
+from embeddings import derived, vector_file
 from embeddings.index import run_index
 
 from .test_tantivy_index import GONE, change_corpus, generation, load, stats
@@ -34,14 +34,14 @@ def test_a_large_index_loads_its_vectors_from_the_file_and_answers_as_from_sqlit
     """In every mode: hybrid and keyword rescore rows read from the file, sometimes none at all."""
     run_index(fake_settings)
     folder = vector_file.folder_for(fake_settings.index_path)
-    assert sidecar.read_tag(folder) == generation(fake_settings.index_path)
+    assert derived.read_tag(folder) == generation(fake_settings.index_path)
     idx = load(fake_settings)
     assert from_file(idx)
     assert all(idx.vectors._refined), "questions without filters go through the prefilter"
     mapped = answers(idx, fake_embedder)
     idx.close()
 
-    sidecar.write_tag(folder, "another state")
+    derived.write_tag(folder, "another state")
     idx = load(fake_settings)
     assert not from_file(idx)
     assert answers(idx, fake_embedder) == mapped
@@ -153,7 +153,7 @@ def test_a_load_racing_a_reindex_gets_every_file_from_one_copy(large, fake_setti
     class SwapAfterOpening(vector_file.RowFile):
         def __init__(self, path):
             super().__init__(path)
-            sidecar.replace(folder, build, generation(fake_settings.index_path))
+            derived.replace(folder, build, generation(fake_settings.index_path))
 
     monkeypatch.setattr(vector_file, "RowFile", SwapAfterOpening)
     idx = load(fake_settings)
@@ -173,7 +173,7 @@ def test_the_int8_codes_decode_to_the_vectors_they_encode(large, fake_settings, 
     exact = with_file.vectors.get(rows)
     decoded = [with_file.vectors.approx(rows)]
     with_file.close()
-    sidecar.write_tag(vector_file.folder_for(fake_settings.index_path), "another state")
+    derived.write_tag(vector_file.folder_for(fake_settings.index_path), "another state")
     from_sqlite = load(fake_settings)
     assert not from_file(from_sqlite)
     decoded.append(from_sqlite.vectors.approx(rows))

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from embeddings import sidecar, tantivy_index, vector_file
+from embeddings import derived, tantivy_index, vector_file
 from embeddings.index import run_index
 
 from .test_tantivy_index import change_corpus, generation
@@ -38,4 +38,4 @@ def test_eval_searches_a_large_set_the_way_a_large_corpus_is_searched(tmp_path, 
     data = json.loads(invoke_eval(tmp_path, "--mode", "keyword", "--json").output)
     assert data["mrr@10"] == 1.0  # the fixture's questions share their key words with the answer
     cached = next((tmp_path / "data" / "eval-cache").glob("*.sqlite3"))
-    assert sidecar.read_tag(module.folder_for(cached)) == generation(cached)
+    assert derived.read_tag(module.folder_for(cached)) == generation(cached)

@@ -1,0 +1,55 @@
+"""Every failure whose message is written for the user, in one hierarchy.
+
+The CLI shows a `CorpusBotError` as one `Error: ...` line and the bot as a private reply; anything
+else is unexpected and keeps its traceback (in the log, for the bot). Messages say what is wrong,
+where, and what to do.
+"""
+from __future__ import annotations
+
+
+class CorpusBotError(Exception):
+    """A refusal or failure the user can act on; its message is shown as is."""
+
+
+class ConfigError(CorpusBotError, ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+class QueryError(CorpusBotError, ValueError):
+    """A question or filter the search cannot take; the message says which and why."""
+
+
+class IndexMissingError(CorpusBotError):
+    """There is no usable index yet; the message tells the user how to build one."""
+
+
+class ModelMismatchError(CorpusBotError):
+    """The index was built with another embedding model (or dimension) than the one configured."""
+
+
+class ModelLoadError(CorpusBotError):
+    """The configured embedding model cannot be loaded; the message says which and why."""
+
+
+class SchemaTooNewError(CorpusBotError):
+    """The index was written by a newer corpus-bot."""
+
+
+class EvalDataError(CorpusBotError, ValueError):
+    """The evaluation folder is not usable; the message names the file and line."""
+
+
+class IndexJobError(CorpusBotError):
+    """The index job refused to run or could not finish; the previous index is unchanged."""
+
+
+class IndexBusyError(IndexJobError):
+    """Another index run holds the lock."""
+
+
+class IndexRefusedError(IndexJobError):
+    """The run would harm the index (empty it, a missing corpus folder)."""
+
+
+class IndexWriteError(IndexJobError):
+    """The index file (or its folder) cannot be written: disk full, file size limit, read-only."""
