@@ -94,13 +94,17 @@ class ProgressReporter:
 @click.option("--corpus", "corpus_dir", type=click.Path(path_type=Path), help="Corpus folder [CORPUS_DIR].")
 @index_option
 @click.option("--rebuild", is_flag=True, help="Re-embed everything (needed after changing EMBEDDING_MODEL).")
+@click.option("--allow-removals", is_flag=True,
+              help="Confirm a run that removes more than half of the indexed articles (refused otherwise: "
+                   "most often CORPUS_DIR points at the wrong folder).")
 @json_option
 @click.pass_context
-def index_command(ctx, corpus_dir, index_path, rebuild, as_json):
+def index_command(ctx, corpus_dir, index_path, rebuild, allow_removals, as_json):
     """Index the corpus folder: only new or changed articles are embedded."""
     settings = settings_from(ctx, corpus_dir=corpus_dir, index_path=index_path)
     with user_errors():
-        report = run_index(settings, rebuild=rebuild, on_progress=None if as_json else ProgressReporter())
+        report = run_index(settings, rebuild=rebuild, allow_removals=allow_removals,
+                           on_progress=None if as_json else ProgressReporter())
     if as_json:
         click.echo(json.dumps(report.to_json(), ensure_ascii=False))
     else:

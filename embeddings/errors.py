@@ -51,5 +51,21 @@ class IndexRefusedError(IndexJobError):
     """The run would harm the index (empty it, a missing corpus folder)."""
 
 
+class RemovalsRefusedError(IndexRefusedError):
+    """The run would remove more than half of the indexed articles (and more than a few): most often
+    CORPUS_DIR points at the wrong folder. Nothing was written. `confirm` says how to go ahead
+    anyway, in the words of the program that ran it (the CLI's flag, the bot's command option)."""
+
+    def __init__(self, removing: int, indexed: int, corpus: str, found: int, confirm: str = "run again with --allow-removals"):
+        self.removing, self.indexed, self.corpus, self.found, self.confirm = removing, indexed, corpus, found, confirm
+        super().__init__(
+            f"this run would remove {removing} of the {indexed} indexed articles ({corpus} has {found}: "
+            f"is CORPUS_DIR the right folder?); nothing was written. If they should go, {confirm}"
+        )
+
+    def __reduce__(self):  # pickled with its fields (the bot's index process sends it to the bot)
+        return type(self), (self.removing, self.indexed, self.corpus, self.found, self.confirm)
+
+
 class IndexWriteError(IndexJobError):
     """The index file (or its folder) cannot be written: disk full, file size limit, read-only."""

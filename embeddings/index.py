@@ -25,11 +25,16 @@ import numpy as np
 from . import store, tantivy_index, vector_file, word_vectors
 from .chunk import make_passages
 from .config import Settings
-from .errors import IndexBusyError, IndexRefusedError, IndexWriteError, ModelMismatchError
+from .errors import IndexBusyError, IndexRefusedError, IndexWriteError, ModelMismatchError, RemovalsRefusedError
 from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
 from .parse import ArticleDoc, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
 
 log = logging.getLogger(__name__)
+
+#: A run that would remove more than half of the indexed articles, and more than this many, is
+#: refused unless the removals are confirmed: a CORPUS_DIR pointing at the wrong folder would
+#: otherwise empty the index in one run.
+SAFE_REMOVALS = 5
 
 
 def _write_failure(exc: sqlite3.Error, index_path: Path) -> IndexWriteError | None:
@@ -185,10 +190,15 @@ def run_index(
     settings: Settings,
     *,
     rebuild: bool = False,
+    allow_removals: bool = False,
     embedder: Embedder | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> IndexReport:
-    """Bring the index at settings.index_path up to date with settings.corpus_dir."""
+    """Bring the index at settings.index_path up to date with settings.corpus_dir.
+
+    RemovalsRefusedError, with nothing written, when the run would remove more than half of the
+    indexed articles (and more than SAFE_REMOVALS) and allow_removals is False. A rebuild is held
+    to the same rule: rebuilding from the wrong folder is the same mistake."""
     started_wall, started = store.utc_now(), time.monotonic()
     corpus = settings.corpus_dir
     if not corpus.is_dir():
@@ -199,7 +209,7 @@ def run_index(
         try:
             conn = store.connect_for_writing(settings.index_path)
             _check_writable(conn)
-            return _update(conn, settings, rebuild, embedder, on_progress, started_wall, started)
+            return _update(conn, settings, rebuild, allow_removals, embedder, on_progress, started_wall, started)
         except sqlite3.Error as exc:
             # "Cannot write here" (read-only, disk full, size limit) gets a clear message; the
             # transaction never committed, so the previous index is intact.
@@ -209,7 +219,7 @@ def run_index(
                 conn.close()
 
 
-def _update(conn, settings, rebuild, embedder, on_progress, started_wall, started) -> IndexReport:
+def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, started_wall, started) -> IndexReport:
     """One locked run on an open, writable index: scan, embed, then the single commit."""
     corpus = settings.corpus_dir
     meta = store.read_meta(conn)
@@ -233,6 +243,10 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
 
     new, kept_files = _scan(corpus, settings, previous, report, progress, tick)
     _fault_point("parse")
+    # Checked before the model loads, so a wrong folder is refused in a moment; again before the
+    # commit, since chunking may drop an article.
+    found = {a.doc.key for a in new} | {k for f in kept_files for k in previous[f].keys}
+    _check_removals(previous_keys - found, len(previous_keys), len(found), corpus, allow_removals)
 
     # An index from before the token table gets its stored words' vectors once.
     backfill = not rebuild and previous_passages > 0 and not conn.execute("SELECT 1 FROM token_vectors LIMIT 1").fetchone()
@@ -251,6 +265,7 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
         (report.changed if key in previous_keys else report.added).append(key)
     report.removed = sorted(previous_keys - new_keys - kept_keys)
     report.unchanged = sorted(kept_keys)
+    _check_removals(report.removed, len(previous_keys), len(new_keys | kept_keys), corpus, allow_removals)
 
     # Every stored article has at least one passage, so the new index is empty exactly when
     # nothing new survived chunking and nothing is kept.
@@ -272,6 +287,11 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
     progress.stage = "done"
     tick()
     return report
+
+
+def _check_removals(removing, indexed: int, found: int, corpus: Path, allowed: bool) -> None:
+    if not allowed and len(removing) > SAFE_REMOVALS and 2 * len(removing) > indexed:
+        raise RemovalsRefusedError(len(removing), indexed, str(corpus), found)
 
 
 def _refresh_query_model(settings: Settings, embedder: Embedder | None, report: IndexReport) -> None:
