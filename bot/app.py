@@ -129,7 +129,7 @@ class CorpusBot(commands.Bot):
         settings: Settings,
         *,
         embedder=None,
-        index_embedder=None,
+        index_embedder_factory=None,
         sync_global: bool = False,
         **options,
     ) -> None:
@@ -144,7 +144,7 @@ class CorpusBot(commands.Bot):
             **options,
         )
         self.settings = settings
-        self.serving = Serving(settings, embedder=embedder, index_embedder=index_embedder)
+        self.serving = Serving(settings, embedder=embedder, index_embedder_factory=index_embedder_factory)
         self.sync_global = sync_global
         #: seconds a result message's buttons stay live (an interaction token lasts 15 min).
         self.view_timeout = 14 * 60.0
@@ -180,15 +180,17 @@ class CorpusBot(commands.Bot):
             self.serving.close()
 
 
-def create_bot(settings: Settings, *, embedder=None, index_embedder=None, **options) -> CorpusBot:
+def create_bot(settings: Settings, *, embedder=None, index_embedder_factory=None, **options) -> CorpusBot:
     """The configured bot, not yet logged in.
 
     embedder: the model for questions (default: loaded from settings.embedding_model in
-    setup_hook, in an executor). index_embedder: the model /reindex embeds with (default: each run
-    loads its own, so questions never queue behind index batches). options: passed to
-    commands.Bot (e.g. guild_ready_timeout=0.05 in tests).
+    setup_hook, in an executor). index_embedder_factory: a picklable callable with no arguments
+    that the /reindex process calls to make the embedder it indexes with (default: the process
+    loads settings.embedding_model itself, only when a run has something to embed); tests pass
+    their fake embedder's class. options: passed to commands.Bot (e.g. guild_ready_timeout=0.05
+    in tests).
     """
-    return CorpusBot(settings, embedder=embedder, index_embedder=index_embedder, **options)
+    return CorpusBot(settings, embedder=embedder, index_embedder_factory=index_embedder_factory, **options)
 
 
 # ------------------------------------------------------------------------------------ running

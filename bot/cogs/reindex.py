@@ -1,4 +1,4 @@
-"""/reindex: the CLI's incremental index job, run in the background while /ask keeps answering."""
+"""/reindex: the CLI's incremental index job, run in a child process while /ask keeps answering."""
 from __future__ import annotations
 
 import asyncio
@@ -26,12 +26,15 @@ class Reindex(commands.Cog):
         self.bot = bot
 
     @app_commands.command(name="reindex", description="Re-index the corpus folder (Manage Server or bot admins)")
+    @app_commands.describe(
+        allow_removals="Confirm a run that removes more than half of the indexed articles (refused otherwise)",
+    )
     @app_commands.default_permissions(manage_guild=True)  # hides it from others by default...
     @app_commands.guild_only()
     @index_admin_only()  # ...and this is the check that counts
-    async def reindex(self, interaction: discord.Interaction) -> None:
+    async def reindex(self, interaction: discord.Interaction, allow_removals: bool = False) -> None:
         try:
-            job = self.bot.serving.start_reindex(started_by=str(interaction.user))
+            job = self.bot.serving.start_reindex(started_by=str(interaction.user), allow_removals=allow_removals)
         except AlreadyRunning as running:
             await interaction.response.send_message(
                 "A re-index is already running; this one was not started.",
@@ -56,6 +59,8 @@ class Reindex(commands.Cog):
                     shown = text
                     await self._edit(interaction, message_id, render.progress_embed(job.progress, started_by=job.started_by))
         embed = render.report_embed(job.report) if job.report else render.failure_embed(job.error or "unknown error")
+        if job.report is None and job.committed:  # the run died after its commit: not the previous index
+            embed.set_footer(text="/ask now answers from the new index")
         await self._edit(interaction, message_id, embed)
 
     async def _edit(self, interaction: discord.Interaction, message_id: int | None, embed: discord.Embed) -> None:

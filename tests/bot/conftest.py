@@ -13,22 +13,29 @@ import pytest
 
 from bot.app import create_bot
 from embeddings.index import run_index
+from tests.conftest import FakeEmbedder
 from tests.fake_discord import FakeDiscord, running_bot
 
 
 @contextlib.asynccontextmanager
-async def started_bot(settings, embedder, *, index_embedder=None, progress_interval=0.1, view_timeout=None,
-                      prepare=None, token="fake-bot-token", **fake_kwargs):
+async def started_bot(settings, embedder, *, index_embedder_factory=None, progress_interval=0.1, view_timeout=None,
+                      poll_interval=None, prepare=None, token="fake-bot-token", **fake_kwargs):
     """A FakeDiscord and the product bot logged in to it (with token), commands synced to the fake
-    guild. prepare(fake) runs before the bot connects (e.g. to add roles to the guild)."""
+    guild. prepare(fake) runs before the bot connects (e.g. to add roles to the guild). /reindex
+    runs in a child process, which makes its own embedder: by default the fake one when settings
+    name it (tests.bot.processes.py has others)."""
+    if index_embedder_factory is None and settings.embedding_model == FakeEmbedder.name:
+        index_embedder_factory = FakeEmbedder
     async with FakeDiscord(**fake_kwargs) as fake:
         if prepare is not None:
             prepare(fake)
         bot = create_bot(
             replace(settings, discord_guild_id=fake.guild_id),
-            embedder=embedder, index_embedder=index_embedder, guild_ready_timeout=0.05,
+            embedder=embedder, index_embedder_factory=index_embedder_factory, guild_ready_timeout=0.05,
         )
         bot.progress_interval = progress_interval
+        if poll_interval is not None:
+            bot.serving.poll_interval = poll_interval
         if view_timeout is not None:
             bot.view_timeout = view_timeout
         async with running_bot(bot, fake, token=token):
@@ -36,7 +43,7 @@ async def started_bot(settings, embedder, *, index_embedder=None, progress_inter
 
 
 class GatedEmbedder:
-    """Wraps an embedder; encode() waits until the test opens the gate (a re-index in progress)."""
+    """Wraps an embedder; encode() waits until the test opens the gate (questions held in the bot)."""
 
     def __init__(self, inner) -> None:
         self.inner = inner

@@ -3,10 +3,17 @@ progress edits, /ask served from the old index during the run and from the new o
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
+import os
+import time
 from dataclasses import replace
+from pathlib import Path
 
-from embeddings.index import index_lock
-from tests.bot.conftest import GatedEmbedder, check_sent, started_bot
+from embeddings.index import index_lock, run_index
+from tests.bot.processes import GatedIndexEmbedder, MemoryHog, killed_at
+from tests.bot.conftest import check_sent, started_bot
+from tests.conftest import FakeEmbedder
 from tests.fake_discord import MANAGE_GUILD, run
 
 NEW_TEXT = (
@@ -74,17 +81,26 @@ def test_admin_by_user_id_or_role(fake_index, fake_embedder):
     run(main())
 
 
-def test_reindex_while_serving_one_at_a_time_then_swap(fake_index, fake_embedder):
-    gated = GatedEmbedder(fake_embedder)
+def wait_for_file(path: Path, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def test_reindex_while_serving_one_at_a_time_then_swap(fake_index, fake_embedder, tmp_path):
+    gate = tmp_path / "gate"
     add_zebra(fake_index)
     admin = lambda fake: fake.make_member(permissions=MANAGE_GUILD)  # noqa: E731
 
     async def main():
-        async with started_bot(fake_index, fake_embedder, index_embedder=gated) as (bot, fake):
+        factory = functools.partial(GatedIndexEmbedder, str(gate))
+        async with started_bot(fake_index, fake_embedder, index_embedder_factory=factory) as (bot, fake):
             first = await fake.send_slash("reindex", member=admin(fake))
             await first.wait_response()
             assert first.callback.embeds[0]["title"] == "Re-index running" and not first.ephemeral
-            await asyncio.to_thread(gated.entered.wait, 10)  # the job is embedding, and held there
+            await asyncio.to_thread(wait_for_file, Path(f"{gate}.entered"))  # the job is embedding, and held there
+            assert bot.serving.job.process.pid != os.getpid()  # in a process of its own
 
             second = await fake.send_slash("reindex", member=admin(fake))
             ev = await second.wait_final()
@@ -97,7 +113,7 @@ def test_reindex_while_serving_one_at_a_time_then_swap(fake_index, fake_embedder
             edits = await first.wait_for(lambda r: [e for e in r.ok_events if e.kind == "edit"], timeout=5)
             assert "passages embedded" in edits[-1].embeds[0]["description"]
 
-            gated.gate.set()
+            gate.touch()
             final = await reindex_outcome(first)
             assert final["title"] == "Re-index finished"
             assert final["description"].startswith("0 added, 1 changed, 0 removed, 4 unchanged, 0 skipped")
@@ -234,3 +250,101 @@ def test_ask_keeps_answering_through_a_crashed_index_run(fake_index, fake_embedd
             assert await ask_zebra(fake)
 
     run(main(), timeout=90)
+
+
+def test_a_reindex_process_that_dies_leaves_the_bot_and_the_old_index_serving(fake_index, fake_embedder, caplog):
+    """The index job runs in a process of its own: killed as the kernel kills a process out of
+    memory (SIGKILL mid-embedding), or failing on a memory limit (MemoryError), it takes only
+    itself down. The admin gets a failed run saying how it ended, /ask keeps answering from the
+    previous index, the child's traceback is in the bot's log, and the next run succeeds."""
+    add_zebra(fake_index)
+    admin = lambda fake: fake.make_member(permissions=MANAGE_GUILD)  # noqa: E731
+    expected = {
+        functools.partial(killed_at, "mid-embed"):
+            "the index process was killed (SIGKILL: most often the system ran out of memory) before it finished",
+        MemoryHog: "an unexpected error stopped the run (MemoryError: Unable to allocate 16.0 GiB for an array "
+                   "with shape (2147483648,) and data type float64); the details are in the bot's log",
+    }
+
+    async def main():
+        async with started_bot(fake_index, fake_embedder, heartbeat_interval_ms=500) as (bot, fake):
+            before = bot.serving.index
+            for factory, message in expected.items():
+                bot.serving.index_embedder_factory = factory
+                with caplog.at_level(logging.INFO):
+                    embed = await reindex_outcome(await fake.send_slash("reindex", member=admin(fake)))
+                assert embed["title"] == "Re-index failed"
+                assert embed["description"] == message
+                assert embed["footer"]["text"] == "the previous index is still serving /ask"
+                assert bot.serving.index is before and not await ask_zebra(fake)
+            # the MemoryError's traceback, logged by the index process through the bot's logging
+            child = [r for r in caplog.records if r.name == "bot.index_process" and r.process != os.getpid()]
+            assert child and "MemoryError" in child[-1].exc_text and "np.ones" in child[-1].exc_text
+            assert max(fake.heartbeat_gaps()) <= fake.heartbeat_interval + 0.4
+
+            bot.serving.index_embedder_factory = FakeEmbedder
+            embed = await reindex_outcome(await fake.send_slash("reindex", member=admin(fake)))
+            assert embed["title"] == "Re-index finished" and embed["description"].startswith("0 added, 1 changed")
+            assert await ask_zebra(fake)
+
+    run(main(), timeout=60)
+
+
+def test_a_reindex_process_killed_after_its_commit_serves_what_it_committed(fake_index, fake_embedder):
+    """Killed after the commit (while writing the copies derived from it), the run still changed
+    the index: the admin is told so, and /ask answers from the new index."""
+    add_zebra(fake_index)
+
+    async def main():
+        factory = functools.partial(killed_at, "after-commit")
+        async with started_bot(fake_index, fake_embedder, index_embedder_factory=factory) as (bot, fake):
+            embed = await reindex_outcome(await fake.send_slash("reindex", member=fake.make_member(permissions=MANAGE_GUILD)))
+            assert embed["title"] == "Re-index failed"
+            assert embed["description"] == (
+                "the index process was killed (SIGKILL: most often the system ran out of memory) before it finished; "
+                "it had committed its changes, which /ask now answers from"
+            )
+            assert embed["footer"]["text"] == "/ask now answers from the new index"
+            assert await ask_zebra(fake)
+
+    run(main())
+
+
+def test_reindex_refuses_to_remove_most_articles_until_an_admin_confirms(tmp_path, fake_embedder):
+    """A corpus folder that lost most of its files (a wrong mount, a wrong CORPUS_DIR) is not
+    indexed: the reply gives the counts and the option that confirms; nothing changes, /ask still
+    quotes the articles; `allow_removals:True` goes ahead."""
+    from tests.test_index_removals import settings_for, write_articles
+
+    settings = settings_for(tmp_path, fake_embedder)
+    write_articles(settings.corpus_dir, range(12))
+    run_index(settings)
+    for path in sorted(settings.corpus_dir.iterdir())[:9]:
+        path.unlink()
+    admin = lambda fake: fake.make_member(permissions=MANAGE_GUILD)  # noqa: E731
+
+    async def council_of_town_3(fake) -> bool:
+        rec = await fake.send_slash("ask", {"question": "the council of town 3"}, member=fake.make_member())
+        return any("town 3 met" in e["description"] for e in (await rec.wait_final(timeout=10)).embeds)
+
+    async def main():
+        async with started_bot(settings, fake_embedder) as (bot, fake):
+            option = fake.command("reindex")["options"][0]
+            assert (option["name"], option["type"], option.get("required", False)) == ("allow_removals", 5, False)
+
+            embed = await reindex_outcome(await fake.send_slash("reindex", member=admin(fake)))
+            assert embed["title"] == "Re-index failed"
+            assert embed["description"].replace("\\", "") == (  # markdown escapes removed
+                f"this run would remove 9 of the 12 indexed articles ({settings.corpus_dir} has 3: is CORPUS_DIR "
+                "the right folder?); nothing was written. If they should go, run /reindex allow_removals:True"
+            )
+            assert len(bot.serving.index.articles) == 12 and await council_of_town_3(fake)
+
+            rec = await fake.send_slash("reindex", {"allow_removals": True}, member=admin(fake))
+            embed = await reindex_outcome(rec)
+            assert embed["title"] == "Re-index finished"
+            assert embed["description"].startswith("0 added, 0 changed, 9 removed, 3 unchanged")
+            assert len(bot.serving.index.articles) == 3 and not await council_of_town_3(fake)
+            check_sent(rec)
+
+    run(main())

@@ -1,0 +1,113 @@
+"""What the bot watches in the index file between loads: the committed generation (so it follows
+index runs made outside it, e.g. `corpus-bot index` from cron) and the write-ahead log.
+
+A snapshot holds a read transaction on the file for as long as it serves, and SQLite can neither
+copy the WAL back into the database past a reader's view, nor start the WAL over while a reader
+uses it. So the bot checkpoints right before it loads a snapshot: when everything was copied back
+and nothing committed meanwhile, the snapshot reads the database file only, and the next writer
+can start the WAL from its beginning. `Serving` does the loading; this module does the SQLite.
+
+Used from one thread at a time (the bot's upkeep thread).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from embeddings import store
+from embeddings.errors import CorpusBotError
+
+log = logging.getLogger(__name__)
+
+#: A checkpoint waits at most this long (ms) for a writer: the bot never waits on an index run.
+CHECKPOINT_WAIT_MS = 100
+
+
+@dataclass(frozen=True)
+class Seen:
+    """The index file at one poll."""
+
+    generation: str | None  # index_meta's tag of the committed content
+    commits: int  # grows with every commit made by another connection (PRAGMA data_version)
+    wal_bytes: int
+
+
+class IndexWatch:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file _conn has open
+        self._version: int | None = None
+        self._commits = 0
+        self._generation: str | None = None
+        self._cannot_checkpoint = False
+
+    def poll(self) -> Seen | None:
+        """The committed state, cheaply: a stat, PRAGMA data_version, and the one-row generation
+        read only after a commit. None when there is no index file (yet, or any more)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            self.close()
+            return None
+        if self._conn is None or self._file != (st.st_dev, st.st_ino):  # first poll, or a new file moved in
+            self.close()
+            try:
+                self._conn = store.connect_for_reading(self.path)
+            except CorpusBotError:  # not an index yet
+                return None
+            self._conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+            self._file = (st.st_dev, st.st_ino)
+        version = self.data_version()
+        if version != self._version:
+            self._version = version
+            self._commits += 1
+            row = self._conn.execute("SELECT value FROM index_meta WHERE key = 'generation'").fetchone()
+            self._generation = row[0] if row else None
+        return Seen(self._generation, self._commits, self.wal_bytes())
+
+    def wal_bytes(self) -> int:
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return 0
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL back into the database file as far as readers allow (PASSIVE: never waits
+        for them). True when all of it was copied back."""
+        if self._conn is None and self.poll() is None:
+            return False
+        try:
+            busy, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:  # e.g. the bot may read but not write the file
+            self._cannot(exc)
+            return False
+        return not busy and frames == copied
+
+    def truncate(self) -> None:
+        """Empty the WAL file (TRUNCATE) when no reader depends on it; give up after a moment
+        when a writer holds it (the next load tries again)."""
+        if self._conn is None:
+            return
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            self._cannot(exc)
+
+    def data_version(self) -> int | None:
+        """Changes whenever another connection commits (None without an open file)."""
+        return self._conn.execute("PRAGMA data_version").fetchone()[0] if self._conn is not None else None
+
+    def _cannot(self, exc: sqlite3.Error) -> None:
+        if not self._cannot_checkpoint:
+            self._cannot_checkpoint = True
+            log.info("cannot checkpoint %s (%s): its WAL grows until an index run or a restart resets it",
+                     self.path, exc)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn, self._file, self._version = None, None, None
