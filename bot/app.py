@@ -18,7 +18,7 @@ from embeddings.config import Settings
 from embeddings.errors import CorpusBotError
 
 from .checks import NotIndexAdmin
-from .serving import Serving
+from .serving import MUST_PROPAGATE, Serving
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class UserFacingError(CorpusBotError):
 GONE_CODES = frozenset({10062, 10015, 50027})
 
 
-def discord_trouble(error: Exception) -> str | None:
+def discord_trouble(error: BaseException) -> str | None:
     """A one-line description when error means Discord cannot take our reply (the interaction is
     gone, or Discord kept failing after discord.py's own bounded retries); None otherwise.
     Such errors are logged as one warning, without a traceback and without a further reply
@@ -47,7 +47,7 @@ def discord_trouble(error: Exception) -> str | None:
     return None
 
 
-def error_message(error: Exception) -> str | None:
+def error_message(error: BaseException) -> str | None:
     """The friendly text for an app-command error; None when it is unexpected (log it)."""
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
@@ -98,7 +98,7 @@ async def defer(interaction: discord.Interaction, *, ephemeral: bool) -> None:
     await interaction.response.defer(ephemeral=ephemeral, thinking=True)
 
 
-async def handle_error(interaction: discord.Interaction, error: Exception, where: str) -> None:
+async def handle_error(interaction: discord.Interaction, error: BaseException, where: str) -> None:
     """The one error path of commands and buttons: Discord trouble is logged once (nobody to tell),
     users get a friendly private line, unexpected errors are logged with their traceback."""
     original = getattr(error, "original", error)
@@ -118,7 +118,25 @@ async def handle_error(interaction: discord.Interaction, error: Exception, where
 
 class CorpusTree(app_commands.CommandTree):
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        await handle_error(interaction, error, interaction.command.qualified_name if interaction.command else "?")
+        await handle_error(interaction, error, _command_name(interaction))
+
+    async def _call(self, interaction: discord.Interaction) -> None:
+        """discord.py hands only Exception to on_error: anything else raised by a command (the
+        PanicException of a Rust library, which derives from BaseException) ended the task, and the
+        user saw "thinking…" forever. Answer it like any unexpected error; what must stop the bot
+        (KeyboardInterrupt, SystemExit, cancellation) still does. (Overrides discord.py's private
+        dispatch method: discord.py is pinned below 2.8, and tests/bot/test_escaping_errors.py
+        fails if the override stops being called.)"""
+        try:
+            await super()._call(interaction)
+        except (app_commands.AppCommandError, *MUST_PROPAGATE):
+            raise  # discord.py sends the first to on_error
+        except BaseException as exc:
+            await handle_error(interaction, exc, _command_name(interaction))
+
+
+def _command_name(interaction: discord.Interaction) -> str:
+    return interaction.command.qualified_name if interaction.command else "?"
 
 
 class CorpusBot(commands.Bot):
