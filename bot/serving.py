@@ -205,6 +205,7 @@ class Serving:
         self._failed: tuple[str | None, float] | None = None  # a generation that did not load, and when
         self._wal_released_at = -1  # Seen.commits when the WAL was last released for its size
         self._last_warning = ""
+        self._closed = False
 
     # ------------------------------------------------------------------------- start / stop
 
@@ -239,6 +240,7 @@ class Serving:
         self._follower = asyncio.create_task(self._follow(), name="corpus-follow-index")
 
     def close(self) -> None:
+        self._closed = True
         if self._follower is not None:
             self._follower.cancel()
         if self.job is not None and self.job.process is not None and not self.job.done.is_set():
@@ -498,14 +500,19 @@ class Serving:
         try:
             # Serve what is committed now: the run's new index, and also what a run that died
             # after its commit wrote.
-            await self.refresh_if_changed()
+            if not self._closed:
+                await self.refresh_if_changed()
             if job.report is not None:
                 log.info("re-index done: %s", job.report.summary())
         except Exception as exc:
-            log.exception("the index could not be loaded after the re-index")
-            job.report = None
-            job.error = (str(exc) if isinstance(exc, CorpusBotError)
-                         else "the new index could not be loaded (details are in the bot's log)")
+            if isinstance(exc, CorpusBotError):
+                log.warning("the index cannot be served after the re-index: %s", exc)
+            else:
+                log.exception("the index could not be loaded after the re-index")
+            if job.report is not None:  # a refusal or a death says more than this
+                job.report = None
+                job.error = (str(exc) if isinstance(exc, CorpusBotError)
+                             else "the new index could not be loaded (details are in the bot's log)")
         finally:
             job.committed = self._snapshot is not None and self._snapshot.generation != before
             if job.error and job.committed:  # it died after its commit
