@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embeddings import store
-from embeddings.errors import CorpusBotError
+from embeddings.errors import IndexMissingError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class IndexWatch:
             self.close()
             try:
                 self._conn = store.connect_for_reading(self.path)
-            except CorpusBotError:  # not an index yet
+            except IndexMissingError:  # not an index yet; other refusals (a newer schema) are raised
                 return None
             self._conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
             self._file = (st.st_dev, st.st_ino)

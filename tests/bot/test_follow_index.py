@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import multiprocessing
 import statistics
 import time
@@ -64,6 +65,26 @@ def test_a_bot_started_without_an_index_serves_the_first_one_built_outside_it(fa
             done = await asyncio.to_thread(harness, tmp_path, "index", env=env_for(fake_settings))
             assert done.returncode == 0, done.stderr[-500:]
             await until(lambda: answers(fake, "Who led the resistance in Kunduz?", "Kunduz"), 10)
+
+    run(main())
+
+
+def test_an_outside_run_the_bot_cannot_serve_leaves_the_previous_index_serving(fake_index, fake_embedder, tmp_path,
+                                                                               caplog):
+    """`index --rebuild` with another EMBEDDING_MODEL than the bot's: the bot cannot answer from that
+    index, so it keeps the one it has and says why in its log, once, while it keeps looking."""
+    async def main():
+        async with started_bot(fake_index, fake_embedder, poll_interval=0.1) as (bot, fake):
+            before = bot.serving.index
+            with caplog.at_level(logging.WARNING, logger="bot.serving"):
+                env = env_for(fake_index, EMBEDDING_MODEL="another-model")
+                done = await asyncio.to_thread(harness, tmp_path, "index", "--rebuild", env=env)
+                assert done.returncode == 0, done.stderr[-500:]
+                await asyncio.sleep(1.0)  # ten polls
+            warnings = [r.getMessage() for r in caplog.records if r.name == "bot.serving"]
+            assert len(warnings) == 1 and "still serving the previous one" in warnings[0]
+            assert "was built with 'another-model' but EMBEDDING_MODEL is 'fake-hash-embedder'" in warnings[0]
+            assert bot.serving.index is before and await answers(fake, "Kunduz", "Kunduz")
 
     run(main())
 
