@@ -1,5 +1,6 @@
 """/reindex end to end (fake embedder, writable corpus copy): who may run it, one run at a time,
-progress edits, /ask served from the old index during the run and from the new one after it."""
+progress edits, /ask served from the old index during the run and from the new one after it; the
+run's process dying without taking the bot along; the confirmation a run removing most articles needs."""
 from __future__ import annotations
 
 import asyncio
