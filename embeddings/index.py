@@ -199,6 +199,7 @@ def run_index(
     if not corpus.is_dir():
         raise IndexRefusedError(f"corpus folder {corpus} does not exist or is not a folder (set CORPUS_DIR)")
 
+    store.check_owner(settings.index_path)  # another program's database: refused before even the lock file is made
     with index_lock(settings.index_path):
         conn = None
         try:
