@@ -306,10 +306,18 @@ def _refresh_query_model(settings: Settings, embedder: Embedder | None, report: 
 
 def _scan(corpus, settings, previous, report, progress, tick):
     """Read, hash and parse every changed file; returns (new articles, unchanged files)."""
-    paths = iter_corpus_files(corpus)
+    unreadable: list[OSError] = []
+    paths = iter_corpus_files(corpus, unreadable)
     progress.files_total = len(paths)
     new: list[_NewArticle] = []
     kept_files: list[str] = []
+    for error in unreadable:
+        # Its files were not seen: keep what was indexed from it rather than remove it all.
+        folder = Path(error.filename).relative_to(corpus).as_posix() if error.filename else "."
+        under = [f for f in previous if folder == "." or f.startswith(folder + "/")]
+        kept_files += under
+        kept = f"; its {len(under)} indexed file{'s are' if len(under) != 1 else ' is'} kept" if under else ""
+        report.skipped.append((one_line(folder + "/"), f"cannot read the folder: {one_line(error.strerror or error)}{kept}"))
     seen_text: dict[str, str] = {}  # hash of article text -> key, to index duplicates once
     root = corpus.resolve()  # once, not per file
     names_in: dict[Path, set[str]] = {}  # folder -> its entries, to find sidecars without a stat each

@@ -74,13 +74,14 @@ def _is_sidecar_name(name: str) -> bool:
     return name.lower().endswith(SIDECAR_SUFFIXES)
 
 
-def iter_corpus_files(root: Path) -> list[Path]:
+def iter_corpus_files(root: Path, unreadable: list[OSError] | None = None) -> list[Path]:
     """Sorted candidate files under root (recursive) with a supported suffix, excluding hidden files/dirs and
     sidecar files. Symlinks to files are returned too (load_file decides about them); symlinked
-    directories are not descended into."""
+    directories are not descended into. A folder that cannot be listed is appended to
+    `unreadable` (the error, with its path) rather than passed over in silence."""
     root = Path(root)
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append if unreadable is not None else None):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
             if name.startswith(".") or _is_sidecar_name(name):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
 
+import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
@@ -98,3 +100,25 @@ def test_the_bots_reindex_report_and_stats_show_one_line_per_problem():
     stats = stats_embed({"articles": 1, "passages": 1}, run, serving=None, job_line=None).to_dict()
     [last] = [f["value"] for f in stats["fields"] if f["name"] == "Last re-index"]
     assert len(last.splitlines()) == 3 and last.splitlines()[2].startswith("- x")  # when, counts, one bullet
+
+
+def test_a_folder_that_cannot_be_read_is_named_and_its_indexed_articles_are_kept(fake_settings, tmp_path):
+    """Before, os.walk passed over it in silence and its articles were reported removed."""
+    from tests.test_reliability_core import env_for, harness, without_root_powers
+
+    sub = fake_settings.corpus_dir / "sub"
+    sub.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (sub / name).write_text(BODY.format(name))
+    assert len(run_index(fake_settings).added) == 7
+    sub.chmod(0)
+    try:  # `corpus-bot index` in a child without root's power to read anything (as the bot's user)
+        result = harness(tmp_path, "index", env=env_for(fake_settings),
+                         preexec_fn=without_root_powers() if os.geteuid() == 0 else None)
+    except subprocess.SubprocessError as exc:
+        pytest.skip(f"cannot drop root's permission override here: {exc}")
+    finally:
+        sub.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("0 added, 0 changed, 0 removed, 7 unchanged, 1 skipped")
+    assert "skipped sub/: cannot read the folder: Permission denied; its 2 indexed files are kept" in result.stdout.splitlines()
