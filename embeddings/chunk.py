@@ -147,7 +147,8 @@ def _split_long(text: str, count_tokens: Callable[[str], int], max_tokens: int) 
             if tokens <= max_tokens:
                 units.append((start, end, tokens - special))
             else:
-                units += [(x, y, count_tokens(text[x:y]) - special) for x, y in _cut(text, start, end, count_tokens, max_tokens)]
+                pieces = _cut(text, start, end, count_tokens, max_tokens)
+                units += [(x, y, count_tokens(text[x:y]) - special) for x, y in pieces]
     pieces: list[str] = []
     i = 0
     while i < len(units):

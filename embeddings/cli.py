@@ -181,7 +181,10 @@ def ask_command(ctx, question, k, source, since, until, mode, index_path, as_jso
                 if question != "-":
                     raise
                 shown = q.encode("utf-8", "replace").decode("utf-8")
-                click.echo(json_line({"query": shown, "error": str(exc)}) if as_json else f"Q: {one_line(shown)}\n! {one_line(exc)}")
+                if as_json:
+                    click.echo(json_line({"query": shown, "error": str(exc)}))
+                else:
+                    click.echo(f"Q: {one_line(shown)}\n! {one_line(exc)}")
                 continue
             if as_json:
                 click.echo(json_line(answer.to_json()))

@@ -127,7 +127,8 @@ def classify(conn: sqlite3.Connection) -> tuple[str, list[str]]:
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     tables = sorted(
-        name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        name
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
     )
     if app_id == APPLICATION_ID:
         return "index", []
@@ -154,7 +155,8 @@ def not_an_index(path: object, tables: list[str], app_id: int = 0) -> NotAnIndex
 
 def too_new(version: int) -> SchemaTooNewError:
     return SchemaTooNewError(
-        f"the index was written by a newer corpus-bot (schema {version}, this one knows {SCHEMA_VERSION}); upgrade corpus-bot"
+        f"the index was written by a newer corpus-bot (schema {version}, this one knows {SCHEMA_VERSION}); "
+        "upgrade corpus-bot"
     )
 
 

@@ -4,6 +4,7 @@ processes are safe. Figures and rows: docs/reliability.md."""
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -19,7 +21,7 @@ from bot.cli import cli
 from embeddings import store
 from embeddings.errors import IndexMissingError, IndexOutdatedError, NotAnIndexError
 from embeddings.index import run_index
-from embeddings.migrations import APPLICATION_ID, SCHEMA_VERSION
+from embeddings.migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import ROOT
 
 COMMANDS = [["index"], ["index", "--rebuild"], ["ask", "bridge"], ["sources"], ["stats"], ["sources", "--json"]]
@@ -107,17 +109,30 @@ def test_a_new_index_is_marked_and_an_empty_database_file_may_become_one(fake_se
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
 
 
-def downgrade_to_schema_4(path: Path) -> None:
-    """The index as corpus-bot wrote it before migration 5 and before the application id."""
+SCHEMA_4_TEXTS = ["The new bridge across the river opens to traffic next month, the council said.",
+                  "Floods closed the valley road for a week and the repairs will take until spring."]
+
+
+def schema_4_index(path: Path, embedder) -> None:
+    """An index as corpus-bot wrote it with migrations 1-4 and before the application id: built from
+    those migrations themselves, so every later one (and any added after it) runs on upgrade."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("DROP TABLE token_vectors")
-    conn.execute("PRAGMA user_version = 4")
-    conn.execute("PRAGMA application_id = 0")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for number, step in enumerate(MIGRATIONS[:4], start=1):
+        step(conn) if callable(step) else conn.executescript(step)
+        conn.execute(f"PRAGMA user_version = {number}")
+    conn.execute("INSERT INTO index_meta VALUES ('model', ?), ('dimension', ?), ('generation', 'g4')",
+                 (embedder.name, str(embedder.dimension)))
+    for n, text in enumerate(SCHEMA_4_TEXTS, start=1):
+        conn.execute("INSERT INTO articles(id, key, file, content_hash, title, passage_count, indexed_at) "
+                     "VALUES (?, ?, ?, 'h', ?, 1, 'now')", (n, f"a{n}.txt", f"a{n}.txt", f"Article {n}"))
+        conn.execute("INSERT INTO passages(article_id, position, text) VALUES (?, 0, ?)", (n, text))
+        vectors = embedder.encode([text]).astype(np.float16)
+        conn.execute("INSERT INTO article_vectors VALUES (?, ?)", (n, vectors.tobytes()))
     conn.close()
 
 
-def test_reading_never_writes_and_an_older_index_is_refused_until_its_owner_upgrades_it(fake_settings):
+def test_reading_never_writes_and_an_older_index_is_refused_until_its_owner_upgrades_it(fake_settings, fake_embedder):
     run_index(fake_settings)
     path = fake_settings.index_path
     env = env_for(fake_settings, path)
@@ -126,7 +141,9 @@ def test_reading_never_writes_and_an_older_index_is_refused_until_its_owner_upgr
         assert CliRunner().invoke(cli, command, env=env).exit_code == 0
         assert content(path) == current, command  # a read leaves the file as it was
 
-    downgrade_to_schema_4(path)
+    path = path.with_name("schema4.sqlite3")
+    env = env_for(fake_settings, path)
+    schema_4_index(path, fake_embedder)
     old = content(path)
     for command in (["ask", "bridge"], ["sources"], ["stats"]):
         result = CliRunner().invoke(cli, command, env=env)
@@ -141,7 +158,8 @@ def test_reading_never_writes_and_an_older_index_is_refused_until_its_owner_upgr
     with store.reading(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
-    assert CliRunner().invoke(cli, ["ask", "bridge"], env=env).exit_code == 0
+    answer = CliRunner().invoke(cli, ["ask", "when does the bridge open", "--json"], env=env)
+    assert answer.exit_code == 0 and json.loads(answer.stdout)["results"][0]["text"] == SCHEMA_4_TEXTS[0]
 
 
 def test_an_index_from_before_the_mark_is_still_read_and_marked_by_the_next_run(fake_settings):
@@ -174,13 +192,12 @@ MIGRATE_AT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("state", ["new file", "schema 4"])
-def test_eight_processes_migrating_at_once_all_succeed(fake_settings, state):
+def test_eight_processes_migrating_at_once_all_succeed(fake_settings, fake_embedder, state):
     """Before, 1-2 of 8 processes started at once failed with "table ... already exists": each read
     the version before taking the write lock."""
     path = fake_settings.index_path
     if state == "schema 4":
-        run_index(fake_settings)
-        downgrade_to_schema_4(path)
+        schema_4_index(path, fake_embedder)
     start = time.time() + 2.0  # every process imported and waiting, then all at once
     processes = [subprocess.Popen([sys.executable, "-c", MIGRATE_AT, str(start), str(path)], cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
