@@ -17,6 +17,7 @@ import discord
 from embeddings.answer import Answer, Article, Result
 from embeddings.chunk import sentence_spans
 from embeddings.index import IndexReport, Progress
+from embeddings.terminal import one_line
 
 # Discord's documented limits (https://discord.com/developers/docs/resources/message#embed-object-embed-limits).
 CONTENT = 2000
@@ -398,7 +399,7 @@ def stats_embed(stats: dict, run: dict | None, *, serving: int | None, job_line:
     if run:
         r = run["report"]
         value = f"{_when(run.get('finished'))}, took {float(run.get('seconds') or 0):.1f} s\n{report_counts(r)}"
-        skipped = [f"{s['path']}: {s['reason']}" for s in r.get("skipped", [])]
+        skipped = [one_line(f"{s['path']}: {s['reason']}") for s in r.get("skipped", [])]
         if skipped:
             value += "\n" + _bulleted(skipped, FIELD_VALUE - dlen(value) - 1)
         embed.add_field(name="Last re-index", value=value[:FIELD_VALUE], inline=False)
@@ -422,7 +423,7 @@ def report_embed(report: IndexReport) -> discord.Embed:
     embed = discord.Embed(title="Re-index finished", colour=COLOR_OK)
     head = escape(report.summary())
     parts = [head]
-    problems = [f"skipped {p}: {r}" for p, r in report.skipped] + [f"warning {p}: {w}" for p, w in report.warnings]
+    problems = report.problem_lines()
     if problems:
         parts.append(_bulleted(problems, EMBED_DESCRIPTION - dlen(head) - 2))
     embed.description = "\n".join(parts)

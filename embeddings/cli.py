@@ -4,7 +4,6 @@ The console script lives in bot/cli.py, which adds `run` to this group.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import sys
@@ -25,6 +24,7 @@ from .index import Progress, run_index
 from .query_model import load_query_embedder
 from .search import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, Filters, SearchIndex, parse_iso_date
 from .tantivy_index import keyword_engine
+from .terminal import json_line, one_line, text_block
 
 @contextmanager
 def user_errors():
@@ -32,9 +32,9 @@ def user_errors():
     try:
         yield
     except CorpusBotError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(one_line(exc)) from None
     except sqlite3.DatabaseError as exc:
-        raise click.ClickException(f"the index file cannot be used: {exc}") from None
+        raise click.ClickException(one_line(f"the index file cannot be used: {exc}")) from None
     except KeyboardInterrupt:
         click.echo("\ninterrupted; the index is unchanged", err=True)
         sys.exit(130)
@@ -87,7 +87,7 @@ class ProgressReporter:
         if p.stage != self.stage or now - self.last >= self.interval:  # every new stage shows at once
             self.last, self.stage = now, p.stage
             if not (self.tty and p.stage == "scanning"):
-                click.echo(p.describe(), err=True)
+                click.echo(one_line(p.describe()), err=True)
 
 
 @cli.command("index")
@@ -106,7 +106,7 @@ def index_command(ctx, corpus_dir, index_path, rebuild, allow_removals, as_json)
         report = run_index(settings, rebuild=rebuild, allow_removals=allow_removals,
                            on_progress=None if as_json else ProgressReporter())
     if as_json:
-        click.echo(json.dumps(report.to_json(), ensure_ascii=False))
+        click.echo(json_line(report.to_json()))
     else:
         for line in report.lines():
             click.echo(line)
@@ -116,19 +116,21 @@ def index_command(ctx, corpus_dir, index_path, rebuild, allow_removals, as_json)
 
 
 def render_answer(answer: Answer, *, color: bool) -> str:
-    lines = [f"Q: {answer.query}"]
-    lines += [f"! {notice}" for notice in answer.notices]
+    """The answer for a terminal. Corpus text and metadata may hold escape sequences: every field
+    goes through embeddings.terminal, so they are shown, never obeyed."""
+    lines = [f"Q: {one_line(answer.query)}"]
+    lines += [f"! {one_line(notice)}" for notice in answer.notices]
     for r in answer.results:
         a = r.article
         lines.append("")
-        lines.append(f"{r.rank}. [{r.relevance_label}] {a.display_title}")
-        lines.append(f"   {a.byline} · {r.position_label} · {a.key}")
+        lines.append(one_line(f"{r.rank}. [{r.relevance_label}] {a.display_title}"))
+        lines.append(one_line(f"   {a.byline} · {r.position_label} · {a.key}"))
         if r.also_in_label:
-            lines.append(f"   {r.also_in_label}")
-        text = r.text
+            lines.append(one_line(f"   {r.also_in_label}"))
+        text = text_block(r.text)
         if r.highlight and color:
             s, e = r.highlight
-            text = text[:s] + click.style(text[s:e], bold=True) + text[e:]
+            text = text_block(r.text[:s]) + click.style(text_block(r.text[s:e]), bold=True) + text_block(r.text[e:])
         for para in text.split("\n"):
             wrapped = textwrap.wrap(para, width=96, break_long_words=False, break_on_hyphens=False) or [""]
             lines += ["   > " + w for w in wrapped]
@@ -183,10 +185,13 @@ def ask_command(ctx, question, k, source, since, until, mode, index_path, as_jso
                 if question != "-":
                     raise
                 shown = q.encode("utf-8", "replace").decode("utf-8")
-                click.echo(json.dumps({"query": shown, "error": str(exc)}) if as_json else f"Q: {shown}\n! {exc}")
+                if as_json:
+                    click.echo(json_line({"query": shown, "error": str(exc)}))
+                else:
+                    click.echo(f"Q: {one_line(shown)}\n! {one_line(exc)}")
                 continue
             if as_json:
-                click.echo(json.dumps(answer.to_json(), ensure_ascii=False))
+                click.echo(json_line(answer.to_json()))
             else:
                 click.echo(("" if first else "\n") + render_answer(answer, color=color))
             first = False
@@ -206,12 +211,15 @@ def sources_command(ctx, index_path, as_json):
         with store.reading(settings.index_path) as conn:
             articles = store.read_articles(conn)
     if as_json:
-        click.echo(json.dumps({"articles": [a.to_json() for a in articles]}, ensure_ascii=False))
+        click.echo(json_line({"articles": [a.to_json() for a in articles]}))
         return
     if not articles:
-        click.echo(f"the index at {settings.index_path} has no articles: run `corpus-bot index`")
+        click.echo(one_line(f"the index at {settings.index_path} has no articles: run `corpus-bot index`"))
     for a in articles:
-        click.echo(f"{a.display_title}\n   {a.byline} · {a.passages} passages · {a.key}" + (f"\n   {a.url}" if a.url else ""))
+        click.echo(one_line(a.display_title))
+        click.echo(one_line(f"   {a.byline} · {a.passages} passages · {a.key}"))
+        if a.url:
+            click.echo(one_line(f"   {a.url}"))
 
 
 @cli.command("stats")
@@ -229,14 +237,14 @@ def stats_command(ctx, index_path, as_json):
     stats["keyword_search"] = keyword_engine(settings.index_path, generation, stats["passages"])
     stats["vectors_from"] = vector_file.vector_source(settings.index_path, generation, stats["passages"])
     if as_json:
-        click.echo(json.dumps(stats))
+        click.echo(json_line(stats))
         return
     click.echo(f"articles:  {stats['articles']}\npassages:  {stats['passages']}")
-    click.echo(f"model:     {stats['model']} ({stats['dimension']} dimensions)")
-    click.echo(f"index:     {settings.index_path} ({stats['size_bytes'] / 1e6:.1f} MB)")
-    click.echo(f"built:     {stats['built']}")
-    click.echo(f"keywords:  {stats['keyword_search']}")
-    click.echo(f"vectors:   {stats['vectors_from']}")
+    click.echo(one_line(f"model:     {stats['model']} ({stats['dimension']} dimensions)"))
+    click.echo(one_line(f"index:     {settings.index_path} ({stats['size_bytes'] / 1e6:.1f} MB)"))
+    click.echo(one_line(f"built:     {stats['built']}"))
+    click.echo(one_line(f"keywords:  {stats['keyword_search']}"))
+    click.echo(one_line(f"vectors:   {stats['vectors_from']}"))
     if run:
         r = run["report"]
         click.echo(
@@ -271,9 +279,9 @@ def eval_command(ctx, folder, mode, k, cache_dir, as_json):
         result = run_eval(data, index, embedder, mode=mode, k=k)
         index.close()
     if as_json:
-        click.echo(json.dumps(result))
+        click.echo(json_line(result))
         return
-    click.echo(f"{result['dataset']} · {mode} · {result['queries']} queries · {embedder.name}")
+    click.echo(one_line(f"{result['dataset']} · {mode} · {result['queries']} queries · {embedder.name}"))
     for name, value in result.items():
         if "@" in name:
             click.echo(f"  {name:<11} {value:.4f}")
@@ -299,11 +307,11 @@ def feedback_export_command(ctx, out_dir, index_path):
     settings = settings_from(ctx, index_path=index_path)
     with user_errors():
         counts = export_feedback(settings.index_path, out_dir)
-    click.echo(
+    click.echo(one_line(
         f"wrote {out_dir}: {counts['questions']} questions from {counts['votes']} votes "
         f"({counts['with_relevant']} with a passage judged relevant), {counts['passages']} passages"
         + (f"; {counts['stale_judgments']} judgments dropped (passage changed since the vote)" if counts["stale_judgments"] else "")
-    )
+    ))
     if counts["with_relevant"] == 0:
         click.echo("note: no 👍 votes yet, so `corpus-bot eval` has nothing to score", err=True)
 

@@ -4,7 +4,9 @@ Every value has a default that works with no `.env` at all; `.env.example` docum
 """
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,37 +17,56 @@ from .errors import ConfigError
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
+# A value longer than this is not shown in an error: a Discord id has at most 20 digits, and a
+# long value in the wrong variable is most likely a token pasted there.
+_SHOWN_CHARACTERS = 20
+_MAX_DISCORD_ID = 2**64 - 1  # ids are 64-bit snowflakes
+
+
+def _shown(raw: str) -> str:
+    """raw quoted for an error message, or only its length when it may be a secret."""
+    if len(raw) > _SHOWN_CHARACTERS:
+        return f"a value of {len(raw)} characters (not shown: it may be a secret)"
+    return repr(raw)
+
+
 def _int(env: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if not re.fullmatch(r"[+-]?[0-9]{1,18}", raw):
+        raise ConfigError(f"{name} must be a whole number from {lo} to {hi}, got {_shown(raw)}")
+    value = int(raw)
     if not lo <= value <= hi:
         raise ConfigError(f"{name}={value} is out of range ({lo}..{hi})")
     return value
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
+def _float(env: dict[str, str], name: str, default: float, lo: float, hi: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
+        raise ConfigError(f"{name} must be a number from {lo:g} to {hi:g}, got {_shown(raw)}") from None
+    if not math.isfinite(value) or not lo <= value <= hi:  # NaN compares false with everything
+        raise ConfigError(f"{name} must be a number from {lo:g} to {hi:g}, got {_shown(raw)}")
+    return value
+
+
+def _discord_id(name: str, raw: str, what: str) -> int:
+    """A Discord id (a snowflake: ASCII digits, 64 bits)."""
+    if not re.fullmatch(r"[0-9]{1,20}", raw) or int(raw) > _MAX_DISCORD_ID:
+        raise ConfigError(f"{name} must be {what}, got {_shown(raw)}")
+    return int(raw)
 
 
 def _ids(env: dict[str, str], name: str) -> frozenset[int]:
     raw = env.get(name, "").replace(" ", "")
-    ids = set()
-    for part in filter(None, raw.split(",")):
-        if not part.isdigit():
-            raise ConfigError(f"{name} must be a comma-separated list of Discord ids, got {part!r}")
-        ids.add(int(part))
-    return frozenset(ids)
+    return frozenset(
+        _discord_id(name, part, "a comma-separated list of Discord ids (digits)") for part in raw.split(",") if part
+    )
 
 
 @dataclass(frozen=True)
@@ -74,20 +95,18 @@ class Settings:
                 load_dotenv(override=False)
             env = dict(os.environ)
         guild = env.get("DISCORD_GUILD_ID", "").strip()
-        if guild and not guild.isdigit():
-            raise ConfigError(f"DISCORD_GUILD_ID must be a Discord server id (digits), got {guild!r}")
         return cls(
             corpus_dir=Path(env.get("CORPUS_DIR") or "corpus"),
             index_path=Path(env.get("INDEX_PATH") or "data/index.sqlite3"),
             embedding_model=(env.get("EMBEDDING_MODEL") or DEFAULT_MODEL).strip(),
             rerank_model=env.get("RERANK_MODEL", "").strip(),
             max_file_bytes=_int(env, "MAX_FILE_MB", 10, 1, 1024) * 1024 * 1024,
-            weak_score=_float(env, "WEAK_SCORE", 0.30),
+            weak_score=_float(env, "WEAK_SCORE", 0.30, 0.0, 1.0),
             discord_token=env.get("DISCORD_TOKEN", "").strip(),
-            discord_guild_id=int(guild) if guild else None,
+            discord_guild_id=_discord_id("DISCORD_GUILD_ID", guild, "a Discord server id (digits)") if guild else None,
             admin_user_ids=_ids(env, "ADMIN_USER_IDS"),
             admin_role_ids=_ids(env, "ADMIN_ROLE_IDS"),
-            ask_cooldown_seconds=_float(env, "ASK_COOLDOWN_SECONDS", 10.0),
+            ask_cooldown_seconds=_float(env, "ASK_COOLDOWN_SECONDS", 10.0, 0.0, 86400.0),  # 0: no cooldown
             ask_cooldown_rate=_int(env, "ASK_COOLDOWN_RATE", 3, 1, 100),
             search_workers=_int(env, "SEARCH_WORKERS", 2, 1, 16),
         )

@@ -35,6 +35,16 @@ class SchemaTooNewError(CorpusBotError):
     """The index was written by a newer corpus-bot."""
 
 
+class IndexOutdatedError(IndexMissingError):
+    """The index was written by an older corpus-bot; reading never upgrades it (`corpus-bot index`
+    or the bot at start does)."""
+
+
+class NotAnIndexError(CorpusBotError):
+    """The index path holds a file that is not a corpus-bot index (another program's database);
+    it is refused for reading and writing and left unchanged."""
+
+
 class EvalDataError(CorpusBotError, ValueError):
     """The evaluation folder is not usable; the message names the file and line."""
 

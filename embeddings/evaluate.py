@@ -121,8 +121,10 @@ def cached_index(
         build_index(path, data.docs, embedder=embedder, source_hash=data.digest, on_progress=on_progress)
         if isinstance(embedder, SentenceTransformerEmbedder):
             export_query_model(embedder, path)
-    elif not _has_token_vectors(path):  # cached by a version before the token table
-        backfill_token_vectors(path, embedder or load_embedder(model_name, bulk=True))
+    else:
+        store.upgrade(path)  # a cache written by an older corpus-bot: this command owns it
+        if not _has_token_vectors(path):  # cached by a version before the token table
+            backfill_token_vectors(path, embedder or load_embedder(model_name, bulk=True))
     # A large set is searched as a large corpus would be: with the derived copies the index job makes.
     tantivy_index.refresh(path)
     vector_file.refresh(path)

@@ -28,6 +28,7 @@ from .config import Settings
 from .errors import IndexBusyError, IndexRefusedError, IndexWriteError, ModelMismatchError, RemovalsRefusedError
 from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
 from .parse import ArticleDoc, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
+from .terminal import one_line
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +132,15 @@ class IndexReport:
             f"index: {self.articles_total} articles, {self.passages_total} passages"
         )
 
+    def problem_lines(self) -> list[str]:
+        """One line per skipped file and warning; a name or reason holding a newline or an escape
+        sequence is shown escaped, so it can neither fake a line nor drive a terminal."""
+        return [one_line(f"skipped {path}: {reason}") for path, reason in self.skipped] + [
+            one_line(f"warning {path}: {text}") for path, text in self.warnings
+        ]
+
     def lines(self) -> list[str]:
-        out = [self.summary()]
-        out += [f"skipped {path}: {reason}" for path, reason in self.skipped]
-        out += [f"warning {path}: {text}" for path, text in self.warnings]
-        return out
+        return [self.summary(), *self.problem_lines()]
 
 
 @contextmanager
@@ -204,6 +209,7 @@ def run_index(
     if not corpus.is_dir():
         raise IndexRefusedError(f"corpus folder {corpus} does not exist or is not a folder (set CORPUS_DIR)")
 
+    store.check_owner(settings.index_path)  # another program's database: refused before even the lock file is made
     with index_lock(settings.index_path):
         conn = None
         try:
@@ -320,10 +326,18 @@ def _refresh_query_model(settings: Settings, embedder: Embedder | None, report: 
 
 def _scan(corpus, settings, previous, report, progress, tick):
     """Read, hash and parse every changed file; returns (new articles, unchanged files)."""
-    paths = iter_corpus_files(corpus)
+    unreadable: list[OSError] = []
+    paths = iter_corpus_files(corpus, unreadable)
     progress.files_total = len(paths)
     new: list[_NewArticle] = []
     kept_files: list[str] = []
+    for error in unreadable:
+        # Its files were not seen: keep what was indexed from it rather than remove it all.
+        folder = Path(error.filename).relative_to(corpus).as_posix() if error.filename else "."
+        under = [f for f in previous if folder == "." or f.startswith(folder + "/")]
+        kept_files += under
+        kept = f"; its {len(under)} indexed file{'s are' if len(under) != 1 else ' is'} kept" if under else ""
+        report.skipped.append((one_line(folder + "/"), f"cannot read the folder: {one_line(error.strerror or error)}{kept}"))
     seen_text: dict[str, str] = {}  # hash of article text -> key, to index duplicates once
     root = corpus.resolve()  # once, not per file
     names_in: dict[Path, set[str]] = {}  # folder -> its entries, to find sidecars without a stat each
@@ -331,6 +345,10 @@ def _scan(corpus, settings, previous, report, progress, tick):
         rel = path.relative_to(corpus).as_posix()
         progress.files_scanned += 1
         tick()
+        if not _is_utf8(rel):
+            # Its key could not be stored (SQLite text is UTF-8): every run failed at commit.
+            report.skipped.append((one_line(rel), "the file name is not valid UTF-8; rename the file"))
+            continue
         try:
             data = load_file(path, root, settings.max_file_bytes)
             if path.parent not in names_in:
@@ -342,12 +360,13 @@ def _scan(corpus, settings, previous, report, progress, tick):
                 continue
             docs = parse_file(rel, data, sidecar)
         except SkipFile as exc:
+            reason = one_line(exc)  # may quote a symlink's target: any bytes
             if rel in previous:
                 # Never lose a good article to a bad edit: keep what was indexed and say so.
                 kept_files.append(rel)
-                report.skipped.append((rel, f"{exc} (kept the previously indexed version)"))
+                report.skipped.append((rel, f"{reason} (kept the previously indexed version)"))
             else:
-                report.skipped.append((rel, str(exc)))
+                report.skipped.append((rel, reason))
             continue
         for doc in docs:
             report.warnings += [(doc.key, w) for w in doc.warnings]
@@ -358,6 +377,15 @@ def _scan(corpus, settings, previous, report, progress, tick):
             seen_text[text_hash] = doc.key
             new.append(_NewArticle(doc, rel, content_hash, []))
     return new, kept_files
+
+
+def _is_utf8(name: str) -> bool:
+    """False for a name holding bytes that are not UTF-8 (os.walk gives them as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _entries(folder: Path) -> set[str] | None:

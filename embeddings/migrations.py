@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import SchemaTooNewError
+from .errors import NotAnIndexError, SchemaTooNewError
 
 VECTOR_DTYPE = np.float16  # of the article_vectors blobs since migration 4
 
@@ -114,27 +114,87 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# Written into the SQLite header (PRAGMA application_id) by every migration: it marks the file as
+# a corpus-bot index, so a file that is not one is refused before anything is written to it.
+APPLICATION_ID = 0x43426F74  # "CBot"
+# An index from before the mark is recognised by these tables (migration 1 made them).
+_INDEX_TABLES = frozenset({"index_meta", "articles", "passages", "article_vectors", "index_runs"})
+
+
+def classify(conn: sqlite3.Connection) -> tuple[str, list[str]]:
+    """("index", []) for a corpus-bot index, ("empty", []) for a database with nothing in it (a new
+    index may be made there), ("foreign", its tables) for anything else. Reads only."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = sorted(
+        name
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+    )
+    if app_id == APPLICATION_ID:
+        return "index", []
+    if app_id == 0 and version == 0 and not tables:
+        return "empty", []
+    if app_id == 0 and version > 0 and _INDEX_TABLES <= set(tables):
+        return "index", []
+    return "foreign", tables
+
+
+def not_an_index(path: object, tables: list[str], app_id: int = 0) -> NotAnIndexError:
+    if tables:
+        shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+        why = f"it holds another program's tables: {shown}"
+    elif app_id:
+        why = f"its SQLite application id is {app_id:#x}, another program's"
+    else:
+        why = "it is another program's SQLite database"
+    return NotAnIndexError(
+        f"{path} is not a corpus-bot index ({why}); it was left unchanged. "
+        "Set INDEX_PATH (or --index) to a corpus-bot index or to a new file"
+    )
+
+
+def too_new(version: int) -> SchemaTooNewError:
+    return SchemaTooNewError(
+        f"the index was written by a newer corpus-bot (schema {version}, this one knows {SCHEMA_VERSION}); "
+        "upgrade corpus-bot"
+    )
+
 
 def migrate(conn: sqlite3.Connection) -> None:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise SchemaTooNewError(
-            f"the index was written by a newer corpus-bot (schema {version}, this one knows {SCHEMA_VERSION}); upgrade corpus-bot"
-        )
-    for number in range(version + 1, SCHEMA_VERSION + 1):
+    """Bring the index on conn to SCHEMA_VERSION, one migration per transaction. Safe when several
+    processes migrate at once: the version is read again once each transaction holds the write
+    lock, so a step another process has just made is not made twice. A database that is not a
+    corpus-bot index is refused before anything is written."""
+    if (
+        conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        and conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    ):
+        return  # current: no write lock needed
+    while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            step = MIGRATIONS[number - 1]
-            if callable(step):
-                step(conn)
-            else:  # executescript would commit on its own: statement by statement inside our transaction
-                for statement in _statements(step):
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
+            kind, tables = classify(conn)
+            if kind == "foreign":
+                path = conn.execute("PRAGMA database_list").fetchone()[2] or "the database"
+                raise not_an_index(path, tables, conn.execute("PRAGMA application_id").fetchone()[0])
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise too_new(version)
+            if version < SCHEMA_VERSION:
+                step = MIGRATIONS[version]
+                if callable(step):
+                    step(conn)
+                else:  # executescript would commit on its own: statement by statement inside our transaction
+                    for statement in _statements(step):
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        if version + 1 >= SCHEMA_VERSION:
+            return
 
 
 def _statements(script: str) -> list[str]:

@@ -16,6 +16,8 @@ import errno
 import json
 import os
 import re
+import reprlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,13 +74,14 @@ def _is_sidecar_name(name: str) -> bool:
     return name.lower().endswith(SIDECAR_SUFFIXES)
 
 
-def iter_corpus_files(root: Path) -> list[Path]:
+def iter_corpus_files(root: Path, unreadable: list[OSError] | None = None) -> list[Path]:
     """Sorted candidate files under root (recursive) with a supported suffix, excluding hidden files/dirs and
     sidecar files. Symlinks to files are returned too (load_file decides about them); symlinked
-    directories are not descended into."""
+    directories are not descended into. A folder that cannot be listed is appended to
+    `unreadable` (the error, with its path) rather than passed over in silence."""
     root = Path(root)
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append if unreadable is not None else None):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
             if name.startswith(".") or _is_sidecar_name(name):
@@ -278,9 +281,27 @@ class _Fields:
     bad_dates: dict[str, str] = field(default_factory=dict)  # field -> "front matter date 'soon' is not a date"
 
 
+_SHOW = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxdict, _SHOW.maxstring, _SHOW.maxother = 2, 4, 4, 60, 60
+
+
 def _show(value: object) -> str:
-    text = repr(value)
+    """A short repr for a warning: reprlib stops early, so a value of millions of items (or one
+    shared by reference many times over) costs no more than a small one."""
+    text = _SHOW.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_text(value: object) -> bool:
+    """A str that SQLite can store: JSON and YAML escapes can make lone surrogates (\\ud800), which
+    would fail the whole index run's commit."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _split_names(text: str) -> list[str]:
@@ -289,9 +310,9 @@ def _split_names(text: str) -> list[str]:
 
 
 def _read_authors(raw: object) -> list[str] | None:
-    if isinstance(raw, str):
+    if _is_text(raw):
         return _split_names(raw)
-    if isinstance(raw, (list, tuple)) and all(isinstance(item, str) for item in raw):
+    if isinstance(raw, (list, tuple)) and all(_is_text(item) for item in raw):
         return [item.strip() for item in raw if item.strip()]
     return None
 
@@ -304,9 +325,9 @@ def _read_fields(mapping: dict[Any, Any], origin: str) -> _Fields:
         if name is None or raw is None or name in fields.values:
             continue
         if name in _TEXT_FIELDS:
-            if isinstance(raw, str) and raw.strip():
+            if _is_text(raw) and raw.strip():
                 fields.values[name] = raw.strip()
-            elif not isinstance(raw, str):
+            elif not _is_text(raw):
                 fields.warnings.append(f"{origin} {key} {_show(raw)} is not text; ignored")
         elif name == "authors":
             authors = _read_authors(raw)
@@ -323,29 +344,72 @@ def _read_fields(mapping: dict[Any, Any], origin: str) -> _Fields:
     return fields
 
 
-class _StringDatesLoader(yaml.SafeLoader):
-    """YAML SafeLoader that leaves dates as strings, so every date goes through embeddings.dates
-    (PyYAML would otherwise raise on 2021-02-30 and silently accept forms we don't)."""
+class _MetadataLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """YAML for article metadata: libyaml's parser when PyYAML has it (the pure-Python one took
+    a minute on a 1 MB front matter), and every plain scalar is text or null. Dates stay strings
+    so every date goes through embeddings.dates (PyYAML would raise on 2021-02-30 and silently
+    accept forms we don't); `title: 2021` is a title, not a number; and no value is built by
+    YAML's int/float rules, whose base-60 forms cost quadratic time on a long value."""
 
 
-_StringDatesLoader.yaml_implicit_resolvers = {
-    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in _StringDatesLoader.yaml_implicit_resolvers.items()
+_MetadataLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag == "tag:yaml.org,2002:null"]
+    for first, resolvers in _MetadataLoader.yaml_implicit_resolvers.items()
 }
+_YAML_TAGS = {None, "!"} | {f"tag:yaml.org,2002:{name}" for name in ("str", "seq", "map", "null")}
+# Metadata is a mapping of text and lists of names: anything deeper or larger is not metadata,
+# and the bounds keep the worst front matter to a fraction of a second (docs/reliability.md).
+_MAX_YAML_DEPTH = 20
+_MAX_YAML_VALUES = 10_000
 
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _yaml_refusal(text: str) -> str | None:
+    """Why text is not YAML we build objects from, or None. Checked on the event stream, before
+    anything is built: an alias (`*a`) repeats a whole subtree, so nine nested aliases in a few
+    hundred bytes stand for billions of values (the "billion laughs"); explicit tags other than
+    text, lists, mappings and null would bring back the number rules; nesting and size are bounded."""
+    depth = values = 0
+    for event in yaml.parse(text, Loader=_MetadataLoader):
+        line = f" on line {event.start_mark.line + 1}" if event.start_mark else ""
+        if isinstance(event, yaml.AliasEvent):
+            return f"YAML alias *{event.anchor[:40]}{line}: aliases are not allowed in metadata"
+        if not isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent, yaml.CollectionEndEvent)):
+            continue  # stream and document boundaries
+        if not isinstance(event, yaml.CollectionEndEvent):
+            if event.tag not in _YAML_TAGS:
+                tag = event.tag.replace("tag:yaml.org,2002:", "!!")[:40]
+                return f"YAML tag {tag}{line}: metadata values are text, lists or mappings"
+            values += 1
+            if values > _MAX_YAML_VALUES:
+                return f"more than {_MAX_YAML_VALUES:,} YAML values{line}"
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > _MAX_YAML_DEPTH:
+                return f"YAML nested more than {_MAX_YAML_DEPTH} levels deep{line}"
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return None
+
+
 def _load_yaml_mapping(text: str, what: str) -> dict[Any, Any]:
+    if len(text) > _MAX_SIDECAR_BYTES:  # characters: at least as many bytes
+        raise SkipFile(f"invalid {what}: larger than 1 MB (metadata is a few lines)")
     try:
-        data = yaml.load(text, Loader=_StringDatesLoader)  # noqa: S506 - a SafeLoader subclass
+        refusal = _yaml_refusal(text)
+        if refusal:
+            raise SkipFile(f"invalid {what}: {refusal}")
+        data = yaml.load(text, Loader=_MetadataLoader)  # noqa: S506 - a SafeLoader, checked above
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" on line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or _one_line(exc)
-        raise SkipFile(f"invalid {what}: bad YAML{where} ({problem})") from None
+        raise SkipFile(f"invalid {what}: bad YAML{where} ({_one_line(problem)})") from None
+    except SkipFile:
+        raise
     except Exception as exc:  # RecursionError, ValueError from explicit tags, ...
         raise SkipFile(f"invalid {what}: bad YAML ({type(exc).__name__})") from None
     if data is None:
@@ -363,8 +427,15 @@ def _json_loads(text: str) -> Any:
         raise ValueError(f"line {exc.lineno}: {exc.msg}") from None
     except RecursionError:
         raise ValueError("nested too deeply") from None
-    except ValueError as exc:  # e.g. integers over the digit limit
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):  # Python refuses to read ints over a digit limit
+            raise ValueError(f"a number of more than {sys.get_int_max_str_digits()} digits") from None
         raise ValueError(_one_line(exc)) from None
+
+
+def _json_problem(exc: ValueError) -> str:
+    """' on line 3: Expecting value', or ': nested too deeply' when no line is known."""
+    return f" on {exc}" if str(exc).startswith("line ") else f": {exc}"
 
 
 def _sidecar_fields(sidecar: bytes) -> _Fields:
@@ -380,7 +451,7 @@ def _sidecar_fields(sidecar: bytes) -> _Fields:
         try:
             data = _json_loads(text)
         except ValueError as exc:
-            raise SkipFile(f"invalid sidecar: bad JSON on {exc}") from None
+            raise SkipFile(f"invalid sidecar: bad JSON{_json_problem(exc)}") from None
         if not isinstance(data, dict):
             raise SkipFile(f"invalid sidecar: expected a mapping of fields, found {type(data).__name__}")
     else:
@@ -790,6 +861,8 @@ def _record_to_doc(key: str, number: int, record: Any, sidecar: _Fields) -> Arti
         raise SkipFile(f"record {number} has no text")
     if "\x00" in text:
         raise SkipFile(f"record {number} text contains NUL characters")
+    if not _is_text(text):
+        raise SkipFile(f"record {number} text is not valid Unicode (it holds a lone surrogate such as \\ud800)")
     fields = _read_fields(record, f"record {number}")
     guess = _Guess()
     # the title is a separate field, so the text starts right after it (dek, byline, body)
@@ -813,7 +886,7 @@ def _json_records(key: str, text: str) -> list[Any]:
     try:
         data = _json_loads(text.lstrip("\ufeff"))
     except ValueError as exc:
-        raise SkipFile(f"invalid JSON on {exc}") from None
+        raise SkipFile(f"invalid JSON{_json_problem(exc)}") from None
     if isinstance(data, list):
         if not data:
             raise SkipFile("JSON file holds an empty list (no records)")

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .answer import Article
-from .errors import IndexMissingError
-from .migrations import VECTOR_DTYPE, migrate
+from .errors import IndexMissingError, IndexOutdatedError
+from .migrations import APPLICATION_ID, SCHEMA_VERSION, VECTOR_DTYPE, classify, migrate, not_an_index, too_new
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -32,9 +32,53 @@ def _configure(conn: sqlite3.Connection) -> sqlite3.Connection:
     return conn
 
 
+def _header_application_id(path: Path) -> int | None:
+    """The application id in the file's SQLite header, or None when the header cannot tell (no
+    file, an empty one, not an SQLite file: SQLite says what is wrong when the file is opened).
+    The header may be older than a committed write still in the -wal file; it is only trusted
+    to say "a corpus-bot index" or "another program's", both of which never change."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(100)
+    except OSError:
+        return None
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        return None
+    return int.from_bytes(header[68:72], "big")
+
+
+def check_owner(path: Path) -> str:
+    """"index", "empty" or "missing" (no file); raises NotAnIndexError for another program's file.
+    Nothing is written: most files are told by their header alone; otherwise the schema is read on
+    a connection that cannot change the file (read-only when a -wal file exists, so closing it
+    cannot checkpoint that log into the file; read-write otherwise, so SQLite removes the
+    -wal and -shm it makes)."""
+    if not path.is_file():  # a folder or a device is for the caller to report
+        return "missing"
+    app_id = _header_application_id(path)
+    if app_id == APPLICATION_ID:
+        return "index"
+    if app_id:
+        raise not_an_index(path, [], app_id)
+    if Path(f"{path}-wal").exists():
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        kind, tables = classify(conn)
+    finally:
+        conn.close()
+    if kind == "foreign":
+        raise not_an_index(path, tables)
+    return kind
+
+
 def connect_for_writing(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) and migrate the index file."""
+    """Open (creating if needed) and migrate the index file. A file that is not a corpus-bot index
+    is refused before anything is written to it (even WAL mode is a write)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_owner(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         _configure(conn)
@@ -48,18 +92,39 @@ def connect_for_writing(path: Path) -> sqlite3.Connection:
 
 
 def connect_for_reading(path: Path) -> sqlite3.Connection:
-    """Open an existing index without creating or migrating anything."""
-    if not path.is_file():
+    """Open an existing index without creating, migrating or writing anything. An index of an
+    older schema is refused (`corpus-bot index`, or the bot at start through upgrade(), brings it
+    up to date): reading it as is would need every reader to know every older schema."""
+    if check_owner(path) == "missing":
         raise IndexMissingError(f"no index at {path}: run `corpus-bot index` to build it")
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    _configure(conn)
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version == 0:
+    try:
+        _configure(conn)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            raise IndexMissingError(f"{path} is not a corpus-bot index yet: run `corpus-bot index` to build it")
+        if version > SCHEMA_VERSION:
+            raise too_new(version)
+        if version < SCHEMA_VERSION:
+            raise IndexOutdatedError(
+                f"the index at {path} was written by an older corpus-bot (schema {version}, this one uses "
+                f"{SCHEMA_VERSION}): run `corpus-bot index` to upgrade it"
+            )
+    except BaseException:
         conn.close()
-        raise IndexMissingError(f"{path} is not a corpus-bot index yet: run `corpus-bot index` to build it")
-    # An older schema is upgraded in place (additive migrations); a newer one is refused by migrate().
-    migrate(conn)
+        raise
     return conn
+
+
+def upgrade(path: Path) -> bool:
+    """Migrate an existing corpus-bot index to this version's schema; for the process that owns the
+    index (the bot at start: readers never migrate). True when there was an index to bring up to
+    date or check; False when there is none (no file, or an empty database: nothing is created).
+    Refuses another program's file, unchanged, and an index from a newer corpus-bot."""
+    if check_owner(path) != "index":
+        return False
+    connect_for_writing(path).close()
+    return True
 
 
 @contextmanager

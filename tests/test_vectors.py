@@ -8,6 +8,7 @@ import pytest
 
 import embeddings.vectors as vectors_module
 from embeddings import store
+from embeddings.errors import IndexOutdatedError
 from embeddings.migrations import MIGRATIONS, SCHEMA_VERSION, migrate
 from embeddings.search import SearchIndex
 from embeddings.vectors import VectorMatrix
@@ -104,7 +105,7 @@ def test_an_empty_matrix_answers_nothing():
 
 
 def test_old_float32_index_is_converted_and_searches_the_same(tmp_path, fake_embedder):
-    """An index written before migration 4 (float32 blobs) is upgraded in place when opened."""
+    """An index written before migration 4 (float32 blobs) is upgraded in place by its owner."""
     path = tmp_path / "old.sqlite3"
     conn = sqlite3.connect(path, isolation_level=None)
     for number, step in enumerate(MIGRATIONS[:3], start=1):  # the schema as it was before float16
@@ -121,6 +122,9 @@ def test_old_float32_index_is_converted_and_searches_the_same(tmp_path, fake_emb
     conn.execute("INSERT INTO article_vectors VALUES (1, ?)", (vectors.tobytes(),))
     conn.close()
 
+    with pytest.raises(IndexOutdatedError, match="run `corpus-bot index` to upgrade it"):
+        SearchIndex.load(path, model_name=fake_embedder.name, weak_score=0.0)  # reading never migrates
+    assert store.upgrade(path)  # what `corpus-bot index`, or the bot at start, does
     index = SearchIndex.load(path, model_name=fake_embedder.name, weak_score=0.0)
     try:
         answer = index.search("floods on the valley road", fake_embedder, k=1)
