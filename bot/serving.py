@@ -227,6 +227,8 @@ class Serving:
         async def load_index() -> None:
             started = time.monotonic()
             try:
+                # The bot owns its index: an older schema is upgraded here (readers never migrate).
+                await self._run(store.upgrade, self.settings.index_path)
                 await self._refresh()
             except IndexMissingError as exc:
                 self.unavailable_reason = f"there is no index yet ({exc}); an admin can build it with /reindex"

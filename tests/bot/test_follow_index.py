@@ -159,3 +159,19 @@ def test_commits_without_new_content_do_not_grow_the_wal_past_its_limit(fake_ind
         assert max(sizes) <= limit + 2 * max(after - before for before, after in steps), sizes
 
     run(main(), timeout=120)
+
+
+def test_the_bot_upgrades_an_index_written_by_an_older_corpus_bot_and_serves_it(fake_settings, fake_embedder):
+    """Readers never migrate, but the bot owns its index: at start it brings an older schema up to
+    date, then answers from it (without it the bot would start with no index at all)."""
+    from tests.test_index_file import SCHEMA_4_TEXTS, schema_4_index
+
+    schema_4_index(fake_settings.index_path, fake_embedder)
+
+    async def main():
+        async with started_bot(fake_settings, fake_embedder) as (bot, fake):
+            assert await answers(fake, "When does the new bridge open?", "bridge")
+
+    run(main())
+    with store.reading(fake_settings.index_path) as conn:  # upgraded: readable by every command now
+        assert store.passage_count(conn) == len(SCHEMA_4_TEXTS)
