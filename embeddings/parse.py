@@ -1,4 +1,4 @@
-"""Turn article files (.txt, .md, .html, .json, .jsonl) into clean articles with metadata.
+"""Turn article files (.txt, .md, .html, .json, .jsonl, .pdf) into clean articles with metadata.
 
 The corpus is scraped news: titles, bylines and dates sit in loose "header" blocks, and the text is
 interleaved with page furniture (related-link lists, newsletter prompts, photo captions, share
@@ -47,7 +47,7 @@ __all__ = [
     "sidecar_bytes",
 ]
 
-SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl")
+SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl", ".pdf")
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 SIDECAR_SUFFIXES = (".meta.json", ".meta.yaml", ".meta.yml")
 _MAX_SIDECAR_BYTES = 1024 * 1024
@@ -1190,6 +1190,63 @@ def _parse_html(key: str, text: str, sidecar: _Fields, date_order: str | None) -
     return [_build_doc(key, guess, [fields, sidecar], paragraphs, date_order)]
 
 
+_PAGE_NUMBER = re.compile(r"(?:page\s+)?\d{1,4}(?:\s*(?:of|/)\s*\d{1,4})?", re.IGNORECASE)
+
+
+def _pdf_pages(data: bytes) -> list[str]:
+    """The text of each page, laid out as on the page (blank lines where the page has gaps)."""
+    import io
+    import logging
+
+    from pypdf import PdfReader  # imported on first use, like trafilatura
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # its notes on odd files are not the report's
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise SkipFile("encrypted PDF (it needs a password)")
+        return [page.extract_text(extraction_mode="layout") or "" for page in reader.pages]
+    except SkipFile:
+        raise
+    except Exception as exc:  # third-party parser on arbitrary input
+        raise SkipFile(f"could not read the PDF ({type(exc).__name__})") from None
+
+
+def _pdf_blocks(page: str) -> list[str]:
+    """A page's blocks of lines, as separated by gaps on the page, without page numbers."""
+    blocks = []
+    for block in _split_blocks(page):
+        lines = [" ".join(line.split()) for line in block.split("\n")]  # layout spacing is not text
+        text = "\n".join(line for line in lines if line)
+        if text and not _PAGE_NUMBER.fullmatch(text):
+            blocks.append(text)
+    return blocks
+
+
+def _join_pdf_lines(paragraph: str) -> str:
+    """One line per paragraph: a PDF's line breaks are where the page ran out of width, not the
+    writer's. A word hyphenated across lines is rejoined with its hyphen (it may be a compound's)."""
+    text = ""
+    for line in paragraph.split("\n"):
+        text = text + line if text.endswith("-") and line[:1].islower() else f"{text} {line}".lstrip()
+    return text
+
+
+def _parse_pdf(key: str, data: bytes, sidecar: _Fields, date_order: str | None) -> list[ArticleDoc]:
+    """The text layer of a PDF, read like a plain-text article (title, byline, dates, body)."""
+    blocks: list[str] = []
+    for page in _pdf_pages(data):
+        page_blocks = _pdf_blocks(_repair_mojibake(page))
+        if blocks and page_blocks and not _ends_sentence(blocks[-1]) and page_blocks[0][:1].islower():
+            blocks[-1] += "\n" + page_blocks.pop(0)  # a paragraph running on to the next page
+        blocks += page_blocks
+    if not blocks:
+        raise SkipFile("no text in the PDF (scanned pages without a text layer are not read)")
+    guess = _Guess()
+    paragraphs = _article_from_blocks(blocks, guess, find_title=True)
+    return [_build_doc(key, guess, [sidecar], [_join_pdf_lines(p) for p in paragraphs], date_order)]
+
+
 _PARSERS = {
     ".txt": _parse_plain_text,
     ".md": _parse_markdown,
@@ -1209,12 +1266,13 @@ def parse_file(key: str, data: bytes, sidecar: bytes = b"", *, date_order: str |
     if date_order not in (None, *DATE_ORDERS):
         raise ValueError(f"date_order must be one of {DATE_ORDERS} or None, not {date_order!r}")
     suffix = os.path.splitext(key)[1].lower()
+    if suffix == ".pdf":  # read from its bytes, not from decoded text
+        return _parse_pdf(key, data, _sidecar_fields(sidecar), date_order)
     parser = _PARSERS.get(suffix)
     if parser is None:
         raise SkipFile(f"unsupported file type {suffix or '(no suffix)'!r}")
     text, encoding = _decode(data)
-    sidecar_fields = _sidecar_fields(sidecar)
-    docs = parser(key, _repair_mojibake(text), sidecar_fields, date_order)
+    docs = parser(key, _repair_mojibake(text), _sidecar_fields(sidecar), date_order)
     if encoding:  # once per file, on its first article
         docs[0] = replace(docs[0], warnings=(f"decoded as {encoding}", *docs[0].warnings))
     return docs

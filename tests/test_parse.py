@@ -811,14 +811,98 @@ def test_invalid_sidecar_is_skipped_with_reason(sidecar, reason):
 
 def test_iter_corpus_files_filters_hidden_sidecars_and_suffixes(tmp_path):
     for name in ["b.txt", "a.md", "sub/c.json", "sub/d.jsonl", "e.html", "f.htm", "g.markdown", "UPPER.TXT",
-                 "notes.pdf", "a.meta.json", "a.meta.yaml", ".hidden.txt", ".git/x.txt", "sub/.cache/y.md"]:  # fmt: skip
+                 "notes.pdf", "notes.docx", "a.meta.json", "a.meta.yaml", ".hidden.txt", ".git/x.txt",
+                 "sub/.cache/y.md"]:  # fmt: skip
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x")
     (tmp_path / "link.txt").symlink_to(tmp_path / "b.txt")
     names = [p.relative_to(tmp_path).as_posix() for p in iter_corpus_files(tmp_path)]
-    assert names == ["UPPER.TXT", "a.md", "b.txt", "e.html", "f.htm", "g.markdown", "link.txt",
+    assert names == ["UPPER.TXT", "a.md", "b.txt", "e.html", "f.htm", "g.markdown", "link.txt", "notes.pdf",
                      "sub/c.json", "sub/d.jsonl"]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# PDF
+# --------------------------------------------------------------------------------------------------
+
+
+def make_pdf(pages: list[list[tuple[int, str]]]) -> bytes:
+    """A PDF whose pages show the given (height, text) lines in Helvetica: enough of the format for
+    any reader (catalog, page tree, font, content streams, cross-reference table)."""
+    objects: list[bytes] = [b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>", b""]
+    kids = []
+    for lines in pages:
+        escaped = [text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") for _, text in lines]
+        stream = "\n".join(f"BT /F1 11 Tf 72 {y} Td ({text}) Tj ET" for (y, _), text in zip(lines, escaped))
+        data = stream.encode("cp1252")
+        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(data), data))
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R"
+                       b" /Resources << /Font << /F1 1 0 R >> >> >>" % (len(objects)))  # fmt: skip
+        kids.append(len(objects))
+    objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), len(kids))
+    objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, len(objects), xref)
+    return bytes(out)
+
+
+def lines_from(top: int, *texts: str) -> list[tuple[int, str]]:
+    """Lines 14 points apart from `top` down; an empty text leaves a gap (a paragraph break)."""
+    return [(top - 14 * n, text) for n, text in enumerate(texts) if text]
+
+
+def test_pdf_text_keeps_its_paragraphs_and_header():
+    page1 = lines_from(
+        740, "Floods Cut Off Mountain Villages", "", "By Maria Okafor", "March 14, 2023", "",
+        "Heavy rain over the weekend sent the Arda river over its banks, cutting the",
+        "road to three villages and leaving hundreds of people without power.", "",
+        "Rescue teams reached the first village on Monday, but the second one remained cut",
+        "off because the bridge had been swept away during the night. \u201cBy morning the bridge",
+        "was gone,\u201d said one resident. Engineers were sent from the capital to build a tempo-",
+        "rary crossing, and the army lent its trucks to carry food and blankets to the",
+    )  # fmt: skip
+    page1.append((60, "1"))  # a page number
+    page2 = lines_from(740, "families who had to leave their homes.", "",
+                       "Engineers expect to reopen the road by the end of the week if the rain stops.")  # fmt: skip
+    [doc] = parse_file("floods.pdf", make_pdf([page1, page2]))
+    assert (doc.title, doc.authors, doc.published) == ("Floods Cut Off Mountain Villages", ("Maria Okafor",), D(2023, 3, 14))
+    assert doc.paragraphs == (
+        "Heavy rain over the weekend sent the Arda river over its banks, cutting the road to three villages and"
+        " leaving hundreds of people without power.",
+        "Rescue teams reached the first village on Monday, but the second one remained cut off because the bridge"
+        " had been swept away during the night. \u201cBy morning the bridge was gone,\u201d said one resident."
+        " Engineers were sent from the capital to build a tempo-rary crossing, and the army lent its trucks to carry"
+        " food and blankets to the families who had to leave their homes.",
+        "Engineers expect to reopen the road by the end of the week if the rain stops.",
+    )
+
+
+def test_pdf_without_text_or_unreadable_is_skipped_with_the_reason():
+    with pytest.raises(SkipFile, match=r"^no text in the PDF \(scanned pages"):
+        parse_file("scan.pdf", make_pdf([[]]))
+    with pytest.raises(SkipFile, match=r"^could not read the PDF \("):
+        parse_file("broken.pdf", b"%PDF-1.4\nthis is not a PDF body\n")
+    with pytest.raises(SkipFile, match=r"binary file \(PDF document\)"):
+        parse_file("misnamed.txt", make_pdf([lines_from(740, "A title", "", "Some text.")]))
+
+
+def test_pdf_is_indexed_and_cited_by_its_path(tmp_path, fake_embedder):
+    from embeddings.config import Settings
+    from embeddings.index import run_index
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "report.pdf").write_bytes(make_pdf([lines_from(740, "Harbour Report", "", "The harbour reopened on Friday.")]))
+    settings = Settings(corpus_dir=corpus, index_path=tmp_path / "index.sqlite3", embedding_model=fake_embedder.name)
+    assert run_index(settings).added == ["report.pdf"]
 
 
 # --------------------------------------------------------------------------------------------------
