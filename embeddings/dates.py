@@ -76,8 +76,8 @@ class WrittenDate:
 
 
 @functools.cache
-def _vocabulary() -> tuple[frozenset[str], frozenset[str]]:
-    """(every word dateparser accepts in a date in LANGUAGES, the month names among them),
+def _vocabulary() -> tuple[dict[str, frozenset[str]], frozenset[str]]:
+    """(per language, every word dateparser accepts in a date; the month names among them),
     lowercased, from dateparser's own locale data."""
     from dateparser.languages.loader import default_loader
 
@@ -87,18 +87,20 @@ def _vocabulary() -> tuple[frozenset[str], frozenset[str]]:
     }  # fmt: skip
     weekdays = {"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"}
     vague = {"about", "just", "from", "by", "environ", "etwa", "cerca"}  # "about March 5, 2024" is no date line
-    words: set[str] = {"a", "p", "h"}  # a.m., p.m., 14h30
+    words: dict[str, frozenset[str]] = {}
     month_words: set[str] = set()
     for language in LANGUAGES:
         info = default_loader.get_locale(language).info
+        found = {"a", "p", "h"}  # a.m., p.m., 14h30
         for key in months | weekdays | {"am", "pm", "skip", "pertain"}:
             for form in info.get(key) or ():
                 for word in re.findall(r"[^\W\d_]+", form.lower()):
                     if word not in vague:
-                        words.add(word)
+                        found.add(word)
                         if key in months:
                             month_words.add(word)
-    return frozenset(words), frozenset(month_words)
+        words[language] = frozenset(found)
+    return words, frozenset(month_words)
 
 
 _TOKEN = re.compile(r"[^\W\d_]+|\d+")
@@ -106,24 +108,38 @@ _NUMERIC_DATE = re.compile(r"(?<!\d)(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}[./-
 _ISO_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}.*)?")
 
 
-def _is_date_shaped(text: str) -> bool:
-    """Only date words and numbers, with a month name or a numeric date, and a number."""
+def _date_shaped(text: str) -> tuple[str, tuple[str, ...]] | None:
+    """When text holds only date words, time zones and numbers, with a month name or a numeric date:
+    the text without its time-zone names, and LANGUAGES ordered by how many of its words each
+    knows (dateparser tries them in turn). Else None. The zone is dropped because the date is kept
+    as written (never moved into another zone), and finding it is most of dateparser's time."""
     from dateparser.timezone_parser import word_is_tz
 
     words, month_words = _vocabulary()
     tokens = _TOKEN.findall(text)
     if not any(token.isdigit() for token in tokens):
-        return False
+        return None
     has_month = False
+    zones = []
+    known = dict.fromkeys(LANGUAGES, 0)
     for token in tokens:
         if token.isdigit():
             continue
         lowered = token.lower()
-        if lowered in month_words:
-            has_month = True
-        elif lowered not in words and not word_is_tz(token):
-            return False
-    return has_month or bool(_NUMERIC_DATE.search(text))
+        has_month = has_month or lowered in month_words
+        if token.isupper() and word_is_tz(token) and lowered not in month_words:  # "ET", not the French "et"
+            zones.append(token)
+            continue
+        hits = [language for language in LANGUAGES if lowered in words[language]]
+        if not hits:
+            return None
+        for language in hits:
+            known[language] += 1
+    if not (has_month or _NUMERIC_DATE.search(text)):
+        return None
+    for zone in zones:
+        text = re.sub(rf"(?<![^\W\d_]){re.escape(zone)}(?![^\W\d_])", " ", text)
+    return text, tuple(sorted(LANGUAGES, key=lambda language: -known[language]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -132,7 +148,7 @@ def _is_date_shaped(text: str) -> bool:
 
 
 @functools.cache
-def _parser(order: str):
+def _parser(order: str, languages: tuple[str, ...]):
     from dateparser.date import DateDataParser
 
     settings = {
@@ -141,12 +157,12 @@ def _parser(order: str):
         "DATE_ORDER": order,
         "RETURN_AS_TIMEZONE_AWARE": False,  # the date as written, never shifted into another zone
     }
-    return DateDataParser(languages=list(LANGUAGES), settings=settings)
+    return DateDataParser(languages=list(languages), settings=settings)
 
 
-def _dateparser_date(text: str, order: str) -> dt.date | None:
+def _dateparser_date(text: str, order: str, languages: tuple[str, ...] = LANGUAGES) -> dt.date | None:
     try:
-        found = _parser(order).get_date_data(text).date_obj
+        found = _parser(order, languages).get_date_data(text).date_obj
     except Exception:  # third-party parser on arbitrary text: an unreadable date is no date
         return None
     return found.date() if found else None
@@ -169,14 +185,20 @@ def read_date(text: str) -> WrittenDate | None:
     if _ISO_SHAPE.fullmatch(text):
         date = _iso_date(text)  # None: shaped like ISO 8601 but impossible (2021-02-30)
         return WrittenDate(text, date, date)
-    if not _is_date_shaped(text):
+    shaped = _date_shaped(text)
+    if shaped is None:
         return None
     if not re.search(r"(?<!\d)\d{4}(?!\d)", text):
         return WrittenDate(text, None, None)  # a two-digit year leaves the century to a guess
-    if re.search(r"[^\W\d_]", text) and not _NUMERIC_DATE.search(text):
-        date = _dateparser_date(text, "DMY")  # a worded month: the order cannot matter
+    words, languages = shaped
+    numeric = _NUMERIC_DATE.search(words)
+    if numeric is None:
+        date = _dateparser_date(words, "DMY", languages)  # a worded month: the order cannot matter
         return WrittenDate(text, date, date)
-    return WrittenDate(text, _dateparser_date(text, "DMY"), _dateparser_date(text, "MDY"))
+    # A numeric date's time ("14:30 Uhr") cannot change its day, and costs dateparser a search
+    # through every language for its words: only the date is read, in both orders.
+    numbers = numeric.group()
+    return WrittenDate(text, _dateparser_date(numbers, "DMY"), _dateparser_date(numbers, "MDY"))
 
 
 def read_date_value(value: object) -> WrittenDate | None:

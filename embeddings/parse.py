@@ -323,15 +323,24 @@ def _nbsp_mojibake() -> re.Pattern[str]:
 _NBSP_MOJIBAKE: re.Pattern[str] | None = None
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _repair_mojibake(text: str) -> str:
     global _NBSP_MOJIBAKE
     if text.isascii():
         return text
     import ftfy
+    from ftfy.badness import is_bad
+    from ftfy.chardata import C1_CONTROL_RE
 
     if _NBSP_MOJIBAKE is None:
         _NBSP_MOJIBAKE = _nbsp_mojibake()
-    return _NBSP_MOJIBAKE.sub("\xa0", ftfy.fix_text(text, _ftfy_config()))
+    # The fixers used act only where ftfy's own detector, a C1 control or a surrogate says so:
+    # checked on the whole text first, ftfy's line-by-line pass is spared on clean text.
+    if is_bad(text) or C1_CONTROL_RE.search(text) or _SURROGATE.search(text):
+        text = ftfy.fix_text(text, _ftfy_config())
+    return _NBSP_MOJIBAKE.sub("\xa0", text)
 
 
 def _normalise(text: str) -> str:
@@ -809,6 +818,11 @@ _SHARE_LABEL = (
     r"(?:share(?:\s+(?:this|the)\s+(?:article|story|post|page))?|(?:artikel\s+)?teilen|partager(?:\s+cet\s+article)?"
     r"|compartir(?:\s+(?:este|esta)\s+(?:artículo|noticia))?)\s*:?\s*"
 )
+_FURNITURE_LINE_START = re.compile(
+    r"^\s*(?:read|see also|related|lesen|mehr zum|auch interessant|à lire|lire|voir|lee|leer|ver también|te puede)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_SHARE_WORDS = ("share", "teilen", "partager", "compartir")
 _SHARE_LINE = re.compile(rf"{_SHARE_LABEL}(?:{_SHARE_TARGET})+", re.IGNORECASE)
 _SHARE_GLUED_BEFORE = re.compile(rf"{_SHARE_LABEL}(?:{_SHARE_TARGET}){{2,}}(?=\S)", re.IGNORECASE)
 _SHARE_GLUED_AFTER = re.compile(rf"(?<=[.!?…\"”’])\s+{_SHARE_LABEL}(?:{_SHARE_TARGET}){{2,}}$", re.IGNORECASE)
@@ -828,8 +842,9 @@ def _is_furniture_line(line: str) -> bool:
 def _cut_furniture_lines(block: str) -> list[str]:
     """The block without its 'Read more: …' and share lines, cut into pieces where they were, and
     without a share prompt glued before or after a sentence: every piece stays a verbatim slice."""
-    if not (_READ_MORE_LINE.search(block) or _SHARE_LINE.search(block)):
-        return [block]
+    lowered = block.lower()
+    if not (_FURNITURE_LINE_START.search(block) or any(word in lowered for word in _SHARE_WORDS)):
+        return [block]  # the full patterns cost far more than these lookups, on every block
     pieces: list[str] = []
     current: list[str] = []
 
@@ -959,8 +974,13 @@ def _build_doc(
     """Combine text guesses with stated metadata; later entries of `stated` win over earlier ones."""
     if not paragraphs:
         raise SkipFile(_NO_TEXT)
-    language = next((f.values["language"] for f in reversed(stated) if "language" in f.values), None)
-    order = _date_order(language or detect_language(paragraphs), date_order)
+    written_dates = [*guess.published, *guess.updated, *(
+        value for fields in stated for value in fields.values.values() if isinstance(value, WrittenDate)
+    )]  # fmt: skip
+    order = date_order
+    if any(written.ambiguous for written in written_dates):  # only then does the language matter
+        language = next((f.values["language"] for f in reversed(stated) if "language" in f.values), None)
+        order = _date_order(language or detect_language(paragraphs), date_order)
     values: dict[str, Any] = {
         "title": guess.title,
         "source": guess.source,
