@@ -633,19 +633,38 @@ class _Guess:
             self.source = self.source or item.publication
 
 
-def _header_line(line: str) -> _Byline | DateLine | None:
+def _header_line(line: str) -> list[_Byline | DateLine] | None:
+    """What a line that is only a byline and/or date lines says, else None: 'By A', 'March 5, 2024',
+    and the two on one line: 'By Sharif Hassan · Aug 9, 2021', 'By A | Reuters | March 5, 2024'."""
     line = line.strip()
-    return _byline(line) or parse_date_line(line)
+    whole = _byline(line) or parse_date_line(line)
+    if whole is not None:
+        return [whole]
+    parts = _BYLINE_PARTS.split(line)
+    if len(parts) < 2:
+        return None
+    items: list[_Byline | DateLine] = []
+    for part in parts:
+        item = _byline(part) or parse_date_line(part)
+        if item is None and items and isinstance(items[-1], _Byline) and items[-1].publication is None:
+            if not (_is_publication_name(part) or _looks_like_name(part)):
+                return None
+            items[-1] = _Byline(items[-1].names, part)  # "By A | Reuters | ...": the byline's publication
+        elif item is None:
+            return None
+        else:
+            items.append(item)
+    return items
 
 
 def _header_lines(block: str) -> list[_Byline | DateLine] | None:
     """Parsed lines when every line of the block is a byline or a date line, else None."""
     parsed = []
     for line in block.split("\n"):
-        item = _header_line(line)
-        if item is None:
+        items = _header_line(line)
+        if items is None:
             return None
-        parsed.append(item)
+        parsed += items
     return parsed
 
 
@@ -653,13 +672,13 @@ def _split_header(block: str) -> tuple[list[_Byline | DateLine], str]:
     """The byline and date lines at the start of a block, and the rest of the block ('' if none):
     '05.03.2024' or 'Posted: 03/05/2024' written right above the first paragraph, no blank line."""
     lines = block.split("\n")
-    items = []
+    parsed = []
     for n, line in enumerate(lines):
-        item = _header_line(line)
-        if item is None:
-            return items, "\n".join(lines[n:]).strip()
-        items.append(item)
-    return items, ""
+        items = _header_line(line)
+        if items is None:
+            return parsed, "\n".join(lines[n:]).strip()
+        parsed += items
+    return parsed, ""
 
 
 def _ends_sentence(block: str) -> bool:

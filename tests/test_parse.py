@@ -537,6 +537,25 @@ def test_byline_names_and_publication(byline, authors, source):
     assert_only_body(doc, BODY_EN)
 
 
+@pytest.mark.parametrize(
+    "line, authors, source, published",
+    [
+        ("By Sharif Hassan · Aug 9, 2021", ("Sharif Hassan",), None, D(2021, 8, 9)),
+        ("By Marcus Lee | Reuters | March 5, 2024", ("Marcus Lee",), "Reuters", D(2024, 3, 5)),
+        ("Von Katrin Vogel | 12. März 2024, 14:30 Uhr", ("Katrin Vogel",), None, D(2024, 3, 12)),
+    ],
+)
+def test_byline_and_date_on_one_line(line, authors, source, published):
+    doc = parse_text(f"Headline Here\n\n{line}\n\n{BODY_EN}\n")
+    assert (doc.authors, doc.source, doc.published) == (authors, source, published)
+    assert_only_body(doc, BODY_EN)
+
+
+def test_a_title_with_a_bar_is_still_the_title():
+    doc = parse_text(f"Markets | The week ahead\n\n{BODY_EN}\n")
+    assert doc.title == "Markets | The week ahead"
+
+
 def test_a_stated_publication_wins_over_the_byline():
     doc = parse_text("---\ntitle: T\nsource: CNN Business\n---\nBy Marcus Lee, CNN\n\nThe body sentence.\n", "a.md")
     assert (doc.authors, doc.source) == (("Marcus Lee",), "CNN Business")
