@@ -259,6 +259,8 @@ def parse_date_line(text: str) -> DateLine | None:
     the publication date. The dates are returned as written: the caller decides the order of an
     ambiguous one and reports the ones that are not real dates.
     """
+    if len(text) > 4 * _MAX_DATE_CHARS:  # a paragraph, not a line of dates
+        return None
     pieces = _LABEL.split(text.strip())
     # with one group in the pattern: [before the first label, label, chunk, label, chunk, ...]
     labelled = [("published", pieces[0])] + list(zip(pieces[1::2], pieces[2::2]))

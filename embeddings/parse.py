@@ -23,6 +23,7 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import errno
+import functools
 import json
 import os
 import re
@@ -292,55 +293,52 @@ def _decode(data: bytes) -> tuple[str, str | None]:
     return text, encoding
 
 
-# ftfy repairs mojibake (UTF-8 read in another encoding) and nothing else: quotes, ligatures,
-# widths, line breaks, HTML entities and Unicode normalisation are left as written.
-_FTFY_CONFIG = None
-
-
+@functools.cache
 def _ftfy_config():
-    global _FTFY_CONFIG
-    if _FTFY_CONFIG is None:
-        from ftfy import TextFixerConfig
+    """ftfy set to repair mojibake (UTF-8 read in another encoding) and nothing else: quotes,
+    ligatures, widths, line breaks, HTML entities and Unicode normalisation stay as written."""
+    from ftfy import TextFixerConfig
 
-        _FTFY_CONFIG = TextFixerConfig(
-            unescape_html=False, remove_terminal_escapes=False, fix_latin_ligatures=False,
-            fix_character_width=False, uncurl_quotes=False, fix_line_breaks=False, remove_control_chars=False,
-            normalization=None, explain=False,
-        )  # fmt: skip
-    return _FTFY_CONFIG
+    return TextFixerConfig(
+        unescape_html=False, remove_terminal_escapes=False, fix_latin_ligatures=False, fix_character_width=False,
+        uncurl_quotes=False, fix_line_breaks=False, remove_control_chars=False, normalization=None, explain=False,
+    )  # fmt: skip
 
 
-def _nbsp_mojibake() -> re.Pattern[str]:
-    """A UTF-8 no-break space read in one of ftfy's single-byte encodings, after a letter. ftfy
-    itself repairs this only for Windows-1252's 'Â\xa0'; Windows-1257 gives 'Ā\xa0'."""
+@functools.cache
+def _mojibake_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(a UTF-8 lead byte then a continuation byte, as read in one of ftfy's single-byte encodings:
+    what every mojibake'd character starts with, found far faster than ftfy's detector;
+    a UTF-8 no-break space read that way after a letter, which ftfy itself repairs only for
+    Windows-1252's 'Â\xa0': Windows-1257 gives 'Ā\xa0')."""
     import ftfy.bad_codecs  # noqa: F401 - registers the sloppy-windows-* codecs
     from ftfy.chardata import CHARMAP_ENCODINGS
 
-    readings = {"\xc2\xa0".encode("latin-1").decode(codec) for codec in CHARMAP_ENCODINGS}
-    return re.compile(r"(?<=[a-z])(?:" + "|".join(map(re.escape, sorted(readings))) + ")")
+    def readings(first: int, last: int) -> str:
+        chars = {bytes([byte]).decode(codec, "ignore") for codec in CHARMAP_ENCODINGS for byte in range(first, last + 1)}
+        return re.escape("".join(sorted(chars - {""})))
+
+    # ... or the lead byte of 'à' or of a no-break space followed by a space: ftfy repairs the
+    # 0xA0 byte some software turned into a space ("voilÃ le travail")
+    pair = re.compile(f"[{readings(0xC2, 0xF4)}][{readings(0x80, 0xBF)}\ufffd]|[{readings(0xC2, 0xC3)}] ")
+    nbsp = {"\xc2\xa0".encode("latin-1").decode(codec) for codec in CHARMAP_ENCODINGS}
+    return pair, re.compile(r"(?<=[a-z])(?:" + "|".join(map(re.escape, sorted(nbsp))) + ")")
 
 
-_NBSP_MOJIBAKE: re.Pattern[str] | None = None
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_C1_OR_SURROGATE = re.compile("[\x80-\x9f\ud800-\udfff]")
 
 
 def _repair_mojibake(text: str) -> str:
-    global _NBSP_MOJIBAKE
     if text.isascii():
         return text
-    import ftfy
-    from ftfy.badness import is_bad
-    from ftfy.chardata import C1_CONTROL_RE
+    pair, nbsp = _mojibake_patterns()
+    # The fixers used act only on such pairs, C1 controls and surrogates: without any, ftfy's
+    # line-by-line pass (several ms on a long article) has nothing to do.
+    if pair.search(text) or _C1_OR_SURROGATE.search(text):
+        import ftfy
 
-    if _NBSP_MOJIBAKE is None:
-        _NBSP_MOJIBAKE = _nbsp_mojibake()
-    # The fixers used act only where ftfy's own detector, a C1 control or a surrogate says so:
-    # checked on the whole text first, ftfy's line-by-line pass is spared on clean text.
-    if is_bad(text) or C1_CONTROL_RE.search(text) or _SURROGATE.search(text):
         text = ftfy.fix_text(text, _ftfy_config())
-    return _NBSP_MOJIBAKE.sub("\xa0", text)
+    return nbsp.sub("\xa0", text)
 
 
 def _normalise(text: str) -> str:
@@ -545,6 +543,7 @@ _BY_LINE = re.compile(r"(?P<by>By|Von|Par|Por)\s+(?P<names>.+)", re.IGNORECASE)
 _AUTHOR_LINE = re.compile(r"(?:Authors?|Written by|Autor(?:in|en)?|Auteure?s?|Autora?)\s*:\s*(?P<names>.+)", re.IGNORECASE)
 _BYLINE_PARTS = re.compile(r"\s+[|·•]\s+")  # "By Marcus Lee | Reuters", "By A · March 5, 2024"
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
+_MAX_HEADER_LINE = 200  # a byline or date line is short: a paragraph is not read as one
 
 
 def _looks_like_name(text: str) -> bool:
@@ -583,6 +582,8 @@ class _Byline:
 def _byline(line: str, allow_by: bool = True) -> _Byline | None:
     """The authors (and a publication after them) of a line that is only a byline, else None:
     'By A and B', 'Author: X', 'Von Katrin Vogel', 'By Marcus Lee, CNN', 'By Marcus Lee | Reuters'."""
+    if len(line) > _MAX_HEADER_LINE:
+        return None
     parts = _BYLINE_PARTS.split(line.strip())
     match = _AUTHOR_LINE.fullmatch(parts[0]) or (_BY_LINE.fullmatch(parts[0]) if allow_by else None)
     if match is None or len(parts) > 2:
@@ -637,6 +638,8 @@ def _header_line(line: str) -> list[_Byline | DateLine] | None:
     """What a line that is only a byline and/or date lines says, else None: 'By A', 'March 5, 2024',
     and the two on one line: 'By Sharif Hassan · Aug 9, 2021', 'By A | Reuters | March 5, 2024'."""
     line = line.strip()
+    if len(line) > _MAX_HEADER_LINE:
+        return None
     whole = _byline(line) or parse_date_line(line)
     if whole is not None:
         return [whole]

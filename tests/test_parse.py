@@ -635,6 +635,7 @@ def test_shipped_mojibake_is_repaired():
     [
         ("The cafÃ© closed at noon.", "The café closed at noon."),  # UTF-8 read as Windows-1252
         ("He said itâ€™s over.", "He said it’s over."),
+        ("Voilà le travail, voilÃ le travail.", "Voilà le travail, voilà le travail."),  # 0xA0 turned into a space
         ("The lossesÂ\u00a0 were heavy.", "The losses\u00a0 were heavy."),
         ("The lossesĀ\u00a0 were heavy.", "The losses\u00a0 were heavy."),  # read as Windows-1257
         # everything else stays as written: curly quotes, ligatures, full-width letters, accents
