@@ -105,7 +105,7 @@ def _vocabulary() -> tuple[dict[str, frozenset[str]], frozenset[str]]:
 
 _TOKEN = re.compile(r"[^\W\d_]+|\d+")
 _NUMERIC_DATE = re.compile(r"(?<!\d)(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}[./-]\d{1,2}[./-]\d{1,2})(?!\d)")
-_ISO_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}.*)?")
+_ISO_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|\s?[+-]\d{2}:?\d{2})?)?")
 
 
 def _date_shaped(text: str) -> tuple[str, tuple[str, ...]] | None:

@@ -1082,9 +1082,9 @@ def test_load_file_unreadable(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_docs_or_skip(key: str, data: bytes, sidecar: bytes = b"") -> None:
+def _check_docs_or_skip(key: str, data: bytes, sidecar: bytes = b"", order: str | None = None) -> None:
     try:
-        docs = parse_file(key, data, sidecar)
+        docs = parse_file(key, data, sidecar, date_order=order)
     except SkipFile as exc:
         assert str(exc) and "\n" not in str(exc)
         return
@@ -1096,8 +1096,11 @@ def _check_docs_or_skip(key: str, data: bytes, sidecar: bytes = b"") -> None:
             assert isinstance(paragraph, str) and paragraph.strip() and "\x00" not in paragraph
 
 
-_TOKENS = list("ab .,:-#[]()>{}\"'\n\r\t\u00a0—“”é\x00") + [
+_TOKENS = list("ab .,:-#[]()>{}\"'\n\r\t\u00a0—“”é\x00|·Ã©Ā") + [
     "By Jane Doe", "Author: ", "Aug. 9, 2021", "Published ", "---\n", "title: ", "\n\n", "- [x](#)", "Source link",
+    "Von ", "Par ", ", CNN", " | Reuters", "Lee, Chris and Park, Jin", "05.03.2024", "03/05/2024", "12. März 2024",
+    "3:14 PM EST, Tue March 5, 2024", "Publié le ", "Read more: ", "Share this article: Facebook Twitter Email",
+    "[Read more](#) | [Subscribe](#)", "lang: de\n", "date: 03/05/2024\n",
 ]  # fmt: skip
 _TEXTY = st.lists(st.sampled_from(_TOKENS), max_size=60).map("".join)
 
@@ -1109,9 +1112,14 @@ def test_any_bytes_parse_or_skip(suffix, data):
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(suffix=st.sampled_from(SUPPORTED_SUFFIXES), text=_TEXTY, sidecar=st.sampled_from([b"", b"title: x\n", b"{}"]))
-def test_any_text_parse_or_skip(suffix, text, sidecar):
-    _check_docs_or_skip("f" + suffix, text.encode("utf-8"), sidecar)
+@given(suffix=st.sampled_from(SUPPORTED_SUFFIXES), text=_TEXTY, sidecar=st.sampled_from([b"", b"title: x\n", b"{}"]),
+       codec=st.sampled_from(["utf-8", "cp1252", "utf-16"]), order=st.sampled_from([None, "DMY", "MDY"]))  # fmt: skip
+def test_any_text_parse_or_skip(suffix, text, sidecar, codec, order):
+    try:
+        data = text.encode(codec)
+    except UnicodeEncodeError:
+        data = text.encode("utf-8")
+    _check_docs_or_skip("f" + suffix, data, sidecar, order)
 
 
 @settings(max_examples=100, deadline=None)
