@@ -62,6 +62,15 @@ def _discord_id(name: str, raw: str, what: str) -> int:
     return int(raw)
 
 
+def _date_order(env: dict[str, str]) -> str | None:
+    raw = env.get("DATE_ORDER", "").strip().upper()
+    if not raw:
+        return None
+    if raw not in ("DMY", "MDY"):
+        raise ConfigError(f"DATE_ORDER={raw!r} must be DMY (05.03.2024 is 5 March) or MDY (03/05/2024 is March 5)")
+    return raw
+
+
 def _ids(env: dict[str, str], name: str) -> frozenset[int]:
     raw = env.get(name, "").replace(" ", "")
     return frozenset(
@@ -77,6 +86,9 @@ class Settings:
     # Optional cross-encoder that re-orders the top RERANK_DEPTH passages; off when empty.
     rerank_model: str = ""
     max_file_bytes: int = 10 * 1024 * 1024
+    # How numeric dates such as 03/05/2024 are read where the article's language does not decide;
+    # None leaves them undated.
+    date_order: str | None = None
     # Cosine score under which an answer is flagged as weak; calibrated in docs/retrieval.md.
     weak_score: float = 0.30
     # Discord side (read here so configuration lives in one place; the bot package uses them).
@@ -101,6 +113,7 @@ class Settings:
             embedding_model=(env.get("EMBEDDING_MODEL") or DEFAULT_MODEL).strip(),
             rerank_model=env.get("RERANK_MODEL", "").strip(),
             max_file_bytes=_int(env, "MAX_FILE_MB", 10, 1, 1024) * 1024 * 1024,
+            date_order=_date_order(env),
             weak_score=_float(env, "WEAK_SCORE", 0.30, 0.0, 1.0),
             discord_token=env.get("DISCORD_TOKEN", "").strip(),
             discord_guild_id=_discord_id("DISCORD_GUILD_ID", guild, "a Discord server id (digits)") if guild else None,

@@ -341,6 +341,8 @@ def _scan(corpus, settings, previous, report, progress, tick):
     seen_text: dict[str, str] = {}  # hash of article text -> key, to index duplicates once
     root = corpus.resolve()  # once, not per file
     names_in: dict[Path, set[str]] = {}  # folder -> its entries, to find sidecars without a stat each
+    # DATE_ORDER changes what a file's dates read, so under another order every file is read again
+    read_as = b"\0date order\0" + settings.date_order.encode() if settings.date_order else b""
     for path in paths:
         rel = path.relative_to(corpus).as_posix()
         progress.files_scanned += 1
@@ -354,11 +356,11 @@ def _scan(corpus, settings, previous, report, progress, tick):
             if path.parent not in names_in:
                 names_in[path.parent] = _entries(path.parent)
             sidecar = sidecar_bytes(path, names_in[path.parent])
-            content_hash = hashlib.sha256(data + b"\0sidecar\0" + sidecar).hexdigest()
+            content_hash = hashlib.sha256(data + b"\0sidecar\0" + sidecar + read_as).hexdigest()
             if rel in previous and previous[rel].content_hash == content_hash:
                 kept_files.append(rel)
                 continue
-            docs = parse_file(rel, data, sidecar)
+            docs = parse_file(rel, data, sidecar, date_order=settings.date_order)
         except SkipFile as exc:
             reason = one_line(exc)  # may quote a symlink's target: any bytes
             if rel in previous:

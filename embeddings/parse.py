@@ -1,9 +1,18 @@
-"""Turn article files (.txt, .md, .html, .json, .jsonl) into clean articles with metadata.
+"""Turn article files (.txt, .md, .html, .json, .jsonl, .pdf) into clean articles with metadata.
 
 The corpus is scraped news: titles, bylines and dates sit in loose "header" blocks, and the text is
-interleaved with page furniture (related-link lists, newsletter prompts, photo captions, ...). This
-module separates the article body from that furniture with small, explicit rules, and never rewrites
-the text it keeps: every paragraph of a plain-text article is a verbatim slice of the file.
+interleaved with page furniture (related-link lists, newsletter prompts, photo captions, share
+buttons, ...). This module separates the article body from that furniture with small, explicit
+rules, and never rewrites the text it keeps but to repair mojibake (ftfy): every paragraph of a
+plain-text article is otherwise a verbatim slice of the file.
+
+Bylines and date lines are recognised in English, French, German and Spanish ("By", "Von", "Par",
+"Por"; dates through embeddings.dates). A numeric date that could be read day first or month first
+is read in the article's language's order (German, French, Spanish: day first) or DATE_ORDER, and
+is otherwise left unread: the article stays undated, with a warning.
+
+Text that is not UTF-8 is decoded when charset-normalizer tells its encoding plainly; the article
+then carries a "decoded as <encoding>" warning.
 
 Metadata precedence, per field: sidecar file > front matter / JSON record / HTML metadata > a guess
 from the text. Anything unparseable raises SkipFile with a one-line reason, never another exception.
@@ -11,21 +20,24 @@ from the text. Anything unparseable raises SkipFile with a one-line reason, neve
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import errno
+import functools
 import json
 import os
 import re
 import reprlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from frontmatter.default_handlers import YAMLHandler
 
-from .dates import DateLine, coerce_date, parse_date_line
+from .dates import DATE_ORDERS, DateLine, WrittenDate, parse_date_line, read_date_value
+from .language import DAY_FIRST, detect_language, language_code
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -38,7 +50,7 @@ __all__ = [
     "sidecar_bytes",
 ]
 
-SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl")
+SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl", ".pdf")
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 SIDECAR_SUFFIXES = (".meta.json", ".meta.yaml", ".meta.yml")
 _MAX_SIDECAR_BYTES = 1024 * 1024
@@ -46,7 +58,7 @@ _MAX_SIDECAR_BYTES = 1024 * 1024
 
 class SkipFile(Exception):
     """A file that cannot be indexed; str(exc) is the one-line human reason, e.g.
-    'not UTF-8 text (invalid byte 0xe9 at offset 120)', 'binary file', 'empty file',
+    'not UTF-8 text (invalid byte 0xff at offset 120)', 'binary file', 'empty file',
     'larger than the 10 MB limit (52.4 MB)', 'symlink pointing outside the corpus folder',
     'invalid JSON on line 3: ...', 'no article text after removing page furniture'."""
 
@@ -216,10 +228,55 @@ def _decode_with_bom(data: bytes) -> str | None:
     return None
 
 
-def _decode(data: bytes) -> str:
-    """Decode file bytes to text, or SkipFile saying why they are not text."""
+def _has_utf8_sequence(data: bytes) -> bool:
+    """Whether data holds a well-formed multi-byte UTF-8 character: text that is UTF-8 but for a few
+    damaged bytes, which no other encoding would read better."""
+    return bool(re.search(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}", data))
+
+
+def _encoding_name(codec: str) -> str:
+    """'cp1252' -> 'windows-1252', 'latin_1' -> 'iso-8859-1': the names users know."""
+    name = codecs.lookup(codec).name
+    if re.fullmatch(r"cp125\d", name):
+        return "windows-" + name[2:]
+    return {"iso8859-1": "iso-8859-1", "latin-1": "iso-8859-1"}.get(name, name.replace("iso8859", "iso-8859"))
+
+
+def _decode_legacy(data: bytes, not_utf8: str) -> tuple[str, str]:
+    """Text in a single- or multi-byte legacy encoding, read the way charset-normalizer finds
+    plainly best, and the encoding's name; SkipFile (starting with not_utf8) when it cannot tell.
+
+    Equally plausible readings that give different text are not guessed between, with one
+    exception: where Windows-1252 (the encoding of most legacy Western text, and what browsers read
+    "latin-1" as) gives one of the best readings, it is used."""
+    from charset_normalizer import from_bytes
+
+    if _has_utf8_sequence(data):
+        raise SkipFile(not_utf8)
+    matches = list(from_bytes(data))
+    if not matches:
+        raise SkipFile(f"{not_utf8}, and no text encoding reads it")
+    least_chaos = min(match.chaos for match in matches)
+    best = [match for match in matches if match.chaos <= least_chaos + 0.01]
+    try:
+        western = data.decode("cp1252")
+    except UnicodeDecodeError:
+        western = None
+    if western is not None and any(str(match) == western for match in best):
+        return western, "windows-1252"
+    readings = {str(match) for match in best}
+    if len(readings) == 1 and least_chaos <= 0.1:
+        return readings.pop(), _encoding_name(best[0].encoding)
+    names = ", ".join(sorted({_encoding_name(match.encoding) for match in best})[:3])
+    raise SkipFile(f"{not_utf8}, and its encoding cannot be told apart ({names}); save it as UTF-8")
+
+
+def _decode(data: bytes) -> tuple[str, str | None]:
+    """Decode file bytes to text, or SkipFile saying why they are not text. The second value names
+    the legacy encoding assumed for text that is not UTF-8 (None for UTF-8/16/32)."""
     if not data:
         raise SkipFile("empty file")
+    encoding = None
     text = _decode_with_bom(data)
     if text is None:
         kind = _binary_kind(data)
@@ -228,15 +285,63 @@ def _decode(data: bytes) -> str:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            bad = exc.object[exc.start]
-            raise SkipFile(f"not UTF-8 text (invalid byte 0x{bad:02x} at offset {exc.start})") from None
+            not_utf8 = f"not UTF-8 text (invalid byte 0x{data[exc.start]:02x} at offset {exc.start})"
+            text, encoding = _decode_legacy(data, not_utf8)
     if "\x00" in text:
         raise SkipFile("binary file (contains NUL characters)")
     if len(_CONTROL_CHARS.findall(text)) > max(8, len(text) // 10):
         raise SkipFile("binary file (mostly control characters)")
     if not text.strip():
         raise SkipFile("whitespace-only text")
-    return text
+    return text, encoding
+
+
+@functools.cache
+def _ftfy_config():
+    """ftfy set to repair mojibake (UTF-8 read in another encoding) and nothing else: quotes,
+    ligatures, widths, line breaks, HTML entities and Unicode normalisation stay as written."""
+    from ftfy import TextFixerConfig
+
+    return TextFixerConfig(
+        unescape_html=False, remove_terminal_escapes=False, fix_latin_ligatures=False, fix_character_width=False,
+        uncurl_quotes=False, fix_line_breaks=False, remove_control_chars=False, normalization=None, explain=False,
+    )  # fmt: skip
+
+
+@functools.cache
+def _mojibake_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(a UTF-8 lead byte then a continuation byte, as read in one of ftfy's single-byte encodings:
+    what every mojibake'd character starts with, found far faster than ftfy's detector;
+    a UTF-8 no-break space read that way after a letter, which ftfy itself repairs only for
+    Windows-1252's 'Â\xa0': Windows-1257 gives 'Ā\xa0')."""
+    import ftfy.bad_codecs  # noqa: F401 - registers the sloppy-windows-* codecs
+    from ftfy.chardata import CHARMAP_ENCODINGS
+
+    def readings(first: int, last: int) -> str:
+        chars = {bytes([byte]).decode(codec, "ignore") for codec in CHARMAP_ENCODINGS for byte in range(first, last + 1)}
+        return re.escape("".join(sorted(chars - {""})))
+
+    # ... or the lead byte of 'à' or of a no-break space followed by a space: ftfy repairs the
+    # 0xA0 byte some software turned into a space ("voilÃ le travail")
+    pair = re.compile(f"[{readings(0xC2, 0xF4)}][{readings(0x80, 0xBF)}\ufffd]|[{readings(0xC2, 0xC3)}] ")
+    nbsp = {"\xc2\xa0".encode("latin-1").decode(codec) for codec in CHARMAP_ENCODINGS}
+    return pair, re.compile(r"(?<=[a-z])(?:" + "|".join(map(re.escape, sorted(nbsp))) + ")")
+
+
+_C1_OR_SURROGATE = re.compile("[\x80-\x9f\ud800-\udfff]")
+
+
+def _repair_mojibake(text: str) -> str:
+    if text.isascii():
+        return text
+    pair, nbsp = _mojibake_patterns()
+    # The fixers used act only on such pairs, C1 controls and surrogates: without any, ftfy's
+    # line-by-line pass (several ms on a long article) has nothing to do.
+    if pair.search(text) or _C1_OR_SURROGATE.search(text):
+        import ftfy
+
+        text = ftfy.fix_text(text, _ftfy_config())
+    return nbsp.sub("\xa0", text)
 
 
 def _normalise(text: str) -> str:
@@ -268,17 +373,22 @@ _FIELD_ALIASES = {
     "url": "url",
     "description": "description",
     "subtitle": "description",
+    "lang": "language",
+    "language": "language",
 }
 _TEXT_FIELDS = ("title", "source", "url", "description")
+_DATE_FIELDS = ("published", "updated")
 
 
 @dataclass
 class _Fields:
-    """Metadata fields stated by one origin, plus what was wrong with the rest."""
+    """Metadata fields stated by one origin, plus what was wrong with the rest. Dates are kept as
+    written (WrittenDate) until the article's date order is known."""
 
     values: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     bad_dates: dict[str, str] = field(default_factory=dict)  # field -> "front matter date 'soon' is not a date"
+    date_origins: dict[str, str] = field(default_factory=dict)  # field -> "front matter date", for warnings
 
 
 _SHOW = reprlib.Repr()  # keyword arguments only from Python 3.12
@@ -304,9 +414,34 @@ def _is_text(value: object) -> bool:
     return True
 
 
-def _split_names(text: str) -> list[str]:
-    parts = re.split(r"\s*[,;&]\s*(?:and\s+)?|\s+and\s+", text.strip())
-    return [part.strip() for part in parts if part.strip()]
+_CONJUNCTIONS = ("and", "und", "et")  # "y" only in a Spanish byline: it also joins double surnames
+
+
+def _split_names(text: str, conjunctions: tuple[str, ...] = _CONJUNCTIONS) -> list[str]:
+    """Author names in a list as people write it: 'A, B and C', 'A; B', 'A & B', and the
+    bibliographic 'Lee, Chris and Park, Jin', whose names are turned to 'Chris Lee', 'Jin Park'."""
+    joined = "|".join(conjunctions)
+    parts = re.split(rf"\s*[;&]\s*|\s*,?\s+(?:{joined})\s+", text.strip())
+    names: list[str] = []
+    for part in filter(None, (part.strip(" ,") for part in parts)):
+        if _is_inverted_name(part):
+            surname, given = (side.strip() for side in part.split(","))
+            names.append(f"{given} {surname}")
+        else:
+            names.extend(name.strip() for name in part.split(",") if name.strip())
+    return names
+
+
+def _is_inverted_name(part: str) -> bool:
+    """'Lee, Chris' or 'van Gogh, Vincent': a surname, a comma, one given name (not 'Lee, CNN')."""
+    if part.count(",") != 1:
+        return False
+    surname, given = (side.split() for side in part.split(","))
+    surname_words = [word for word in surname if word.lower() not in _NAME_PARTICLES]
+    return (
+        len(surname_words) == 1 and len(given) == 1
+        and _looks_like_name(" ".join(surname)) and _looks_like_name(given[0]) and not _is_publication_name(given[0])
+    )  # fmt: skip
 
 
 def _read_authors(raw: object) -> list[str] | None:
@@ -335,12 +470,19 @@ def _read_fields(mapping: dict[Any, Any], origin: str) -> _Fields:
                 fields.warnings.append(f"{origin} {key} {_show(raw)} is not a name or list of names; ignored")
             elif authors:
                 fields.values[name] = tuple(authors)
+        elif name == "language":
+            code = language_code(raw)
+            if code is None:
+                fields.warnings.append(f"{origin} {key} {_show(raw)} is not a language code; ignored")
+            else:
+                fields.values[name] = code
         else:
-            date = coerce_date(raw)
-            if date is None:
+            written = read_date_value(raw)
+            if written is None:
                 fields.bad_dates.setdefault(name, f"{origin} {key} {_show(raw)} is not a date")
             else:
-                fields.values[name] = date
+                fields.values[name] = written
+                fields.date_origins[name] = f"{origin} {key}"
     return fields
 
 
@@ -466,9 +608,13 @@ def _sidecar_fields(sidecar: bytes) -> _Fields:
 _HEADER_ZONE = 6  # bylines and date lines are only looked for in the first few blocks
 _MAX_TITLE_CHARS = 200
 _NAME_PARTICLES = {"de", "da", "del", "der", "di", "du", "van", "von", "la", "le", "al", "el", "bin", "ibn"}
-_BY_LINE = re.compile(r"By\s+(?P<names>.+)", re.IGNORECASE)
-_AUTHOR_LINE = re.compile(r"(?:Authors?|Written by)\s*:\s*(?P<names>.+)", re.IGNORECASE)
+# "By", and the same word in German, French and Spanish bylines, with each language's "and".
+_BY_WORDS = {"by": ("and",), "von": ("und",), "par": ("et",), "por": ("y",)}
+_BY_LINE = re.compile(r"(?P<by>By|Von|Par|Por)\s+(?P<names>.+)", re.IGNORECASE)
+_AUTHOR_LINE = re.compile(r"(?:Authors?|Written by|Autor(?:in|en)?|Auteure?s?|Autora?)\s*:\s*(?P<names>.+)", re.IGNORECASE)
+_BYLINE_PARTS = re.compile(r"\s+[|·•]\s+")  # "By Marcus Lee | Reuters", "By A · March 5, 2024"
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
+_MAX_HEADER_LINE = 200  # a byline or date line is short: a paragraph is not read as one
 
 
 def _looks_like_name(text: str) -> bool:
@@ -483,71 +629,139 @@ def _looks_like_name(text: str) -> bool:
     return True
 
 
-def _byline_names(line: str, allow_by: bool = True) -> list[str] | None:
-    """The author names of a line that is only a byline ('By A and B', 'Author: X'), else None."""
-    match = _AUTHOR_LINE.fullmatch(line) or (_BY_LINE.fullmatch(line) if allow_by else None)
-    if match is None:
+def _is_publication_name(text: str) -> bool:
+    """'CNN', 'CNN Business', 'Reuters', 'The Associated Press', 'Antiwar.com': a publication or
+    agency named after a byline's authors, not another author."""
+    words = text.split()
+    if not words or len(words) > 5:
+        return False
+    first = words[0]
+    return (
+        (first.isupper() and len(first.strip(".")) >= 2)  # CNN, AP, AFP, BBC News
+        or bool(_AGENCY.fullmatch(text))
+        or first == "The"
+        or bool(re.search(r"\w\.(?:com|org|net|[a-z]{2})$", text))
+    )
+
+
+@dataclass(frozen=True)
+class _Byline:
+    names: tuple[str, ...]
+    publication: str | None = None
+
+
+def _byline(line: str, allow_by: bool = True) -> _Byline | None:
+    """The authors (and a publication after them) of a line that is only a byline, else None:
+    'By A and B', 'Author: X', 'Von Katrin Vogel', 'By Marcus Lee, CNN', 'By Marcus Lee | Reuters'."""
+    if len(line) > _MAX_HEADER_LINE:
         return None
-    names = _split_names(match.group("names"))
+    parts = _BYLINE_PARTS.split(line.strip())
+    match = _AUTHOR_LINE.fullmatch(parts[0]) or (_BY_LINE.fullmatch(parts[0]) if allow_by else None)
+    if match is None or len(parts) > 2:
+        return None
+    by = match.groupdict().get("by")
+    conjunctions = (*_BY_WORDS[by.lower()], *_CONJUNCTIONS) if by else _CONJUNCTIONS
+    text, publication = match.group("names"), None
+    if len(parts) == 2:  # "By Marcus Lee | Reuters": what follows the bar is the publication
+        publication = parts[1].strip()
+        if not (_is_publication_name(publication) or _looks_like_name(publication)):
+            return None
+    else:  # "By Marcus Lee, CNN", "Von Anna Schmidt, Tagesspiegel"
+        head, comma, tail = text.rpartition(",")
+        tail = tail.strip()
+        if comma and (
+            _is_publication_name(tail)
+            or (len(tail.split()) == 1 and len((_split_names(head, conjunctions) or [""])[-1].split()) >= 2)
+        ):
+            text, publication = head, tail
+    names = _split_names(text, conjunctions)
     if names and all(_looks_like_name(name) for name in names):
-        return names
+        return _Byline(tuple(names), publication)
     return None
 
 
 @dataclass
 class _Guess:
-    """Metadata read from the text itself (lowest precedence)."""
+    """Metadata read from the text itself (lowest precedence). Dates stay as written until the
+    article's date order is known (_build_doc)."""
 
     title: str | None = None
     description: str | None = None
     authors: list[str] = field(default_factory=list)
     source: str | None = None
-    published: dt.date | None = None
-    updated: dt.date | None = None
+    published: list[WrittenDate] = field(default_factory=list)
+    updated: list[WrittenDate] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def add_authors(self, names: list[str]) -> None:
+    def add_authors(self, names: tuple[str, ...] | list[str]) -> None:
         self.authors.extend(name for name in names if name not in self.authors)
 
-    def add_date_line(self, line: DateLine, text: str) -> None:
-        self.published = self.published or line.published
-        self.updated = self.updated or line.updated
-        for bad in line.invalid:
-            self.warnings.append(f"date {bad!r} in the text is not a real date; ignored")
+    def add(self, item: _Byline | DateLine) -> None:
+        if isinstance(item, DateLine):
+            self.published += [item.published] if item.published else []
+            self.updated += [item.updated] if item.updated else []
+        else:
+            self.add_authors(item.names)
+            self.source = self.source or item.publication
 
 
-def _header_lines(block: str) -> list[list[str] | DateLine] | None:
-    """Parsed lines when every line of the block is a byline or a date line, else None."""
-    parsed: list[list[str] | DateLine] = []
-    for line in block.split("\n"):
-        item = _byline_names(line.strip()) or parse_date_line(line)
-        if item is None:
+def _header_line(line: str) -> list[_Byline | DateLine] | None:
+    """What a line that is only a byline and/or date lines says, else None: 'By A', 'March 5, 2024',
+    and the two on one line: 'By Sharif Hassan · Aug 9, 2021', 'By A | Reuters | March 5, 2024'."""
+    line = line.strip()
+    if len(line) > _MAX_HEADER_LINE:
+        return None
+    whole = _byline(line) or parse_date_line(line)
+    if whole is not None:
+        return [whole]
+    parts = _BYLINE_PARTS.split(line)
+    if len(parts) < 2:
+        return None
+    items: list[_Byline | DateLine] = []
+    for part in parts:
+        item = _byline(part) or parse_date_line(part)
+        if item is None and items and isinstance(items[-1], _Byline) and items[-1].publication is None:
+            if not (_is_publication_name(part) or _looks_like_name(part)):
+                return None
+            items[-1] = _Byline(items[-1].names, part)  # "By A | Reuters | ...": the byline's publication
+        elif item is None:
             return None
-        parsed.append(item)
+        else:
+            items.append(item)
+    return items
+
+
+def _header_lines(block: str) -> list[_Byline | DateLine] | None:
+    """Parsed lines when every line of the block is a byline or a date line, else None."""
+    parsed = []
+    for line in block.split("\n"):
+        items = _header_line(line)
+        if items is None:
+            return None
+        parsed += items
     return parsed
 
 
-def _take_header_block(block: str, guess: _Guess) -> bool:
-    """Record a byline/date block in guess; False (nothing recorded) if the block is not one."""
-    parsed = _header_lines(block)
-    if parsed is None:
-        return False
-    for item in parsed:
-        if isinstance(item, DateLine):
-            guess.add_date_line(item, block)
-        else:
-            guess.add_authors(item)
-    return True
+def _split_header(block: str) -> tuple[list[_Byline | DateLine], str]:
+    """The byline and date lines at the start of a block, and the rest of the block ('' if none):
+    '05.03.2024' or 'Posted: 03/05/2024' written right above the first paragraph, no blank line."""
+    lines = block.split("\n")
+    parsed = []
+    for n, line in enumerate(lines):
+        items = _header_line(line)
+        if items is None:
+            return parsed, "\n".join(lines[n:]).strip()
+        parsed += items
+    return parsed, ""
 
 
 def _ends_sentence(block: str) -> bool:
     return bool(_SENTENCE_END.search(block))
 
 
-def _looks_like_title(blocks: list[str], i: int) -> bool:
-    block = blocks[i]
+def _looks_like_title(block: str, more_follows: bool) -> bool:
     return (
-        i + 1 < len(blocks)  # a lone block is the article, not its title
+        more_follows  # a lone block is the article, not its title
         and "\n" not in block
         and len(block) <= _MAX_TITLE_CHARS
         and _header_lines(block) is None
@@ -566,22 +780,41 @@ def _looks_like_dek(blocks: list[str], i: int) -> bool:
     return len(block) < 200 and not _ends_sentence(block)
 
 
-def _read_header(blocks: list[str], guess: _Guess, find_title: bool) -> int:
-    """Fill guess from the header zone; returns the index of the first body block."""
-    i = 0
-    while i < min(len(blocks), _HEADER_ZONE) and _take_header_block(blocks[i], guess):
-        i += 1  # bylines/dates above the title (unusual, but seen)
-    title_known = not find_title
-    if find_title and i < len(blocks) and _looks_like_title(blocks, i):
-        guess.title = blocks[i]
-        title_known = True
+def _take_header_blocks(blocks: list[str], i: int, guess: _Guess) -> int:
+    """Record the byline/date blocks from blocks[i] on; returns the index of the first other block,
+    which loses the header lines it starts with (blocks is changed in place)."""
+    while i < min(len(blocks), _HEADER_ZONE):
+        items, rest = _split_header(blocks[i])
+        for item in items:
+            guess.add(item)
+        if rest:
+            blocks[i] = rest
+            break
         i += 1
+    return i
+
+
+def _read_header(blocks: list[str], guess: _Guess, find_title: bool) -> list[str]:
+    """Fill guess from the header zone; returns the body blocks."""
+    blocks = list(blocks)
+    i = _take_header_blocks(blocks, 0, guess)  # bylines/dates above the title (unusual, but seen)
+    title_known = not find_title
+    if find_title and i < len(blocks):
+        first_line, _, rest = blocks[i].partition("\n")
+        header = _header_lines(rest) if rest else None
+        if header and _looks_like_title(first_line, more_follows=i + 1 < len(blocks)):
+            guess.title, title_known = first_line, True  # "Headline\nBy A\nMarch 5, 2024" in one block
+            for item in header:
+                guess.add(item)
+            i += 1
+        elif _looks_like_title(blocks[i], more_follows=i + 1 < len(blocks)):
+            guess.title, title_known = blocks[i], True
+            i += 1
     if title_known and i < len(blocks) and _looks_like_dek(blocks, i):
         guess.description = blocks[i]
         i += 1
-    while i < min(len(blocks), _HEADER_ZONE) and _take_header_block(blocks[i], guess):
-        i += 1
-    return i
+    i = _take_header_blocks(blocks, i, guess)
+    return blocks[i:]
 
 
 # "<Name> is Senior Editor for Antiwar.com. He has ..." states the publication.
@@ -589,9 +822,10 @@ _BIO_VERBS = r"(?:is|was|has|writes|covers|reports|edits)\b"
 _BIO_PUBLICATION = re.compile(
     r"\s+is\s+[^.]{1,80}?\s+(?:for|at)\s+(?P<publication>(?:the\s+)?[A-Z0-9]\S*(?:\s+[A-Z0-9]\S*){0,5}?)\.(?:\s|$)"
 )
+_MAX_BIO_CHARS = 500
 
 
-def _bio_of(block: str, names: list[str]) -> str | None:
+def _bio_of(block: str, names: list[str] | tuple[str, ...]) -> str | None:
     """The author's name when block is a bio of one of names ('Jason Ditz is ...'), else None."""
     for name in names:
         if block.startswith(name) and re.match(r"\s+" + _BIO_VERBS, block[len(name) :]):
@@ -599,24 +833,30 @@ def _bio_of(block: str, names: list[str]) -> str | None:
     return None
 
 
+def _take_bio(block: str, name: str, guess: _Guess) -> None:
+    match = _BIO_PUBLICATION.match(block[len(name) :])
+    if match and guess.source is None:
+        guess.source = match.group("publication")
+
+
 def _take_author_lines(blocks: list[str], guess: _Guess) -> list[str]:
-    """Remove 'Author: X' blocks (anywhere) and the author bio right after one; the bio may state the
-    publication ('X is Senior Editor for Antiwar.com.')."""
+    """Remove 'Author: X' blocks (anywhere) and the author bio right after one, and a closing bio
+    of a byline's author; a bio may state the publication ('X is Senior Editor for Antiwar.com.')."""
     kept: list[str] = []
     i = 0
     while i < len(blocks):
-        names = _byline_names(blocks[i], allow_by=False) if "\n" not in blocks[i] else None
-        if names is None:
+        byline = _byline(blocks[i], allow_by=False) if "\n" not in blocks[i] else None
+        if byline is None:
             kept.append(blocks[i])
             i += 1
             continue
-        guess.add_authors(names)
+        guess.add(byline)
         i += 1
-        if i < len(blocks) and (name := _bio_of(blocks[i], names)):
-            match = _BIO_PUBLICATION.match(blocks[i][len(name) :])
-            if match and guess.source is None:
-                guess.source = match.group("publication")
+        if i < len(blocks) and (name := _bio_of(blocks[i], byline.names)):
+            _take_bio(blocks[i], name, guess)
             i += 1
+    if len(kept) > 1 and len(kept[-1]) <= _MAX_BIO_CHARS and (name := _bio_of(kept[-1], guess.authors)):
+        _take_bio(kept.pop(), name, guess)  # "Marcus Lee is a reporter for CNN." closing the article
     return kept
 
 
@@ -624,7 +864,8 @@ def _take_author_lines(blocks: list[str], guess: _Guess) -> list[str]:
 # Page furniture: blocks that are not article text
 # --------------------------------------------------------------------------------------------------
 
-_LINK_ITEM = re.compile(r"(?:[-*+•]|\d+[.)])?\s*\[[^\]]*\]\([^)]*\)[\s.]*")
+# A line of markdown links: a list item, or several separated by bars: "[Read more](…) | [Subscribe](…)"
+_LINK_ITEM = re.compile(r"(?:[-*+•]|\d+[.)])?\s*(?:\[[^\]]*\]\([^)]*\)[\s.,|·•/–—-]*)+")
 _IMAGE_ONLY = re.compile(r"(?:!\[[^\]]*\]\([^)]*\)\s*)+")
 _BOILERPLATE = {
     "source link", "source", "read more", "read more here", "advertisement", "ad", "sponsored",
@@ -655,12 +896,73 @@ _COMMENT_PROMPT = re.compile(
 _EXPLAINER_HEADING = re.compile(r"Understand (?:the|how|what|why|where|who)\b[^.!?]*")
 _EXPLAINER_TEASER = re.compile(r"Here['’]s (?:more|what|how)\b[^.!?]*[.!?]$")
 _ABBREVIATION = re.compile(r"\b(?:[A-Z]\.){2,}")
+# "Read more: …", "See also: …", "Lesen Sie auch: …", "À lire aussi : …", "Lee también: …"
+_READ_MORE_LINE = re.compile(
+    r"(?:read more|read also|also read|see also|related|lesen sie (?:auch|mehr)|mehr zum thema|auch interessant"
+    r"|(?:à )?lire aussi|voir aussi|lee también|leer más|ver también|te puede interesar)\s*[:»>|–—]\s*\S.{0,200}",
+    re.IGNORECASE,
+)
+# "Share this article: Facebook Twitter Email", alone or glued to the text before or after it
+_SHARE_TARGET = (
+    r"(?:on\s+|via\s+)?(?:Facebook|Twitter|X|E-?mail|WhatsApp|LinkedIn|Reddit|Telegram|Pinterest|Flipboard"
+    r"|Messenger|Threads|Bluesky|Mastodon|Print|Copy link|SMS)\b[\s,|·•/]*"
+)
+_SHARE_LABEL = (
+    r"(?:share(?:\s+(?:this|the)\s+(?:article|story|post|page))?|(?:artikel\s+)?teilen|partager(?:\s+cet\s+article)?"
+    r"|compartir(?:\s+(?:este|esta)\s+(?:artículo|noticia))?)\s*:?\s*"
+)
+_FURNITURE_LINE_START = re.compile(
+    r"^\s*(?:read|see also|related|lesen|mehr zum|auch interessant|à lire|lire|voir|lee|leer|ver también|te puede)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_SHARE_WORDS = ("share", "teilen", "partager", "compartir")
+_SHARE_LINE = re.compile(rf"{_SHARE_LABEL}(?:{_SHARE_TARGET})+", re.IGNORECASE)
+_SHARE_GLUED_BEFORE = re.compile(rf"{_SHARE_LABEL}(?:{_SHARE_TARGET}){{2,}}(?=\S)", re.IGNORECASE)
+_SHARE_GLUED_AFTER = re.compile(rf"(?<=[.!?…\"”’])\s+{_SHARE_LABEL}(?:{_SHARE_TARGET}){{2,}}$", re.IGNORECASE)
 _SHORT_BLOCK = 300  # furniture blocks are short; long blocks are article text whatever they mention
 
 
 def _is_link_list(block: str) -> bool:
-    """Every line is a markdown link (optionally a list item): 'related articles' lists."""
+    """Every line is made of markdown links (a list item, or links separated by bars): 'related
+    articles' lists and rows of links."""
     return all(_LINK_ITEM.fullmatch(line.strip()) for line in block.split("\n"))
+
+
+def _is_furniture_line(line: str) -> bool:
+    return len(line) <= 250 and bool(_READ_MORE_LINE.fullmatch(line) or _SHARE_LINE.fullmatch(line))
+
+
+def _cut_furniture_lines(block: str) -> list[str]:
+    """The block without its 'Read more: …' and share lines, cut into pieces where they were, and
+    without a share prompt glued before or after a sentence: every piece stays a verbatim slice."""
+    lowered = block.lower()
+    if not (_FURNITURE_LINE_START.search(block) or any(word in lowered for word in _SHARE_WORDS)):
+        return [block]  # the full patterns cost far more than these lookups, on every block
+    pieces: list[str] = []
+    current: list[str] = []
+
+    def cut() -> None:
+        if current:
+            pieces.append("\n".join(current).strip())
+            current.clear()
+
+    for line in block.split("\n"):
+        stripped = line.strip()
+        if _is_furniture_line(stripped):
+            cut()
+            continue
+        before = _SHARE_GLUED_BEFORE.match(stripped)
+        if before:
+            cut()
+            stripped = stripped[before.end() :]
+        after = _SHARE_GLUED_AFTER.search(stripped)
+        if after:
+            current.append(stripped[: after.start()])
+            cut()
+            continue
+        current.append(stripped if before else line)
+    cut()
+    return [piece for piece in pieces if piece]
 
 
 def _is_boilerplate(block: str) -> bool:
@@ -748,28 +1050,62 @@ _NO_TEXT = "no article text after removing page furniture"
 
 def _article_from_blocks(blocks: list[str], guess: _Guess, find_title: bool) -> list[str]:
     """Read the header zone and author lines into guess; return the body paragraphs."""
-    start = _read_header(blocks, guess, find_title)
-    body = _take_author_lines(blocks[start:], guess)
+    blocks = [piece for block in blocks for piece in _cut_furniture_lines(block)]
+    body = _take_author_lines(_read_header(blocks, guess, find_title), guess)
     return _remove_furniture(body)
 
 
-def _build_doc(key: str, guess: _Guess, stated: list[_Fields], paragraphs: list[str]) -> ArticleDoc:
+def _date_order(language: str | None, setting: str | None) -> str | None:
+    """How to read the article's numeric dates: day first in a language that always writes them so,
+    else as DATE_ORDER says (None: an ambiguous one stays unread)."""
+    return "DMY" if language in DAY_FIRST else setting
+
+
+def _build_doc(
+    key: str, guess: _Guess, stated: list[_Fields], paragraphs: list[str], date_order: str | None = None
+) -> ArticleDoc:
     """Combine text guesses with stated metadata; later entries of `stated` win over earlier ones."""
+    if not paragraphs:
+        raise SkipFile(_NO_TEXT)
+    written_dates = [*guess.published, *guess.updated, *(
+        value for fields in stated for value in fields.values.values() if isinstance(value, WrittenDate)
+    )]  # fmt: skip
+    order = date_order
+    if any(written.ambiguous for written in written_dates):  # only then does the language matter
+        language = next((f.values["language"] for f in reversed(stated) if "language" in f.values), None)
+        order = _date_order(language or detect_language(paragraphs), date_order)
     values: dict[str, Any] = {
         "title": guess.title,
         "source": guess.source,
         "authors": tuple(guess.authors),
-        "published": guess.published,
-        "updated": guess.updated,
+        "published": None,
+        "updated": None,
         "url": None,
         "description": guess.description,
     }
+    unread: dict[str, list[str]] = {"published": [], "updated": []}  # dates in the text that gave none
+    for name, written_dates in (("published", guess.published), ("updated", guess.updated)):
+        for written in written_dates:
+            date = written.date(order)
+            if date is None:
+                unread[name].append(f"date {written.text!r} in the text {written.problem(order)}")
+            values[name] = values[name] or date
     warnings = list(guess.warnings)
     bad_dates: dict[str, str] = {}
     for fields in stated:
-        values.update(fields.values)
+        given = {name: value for name, value in fields.values.items() if name != "language"}
+        for name in _DATE_FIELDS:
+            if isinstance(written := given.get(name), WrittenDate):
+                given[name] = written.date(order)
+                if given[name] is None:
+                    del given[name]
+                    bad_dates[name] = f"{fields.date_origins[name]} {_show(written.text)} {written.problem(order)}"
+        values.update(given)
         warnings.extend(fields.warnings)
-        bad_dates.update({name: note for name, note in fields.bad_dates.items() if name not in fields.values})
+        bad_dates.update({name: note for name, note in fields.bad_dates.items() if name not in given})
+    for name, notes in unread.items():
+        for note in notes if values[name] is None else ():
+            warnings.append(f"{note}; {'article kept undated' if name == 'published' else 'ignored'}")
     for name, note in bad_dates.items():
         if values[name] is not None:
             warnings.append(f"{note}; using {values[name].isoformat()} instead")
@@ -777,8 +1113,6 @@ def _build_doc(key: str, guess: _Guess, stated: list[_Fields], paragraphs: list[
             warnings.append(f"{note}; article kept undated")
         else:
             warnings.append(f"{note}; ignored")
-    if not paragraphs:
-        raise SkipFile(_NO_TEXT)
     return ArticleDoc(key=key, paragraphs=tuple(paragraphs), warnings=tuple(warnings), **values)
 
 
@@ -787,10 +1121,10 @@ def _build_doc(key: str, guess: _Guess, stated: list[_Fields], paragraphs: list[
 # --------------------------------------------------------------------------------------------------
 
 
-def _parse_plain_text(key: str, text: str, sidecar: _Fields) -> list[ArticleDoc]:
+def _parse_plain_text(key: str, text: str, sidecar: _Fields, date_order: str | None) -> list[ArticleDoc]:
     guess = _Guess()
     paragraphs = _article_from_blocks(_split_blocks(text), guess, find_title=True)
-    return [_build_doc(key, guess, [sidecar], paragraphs)]
+    return [_build_doc(key, guess, [sidecar], paragraphs, date_order)]
 
 
 _ATX_HEADING = re.compile(r" {0,3}(?P<marks>#{1,6})(?:\s+(?P<text>.*?))?(?:\s+#+)?\s*")
@@ -833,7 +1167,7 @@ def _split_front_matter(text: str) -> tuple[dict[Any, Any] | None, str]:
     return _load_yaml_mapping(front, "front matter"), body
 
 
-def _parse_markdown(key: str, text: str, sidecar: _Fields) -> list[ArticleDoc]:
+def _parse_markdown(key: str, text: str, sidecar: _Fields, date_order: str | None) -> list[ArticleDoc]:
     front, body = _split_front_matter(_normalise(text))
     front_fields = _read_fields(front, "front matter") if front is not None else _Fields()
     h1, blocks = _strip_markdown_headings(_split_blocks(body))
@@ -842,7 +1176,7 @@ def _parse_markdown(key: str, text: str, sidecar: _Fields) -> list[ArticleDoc]:
         blocks = blocks[1:]  # the title repeated as a plain first line
     guess = _Guess(title=h1)
     paragraphs = _article_from_blocks(blocks, guess, find_title=not (h1 or stated_title))
-    return [_build_doc(key, guess, [front_fields, sidecar], paragraphs)]
+    return [_build_doc(key, guess, [front_fields, sidecar], paragraphs, date_order)]
 
 
 def _paragraphs_from_text_field(text: str) -> list[str]:
@@ -853,7 +1187,7 @@ def _paragraphs_from_text_field(text: str) -> list[str]:
     return [line.strip() for line in text.split("\n") if line.strip()]
 
 
-def _record_to_doc(key: str, number: int, record: Any, sidecar: _Fields) -> ArticleDoc:
+def _record_to_doc(key: str, number: int, record: Any, sidecar: _Fields, date_order: str | None) -> ArticleDoc:
     if not isinstance(record, dict):
         raise SkipFile(f"record {number} is not a JSON object (found {type(record).__name__})")
     text = next((record[name] for name in ("text", "body", "content") if name in record), None)
@@ -869,7 +1203,7 @@ def _record_to_doc(key: str, number: int, record: Any, sidecar: _Fields) -> Arti
     paragraphs = _article_from_blocks(_paragraphs_from_text_field(text), guess, find_title=False)
     if not paragraphs:
         raise SkipFile(f"record {number}: {_NO_TEXT}")
-    return _build_doc(f"{key}#{number}", guess, [fields, sidecar], paragraphs)
+    return _build_doc(f"{key}#{number}", guess, [fields, sidecar], paragraphs, date_order)
 
 
 def _json_records(key: str, text: str) -> list[Any]:
@@ -896,9 +1230,9 @@ def _json_records(key: str, text: str) -> list[Any]:
     raise SkipFile(f"JSON file must hold an object or a list of objects, not {type(data).__name__}")
 
 
-def _parse_json(key: str, text: str, sidecar: _Fields) -> list[ArticleDoc]:
+def _parse_json(key: str, text: str, sidecar: _Fields, date_order: str | None) -> list[ArticleDoc]:
     records = _json_records(key, text)
-    return [_record_to_doc(key, number, record, sidecar) for number, record in enumerate(records, start=1)]
+    return [_record_to_doc(key, number, record, sidecar, date_order) for number, record in enumerate(records, start=1)]
 
 
 # htmldate: no "extensive" guessing from arbitrary text, prefer the original publication date.
@@ -918,6 +1252,9 @@ def _html_updated_date(html: str, published: dt.date | None) -> dt.date | None:
     return updated if updated and published and updated > published else None
 
 
+_HTML_LANG = re.compile(r"<html\b[^>]*?\blang\s*=\s*[\"']?([A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*)", re.IGNORECASE)
+
+
 def _html_fields(document: Any, html: str) -> _Fields:
     fields = _Fields()
     mapping = {
@@ -929,16 +1266,21 @@ def _html_fields(document: Any, html: str) -> _Fields:
     fields.values.update({name: value.strip() for name, value in mapping.items() if value and value.strip()})
     if document.author:
         fields.values["authors"] = tuple(name.strip() for name in document.author.split(";") if name.strip())
-    published = coerce_date(document.date) if document.date else None
-    if published:
+    published = read_date_value(document.date) if document.date else None
+    if published and published.date():
         fields.values["published"] = published
-    updated = _html_updated_date(html, published)
+        fields.date_origins["published"] = "HTML date"
+    updated = _html_updated_date(html, published.date() if published else None)
     if updated:
-        fields.values["updated"] = updated
+        fields.values["updated"] = read_date_value(updated)
+        fields.date_origins["updated"] = "HTML date"
+    language = _HTML_LANG.search(html, 0, 4096)
+    if language and language_code(language.group(1)):
+        fields.values["language"] = language_code(language.group(1))
     return fields
 
 
-def _parse_html(key: str, text: str, sidecar: _Fields) -> list[ArticleDoc]:
+def _parse_html(key: str, text: str, sidecar: _Fields, date_order: str | None) -> list[ArticleDoc]:
     import trafilatura  # imported on first use: it is slow to import and most corpora are plain text
 
     try:
@@ -960,7 +1302,64 @@ def _parse_html(key: str, text: str, sidecar: _Fields) -> list[ArticleDoc]:
     lines = [line for line in lines if line != fields.values.get("title")]
     guess = _Guess()
     paragraphs = _article_from_blocks(lines, guess, find_title=False)
-    return [_build_doc(key, guess, [fields, sidecar], paragraphs)]
+    return [_build_doc(key, guess, [fields, sidecar], paragraphs, date_order)]
+
+
+_PAGE_NUMBER = re.compile(r"(?:page\s+)?\d{1,4}(?:\s*(?:of|/)\s*\d{1,4})?", re.IGNORECASE)
+
+
+def _pdf_pages(data: bytes) -> list[str]:
+    """The text of each page, laid out as on the page (blank lines where the page has gaps)."""
+    import io
+    import logging
+
+    from pypdf import PdfReader  # imported on first use, like trafilatura
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # its notes on odd files are not the report's
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise SkipFile("encrypted PDF (it needs a password)")
+        return [page.extract_text(extraction_mode="layout") or "" for page in reader.pages]
+    except SkipFile:
+        raise
+    except Exception as exc:  # third-party parser on arbitrary input
+        raise SkipFile(f"could not read the PDF ({type(exc).__name__})") from None
+
+
+def _pdf_blocks(page: str) -> list[str]:
+    """A page's blocks of lines, as separated by gaps on the page, without page numbers."""
+    blocks = []
+    for block in _split_blocks(page):
+        lines = [" ".join(line.split()) for line in block.split("\n")]  # layout spacing is not text
+        text = "\n".join(line for line in lines if line)
+        if text and not _PAGE_NUMBER.fullmatch(text):
+            blocks.append(text)
+    return blocks
+
+
+def _join_pdf_lines(paragraph: str) -> str:
+    """One line per paragraph: a PDF's line breaks are where the page ran out of width, not the
+    writer's. A word hyphenated across lines is rejoined with its hyphen (it may be a compound's)."""
+    text = ""
+    for line in paragraph.split("\n"):
+        text = text + line if text.endswith("-") and line[:1].islower() else f"{text} {line}".lstrip()
+    return text
+
+
+def _parse_pdf(key: str, data: bytes, sidecar: _Fields, date_order: str | None) -> list[ArticleDoc]:
+    """The text layer of a PDF, read like a plain-text article (title, byline, dates, body)."""
+    blocks: list[str] = []
+    for page in _pdf_pages(data):
+        page_blocks = _pdf_blocks(_repair_mojibake(page))
+        if blocks and page_blocks and not _ends_sentence(blocks[-1]) and page_blocks[0][:1].islower():
+            blocks[-1] += "\n" + page_blocks.pop(0)  # a paragraph running on to the next page
+        blocks += page_blocks
+    if not blocks:
+        raise SkipFile("no text in the PDF (scanned pages without a text layer are not read)")
+    guess = _Guess()
+    paragraphs = _article_from_blocks(blocks, guess, find_title=True)
+    return [_build_doc(key, guess, [sidecar], [_join_pdf_lines(p) for p in paragraphs], date_order)]
 
 
 _PARSERS = {
@@ -974,13 +1373,21 @@ _PARSERS = {
 }
 
 
-def parse_file(key: str, data: bytes, sidecar: bytes = b"") -> list[ArticleDoc]:
-    """Parse raw bytes by the suffix of key (see the module docstring). Raises SkipFile with a specific
-    reason for anything that is not an indexable article; never any other exception."""
+def parse_file(key: str, data: bytes, sidecar: bytes = b"", *, date_order: str | None = None) -> list[ArticleDoc]:
+    """Parse raw bytes by the suffix of key (see the module docstring). `date_order` ("DMY" or
+    "MDY", the DATE_ORDER setting) reads numeric dates that the article's language does not decide.
+    Raises SkipFile with a specific reason for anything that is not an indexable article; never any
+    other exception."""
+    if date_order not in (None, *DATE_ORDERS):
+        raise ValueError(f"date_order must be one of {DATE_ORDERS} or None, not {date_order!r}")
     suffix = os.path.splitext(key)[1].lower()
+    if suffix == ".pdf":  # read from its bytes, not from decoded text
+        return _parse_pdf(key, data, _sidecar_fields(sidecar), date_order)
     parser = _PARSERS.get(suffix)
     if parser is None:
         raise SkipFile(f"unsupported file type {suffix or '(no suffix)'!r}")
-    text = _decode(data)
-    sidecar_fields = _sidecar_fields(sidecar)
-    return parser(key, text, sidecar_fields)
+    text, encoding = _decode(data)
+    docs = parser(key, _repair_mojibake(text), _sidecar_fields(sidecar), date_order)
+    if encoding:  # once per file, on its first article
+        docs[0] = replace(docs[0], warnings=(f"decoded as {encoding}", *docs[0].warnings))
+    return docs

@@ -47,8 +47,9 @@ def _exportable(model_path: str) -> str | None:
         return "not a local sentence-transformers folder"
     if kinds != MEAN_POOLING_PIPELINE:
         return f"pipeline {kinds} is not {MEAN_POOLING_PIPELINE}"
-    modes = [k for k, v in pooling.items() if k.startswith("pooling_mode") and v]
-    if modes != ["pooling_mode_mean_tokens"]:
+    # sentence-transformers 6 saves {"pooling_mode": "mean"}; older versions a flag per mode
+    modes = pooling.get("pooling_mode", [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v])
+    if modes not in ("mean", ["mean"], ["pooling_mode_mean_tokens"]):
         return f"pooling {modes} is not mean pooling"
     return None
 

@@ -67,14 +67,16 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_indexed(fake_settings):
     corpus = fake_settings.corpus_dir
     (corpus / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     (corpus / "latin1.txt").write_bytes("Caf\xe9 society\n\nUne phrase en fran\xe7ais ici.".encode("latin-1"))
+    (corpus / "damaged.txt").write_bytes("Caf\xe9 society\n\nUne phrase en fran\xe7ais ici.".encode() + b"\xff")
     (corpus / "empty.txt").write_bytes(b"")
     report = run_index(fake_settings)
     reasons = dict(report.skipped)
-    assert set(reasons) == {"image.txt", "latin1.txt", "empty.txt"}
+    assert set(reasons) == {"image.txt", "damaged.txt", "empty.txt"}
     assert "binary" in reasons["image.txt"]
-    assert "UTF-8" in reasons["latin1.txt"]
+    assert "UTF-8" in reasons["damaged.txt"]
     assert "empty" in reasons["empty.txt"]
-    assert report.added == SHIPPED
+    assert report.added == sorted([*SHIPPED, "latin1.txt"])  # legacy text is decoded, and the report says how
+    assert ("latin1.txt", "decoded as windows-1252") in report.warnings
     assert any(line.startswith("skipped image.txt: ") for line in report.lines())
 
 

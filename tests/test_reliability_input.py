@@ -54,11 +54,13 @@ def build_hostile_corpus(root: Path) -> tuple[Path, dict[str, str | None]]:
     put("utf16_bom.txt", article("Sixteen bits", "The UTF-16 article says " + PARAGRAPH).encode("utf-16"), None)
     put("utf8_bom.md", "\ufeff---\ntitle: With a BOM\ndate: 2021-08-09\n---\n\nThe BOM article says " + PARAGRAPH + "\n", None)
     put("undated.txt", article("No date at all", "The undated article says " + PARAGRAPH), None)
+    put("latin1.txt", article("Caf\xe9", "Une phrase en fran\xe7ais, assez longue pour faire un paragraphe.").encode("latin-1"), None)
     put("nonsense_date.md", "---\ntitle: Impossible date\ndate: 2021-02-30\n---\n\nThe nonsense-date article says " + PARAGRAPH + "\n", None)
     put("deep/er/still/nested.html", "<html><head><title>Nested folder</title></head><body><article><p>The HTML article says "
         + PARAGRAPH + "</p><p>A second paragraph of the HTML article, with enough words to stand alone.</p></article></body></html>", None)
     # Bad files.
-    put("latin1.txt", article("Caf\xe9", "Une phrase en fran\xe7ais, assez longue pour faire un paragraphe.").encode("latin-1"), "not UTF-8")
+    put("damaged_utf8.txt", article("Caf\xe9", "Une phrase en fran\xe7ais, assez longue pour faire un paragraphe.").encode()
+        + b"\xff\xfe broken", "not UTF-8")
     put("image.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8, "binary file (PNG image)")
     put("empty.txt", b"", "empty file")
     put("blank.md", " \n\t\n   \r\n" * 100, "whitespace-only")
