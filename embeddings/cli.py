@@ -164,7 +164,7 @@ def ask_command(ctx, question, k, source, since, until, mode, index_path, as_jso
         index = SearchIndex.load(settings.index_path, model_name=settings.embedding_model, weak_score=settings.weak_score)
         if index.passage_count == 0:
             raise IndexMissingError(f"the index at {settings.index_path} is empty: add articles to the corpus folder and run `corpus-bot index`")
-        embedder = load_query_embedder(settings.index_path, settings.embedding_model)
+        embedder = load_query_embedder(settings.index_path, settings.embedding_model, index.meta)
         reranker = load_reranker(settings.rerank_model) if settings.rerank_model else None
         questions = (line.strip() for line in sys.stdin) if question == "-" else iter([question])
         color = sys.stdout.isatty()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
-import shutil
 import logging
 import os
 import sqlite3
@@ -22,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store, tantivy_index, vector_file, word_vectors
+from . import model_identity, store, tantivy_index, vector_file, word_vectors
 from .chunk import make_passages
 from .config import Settings
 from .errors import IndexBusyError, IndexRefusedError, IndexWriteError, ModelMismatchError
-from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
+from .embedder import Embedder, load_embedder
 from .parse import ArticleDoc, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
 
 log = logging.getLogger(__name__)
@@ -218,12 +216,19 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
             f"the index was built with {meta['model']!r} but EMBEDDING_MODEL is {settings.embedding_model!r}; "
             "run `corpus-bot index --rebuild` to re-embed everything with the new model"
         )
+    files = model_identity.model_files(settings.embedding_model, meta)
+    if (files and meta.get("model_hash") and files.digest != meta["model_hash"] and not rebuild
+            and meta.get("model") == settings.embedding_model):
+        raise ModelMismatchError(
+            f"the files of model {settings.embedding_model!r} changed since the index was built with them; "
+            "run `corpus-bot index --rebuild` to re-embed everything with them"
+        )
+    report = IndexReport(model=settings.embedding_model)
     stored = store.stored_files(conn)
     previous = {} if rebuild else stored
     previous_keys = {k for f in stored.values() for k in f.keys}
     previous_passages = store.passage_count(conn)
 
-    report = IndexReport(model=settings.embedding_model)
     progress = Progress(stage="scanning")
 
     def tick() -> None:
@@ -237,11 +242,14 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
     # An index from before the token table gets its stored words' vectors once.
     backfill = not rebuild and previous_passages > 0 and not conn.execute("SELECT 1 FROM token_vectors LIMIT 1").fetchone()
     tokens: tuple[list[int], np.ndarray] = ([], np.zeros((0, 0), np.float32))
-    if new or backfill:
+    identity = {"model_hash": files.digest, "model_files": files.signature} if files else {}
+    # An index from before the probe vector was recorded gets it (the model is loaded once for it).
+    if new or backfill or (previous_passages and not meta.get("probe_vector")):
         embedder = embedder or load_embedder(settings.embedding_model, bulk=True)
         _check_dimension(meta, embedder, rebuild)
         new = _chunk(new, embedder, report)
         _embed(new, embedder, progress, tick)
+        identity["probe_vector"] = _check_probe(meta, embedder, rebuild)
         tokens = _token_vectors(conn, new, embedder, progress, tick, every_stored=backfill, replace=rebuild)
     _fault_point("embed")
 
@@ -264,7 +272,7 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
     tick()
     dimension = embedder.dimension if embedder else int(meta.get("dimension", 0)) or None
     changes = _commit(conn, settings, new, previous_keys - kept_keys, report, dimension, started_wall, started,
-                      tokens, replace_tokens=rebuild)
+                      tokens, identity, replace_tokens=rebuild)
     _fault_point("after-commit")
     _refresh_query_model(settings, embedder, report)
     _refresh_tantivy(settings, changes, report, progress, tick)
@@ -275,27 +283,20 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
 
 
 def _refresh_query_model(settings: Settings, embedder: Embedder | None, report: IndexReport) -> None:
-    """Export the ONNX query model beside the index when it is missing, for another model or of
-    an older format.
+    """Export the ONNX query model beside the index when it is missing or is not this index's
+    (query_model.refresh: made by an older version, from other model files, damaged).
 
     Not part of the index's transaction: questions fall back to the full model without it, so a
     failed export is a warning, never a failed run."""
-    from .query_model import FORMAT, export_query_model, query_model_dir
+    from . import query_model
 
-    folder = query_model_dir(settings.index_path)
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
-        meta = {}
-    if meta.get("model") == settings.embedding_model and meta.get("format") == FORMAT:
-        return
-    try:
-        embedder = embedder or load_embedder(settings.embedding_model)
-        if isinstance(embedder, SentenceTransformerEmbedder) and export_query_model(embedder, settings.index_path):
-            return
-        shutil.rmtree(folder, ignore_errors=True)  # a stale export for a previous model
+        done = query_model.refresh(settings.index_path, settings.embedding_model, embedder)
     except Exception as exc:
         _warn_derived(report, "(query model)", "not exported", "questions use the full model, slower to start", exc)
+        return
+    if done.startswith("exported again"):
+        report.warnings.append(("(query model)", done))
 
 
 def _scan(corpus, settings, previous, report, progress, tick):
@@ -407,6 +408,35 @@ def backfill_token_vectors(index_path: Path, embedder: Embedder) -> int:
         conn.close()
 
 
+def _check_probe(meta: dict, embedder: Embedder, rebuild: bool) -> str:
+    """The embedder's probe vector (model_identity.py) for index_meta, once it is shown to be the
+    index's: a model that changed under the same name (a folder given by its hub name has no
+    file hash) would put other vectors beside the stored ones."""
+    vector = model_identity.probe(embedder)
+    recorded = model_identity.decode_probe(meta.get("probe_vector"))
+    problem = None if rebuild or recorded is None else model_identity.probe_mismatch(vector, recorded)
+    if problem:
+        raise ModelMismatchError(
+            f"{embedder.name!r} is not the model this index was built with ({problem}); "
+            "run `corpus-bot index --rebuild` to re-embed everything with it"
+        )
+    return model_identity.encode_probe(vector)
+
+
+def record_model_identity(index_path: Path, embedder: Embedder) -> None:
+    """Give an index written before model identities were recorded (model_identity.py) the
+    embedder's, as the next index run would (for cached evaluation indexes)."""
+    conn = store.connect_for_writing(index_path)
+    try:
+        files = model_identity.model_files(embedder.name)
+        conn.execute("BEGIN IMMEDIATE")
+        store.write_meta(conn, probe_vector=model_identity.encode_probe(model_identity.probe(embedder)),
+                         **({"model_hash": files.digest, "model_files": files.signature} if files else {}))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
 def _check_dimension(meta: dict, embedder: Embedder, rebuild: bool) -> None:
     stored = int(meta.get("dimension", 0) or 0)
     if stored and stored != embedder.dimension and not rebuild:
@@ -454,7 +484,7 @@ def _warn_derived(report: IndexReport, what: str, failed: str, meanwhile: str, e
     report.warnings.append((what, f"{failed} ({reason}); {meanwhile}"))
 
 
-def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started, tokens,
+def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started, tokens, identity,
             *, replace_tokens: bool = False) -> tantivy_index.Changes:
     """The one write transaction of a run."""
     now = store.utc_now()
@@ -479,7 +509,7 @@ def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, st
         report.articles_total = conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
         report.passages_total = store.passage_count(conn)
         report.seconds = round(time.monotonic() - started, 3)
-        meta = {"model": settings.embedding_model, "built": now}
+        meta = {"model": settings.embedding_model, "built": now, **identity}  # model_identity.py
         if new or stale_keys or not previous:
             meta["generation"] = store.new_generation()  # derived copies (tantivy) are tagged with it
         if dimension:
@@ -530,7 +560,10 @@ def build_index(
     try:
         settings = Settings(embedding_model=embedder.name)
         tokens = _token_vectors(conn, new, embedder, progress, tick, every_stored=False, replace=False)
-        _commit(conn, settings, new, set(), report, embedder.dimension, started_wall, started, tokens)
+        files = model_identity.model_files(embedder.name)
+        identity = {"probe_vector": model_identity.encode_probe(model_identity.probe(embedder)),
+                    **({"model_hash": files.digest, "model_files": files.signature} if files else {})}
+        _commit(conn, settings, new, set(), report, embedder.dimension, started_wall, started, tokens, identity)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
