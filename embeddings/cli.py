@@ -221,9 +221,11 @@ def stats_command(ctx, index_path, as_json):
         with store.reading(settings.index_path) as conn:
             stats = store.index_stats(conn, settings.index_path)
             run = store.last_run(conn)
+            damaged = store.damaged_vectors(conn)
     generation = stats.pop("generation")
     stats["keyword_search"] = keyword_engine(settings.index_path, generation, stats["passages"])
     stats["vectors_from"] = vector_file.vector_source(settings.index_path, generation, stats["passages"])
+    stats["damaged_vectors"] = [{"path": key, "reason": why} for key, why in sorted(damaged.items())]
     if as_json:
         click.echo(json.dumps(stats))
         return
@@ -233,6 +235,9 @@ def stats_command(ctx, index_path, as_json):
     click.echo(f"built:     {stats['built']}")
     click.echo(f"keywords:  {stats['keyword_search']}")
     click.echo(f"vectors:   {stats['vectors_from']}")
+    if damaged:
+        click.echo(f"damaged:   {len(damaged)} articles' vectors, left out of search until `corpus-bot index` embeds "
+                   "them again: " + "; ".join(f"{d['path']} ({d['reason']})" for d in stats["damaged_vectors"]))
     if run:
         r = run["report"]
         click.echo(

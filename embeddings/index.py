@@ -192,6 +192,8 @@ def run_index(
     if not corpus.is_dir():
         raise IndexRefusedError(f"corpus folder {corpus} does not exist or is not a folder (set CORPUS_DIR)")
 
+    store.check_index_path(settings.index_path)
+
     with index_lock(settings.index_path):
         conn = None
         try:
@@ -199,9 +201,9 @@ def run_index(
             _check_writable(conn)
             return _update(conn, settings, rebuild, embedder, on_progress, started_wall, started)
         except sqlite3.Error as exc:
-            # "Cannot write here" (read-only, disk full, size limit) gets a clear message; the
-            # transaction never committed, so the previous index is intact.
-            raise _write_failure(exc, settings.index_path) or exc
+            # "Cannot write here" (read-only, disk full, size limit) and "damaged" get a clear
+            # message; the transaction never committed, so the previous index is intact.
+            raise _write_failure(exc, settings.index_path) or store.damage_error(exc, settings.index_path) or exc
         finally:
             if conn is not None:
                 conn.close()
@@ -225,7 +227,7 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
         )
     report = IndexReport(model=settings.embedding_model)
     stored = store.stored_files(conn)
-    previous = {} if rebuild else stored
+    previous = {} if rebuild else _without_damaged_vectors(conn, stored, report)
     previous_keys = {k for f in stored.values() for k in f.keys}
     previous_passages = store.passage_count(conn)
 
@@ -241,16 +243,20 @@ def _update(conn, settings, rebuild, embedder, on_progress, started_wall, starte
 
     # An index from before the token table gets its stored words' vectors once.
     backfill = not rebuild and previous_passages > 0 and not conn.execute("SELECT 1 FROM token_vectors LIMIT 1").fetchone()
+    damaged_tokens = [] if rebuild else word_vectors.damaged_tokens(conn, int(meta.get("dimension") or 0))
+    if damaged_tokens:
+        report.warnings.append(("(word vectors)", f"{len(damaged_tokens)} stored word vectors were damaged; embedded again"))
     tokens: tuple[list[int], np.ndarray] = ([], np.zeros((0, 0), np.float32))
     identity = {"model_hash": files.digest, "model_files": files.signature} if files else {}
     # An index from before the probe vector was recorded gets it (the model is loaded once for it).
-    if new or backfill or (previous_passages and not meta.get("probe_vector")):
+    if new or backfill or damaged_tokens or (previous_passages and not meta.get("probe_vector")):
         embedder = embedder or load_embedder(settings.embedding_model, bulk=True)
         _check_dimension(meta, embedder, rebuild)
         new = _chunk(new, embedder, report)
         _embed(new, embedder, progress, tick)
         identity["probe_vector"] = _check_probe(meta, embedder, rebuild)
-        tokens = _token_vectors(conn, new, embedder, progress, tick, every_stored=backfill, replace=rebuild)
+        tokens = _token_vectors(conn, new, embedder, progress, tick, every_stored=backfill, replace=rebuild,
+                                also=damaged_tokens)
     _fault_point("embed")
 
     new_keys = {a.doc.key for a in new}
@@ -297,6 +303,17 @@ def _refresh_query_model(settings: Settings, embedder: Embedder | None, report: 
         return
     if done.startswith("exported again"):
         report.warnings.append(("(query model)", done))
+
+
+def _without_damaged_vectors(conn, stored: dict[str, store.StoredFile], report: IndexReport) -> dict[str, store.StoredFile]:
+    """The stored files less those holding an article whose vectors are damaged (store.damaged_vectors),
+    so that this run parses and embeds them again, saying so."""
+    damaged = store.damaged_vectors(conn)
+    if not damaged:
+        return stored
+    for key, why in sorted(damaged.items()):
+        report.warnings.append((key, f"its stored vectors were damaged ({why}); embedded again"))
+    return {f: s for f, s in stored.items() if not damaged.keys() & set(s.keys)}
 
 
 def _scan(corpus, settings, previous, report, progress, tick):
@@ -379,14 +396,16 @@ def _embed(new: list[_NewArticle], embedder: Embedder, progress: Progress, tick)
         start += len(article.passages)
 
 
-def _token_vectors(conn, new, embedder, progress, tick, *, every_stored: bool, replace: bool) -> tuple[list[int], np.ndarray]:
+def _token_vectors(conn, new, embedder, progress, tick, *, every_stored: bool, replace: bool,
+                   also: list[int] = ()) -> tuple[list[int], np.ndarray]:
     """The vocabulary tokens of the new articles' words (text, title, publication: what the keyword
-    index holds) that the index has no vector for, and their vectors (word_vectors.py)."""
+    index holds) that the index has no usable vector for, and `also` (damaged ones), and their
+    vectors (word_vectors.py)."""
     texts = [t for a in new for t in (*a.passages, a.doc.title or "", a.doc.source or "")]
     if every_stored:
         texts += [r[0] for r in conn.execute("SELECT text FROM passages")]
         texts += [f"{r[0] or ''} {r[1] or ''}" for r in conn.execute("SELECT title, source FROM articles")]
-    tokens = word_vectors.missing_tokens(conn, texts, embedder, stored=not replace)
+    tokens = sorted(set(word_vectors.missing_tokens(conn, texts, embedder, stored=not replace)) | set(also))
     progress.stage, progress.words_total = "words", len(tokens)
     tick()
     return tokens, embedder.token_vectors(tokens) if tokens else np.zeros((0, embedder.dimension), np.float32)

@@ -8,6 +8,7 @@ swap in a fresh `SearchIndex` after a re-index (the bot) or load one per process
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +21,11 @@ from . import store, tantivy_index, vector_file
 from .answer import Answer, Article, Result
 from .chunk import sentence_spans
 from .embedder import Embedder, Reranker
-from .errors import ModelMismatchError, QueryError
-from .vectors import DTYPE, VectorMatrix
+from .errors import IndexDamagedError, ModelMismatchError, QueryError
+from .vectors import DTYPE, VectorMatrix, checked_scale
 from .word_vectors import WordVectors
+
+log = logging.getLogger(__name__)
 
 DEFAULT_K = 5
 MAX_K = 20
@@ -120,6 +123,8 @@ class SearchIndex:
         self._id_order: np.ndarray | None = None  # lazily built id -> row lookup
         self._sorted_ids: np.ndarray | None = None
         self._term_counts: dict[str, int] = {}  # passages matching each question word, in this snapshot
+        self._usable: np.ndarray | None = None  # False for passages whose vectors are damaged (_leave_out)
+        self.damaged: dict[str, str] = {}
         self.tantivy: tantivy_index.TantivyIndex | None = None  # keyword search's fast path on large indexes
         self.word_vectors = WordVectors.load(conn, int(meta.get("dimension") or 0))
         # Publication dates as day ordinals (0 = undated) so date filters are one vector comparison.
@@ -127,42 +132,76 @@ class SearchIndex:
 
     @classmethod
     def load(cls, index_path: Path, *, model_name: str, weak_score: float) -> "SearchIndex":
+        with store.damage_reported(index_path):
+            return cls._load(index_path, model_name=model_name, weak_score=weak_score)
+
+    @classmethod
+    def _load(cls, index_path: Path, *, model_name: str, weak_score: float) -> "SearchIndex":
         conn = store.connect_for_reading(index_path)
-        conn.execute("BEGIN")  # snapshot: held until close()
-        meta = store.read_meta(conn)
-        if meta.get("model") and meta["model"] != model_name:
+        try:
+            conn.execute("BEGIN")  # snapshot: held until close()
+            meta = store.read_meta(conn)
+            if meta.get("model") and meta["model"] != model_name:
+                raise ModelMismatchError(
+                    f"the index at {index_path} was built with {meta['model']!r} but EMBEDDING_MODEL is {model_name!r}; "
+                    "set EMBEDDING_MODEL back or run `corpus-bot index --rebuild`"
+                )
+            articles = store.read_articles(conn)
+            row_of = {a.id: i for i, a in enumerate(articles)}
+            dim = int(meta.get("dimension") or 0)
+            total = sum(a.passages for a in articles)
+            loaded = (vector_file.load(index_path, meta.get("generation"), total, dim)
+                      if total >= vector_file.LARGE_INDEX else None)
+            damaged: dict[int, str] = {}  # article id -> why some of its vectors are left out
+            damaged_rows = np.zeros(0, np.int64)
+            if loaded:
+                vectors, ids, owners = loaded.vectors, loaded.passage_ids, loaded.owners
+            else:
+                # Filled blob by blob: joining the blobs first doubled peak memory (and glibc kept
+                # the freed half: 3.0 GB instead of 1.5 GB RSS at 1M passages).
+                exact = np.empty((total, max(dim, 1)), DTYPE)
+                try:
+                    owners, damaged = store.read_vectors_into(conn, exact)
+                except ValueError as exc:
+                    raise IndexDamagedError(
+                        f"the index at {index_path} is inconsistent ({exc}): run `corpus-bot index --rebuild`"
+                    ) from None
+                # Checked where the codes' scale is computed: the same pass over the vectors.
+                damaged_rows, scale = checked_scale(exact)
+                vectors, ids = VectorMatrix(exact, scale), store.passage_ids_by_row(conn)
+            counts = np.array([articles[row_of[a]].passages for a in owners], dtype=np.int64)
+            passage_article = np.repeat(np.array([row_of[a] for a in owners], dtype=np.int32), counts)
+            passage_position = (np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
+            if not (len(ids) == total == len(passage_article)):
+                raise IndexDamagedError(
+                    f"the index at {index_path} is inconsistent ({len(ids)} passages, {total} vectors): "
+                    "run `corpus-bot index --rebuild`"
+                )
+        except BaseException:
             conn.close()
-            raise ModelMismatchError(
-                f"the index at {index_path} was built with {meta['model']!r} but EMBEDDING_MODEL is {model_name!r}; "
-                "set EMBEDDING_MODEL back or run `corpus-bot index --rebuild`"
-            )
-        articles = store.read_articles(conn)
-        row_of = {a.id: i for i, a in enumerate(articles)}
-        dim = int(meta.get("dimension") or 0)
-        total = sum(a.passages for a in articles)
-        loaded = vector_file.load(index_path, meta.get("generation"), total, dim) if total >= vector_file.LARGE_INDEX else None
-        if loaded:
-            vectors, ids, owners = loaded.vectors, loaded.passage_ids, loaded.owners
-        else:
-            # Filled blob by blob: joining the blobs first doubled peak memory (and glibc kept
-            # the freed half: 3.0 GB instead of 1.5 GB RSS at 1M passages).
-            exact = np.empty((total, max(dim, 1)), DTYPE)
-            try:
-                owners = store.read_vectors_into(conn, exact)
-            except ValueError as exc:
-                conn.close()
-                raise RuntimeError(f"index at {index_path} is inconsistent: {exc}") from None
-            vectors, ids = VectorMatrix(exact), store.passage_ids_by_row(conn)
-        counts = np.array([articles[row_of[a]].passages for a in owners], dtype=np.int64)
-        passage_article = np.repeat(np.array([row_of[a] for a in owners], dtype=np.int32), counts)
-        passage_position = (np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
-        if not (len(ids) == total == len(passage_article)):
-            conn.close()
-            raise RuntimeError(f"index at {index_path} is inconsistent: {len(ids)} passages, {total} vectors")
+            raise
         index = cls(conn, meta, articles, vectors, ids, passage_article, passage_position, weak_score)
+        index._leave_out(damaged_rows, damaged)
         if len(ids) >= tantivy_index.LARGE_INDEX:
             index.tantivy = tantivy_index.TantivyIndex.open(index_path, meta.get("generation"))
         return index
+
+    def _leave_out(self, rows: np.ndarray, why: dict[int, str]) -> None:
+        """Leave passages whose vectors are damaged out of every search, and say so (once per
+        snapshot): `stats` lists them and the next `corpus-bot index` embeds their articles again."""
+        self.damaged = {}  # article key -> why its vectors (some or all) are left out
+        if not len(rows):
+            return
+        self.vectors._damaged_seen |= set(rows.tolist())  # known: get() need not report them again
+        self._usable = np.ones(self.passage_count, bool)
+        self._usable[rows] = False
+        for a, n in zip(*np.unique(self.passage_article[rows], return_counts=True)):
+            article = self.articles[a]
+            self.damaged[article.key] = why.get(article.id) or f"{n} of its {article.passages} vectors are not unit vectors"
+        listed = "; ".join(f"{key} ({reason})" for key, reason in list(self.damaged.items())[:5])
+        log.warning("%d passages of %d articles are left out of search because their stored vectors are damaged; "
+                    "`corpus-bot index` embeds them again: %s%s", len(rows), len(self.damaged), listed,
+                    " ..." if len(self.damaged) > 5 else "")
 
     def close(self) -> None:
         with self._lock:
@@ -265,6 +304,8 @@ class SearchIndex:
             raise QueryError(f"unknown search mode {mode!r} (one of {', '.join(MODES)})")
         article_ok, excluded_undated = self._article_mask(filters)
         keep = None if article_ok.all() else article_ok[self.passage_article]
+        if self._usable is not None:  # passages whose vectors are damaged are never candidates
+            keep = self._usable if keep is None else keep & self._usable
         if not self.passage_count or (keep is not None and not keep.any()):
             empty = Candidates(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), True)
             return Ranking([], [], empty, excluded_undated, {})

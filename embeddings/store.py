@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from .answer import Article
-from .errors import IndexMissingError
+from .errors import ConfigError, IndexDamagedError, IndexMissingError
 from .migrations import VECTOR_DTYPE, migrate
+from .vectors import off_unit
+
+BLOCK_ROWS = 4096  # rows of vectors checked at a time: bounded memory at any index size
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -32,8 +35,39 @@ def _configure(conn: sqlite3.Connection) -> sqlite3.Connection:
     return conn
 
 
+def check_index_path(path: Path) -> None:
+    """A folder given as the index file is a setting to correct (SQLite would say it cannot open it,
+    which reads like a full disk)."""
+    if path.is_dir():
+        raise ConfigError(
+            f"the index path {path} is a folder (INDEX_PATH or --index): give the index file's path, "
+            f"for example {path / 'index.sqlite3'}"
+        )
+
+
+def damage_error(exc: sqlite3.Error, path: Path) -> IndexDamagedError | None:
+    """What to do about an SQLite error that means the file is damaged; None for other errors."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if not (name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB"):
+        return None
+    return IndexDamagedError(
+        f"the index file {path} is damaged ({exc}): move it away and run `corpus-bot index` to build a new one "
+        f"(`--rebuild` cannot repair it; `sqlite3 {path.name} .recover` may save its feedback votes)"
+    )
+
+
+@contextmanager
+def damage_reported(path: Path):
+    """Raise a damaged file's SQLite error as IndexDamagedError, which says what to do."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise damage_error(exc, path) or exc
+
+
 def connect_for_writing(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) and migrate the index file."""
+    check_index_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
@@ -49,6 +83,7 @@ def connect_for_writing(path: Path) -> sqlite3.Connection:
 
 def connect_for_reading(path: Path) -> sqlite3.Connection:
     """Open an existing index without creating or migrating anything."""
+    check_index_path(path)
     if not path.is_file():
         raise IndexMissingError(f"no index at {path}: run `corpus-bot index` to build it")
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -65,11 +100,12 @@ def connect_for_reading(path: Path) -> sqlite3.Connection:
 @contextmanager
 def reading(path: Path):
     """A read-only use of the index file, closed afterwards."""
-    conn = connect_for_reading(path)
-    try:
-        yield conn
-    finally:
-        conn.close()
+    with damage_reported(path):
+        conn = connect_for_reading(path)
+        try:
+            yield conn
+        finally:
+            conn.close()
 
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
@@ -105,20 +141,87 @@ def passage_count(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT COUNT(*) FROM passages").fetchone()[0]
 
 
-def read_vectors_into(conn: sqlite3.Connection, out: np.ndarray) -> list[int]:
+def _blob_problem(blob, count: int, dim: int) -> str | None:
+    """Why an article's vector blob cannot hold its `count` passages' vectors (None when it can)."""
+    if blob is None:
+        return "it has no vectors"
+    if not isinstance(blob, bytes):
+        return f"its vectors are stored as {type(blob).__name__}, not a blob"
+    width = dim * np.dtype(VECTOR_DTYPE).itemsize
+    if len(blob) != count * width:
+        return f"it has {len(blob) / width:g} vectors for {count} passages"
+    return None
+
+
+def _vector_rows(conn: sqlite3.Connection):
+    """(article id, key, passage count, vector blob) of every article, in article id order (the
+    row order of a loaded index); the blob is None when the article has none."""
+    return conn.execute(
+        "SELECT a.id, a.key, a.passage_count, v.vectors FROM articles a "
+        "LEFT JOIN article_vectors v ON v.article_id = a.id ORDER BY a.id"
+    )
+
+
+def read_vectors_into(conn: sqlite3.Connection, out: np.ndarray) -> tuple[list[int], dict[int, str]]:
     """Fill out (passages x dim float16) with every article's vectors in article id order (the
-    row order of a loaded index); return the article ids in that order."""
-    owners, row = [], 0
-    for article_id, blob in conn.execute("SELECT article_id, vectors FROM article_vectors ORDER BY article_id"):
-        block = np.frombuffer(blob, dtype=out.dtype).reshape(-1, out.shape[1])
-        if row + len(block) > len(out):
-            raise ValueError("more vectors than passages")
-        out[row : row + len(block)] = block
-        row += len(block)
+    row order of a loaded index), each article at the rows its passage count gives it. Returns
+    the article ids in that order, and the articles whose blob does not hold one vector per
+    passage, with why: their rows are left zero (vectors.checked_scale leaves them out)."""
+    owners, unusable, row = [], {}, 0
+    for article_id, _, count, blob in _vector_rows(conn):
+        if row + count > len(out):
+            raise ValueError(f"the articles count more passages than the {len(out)} expected")
+        problem = _blob_problem(blob, count, out.shape[1])
+        if problem:
+            out[row : row + count] = 0
+            unusable[article_id] = problem
+        else:
+            out[row : row + count] = np.frombuffer(blob, dtype=out.dtype).reshape(count, out.shape[1])
+        row += count
         owners.append(article_id)
     if row != len(out):
-        raise ValueError(f"{len(out)} passages but {row} vectors")
-    return owners
+        raise ValueError(f"{len(out)} passages but the articles count {row}")
+    return owners, unusable
+
+
+def damaged_vectors(conn: sqlite3.Connection) -> dict[str, str]:
+    """Articles (by key) whose stored vectors cannot be searched, and why: a blob that does not hold
+    one vector per passage, or vectors that are not unit vectors (vectors.off_unit). Reads every
+    blob, a block of rows at a time: the index job's check, which embeds these articles again."""
+    dim = int(read_meta(conn).get("dimension") or 0)
+    damaged: dict[str, str] = {}
+    if not dim:
+        return damaged
+    block = np.empty((BLOCK_ROWS, dim), VECTOR_DTYPE)
+    spans: list[tuple[str, int, int]] = []  # (key, first row in block, passages)
+    filled = 0
+
+    def check() -> None:
+        off = off_unit(block[:filled])
+        if off.any():
+            for key, start, count in spans:
+                if n := int(off[start : start + count].sum()):
+                    damaged[key] = f"{n} of its {count} vectors are not unit vectors"
+        spans.clear()
+
+    for _, key, count, blob in _vector_rows(conn):
+        problem = _blob_problem(blob, count, dim)
+        if problem:
+            damaged[key] = problem
+            continue
+        vectors = np.frombuffer(blob, VECTOR_DTYPE).reshape(count, dim)
+        if filled + count > BLOCK_ROWS:
+            check()
+            filled = 0
+        if count > BLOCK_ROWS:  # an article longer than a block is checked on its own
+            if n := int(off_unit(vectors).sum()):
+                damaged[key] = f"{n} of its {count} vectors are not unit vectors"
+            continue
+        block[filled : filled + count] = vectors
+        spans.append((key, filled, count))
+        filled += count
+    check()
+    return damaged
 
 
 def passage_ids_by_row(conn: sqlite3.Connection) -> np.ndarray:

@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 
 from . import derived, store
-from .vectors import DTYPE, VectorMatrix, prefilter_of, wants_prefilter
+from .vectors import DTYPE, VectorMatrix, checked_scale, prefilter_of, wants_prefilter
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,13 @@ def refresh(index_path: Path) -> str:
 
 def _write(conn, folder: Path, passages: int, dim: int) -> None:
     exact = np.lib.format.open_memmap(folder / "exact.npy", mode="w+", dtype=DTYPE, shape=(passages, dim))
-    owners = store.read_vectors_into(conn, exact)
+    owners, _ = store.read_vectors_into(conn, exact)
+    damaged, scale = checked_scale(exact)
+    if len(damaged):  # the index job embeds their articles again before it comes here: this is new damage
+        raise ValueError(f"{len(damaged)} stored vectors are damaged; the next `corpus-bot index` embeds them again")
     np.save(folder / "owners.npy", np.array(owners, np.int64))
     np.save(folder / "ids.npy", store.passage_ids_by_row(conn))
-    matrix = VectorMatrix(exact)
+    matrix = VectorMatrix(exact, scale)
     np.save(folder / "scale.npy", matrix.scale)
     for n, shard in enumerate(matrix.shards):
         faiss.write_index(shard, str(folder / SHARD_FILE.format(n)))
