@@ -477,9 +477,12 @@ def _refresh_tantivy(settings: Settings, changes: tantivy_index.Changes, report:
         tick()
 
     try:
-        tantivy_index.refresh(settings.index_path, changes, on_passage=on_passage)
+        done = tantivy_index.refresh(settings.index_path, changes, on_passage=on_passage)
     except Exception as exc:
         _warn_derived(report, "(keyword index)", "tantivy copy not built", "keyword search uses FTS5, slower at this size", exc)
+        return
+    if done.startswith("built again"):
+        report.warnings.append(("(keyword index)", f"tantivy copy {done}"))
 
 
 def _refresh_vector_file(settings: Settings, report: IndexReport, progress: Progress, tick) -> None:
@@ -491,9 +494,12 @@ def _refresh_vector_file(settings: Settings, report: IndexReport, progress: Prog
     if report.passages_total >= vector_file.LARGE_INDEX:
         tick()
     try:
-        vector_file.refresh(settings.index_path)
+        done = vector_file.refresh(settings.index_path)
     except Exception as exc:
         _warn_derived(report, "(vector file)", "not written", "the vectors load from SQLite, slower at this size", exc)
+        return
+    if done.startswith("built again"):
+        report.warnings.append(("(vector file)", done.replace("built", "written", 1)))
 
 
 def _warn_derived(report: IndexReport, what: str, failed: str, meanwhile: str, exc: Exception) -> None:

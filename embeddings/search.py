@@ -211,13 +211,28 @@ class SearchIndex:
     def passage_count(self) -> int:
         return len(self.passage_ids)
 
-    def _texts(self, passage_ids: list[int]) -> dict[int, str]:
-        if not passage_ids:
+    def _texts(self, rows) -> dict[int, str]:
+        """The texts of the passages at these rows, by passage id: each read with the article and
+        position it belongs to, and left out (and logged) unless those are the row's. A passage id
+        damaged in the vector file must never put one article's text under another's title."""
+        rows = [int(r) for r in rows]
+        if not rows:
             return {}
-        marks = ",".join("?" * len(passage_ids))
+        ids = [int(self.passage_ids[r]) for r in rows]
+        marks = ",".join("?" * len(ids))
         with self._lock:
-            rows = self._conn.execute(f"SELECT id, text FROM passages WHERE id IN ({marks})", passage_ids).fetchall()
-        return dict(rows)
+            found = {pid: rest for pid, *rest in self._conn.execute(
+                f"SELECT id, article_id, position, text FROM passages WHERE id IN ({marks})", ids)}
+        texts, wrong = {}, set()
+        for row, pid in zip(rows, ids):
+            article, position = self.articles[self.passage_article[row]], int(self.passage_position[row])
+            article_id, stored_position, text = found.get(pid, (None, None, None))
+            if (article_id, stored_position) != (article.id, position):
+                log.warning("passage %d left out: it is not paragraph %d of %s, where this index's vectors put it; "
+                            "`corpus-bot index` writes the vector file again", pid, position + 1, article.key)
+                wrong.add(pid)  # also where another row holds the same id: callers look texts up by id
+            texts[pid] = text
+        return {pid: text for pid, text in texts.items() if pid not in wrong}
 
     def _article_mask(self, filters: Filters) -> tuple[np.ndarray, int]:
         """Which articles pass the filters, and how many undated ones the date filter left out."""
@@ -270,7 +285,7 @@ class SearchIndex:
         # comparable across questions, so one calibrated threshold works (docs/retrieval.md). The
         # best by cosine, which a hybrid or keyword ranking need not put first.
         best = max(ranking.picked_cosine) if picked else 0.0
-        texts = self._texts([int(self.passage_ids[i]) for i in page])
+        texts = self._texts(page)
         results = []
         for n, (i, score) in enumerate(zip(page, ranking.picked_cosine[offset : offset + k])):
             pid = int(self.passage_ids[i])
@@ -375,7 +390,7 @@ class SearchIndex:
         are not in `asked`, have at least 3 letters and are in at most FEEDBACK_COMMON of the passages."""
         pid = int(self.passage_ids[row])
         asked_words = set(asked)
-        words = [w for w in fts_terms(self._texts([pid]).get(pid, "")) if len(w) > 2 and w not in asked_words]
+        words = [w for w in fts_terms(self._texts([row]).get(pid, "")) if len(w) > 2 and w not in asked_words]
         counts = {w: self.document_frequency(w) for w in words}
         rare = [w for w in words if 0 < counts[w] <= FEEDBACK_COMMON * self.passage_count]
         return sorted(rare, key=counts.__getitem__)[:FEEDBACK_WORDS]  # the rarest: the highest idf
@@ -390,8 +405,8 @@ class SearchIndex:
         head = ranking.candidates.head(RERANK_DEPTH)
         if not len(head.rows):
             return ranking
-        texts = self._texts([int(self.passage_ids[i]) for i in head.rows])
-        scores = np.asarray(reranker.scores(question, [texts[int(self.passage_ids[i])] for i in head.rows]), np.float64)
+        texts = self._texts(head.rows)
+        scores = np.asarray(reranker.scores(question, [texts.get(int(self.passage_ids[i]), "") for i in head.rows]), np.float64)
         order = np.argsort(-scores, kind="stable")
         candidates = Candidates(head.rows[order], scores[order], head.cosine[order], complete=True)
         duplicates: dict[int, list[int]] = {}
@@ -570,11 +585,13 @@ class SearchIndex:
         lo = max(0, i - radius)
         hi = min(len(self.passage_ids), i + radius + 1)
         rows = [j for j in range(lo, hi) if self.passage_article[j] == a]
-        texts = self._texts([int(self.passage_ids[j]) for j in rows])
+        texts = self._texts(rows)
+        if passage_id not in texts:
+            raise QueryError("that passage cannot be shown: the index needs `corpus-bot index` to repair it")
         return [
             Result(rank=0, score=0.0, passage_id=int(self.passage_ids[j]), position=int(self.passage_position[j]),
                    text=texts[int(self.passage_ids[j])], article=self.articles[a])
-            for j in rows
+            for j in rows if int(self.passage_ids[j]) in texts  # never a blank or misattributed quote
         ]
 
     def source_names(self) -> list[str]:

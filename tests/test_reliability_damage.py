@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embeddings import store
+import embeddings.vectors as vectors_module
+from embeddings import derived, store, tantivy_index, vector_file
 from embeddings.index import run_index
 from embeddings.search import SearchIndex
 from tests.conftest import ROOT
@@ -140,7 +141,8 @@ def test_a_flipped_exponent_bit_in_a_stored_vector_is_left_out_reported_and_embe
     assert stats(fake_settings)["damaged_vectors"] == []
     idx = load(fake_settings)
     assert not idx.damaged
-    text = next(iter(idx._texts([passage_id_of(fake_settings.index_path, TALIBAN, 3)]).values()))
+    row = int(np.nonzero(idx.passage_ids == passage_id_of(fake_settings.index_path, TALIBAN, 3))[0][0])
+    text = next(iter(idx._texts([row]).values()))
     assert idx.search(text, fake_embedder, k=1, mode="vector").results[0].text == text  # searchable again
     idx.close()
 
@@ -196,6 +198,128 @@ def test_a_null_word_vector_is_one_warning_and_the_next_run_embeds_it_again(fake
     assert conn.execute("SELECT length(vector) FROM token_vectors WHERE token = ?", (token,)).fetchone()[0] == 512
     conn.close()
     assert our_lines(cli(tmp_path, fake_settings, "ask", "Taliban offensive in the north").stderr) == []
+
+
+# ------------------------------------------------------------------------------ the vector file
+
+
+@pytest.fixture
+def large(monkeypatch):
+    monkeypatch.setattr(vector_file, "LARGE_INDEX", 1)
+    monkeypatch.setattr(tantivy_index, "LARGE_INDEX", 1)
+    monkeypatch.setattr(vectors_module, "PREFILTER_MIN_ROWS", 16)
+
+
+def one_bit_apart(index_path: Path) -> tuple[int, int, int]:
+    """A row of the vector file, and the bit whose flip makes its passage id that of a passage
+    of another article: (row, bit, that passage id)."""
+    ids = np.load(vector_file.folder_for(index_path) / "ids.npy")
+    with store.reading(index_path) as conn:
+        owners = dict(conn.execute("SELECT p.id, a.key FROM passages p JOIN articles a ON a.id = p.article_id"))
+    for row, pid in enumerate(ids.tolist()):
+        for bit in range(8):
+            other = pid ^ (1 << bit)
+            if other in owners and owners[other] != owners[pid]:
+                return row, bit, other
+    raise AssertionError("no two passage ids one bit apart")
+
+
+def test_a_flipped_bit_in_the_vector_files_ids_never_puts_a_passage_under_another_articles_title(
+        large, fake_settings, fake_embedder, caplog):
+    run_index(fake_settings)
+    folder = vector_file.folder_for(fake_settings.index_path)
+    idx = load(fake_settings)
+    expected = {q: [(r.passage_id, r.article.key) for r in idx.search(q, fake_embedder, k=8).results]
+                for q in ("Sebghatullah Selab", "Taliban offensive in the north")}
+    idx.close()
+    row, bit, other = one_bit_apart(fake_settings.index_path)
+    ids = folder / "ids.npy"
+    header = len(ids.read_bytes()) - 8 * len(np.load(ids))
+    original = ids.read_bytes()[header + 8 * row]
+
+    # A write into the file: its modification time gives it away at load.
+    overwrite(ids, header + 8 * row, bytes([original ^ (1 << bit)]), keep_mtime=False)
+    idx = load(fake_settings)
+    assert not isinstance(idx.vectors.exact, vector_file.RowFile), "the damaged copy is not used"
+    assert "ids.npy changed since it was written" in caplog.text
+    assert {q: [(r.passage_id, r.article.key) for r in idx.search(q, fake_embedder, k=8).results] for q in expected} == expected
+    idx.close()
+
+    # The same damage without a trace in the timestamps: the file is hashed at load (8 bytes a passage).
+    derived.restamp(folder)  # the recorded size and time now match the file; the recorded hash does not
+    caplog.clear()
+    idx = load(fake_settings)
+    assert not isinstance(idx.vectors.exact, vector_file.RowFile)
+    assert "ids.npy is damaged" in caplog.text
+    idx.close()
+
+    # The index job finds it, and writes the file again.
+    report = run_index(fake_settings)
+    assert [w for w, text in report.warnings] == ["(vector file)"] and "ids.npy is damaged" in report.warnings[0][1]
+    idx = load(fake_settings)
+    assert isinstance(idx.vectors.exact, vector_file.RowFile)
+
+    # Damage no check saw (here, in memory): the passage is read with its article and left out.
+    idx.passage_ids = idx.passage_ids.copy()
+    idx.passage_ids[row] ^= 1 << bit
+    idx._id_order = None
+    caplog.clear()
+    for question in [*expected, *UNRELATED]:
+        for result in idx.search(question, fake_embedder, k=10).results:
+            with store.reading(fake_settings.index_path) as conn:
+                owner = conn.execute("SELECT a.key FROM passages p JOIN articles a ON a.id = p.article_id WHERE p.id = ?",
+                                     (result.passage_id,)).fetchone()[0]
+            assert owner == result.article.key, "a quote shown under another article's title"
+    assert idx._texts([row]) == {} and f"passage {other} left out" in caplog.text
+    idx.close()
+
+
+def test_a_row_damaged_silently_in_the_vector_file_matches_nothing(large, fake_settings, fake_embedder, caplog):
+    """The reader cannot hash 768 MB of rows at each load: each row a question rescores is checked
+    as it is read, until `index` finds the damage and writes the file again."""
+    run_index(fake_settings)
+    exact = vector_file.folder_for(fake_settings.index_path) / "exact.npy"
+    rows = np.load(exact)
+    header = exact.stat().st_size - rows.nbytes
+    row = int(np.nonzero(np.load(vector_file.folder_for(fake_settings.index_path) / "ids.npy")
+                         == passage_id_of(fake_settings.index_path, TALIBAN, 3))[0][0])
+    dim = int(np.argmax(np.abs(rows[row])))
+    value = rows[row].view(np.uint16)[dim] ^ (1 << 14)
+    overwrite(exact, header + (row * rows.shape[1] + dim) * 2, int(value).to_bytes(2, "little"), keep_mtime=True)
+    idx = load(fake_settings)
+    assert isinstance(idx.vectors.exact, vector_file.RowFile)  # the cheap checks pass
+    damaged_id = int(idx.passage_ids[row])
+    own_text = next(iter(idx._texts([row]).values()))
+    for question in [*UNRELATED, own_text]:
+        results = idx.search(question, fake_embedder, k=10, mode="vector").results
+        assert all(r.score <= 1.0001 for r in results) and damaged_id not in [r.passage_id for r in results[:1]]
+    assert "vectors of 1 passages" in caplog.text and "are damaged" in caplog.text
+    idx.close()
+    report = run_index(fake_settings)
+    assert [w for w, _ in report.warnings] == ["(vector file)"] and "exact.npy is damaged" in report.warnings[0][1]
+
+
+@pytest.mark.parametrize("copy", ["tantivy", "vector file"])
+def test_silent_damage_in_a_derived_copy_is_found_by_the_index_job_which_builds_it_again(large, fake_settings, fake_embedder, copy):
+    """Checksums written with each copy: `index` reads every byte and builds a copy that does
+    not match again, though its tag says it is current."""
+    module = tantivy_index if copy == "tantivy" else vector_file
+    run_index(fake_settings)
+    folder = module.folder_for(fake_settings.index_path)
+    biggest = max((p for p in folder.iterdir() if p.is_file()), key=lambda p: p.stat().st_size)
+    overwrite(biggest, biggest.stat().st_size // 2, b"\xff" * 64, keep_mtime=True)
+    assert derived.changed_files(folder) is None  # a reader cannot tell
+    assert derived.verify(folder) == f"{biggest.name} is damaged (its sha256 differs from the one it was written with)"
+
+    report = run_index(fake_settings)
+    what = "(keyword index)" if copy == "tantivy" else "(vector file)"
+    assert [w for w, _ in report.warnings] == [what] and f"{biggest.name} is damaged" in report.warnings[0][1]
+    assert derived.verify(folder) is None
+    assert not run_index(fake_settings).warnings  # and the next run finds it whole
+    idx = load(fake_settings)
+    assert (idx.tantivy is not None) if copy == "tantivy" else isinstance(idx.vectors.exact, vector_file.RowFile)
+    assert idx.search("Sebghatullah Selab", fake_embedder, mode="keyword").results
+    idx.close()
 
 
 # ------------------------------------------------------------------------------ the index file itself
