@@ -113,6 +113,7 @@ class SearchIndex:
     def __init__(self, conn, meta, articles, vectors, passage_ids, passage_article, passage_position, weak_score):
         self._conn = conn
         self._lock = threading.Lock()  # one sqlite connection shared by executor threads
+        self._engine_lock = threading.Lock()  # switching from a failed tantivy copy to FTS5, once
         self.meta = meta
         self.articles: list[Article] = articles
         self.vectors: VectorMatrix = vectors
@@ -475,16 +476,40 @@ class SearchIndex:
 
     def idf_sum(self, terms: list[str]) -> float:
         """Sum of the words' BM25 idf, as the engine that scores them computes it."""
-        if self.tantivy is not None:
-            return self.tantivy.idf_sum(terms)
+        engine = self.tantivy
+        if engine is not None:
+            try:
+                return engine.idf_sum(terms)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # see _tantivy_failed
+                self._tantivy_failed(engine, exc)
         n = self.passage_count
         # FTS5's idf (sqlite.org/fts5.html#the_bm25_function), floored as FTS5 floors it.
         return sum(max(np.log((n - df + 0.5) / (df + 0.5)), 1e-6) for df in map(self.term_count, terms) if df)
 
     def _engine_top(self, terms: list[str], limit: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.tantivy is not None:
-            return self.tantivy.top(terms, limit, context_weight=CONTEXT_WEIGHT)
+        engine = self.tantivy
+        if engine is not None:
+            try:
+                return engine.top(terms, limit, context_weight=CONTEXT_WEIGHT)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # see _tantivy_failed
+                self._tantivy_failed(engine, exc)
         return self._fts5_top(terms, limit)
+
+    def _tantivy_failed(self, engine, exc: BaseException) -> None:
+        """The tantivy copy failed, e.g. on a damaged file, where its Rust code may panic (pyo3
+        raises that as a PanicException, a BaseException): FTS5 answers, the same passages, for
+        the rest of this snapshot, and one warning says so."""
+        with self._engine_lock:
+            if self.tantivy is not engine:
+                return  # another thread already switched
+            self.tantivy = None
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        log.warning("keyword search uses FTS5: the tantivy copy failed (%s: %s); `corpus-bot index` checks it and "
+                    "builds it again", type(exc).__name__, reason)
 
     def _fts5_top(self, terms: list[str], limit: int) -> tuple[np.ndarray, np.ndarray]:
         match = fts_match(terms) if self.passage_count else ""
@@ -512,8 +537,14 @@ class SearchIndex:
 
     def document_frequency(self, word: str) -> int:
         """Passages holding the word, as the engine that scores it counts (tantivy: stemmed, in the text)."""
-        if self.tantivy is not None:
-            return self.tantivy.doc_freq(word)
+        engine = self.tantivy
+        if engine is not None:
+            try:
+                return engine.doc_freq(word)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # see _tantivy_failed
+                self._tantivy_failed(engine, exc)
         return self.term_count(word)
 
     def term_count(self, term: str) -> int:

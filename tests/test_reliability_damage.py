@@ -322,6 +322,74 @@ def test_silent_damage_in_a_derived_copy_is_found_by_the_index_job_which_builds_
     idx.close()
 
 
+# ------------------------------------------------------------------------------ the tantivy copy
+
+
+def garbage_in_the_tantivy_copy(settings, *, keep_mtime: bool) -> Path:
+    """4 KB of garbage in the copy's largest segment file (tantivy panics reading it)."""
+    folder = tantivy_index.folder_for(settings.index_path)
+    target = max(folder.glob("*.idx"), key=lambda p: p.stat().st_size)
+    overwrite(target, 0, np.random.default_rng(7).bytes(min(4096, target.stat().st_size)), keep_mtime=keep_mtime)
+    return target
+
+
+def test_garbage_in_the_tantivy_copy_means_fts5_with_one_warning_and_the_next_run_rebuilds_it(
+        large, fake_settings, fake_embedder, caplog):
+    run_index(fake_settings)
+    idx = load(fake_settings)
+    fts5 = idx.tantivy
+    idx.tantivy = None
+    expected = {(q, m): [r.passage_id for r in idx.search(q, fake_embedder, mode=m).results]
+                for q in ("Sebghatullah Selab", "Kunduz airport") for m in ("keyword", "hybrid")}
+    idx.tantivy = fts5
+    idx.close()
+
+    # Written into: seen at load, from its modification time.
+    target = garbage_in_the_tantivy_copy(fake_settings, keep_mtime=False)
+    idx = load(fake_settings)
+    assert idx.tantivy is None and f"{target.name} changed since it was written" in caplog.text
+    idx.close()
+    assert "tantivy copy is damaged" in stats(fake_settings)["keyword_search"]
+    report = run_index(fake_settings)
+    assert [w for w, _ in report.warnings] == ["(keyword index)"]
+
+    # Silently: the copy is opened; the first failure (a Rust panic, a BaseException) switches to FTS5.
+    garbage_in_the_tantivy_copy(fake_settings, keep_mtime=True)
+    idx = load(fake_settings)
+    assert idx.tantivy is not None
+    caplog.clear()
+    got = {(q, m): [r.passage_id for r in idx.search(q, fake_embedder, mode=m).results]
+           for q in ("Sebghatullah Selab", "Kunduz airport") for m in ("keyword", "hybrid")}
+    assert idx.tantivy is None
+    assert [r.message.split(" (")[0] for r in caplog.records if r.levelname == "WARNING"] == [
+        "keyword search uses FTS5: the tantivy copy failed"]
+    assert got[("Sebghatullah Selab", "keyword")] == expected[("Sebghatullah Selab", "keyword")]
+    assert got[("Kunduz airport", "keyword")] == expected[("Kunduz airport", "keyword")]
+    idx.close()
+    report = run_index(fake_settings)
+    assert [w for w, _ in report.warnings] == ["(keyword index)"]
+    idx = load(fake_settings)
+    assert idx.tantivy is not None and idx.search("Sebghatullah Selab", fake_embedder, mode="keyword").results
+    idx.close()
+
+
+@pytest.mark.parametrize("silent", [False, True], ids=["written into", "silent"])
+def test_the_cli_answers_through_a_damaged_tantivy_copy_with_one_warning(fake_settings, tmp_path, silent):
+    """It was a 119-line PanicException traceback. A Rust panic prints its own message on stderr
+    (tantivy's, before Python sees it); nothing else but the warning and the answer."""
+    assert cli(tmp_path, fake_settings, "index", TEST_LARGE="1").returncode == 0
+    garbage_in_the_tantivy_copy(fake_settings, keep_mtime=silent)
+    asked = cli(tmp_path, fake_settings, "ask", "Sebghatullah Selab", "--mode", "keyword", "--json",
+                TEST_LARGE="1", RUST_BACKTRACE="0")
+    assert asked.returncode == 0, asked.stderr
+    assert "Traceback" not in asked.stderr
+    lines = our_lines(asked.stderr)
+    assert len(lines) == 1 and lines[0].startswith(
+        "WARNING embeddings.search: keyword search uses FTS5: the tantivy copy failed" if silent else
+        "WARNING embeddings.tantivy_index: keyword search uses FTS5: the tantivy copy in"), asked.stderr
+    assert "Sebghatullah Selab" in json.loads(asked.stdout)["results"][0]["text"]
+
+
 # ------------------------------------------------------------------------------ the index file itself
 
 
