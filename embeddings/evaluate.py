@@ -19,7 +19,7 @@ from . import store, tantivy_index, vector_file
 from .errors import EvalDataError
 from .embedder import Embedder, load_embedder
 from . import query_model
-from .index import Progress, backfill_token_vectors, build_index, record_model_identity
+from .index import Progress, backfill_token_vectors, build_index, record_model_identity, remove_leftovers
 from .metrics import evaluate_run
 from .parse import ArticleDoc
 from .search import DEFAULT_MODE, SearchIndex
@@ -115,6 +115,7 @@ def cached_index(
     """The evaluation index for data and model, built (and its ONNX query model exported) on first use."""
     key = hashlib.sha256(f"{data.digest}|{model_name}|{INDEX_FORMAT}".encode()).hexdigest()[:16]
     path = cache_dir / f"{data.name}-{key}.sqlite3"
+    remove_leftovers(path, locked=False)  # of killed builds: no lock here, so only those whose process is gone
     if not path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         embedder = embedder or load_embedder(model_name, bulk=True)

@@ -11,6 +11,8 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -195,11 +197,14 @@ def run_index(
     store.check_index_path(settings.index_path)
 
     with index_lock(settings.index_path):
+        leftovers = remove_leftovers(settings.index_path)
         conn = None
         try:
             conn = store.connect_for_writing(settings.index_path)
             _check_writable(conn)
-            return _update(conn, settings, rebuild, embedder, on_progress, started_wall, started)
+            report = _update(conn, settings, rebuild, embedder, on_progress, started_wall, started)
+            report.warnings[:0] = leftovers
+            return report
         except sqlite3.Error as exc:
             # "Cannot write here" (read-only, disk full, size limit) and "damaged" get a clear
             # message; the transaction never committed, so the previous index is intact.
@@ -207,6 +212,60 @@ def run_index(
         finally:
             if conn is not None:
                 conn.close()
+
+
+# What an interrupted run leaves beside the index: derived copies being built or swapped out
+# (derived.replace), a query model export (query_model.export_query_model), an evaluation index
+# (build_index); each named after the pid of the run that made it.
+_LEFTOVER = r"(?:\.(?:vectors|tantivy)\.(?:building|old)|\.query-model\.(?:tmp|old)|\.building)-(\d+)(?:-wal|-shm|-journal)?"
+
+
+def remove_leftovers(index_path: Path, *, locked: bool = True) -> list[tuple[str, str]]:
+    """Remove what killed runs left beside the index (a vector file being built is as large as
+    the vectors: 1.2 GB at 1M passages) and say what was removed, as report warnings.
+
+    Called by a run that holds the index lock (`locked`): no other run can be writing them, so
+    every one goes, even one whose pid a process of another program has taken since. Without the
+    lock, only those whose process is gone."""
+    pattern = re.compile(re.escape(index_path.name) + _LEFTOVER)
+    removed = []
+    try:
+        names = os.listdir(index_path.parent)
+    except OSError:
+        return removed
+    for name in sorted(names):
+        match = pattern.fullmatch(name)
+        if not match or (not locked and _alive(int(match.group(1)))):
+            continue
+        path = index_path.parent / name
+        size = _size(path)
+        try:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        except OSError as exc:
+            log.warning("could not remove %s, left by an interrupted run: %s", path, exc)
+            continue
+        removed.append(("(leftovers)", f"removed {name} ({size / 1e6:.1f} MB), left by an interrupted run "
+                                       f"(pid {match.group(1)})"))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _size(path: Path) -> int:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        return path.lstat().st_size
+    except OSError:
+        return 0
 
 
 def _update(conn, settings, rebuild, embedder, on_progress, started_wall, started) -> IndexReport:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 
 import embeddings.vectors as vectors_module
 from embeddings import derived, store, tantivy_index, vector_file
-from embeddings.index import run_index
+from embeddings.index import remove_leftovers, run_index
 from embeddings.search import SearchIndex
 from tests.conftest import ROOT
 from tests.test_reliability_core import assert_one_error_line, env_for, integrity, invoke
@@ -30,16 +31,20 @@ OTHER = "000_84e6feabee5314c5.txt"
 
 # The real command line with the fake embedder (as tests/test_reliability_core.py's HARNESS), whose
 # warnings reach stderr the way a user sees them. TEST_LARGE=1 makes every index large (vector file,
-# tantivy copy).
+# tantivy copy); TEST_KILL_WRITING_VECTORS=1 kills the run with SIGKILL while it writes the vector file.
 HARNESS = f"""
-import os, sys
+import os, signal, sys
 sys.path.insert(0, {str(ROOT)!r})
 from tests.conftest import FakeEmbedder
-import embeddings.index, embeddings.query_model, embeddings.tantivy_index, embeddings.vector_file
+import embeddings.index, embeddings.query_model, embeddings.store, embeddings.tantivy_index, embeddings.vector_file
 fake = FakeEmbedder()
 embeddings.index.load_embedder = embeddings.query_model.load_embedder = lambda name, **_: fake
 if os.environ.get("TEST_LARGE"):
     embeddings.tantivy_index.LARGE_INDEX = embeddings.vector_file.LARGE_INDEX = 1
+if os.environ.get("TEST_KILL_WRITING_VECTORS"):
+    def killed(conn):  # called once the vectors are written into the new folder
+        os.kill(os.getpid(), signal.SIGKILL)
+    embeddings.store.passage_ids_by_row = killed
 from bot.cli import main
 main()
 """
@@ -421,3 +426,55 @@ def test_a_damaged_index_file_is_one_line_saying_to_move_it_away_and_is_left_as_
     assert path.read_bytes() == before
 
 
+# ------------------------------------------------------------------------------ leftovers
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_next_run_removes_what_a_killed_run_left(fake_settings, tmp_path):
+    assert cli(tmp_path, fake_settings, "index", TEST_LARGE="1").returncode == 0
+    (fake_settings.corpus_dir / TALIBAN).write_text((fake_settings.corpus_dir / TALIBAN).read_text() + "\n\nA new paragraph.\n")
+    killed = cli(tmp_path, fake_settings, "index", TEST_LARGE="1", TEST_KILL_WRITING_VECTORS="1")
+    assert killed.returncode == -signal.SIGKILL
+    data = fake_settings.index_path.parent
+    (building,) = data.glob("index.sqlite3.vectors.building-*")
+    assert (building / "exact.npy").stat().st_size > 0  # as large as the vectors: 768 MB at 1M passages
+    # An export killed midway; and one whose pid a live process (not corpus-bot) has taken since.
+    export = data / f"index.sqlite3.query-model.tmp-{dead_pid()}"
+    export.mkdir()
+    (export / "unfused.onnx").write_bytes(b"\0" * 1000)
+    taken = data / "index.sqlite3.tantivy.building-1"
+    taken.mkdir()
+
+    result = cli(tmp_path, fake_settings, "index", "--json", TEST_LARGE="1")
+    assert result.returncode == 0, result.stderr
+    warnings = {w["warning"].split(" (")[0] for w in json.loads(result.stdout)["warnings"] if w["path"] == "(leftovers)"}
+    assert warnings == {f"removed {p.name}" for p in (building, export, taken)}
+    assert sorted(p.name for p in data.iterdir() if "building" in p.name or ".tmp-" in p.name or ".old-" in p.name) == []
+    # The killed run had committed: this one only writes the vector file it did not finish.
+    assert json.loads(result.stdout)["changed"] == []
+    assert derived.read_tag(vector_file.folder_for(fake_settings.index_path)) == _generation(fake_settings)
+
+
+def _generation(settings) -> str:
+    with store.reading(settings.index_path) as conn:
+        return store.read_meta(conn)["generation"]
+
+
+def test_outside_the_index_lock_only_leftovers_of_dead_processes_are_removed(tmp_path):
+    """Evaluation indexes are built without the lock: a live pid may be a build in progress."""
+    index_path = tmp_path / "set-0123.sqlite3"
+    dead, alive = dead_pid(), os.getpid()
+    for pid in (dead, alive):
+        (tmp_path / f"set-0123.sqlite3.building-{pid}").write_bytes(b"x")
+        (tmp_path / f"set-0123.sqlite3.building-{pid}-wal").write_bytes(b"x")
+    (tmp_path / "other.sqlite3.building-1").write_bytes(b"x")  # another index's
+    removed = remove_leftovers(index_path, locked=False)
+    assert sorted(text.split(" (")[0] for _, text in removed) == [
+        f"removed set-0123.sqlite3.building-{dead}", f"removed set-0123.sqlite3.building-{dead}-wal"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["other.sqlite3.building-1", f"set-0123.sqlite3.building-{alive}", f"set-0123.sqlite3.building-{alive}-wal"])
