@@ -269,12 +269,11 @@ def test_a_flipped_bit_in_the_vector_files_ids_never_puts_a_passage_under_anothe
     idx.passage_ids[row] ^= 1 << bit
     idx._id_order = None
     caplog.clear()
+    with store.reading(fake_settings.index_path) as conn:
+        owner = dict(conn.execute("SELECT p.id, a.key FROM passages p JOIN articles a ON a.id = p.article_id"))
     for question in [*expected, *UNRELATED]:
         for result in idx.search(question, fake_embedder, k=10).results:
-            with store.reading(fake_settings.index_path) as conn:
-                owner = conn.execute("SELECT a.key FROM passages p JOIN articles a ON a.id = p.article_id WHERE p.id = ?",
-                                     (result.passage_id,)).fetchone()[0]
-            assert owner == result.article.key, "a quote shown under another article's title"
+            assert owner[result.passage_id] == result.article.key, "a quote shown under another article's title"
     assert idx._texts([row]) == {} and f"passage {other} left out" in caplog.text
     idx.close()
 
