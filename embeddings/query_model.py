@@ -127,9 +127,11 @@ def export_query_model(embedder: SentenceTransformerEmbedder, index_path: Path, 
                 transformer.set_attn_implementation(attention)  # passages are embedded faster with it
         _fuse(tmp / "unfused.onnx", tmp / "model.onnx", transformer.config)
         shutil.copy(Path(model_path) / "tokenizer.json", tmp / "tokenizer.json")
-        files = model_files(embedder.name)
+        if model_hash is None:
+            files = model_files(embedder.name)
+            model_hash = files.digest if files else None
         meta = {"format": FORMAT, "model": embedder.name, "dimension": embedder.dimension,
-                "max_tokens": embedder.max_tokens, "model_hash": model_hash or (files.digest if files else None),
+                "max_tokens": embedder.max_tokens, "model_hash": model_hash,
                 "files": {name: {"size": (tmp / name).stat().st_size, HASH: file_digest(tmp / name)} for name in FILES}}
         exported = probe(OnnxQueryEmbedder(tmp, meta, threads=1))
         problem = probe_mismatch(exported, probe(embedder))

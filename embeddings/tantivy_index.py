@@ -106,7 +106,7 @@ def refresh(index_path: Path, changes: Changes | None = None, on_passage: Callab
             return derived.remove(folder)
         tag = derived.read_tag(folder)
         damage = None
-        if tag in (generation, changes.previous_generation if changes else None):
+        if tag and tag in (generation, changes.previous_generation if changes else None):
             damage = derived.verify(folder) or _unreadable(folder)
         if tag == generation and damage is None:
             if derived.changed_files(folder):
