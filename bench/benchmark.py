@@ -342,9 +342,14 @@ def build_synthetic(gen: TextGen, folder: Path, passages: int, query_model_from:
             conn.execute("BEGIN IMMEDIATE")
 
     log(f"{passages}: writing files and store rows with synthetic vectors")
+    # The model's identity (its files' hash, its probe vector: embeddings/model_identity.py) as the
+    # index job records it, from the real index whose query model this one borrows.
+    with store.reading(query_model_from) as source:
+        identity = {k: v for k, v in store.read_meta(source).items() if k in ("model_hash", "model_files", "probe_vector")}
     try:
         articles = write_corpus(gen, corpus, passages, on_article)
-        store.write_meta(conn, model=DEFAULT_MODEL, dimension=str(DIM), built=now, generation=store.new_generation())
+        store.write_meta(conn, model=DEFAULT_MODEL, dimension=str(DIM), built=now, generation=store.new_generation(),
+                         **identity)
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

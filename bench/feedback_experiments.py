@@ -53,8 +53,7 @@ def main() -> None:
             question = data.queries[qid]
             ranking = index.rank(question, embedder, n=100, per_article=1, mode="hybrid")
             candidates = ranking.candidates
-            best = [int(index.passage_ids[i]) for i in ranking.picked[: args.feedback]]
-            words = expansion(index, question, list(index._texts(best).values()), args.terms)
+            words = expansion(index, question, list(index._texts(ranking.picked[: args.feedback]).values()), args.terms)
             extra = np.zeros(len(candidates.rows))
             if words:
                 weights = {w: 1.0 for w in words}

@@ -170,7 +170,7 @@ def ask_command(ctx, question, k, source, since, until, mode, index_path, as_jso
         index = SearchIndex.load(settings.index_path, model_name=settings.embedding_model, weak_score=settings.weak_score)
         if index.passage_count == 0:
             raise IndexMissingError(f"the index at {settings.index_path} is empty: add articles to the corpus folder and run `corpus-bot index`")
-        embedder = load_query_embedder(settings.index_path, settings.embedding_model)
+        embedder = load_query_embedder(settings.index_path, settings.embedding_model, index.meta)
         reranker = load_reranker(settings.rerank_model) if settings.rerank_model else None
         questions = (line.strip() for line in sys.stdin) if question == "-" else iter([question])
         color = sys.stdout.isatty()
@@ -233,9 +233,11 @@ def stats_command(ctx, index_path, as_json):
         with store.reading(settings.index_path) as conn:
             stats = store.index_stats(conn, settings.index_path)
             run = store.last_run(conn)
+            damaged = store.damaged_vectors(conn)
     generation = stats.pop("generation")
     stats["keyword_search"] = keyword_engine(settings.index_path, generation, stats["passages"])
     stats["vectors_from"] = vector_file.vector_source(settings.index_path, generation, stats["passages"])
+    stats["damaged_vectors"] = [{"path": key, "reason": why} for key, why in sorted(damaged.items())]
     if as_json:
         click.echo(json_line(stats))
         return
@@ -245,6 +247,11 @@ def stats_command(ctx, index_path, as_json):
     click.echo(one_line(f"built:     {stats['built']}"))
     click.echo(one_line(f"keywords:  {stats['keyword_search']}"))
     click.echo(one_line(f"vectors:   {stats['vectors_from']}"))
+    if damaged:
+        click.echo(one_line(
+            f"damaged:   {len(damaged)} articles' vectors, left out of search until `corpus-bot index` embeds them "
+            "again: " + "; ".join(f"{d['path']} ({d['reason']})" for d in stats["damaged_vectors"])
+        ))
     if run:
         r = run["report"]
         click.echo(

@@ -31,6 +31,10 @@ class ModelLoadError(CorpusBotError):
     """The configured embedding model cannot be loaded; the message says which and why."""
 
 
+class IndexDamagedError(CorpusBotError):
+    """The index file is damaged beyond what a run repairs; the message says to move it away."""
+
+
 class SchemaTooNewError(CorpusBotError):
     """The index was written by a newer corpus-bot."""
 

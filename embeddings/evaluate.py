@@ -15,13 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import store, tantivy_index, vector_file
+from . import query_model, store, tantivy_index, vector_file
+from .embedder import Embedder, load_embedder
 from .errors import EvalDataError
-from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
-from .index import Progress, backfill_token_vectors, build_index
+from .index import Progress, backfill_token_vectors, build_index, record_model_identity, remove_leftovers
 from .metrics import evaluate_run
 from .parse import ArticleDoc
-from .query_model import export_query_model
 from .search import DEFAULT_MODE, SearchIndex
 
 # Bump when chunking or what is stored changes, so cached evaluation indexes are rebuilt.
@@ -115,20 +114,29 @@ def cached_index(
     """The evaluation index for data and model, built (and its ONNX query model exported) on first use."""
     key = hashlib.sha256(f"{data.digest}|{model_name}|{INDEX_FORMAT}".encode()).hexdigest()[:16]
     path = cache_dir / f"{data.name}-{key}.sqlite3"
+    remove_leftovers(path, locked=False)  # of killed builds: no lock here, so only those whose process is gone
     if not path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         embedder = embedder or load_embedder(model_name, bulk=True)
         build_index(path, data.docs, embedder=embedder, source_hash=data.digest, on_progress=on_progress)
-        if isinstance(embedder, SentenceTransformerEmbedder):
-            export_query_model(embedder, path)
-    else:
-        store.upgrade(path)  # a cache written by an older corpus-bot: this command owns it
-        if not _has_token_vectors(path):  # cached by a version before the token table
-            backfill_token_vectors(path, embedder or load_embedder(model_name, bulk=True))
+    else:  # cached by an older version: what it lacks is added once
+        store.upgrade(path)  # this command owns its cache: an older schema is brought up to date
+        if not _has_token_vectors(path):
+            embedder = embedder or load_embedder(model_name, bulk=True)
+            backfill_token_vectors(path, embedder)
+        if not _meta(path).get("probe_vector"):
+            embedder = embedder or load_embedder(model_name, bulk=True)
+            record_model_identity(path, embedder)
+    query_model.refresh(path, model_name, embedder)
     # A large set is searched as a large corpus would be: with the derived copies the index job makes.
     tantivy_index.refresh(path)
     vector_file.refresh(path)
     return path
+
+
+def _meta(path: Path) -> dict:
+    with store.reading(path) as conn:
+        return store.read_meta(conn)
 
 
 def _has_token_vectors(path: Path) -> bool:

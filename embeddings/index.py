@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
-import shutil
 import logging
 import os
+import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store, tantivy_index, vector_file, word_vectors
+from . import model_identity, store, tantivy_index, vector_file, word_vectors
 from .chunk import make_passages
 from .config import Settings
 from .errors import IndexBusyError, IndexRefusedError, IndexWriteError, ModelMismatchError, RemovalsRefusedError
-from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder
+from .embedder import Embedder, load_embedder
 from .parse import ArticleDoc, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
 from .terminal import one_line
 
@@ -209,20 +209,78 @@ def run_index(
     if not corpus.is_dir():
         raise IndexRefusedError(f"corpus folder {corpus} does not exist or is not a folder (set CORPUS_DIR)")
 
+    store.check_index_path(settings.index_path)
     store.check_owner(settings.index_path)  # another program's database: refused before even the lock file is made
     with index_lock(settings.index_path):
+        leftovers = remove_leftovers(settings.index_path)
         conn = None
         try:
             conn = store.connect_for_writing(settings.index_path)
             _check_writable(conn)
-            return _update(conn, settings, rebuild, allow_removals, embedder, on_progress, started_wall, started)
+            report = _update(conn, settings, rebuild, allow_removals, embedder, on_progress, started_wall, started)
+            report.warnings[:0] = leftovers
+            return report
         except sqlite3.Error as exc:
-            # "Cannot write here" (read-only, disk full, size limit) gets a clear message; the
-            # transaction never committed, so the previous index is intact.
-            raise _write_failure(exc, settings.index_path) or exc
+            # "Cannot write here" (read-only, disk full, size limit) and "damaged" get a clear
+            # message; the transaction never committed, so the previous index is intact.
+            raise _write_failure(exc, settings.index_path) or store.damage_error(exc, settings.index_path) or exc
         finally:
             if conn is not None:
                 conn.close()
+
+
+# What an interrupted run leaves beside the index: derived copies being built or swapped out
+# (derived.replace), a query model export (query_model.export_query_model), an evaluation index
+# (build_index); each named after the pid of the run that made it.
+_LEFTOVER = r"(?:\.(?:vectors|tantivy)\.(?:building|old)|\.query-model\.(?:tmp|old)|\.building)-(\d+)(?:-wal|-shm|-journal)?"
+
+
+def remove_leftovers(index_path: Path, *, locked: bool = True) -> list[tuple[str, str]]:
+    """Remove what killed runs left beside the index (a vector file being built is as large as
+    the vectors: 1.2 GB at 1M passages) and say what was removed, as report warnings.
+
+    Called by a run that holds the index lock (`locked`): no other run can be writing them, so
+    every one goes, even one whose pid a process of another program has taken since. Without the
+    lock, only those whose process is gone."""
+    pattern = re.compile(re.escape(index_path.name) + _LEFTOVER)
+    removed = []
+    try:
+        names = os.listdir(index_path.parent)
+    except OSError:
+        return removed
+    for name in sorted(names):
+        match = pattern.fullmatch(name)
+        if not match or (not locked and _alive(int(match.group(1)))):
+            continue
+        path = index_path.parent / name
+        size = _size(path)
+        try:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        except OSError as exc:
+            log.warning("could not remove %s, left by an interrupted run: %s", path, exc)
+            continue
+        removed.append(("(leftovers)", f"removed {name} ({size / 1e6:.1f} MB), left by an interrupted run "
+                                       f"(pid {match.group(1)})"))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _size(path: Path) -> int:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        return path.lstat().st_size
+    except OSError:
+        return 0
 
 
 def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, started_wall, started) -> IndexReport:
@@ -234,12 +292,19 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
             f"the index was built with {meta['model']!r} but EMBEDDING_MODEL is {settings.embedding_model!r}; "
             "run `corpus-bot index --rebuild` to re-embed everything with the new model"
         )
+    files = model_identity.model_files(settings.embedding_model, meta)
+    if (files and meta.get("model_hash") and files.digest != meta["model_hash"] and not rebuild
+            and meta.get("model") == settings.embedding_model):
+        raise ModelMismatchError(
+            f"the files of model {settings.embedding_model!r} changed since the index was built with them; "
+            "run `corpus-bot index --rebuild` to re-embed everything with them"
+        )
+    report = IndexReport(model=settings.embedding_model)
     stored = store.stored_files(conn)
-    previous = {} if rebuild else stored
+    previous = {} if rebuild else _without_damaged_vectors(conn, stored, report)
     previous_keys = {k for f in stored.values() for k in f.keys}
     previous_passages = store.passage_count(conn)
 
-    report = IndexReport(model=settings.embedding_model)
     progress = Progress(stage="scanning")
 
     def tick() -> None:
@@ -256,13 +321,20 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
 
     # An index from before the token table gets its stored words' vectors once.
     backfill = not rebuild and previous_passages > 0 and not conn.execute("SELECT 1 FROM token_vectors LIMIT 1").fetchone()
+    damaged_tokens = [] if rebuild else word_vectors.damaged_tokens(conn, int(meta.get("dimension") or 0))
+    if damaged_tokens:
+        report.warnings.append(("(word vectors)", f"{len(damaged_tokens)} stored word vectors were damaged; embedded again"))
     tokens: tuple[list[int], np.ndarray] = ([], np.zeros((0, 0), np.float32))
-    if new or backfill:
+    identity = {"model_hash": files.digest, "model_files": files.signature} if files else {}
+    # An index from before the probe vector was recorded gets it (the model is loaded once for it).
+    if new or backfill or damaged_tokens or (previous_passages and not meta.get("probe_vector")):
         embedder = embedder or load_embedder(settings.embedding_model, bulk=True)
         _check_dimension(meta, embedder, rebuild)
         new = _chunk(new, embedder, report)
         _embed(new, embedder, progress, tick)
-        tokens = _token_vectors(conn, new, embedder, progress, tick, every_stored=backfill, replace=rebuild)
+        identity["probe_vector"] = _check_probe(meta, embedder, rebuild)
+        tokens = _token_vectors(conn, new, embedder, progress, tick, every_stored=backfill, replace=rebuild,
+                                also=damaged_tokens)
     _fault_point("embed")
 
     new_keys = {a.doc.key for a in new}
@@ -285,7 +357,7 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
     tick()
     dimension = embedder.dimension if embedder else int(meta.get("dimension", 0)) or None
     changes = _commit(conn, settings, new, previous_keys - kept_keys, report, dimension, started_wall, started,
-                      tokens, replace_tokens=rebuild)
+                      tokens, identity, replace_tokens=rebuild)
     _fault_point("after-commit")
     _refresh_query_model(settings, embedder, report)
     _refresh_tantivy(settings, changes, report, progress, tick)
@@ -301,27 +373,31 @@ def _check_removals(removing, indexed: int, found: int, corpus: Path, allowed: b
 
 
 def _refresh_query_model(settings: Settings, embedder: Embedder | None, report: IndexReport) -> None:
-    """Export the ONNX query model beside the index when it is missing, for another model or of
-    an older format.
+    """Export the ONNX query model beside the index when it is missing or is not this index's
+    (query_model.refresh: made by an older version, from other model files, damaged).
 
     Not part of the index's transaction: questions fall back to the full model without it, so a
     failed export is a warning, never a failed run."""
-    from .query_model import FORMAT, export_query_model, query_model_dir
+    from . import query_model
 
-    folder = query_model_dir(settings.index_path)
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
-        meta = {}
-    if meta.get("model") == settings.embedding_model and meta.get("format") == FORMAT:
-        return
-    try:
-        embedder = embedder or load_embedder(settings.embedding_model)
-        if isinstance(embedder, SentenceTransformerEmbedder) and export_query_model(embedder, settings.index_path):
-            return
-        shutil.rmtree(folder, ignore_errors=True)  # a stale export for a previous model
+        done = query_model.refresh(settings.index_path, settings.embedding_model, embedder)
     except Exception as exc:
         _warn_derived(report, "(query model)", "not exported", "questions use the full model, slower to start", exc)
+        return
+    if done.startswith("exported again"):
+        report.warnings.append(("(query model)", done))
+
+
+def _without_damaged_vectors(conn, stored: dict[str, store.StoredFile], report: IndexReport) -> dict[str, store.StoredFile]:
+    """The stored files less those holding an article whose vectors are damaged (store.damaged_vectors),
+    so that this run parses and embeds them again, saying so."""
+    damaged = store.damaged_vectors(conn)
+    if not damaged:
+        return stored
+    for key, why in sorted(damaged.items()):
+        report.warnings.append((key, f"its stored vectors were damaged ({why}); embedded again"))
+    return {f: s for f, s in stored.items() if not damaged.keys() & set(s.keys)}
 
 
 def _scan(corpus, settings, previous, report, progress, tick):
@@ -428,14 +504,16 @@ def _embed(new: list[_NewArticle], embedder: Embedder, progress: Progress, tick)
         start += len(article.passages)
 
 
-def _token_vectors(conn, new, embedder, progress, tick, *, every_stored: bool, replace: bool) -> tuple[list[int], np.ndarray]:
+def _token_vectors(conn, new, embedder, progress, tick, *, every_stored: bool, replace: bool,
+                   also: list[int] = ()) -> tuple[list[int], np.ndarray]:
     """The vocabulary tokens of the new articles' words (text, title, publication: what the keyword
-    index holds) that the index has no vector for, and their vectors (word_vectors.py)."""
+    index holds) that the index has no usable vector for, and `also` (damaged ones), and their
+    vectors (word_vectors.py)."""
     texts = [t for a in new for t in (*a.passages, a.doc.title or "", a.doc.source or "")]
     if every_stored:
         texts += [r[0] for r in conn.execute("SELECT text FROM passages")]
         texts += [f"{r[0] or ''} {r[1] or ''}" for r in conn.execute("SELECT title, source FROM articles")]
-    tokens = word_vectors.missing_tokens(conn, texts, embedder, stored=not replace)
+    tokens = sorted(set(word_vectors.missing_tokens(conn, texts, embedder, stored=not replace)) | set(also))
     progress.stage, progress.words_total = "words", len(tokens)
     tick()
     return tokens, embedder.token_vectors(tokens) if tokens else np.zeros((0, embedder.dimension), np.float32)
@@ -453,6 +531,35 @@ def backfill_token_vectors(index_path: Path, embedder: Embedder) -> int:
         word_vectors.insert(conn, *tokens)
         conn.execute("COMMIT")
         return len(tokens[0])
+    finally:
+        conn.close()
+
+
+def _check_probe(meta: dict, embedder: Embedder, rebuild: bool) -> str:
+    """The embedder's probe vector (model_identity.py) for index_meta, once it is shown to be the
+    index's: a model that changed under the same name (a folder given by its hub name has no
+    file hash) would put other vectors beside the stored ones."""
+    vector = model_identity.probe(embedder)
+    recorded = model_identity.decode_probe(meta.get("probe_vector"))
+    problem = None if rebuild or recorded is None else model_identity.probe_mismatch(vector, recorded)
+    if problem:
+        raise ModelMismatchError(
+            f"{embedder.name!r} is not the model this index was built with ({problem}); "
+            "run `corpus-bot index --rebuild` to re-embed everything with it"
+        )
+    return model_identity.encode_probe(vector)
+
+
+def record_model_identity(index_path: Path, embedder: Embedder) -> None:
+    """Give an index written before model identities were recorded (model_identity.py) the
+    embedder's, as the next index run would (for cached evaluation indexes)."""
+    conn = store.connect_for_writing(index_path)
+    try:
+        files = model_identity.model_files(embedder.name)
+        conn.execute("BEGIN IMMEDIATE")
+        store.write_meta(conn, probe_vector=model_identity.encode_probe(model_identity.probe(embedder)),
+                         **({"model_hash": files.digest, "model_files": files.signature} if files else {}))
+        conn.execute("COMMIT")
     finally:
         conn.close()
 
@@ -478,9 +585,12 @@ def _refresh_tantivy(settings: Settings, changes: tantivy_index.Changes, report:
         tick()
 
     try:
-        tantivy_index.refresh(settings.index_path, changes, on_passage=on_passage)
+        done = tantivy_index.refresh(settings.index_path, changes, on_passage=on_passage)
     except Exception as exc:
         _warn_derived(report, "(keyword index)", "tantivy copy not built", "keyword search uses FTS5, slower at this size", exc)
+        return
+    if done.startswith("built again"):
+        report.warnings.append(("(keyword index)", f"tantivy copy {done}"))
 
 
 def _refresh_vector_file(settings: Settings, report: IndexReport, progress: Progress, tick) -> None:
@@ -492,9 +602,12 @@ def _refresh_vector_file(settings: Settings, report: IndexReport, progress: Prog
     if report.passages_total >= vector_file.LARGE_INDEX:
         tick()
     try:
-        vector_file.refresh(settings.index_path)
+        done = vector_file.refresh(settings.index_path)
     except Exception as exc:
         _warn_derived(report, "(vector file)", "not written", "the vectors load from SQLite, slower at this size", exc)
+        return
+    if done.startswith("built again"):
+        report.warnings.append(("(vector file)", done.replace("built", "written", 1)))
 
 
 def _warn_derived(report: IndexReport, what: str, failed: str, meanwhile: str, exc: Exception) -> None:
@@ -504,7 +617,7 @@ def _warn_derived(report: IndexReport, what: str, failed: str, meanwhile: str, e
     report.warnings.append((what, f"{failed} ({reason}); {meanwhile}"))
 
 
-def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started, tokens,
+def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started, tokens, identity,
             *, replace_tokens: bool = False) -> tantivy_index.Changes:
     """The one write transaction of a run."""
     now = store.utc_now()
@@ -529,7 +642,7 @@ def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, st
         report.articles_total = conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
         report.passages_total = store.passage_count(conn)
         report.seconds = round(time.monotonic() - started, 3)
-        meta = {"model": settings.embedding_model, "built": now}
+        meta = {"model": settings.embedding_model, "built": now, **identity}  # model_identity.py
         if new or stale_keys or not previous:
             meta["generation"] = store.new_generation()  # derived copies (tantivy) are tagged with it
         if dimension:
@@ -580,7 +693,10 @@ def build_index(
     try:
         settings = Settings(embedding_model=embedder.name)
         tokens = _token_vectors(conn, new, embedder, progress, tick, every_stored=False, replace=False)
-        _commit(conn, settings, new, set(), report, embedder.dimension, started_wall, started, tokens)
+        files = model_identity.model_files(embedder.name)
+        identity = {"probe_vector": model_identity.encode_probe(model_identity.probe(embedder)),
+                    **({"model_hash": files.digest, "model_files": files.signature} if files else {})}
+        _commit(conn, settings, new, set(), report, embedder.dimension, started_wall, started, tokens, identity)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()

@@ -5,9 +5,14 @@ Measured here: import + load + one question 0.6 s cold (10 s with torch), 5-7 ms
 same vectors (cosine 1.0000 to sentence-transformers'). The graph is exported with the model's
 plain ("eager") attention, which onnxruntime's transformer optimizer fuses into its own attention,
 layer-norm and GELU kernels: 12% less time per question (8.55 -> 7.51 ms p50 on the AMD VM).
-The export is made once at index time;
+The export is made at index time, again whenever it is missing or does not verify;
 only models whose pipeline is Transformer -> mean pooling -> normalize are exported (what the
 ONNX graph computes); any other model keeps working through sentence-transformers.
+
+An export is used only once verified (verified_export): made by this version from the model
+files the index's vectors came from (model_identity.py), its files the size and hash it wrote
+them with, and its vector of the probe text the index's. Otherwise questions go through the full
+model, with a warning saying why; a full model that is not the index's is refused.
 Passages are not embedded through it: for long batches torch is as fast or faster (and much
 faster in bfloat16, see embedder.py); bench/embedding_speed.py compares them.
 """
@@ -17,47 +22,67 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder, resolve_model_path
+from .errors import CorpusBotError, ModelMismatchError
+from .model_identity import (HASH, decode_probe, encode_probe, file_digest, model_files, probe,
+                             probe_mismatch)
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # 2: fused (see above); 1 (unfused) still loads, and the next index run replaces it
-LOADABLE_FORMATS = (1, 2)
+# 3: meta.json records the model files' hash, each file's size and hash, and the export's probe
+# vector, so a load can verify it (older exports cannot be, and are exported again by `index`).
+FORMAT = 3
 MEAN_POOLING_PIPELINE = ["Transformer", "Pooling", "Normalize"]
+FILES = ("model.onnx", "tokenizer.json")
+
+
+class QueryModelUnusable(Exception):
+    """Why the export beside an index cannot answer questions for it (the message says)."""
 
 
 def query_model_dir(index_path: Path) -> Path:
     return index_path.with_name(index_path.name + ".query-model")
 
 
-def _exportable(model_path: str) -> str | None:
+def exportable(model_name: str) -> str | None:
     """Why the model cannot be exported (None when it can): only mean pooling + normalize is."""
-    folder = Path(model_path)
+    folder = Path(resolve_model_path(model_name))
     try:
         modules = json.loads((folder / "modules.json").read_text())
         kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
         pooling = json.loads((folder / modules[1]["path"] / "config.json").read_text())
-    except (OSError, ValueError, KeyError, IndexError):
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
         return "not a local sentence-transformers folder"
     if kinds != MEAN_POOLING_PIPELINE:
         return f"pipeline {kinds} is not {MEAN_POOLING_PIPELINE}"
-    # sentence-transformers 6 saves {"pooling_mode": "mean"}; older versions a flag per mode
-    modes = pooling.get("pooling_mode", [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v])
-    if modes not in ("mean", ["mean"], ["pooling_mode_mean_tokens"]):
+    if isinstance(pooling.get("pooling_mode"), str):  # as sentence-transformers 5 and later write it
+        modes = [pooling["pooling_mode"]]
+    else:
+        modes = [k.removeprefix("pooling_mode_").removesuffix("_tokens") for k, v in pooling.items()
+                 if k.startswith("pooling_mode") and v]
+    if modes != ["mean"]:
         return f"pooling {modes} is not mean pooling"
     return None
 
 
-def export_query_model(embedder: SentenceTransformerEmbedder, index_path: Path) -> Path | None:
-    """Write <index>.query-model/ (model.onnx, tokenizer.json, meta.json); None if not exportable."""
+def export_query_model(embedder: SentenceTransformerEmbedder, index_path: Path, *, model_hash: str | None = None,
+                       expected_probe: np.ndarray | None = None) -> Path | None:
+    """Write <index>.query-model/ (model.onnx, tokenizer.json, meta.json); None if not exportable.
+
+    meta.json records what a load verifies: the hash of the model files it was made from
+    (`model_hash`, computed here unless given), each file's size and hash, and the export's
+    vector of the probe text. The export must reproduce the model's own probe vector, and the
+    index's (`expected_probe`) when given; otherwise nothing is written (CorpusBotError)."""
     model_path = resolve_model_path(embedder.name)
-    why_not = _exportable(model_path)
+    why_not = exportable(embedder.name)
     if why_not:
         log.info("no ONNX query model for %s: %s", embedder.name, why_not)
         return None
@@ -102,19 +127,126 @@ def export_query_model(embedder: SentenceTransformerEmbedder, index_path: Path) 
                 transformer.set_attn_implementation(attention)  # passages are embedded faster with it
         _fuse(tmp / "unfused.onnx", tmp / "model.onnx", transformer.config)
         shutil.copy(Path(model_path) / "tokenizer.json", tmp / "tokenizer.json")
+        if model_hash is None:
+            files = model_files(embedder.name)
+            model_hash = files.digest if files else None
         meta = {"format": FORMAT, "model": embedder.name, "dimension": embedder.dimension,
-                "max_tokens": embedder.max_tokens}
+                "max_tokens": embedder.max_tokens, "model_hash": model_hash,
+                "files": {name: {"size": (tmp / name).stat().st_size, HASH: file_digest(tmp / name)} for name in FILES}}
+        exported = probe(OnnxQueryEmbedder(tmp, meta, threads=1))
+        problem = probe_mismatch(exported, probe(embedder))
+        if problem:
+            raise CorpusBotError(f"the ONNX export does not reproduce {embedder.name!r}: {problem}")
+        if expected_probe is not None and (problem := probe_mismatch(exported, expected_probe)):
+            raise ModelMismatchError(f"{embedder.name!r} is not the model this index was built with: {problem}")
+        meta["probe_vector"] = encode_probe(exported)
         (tmp / "meta.json").write_text(json.dumps(meta))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    # Swap folders: a reader sees the old export or the new one, and checks meta.json either way.
+    # Swap folders: a reader sees the old export or the new one, and verifies it either way.
     old = target.with_name(target.name + f".old-{os.getpid()}")
     if target.exists():
         target.rename(old)
     tmp.rename(target)
     shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def refresh(index_path: Path, model_name: str, embedder: Embedder | None = None) -> str:
+    """Export the query model beside the index at index_path when it is missing or is not this
+    index's (export_problem); remove an export when the model cannot be exported. Says what was
+    done: "current", "exported", "exported again (why)", "not exportable (why)", "no index to
+    export for". An export that fails raises, and the previous one stays (unverified: unused)."""
+    from . import store
+    from .model_identity import decode_probe
+
+    folder = query_model_dir(index_path)
+    why_not = exportable(model_name)
+    if why_not:
+        shutil.rmtree(folder, ignore_errors=True)  # a stale export for a previous model
+        return f"not exportable ({why_not})"
+    with store.reading(index_path) as conn:
+        index_meta = store.read_meta(conn)
+    if not index_meta.get("probe_vector"):  # an empty index: nothing to answer, nor to verify an export against
+        return "no index to export for"
+    problem = export_problem(folder, model_name, index_meta)
+    if problem is None:
+        return "current"
+    embedder = embedder or load_embedder(model_name)
+    if not isinstance(embedder, SentenceTransformerEmbedder):
+        return f"not exportable ({type(embedder).__name__} is not a sentence-transformers model)"
+    existed = (folder / "meta.json").exists()
+    export_query_model(embedder, index_path, model_hash=index_meta.get("model_hash"),
+                       expected_probe=decode_probe(index_meta["probe_vector"]))
+    return f"exported again ({problem})" if existed else "exported"
+
+
+def read_export_meta(folder: Path) -> dict:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except FileNotFoundError:
+        raise QueryModelUnusable("it is missing") from None
+    except (OSError, ValueError) as exc:
+        raise QueryModelUnusable(f"its meta.json is unreadable ({exc})") from None
+    if not isinstance(meta, dict):
+        raise QueryModelUnusable("its meta.json is not an object")
+    return meta
+
+
+def _meta_problem(meta: dict, model_name: str, index_meta: dict) -> str | None:
+    """Why an export's meta.json does not describe the model this index was embedded with."""
+    if meta.get("format") != FORMAT:
+        return f"it is of format {meta.get('format')}, not {FORMAT} (made by an older version)"
+    if meta.get("model") != model_name:
+        return f"it was made for {meta.get('model')!r}, not {model_name!r}"
+    if not index_meta.get("model_hash"):
+        return "the index records no hash of its model's files (built by an older version)"
+    if meta.get("model_hash") != index_meta["model_hash"]:
+        return "it was made from other model files than the index's vectors"
+    if str(meta.get("dimension")) != str(index_meta.get("dimension")):
+        return f"it makes {meta.get('dimension')}-dimensional vectors, the index holds {index_meta.get('dimension')}"
+    files = meta.get("files")
+    if not isinstance(files, dict) or set(files) != set(FILES):
+        return "its meta.json lists no files to verify"
+    return None
+
+
+def _files_problem(folder: Path, meta: dict, *, hashes: bool = True) -> str | None:
+    """Why the export's files are not those it recorded (size, then hash unless `hashes` is False)."""
+    for name, recorded in meta["files"].items():
+        path = folder / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if size != recorded.get("size"):
+            return f"{name} holds {size} bytes, not the {recorded.get('size')} it was written with"
+        if not hashes:
+            continue
+        try:
+            digest = file_digest(path)
+        except OSError as exc:
+            return f"{name} cannot be read ({exc.strerror or exc})"
+        if digest != recorded.get(HASH):
+            return f"{name} is damaged (its {HASH} differs from the one it was written with)"
+    return None
+
+
+def export_problem(folder: Path, model_name: str, index_meta: dict) -> str | None:
+    """Why the export in folder is not the query model of the index whose index_meta is given,
+    from its files alone (the index job's check: no model is loaded); None when it is."""
+    try:
+        meta = read_export_meta(folder)
+    except QueryModelUnusable as exc:
+        return str(exc)
+    problem = _meta_problem(meta, model_name, index_meta) or _files_problem(folder, meta)
+    if problem:
+        return problem
+    recorded = decode_probe(meta.get("probe_vector"))
+    if recorded is None:
+        return "its meta.json records no probe vector"
+    return probe_mismatch(recorded, decode_probe(index_meta.get("probe_vector")))
 
 
 def _fuse(unfused: Path, target: Path, config) -> None:
@@ -200,16 +332,75 @@ class OnnxQueryEmbedder:
             return [e.ids for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
 
-def load_query_embedder(index_path: Path, model_name: str) -> Embedder:
-    """The ONNX query model exported for this index when it matches model_name, else the full model."""
+def load_query_embedder(index_path: Path, model_name: str, index_meta: dict | None = None) -> Embedder:
+    """The model that embeds questions for the index at index_path (whose index_meta may be given):
+    the ONNX export beside it when it verifies (verified_export), else the full model, with one
+    warning saying why. Either way its vector of the probe text must be the index's: a model
+    whose files changed since the index was built is refused (ModelMismatchError), never used."""
+    if index_meta is None:
+        index_meta = _index_meta(index_path)
     folder = query_model_dir(index_path)
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
-        meta = None
-    if meta and meta.get("format") in LOADABLE_FORMATS and meta.get("model") == model_name:
+    if index_meta:  # else there is nothing to answer from, nor to verify an export against
         try:
-            return OnnxQueryEmbedder(folder, meta)
-        except Exception as exc:  # a damaged export must not stop questions being answered
-            log.warning("ONNX query model in %s unusable (%s); using %s through sentence-transformers", folder, exc, model_name)
-    return load_embedder(model_name)
+            return verified_export(folder, model_name, index_meta)
+        except QueryModelUnusable as exc:
+            if folder.exists() or exportable(model_name) is None:
+                log.warning("questions go through the full model %s, slower to start: the ONNX query model in %s "
+                            "is not used (%s); `corpus-bot index` exports it again", model_name, folder, exc)
+    embedder = load_embedder(model_name)
+    check_query_embedder(embedder, index_meta)
+    return embedder
+
+
+def verified_export(folder: Path, model_name: str, index_meta: dict) -> OnnxQueryEmbedder:
+    """The export in folder, loaded, once it is shown to be the query model of this index: made by
+    this version for this model's files (meta.json), its files as written (size and hash), and
+    its vector of the probe text the index's. QueryModelUnusable says why not."""
+    meta = read_export_meta(folder)
+    problem = _meta_problem(meta, model_name, index_meta) or _files_problem(folder, meta, hashes=False)
+    if problem:
+        raise QueryModelUnusable(problem)
+    # The files are hashed while onnxruntime builds its session from them (hashlib releases the
+    # GIL): the check adds little to the start-up time (docs/reliability.md).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="query-model-check") as pool:
+        files = pool.submit(_files_problem, folder, meta)
+        try:
+            embedder = OnnxQueryEmbedder(folder, meta)
+        except Exception as exc:  # onnxruntime's and tokenizers' errors on a damaged file
+            raise QueryModelUnusable(files.result() or f"it cannot be loaded ({str(exc).splitlines()[0][:200]})") from None
+        problem = files.result()
+    if problem:
+        raise QueryModelUnusable(problem)
+    problem = probe_mismatch(probe(embedder), decode_probe(index_meta.get("probe_vector")))
+    if problem:
+        raise QueryModelUnusable(problem)
+    return embedder
+
+
+def check_query_embedder(embedder: Embedder, index_meta: dict) -> None:
+    """Refuse an embedder that is not the model the index's vectors were made with (its dimension,
+    its vector of the probe text). Indexes from before the probe was recorded are taken on trust."""
+    dimension = int(index_meta.get("dimension") or 0)
+    if dimension and embedder.dimension != dimension:
+        raise ModelMismatchError(
+            f"the index holds {dimension}-dimensional vectors but {embedder.name!r} makes {embedder.dimension}; "
+            "run `corpus-bot index --rebuild`"
+        )
+    expected = decode_probe(index_meta.get("probe_vector"))
+    if expected is not None and (problem := probe_mismatch(probe(embedder), expected)):
+        raise ModelMismatchError(
+            f"{embedder.name!r} is not the model this index was built with ({problem}): its files changed since; "
+            "run `corpus-bot index --rebuild` to re-embed everything with it"
+        )
+
+
+def _index_meta(index_path: Path) -> dict:
+    """index_meta of the index at index_path; empty when there is none to read (the search's load
+    reports why)."""
+    from . import store
+
+    try:
+        with store.reading(index_path) as conn:
+            return store.read_meta(conn)
+    except (CorpusBotError, sqlite3.Error):
+        return {}

@@ -8,6 +8,7 @@ swap in a fresh `SearchIndex` after a re-index (the bot) or load one per process
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +21,11 @@ from . import store, tantivy_index, vector_file
 from .answer import Answer, Article, Result
 from .chunk import sentence_spans
 from .embedder import Embedder, Reranker
-from .errors import ModelMismatchError, QueryError
-from .vectors import DTYPE, VectorMatrix
+from .errors import IndexDamagedError, ModelMismatchError, QueryError
+from .vectors import DTYPE, VectorMatrix, checked_scale
 from .word_vectors import WordVectors
+
+log = logging.getLogger(__name__)
 
 DEFAULT_K = 5
 MAX_K = 20
@@ -110,6 +113,7 @@ class SearchIndex:
     def __init__(self, conn, meta, articles, vectors, passage_ids, passage_article, passage_position, weak_score):
         self._conn = conn
         self._lock = threading.Lock()  # one sqlite connection shared by executor threads
+        self._engine_lock = threading.Lock()  # switching from a failed tantivy copy to FTS5, once
         self.meta = meta
         self.articles: list[Article] = articles
         self.vectors: VectorMatrix = vectors
@@ -120,6 +124,8 @@ class SearchIndex:
         self._id_order: np.ndarray | None = None  # lazily built id -> row lookup
         self._sorted_ids: np.ndarray | None = None
         self._term_counts: dict[str, int] = {}  # passages matching each question word, in this snapshot
+        self._usable: np.ndarray | None = None  # False for passages whose vectors are damaged (_leave_out)
+        self.damaged: dict[str, str] = {}
         self.tantivy: tantivy_index.TantivyIndex | None = None  # keyword search's fast path on large indexes
         self.word_vectors = WordVectors.load(conn, int(meta.get("dimension") or 0))
         # Publication dates as day ordinals (0 = undated) so date filters are one vector comparison.
@@ -127,42 +133,76 @@ class SearchIndex:
 
     @classmethod
     def load(cls, index_path: Path, *, model_name: str, weak_score: float) -> "SearchIndex":
+        with store.damage_reported(index_path):
+            return cls._load(index_path, model_name=model_name, weak_score=weak_score)
+
+    @classmethod
+    def _load(cls, index_path: Path, *, model_name: str, weak_score: float) -> "SearchIndex":
         conn = store.connect_for_reading(index_path)
-        conn.execute("BEGIN")  # snapshot: held until close()
-        meta = store.read_meta(conn)
-        if meta.get("model") and meta["model"] != model_name:
+        try:
+            conn.execute("BEGIN")  # snapshot: held until close()
+            meta = store.read_meta(conn)
+            if meta.get("model") and meta["model"] != model_name:
+                raise ModelMismatchError(
+                    f"the index at {index_path} was built with {meta['model']!r} but EMBEDDING_MODEL is {model_name!r}; "
+                    "set EMBEDDING_MODEL back or run `corpus-bot index --rebuild`"
+                )
+            articles = store.read_articles(conn)
+            row_of = {a.id: i for i, a in enumerate(articles)}
+            dim = int(meta.get("dimension") or 0)
+            total = sum(a.passages for a in articles)
+            loaded = (vector_file.load(index_path, meta.get("generation"), total, dim)
+                      if total >= vector_file.LARGE_INDEX else None)
+            damaged: dict[int, str] = {}  # article id -> why some of its vectors are left out
+            damaged_rows = np.zeros(0, np.int64)
+            if loaded:
+                vectors, ids, owners = loaded.vectors, loaded.passage_ids, loaded.owners
+            else:
+                # Filled blob by blob: joining the blobs first doubled peak memory (and glibc kept
+                # the freed half: 3.0 GB instead of 1.5 GB RSS at 1M passages).
+                exact = np.empty((total, max(dim, 1)), DTYPE)
+                try:
+                    owners, damaged = store.read_vectors_into(conn, exact)
+                except ValueError as exc:
+                    raise IndexDamagedError(
+                        f"the index at {index_path} is inconsistent ({exc}): run `corpus-bot index --rebuild`"
+                    ) from None
+                # Checked where the codes' scale is computed: the same pass over the vectors.
+                damaged_rows, scale = checked_scale(exact)
+                vectors, ids = VectorMatrix(exact, scale), store.passage_ids_by_row(conn)
+            counts = np.array([articles[row_of[a]].passages for a in owners], dtype=np.int64)
+            passage_article = np.repeat(np.array([row_of[a] for a in owners], dtype=np.int32), counts)
+            passage_position = (np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
+            if not (len(ids) == total == len(passage_article)):
+                raise IndexDamagedError(
+                    f"the index at {index_path} is inconsistent ({len(ids)} passages, {total} vectors): "
+                    "run `corpus-bot index --rebuild`"
+                )
+        except BaseException:
             conn.close()
-            raise ModelMismatchError(
-                f"the index at {index_path} was built with {meta['model']!r} but EMBEDDING_MODEL is {model_name!r}; "
-                "set EMBEDDING_MODEL back or run `corpus-bot index --rebuild`"
-            )
-        articles = store.read_articles(conn)
-        row_of = {a.id: i for i, a in enumerate(articles)}
-        dim = int(meta.get("dimension") or 0)
-        total = sum(a.passages for a in articles)
-        loaded = vector_file.load(index_path, meta.get("generation"), total, dim) if total >= vector_file.LARGE_INDEX else None
-        if loaded:
-            vectors, ids, owners = loaded.vectors, loaded.passage_ids, loaded.owners
-        else:
-            # Filled blob by blob: joining the blobs first doubled peak memory (and glibc kept
-            # the freed half: 3.0 GB instead of 1.5 GB RSS at 1M passages).
-            exact = np.empty((total, max(dim, 1)), DTYPE)
-            try:
-                owners = store.read_vectors_into(conn, exact)
-            except ValueError as exc:
-                conn.close()
-                raise RuntimeError(f"index at {index_path} is inconsistent: {exc}") from None
-            vectors, ids = VectorMatrix(exact), store.passage_ids_by_row(conn)
-        counts = np.array([articles[row_of[a]].passages for a in owners], dtype=np.int64)
-        passage_article = np.repeat(np.array([row_of[a] for a in owners], dtype=np.int32), counts)
-        passage_position = (np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
-        if not (len(ids) == total == len(passage_article)):
-            conn.close()
-            raise RuntimeError(f"index at {index_path} is inconsistent: {len(ids)} passages, {total} vectors")
+            raise
         index = cls(conn, meta, articles, vectors, ids, passage_article, passage_position, weak_score)
+        index._leave_out(damaged_rows, damaged)
         if len(ids) >= tantivy_index.LARGE_INDEX:
             index.tantivy = tantivy_index.TantivyIndex.open(index_path, meta.get("generation"))
         return index
+
+    def _leave_out(self, rows: np.ndarray, why: dict[int, str]) -> None:
+        """Leave passages whose vectors are damaged out of every search, and say so (once per
+        snapshot): `stats` lists them and the next `corpus-bot index` embeds their articles again."""
+        self.damaged = {}  # article key -> why its vectors (some or all) are left out
+        if not len(rows):
+            return
+        self.vectors._damaged_seen |= set(rows.tolist())  # known: get() need not report them again
+        self._usable = np.ones(self.passage_count, bool)
+        self._usable[rows] = False
+        for a, n in zip(*np.unique(self.passage_article[rows], return_counts=True)):
+            article = self.articles[a]
+            self.damaged[article.key] = why.get(article.id) or f"{n} of its {article.passages} vectors are not unit vectors"
+        listed = "; ".join(f"{key} ({reason})" for key, reason in list(self.damaged.items())[:5])
+        log.warning("%d passages of %d articles are left out of search because their stored vectors are damaged; "
+                    "`corpus-bot index` embeds them again: %s%s", len(rows), len(self.damaged), listed,
+                    " ..." if len(self.damaged) > 5 else "")
 
     def close(self) -> None:
         with self._lock:
@@ -172,13 +212,28 @@ class SearchIndex:
     def passage_count(self) -> int:
         return len(self.passage_ids)
 
-    def _texts(self, passage_ids: list[int]) -> dict[int, str]:
-        if not passage_ids:
+    def _texts(self, rows) -> dict[int, str]:
+        """The texts of the passages at these rows, by passage id: each read with the article and
+        position it belongs to, and left out (and logged) unless those are the row's. A passage id
+        damaged in the vector file must never put one article's text under another's title."""
+        rows = [int(r) for r in rows]
+        if not rows:
             return {}
-        marks = ",".join("?" * len(passage_ids))
+        ids = [int(self.passage_ids[r]) for r in rows]
+        marks = ",".join("?" * len(ids))
         with self._lock:
-            rows = self._conn.execute(f"SELECT id, text FROM passages WHERE id IN ({marks})", passage_ids).fetchall()
-        return dict(rows)
+            found = {pid: rest for pid, *rest in self._conn.execute(
+                f"SELECT id, article_id, position, text FROM passages WHERE id IN ({marks})", ids)}
+        texts, wrong = {}, set()
+        for row, pid in zip(rows, ids):
+            article, position = self.articles[self.passage_article[row]], int(self.passage_position[row])
+            article_id, stored_position, text = found.get(pid, (None, None, None))
+            if (article_id, stored_position) != (article.id, position):
+                log.warning("passage %d left out: it is not paragraph %d of %s, where this index's vectors put it; "
+                            "`corpus-bot index` writes the vector file again", pid, position + 1, article.key)
+                wrong.add(pid)  # also where another row holds the same id: callers look texts up by id
+            texts[pid] = text
+        return {pid: text for pid, text in texts.items() if pid not in wrong}
 
     def _article_mask(self, filters: Filters) -> tuple[np.ndarray, int]:
         """Which articles pass the filters, and how many undated ones the date filter left out."""
@@ -231,7 +286,7 @@ class SearchIndex:
         # comparable across questions, so one calibrated threshold works (docs/retrieval.md). The
         # best by cosine, which a hybrid or keyword ranking need not put first.
         best = max(ranking.picked_cosine) if picked else 0.0
-        texts = self._texts([int(self.passage_ids[i]) for i in page])
+        texts = self._texts(page)
         results = []
         for n, (i, score) in enumerate(zip(page, ranking.picked_cosine[offset : offset + k])):
             pid = int(self.passage_ids[i])
@@ -265,6 +320,8 @@ class SearchIndex:
             raise QueryError(f"unknown search mode {mode!r} (one of {', '.join(MODES)})")
         article_ok, excluded_undated = self._article_mask(filters)
         keep = None if article_ok.all() else article_ok[self.passage_article]
+        if self._usable is not None:  # passages whose vectors are damaged are never candidates
+            keep = self._usable if keep is None else keep & self._usable
         if not self.passage_count or (keep is not None and not keep.any()):
             empty = Candidates(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), True)
             return Ranking([], [], empty, excluded_undated, {})
@@ -334,7 +391,7 @@ class SearchIndex:
         are not in `asked`, have at least 3 letters and are in at most FEEDBACK_COMMON of the passages."""
         pid = int(self.passage_ids[row])
         asked_words = set(asked)
-        words = [w for w in fts_terms(self._texts([pid]).get(pid, "")) if len(w) > 2 and w not in asked_words]
+        words = [w for w in fts_terms(self._texts([row]).get(pid, "")) if len(w) > 2 and w not in asked_words]
         counts = {w: self.document_frequency(w) for w in words}
         rare = [w for w in words if 0 < counts[w] <= FEEDBACK_COMMON * self.passage_count]
         return sorted(rare, key=counts.__getitem__)[:FEEDBACK_WORDS]  # the rarest: the highest idf
@@ -349,8 +406,8 @@ class SearchIndex:
         head = ranking.candidates.head(RERANK_DEPTH)
         if not len(head.rows):
             return ranking
-        texts = self._texts([int(self.passage_ids[i]) for i in head.rows])
-        scores = np.asarray(reranker.scores(question, [texts[int(self.passage_ids[i])] for i in head.rows]), np.float64)
+        texts = self._texts(head.rows)
+        scores = np.asarray(reranker.scores(question, [texts.get(int(self.passage_ids[i]), "") for i in head.rows]), np.float64)
         order = np.argsort(-scores, kind="stable")
         candidates = Candidates(head.rows[order], scores[order], head.cosine[order], complete=True)
         duplicates: dict[int, list[int]] = {}
@@ -419,16 +476,40 @@ class SearchIndex:
 
     def idf_sum(self, terms: list[str]) -> float:
         """Sum of the words' BM25 idf, as the engine that scores them computes it."""
-        if self.tantivy is not None:
-            return self.tantivy.idf_sum(terms)
+        engine = self.tantivy
+        if engine is not None:
+            try:
+                return engine.idf_sum(terms)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # see _tantivy_failed
+                self._tantivy_failed(engine, exc)
         n = self.passage_count
         # FTS5's idf (sqlite.org/fts5.html#the_bm25_function), floored as FTS5 floors it.
         return sum(max(np.log((n - df + 0.5) / (df + 0.5)), 1e-6) for df in map(self.term_count, terms) if df)
 
     def _engine_top(self, terms: list[str], limit: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.tantivy is not None:
-            return self.tantivy.top(terms, limit, context_weight=CONTEXT_WEIGHT)
+        engine = self.tantivy
+        if engine is not None:
+            try:
+                return engine.top(terms, limit, context_weight=CONTEXT_WEIGHT)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # see _tantivy_failed
+                self._tantivy_failed(engine, exc)
         return self._fts5_top(terms, limit)
+
+    def _tantivy_failed(self, engine, exc: BaseException) -> None:
+        """The tantivy copy failed, e.g. on a damaged file, where its Rust code may panic (pyo3
+        raises that as a PanicException, a BaseException): FTS5 answers, the same passages, for
+        the rest of this snapshot, and one warning says so."""
+        with self._engine_lock:
+            if self.tantivy is not engine:
+                return  # another thread already switched
+            self.tantivy = None
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        log.warning("keyword search uses FTS5: the tantivy copy failed (%s: %s); `corpus-bot index` checks it and "
+                    "builds it again", type(exc).__name__, reason)
 
     def _fts5_top(self, terms: list[str], limit: int) -> tuple[np.ndarray, np.ndarray]:
         match = fts_match(terms) if self.passage_count else ""
@@ -456,8 +537,14 @@ class SearchIndex:
 
     def document_frequency(self, word: str) -> int:
         """Passages holding the word, as the engine that scores it counts (tantivy: stemmed, in the text)."""
-        if self.tantivy is not None:
-            return self.tantivy.doc_freq(word)
+        engine = self.tantivy
+        if engine is not None:
+            try:
+                return engine.doc_freq(word)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # see _tantivy_failed
+                self._tantivy_failed(engine, exc)
         return self.term_count(word)
 
     def term_count(self, term: str) -> int:
@@ -529,11 +616,13 @@ class SearchIndex:
         lo = max(0, i - radius)
         hi = min(len(self.passage_ids), i + radius + 1)
         rows = [j for j in range(lo, hi) if self.passage_article[j] == a]
-        texts = self._texts([int(self.passage_ids[j]) for j in rows])
+        texts = self._texts(rows)
+        if passage_id not in texts:
+            raise QueryError("that passage cannot be shown: the index needs `corpus-bot index` to repair it")
         return [
             Result(rank=0, score=0.0, passage_id=int(self.passage_ids[j]), position=int(self.passage_position[j]),
                    text=texts[int(self.passage_ids[j])], article=self.articles[a])
-            for j in rows
+            for j in rows if int(self.passage_ids[j]) in texts  # never a blank or misattributed quote
         ]
 
     def source_names(self) -> list[str]:

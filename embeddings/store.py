@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from .answer import Article
-from .errors import IndexMissingError, IndexOutdatedError
+from .errors import ConfigError, IndexDamagedError, IndexMissingError, IndexOutdatedError
 from .migrations import APPLICATION_ID, SCHEMA_VERSION, VECTOR_DTYPE, classify, migrate, not_an_index, too_new
+from .vectors import off_unit
+
+BLOCK_ROWS = 4096  # rows of vectors checked at a time: bounded memory at any index size
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -32,34 +35,45 @@ def _configure(conn: sqlite3.Connection) -> sqlite3.Connection:
     return conn
 
 
-def _header_application_id(path: Path) -> int | None:
-    """The application id in the file's SQLite header, or None when the header cannot tell (no
-    file, an empty one, not an SQLite file: SQLite says what is wrong when the file is opened).
-    The header may be older than a committed write still in the -wal file; it is only trusted
-    to say "a corpus-bot index" or "another program's", both of which never change."""
+def check_index_path(path: Path) -> None:
+    """A folder given as the index file is a setting to correct (SQLite would say it cannot open it,
+    which reads like a full disk)."""
+    if path.is_dir():
+        raise ConfigError(
+            f"the index path {path} is a folder (INDEX_PATH or --index): give the index file's path, "
+            f"for example {path / 'index.sqlite3'}"
+        )
+
+
+def damage_error(exc: sqlite3.Error, path: Path) -> IndexDamagedError | None:
+    """What to do about an SQLite error that means the file is damaged; None for other errors."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if not (name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB"):
+        return None
+    return IndexDamagedError(
+        f"the index file {path} is damaged ({exc}): move it away and run `corpus-bot index` to build a new one "
+        f"(`--rebuild` cannot repair it; `sqlite3 {path.name} .recover` may save its feedback votes)"
+    )
+
+
+@contextmanager
+def damage_reported(path: Path):
+    """Raise a damaged file's SQLite error as IndexDamagedError, which says what to do."""
     try:
-        with path.open("rb") as handle:
-            header = handle.read(100)
-    except OSError:
-        return None
-    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
-        return None
-    return int.from_bytes(header[68:72], "big")
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise damage_error(exc, path) or exc
 
 
 def check_owner(path: Path) -> str:
     """"index", "empty" or "missing" (no file); raises NotAnIndexError for another program's file.
-    Nothing is written: most files are told by their header alone; otherwise the schema is read on
-    a connection that cannot change the file (read-only when a -wal file exists, so closing it
-    cannot checkpoint that log into the file; read-write otherwise, so SQLite removes the
-    -wal and -shm it makes)."""
+    Nothing is written: the schema is read on a connection that cannot change the file (read-only
+    when a -wal file exists, so closing it cannot checkpoint that log into the file; read-write
+    otherwise, so SQLite removes the -wal and -shm it makes). Only through SQLite: opening and
+    closing the file any other way would drop the POSIX locks this process's connections hold on
+    it (a bot's snapshot), and a writer elsewhere would then overwrite pages that snapshot reads."""
     if not path.is_file():  # a folder or a device is for the caller to report
         return "missing"
-    app_id = _header_application_id(path)
-    if app_id == APPLICATION_ID:
-        return "index"
-    if app_id:
-        raise not_an_index(path, [], app_id)
     if Path(f"{path}-wal").exists():
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
     else:
@@ -67,16 +81,18 @@ def check_owner(path: Path) -> str:
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         kind, tables = classify(conn)
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     finally:
         conn.close()
-    if kind == "foreign":
-        raise not_an_index(path, tables)
+    if kind == "foreign":  # named by its application id when it has one, else by its tables
+        raise not_an_index(path, [] if app_id else tables, app_id)
     return kind
 
 
 def connect_for_writing(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) and migrate the index file. A file that is not a corpus-bot index
     is refused before anything is written to it (even WAL mode is a write)."""
+    check_index_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     check_owner(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -95,6 +111,7 @@ def connect_for_reading(path: Path) -> sqlite3.Connection:
     """Open an existing index without creating, migrating or writing anything. An index of an
     older schema is refused (`corpus-bot index`, or the bot at start through upgrade(), brings it
     up to date): reading it as is would need every reader to know every older schema."""
+    check_index_path(path)
     if check_owner(path) == "missing":
         raise IndexMissingError(f"no index at {path}: run `corpus-bot index` to build it")
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -130,11 +147,12 @@ def upgrade(path: Path) -> bool:
 @contextmanager
 def reading(path: Path):
     """A read-only use of the index file, closed afterwards."""
-    conn = connect_for_reading(path)
-    try:
-        yield conn
-    finally:
-        conn.close()
+    with damage_reported(path):
+        conn = connect_for_reading(path)
+        try:
+            yield conn
+        finally:
+            conn.close()
 
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
@@ -170,20 +188,87 @@ def passage_count(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT COUNT(*) FROM passages").fetchone()[0]
 
 
-def read_vectors_into(conn: sqlite3.Connection, out: np.ndarray) -> list[int]:
+def _blob_problem(blob, count: int, dim: int) -> str | None:
+    """Why an article's vector blob cannot hold its `count` passages' vectors (None when it can)."""
+    if blob is None:
+        return "it has no vectors"
+    if not isinstance(blob, bytes):
+        return f"its vectors are stored as {type(blob).__name__}, not a blob"
+    width = dim * np.dtype(VECTOR_DTYPE).itemsize
+    if len(blob) != count * width:
+        return f"it has {len(blob) / width:g} vectors for {count} passages"
+    return None
+
+
+def _vector_rows(conn: sqlite3.Connection):
+    """(article id, key, passage count, vector blob) of every article, in article id order (the
+    row order of a loaded index); the blob is None when the article has none."""
+    return conn.execute(
+        "SELECT a.id, a.key, a.passage_count, v.vectors FROM articles a "
+        "LEFT JOIN article_vectors v ON v.article_id = a.id ORDER BY a.id"
+    )
+
+
+def read_vectors_into(conn: sqlite3.Connection, out: np.ndarray) -> tuple[list[int], dict[int, str]]:
     """Fill out (passages x dim float16) with every article's vectors in article id order (the
-    row order of a loaded index); return the article ids in that order."""
-    owners, row = [], 0
-    for article_id, blob in conn.execute("SELECT article_id, vectors FROM article_vectors ORDER BY article_id"):
-        block = np.frombuffer(blob, dtype=out.dtype).reshape(-1, out.shape[1])
-        if row + len(block) > len(out):
-            raise ValueError("more vectors than passages")
-        out[row : row + len(block)] = block
-        row += len(block)
+    row order of a loaded index), each article at the rows its passage count gives it. Returns
+    the article ids in that order, and the articles whose blob does not hold one vector per
+    passage, with why: their rows are left zero (vectors.checked_scale leaves them out)."""
+    owners, unusable, row = [], {}, 0
+    for article_id, _, count, blob in _vector_rows(conn):
+        if row + count > len(out):
+            raise ValueError(f"the articles count more passages than the {len(out)} expected")
+        problem = _blob_problem(blob, count, out.shape[1])
+        if problem:
+            out[row : row + count] = 0
+            unusable[article_id] = problem
+        else:
+            out[row : row + count] = np.frombuffer(blob, dtype=out.dtype).reshape(count, out.shape[1])
+        row += count
         owners.append(article_id)
     if row != len(out):
-        raise ValueError(f"{len(out)} passages but {row} vectors")
-    return owners
+        raise ValueError(f"{len(out)} passages but the articles count {row}")
+    return owners, unusable
+
+
+def damaged_vectors(conn: sqlite3.Connection) -> dict[str, str]:
+    """Articles (by key) whose stored vectors cannot be searched, and why: a blob that does not hold
+    one vector per passage, or vectors that are not unit vectors (vectors.off_unit). Reads every
+    blob, a block of rows at a time: the index job's check, which embeds these articles again."""
+    dim = int(read_meta(conn).get("dimension") or 0)
+    damaged: dict[str, str] = {}
+    if not dim:
+        return damaged
+    block = np.empty((BLOCK_ROWS, dim), VECTOR_DTYPE)
+    spans: list[tuple[str, int, int]] = []  # (key, first row in block, passages)
+    filled = 0
+
+    def check() -> None:
+        off = off_unit(block[:filled])
+        if off.any():
+            for key, start, count in spans:
+                if n := int(off[start : start + count].sum()):
+                    damaged[key] = f"{n} of its {count} vectors are not unit vectors"
+        spans.clear()
+
+    for _, key, count, blob in _vector_rows(conn):
+        problem = _blob_problem(blob, count, dim)
+        if problem:
+            damaged[key] = problem
+            continue
+        vectors = np.frombuffer(blob, VECTOR_DTYPE).reshape(count, dim)
+        if filled + count > BLOCK_ROWS:
+            check()
+            filled = 0
+        if count > BLOCK_ROWS:  # an article longer than a block is checked on its own
+            if n := int(off_unit(vectors).sum()):
+                damaged[key] = f"{n} of its {count} vectors are not unit vectors"
+            continue
+        block[filled : filled + count] = vectors
+        spans.append((key, filled, count))
+        filled += count
+    check()
+    return damaged
 
 
 def passage_ids_by_row(conn: sqlite3.Connection) -> np.ndarray:

@@ -71,9 +71,13 @@ def keyword_engine(index_path: Path, generation: str | None, passages: int) -> s
     """What keyword search on this index state uses: "fts5", "tantivy", or FTS5 with the reason."""
     if passages < LARGE_INDEX:
         return "fts5"
-    if derived.is_current(folder_for(index_path), generation):
-        return "tantivy"
-    return "fts5 (the tantivy copy is missing or out of date: run `corpus-bot index`)"
+    folder = folder_for(index_path)
+    if not derived.is_current(folder, generation):
+        return "fts5 (the tantivy copy is missing or out of date: run `corpus-bot index`)"
+    changed = derived.changed_files(folder)
+    if changed:
+        return f"fts5 (the tantivy copy is damaged, {changed}: run `corpus-bot index`)"
+    return "tantivy"
 
 
 @dataclass(frozen=True)
@@ -88,10 +92,11 @@ class Changes:
 def refresh(index_path: Path, changes: Changes | None = None, on_passage: Callable[[int], None] | None = None) -> str:
     """Bring the copy beside index_path in line with its committed state; say what was done.
 
-    Removes it when the index is below LARGE_INDEX; keeps it when its tag is current; applies
-    `changes` in place when the copy holds the state they were made to and they are small;
-    else builds a new one in a temporary folder and swaps it in. A search that opened the old
-    copy keeps reading it (its files stay mapped until it is closed)."""
+    Removes it when the index is below LARGE_INDEX; keeps it when its tag is current and every
+    file hashes as written (derived.verify); applies `changes` in place when the copy holds the
+    state they were made to, verifies, and they are small; else builds a new one in a temporary
+    folder and swaps it in ("built again (why)" when a current copy was damaged). A search that
+    opened the old copy keeps reading it (its files stay mapped until it is closed)."""
     folder = folder_for(index_path)
     with store.reading(index_path) as conn:
         conn.execute("BEGIN")  # the tag and the passages from one snapshot
@@ -100,9 +105,14 @@ def refresh(index_path: Path, changes: Changes | None = None, on_passage: Callab
         if passages < LARGE_INDEX or not generation:
             return derived.remove(folder)
         tag = derived.read_tag(folder)
-        if tag == generation and _readable(folder):
+        damage = None
+        if tag and tag in (generation, changes.previous_generation if changes else None):
+            damage = derived.verify(folder) or _unreadable(folder)
+        if tag == generation and damage is None:
+            if derived.changed_files(folder):
+                derived.restamp(folder)  # the same bytes with new modification times (a copied folder)
             return "current"
-        if (changes and tag and tag == changes.previous_generation and _readable(folder)
+        if (changes and tag and tag == changes.previous_generation and damage is None
                 and len(changes.removed) + len(changes.added) <= MAX_UPDATE_SHARE * passages):
             try:
                 _update(conn, folder, changes, generation)
@@ -110,15 +120,18 @@ def refresh(index_path: Path, changes: Changes | None = None, on_passage: Callab
             except (ValueError, OSError) as exc:
                 log.warning("updating the tantivy keyword index failed (%s); building it anew", exc)
         derived.replace(folder, lambda tmp: _build(conn, tmp, on_passage), generation)
-    return "built"
+    return f"built again ({damage})" if damage and tag == generation else "built"
 
 
-def _readable(folder: Path) -> bool:
+def _unreadable(folder: Path) -> str | None:
+    """Why tantivy cannot open the copy (None when it can)."""
     try:
         _open(folder)
-        return True
-    except (ValueError, OSError):
-        return False
+        return None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # a panic in its Rust code reaches Python as a BaseException
+        return f"tantivy cannot open it ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})"
 
 
 def _passages(conn, ids: list[int] | None = None):
@@ -147,6 +160,7 @@ def _build(conn, folder: Path, on_passage: Callable[[int], None] | None) -> None
 
 
 def _update(conn, folder: Path, changes: Changes, generation: str) -> None:
+    verified = derived.read_checksums(folder)  # refresh() verified them just now
     writer = _open(folder).writer(WRITER_HEAP, num_threads=1)
     derived.write_tag(folder, "updating")  # a search opening the copy meanwhile uses FTS5
     for passage_id in changes.removed:
@@ -154,7 +168,8 @@ def _update(conn, folder: Path, changes: Changes, generation: str) -> None:
     _add(writer, _passages(conn, changes.added))
     writer.commit()
     writer.wait_merging_threads()
-    derived.write_tag(folder, generation)
+    del writer  # its files are final once it is gone
+    derived.seal(folder, generation, verified)  # only the new and rewritten files are hashed
 
 
 class TantivyIndex:
@@ -177,10 +192,17 @@ class TantivyIndex:
         if not derived.is_current(folder, generation):
             log.info("keyword search uses FTS5: %s is from another state of the index (run `corpus-bot index`)", folder)
             return None
+        changed = derived.changed_files(folder)
+        if changed:
+            log.warning("keyword search uses FTS5: the tantivy copy in %s is damaged (%s); `corpus-bot index` builds "
+                        "it again", folder, changed)
+            return None
         try:
             return cls(_open(folder))
-        except (ImportError, ValueError, OSError) as exc:  # e.g. written by an incompatible tantivy
-            log.warning("keyword search uses FTS5: cannot open %s: %s", folder, exc)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # written by an incompatible tantivy, or a panic on a damaged file
+            log.warning("keyword search uses FTS5: cannot open %s: %s", folder, str(exc).splitlines()[0][:200])
             return None
 
     def _tokens(self, words: list[str]) -> list[str]:

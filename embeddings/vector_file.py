@@ -22,13 +22,16 @@ import faiss
 import numpy as np
 
 from . import derived, store
-from .vectors import DTYPE, VectorMatrix, prefilter_of, wants_prefilter
+from .vectors import DTYPE, VectorMatrix, checked_scale, prefilter_of, wants_prefilter
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".vectors"
 SHARD_FILE = "codes-{}.faiss"
 PREFILTER_FILE = "prefilter-{}.faiss"
+# Hashed on every load (8 bytes a passage): the files that say which passage, and which article,
+# each row is; a bit flipped in them would put one article's text under another's title.
+SMALL_FILES = ["ids.npy", "owners.npy", "scale.npy"]
 LARGE_INDEX = 50_000  # passages; below this, loading from SQLite takes a few tenths of a second
 
 
@@ -41,9 +44,13 @@ def vector_source(index_path: Path, generation: str | None, passages: int) -> st
     SQLite with the reason the file is not used."""
     if passages < LARGE_INDEX:
         return "sqlite"
-    if derived.is_current(folder_for(index_path), generation):
-        return "vector file"
-    return "sqlite (the vector file is missing or out of date: run `corpus-bot index`)"
+    folder = folder_for(index_path)
+    if not derived.is_current(folder, generation):
+        return "sqlite (the vector file is missing or out of date: run `corpus-bot index`)"
+    changed = derived.changed_files(folder)
+    if changed:
+        return f"sqlite (the vector file is damaged, {changed}: run `corpus-bot index`)"
+    return "vector file"
 
 
 @dataclass
@@ -55,7 +62,8 @@ class Loaded:
 
 def refresh(index_path: Path) -> str:
     """Write the folder for index_path's committed state when it is large and the folder is not
-    current; remove it when the index is small. Says what was done."""
+    current or does not verify (derived.verify: every file's hash); remove it when the index is
+    small. Says what was done ("built again (why)" when a current copy was damaged)."""
     folder = folder_for(index_path)
     with store.reading(index_path) as conn:
         conn.execute("BEGIN")  # tag and vectors from one snapshot
@@ -64,18 +72,28 @@ def refresh(index_path: Path) -> str:
         if passages < LARGE_INDEX or not generation or not meta.get("dimension"):
             return derived.remove(folder)
         dim = int(meta["dimension"])
-        if derived.is_current(folder, generation) and load(index_path, generation, passages, dim):
-            return "current"  # and readable: a damaged file is written again
+        damage = None
+        if derived.is_current(folder, generation):
+            damage = derived.verify(folder)
+            if damage is None:
+                if derived.changed_files(folder):
+                    derived.restamp(folder)  # the same bytes with new modification times (a copied folder)
+                if load(index_path, generation, passages, dim):
+                    return "current"
+                damage = "it cannot be loaded"
         derived.replace(folder, lambda tmp: _write(conn, tmp, passages, dim), generation)
-    return "built"
+    return f"built again ({damage})" if damage else "built"
 
 
 def _write(conn, folder: Path, passages: int, dim: int) -> None:
     exact = np.lib.format.open_memmap(folder / "exact.npy", mode="w+", dtype=DTYPE, shape=(passages, dim))
-    owners = store.read_vectors_into(conn, exact)
+    owners, _ = store.read_vectors_into(conn, exact)
+    damaged, scale = checked_scale(exact)
+    if len(damaged):  # the index job embeds their articles again before it comes here: this is new damage
+        raise ValueError(f"{len(damaged)} stored vectors are damaged; the next `corpus-bot index` embeds them again")
     np.save(folder / "owners.npy", np.array(owners, np.int64))
     np.save(folder / "ids.npy", store.passage_ids_by_row(conn))
-    matrix = VectorMatrix(exact)
+    matrix = VectorMatrix(exact, scale)
     np.save(folder / "scale.npy", matrix.scale)
     for n, shard in enumerate(matrix.shards):
         faiss.write_index(shard, str(folder / SHARD_FILE.format(n)))
@@ -97,6 +115,9 @@ def load(index_path: Path, generation: str | None, passages: int, dim: int) -> L
                 log.info("loading vectors from SQLite: %s is from another state of the index (run `corpus-bot index`)",
                          folder)
                 return None
+            damage = derived.changed_files(pinned) or derived.verify(pinned, SMALL_FILES)
+            if damage:
+                raise ValueError(f"it is damaged ({damage}; `corpus-bot index` writes it again)")
             exact = RowFile(pinned / "exact.npy")
             ids, owners, scale = (np.load(pinned / f"{name}.npy") for name in ("ids", "owners", "scale"))
             if not (exact.shape == (passages, dim) and ids.shape == (passages,) and scale.shape == (dim,)):

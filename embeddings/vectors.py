@@ -18,6 +18,7 @@ exact float32 top 10 (bench/README.md).
 """
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,11 +29,17 @@ DTYPE = np.float16
 SHARD_MIN_ROWS = 50_000  # below this, one thread is faster than handing work to another
 RESCORE_MARGIN = 32  # candidates scanned beyond k (at least k more), then rescored exactly
 CHUNK = 65_536  # rows quantized at a time: bounded temporary memory at any size
+CHECK_ROWS = 4096  # rows checked at a time (checked_scale): 6 MB of float32, within the CPU's cache
 PREFILTER_MIN_ROWS = 10_000  # shards smaller than this are scanned whole (a few ms at most)
 PREFILTER_MIN = 1024  # candidates per shard the prefilter hands to the int8 scoring, at least...
 PREFILTER_FACTOR = 8  # ...and at least this many times the rows asked of the shard
 PREFILTER_TRAINING_ROWS = 8192
 PREFILTER_SEED = 1234
+# How far a stored vector's norm may be from 1: float16 rounding moves it a little; one flipped
+# bit in an exponent by far more (it made one passage the best answer to unrelated questions).
+NORM_TOLERANCE = 0.01
+
+log = logging.getLogger(__name__)
 
 _pool: ThreadPoolExecutor | None = None
 
@@ -57,6 +64,36 @@ def scale_of(exact: np.ndarray) -> np.ndarray:
     for lo in range(0, len(exact), CHUNK):
         np.maximum(largest, np.abs(exact[lo : lo + CHUNK]).max(axis=0).astype(np.float32), out=largest)
     return (127.0 / np.maximum(largest, 1e-6)).astype(np.float32)
+
+
+def off_unit(block: np.ndarray) -> np.ndarray:
+    """Which rows of block are not unit vectors: a value that is not finite, or a norm outside
+    1 +/- NORM_TOLERANCE. Damage a search must not trust."""
+    values = np.asarray(block, np.float32)
+    squares = np.einsum("ij,ij->i", values, values)
+    return ~((squares >= (1 - NORM_TOLERANCE) ** 2) & (squares <= (1 + NORM_TOLERANCE) ** 2))  # NaN fails both
+
+
+def checked_scale(exact: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of exact that are not unit vectors (off_unit), zeroed in place so that they match
+    nothing and cannot set a dimension's scale, and scale_of the others. In the pass scale_of
+    makes anyway, so the check costs nothing more (docs/reliability.md)."""
+    largest = np.zeros(exact.shape[1], np.float32)
+    damaged = []
+    buffer = np.empty((CHECK_ROWS, exact.shape[1]), np.float32)  # reused: it stays in the CPU's cache
+    for lo in range(0, len(exact), CHECK_ROWS):
+        block = buffer[: min(CHECK_ROWS, len(exact) - lo)]
+        np.copyto(block, exact[lo : lo + len(block)], casting="unsafe")
+        off = off_unit(block)
+        if off.any():
+            rows = np.nonzero(off)[0]
+            exact[lo + rows] = 0
+            block[rows] = 0
+            damaged.append(rows + lo)
+        np.abs(block, out=block)
+        np.maximum(largest, block.max(axis=0, initial=0.0), out=largest)
+    rows = np.concatenate(damaged) if damaged else np.zeros(0, np.int64)
+    return rows, (127.0 / np.maximum(largest, 1e-6)).astype(np.float32)
 
 
 def encode(block: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -100,6 +137,7 @@ class VectorMatrix:
                  prefilters: list[faiss.Index | None] | None = None) -> None:
         self.exact = exact
         self.rows, self.dim = exact.shape
+        self._damaged_seen: set[int] = set()  # rows get() found damaged, each logged once
         self.scale = scale_of(exact) if scale is None else np.asarray(scale, np.float32)
         if shards is None:
             count = max(1, min(os.cpu_count() or 1, self.rows // SHARD_MIN_ROWS))
@@ -133,8 +171,19 @@ class VectorMatrix:
         return self.rows
 
     def get(self, rows: np.ndarray) -> np.ndarray:
-        """The vectors of the given rows, as float32."""
-        return self.exact[np.asarray(rows, dtype=np.int64)].astype(np.float32)
+        """The vectors of the given rows, as float32; a row that is not a unit vector (damaged
+        in the vector file since it was written) as zeros, which match nothing."""
+        rows = np.asarray(rows, dtype=np.int64)
+        values = self.exact[rows].astype(np.float32)
+        off = off_unit(values) if len(values) else np.zeros(0, bool)
+        if off.any():
+            values[off] = 0
+            new = set(rows[off].tolist()) - self._damaged_seen
+            if new:
+                self._damaged_seen |= new
+                log.warning("vectors of %d passages (rows %s) are damaged; they match nothing until "
+                            "`corpus-bot index` writes the vectors again", len(new), sorted(new)[:10])
+        return values
 
     def approx(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of the given rows as their int8 codes hold them (cosine to the exact

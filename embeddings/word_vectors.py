@@ -10,12 +10,16 @@ stands in for encoding the word, and ranks as well on the evaluation sets (docs/
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 
 import numpy as np
 
 from .embedder import Embedder
+from .vectors import off_unit
+
+log = logging.getLogger(__name__)
 
 _WORD = re.compile(r"\w+")  # the words of search.fts_terms
 DTYPE = np.float16  # of the stored blobs: 768 bytes per token for a 384-dimension model
@@ -27,8 +31,30 @@ def missing_tokens(conn, texts: Iterable[str], embedder: Embedder, *, stored: bo
     words = {w for text in texts for w in _WORD.findall(text.casefold())}
     needed = {t for ids in embedder.token_ids(sorted(words)) for t in ids}
     if stored:
-        needed -= {row[0] for row in conn.execute("SELECT token FROM token_vectors")}
+        tokens, _ = _usable(conn.execute("SELECT token, vector FROM token_vectors").fetchall(), embedder.dimension)
+        needed -= set(tokens.tolist())  # a damaged vector is embedded again
     return sorted(needed)
+
+
+def damaged_tokens(conn, dimension: int) -> list[int]:
+    """Tokens whose stored vector is not usable (a NULL, another size, not a unit vector): the
+    index job embeds them again. Reads every token vector (at most one per vocabulary entry)."""
+    rows = conn.execute("SELECT token, vector FROM token_vectors").fetchall()
+    usable, _ = _usable(rows, dimension)
+    return sorted({t for t, _ in rows} - set(usable.tolist()))
+
+
+def _usable(rows: list[tuple[int, bytes]], dimension: int) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens and vectors of the rows that hold a unit vector of this dimension: a NULL, a
+    blob of another size or a damaged value (vectors.off_unit) is left out."""
+    width = dimension * np.dtype(DTYPE).itemsize
+    good = [(t, v) for t, v in rows if isinstance(v, bytes) and len(v) == width]
+    vectors = np.frombuffer(b"".join(v for _, v in good), DTYPE).reshape(len(good), dimension)
+    tokens = np.array([t for t, _ in good], np.int64)
+    if len(good):
+        ok = ~off_unit(vectors)
+        tokens, vectors = tokens[ok], vectors[ok]
+    return tokens, vectors
 
 
 def insert(conn, tokens: list[int], vectors: np.ndarray) -> None:
@@ -49,10 +75,11 @@ class WordVectors:
     @classmethod
     def load(cls, conn, dimension: int) -> "WordVectors":
         rows = conn.execute("SELECT token, vector FROM token_vectors ORDER BY token").fetchall()
-        vectors = np.empty((len(rows), max(dimension, 1)), DTYPE)
-        for i, (_, blob) in enumerate(rows):
-            vectors[i] = np.frombuffer(blob, DTYPE)
-        return cls(np.array([r[0] for r in rows], np.int64), vectors)
+        tokens, vectors = _usable(rows, max(dimension, 1))
+        if len(tokens) < len(rows):
+            log.warning("%d stored word vectors are damaged and left out (hybrid search weighs those words as if "
+                        "the index did not know them); `corpus-bot index` embeds them again", len(rows) - len(tokens))
+        return cls(tokens, vectors)
 
     def __len__(self) -> int:
         return len(self._row)

@@ -37,7 +37,9 @@ class FakeEmbedder:
             h = hashlib.blake2b(word.encode(), digest_size=8).digest()
             v[h[0]] += 1.0 if h[1] & 1 else -1.0
         n = np.linalg.norm(v)
-        return v / n if n else v
+        # A text without words gets a unit vector too, as from any real model (a zero vector is
+        # what the index's checks take for damage: vectors.off_unit).
+        return v / n if n else np.full(self.dimension, self.dimension ** -0.5, np.float32)
 
     def encode(self, texts, *, on_batch=None):
         self.calls += 1

@@ -9,7 +9,8 @@ from bot.cli import cli
 ASK_KEYS = {"query", "results", "weak", "excluded_undated"}
 RESULT_KEYS = {"rank", "score", "text", "title", "source", "authors", "date", "path", "position", "article_passages"}
 SOURCE_KEYS = {"path", "title", "source", "authors", "published", "updated", "url", "passages"}
-STATS_KEYS = {"articles", "passages", "model", "dimension", "size_bytes", "built", "keyword_search", "vectors_from"}
+STATS_KEYS = {"articles", "passages", "model", "dimension", "size_bytes", "built", "keyword_search", "vectors_from",
+              "damaged_vectors"}
 
 
 @pytest.fixture
@@ -131,7 +132,7 @@ def test_stats_json_shape(run, fake_settings):
     assert data["articles"] == 5 and data["passages"] > 25
     assert data["model"] == fake_settings.embedding_model and data["dimension"] == 256
     assert data["size_bytes"] > 0 and data["built"] and data["keyword_search"] == "fts5"
-    assert data["vectors_from"] == "sqlite"
+    assert data["vectors_from"] == "sqlite" and data["damaged_vectors"] == []
     assert "last run:" in run("stats").output
 
 

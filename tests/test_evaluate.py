@@ -90,7 +90,8 @@ def test_second_eval_run_embeds_nothing(tmp_path, fake_embedder):
     invoke_eval(tmp_path, "--json")
     embedded = fake_embedder.texts_embedded
     invoke_eval(tmp_path, "--mode", "vector", "--json")
-    assert fake_embedder.texts_embedded - embedded == 3  # only the three questions
+    # Only the three questions, and the probe text that shows the model is the index's (model_identity.py).
+    assert fake_embedder.texts_embedded - embedded == 3 + 1
     assert len(list((tmp_path / "data" / "eval-cache").glob("*.sqlite3"))) == 1
 
 

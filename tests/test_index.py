@@ -28,7 +28,8 @@ def test_first_run_indexes_every_article(fake_settings, fake_embedder):
     assert report.added == SHIPPED
     assert report.skipped == [] and report.removed == [] and report.changed == []
     assert report.articles_total == 5
-    assert report.passages_total == report.passages_embedded == fake_embedder.texts_embedded > 25
+    # Every passage is embedded once, and the probe text once (model_identity.py).
+    assert report.passages_total == report.passages_embedded == fake_embedder.texts_embedded - 1 > 25
     conn = store.connect_for_reading(fake_settings.index_path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -57,7 +58,7 @@ def test_changed_and_removed_files_are_the_only_work(fake_settings, fake_embedde
     assert report.changed == [SHIPPED[2]]
     assert report.removed == [SHIPPED[4]]
     assert report.unchanged == [SHIPPED[0], SHIPPED[1], SHIPPED[3]]
-    assert fake_embedder.texts_embedded - before == report.passages_embedded
+    assert fake_embedder.texts_embedded - before == report.passages_embedded + 1  # and the probe text
     texts = passages_of(fake_settings)
     assert any("zebra crossing" in t for _, t in texts)
     assert not any(k == SHIPPED[4] for k, _ in texts)

@@ -207,3 +207,24 @@ def test_eight_processes_migrating_at_once_all_succeed(fake_settings, fake_embed
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'token_vectors'").fetchone()[0] == 1
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_checking_the_file_in_a_process_that_serves_it_keeps_its_snapshot_whole(fake_settings, fake_embedder, tmp_path):
+    """A bot holds a snapshot (a read transaction) while it checks the file again (each poll, each
+    load). Opening and closing the file outside SQLite dropped the process's POSIX locks, so a
+    rebuild in another process overwrote pages the snapshot still read: FTS5 said 'database disk
+    image is malformed'."""
+    from embeddings.search import SearchIndex
+    from tests.test_reliability_core import env_for, harness
+
+    fake_index = fake_settings
+    run_index(fake_index)
+    index = SearchIndex.load(fake_index.index_path, model_name=fake_index.embedding_model, weak_score=0.2)
+    before = [r.text for r in index.search("Kunduz", fake_embedder, mode="keyword").results]
+    for _ in range(3):
+        store.check_owner(fake_index.index_path)
+        store.connect_for_reading(fake_index.index_path).close()
+    done = harness(tmp_path, "index", "--rebuild", env=env_for(fake_index, EMBEDDING_MODEL="another-model"))
+    assert done.returncode == 0, done.stderr[-500:]
+    assert [r.text for r in index.search("Kunduz", fake_embedder, mode="keyword").results] == before
+    index.close()

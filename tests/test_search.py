@@ -219,7 +219,7 @@ def test_feedback_words_are_the_best_passages_rarest_words_the_question_does_not
     rows, _ = index.keyword_hits("Sebghatullah Selab")
     row = int(rows[0])
     words = index.feedback_words(["sebghatullah", "deputy"], row)
-    text = index._texts([int(index.passage_ids[row])])[int(index.passage_ids[row])].casefold()
+    text = index._texts([row])[int(index.passage_ids[row])].casefold()
     counts = [index.term_count(w) for w in words]
     assert "selab" in words and "sebghatullah" not in words and "deputy" not in words
     assert 0 < len(words) <= FEEDBACK_WORDS and all(w in text and len(w) >= 3 for w in words)

@@ -107,23 +107,27 @@ def test_a_damaged_file_is_ignored_with_a_warning_and_written_again(large, fake_
     assert answers(idx, fake_embedder) == expected
     assert "cannot use" in caplog.text
     idx.close()
-    assert not run_index(fake_settings).warnings  # the next run writes it again, though nothing changed
+    # The next run writes it again, though nothing changed, and says why.
+    assert [(what, text.split(" (")[0]) for what, text in run_index(fake_settings).warnings] == [("(vector file)", "written again")]
     assert from_file(load(fake_settings))
 
 
 def test_a_file_from_before_prefilters_is_not_used_and_written_again(large, fake_settings, fake_embedder, caplog):
-    """An index job of an older version left no prefilter: scanning every code at 1M passages would
-    quietly take four times as long, so the folder counts as out of date."""
+    """An index job of an older version left no prefilter (nor checksums): scanning every code at
+    1M passages would quietly take four times as long, so the folder counts as out of date."""
     run_index(fake_settings)
     idx = load(fake_settings)
     expected = answers(idx, fake_embedder)
     idx.close()
-    (vector_file.folder_for(fake_settings.index_path) / "prefilter-0.faiss").unlink()
+    folder = vector_file.folder_for(fake_settings.index_path)
+    (folder / "prefilter-0.faiss").unlink()
+    (folder / derived.CHECKSUM_FILE).unlink()
     idx = load(fake_settings)
     assert not from_file(idx)
-    assert "prefilter-0.faiss is missing" in caplog.text
+    assert "written by an older version" in caplog.text
     idx.close()
-    assert not run_index(fake_settings).warnings
+    assert run_index(fake_settings).warnings == [
+        ("(vector file)", "written again (it has no checksums (written by an older version))")]
     idx = load(fake_settings)
     assert from_file(idx) and all(idx.vectors._refined)
     assert answers(idx, fake_embedder) == expected
