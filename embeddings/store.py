@@ -65,15 +65,33 @@ def damage_reported(path: Path):
         raise damage_error(exc, path) or exc
 
 
+def _marked_as_index(path: Path) -> bool:
+    """The file's header names it a corpus-bot index (PRAGMA application_id). Read as an immutable
+    file: no lock, no -shm, so it works in a read-only folder too. The header may be older than a
+    commit still in the -wal file, but it never stops saying "a corpus-bot index" once it does."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+    except sqlite3.Error:
+        return False
+    try:
+        return conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    except sqlite3.DatabaseError:  # not a database, or damaged: the full check says which
+        return False
+    finally:
+        conn.close()
+
+
 def check_owner(path: Path) -> str:
     """"index", "empty" or "missing" (no file); raises NotAnIndexError for another program's file.
-    Nothing is written: the schema is read on a connection that cannot change the file (read-only
-    when a -wal file exists, so closing it cannot checkpoint that log into the file; read-write
+    Nothing is written: most files are told by their header alone; otherwise the schema is read on
+    a connection that cannot change the file (read-only when a -wal file exists, so closing it cannot checkpoint that log into the file; read-write
     otherwise, so SQLite removes the -wal and -shm it makes). Only through SQLite: opening and
     closing the file any other way would drop the POSIX locks this process's connections hold on
     it (a bot's snapshot), and a writer elsewhere would then overwrite pages that snapshot reads."""
     if not path.is_file():  # a folder or a device is for the caller to report
         return "missing"
+    if _marked_as_index(path):
+        return "index"
     if Path(f"{path}-wal").exists():
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
     else:
@@ -82,6 +100,8 @@ def check_owner(path: Path) -> str:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         kind, tables = classify(conn)
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise damage_error(exc, path) or exc
     finally:
         conn.close()
     if kind == "foreign":  # named by its application id when it has one, else by its tables
