@@ -8,6 +8,7 @@ swap in a fresh `SearchIndex` after a re-index (the bot) or load one per process
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,12 @@ from .word_vectors import WordVectors
 
 DEFAULT_K = 5
 MAX_K = 20
+# The per-article cap shapes the order, never hides: an article's passages after its best
+# PER_ARTICLE count SAME_ARTICLE_PENALTY less, so other articles' passages come first unless they
+# score that much lower, and further pages go on down the ranking into more passages of the same
+# articles (docs/retrieval.md).
 PER_ARTICLE = 2
+SAME_ARTICLE_PENALTY = 0.1
 MAX_QUESTION_CHARS = 2000
 
 
@@ -57,6 +63,10 @@ CONTEXT_WEIGHT = 0.5  # BM25 weight of the title/publication column relative to 
 # "also in". Copies of a wire paragraph with a changed word or dateline score 0.97-1.0.
 NEAR_DUPLICATE = 0.95
 RERANK_DEPTH = 50  # passages a cross-encoder re-orders (it costs a model call per passage)
+# How much higher than the last of a pool of candidates a passage left out of it may score: the
+# pools are picked on int8 codes' cosines (within about 0.002 of the float16 ones) and then rescored,
+# so a passage just outside can end up a little above the last one inside.
+RESCORE_SLACK = 0.005
 # Keyword feedback (hybrid): the FEEDBACK_WORDS rarest words of the best passage that the question
 # does not use (at least 3 letters, in at most FEEDBACK_COMMON of the passages) are a second keyword
 # query, its BM25 over its idf sum added x HYBRID_WEIGHT to every candidate's score: the answer's
@@ -79,11 +89,23 @@ class Candidates:
     def head(self, n: int) -> "Candidates":
         return Candidates(self.rows[:n], self.scores[:n], self.cosine[:n], self.complete and n >= len(self.rows))
 
+    @property
+    def ceiling(self) -> float:
+        """The most a passage left out of these candidates can score."""
+        return -np.inf if self.complete or not len(self.rows) else float(self.scores[-1]) + RESCORE_SLACK
+
+    @classmethod
+    def ranked(cls, rows: np.ndarray, scores: np.ndarray, cosine: np.ndarray, complete: bool) -> "Candidates":
+        """Best score first; equal scores by row, so that the order never depends on the pool."""
+        order = np.lexsort((rows, -scores))
+        return cls(rows[order], scores[order], cosine[order], complete)
+
 
 @dataclass(frozen=True)
 class Ranking:
-    picked: list[int]  # row indices, best first
+    picked: list[int]  # row indices, in the order shown
     picked_cosine: list[float]  # their cosine similarity to the question
+    picked_relevance: list[float]  # the score they are ordered by (ranking score less the article penalty)
     candidates: Candidates
     excluded_undated: int
     duplicates: dict[int, list[int]]  # picked row -> near-copies of it in other articles
@@ -233,13 +255,15 @@ class SearchIndex:
         best = max(ranking.picked_cosine) if picked else 0.0
         texts = self._texts([int(self.passage_ids[i]) for i in page])
         results = []
-        for n, (i, score) in enumerate(zip(page, ranking.picked_cosine[offset : offset + k])):
+        shown = zip(page, ranking.picked_cosine[offset : offset + k], ranking.picked_relevance[offset : offset + k])
+        for n, (i, score, relevance) in enumerate(shown):
             pid = int(self.passage_ids[i])
             if pid not in texts:  # cannot happen inside one snapshot; never show a blank quote
                 continue
             results.append(
                 Result(
-                    rank=offset + n + 1, score=score, passage_id=pid, position=int(self.passage_position[i]),
+                    rank=offset + n + 1, score=score, relevance=relevance, passage_id=pid,
+                    position=int(self.passage_position[i]),
                     text=texts[pid], article=self.articles[self.passage_article[i]],
                     highlight=best_sentence(question, texts[pid]), weak=score < self.weak_score,
                     also_in=tuple(self.articles[self.passage_article[d]] for d in ranking.duplicates.get(i, ())),
@@ -258,16 +282,19 @@ class SearchIndex:
         n: int,
         filters: Filters = Filters(),
         per_article: int = PER_ARTICLE,
+        penalty: float = SAME_ARTICLE_PENALTY,
         mode: str = DEFAULT_MODE,
     ) -> Ranking:
-        """The n best passages (row indices) for a question under filters, by mode."""
+        """The first n passages (row indices) for a question under filters, by mode, in the order
+        shown (_order: `per_article` passages of an article before `penalty` applies; an infinite
+        penalty leaves the others out, as evaluation does to rank documents by their best passage)."""
         if mode not in MODES:
             raise QueryError(f"unknown search mode {mode!r} (one of {', '.join(MODES)})")
         article_ok, excluded_undated = self._article_mask(filters)
         keep = None if article_ok.all() else article_ok[self.passage_article]
         if not self.passage_count or (keep is not None and not keep.any()):
             empty = Candidates(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), True)
-            return Ranking([], [], empty, excluded_undated, {})
+            return Ranking([], [], [], empty, excluded_undated, {})
         # The keyword search needs no vector: it runs in another thread while the question is embedded.
         keyword = None
         if mode == "keyword":
@@ -281,33 +308,44 @@ class SearchIndex:
         found = keyword.result() if keyword else None
         if mode == "hybrid":
             found = self._fuse(query, found, keep, terms, embedder)
+        elif mode == "keyword":  # BM25 over the words' idf sum: on the scale the article penalty is set for
+            rows, bm25 = found
+            found = rows, bm25 / max(self.idf_sum(fts_terms(question)), 1e-6)
         pool = max(4 * n, 64)
-        while True:  # the per-article cap and duplicates can use up a pool: widen it until n are found
+        while True:  # the article penalty and duplicates can use up a pool: widen it until n are settled
             candidates = self._candidates(query, found, keep, mode, pool)
             duplicates: dict[int, list[int]] = {}
-            picked = self._pick(candidates, n, per_article, duplicates)
+            picked, relevance = self._order(candidates, n, per_article, penalty, duplicates)
             if len(picked) >= n or candidates.complete:
                 break
             pool *= 4
-        return Ranking(picked, self._cosines(candidates, picked), candidates, excluded_undated, duplicates)
+        return Ranking(picked, self._cosines(candidates, picked), relevance, candidates, excluded_undated, duplicates)
 
     def _candidates(self, query: np.ndarray, found, keep: np.ndarray | None, mode: str, pool: int) -> Candidates:
         """The best `pool` candidates; `found` is the keyword hits (keyword mode) or the Fusion (hybrid)."""
         if mode == "vector":
             rows, cosine = self.vectors.top(query, pool, keep)
-            return Candidates(rows, cosine, cosine, complete=len(rows) < pool)
+            return Candidates.ranked(rows, cosine, cosine, complete=len(rows) < pool)
         if mode == "keyword":  # only passages that match the words
             k_rows, k_scores = found
-            return Candidates(k_rows, k_scores, self.vectors.dot(query, k_rows), complete=True)
-        head = _top_indices(found.approx_scores, pool)
-        # Not complete while passages were left out: when the per-article cap needs more, the
-        # caller asks again with a larger pool.
-        complete = len(head) == len(found.rows)
+            return Candidates.ranked(k_rows, k_scores, self.vectors.dot(query, k_rows), complete=True)
+        head = np.lexsort((found.rows, -found.approx_scores))[:pool]
         rows, bonus = found.rows[head], found.bonus[head]
         cosine = self.vectors.dot(query, rows)
-        fused = cosine + bonus
-        order = np.argsort(-fused, kind="stable")
-        return Candidates(rows[order], fused[order], cosine[order], complete=complete)
+        fused = Candidates.ranked(rows, cosine + bonus, cosine, complete=False)
+        if len(head) < len(found.rows):  # the caller asks again with a larger pool if it needs more
+            return fused
+        # Every fused passage is in: the passages past them (only paging that deep gets here) follow
+        # by cosine, each scoring at most the last fused one so that they come after all of them
+        # and the order of the fused ones never depends on how deep the caller looked.
+        v_rows, v_cosine = self.vectors.top(query, pool, keep)
+        rest = ~np.isin(v_rows, rows)
+        tail = Candidates.ranked(v_rows[rest], v_cosine[rest], v_cosine[rest], complete=False)
+        floor = fused.scores[-1] if len(rows) else np.inf
+        return Candidates(
+            np.concatenate([fused.rows, tail.rows]), np.concatenate([fused.scores, np.minimum(tail.scores, floor)]),
+            np.concatenate([fused.cosine, tail.cosine]), complete=len(v_rows) < pool,
+        )
 
     def _fuse(self, query: np.ndarray, coverage_of: "Coverage", keep, terms: list[str], embedder: Embedder) -> "Fusion":
         """Hybrid's candidates, the vectors' and the keywords' best FUSION_DEPTH, scored on cosine +
@@ -345,17 +383,17 @@ class SearchIndex:
         return [float(candidates.cosine[at[r]]) for r in picked]
 
     def _rerank(self, question: str, ranking: Ranking, reranker: Reranker, *, n: int, per_article: int) -> Ranking:
-        """Re-order the RERANK_DEPTH best passages (before the per-article cap) by the cross-encoder."""
+        """Re-order the RERANK_DEPTH best passages (before the article penalty) by the cross-encoder."""
         head = ranking.candidates.head(RERANK_DEPTH)
         if not len(head.rows):
             return ranking
         texts = self._texts([int(self.passage_ids[i]) for i in head.rows])
         scores = np.asarray(reranker.scores(question, [texts[int(self.passage_ids[i])] for i in head.rows]), np.float64)
-        order = np.argsort(-scores, kind="stable")
-        candidates = Candidates(head.rows[order], scores[order], head.cosine[order], complete=True)
+        candidates = Candidates.ranked(head.rows, scores, head.cosine, complete=True)
         duplicates: dict[int, list[int]] = {}
-        picked = self._pick(candidates, n, per_article, duplicates)
-        return Ranking(picked, self._cosines(candidates, picked), candidates, ranking.excluded_undated, duplicates)
+        picked, relevance = self._order(candidates, n, per_article, SAME_ARTICLE_PENALTY, duplicates)
+        return Ranking(picked, self._cosines(candidates, picked), relevance, candidates, ranking.excluded_undated,
+                       duplicates)
 
     def keyword_hits(
         self, question: str, keep: np.ndarray | None = None, limit: int = KEYWORD_LIMIT,
@@ -485,39 +523,61 @@ class SearchIndex:
         at = np.clip(at, 0, len(sorted_ids) - 1)
         return np.where(sorted_ids[at] == passage_ids, self._id_order[at], -1)
 
-    def _pick(self, candidates: Candidates, n: int, per_article: int, duplicates: dict[int, list[int]]) -> list[int]:
-        """The n best candidates, at most per_article from one article.
+    def _order(
+        self, candidates: Candidates, n: int, per_article: int, penalty: float, duplicates: dict[int, list[int]]
+    ) -> tuple[list[int], list[float]]:
+        """The first n passages in the order shown, and the score each is shown at (its relevance).
 
-        A passage that is a near-copy of one already picked from another article (a syndicated wire
-        story) is not picked again but listed under the first one in `duplicates`."""
-        rows = candidates.rows
+        A passage's relevance is its ranking score, less `penalty` when `per_article` passages of its
+        article rank above it; the order is by relevance, the ranking's order among equals. It depends on the question alone, never on n, so page 2 continues page 1
+        exactly. A passage that is a near-copy of one ordered before it from another article (a
+        syndicated wire story) is not ordered but listed under that one in `duplicates`.
+
+        Candidates outside the pool score at most its last score, so only the passages whose
+        relevance is at least that (Candidates.ceiling) are settled: fewer than n means the caller
+        needs a larger pool."""
+        rows, scores = candidates.rows, candidates.scores
         if not len(rows) or n <= 0:
-            return []
+            return [], []
         # Only the rows looked at are read (from the vector file, one by one on a large index):
-        # usually a few more than n, unless the cap or near-copies skip many.
+        # usually a few more than n, unless the penalty or near-copies push many down.
         vectors = self.vectors.get(rows[: max(2 * n, 16)])
-        picked: list[int] = []
-        picked_at: list[int] = []  # positions in rows, for the vectors
+        kept: list[int] = []  # rows in the ranking's order
+        kept_at: list[int] = []  # their positions in rows, for the vectors
+        relevance: list[float] = []
         per: dict[int, int] = {}
+        best_n: list[float] = []  # min-heap of the n highest relevances so far
+        looked = len(rows)
         for at, i in enumerate(rows):
+            score = float(scores[at])
+            if len(best_n) == n and best_n[0] >= score:
+                looked = at  # no passage from here on can come before the n settled ones
+                break
             if at == len(vectors):
                 vectors = np.concatenate([vectors, self.vectors.get(rows[at : 2 * at])])
             i = int(i)
             a = int(self.passage_article[i])
-            if picked:
-                similarity = vectors[picked_at] @ vectors[at]
+            if kept:
+                similarity = vectors[kept_at] @ vectors[at]
                 j = int(np.argmax(similarity))
-                if similarity[j] >= NEAR_DUPLICATE and int(self.passage_article[picked[j]]) != a:
-                    duplicates.setdefault(picked[j], []).append(i)
+                if similarity[j] >= NEAR_DUPLICATE and int(self.passage_article[kept[j]]) != a:
+                    duplicates.setdefault(kept[j], []).append(i)
                     continue
             if per.get(a, 0) >= per_article:
-                continue
+                if penalty == np.inf:
+                    continue
+                score -= penalty
             per[a] = per.get(a, 0) + 1
-            picked.append(i)
-            picked_at.append(at)
-            if len(picked) == n:
-                break
-        return picked
+            kept.append(i)
+            kept_at.append(at)
+            relevance.append(score)
+            if len(best_n) < n:
+                heapq.heappush(best_n, score)
+            elif score > best_n[0]:
+                heapq.heapreplace(best_n, score)
+        floor = max(float(scores[looked]) if looked < len(rows) else -np.inf, candidates.ceiling)
+        order = sorted(((r, k) for k, r in enumerate(relevance) if r >= floor), key=lambda rk: (-rk[0], rk[1]))[:n]
+        return [kept[k] for _, k in order], [r for r, _ in order]
 
     def context(self, passage_id: int, radius: int = 1) -> list[Result]:
         """The passage and its neighbours in the article, in order (for the bot's "Context" button)."""
