@@ -58,7 +58,7 @@ KEYWORD_LIMIT = 1000
 # 0.05 cost 0.03 on SciFact (docs/retrieval.md).
 COMMON_TERM_SHARE = 0.25
 COMMON_TERM_MIN = 20_000
-CONTEXT_WEIGHT = 0.5  # BM25 weight of the title/publication column relative to the passage text
+CONTEXT_WEIGHT = 0.5  # BM25 weight of the context column (title, publication, authors) relative to the text
 # Passages this similar in different articles are one story syndicated twice: shown once, with
 # "also in". Copies of a wire paragraph with a changed word or dateline score 0.97-1.0.
 NEAR_DUPLICATE = 0.95
@@ -75,6 +75,11 @@ RESCORE_SLACK = 0.005
 # topic (docs/retrieval.md).
 FEEDBACK_WORDS = 8
 FEEDBACK_COMMON = 0.1
+# Words a question uses about the articles rather than what they say ("What did Jason Ditz write?").
+ABOUT_ARTICLES = frozenset(
+    "write writes wrote written writing article articles story stories piece column report reports author "
+    "authors byline publish published".split()
+)
 
 
 @dataclass(frozen=True)
@@ -450,8 +455,10 @@ class SearchIndex:
         # An ordinary word (one the model reads whole) that no passage uses: the question is phrased
         # in other words than the corpus, where any keyword match is incidental, so the vectors rank
         # alone (news_shipped +0.026 nDCG@10, paraphrases +0.005; docs/retrieval.md). A word left
-        # out as too common (not in by_word) is not missing.
-        if any(weights[t] < 1.0 and t in by_word and not len(by_word[t][0]) for t in terms):
+        # out as too common (not in by_word) is not missing, nor is a word about the articles
+        # themselves ("What did Jason Ditz write?": his name is in the context column, "write" in no text).
+        if any(weights[t] < 1.0 and t in by_word and not len(by_word[t][0]) and t not in ABOUT_ARTICLES
+               for t in terms):
             return Coverage(self, [], weights, vectors, 0.0, rows[:0], {})
         return Coverage(self, terms, weights, vectors, self.idf_sum(terms), rows, by_word)
 
@@ -499,7 +506,7 @@ class SearchIndex:
         return self.term_count(word)
 
     def term_count(self, term: str) -> int:
-        """Passages whose text or title/publication contain the word (as FTS5 tokenizes it),
+        """Passages whose text or context (title, publication, authors) contain the word (as FTS5 tokenizes it),
         cached for this snapshot."""
         if term not in self._term_counts:
             with self._lock:

@@ -20,6 +20,10 @@ from .errors import IndexMissingError
 from .migrations import VECTOR_DTYPE, migrate
 
 BUSY_TIMEOUT_MS = 5000
+# A passage's keyword context as passage_fts holds it (migration 6): its article's title,
+# publication and authors. Copies of the keyword index (tantivy_index.py) select the same.
+PASSAGE_CONTEXT = ("trim(coalesce(a.title, '') || ' ' || coalesce(a.source, '') || ' ' || "
+                   "coalesce((SELECT group_concat(value, ' ') FROM json_each(a.authors)), ''))")
 
 
 def utc_now() -> str:

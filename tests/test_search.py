@@ -305,6 +305,21 @@ def test_an_answer_is_weak_only_when_every_passage_shown_is(index, fake_embedder
             assert answer.weak == (max(r.score for r in answer.results) < index.weak_score), (question, mode)
 
 
+def test_authors_and_publications_are_keyword_evidence_for_their_articles_passages(index, fake_embedder):
+    """Names that are only in an article's metadata (the byline, the publication) find its passages,
+    as its title does; the words a question uses about the articles ("write") do not make hybrid
+    search drop its keyword side."""
+    ditz = "004_df801900fabe096f.txt"
+    assert all("Ditz" not in r.text for r in index.search("Jason Ditz", fake_embedder, mode="vector", k=20).results)
+    keyword = index.search("Jason Ditz", fake_embedder, mode="keyword", k=20).results
+    assert len(keyword) == 9 and {r.article.key for r in keyword} == {ditz}
+    hassan = index.search("Sharif Hassan", fake_embedder, mode="keyword", k=20).results
+    # his 8 passages first, but for the one that names Mazar-e-Sharif in its text
+    assert [r.article.key for r in hassan[:9]].count("000_84e6feabee5314c5.txt") == 8
+    assert index.search("What did Jason Ditz write?", fake_embedder).results[0].article.key == ditz
+    assert {r.article.source for r in index.search("Antiwar.com", fake_embedder, mode="keyword").results} == {"Antiwar.com"}
+
+
 def test_keyword_index_follows_every_reindex(fake_settings, fake_embedder):
     run_index(fake_settings)
     target = fake_settings.corpus_dir / "002_19231adb1c3244eb.txt"
