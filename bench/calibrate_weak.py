@@ -14,7 +14,8 @@ not flagged. "Answer shown" says whether the passage that answers it is among th
 Given BEIR-layout folders, it also asks each set's questions against its own corpus ("answered":
 those whose first passage is from a document judged relevant) and every other set's questions
 against it ("unanswerable"), and prints the same two error rates and the distribution of the best
-cosine shown.
+cosine shown. Folders given with --answered are only asked their own questions (sets whose
+corpora overlap another's, like the two news_lee builds).
 """
 from __future__ import annotations
 
@@ -70,10 +71,10 @@ def labelled(settings: Settings, cache: Path, verbose: bool) -> None:
                   f"{'' if r['shown'] or not r['answerable'] else ' (answer not shown)'}  {r['question']}")
 
 
-def across_sets(settings: Settings, folders: list[str], cache: Path) -> None:
+def across_sets(settings: Settings, folders: list[str], cache: Path, own_only: list[str]) -> None:
     sets = [load_beir(Path(f)) for f in folders]
     answered, unanswerable = [], []  # (weak, best cosine shown)
-    for data in sets:
+    for data in sets + [load_beir(Path(f)) for f in own_only]:
         path = cached_index(data, settings.embedding_model, cache)
         embedder = load_query_embedder(path, settings.embedding_model)
         index = SearchIndex.load(path, model_name=settings.embedding_model, weak_score=settings.weak_score)
@@ -81,7 +82,7 @@ def across_sets(settings: Settings, folders: list[str], cache: Path) -> None:
             answer = index.search(data.queries[qid], embedder, k=DEFAULT_K)
             if answer.results and judged.get(answer.results[0].article.key, 0) > 0:
                 answered.append((answer.weak, max(r.score for r in answer.results)))
-        for other in sets:
+        for other in sets if data in sets else []:
             if other is not data:
                 for qid in other.qrels:
                     answer = index.search(other.queries[qid], embedder, k=DEFAULT_K)
@@ -90,13 +91,15 @@ def across_sets(settings: Settings, folders: list[str], cache: Path) -> None:
     a, u = np.array([c for _, c in answered]), np.array([c for _, c in unanswerable])
     print(f"across sets: answered flagged weak {sum(w for w, _ in answered)}/{len(answered)},"
           f" unanswerable not flagged {sum(not w for w, _ in unanswerable)}/{len(unanswerable)}")
-    print(f"  best cosine shown: answered min {a.min():.3f} p5 {np.percentile(a, 5):.3f} median {np.median(a):.3f};"
-          f" unanswerable median {np.median(u):.3f} p95 {np.percentile(u, 95):.3f} max {u.max():.3f}")
+    print(f"  best cosine shown: answered min {a.min():.3f} p5 {np.percentile(a, 5):.3f} median {np.median(a):.3f}"
+          + (f"; unanswerable median {np.median(u):.3f} p95 {np.percentile(u, 95):.3f} max {u.max():.3f}" if len(u) else ""))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="*", help="BEIR-layout folders to ask across")
+    parser.add_argument("--answered", nargs="+", default=[], metavar="FOLDER",
+                        help="BEIR-layout folders asked only their own questions")
     parser.add_argument("--cache", type=Path, default=ROOT / "bench" / "out" / "weak-flag",
                         help="where the indexes are kept [bench/out/weak-flag]")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every question, not only the errors")
@@ -104,8 +107,8 @@ def main() -> None:
     settings = Settings.from_env()
     args.cache.mkdir(parents=True, exist_ok=True)
     labelled(settings, args.cache, args.verbose)
-    if args.folders:
-        across_sets(settings, args.folders, args.cache)
+    if args.folders or args.answered:
+        across_sets(settings, args.folders, args.cache, args.answered)
 
 
 if __name__ == "__main__":

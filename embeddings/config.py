@@ -56,7 +56,7 @@ class Settings:
     # Optional cross-encoder that re-orders the top RERANK_DEPTH passages; off when empty.
     rerank_model: str = ""
     max_file_bytes: int = 10 * 1024 * 1024
-    # Cosine score under which an answer is flagged as weak; calibrated in docs/retrieval.md.
+    # Cosine under which a passage that lacks the question's rare words is weak; calibrated in docs/retrieval.md.
     weak_score: float = 0.30
     # Discord side (read here so configuration lives in one place; the bot package uses them).
     discord_token: str = field(default="", repr=False)

@@ -75,6 +75,11 @@ RESCORE_SLACK = 0.005
 # topic (docs/retrieval.md).
 FEEDBACK_WORDS = 8
 FEEDBACK_COMMON = 0.1
+# A passage holding this share of the question's rare words' weight (names, numbers, jargon:
+# SearchIndex.rare_words) is not a weak answer, whatever its cosine: half would let a coincidence
+# through ("Who is Angela Merkel?" where an article mentions Merkel-era tariffs), all of them is
+# stricter than longer questions need (docs/retrieval.md).
+RARE_WORDS_HELD = 0.7
 # Words a question uses about the articles rather than what they say ("What did Jason Ditz write?").
 ABOUT_ARTICLES = frozenset(
     "write writes wrote written writing article articles story stories piece column report reports author "
@@ -254,11 +259,8 @@ class SearchIndex:
             ranking = self._rerank(question, ranking, reranker, n=offset + k + 1, per_article=per_article)
         picked = ranking.picked
         page, has_more = picked[offset : offset + k], len(picked) > offset + k
-        # Weakness is judged on the cosine similarity of the best passage: unlike fused ranks it is
-        # comparable across questions, so one calibrated threshold works (docs/retrieval.md). The
-        # best by cosine, which a hybrid or keyword ranking need not put first.
-        best = max(ranking.picked_cosine) if picked else 0.0
-        texts = self._texts([int(self.passage_ids[i]) for i in page])
+        texts = self._texts([int(self.passage_ids[i]) for i in picked[: offset + k]])
+        weak = self._weak(question, embedder, picked[: offset + k], ranking.picked_cosine[: offset + k], texts)
         results = []
         shown = zip(page, ranking.picked_cosine[offset : offset + k], ranking.picked_relevance[offset : offset + k])
         for n, (i, score, relevance) in enumerate(shown):
@@ -270,14 +272,33 @@ class SearchIndex:
                     rank=offset + n + 1, score=score, relevance=relevance, passage_id=pid,
                     position=int(self.passage_position[i]),
                     text=texts[pid], article=self.articles[self.passage_article[i]],
-                    highlight=best_sentence(question, texts[pid]), weak=score < self.weak_score,
+                    highlight=best_sentence(question, texts[pid]), weak=weak[offset + n],
                     also_in=tuple(self.articles[self.passage_article[d]] for d in ranking.duplicates.get(i, ())),
                 )
             )
+        # The answer is weak when every passage ranked up to the end of this page is.
         return Answer(
-            query=question, results=results, weak=best < self.weak_score, excluded_undated=ranking.excluded_undated,
+            query=question, results=results, weak=all(weak), excluded_undated=ranking.excluded_undated,
             offset=offset, has_more=has_more, filters=filters.as_dict(),
         )
+
+    def _weak(self, question: str, embedder: Embedder, rows: list[int], cosine: list[float],
+              texts: dict[int, str]) -> list[bool]:
+        """Which passages are weak answers: those whose cosine similarity to the question is below
+        weak_score (comparable across questions, unlike fused scores) and that do not hold the
+        question's rare words (names, numbers, jargon: RARE_WORDS_HELD of their weight, in the
+        passage or its article's title, publication and authors). docs/retrieval.md has both error
+        rates on a labelled set."""
+        weak = [c < self.weak_score for c in cosine]
+        rare = self.rare_words(question, embedder) if any(weak) else {}
+        if not rare:
+            return weak
+        for at, row in enumerate(rows):
+            if weak[at]:
+                a = self.articles[self.passage_article[row]]
+                text = " ".join([texts.get(int(self.passage_ids[row]), ""), a.title or "", a.source or "", *a.authors])
+                weak[at] = rare_share(rare, text) < RARE_WORDS_HELD
+        return weak
 
     def rank(
         self,
@@ -518,6 +539,27 @@ class SearchIndex:
             self._term_counts[term] = count
         return self._term_counts[term]
 
+    def rare_words(self, question: str, embedder: Embedder) -> dict[str, float]:
+        """The question's rare words, each with its weight (its idf as FTS5 computes it; a word no
+        passage holds weighs the most): names, numbers and jargon, that is the words it writes with
+        a capital letter after its first word, that hold a digit, or that the embedding model cuts
+        into pieces (word_weights). Not common words, stopwords or words about the articles
+        themselves. A word written in capitals ("US", "GDP") keeps them: rare_share matches it
+        only so written, not as "us"."""
+        words = _WORD.findall(question)
+        capitalised = {w.casefold() for w in words[1:] if w[:1].isupper() and len(w) > 1}
+        acronyms = {w.casefold(): w for w in words if w.isupper() and len(w) > 1}
+        terms = [t for t in fts_terms(question) if t not in ABOUT_ARTICLES]
+        weights = word_weights(terms, embedder)
+        n = self.passage_count
+        rare = {}
+        for t in terms:
+            if weights[t] == 1.0 or t in capitalised:
+                df = self.document_frequency(t)
+                idf = np.log((n + 0.5) / 0.5) if not df else max(np.log((n - df + 0.5) / (df + 0.5)), 0.0)
+                rare[acronyms.get(t, t)] = float(idf)
+        return rare
+
     def _rows_of(self, passage_ids: np.ndarray) -> np.ndarray:
         """Row index of each passage id in this snapshot, -1 when absent."""
         if self._id_order is None:  # kept with the ids sorted: gathering 1M ids took 3 ms per call
@@ -641,6 +683,20 @@ def best_sentence(question: str, text: str) -> tuple[int, int] | None:
     scores = [overlap(span) for span in spans]
     best = max(range(len(spans)), key=scores.__getitem__)  # the first of equals, as max() picks
     return spans[best] if scores[best] else None
+
+
+def rare_share(rare: dict[str, float], text: str) -> float:
+    """The share of the rare words' weight (SearchIndex.rare_words) that the text holds: each word
+    as a whole word, in any case (a word kept in capitals only so written), or with a plural -s."""
+    total = sum(rare.values())
+    if total <= 0:
+        return 0.0
+    words = _WORD.findall(text)
+    written = set(words) | {w.casefold() for w in words}
+    held = sum(weight for word, weight in rare.items()
+               if word in written or word + "s" in written or word + "es" in written
+               or (len(word) > 4 and word.endswith("s") and word[:-1] in written))
+    return held / total
 
 
 def fts_terms(question: str) -> list[str]:

@@ -298,11 +298,36 @@ def test_feedback_brings_up_the_passage_sharing_the_best_ones_rare_names(fake_se
 
 @pytest.mark.parametrize("mode", ["vector", "hybrid", "keyword"])
 def test_an_answer_is_weak_only_when_every_passage_shown_is(index, fake_embedder, mode):
-    """Weakness is judged on the best cosine shown, which a hybrid or keyword ranking need not put first."""
+    """A passage is weak when its cosine is low and it lacks the question's rare words; the answer
+    when every passage shown is, which a hybrid or keyword ranking need not put first."""
     for question in ["Sebghatullah Selab deputy Faryab", "Taliban Kunduz airport", "quokka sourdough bread", "B-52"]:
         answer = index.search(question, fake_embedder, mode=mode)
         if answer.results:
-            assert answer.weak == (max(r.score for r in answer.results) < index.weak_score), (question, mode)
+            assert answer.weak == all(r.weak for r in answer.results), (question, mode)
+            assert all(r.score < index.weak_score for r in answer.results if r.weak), (question, mode)
+
+
+def test_a_passage_holding_the_questions_rare_words_is_not_weak(fake_settings, fake_embedder):
+    """With a threshold no cosine reaches, only the rare words (names, numbers, jargon) decide: a
+    passage holding them is not weak, one holding only part of their weight (a coincidental surname,
+    "us" for "US") is."""
+    run_index(fake_settings)
+    idx = SearchIndex.load(fake_settings.index_path, model_name=fake_embedder.name, weak_score=1.01)
+    rare = idx.rare_words("Who is Sebghatullah Selab, in 2021 and in the US?", fake_embedder)
+    assert set(rare) == {"sebghatullah", "selab", "2021", "US"}  # capitalised, a number, an acronym; not "who"
+    assert rare["US"] < rare["sebghatullah"]  # many passages say US: it weighs less
+
+    def weak(question):
+        answer = idx.search(question, fake_embedder, k=3)
+        return answer.weak, answer.results[0]
+
+    is_weak, top = weak("Who is Sebghatullah Selab?")
+    assert not is_weak and not top.weak and "Sebghatullah Selab" in top.text
+    assert weak("Who is Sebghatullah Merkelbach?")[0]  # the surname no passage has weighs the most
+    assert not weak("What did Jason Ditz say?")[0]  # names in the byline count
+    assert weak("Who is Maria Hassan?")[0]
+    assert weak("What did the quokka tell us about the weekend?")[0]  # no rare word: the cosine decides
+    idx.close()
 
 
 def test_authors_and_publications_are_keyword_evidence_for_their_articles_passages(index, fake_embedder):

@@ -154,6 +154,30 @@ def test_more_reaches_every_passage_in_the_order_of_the_relevance_shown(shipped_
     run(main())
 
 
+def test_names_and_authors_are_answers_and_off_topic_names_stay_weak(shipped_index, real_embedder):
+    """A passage quoting the person asked about is an answer whatever its cosine; an author's name
+    finds the article; a name the corpus never mentions is still weak."""
+    async def ask(fake, question):
+        rec = await fake.send_slash("ask", {"question": question})
+        final = await rec.wait_final(timeout=10)
+        check_sent(rec)
+        return final
+
+    async def main():
+        async with started_bot(shipped_index, real_embedder) as (bot, fake):
+            salemi = await ask(fake, "Who is Ramish Salemi?")
+            assert "answers this question well" not in salemi.content
+            assert "Ramish Salemi, a political analyst" in shown_text(salemi.embeds[0]["description"])
+            assert "weak match" not in salemi.embeds[0]["footer"]["text"]
+            ditz = await ask(fake, "What did Jason Ditz write?")
+            assert ditz.embeds[0]["author"]["name"] == "Antiwar.com · By Jason Ditz · undated"
+            assert "answers this question well" not in ditz.content
+            merkel = await ask(fake, "Who is Angela Merkel?")
+            assert "Nothing in the corpus answers this question well" in merkel.content
+
+    run(main())
+
+
 def test_private_answer_and_weak_answer(shipped_index, real_embedder):
     async def main():
         async with started_bot(shipped_index, real_embedder) as (bot, fake):
