@@ -6,7 +6,8 @@ shipped corpus as articles (`corpus/`, five articles), scored by passage.
 tests/fixtures/news_shipped judges passages (`000#4` = the fourth passage of the article whose
 file starts with 000), so the order an answer shows can be scored passage by passage: nDCG@10,
 recall within the first 5, 10 and 20 passages, every judged passage reachable at any depth, and
-how many articles the first five passages come from. Each row is a setting of `SearchIndex.rank`:
+how many articles the first five passages come from, and in how many answers the first five
+cosines (the number shown before the relevance) are out of order. Each row is a setting of `SearchIndex.rank`:
 an infinite penalty is the cap that hides (at most two passages of an article, never more), 0 is
 the ranking with no cap at all.
 """
@@ -43,9 +44,10 @@ def main() -> None:
     def passage_key(row: int) -> str:
         return f"{index.articles[index.passage_article[row]].key[:3]}#{index.passage_position[row] + 1}"
 
-    print(f"{'penalty':>8} {'nDCG@10':>8} {'R@5':>6} {'R@10':>6} {'R@20':>6} {'reach':>6} {'articles@5':>10}")
+    print(f"{'penalty':>8} {'nDCG@10':>8} {'R@5':>6} {'R@10':>6} {'R@20':>6} {'reach':>6} {'articles@5':>10}"
+          f" {'cosine out of order@5':>22}")
     for penalty in PENALTIES:
-        totals = [0.0] * 6
+        totals = [0.0] * 7
         for qid, judged in data.qrels.items():
             ranking = index.rank(data.queries[qid], embedder, n=index.passage_count, per_article=PER_ARTICLE,
                                  penalty=penalty)
@@ -54,10 +56,12 @@ def main() -> None:
                 ndcg_at(keys, judged, 10), recall_at(keys, judged, 5), recall_at(keys, judged, 10),
                 recall_at(keys, judged, 20), recall_at(keys, judged, len(keys)),
                 len({index.passage_article[r] for r in ranking.picked[:5]}),
+                any(a < b for a, b in zip(ranking.picked_cosine[:5], ranking.picked_cosine[1:5])),
             ]):
                 totals[j] += value
         mean = [t / len(data.qrels) for t in totals]
-        print(f"{penalty:>8} {mean[0]:8.4f} {mean[1]:6.3f} {mean[2]:6.3f} {mean[3]:6.3f} {mean[4]:6.3f} {mean[5]:10.2f}")
+        print(f"{penalty:>8} {mean[0]:8.4f} {mean[1]:6.3f} {mean[2]:6.3f} {mean[3]:6.3f} {mean[4]:6.3f} {mean[5]:10.2f}"
+              f" {totals[6]:>14.0f} of {len(data.qrels)}")
     index.close()
 
 
