@@ -578,8 +578,8 @@ class SearchIndex:
         """The first n passages in the order shown, and the score each is shown at (its relevance).
 
         A passage's relevance is its ranking score, less `penalty` when `per_article` passages of its
-        article rank above it; the order is by relevance, the ranking's order among equals. It depends on the question alone, never on n, so page 2 continues page 1
-        exactly. A passage that is a near-copy of one ordered before it from another article (a
+        article rank above it; the order is by relevance, the ranking's order among equals. It
+        depends on the question alone, never on n, so page 2 continues page 1 exactly. A passage that is a near-copy of one ordered before it from another article (a
         syndicated wire story) is not ordered but listed under that one in `duplicates`.
 
         Candidates outside the pool score at most its last score, so only the passages whose
