@@ -56,7 +56,7 @@ class Article:
 @dataclass(frozen=True)
 class Result:
     rank: int
-    score: float
+    score: float  # cosine similarity of question and passage
     passage_id: int
     position: int  # 0-based
     text: str  # verbatim passage text
@@ -64,6 +64,9 @@ class Result:
     highlight: tuple[int, int] | None = None  # span of the sentence that best matches the question
     weak: bool = False
     also_in: tuple[Article, ...] = ()  # other articles carrying a near-copy of this passage
+    # The score the results are ordered by: the ranking's (cosine plus keyword evidence in hybrid
+    # mode), less the penalty for an article's later passages; never higher than the one above.
+    relevance: float = 0.0
 
     @property
     def also_in_label(self) -> str | None:
@@ -78,13 +81,15 @@ class Result:
 
     @property
     def relevance_label(self) -> str:
-        return f"{self.score:.2f}" + (" (weak match)" if self.weak else "")
+        return f"{self.relevance:.2f}" + (" (weak match)" if self.weak else "")
 
     def to_json(self) -> dict:
         a = self.article
         return {
             "rank": self.rank,
             "score": round(self.score, 4),
+            "relevance": round(self.relevance, 4),
+            "weak": self.weak,
             "text": self.text,
             "title": a.title,
             "source": a.source,
@@ -127,6 +132,8 @@ class Answer:
             "results": [r.to_json() for r in self.results],
             "weak": self.weak,
             "excluded_undated": self.excluded_undated,
+            "offset": self.offset,
+            "has_more": self.has_more,
         }
 
 

@@ -134,6 +134,8 @@ def render_answer(answer: Answer, *, color: bool) -> str:
         for para in text.split("\n"):
             wrapped = textwrap.wrap(para, width=96, break_long_words=False, break_on_hyphens=False) or [""]
             lines += ["   > " + w for w in wrapped]
+    if answer.has_more:
+        lines += ["", f"(more: --offset {answer.offset + len(answer.results)})"]
     return "\n".join(lines)
 
 
@@ -150,6 +152,7 @@ def check_question_text(q: str) -> None:
 @click.argument("question")
 @click.option("-k", "--results", "k", type=click.IntRange(1, MAX_K), default=DEFAULT_K, show_default=True,
               help="How many passages to show.")
+@click.option("--offset", type=click.IntRange(0), default=0, help="Skip the first N passages (the next page: --offset 5).")
 @click.option("--source", help="Only articles whose publication or title contains this text.")
 @click.option("--since", help="Only articles published on or after this date (YYYY-MM-DD).")
 @click.option("--until", help="Only articles published on or before this date (YYYY-MM-DD).")
@@ -158,7 +161,7 @@ def check_question_text(q: str) -> None:
 @index_option
 @json_option
 @click.pass_context
-def ask_command(ctx, question, k, source, since, until, mode, index_path, as_json):
+def ask_command(ctx, question, k, offset, source, since, until, mode, index_path, as_json):
     """Answer QUESTION with quoted passages; '-' reads one question per line from standard input."""
     settings = settings_from(ctx, index_path=index_path)
     with user_errors():
@@ -180,7 +183,7 @@ def ask_command(ctx, question, k, source, since, until, mode, index_path, as_jso
                 continue  # blank lines between questions; a single empty question gets "the question is empty"
             try:
                 check_question_text(q)
-                answer = index.search(q, embedder, k=k, filters=filters, mode=mode, reranker=reranker)
+                answer = index.search(q, embedder, k=k, offset=offset, filters=filters, mode=mode, reranker=reranker)
             except QueryError as exc:
                 if question != "-":
                     raise

@@ -89,7 +89,7 @@ class Settings:
     # How numeric dates such as 03/05/2024 are read where the article's language does not decide;
     # None leaves them undated.
     date_order: str | None = None
-    # Cosine score under which an answer is flagged as weak; calibrated in docs/retrieval.md.
+    # Cosine under which a passage that lacks the question's rare words is weak; calibrated in docs/retrieval.md.
     weak_score: float = 0.30
     # Discord side (read here so configuration lives in one place; the bot package uses them).
     discord_token: str = field(default="", repr=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -152,7 +153,8 @@ def run_eval(data: BeirData, index: SearchIndex, embedder: Embedder, *, mode: st
     scored = [q for q, judged in data.qrels.items() if any(g > 0 for g in judged.values())]
     for qid in scored:
         started = time.perf_counter()
-        ranking = index.rank(data.queries[qid], embedder, n=depth, per_article=1, mode=mode)
+        # Documents, each at the rank of its best passage: the article's other passages left out.
+        ranking = index.rank(data.queries[qid], embedder, n=depth, per_article=1, penalty=math.inf, mode=mode)
         latencies.append((time.perf_counter() - started) * 1000)
         run[qid] = [index.articles[index.passage_article[i]].key for i in ranking.picked]
     metrics = evaluate_run(run, data.qrels, k=k)

@@ -6,6 +6,7 @@ shipped. Each runs in its own transaction.
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from typing import Callable
 
 import numpy as np
@@ -23,6 +24,26 @@ def _vectors_to_float16(conn: sqlite3.Connection) -> None:
         "UPDATE article_vectors SET vectors = ? WHERE article_id = ?",
         [(np.frombuffer(blob, np.float32).astype(VECTOR_DTYPE).tobytes(), article_id) for article_id, blob in rows],
     )
+
+
+def _authors_in_keyword_context(conn: sqlite3.Connection) -> None:
+    """6: the keyword index's context column holds the article's authors as well as its title and
+    publication, so "What did Jason Ditz write?" finds his article. The insert trigger is replaced
+    and every passage's row rewritten; the generation changes, so that derived copies made from the
+    old keyword index (the tantivy copy) are rebuilt by the next index run, never mixed with it."""
+    context = ("trim(coalesce(a.title, '') || ' ' || coalesce(a.source, '') || ' ' || "
+               "coalesce((SELECT group_concat(value, ' ') FROM json_each(a.authors)), ''))")
+    conn.execute("DROP TRIGGER passages_fts_insert")
+    conn.execute(f"""
+        CREATE TRIGGER passages_fts_insert AFTER INSERT ON passages BEGIN
+            INSERT INTO passage_fts(rowid, text, context)
+            SELECT new.id, new.text, {context} FROM articles a WHERE a.id = new.article_id;
+        END""")
+    conn.execute("DELETE FROM passage_fts")
+    conn.execute(f"""
+        INSERT INTO passage_fts(rowid, text, context)
+        SELECT p.id, p.text, {context} FROM passages p JOIN articles a ON a.id = p.article_id""")
+    conn.execute("UPDATE index_meta SET value = ? WHERE key = 'generation'", (uuid.uuid4().hex,))
 
 
 MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
@@ -110,6 +131,7 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         vector BLOB NOT NULL
     );
     """,
+    _authors_in_keyword_context,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

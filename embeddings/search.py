@@ -8,6 +8,7 @@ swap in a fresh `SearchIndex` after a re-index (the bot) or load one per process
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import logging
 import re
 import threading
@@ -29,7 +30,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_K = 5
 MAX_K = 20
+# The per-article cap shapes the order, never hides: an article's passages after its best
+# PER_ARTICLE count SAME_ARTICLE_PENALTY less, so other articles' passages come first unless they
+# score that much lower, and further pages go on down the ranking into more passages of the same
+# articles (docs/retrieval.md).
 PER_ARTICLE = 2
+SAME_ARTICLE_PENALTY = 0.1
 MAX_QUESTION_CHARS = 2000
 
 
@@ -55,11 +61,15 @@ KEYWORD_LIMIT = 1000
 # 0.05 cost 0.03 on SciFact (docs/retrieval.md).
 COMMON_TERM_SHARE = 0.25
 COMMON_TERM_MIN = 20_000
-CONTEXT_WEIGHT = 0.5  # BM25 weight of the title/publication column relative to the passage text
+CONTEXT_WEIGHT = 0.5  # BM25 weight of the context column (title, publication, authors) relative to the text
 # Passages this similar in different articles are one story syndicated twice: shown once, with
 # "also in". Copies of a wire paragraph with a changed word or dateline score 0.97-1.0.
 NEAR_DUPLICATE = 0.95
 RERANK_DEPTH = 50  # passages a cross-encoder re-orders (it costs a model call per passage)
+# How much higher than the last of a pool of candidates a passage left out of it may score: the
+# pools are picked on int8 codes' cosines (within about 0.002 of the float16 ones) and then rescored,
+# so a passage just outside can end up a little above the last one inside.
+RESCORE_SLACK = 0.005
 # Keyword feedback (hybrid): the FEEDBACK_WORDS rarest words of the best passage that the question
 # does not use (at least 3 letters, in at most FEEDBACK_COMMON of the passages) are a second keyword
 # query, its BM25 over its idf sum added x HYBRID_WEIGHT to every candidate's score: the answer's
@@ -68,6 +78,16 @@ RERANK_DEPTH = 50  # passages a cross-encoder re-orders (it costs a model call p
 # topic (docs/retrieval.md).
 FEEDBACK_WORDS = 8
 FEEDBACK_COMMON = 0.1
+# A passage holding this share of the question's rare words' weight (names, numbers, jargon:
+# SearchIndex.rare_words) is not a weak answer, whatever its cosine: half would let a coincidence
+# through ("Who is Angela Merkel?" where an article mentions Merkel-era tariffs), all of them is
+# stricter than longer questions need (docs/retrieval.md).
+RARE_WORDS_HELD = 0.7
+# Words a question uses about the articles rather than what they say ("What did Jason Ditz write?").
+ABOUT_ARTICLES = frozenset(
+    "write writes wrote written writing article articles story stories piece column report reports author "
+    "authors byline publish published".split()
+)
 
 
 @dataclass(frozen=True)
@@ -82,11 +102,23 @@ class Candidates:
     def head(self, n: int) -> "Candidates":
         return Candidates(self.rows[:n], self.scores[:n], self.cosine[:n], self.complete and n >= len(self.rows))
 
+    @property
+    def ceiling(self) -> float:
+        """The most a passage left out of these candidates can score."""
+        return -np.inf if self.complete or not len(self.rows) else float(self.scores[-1]) + RESCORE_SLACK
+
+    @classmethod
+    def ranked(cls, rows: np.ndarray, scores: np.ndarray, cosine: np.ndarray, complete: bool) -> "Candidates":
+        """Best score first; equal scores by row, so that the order never depends on the pool."""
+        order = np.lexsort((rows, -scores))
+        return cls(rows[order], scores[order], cosine[order], complete)
+
 
 @dataclass(frozen=True)
 class Ranking:
-    picked: list[int]  # row indices, best first
+    picked: list[int]  # row indices, in the order shown
     picked_cosine: list[float]  # their cosine similarity to the question
+    picked_relevance: list[float]  # the score they are ordered by (ranking score less the article penalty)
     candidates: Candidates
     excluded_undated: int
     duplicates: dict[int, list[int]]  # picked row -> near-copies of it in other articles
@@ -282,28 +314,46 @@ class SearchIndex:
             ranking = self._rerank(question, ranking, reranker, n=offset + k + 1, per_article=per_article)
         picked = ranking.picked
         page, has_more = picked[offset : offset + k], len(picked) > offset + k
-        # Weakness is judged on the cosine similarity of the best passage: unlike fused ranks it is
-        # comparable across questions, so one calibrated threshold works (docs/retrieval.md). The
-        # best by cosine, which a hybrid or keyword ranking need not put first.
-        best = max(ranking.picked_cosine) if picked else 0.0
-        texts = self._texts(page)
+        texts = self._texts(picked[: offset + k])
+        weak = self._weak(question, embedder, picked[: offset + k], ranking.picked_cosine[: offset + k], texts)
         results = []
-        for n, (i, score) in enumerate(zip(page, ranking.picked_cosine[offset : offset + k])):
+        shown = zip(page, ranking.picked_cosine[offset : offset + k], ranking.picked_relevance[offset : offset + k])
+        for n, (i, score, relevance) in enumerate(shown):
             pid = int(self.passage_ids[i])
             if pid not in texts:  # cannot happen inside one snapshot; never show a blank quote
                 continue
             results.append(
                 Result(
-                    rank=offset + n + 1, score=score, passage_id=pid, position=int(self.passage_position[i]),
+                    rank=offset + n + 1, score=score, relevance=relevance, passage_id=pid,
+                    position=int(self.passage_position[i]),
                     text=texts[pid], article=self.articles[self.passage_article[i]],
-                    highlight=best_sentence(question, texts[pid]), weak=score < self.weak_score,
+                    highlight=best_sentence(question, texts[pid]), weak=weak[offset + n],
                     also_in=tuple(self.articles[self.passage_article[d]] for d in ranking.duplicates.get(i, ())),
                 )
             )
+        # The answer is weak when every passage ranked up to the end of this page is.
         return Answer(
-            query=question, results=results, weak=best < self.weak_score, excluded_undated=ranking.excluded_undated,
+            query=question, results=results, weak=all(weak), excluded_undated=ranking.excluded_undated,
             offset=offset, has_more=has_more, filters=filters.as_dict(),
         )
+
+    def _weak(self, question: str, embedder: Embedder, rows: list[int], cosine: list[float],
+              texts: dict[int, str]) -> list[bool]:
+        """Which passages are weak answers: those whose cosine similarity to the question is below
+        weak_score (comparable across questions, unlike fused scores) and that do not hold the
+        question's rare words (names, numbers, jargon: RARE_WORDS_HELD of their weight, in the
+        passage or its article's title, publication and authors). docs/retrieval.md has both error
+        rates on a labelled set."""
+        weak = [c < self.weak_score for c in cosine]
+        rare = self.rare_words(question, embedder) if any(weak) else {}
+        if not rare:
+            return weak
+        for at, row in enumerate(rows):
+            if weak[at]:
+                a = self.articles[self.passage_article[row]]
+                text = " ".join([texts.get(int(self.passage_ids[row]), ""), a.title or "", a.source or "", *a.authors])
+                weak[at] = rare_share(rare, text) < RARE_WORDS_HELD
+        return weak
 
     def rank(
         self,
@@ -313,9 +363,12 @@ class SearchIndex:
         n: int,
         filters: Filters = Filters(),
         per_article: int = PER_ARTICLE,
+        penalty: float = SAME_ARTICLE_PENALTY,
         mode: str = DEFAULT_MODE,
     ) -> Ranking:
-        """The n best passages (row indices) for a question under filters, by mode."""
+        """The first n passages (row indices) for a question under filters, by mode, in the order
+        shown (_order: `per_article` passages of an article before `penalty` applies; an infinite
+        penalty leaves the others out, as evaluation does to rank documents by their best passage)."""
         if mode not in MODES:
             raise QueryError(f"unknown search mode {mode!r} (one of {', '.join(MODES)})")
         article_ok, excluded_undated = self._article_mask(filters)
@@ -324,7 +377,7 @@ class SearchIndex:
             keep = self._usable if keep is None else keep & self._usable
         if not self.passage_count or (keep is not None and not keep.any()):
             empty = Candidates(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), True)
-            return Ranking([], [], empty, excluded_undated, {})
+            return Ranking([], [], [], empty, excluded_undated, {})
         # The keyword search needs no vector: it runs in another thread while the question is embedded.
         keyword = None
         if mode == "keyword":
@@ -338,33 +391,44 @@ class SearchIndex:
         found = keyword.result() if keyword else None
         if mode == "hybrid":
             found = self._fuse(query, found, keep, terms, embedder)
+        elif mode == "keyword":  # BM25 over the words' idf sum: on the scale the article penalty is set for
+            rows, bm25 = found
+            found = rows, bm25 / max(self.idf_sum(fts_terms(question)), 1e-6)
         pool = max(4 * n, 64)
-        while True:  # the per-article cap and duplicates can use up a pool: widen it until n are found
+        while True:  # the article penalty and duplicates can use up a pool: widen it until n are settled
             candidates = self._candidates(query, found, keep, mode, pool)
             duplicates: dict[int, list[int]] = {}
-            picked = self._pick(candidates, n, per_article, duplicates)
+            picked, relevance = self._order(candidates, n, per_article, penalty, duplicates)
             if len(picked) >= n or candidates.complete:
                 break
             pool *= 4
-        return Ranking(picked, self._cosines(candidates, picked), candidates, excluded_undated, duplicates)
+        return Ranking(picked, self._cosines(candidates, picked), relevance, candidates, excluded_undated, duplicates)
 
     def _candidates(self, query: np.ndarray, found, keep: np.ndarray | None, mode: str, pool: int) -> Candidates:
         """The best `pool` candidates; `found` is the keyword hits (keyword mode) or the Fusion (hybrid)."""
         if mode == "vector":
             rows, cosine = self.vectors.top(query, pool, keep)
-            return Candidates(rows, cosine, cosine, complete=len(rows) < pool)
+            return Candidates.ranked(rows, cosine, cosine, complete=len(rows) < pool)
         if mode == "keyword":  # only passages that match the words
             k_rows, k_scores = found
-            return Candidates(k_rows, k_scores, self.vectors.dot(query, k_rows), complete=True)
-        head = _top_indices(found.approx_scores, pool)
-        # Not complete while passages were left out: when the per-article cap needs more, the
-        # caller asks again with a larger pool.
-        complete = len(head) == len(found.rows)
+            return Candidates.ranked(k_rows, k_scores, self.vectors.dot(query, k_rows), complete=True)
+        head = np.lexsort((found.rows, -found.approx_scores))[:pool]
         rows, bonus = found.rows[head], found.bonus[head]
         cosine = self.vectors.dot(query, rows)
-        fused = cosine + bonus
-        order = np.argsort(-fused, kind="stable")
-        return Candidates(rows[order], fused[order], cosine[order], complete=complete)
+        fused = Candidates.ranked(rows, cosine + bonus, cosine, complete=False)
+        if len(head) < len(found.rows):  # the caller asks again with a larger pool if it needs more
+            return fused
+        # Every fused passage is in: the passages past them (only paging that deep gets here) follow
+        # by cosine, each scoring at most the last fused one so that they come after all of them
+        # and the order of the fused ones never depends on how deep the caller looked.
+        v_rows, v_cosine = self.vectors.top(query, pool, keep)
+        rest = ~np.isin(v_rows, rows)
+        tail = Candidates.ranked(v_rows[rest], v_cosine[rest], v_cosine[rest], complete=False)
+        floor = fused.scores[-1] if len(rows) else np.inf
+        return Candidates(
+            np.concatenate([fused.rows, tail.rows]), np.concatenate([fused.scores, np.minimum(tail.scores, floor)]),
+            np.concatenate([fused.cosine, tail.cosine]), complete=len(v_rows) < pool,
+        )
 
     def _fuse(self, query: np.ndarray, coverage_of: "Coverage", keep, terms: list[str], embedder: Embedder) -> "Fusion":
         """Hybrid's candidates, the vectors' and the keywords' best FUSION_DEPTH, scored on cosine +
@@ -402,17 +466,17 @@ class SearchIndex:
         return [float(candidates.cosine[at[r]]) for r in picked]
 
     def _rerank(self, question: str, ranking: Ranking, reranker: Reranker, *, n: int, per_article: int) -> Ranking:
-        """Re-order the RERANK_DEPTH best passages (before the per-article cap) by the cross-encoder."""
+        """Re-order the RERANK_DEPTH best passages (before the article penalty) by the cross-encoder."""
         head = ranking.candidates.head(RERANK_DEPTH)
         if not len(head.rows):
             return ranking
         texts = self._texts(head.rows)
         scores = np.asarray(reranker.scores(question, [texts.get(int(self.passage_ids[i]), "") for i in head.rows]), np.float64)
-        order = np.argsort(-scores, kind="stable")
-        candidates = Candidates(head.rows[order], scores[order], head.cosine[order], complete=True)
+        candidates = Candidates.ranked(head.rows, scores, head.cosine, complete=True)
         duplicates: dict[int, list[int]] = {}
-        picked = self._pick(candidates, n, per_article, duplicates)
-        return Ranking(picked, self._cosines(candidates, picked), candidates, ranking.excluded_undated, duplicates)
+        picked, relevance = self._order(candidates, n, per_article, SAME_ARTICLE_PENALTY, duplicates)
+        return Ranking(picked, self._cosines(candidates, picked), relevance, candidates, ranking.excluded_undated,
+                       duplicates)
 
     def keyword_hits(
         self, question: str, keep: np.ndarray | None = None, limit: int = KEYWORD_LIMIT,
@@ -469,8 +533,10 @@ class SearchIndex:
         # An ordinary word (one the model reads whole) that no passage uses: the question is phrased
         # in other words than the corpus, where any keyword match is incidental, so the vectors rank
         # alone (news_shipped +0.026 nDCG@10, paraphrases +0.005; docs/retrieval.md). A word left
-        # out as too common (not in by_word) is not missing.
-        if any(weights[t] < 1.0 and t in by_word and not len(by_word[t][0]) for t in terms):
+        # out as too common (not in by_word) is not missing, nor is a word about the articles
+        # themselves ("What did Jason Ditz write?": his name is in the context column, "write" in no text).
+        if any(weights[t] < 1.0 and t in by_word and not len(by_word[t][0]) and t not in ABOUT_ARTICLES
+               for t in terms):
             return Coverage(self, [], weights, vectors, 0.0, rows[:0], {})
         return Coverage(self, terms, weights, vectors, self.idf_sum(terms), rows, by_word)
 
@@ -548,7 +614,7 @@ class SearchIndex:
         return self.term_count(word)
 
     def term_count(self, term: str) -> int:
-        """Passages whose text or title/publication contain the word (as FTS5 tokenizes it),
+        """Passages whose text or context (title, publication, authors) contain the word (as FTS5 tokenizes it),
         cached for this snapshot."""
         if term not in self._term_counts:
             with self._lock:
@@ -559,6 +625,27 @@ class SearchIndex:
                 self._term_counts.clear()
             self._term_counts[term] = count
         return self._term_counts[term]
+
+    def rare_words(self, question: str, embedder: Embedder) -> dict[str, float]:
+        """The question's rare words, each with its weight (its idf as FTS5 computes it; a word no
+        passage holds weighs the most): names, numbers and jargon, that is the words it writes with
+        a capital letter after its first word, that hold a digit, or that the embedding model cuts
+        into pieces (word_weights). Not common words, stopwords or words about the articles
+        themselves. A word written in capitals ("US", "GDP") keeps them: rare_share matches it
+        only so written, not as "us"."""
+        words = _WORD.findall(question)
+        capitalised = {w.casefold() for w in words[1:] if w[:1].isupper() and len(w) > 1}
+        acronyms = {w.casefold(): w for w in words if w.isupper() and len(w) > 1}
+        terms = [t for t in fts_terms(question) if t not in ABOUT_ARTICLES]
+        weights = word_weights(terms, embedder)
+        n = self.passage_count
+        rare = {}
+        for t in terms:
+            if weights[t] == 1.0 or t in capitalised:
+                df = self.document_frequency(t)
+                idf = np.log((n + 0.5) / 0.5) if not df else max(np.log((n - df + 0.5) / (df + 0.5)), 0.0)
+                rare[acronyms.get(t, t)] = float(idf)
+        return rare
 
     def _rows_of(self, passage_ids: np.ndarray) -> np.ndarray:
         """Row index of each passage id in this snapshot, -1 when absent."""
@@ -572,39 +659,61 @@ class SearchIndex:
         at = np.clip(at, 0, len(sorted_ids) - 1)
         return np.where(sorted_ids[at] == passage_ids, self._id_order[at], -1)
 
-    def _pick(self, candidates: Candidates, n: int, per_article: int, duplicates: dict[int, list[int]]) -> list[int]:
-        """The n best candidates, at most per_article from one article.
+    def _order(
+        self, candidates: Candidates, n: int, per_article: int, penalty: float, duplicates: dict[int, list[int]]
+    ) -> tuple[list[int], list[float]]:
+        """The first n passages in the order shown, and the score each is shown at (its relevance).
 
-        A passage that is a near-copy of one already picked from another article (a syndicated wire
-        story) is not picked again but listed under the first one in `duplicates`."""
-        rows = candidates.rows
+        A passage's relevance is its ranking score, less `penalty` when `per_article` passages of its
+        article rank above it; the order is by relevance, the ranking's order among equals. It
+        depends on the question alone, never on n, so page 2 continues page 1 exactly. A passage that is a near-copy of one ordered before it from another article (a
+        syndicated wire story) is not ordered but listed under that one in `duplicates`.
+
+        Candidates outside the pool score at most its last score, so only the passages whose
+        relevance is at least that (Candidates.ceiling) are settled: fewer than n means the caller
+        needs a larger pool."""
+        rows, scores = candidates.rows, candidates.scores
         if not len(rows) or n <= 0:
-            return []
+            return [], []
         # Only the rows looked at are read (from the vector file, one by one on a large index):
-        # usually a few more than n, unless the cap or near-copies skip many.
+        # usually a few more than n, unless the penalty or near-copies push many down.
         vectors = self.vectors.get(rows[: max(2 * n, 16)])
-        picked: list[int] = []
-        picked_at: list[int] = []  # positions in rows, for the vectors
+        kept: list[int] = []  # rows in the ranking's order
+        kept_at: list[int] = []  # their positions in rows, for the vectors
+        relevance: list[float] = []
         per: dict[int, int] = {}
+        best_n: list[float] = []  # min-heap of the n highest relevances so far
+        looked = len(rows)
         for at, i in enumerate(rows):
+            score = float(scores[at])
+            if len(best_n) == n and best_n[0] >= score:
+                looked = at  # no passage from here on can come before the n settled ones
+                break
             if at == len(vectors):
                 vectors = np.concatenate([vectors, self.vectors.get(rows[at : 2 * at])])
             i = int(i)
             a = int(self.passage_article[i])
-            if picked:
-                similarity = vectors[picked_at] @ vectors[at]
+            if kept:
+                similarity = vectors[kept_at] @ vectors[at]
                 j = int(np.argmax(similarity))
-                if similarity[j] >= NEAR_DUPLICATE and int(self.passage_article[picked[j]]) != a:
-                    duplicates.setdefault(picked[j], []).append(i)
+                if similarity[j] >= NEAR_DUPLICATE and int(self.passage_article[kept[j]]) != a:
+                    duplicates.setdefault(kept[j], []).append(i)
                     continue
             if per.get(a, 0) >= per_article:
-                continue
+                if penalty == np.inf:
+                    continue
+                score -= penalty
             per[a] = per.get(a, 0) + 1
-            picked.append(i)
-            picked_at.append(at)
-            if len(picked) == n:
-                break
-        return picked
+            kept.append(i)
+            kept_at.append(at)
+            relevance.append(score)
+            if len(best_n) < n:
+                heapq.heappush(best_n, score)
+            elif score > best_n[0]:
+                heapq.heapreplace(best_n, score)
+        floor = max(float(scores[looked]) if looked < len(rows) else -np.inf, candidates.ceiling)
+        order = sorted(((r, k) for k, r in enumerate(relevance) if r >= floor), key=lambda rk: (-rk[0], rk[1]))[:n]
+        return [kept[k] for _, k in order], [r for r, _ in order]
 
     def context(self, passage_id: int, radius: int = 1) -> list[Result]:
         """The passage and its neighbours in the article, in order (for the bot's "Context" button)."""
@@ -663,6 +772,20 @@ def best_sentence(question: str, text: str) -> tuple[int, int] | None:
     scores = [overlap(span) for span in spans]
     best = max(range(len(spans)), key=scores.__getitem__)  # the first of equals, as max() picks
     return spans[best] if scores[best] else None
+
+
+def rare_share(rare: dict[str, float], text: str) -> float:
+    """The share of the rare words' weight (SearchIndex.rare_words) that the text holds: each word
+    as a whole word, in any case (a word kept in capitals only so written), or with a plural -s."""
+    total = sum(rare.values())
+    if total <= 0:
+        return 0.0
+    words = _WORD.findall(text)
+    written = set(words) | {w.casefold() for w in words}
+    held = sum(weight for word, weight in rare.items()
+               if word in written or word + "s" in written or word + "es" in written
+               or (len(word) > 4 and word.endswith("s") and word[:-1] in written))
+    return held / total
 
 
 def fts_terms(question: str) -> list[str]:

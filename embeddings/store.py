@@ -23,6 +23,10 @@ from .vectors import off_unit
 BLOCK_ROWS = 4096  # rows of vectors checked at a time: bounded memory at any index size
 
 BUSY_TIMEOUT_MS = 5000
+# A passage's keyword context as passage_fts holds it (migration 6): its article's title,
+# publication and authors. Copies of the keyword index (tantivy_index.py) select the same.
+PASSAGE_CONTEXT = ("trim(coalesce(a.title, '') || ' ' || coalesce(a.source, '') || ' ' || "
+                   "coalesce((SELECT group_concat(value, ' ') FROM json_each(a.authors)), ''))")
 
 
 def utc_now() -> str:

@@ -135,9 +135,8 @@ def _unreadable(folder: Path) -> str | None:
 
 
 def _passages(conn, ids: list[int] | None = None):
-    """(id, text, title and publication) of every passage, or of those ids."""
-    sql = ("SELECT p.id, p.text, trim(coalesce(a.title, '') || ' ' || coalesce(a.source, '')) "
-           "FROM passages p JOIN articles a ON a.id = p.article_id")
+    """(id, text, context: title, publication and authors) of every passage, or of those ids."""
+    sql = f"SELECT p.id, p.text, {store.PASSAGE_CONTEXT} FROM passages p JOIN articles a ON a.id = p.article_id"
     if ids is None:
         return conn.execute(sql)
     return conn.execute(sql + " WHERE p.id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
@@ -211,7 +210,7 @@ class TantivyIndex:
 
     def top(self, words: list[str], limit: int, *, context_weight: float) -> tuple[np.ndarray, np.ndarray]:
         """Passage ids and BM25 scores of the best `limit` passages matching any of the words, the
-        title/publication field weighted by context_weight."""
+        context field (title, publication, authors) weighted by context_weight."""
         tv = self._tantivy
         tokens = self._tokens(words)
         if not tokens:

@@ -6,8 +6,9 @@ from click.testing import CliRunner
 
 from bot.cli import cli
 
-ASK_KEYS = {"query", "results", "weak", "excluded_undated"}
-RESULT_KEYS = {"rank", "score", "text", "title", "source", "authors", "date", "path", "position", "article_passages"}
+ASK_KEYS = {"query", "results", "weak", "excluded_undated", "offset", "has_more"}
+RESULT_KEYS = {"rank", "score", "relevance", "weak", "text", "title", "source", "authors", "date", "path", "position",
+               "article_passages"}
 SOURCE_KEYS = {"path", "title", "source", "authors", "published", "updated", "url", "passages"}
 STATS_KEYS = {"articles", "passages", "model", "dimension", "size_bytes", "built", "keyword_search", "vectors_from",
               "damaged_vectors"}
@@ -61,6 +62,30 @@ def test_ask_json_has_exactly_the_documented_shape(run):
     assert top["authors"] == ["Thomas Gibbons-Neff", "Najim Rahim"]
     assert 1 <= top["position"] <= top["article_passages"]
     assert isinstance(data["weak"], bool) and data["excluded_undated"] == 0
+
+
+def test_ask_pages_with_offset_through_every_passage_of_the_matching_articles(run):
+    """-k and --offset page through the whole order, in JSON and in text: no passage twice, none
+    left out, the relevance shown never rising; one article filtered in gives as many as asked."""
+    run("index")
+    seen, offset = [], 0
+    while True:
+        data = json.loads(run("ask", "Taliban districts", "-k", "20", "--offset", str(offset), "--json").output)
+        assert data["offset"] == offset and [r["rank"] for r in data["results"]][0] == offset + 1
+        seen += data["results"]
+        if not data["has_more"]:
+            break
+        offset += 20
+    sources = json.loads(run("sources", "--json").output)["articles"]
+    assert len({(r["path"], r["position"]) for r in seen}) == len(seen) == sum(a["passages"] for a in sources)
+    assert all(a["relevance"] >= b["relevance"] for a, b in zip(seen, seen[1:]))
+    assert any(a["score"] < b["score"] for a, b in zip(seen, seen[1:]))  # the cosine alone is not the order
+    antiwar = json.loads(run("ask", "Taliban districts", "--source", "antiwar", "-k", "3", "--json").output)
+    assert len(antiwar["results"]) == 3 and {r["source"] for r in antiwar["results"]} == {"Antiwar.com"}
+    text = run("ask", "Taliban districts", "-k", "3").output
+    assert text.rstrip().endswith("(more: --offset 3)")
+    shown = [float(line.split("[")[1].split("]")[0].split()[0]) for line in text.splitlines() if line[:3] in ("1. ", "2. ", "3. ")]
+    assert shown == pytest.approx([r["relevance"] for r in seen[:3]], abs=0.0051)
 
 
 def test_ask_text_output_is_readable(run):

@@ -96,6 +96,72 @@ def test_cli_answers_from_a_shell(shipped_index):
     assert "B-52" in data["results"][0]["text"] and data["results"][0]["source"] == "Antiwar.com"
 
 
+LABELLED = ROOT / "tests" / "fixtures" / "weak_flag"
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory, shipped_index, real_embedder):
+    """The articles written for the weak-flag set (tests/fixtures/weak_flag/corpus), indexed."""
+    settings = replace(shipped_index, corpus_dir=LABELLED / "corpus",
+                       index_path=tmp_path_factory.mktemp("written") / "index.sqlite3")
+    run_index(settings, embedder=real_embedder)
+    idx = SearchIndex.load(settings.index_path, model_name=settings.embedding_model, weak_score=settings.weak_score)
+    yield idx
+    idx.close()
+
+
+def test_the_weak_flag_on_the_labelled_set(index, written, real_embedder):
+    """Every answerable question of the labelled set whose answer is shown is not called weak (names
+    quoted at a cosine of 0.10-0.30 among them); at most the 9 unanswerable ones measured in
+    docs/retrieval.md are not flagged (cosines of 0.31-0.52: "capital of Australia", "Kunduz in
+    1850"), and none of those whose rare word the corpus holds by coincidence."""
+    rows = [json.loads(line) for line in (LABELLED / "questions.jsonl").read_text().splitlines() if line.strip()]
+    flagged_answers, missed = [], []
+    for q in rows:
+        answer = (index if q["corpus"] == "shipped" else written).search(q["question"], real_embedder)
+        shown = any((q.get("answer") and q["answer"] in r.text) or r.article.key == q.get("article")
+                    for r in answer.results)
+        if shown and answer.weak:
+            flagged_answers.append(q["question"])
+        if not (q.get("answer") or q.get("article")) and not answer.weak:
+            missed.append(q["question"])
+    assert flagged_answers == []
+    assert len(missed) <= 9, missed
+    assert not {"Who is Angela Merkel?", "Who is Maria Hassan?", "What did Thomas Jefferson write?", "Who is Joe Rogan?",
+                "Who is Kofi Annan?", "Who is Ffion Hague?", "Who founded the National Trust?"} & set(missed)
+
+
+def test_cli_names_and_authors_are_answers_not_weak_ones(shipped_index):
+    """"Who is Ramish Salemi?" quotes the passage naming him at a cosine of 0.13: not weak, because
+    it holds his name. His article's author finds her article. "Who is Angela Merkel?" stays weak."""
+    env = {"INDEX_PATH": str(shipped_index.index_path)}
+    salemi = json.loads(cli("ask", "Who is Ramish Salemi?", "--json", env=env).stdout)
+    top = salemi["results"][0]
+    assert "Ramish Salemi, a political analyst" in top["text"] and top["score"] < 0.3
+    assert not salemi["weak"] and not top["weak"] and top["relevance"] > top["score"]
+    ditz = json.loads(cli("ask", "What did Jason Ditz write?", "--json", env=env).stdout)
+    assert ditz["results"][0]["authors"] == ["Jason Ditz"] and not ditz["weak"]
+    hassan = json.loads(cli("ask", "Sharif Hassan's report on the north", "--json", env=env).stdout)
+    assert [r["authors"] for r in hassan["results"][:2]].count(["Sharif Hassan"]) >= 1 and not hassan["weak"]
+    merkel = cli("ask", "Who is Angela Merkel?", env=env).stdout
+    assert "! Nothing in the corpus answers this question well" in merkel
+
+
+def test_cli_pages_to_the_passage_a_capped_list_never_showed(shipped_index):
+    """The paragraph naming the neighbouring countries was the third of its article, past what the
+    cap of two per article let any answer show; paging with --offset reaches it."""
+    env = {"INDEX_PATH": str(shipped_index.index_path)}
+    question = "Which neighbouring countries did fighters come from to join the Taliban?"
+    texts = []
+    for offset in (0, 20, 40, 60):
+        texts += [r["text"] for r in json.loads(cli("ask", question, "-k", "20", "--offset", str(offset), "--json",
+                                                    env=env).stdout)["results"]]
+    assert any("fighters from neighboring Tajikistan and Uzbekistan" in t for t in texts)
+    assert len(texts) == len(set(texts)) == 67
+    antiwar = json.loads(cli("ask", question, "--source", "antiwar", "-k", "3", "--json", env=env).stdout)
+    assert len(antiwar["results"]) == 3
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["parse", "mid-embed", "mid-write", "before-commit", "after-commit"])
 def test_a_killed_index_run_leaves_a_complete_index(tmp_path, corpus_copy, real_embedder, stage):

@@ -9,7 +9,7 @@ from embeddings.embedder import load_reranker
 from embeddings.errors import IndexMissingError, ModelLoadError, ModelMismatchError, QueryError
 from embeddings.index import run_index
 from embeddings.search import (
-    FEEDBACK_COMMON, FEEDBACK_WORDS, HYBRID_WEIGHT, MISSED_EXPONENT, Filters,
+    FEEDBACK_COMMON, FEEDBACK_WORDS, HYBRID_WEIGHT, MISSED_EXPONENT, SAME_ARTICLE_PENALTY, Filters,
     SearchIndex, best_sentence, fts_match, fts_terms, word_weights,
 )
 
@@ -298,11 +298,51 @@ def test_feedback_brings_up_the_passage_sharing_the_best_ones_rare_names(fake_se
 
 @pytest.mark.parametrize("mode", ["vector", "hybrid", "keyword"])
 def test_an_answer_is_weak_only_when_every_passage_shown_is(index, fake_embedder, mode):
-    """Weakness is judged on the best cosine shown, which a hybrid or keyword ranking need not put first."""
+    """A passage is weak when its cosine is low and it lacks the question's rare words; the answer
+    when every passage shown is, which a hybrid or keyword ranking need not put first."""
     for question in ["Sebghatullah Selab deputy Faryab", "Taliban Kunduz airport", "quokka sourdough bread", "B-52"]:
         answer = index.search(question, fake_embedder, mode=mode)
         if answer.results:
-            assert answer.weak == (max(r.score for r in answer.results) < index.weak_score), (question, mode)
+            assert answer.weak == all(r.weak for r in answer.results), (question, mode)
+            assert all(r.score < index.weak_score for r in answer.results if r.weak), (question, mode)
+
+
+def test_a_passage_holding_the_questions_rare_words_is_not_weak(fake_settings, fake_embedder):
+    """With a threshold no cosine reaches, only the rare words (names, numbers, jargon) decide: a
+    passage holding them is not weak, one holding only part of their weight (a coincidental surname,
+    "us" for "US") is."""
+    run_index(fake_settings)
+    idx = SearchIndex.load(fake_settings.index_path, model_name=fake_embedder.name, weak_score=1.01)
+    rare = idx.rare_words("Who is Sebghatullah Selab, in 2021 and in the US?", fake_embedder)
+    assert set(rare) == {"sebghatullah", "selab", "2021", "US"}  # capitalised, a number, an acronym; not "who"
+    assert rare["US"] < rare["sebghatullah"]  # many passages say US: it weighs less
+
+    def weak(question):
+        answer = idx.search(question, fake_embedder, k=3)
+        return answer.weak, answer.results[0]
+
+    is_weak, top = weak("Who is Sebghatullah Selab?")
+    assert not is_weak and not top.weak and "Sebghatullah Selab" in top.text
+    assert weak("Who is Sebghatullah Merkelbach?")[0]  # the surname no passage has weighs the most
+    assert not weak("What did Jason Ditz say?")[0]  # names in the byline count
+    assert weak("Who is Maria Hassan?")[0]
+    assert weak("What did the quokka tell us about the weekend?")[0]  # no rare word: the cosine decides
+    idx.close()
+
+
+def test_authors_and_publications_are_keyword_evidence_for_their_articles_passages(index, fake_embedder):
+    """Names that are only in an article's metadata (the byline, the publication) find its passages,
+    as its title does; the words a question uses about the articles ("write") do not make hybrid
+    search drop its keyword side."""
+    ditz = "004_df801900fabe096f.txt"
+    assert all("Ditz" not in r.text for r in index.search("Jason Ditz", fake_embedder, mode="vector", k=20).results)
+    keyword = index.search("Jason Ditz", fake_embedder, mode="keyword", k=20).results
+    assert len(keyword) == 9 and {r.article.key for r in keyword} == {ditz}
+    hassan = index.search("Sharif Hassan", fake_embedder, mode="keyword", k=20).results
+    # his 8 passages first, but for the one that names Mazar-e-Sharif in its text
+    assert [r.article.key for r in hassan[:9]].count("000_84e6feabee5314c5.txt") == 8
+    assert index.search("What did Jason Ditz write?", fake_embedder).results[0].article.key == ditz
+    assert {r.article.source for r in index.search("Antiwar.com", fake_embedder, mode="keyword").results} == {"Antiwar.com"}
 
 
 def test_keyword_index_follows_every_reindex(fake_settings, fake_embedder):
@@ -388,16 +428,96 @@ def test_a_missing_rerank_model_is_a_clear_error(tmp_path):
         load_reranker("/no/such/model")
 
 
-def test_the_cap_reaches_past_an_article_that_fills_the_best_candidates(fake_settings, fake_embedder):
-    """An article with 80 paragraphs on the question's subject fills its best candidates; the
-    per-article cap must skip them all and still find the other articles' passages."""
+def all_pages(idx, question, embedder, k=20, **options):
+    """Every result of a question, page after page of k, as the CLI's --offset and the bot's More give them."""
+    results, offset = [], 0
+    while True:
+        answer = idx.search(question, embedder, k=k, offset=offset, **options)
+        results += answer.results
+        if not answer.has_more:
+            return results
+        offset += k
+
+
+def test_an_article_that_fills_the_best_candidates_hides_nothing(fake_settings, fake_embedder):
+    """An article with 80 paragraphs on the question's subject fills the best candidates. The other
+    articles score far below it (more than the penalty), so its passages come first; paging goes on
+    through all of them and then the other articles', each passage once. Ranked as documents (what
+    evaluation asks: an infinite penalty leaves an article's other passages out), the pool widens
+    past the 80 to the other articles."""
     paragraphs = [f"Quokka census {n}: the quokka colony on Rottnest island counted again, tally {n}." for n in range(80)]
     (fake_settings.corpus_dir / "quokka_diary.txt").write_text("\n\n".join(paragraphs) + "\n")
     run_index(fake_settings)
     idx = SearchIndex.load(fake_settings.index_path, model_name=fake_embedder.name, weak_score=0.2)
+    question = "quokka colony census on Rottnest island"
     for mode in ("vector", "hybrid"):
-        answer = idx.search("quokka colony census on Rottnest island", fake_embedder, k=5, mode=mode)
-        keys = [r.article.key for r in answer.results]
-        assert keys[:2] == ["quokka_diary.txt"] * 2 and len(keys) == 5, mode
-        assert keys.count("quokka_diary.txt") == 2, mode
+        answer = idx.search(question, fake_embedder, k=5, mode=mode)
+        assert [r.article.key for r in answer.results] == ["quokka_diary.txt"] * 5, mode
+        everything = all_pages(idx, question, fake_embedder, mode=mode)
+        assert len({r.passage_id for r in everything}) == len(everything) == idx.passage_count, mode
+        assert [r.rank for r in everything] == list(range(1, idx.passage_count + 1))
+        assert [r.article.key for r in everything[:20]] == ["quokka_diary.txt"] * 20, mode
+        documents = idx.rank(question, fake_embedder, n=5, per_article=1, penalty=np.inf, mode=mode)
+        articles = [idx.articles[idx.passage_article[i]].key for i in documents.picked]
+        assert articles[0] == "quokka_diary.txt" and len(set(articles)) == 5, mode
+    idx.close()
+
+
+def test_pages_continue_the_order_exactly_and_relevance_never_rises(index, fake_embedder):
+    """The order does not depend on k or the offset: pages of 3 put together are the first page of
+    20, and the relevance shown never rises from one result to the next (the article penalty can put
+    a passage with a higher cosine below one with a lower)."""
+    for mode in ("vector", "hybrid", "keyword"):
+        question = "Taliban districts government forces Kunduz"
+        whole = index.search(question, fake_embedder, k=20, mode=mode).results
+        pages = [r for offset in range(0, 18, 3) for r in index.search(question, fake_embedder, k=3, offset=offset,
+                                                                      mode=mode).results]
+        assert [(r.rank, r.passage_id) for r in pages] == [(r.rank, r.passage_id) for r in whole[:18]], mode
+        shown = all_pages(index, question, fake_embedder, mode=mode)
+        assert all(a.relevance >= b.relevance for a, b in zip(shown, shown[1:])), mode
+    shown = all_pages(index, "Taliban districts government forces Kunduz", fake_embedder)
+    assert any(a.score < b.score for a, b in zip(shown, shown[1:]))  # cosine alone would look out of order
+
+
+def test_the_first_page_prefers_variety_and_later_pages_go_on_into_the_same_articles(index, fake_embedder):
+    """An article's third passage comes before another article's passage only when its score is
+    higher by more than the penalty; it is shown at its score less the penalty; paging reaches every
+    passage of every article. (Vector mode: there the ranking score is the cosine.)"""
+    for question in ("Taliban Kunduz", "Taliban districts government forces", "provincial capitals fell"):
+        shown = all_pages(index, question, fake_embedder, mode="vector")
+        assert len(shown) == index.passage_count
+        first = [r.article.key for r in shown[:5]]
+        assert max(first.count(k) for k in first) <= 2, question
+        nth = [[s.article.key for s in shown[: at + 1]].count(r.article.key) for at, r in enumerate(shown)]
+        for at, r in enumerate(shown):
+            assert r.relevance == pytest.approx(r.score - (SAME_ARTICLE_PENALTY if nth[at] > 2 else 0), abs=1e-6)
+            if nth[at] > 2:  # above every later best-two passage of another article by more than the penalty
+                later = [o.score for o, m in zip(shown[at + 1 :], nth[at + 1 :]) if m <= 2]
+                assert all(r.score - SAME_ARTICLE_PENALTY >= o - 1e-6 for o in later), question
+
+
+def test_a_filter_that_leaves_one_article_shows_its_passages_in_ranking_order(index, fake_embedder):
+    for mode in ("vector", "hybrid"):
+        answer = index.search("Taliban capitals weekend", fake_embedder, k=3, filters=Filters(source="antiwar"), mode=mode)
+        assert len(answer.results) == 3 and {r.article.source for r in answer.results} == {"Antiwar.com"}
+        every = all_pages(index, "Taliban capitals weekend", fake_embedder, filters=Filters(source="antiwar"), mode=mode)
+        assert len(every) == 9 == every[0].article.passages
+        if mode == "vector":  # the ranking's own order: by cosine
+            assert [r.score for r in every] == sorted((r.score for r in every), reverse=True)
+
+
+def test_hybrid_paging_goes_past_the_passages_it_fuses(fake_settings, fake_embedder):
+    """Hybrid fuses the best FUSION_DEPTH passages by meaning and by keywords; filtered to an article
+    of more paragraphs than that, paging still reaches every one (the rest follow by cosine)."""
+    from embeddings.search import FUSION_DEPTH
+
+    paragraphs = [f"Harbour log {n}: the ferry left at {n % 24} hours with {n} passengers aboard." for n in range(FUSION_DEPTH + 40)]
+    paragraphs[7] = "Harbour log 7: a quokka was seen on the ferry ramp."
+    (fake_settings.corpus_dir / "harbour_log.txt").write_text("Harbour log\n\n" + "\n\n".join(paragraphs) + "\n")
+    run_index(fake_settings)
+    idx = SearchIndex.load(fake_settings.index_path, model_name=fake_embedder.name, weak_score=0.2)
+    every = all_pages(idx, "quokka on the ferry", fake_embedder, filters=Filters(source="harbour log"))
+    assert "quokka" in every[0].text
+    assert len({r.passage_id for r in every}) == len(every) == len(paragraphs)
+    assert all(a.relevance >= b.relevance for a, b in zip(every, every[1:]))
     idx.close()

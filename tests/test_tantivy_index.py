@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from embeddings import derived, store, tantivy_index
 from embeddings.cli import cli
+from embeddings.errors import IndexOutdatedError
 from embeddings.index import run_index
 from embeddings.search import SearchIndex
 
@@ -214,3 +215,41 @@ def test_an_update_that_fails_falls_back_to_a_new_copy(large, fake_settings, fak
     assert not run_index(fake_settings).warnings
     assert tantivy_index.folder_for(fake_settings.index_path).stat().st_ino != inode
     assert_copy_holds_the_change(fake_settings, fake_embedder)
+
+
+def test_an_index_from_before_authors_were_keywords_is_migrated_and_its_copy_rebuilt(large, fake_settings,
+                                                                                      fake_embedder, monkeypatch):
+    """Migration 6 (run by the index's owner: the bot at start, or `corpus-bot index`) puts the
+    authors into the keyword context of an existing index and changes its generation: the tantivy
+    copy made from the old context is not used (FTS5 answers, and finds the author) until the next
+    index run rebuilds it."""
+    from embeddings import migrations
+
+    old_context = "trim(coalesce(a.title, '') || ' ' || coalesce(a.source, ''))"
+    with monkeypatch.context() as old:  # the schema, and the copy, as they were before migration 6
+        old.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:5])
+        old.setattr(migrations, "SCHEMA_VERSION", 5)
+        old.setattr(store, "SCHEMA_VERSION", 5)
+        old.setattr(store, "PASSAGE_CONTEXT", old_context)
+        run_index(fake_settings)
+        with store.reading(fake_settings.index_path) as conn:
+            assert conn.execute("SELECT count(*) FROM passage_fts WHERE passage_fts MATCH 'ditz'").fetchone()[0] == 0
+        before = generation(fake_settings.index_path)
+        assert derived.read_tag(tantivy_index.folder_for(fake_settings.index_path)) == before
+
+    with pytest.raises(IndexOutdatedError):  # reading never migrates
+        load(fake_settings)
+    assert store.upgrade(fake_settings.index_path)  # what the bot does at start
+    idx = load(fake_settings)
+    assert generation(fake_settings.index_path) != before and idx.tantivy is None
+    assert stats(fake_settings)["keyword_search"].startswith("fts5 (the tantivy copy is missing or out of date")
+    found = idx.search("Jason Ditz", fake_embedder, mode="keyword", k=20).results
+    assert len(found) == 9 and {r.article.key for r in found} == {GONE}
+    idx.close()
+
+    run_index(fake_settings)  # nothing changed in the corpus; the copy is rebuilt all the same
+    assert stats(fake_settings)["keyword_search"] == "tantivy"
+    idx = load(fake_settings)
+    assert idx.tantivy is not None
+    assert {r.article.key for r in idx.search("Jason Ditz", fake_embedder, mode="keyword", k=20).results} == {GONE}
+    idx.close()

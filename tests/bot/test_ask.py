@@ -112,6 +112,72 @@ def test_more_pages_context_and_only_the_asker_turns_pages(shipped_index, real_e
     run(main())
 
 
+def relevance_of(embed: dict) -> float:
+    return float(re.search(r"relevance (-?\d+\.\d\d)", embed["footer"]["text"]).group(1))
+
+
+async def every_page(fake, rec, asker) -> list[dict]:
+    """Click More until it is disabled; every embed shown, page after page."""
+    page = await rec.wait_final(timeout=10)
+    embeds = list(page.embeds)
+    while not page.data["components"][1]["components"][1]["disabled"]:
+        click = await fake.click(rec, page.data["components"][1]["components"][1]["custom_id"], member=asker)
+        page = await click.wait_final(timeout=10)
+        check_sent(click)
+        embeds += page.embeds
+    return embeds
+
+
+def test_more_reaches_every_passage_in_the_order_of_the_relevance_shown(shipped_index, real_embedder):
+    """More goes on past two passages per article, through every passage of the matching articles,
+    each once, the relevance in the footers never rising; filtered to one article, a page holds as
+    many of its passages as asked."""
+    passages = corpus_passages(shipped_index)
+
+    async def main():
+        async with started_bot(shipped_index, real_embedder) as (bot, fake):
+            asker = fake.make_member()
+            rec = await fake.send_slash("ask", {"question": QUESTION, "results": 10}, member=asker)
+            embeds = await every_page(fake, rec, asker)
+            assert [e["title"].split(".")[0] for e in embeds] == [str(n) for n in range(1, len(passages) + 1)]
+            assert sorted(shown_text(e["description"]) for e in embeds) == sorted(passages)
+            assert all(relevance_of(a) >= relevance_of(b) for a, b in zip(embeds, embeds[1:]))
+
+            rec = await fake.send_slash("ask", {"question": "Which cities fell?", "source": "antiwar", "results": 3},
+                                        member=asker)
+            first = await rec.wait_final(timeout=10)
+            assert len(first.embeds) == 3
+            embeds = await every_page(fake, rec, asker)
+            assert [e["title"].split(". ", 1)[0] for e in embeds] == [str(n) for n in range(1, 10)]
+            assert {e["title"].split(". ", 1)[1] for e in embeds} == {"Taliban Overruns Much of Northern Afghanistan in Weekend Offensive"}
+
+    run(main())
+
+
+def test_names_and_authors_are_answers_and_off_topic_names_stay_weak(shipped_index, real_embedder):
+    """A passage quoting the person asked about is an answer whatever its cosine; an author's name
+    finds the article; a name the corpus never mentions is still weak."""
+    async def ask(fake, question):
+        rec = await fake.send_slash("ask", {"question": question})
+        final = await rec.wait_final(timeout=10)
+        check_sent(rec)
+        return final
+
+    async def main():
+        async with started_bot(shipped_index, real_embedder) as (bot, fake):
+            salemi = await ask(fake, "Who is Ramish Salemi?")
+            assert "answers this question well" not in salemi.content
+            assert "Ramish Salemi, a political analyst" in shown_text(salemi.embeds[0]["description"])
+            assert "weak match" not in salemi.embeds[0]["footer"]["text"]
+            ditz = await ask(fake, "What did Jason Ditz write?")
+            assert ditz.embeds[0]["author"]["name"] == "Antiwar.com · By Jason Ditz · undated"
+            assert "answers this question well" not in ditz.content
+            merkel = await ask(fake, "Who is Angela Merkel?")
+            assert "Nothing in the corpus answers this question well" in merkel.content
+
+    run(main())
+
+
 def test_private_answer_and_weak_answer(shipped_index, real_embedder):
     async def main():
         async with started_bot(shipped_index, real_embedder) as (bot, fake):
