@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,6 +114,22 @@ def check_owner(path: Path) -> str:
     return kind
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (once: it stays). Switching needs an exclusive lock, and SQLite
+    answers "database is locked" at once, without its busy handler, when another process opening
+    the same new file holds it: wait as for any other lock."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def connect_for_writing(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) and migrate the index file. A file that is not a corpus-bot index
     is refused before anything is written to it (even WAL mode is a write)."""
@@ -122,7 +139,7 @@ def connect_for_writing(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         _configure(conn)
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         migrate(conn)
     except BaseException:
