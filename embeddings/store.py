@@ -89,8 +89,9 @@ def _marked_as_index(path: Path) -> bool:
 def check_owner(path: Path) -> str:
     """"index", "empty" or "missing" (no file); raises NotAnIndexError for another program's file.
     Nothing is written: most files are told by their header alone; otherwise the schema is read on
-    a connection that cannot change the file (read-only when a -wal file exists, so closing it cannot checkpoint that log into the file; read-write
-    otherwise, so SQLite removes the -wal and -shm it makes). Only through SQLite: opening and
+    a connection that cannot change the file (read-only when a -wal file exists, so closing it
+    cannot checkpoint that log into the file; read-write otherwise, so SQLite removes the -wal and
+    -shm it makes). Only through SQLite: opening and
     closing the file any other way would drop the POSIX locks this process's connections hold on
     it (a bot's snapshot), and a writer elsewhere would then overwrite pages that snapshot reads."""
     if not path.is_file():  # a folder or a device is for the caller to report
@@ -98,13 +99,16 @@ def check_owner(path: Path) -> str:
     if _marked_as_index(path):
         return "index"
     if Path(f"{path}-wal").exists():
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                               check_same_thread=False)
     else:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("BEGIN")  # one snapshot: a run creating the index may commit between two reads
         kind, tables = classify(conn)
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        conn.execute("ROLLBACK")
     except sqlite3.DatabaseError as exc:
         raise damage_error(exc, path) or exc
     finally:
