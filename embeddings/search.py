@@ -8,7 +8,6 @@ swap in a fresh `SearchIndex` after a re-index (the bot) or load one per process
 from __future__ import annotations
 
 import datetime as dt
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,9 +17,9 @@ import numpy as np
 
 from . import store, tantivy_index, vector_file
 from .answer import Answer, Article, Result
-from .chunk import sentence_spans
 from .embedder import Embedder, Reranker
 from .errors import ModelMismatchError, QueryError
+from .highlight import STOPWORDS, WORD, best_sentence
 from .vectors import DTYPE, VectorMatrix
 from .word_vectors import WordVectors
 
@@ -542,43 +541,9 @@ class SearchIndex:
         return sorted(names, key=str.casefold)
 
 
-_WORD = re.compile(r"\w+")
-_STOPWORDS = frozenset(
-    "a an and are as at be by did do does for from had has have how in is it its of on or that the their "
-    "them they this to was were what when where which who whom why will with would".split()
-)
-
-
-def _terms(text: str) -> set[str]:
-    return {w for w in (m.casefold() for m in _WORD.findall(text)) if w not in _STOPWORDS and len(w) > 1}
-
-
-def best_sentence(question: str, text: str) -> tuple[int, int] | None:
-    """Span of the sentence sharing the most question terms (prefix-matched, so 'seized' ~ 'seize')."""
-    spans = sentence_spans(text)
-    if len(spans) < 2:
-        return None
-    q = _terms(question)
-    if not q:
-        return None
-
-    def overlap(span: tuple[int, int]) -> int:
-        # A term t matches a word w equal to it, or one of 4+ letters where one's first five
-        # letters begin the other; as set lookups (this runs for every sentence of every result).
-        words = _terms(text[span[0] : span[1]])
-        long = [w for w in words if len(w) >= 4]
-        four = {w for w in long if len(w) == 4}
-        heads = {n: {w[:n] for w in long if len(w) >= n} for n in {len(t[:5]) for t in q}}
-        return sum(1 for t in q if t in words or t[:4] in four or t[:5] in heads[len(t[:5])])
-
-    scores = [overlap(span) for span in spans]
-    best = max(range(len(spans)), key=scores.__getitem__)  # the first of equals, as max() picks
-    return spans[best] if scores[best] else None
-
-
 def fts_terms(question: str) -> list[str]:
     """The question's words for the keyword query: casefolded, no stopwords, each once."""
-    return list(dict.fromkeys(w for w in (m.casefold() for m in _WORD.findall(question)) if w not in _STOPWORDS))
+    return list(dict.fromkeys(w for w in (m.casefold() for m in WORD.findall(question)) if w not in STOPWORDS))
 
 
 def fts_match(terms: list[str]) -> str:

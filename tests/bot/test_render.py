@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from bot import render
 from embeddings.answer import Answer, Article, Result
 from embeddings.chunk import sentence_spans
-from embeddings.search import best_sentence
+from embeddings.highlight import best_sentence
 from tests.bot.conftest import LIVE_MARKUP, check_message
 
 HOSTILE = [
