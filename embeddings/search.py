@@ -86,6 +86,7 @@ class Ranking:
     candidates: Candidates
     excluded_undated: int
     duplicates: dict[int, list[int]]  # picked row -> near-copies of it in other articles
+    query: np.ndarray | None = None  # the question's vector (None when nothing was searched)
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,10 @@ class SearchIndex:
         # best by cosine, which a hybrid or keyword ranking need not put first.
         best = max(ranking.picked_cosine) if picked else 0.0
         texts = self._texts([int(self.passage_ids[i]) for i in page])
+
+        def vectors_of(words: list[str]) -> np.ndarray:
+            return self.word_vectors.of(words, embedder)
+
         results = []
         for n, (i, score) in enumerate(zip(page, ranking.picked_cosine[offset : offset + k])):
             pid = int(self.passage_ids[i])
@@ -240,7 +245,8 @@ class SearchIndex:
                 Result(
                     rank=offset + n + 1, score=score, passage_id=pid, position=int(self.passage_position[i]),
                     text=texts[pid], article=self.articles[self.passage_article[i]],
-                    highlight=best_sentence(question, texts[pid]), weak=score < self.weak_score,
+                    highlight=best_sentence(question, texts[pid], ranking.query, vectors_of),
+                    weak=score < self.weak_score,
                     also_in=tuple(self.articles[self.passage_article[d]] for d in ranking.duplicates.get(i, ())),
                 )
             )
@@ -288,7 +294,7 @@ class SearchIndex:
             if len(picked) >= n or candidates.complete:
                 break
             pool *= 4
-        return Ranking(picked, self._cosines(candidates, picked), candidates, excluded_undated, duplicates)
+        return Ranking(picked, self._cosines(candidates, picked), candidates, excluded_undated, duplicates, query)
 
     def _candidates(self, query: np.ndarray, found, keep: np.ndarray | None, mode: str, pool: int) -> Candidates:
         """The best `pool` candidates; `found` is the keyword hits (keyword mode) or the Fusion (hybrid)."""
@@ -354,7 +360,8 @@ class SearchIndex:
         candidates = Candidates(head.rows[order], scores[order], head.cosine[order], complete=True)
         duplicates: dict[int, list[int]] = {}
         picked = self._pick(candidates, n, per_article, duplicates)
-        return Ranking(picked, self._cosines(candidates, picked), candidates, ranking.excluded_undated, duplicates)
+        return Ranking(picked, self._cosines(candidates, picked), candidates, ranking.excluded_undated, duplicates,
+                       ranking.query)
 
     def keyword_hits(
         self, question: str, keep: np.ndarray | None = None, limit: int = KEYWORD_LIMIT,

@@ -7,7 +7,8 @@ from click.testing import CliRunner
 from bot.cli import cli
 
 ASK_KEYS = {"query", "results", "weak", "excluded_undated"}
-RESULT_KEYS = {"rank", "score", "text", "title", "source", "authors", "date", "path", "position", "article_passages"}
+RESULT_KEYS = {"rank", "score", "text", "title", "source", "authors", "date", "path", "position", "article_passages",
+               "highlight"}
 SOURCE_KEYS = {"path", "title", "source", "authors", "published", "updated", "url", "passages"}
 STATS_KEYS = {"articles", "passages", "model", "dimension", "size_bytes", "built", "keyword_search", "vectors_from"}
 

@@ -96,6 +96,18 @@ def test_cli_answers_from_a_shell(shipped_index):
     assert "B-52" in data["results"][0]["text"] and data["results"][0]["source"] == "Antiwar.com"
 
 
+@pytest.mark.parametrize("question, bold", [
+    ("Did the US send B-52 bombers?", "The Biden Administration has ordered B-52 bombers into the mix"),
+    # no word in common but the place's name, which both sentences hold
+    ("Which country lies across the border from Imam Sahib?", "Imam Sahib is strategically located near"),
+])
+def test_the_cli_gives_the_sentence_that_answers_as_the_highlight(shipped_index, question, bold):
+    result = cli("ask", question, "--json", env={"INDEX_PATH": str(shipped_index.index_path)})
+    assert result.returncode == 0, result.stderr
+    shown = [r for r in json.loads(result.stdout)["results"] if bold in r["text"]]
+    assert shown and shown[0]["highlight"].startswith(bold) and shown[0]["highlight"] in shown[0]["text"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["parse", "mid-embed", "mid-write", "before-commit", "after-commit"])
 def test_a_killed_index_run_leaves_a_complete_index(tmp_path, corpus_copy, real_embedder, stage):
