@@ -41,8 +41,9 @@ def content_words(text: str) -> set[str]:
 
 
 def shared_share(question_words: set[str], words: set[str]) -> float:
-    """The share of the question's words the sentence holds: equal, or one of 4+ letters whose
-    first five letters begin the other ('seized' ~ 'seize'), or a 4-letter word the other begins with."""
+    """The share of the question's words the sentence holds, matched loosely: the same word, a
+    word of 4+ letters whose first five letters begin the other ('seized' ~ 'seize'), or a
+    4-letter word that begins the question's word ('fall' ~ 'fallen')."""
     if not question_words:
         return 0.0
     long = [w for w in words if len(w) >= 4]
@@ -65,11 +66,12 @@ def best_sentence(
     sentences = [words_of(text[a:b]) for a, b in spans]
     vocabulary = sorted({w for words in sentences for w in words})
     row = {w: i for i, w in enumerate(vocabulary)}
-    vectors = np.asarray(vectors_of(vocabulary), np.float32) if vocabulary else np.zeros((0, len(question_vector)), np.float32)
+    dimension = len(question_vector)
+    vectors = np.asarray(vectors_of(vocabulary), np.float32) if vocabulary else np.zeros((0, dimension), np.float32)
     asked = content_words(question)
     scores = []
     for words in sentences:
-        mean = vectors[[row[w] for w in words]].sum(0) if words else np.zeros(len(question_vector), np.float32)
+        mean = vectors[[row[w] for w in words]].sum(0) if words else np.zeros(dimension, np.float32)
         norm = float(np.linalg.norm(mean))
         meaning = float(mean @ question_vector) / norm if norm else 0.0
         kept = {w for w in words if w not in STOPWORDS and len(w) > 1}

@@ -9,7 +9,8 @@ from embeddings.highlight import best_sentence, words_of
 from embeddings.word_vectors import WordVectors
 from tests.conftest import ROOT, SHIPPED_CORPUS
 
-PAIRS = [json.loads(line) for line in (ROOT / "tests" / "fixtures" / "highlight" / "pairs.jsonl").read_text().splitlines()]
+PAIRS_FILE = ROOT / "tests" / "fixtures" / "highlight" / "pairs.jsonl"
+PAIRS = [json.loads(line) for line in PAIRS_FILE.read_text(encoding="utf-8").splitlines()]
 
 
 def unit(*values: float) -> np.ndarray:
@@ -19,7 +20,8 @@ def unit(*values: float) -> np.ndarray:
 
 def test_the_sentence_closest_in_meaning_wins_without_a_shared_word():
     text = "Officials met on Monday. The miners survived by rationing water. Talks resume soon."
-    meaning = {"miners": unit(1, 0, 0), "survived": unit(1, 0, 0), "rationing": unit(0.9, 0.1, 0), "water": unit(1, 0, 0)}
+    meaning = {"miners": unit(1, 0, 0), "survived": unit(1, 0, 0), "rationing": unit(0.9, 0.1, 0),
+               "water": unit(1, 0, 0)}
 
     def vectors_of(words):
         return np.stack([meaning.get(w, unit(0, 0, 1)) for w in words])

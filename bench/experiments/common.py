@@ -18,7 +18,8 @@ from embeddings.search import SearchIndex
 CACHE = Path(os.environ.get("EVAL_CACHE", "bench/out/eval-cache"))
 
 
-def eval_sets(folders: list[str], cache: Path = CACHE, embedder=None) -> Iterator[tuple[object, BeirData, Path, SearchIndex]]:
+def eval_sets(folders: list[str], cache: Path = CACHE,
+              embedder=None) -> Iterator[tuple[object, BeirData, Path, SearchIndex]]:
     """(query embedder, set, index path, SearchIndex) per BEIR folder, indexed as `corpus-bot eval` does."""
     for folder in folders:
         data = load_beir(Path(folder))

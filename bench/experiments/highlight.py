@@ -91,7 +91,8 @@ def main() -> None:
         "word vectors": by_score(lambda i: means[i] @ questions[i]),
     }
     for lam in LAMBDAS:
-        methods[f"sentence vectors + {lam} shared"] = by_score(lambda i, lam=lam: alone[i] @ questions[i] + lam * shared[i])
+        methods[f"sentence vectors + {lam} shared"] = by_score(
+            lambda i, lam=lam: alone[i] @ questions[i] + lam * shared[i])
         methods[f"late chunking + {lam} shared"] = by_score(lambda i, lam=lam: late[i] @ questions[i] + lam * shared[i])
         methods[f"word vectors + {lam} shared"] = by_score(lambda i, lam=lam: means[i] @ questions[i] + lam * shared[i])
     methods["default (highlight.best_sentence)"] = lambda i: spans[i].index(

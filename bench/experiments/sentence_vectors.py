@@ -103,7 +103,10 @@ def main() -> None:
             rest = candidates.scores - candidates.cosine
             for name in MIXES:
                 kind, a = name
-                cosine = np.maximum(candidates.cosine, best) if kind == "max" else (1 - a) * candidates.cosine + a * best
+                if kind == "max":
+                    cosine = np.maximum(candidates.cosine, best)
+                else:
+                    cosine = (1 - a) * candidates.cosine + a * best
                 runs[name][qid] = documents_by_score(index, candidates.rows, rest + cosine)
         print(data.name, args.kind, args.mode, " ".join(f"{k}{'' if a is None else ' ' + str(a)}={ndcg(r, data)}"
                                                       for (k, a), r in runs.items()), flush=True)
