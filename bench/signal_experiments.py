@@ -23,7 +23,8 @@ import sys
 import numpy as np
 
 from embeddings.metrics import ndcg_at
-from embeddings.search import _STOPWORDS, _WORD, CONTEXT_WEIGHT, fts_terms
+from embeddings.highlight import STOPWORDS as _STOPWORDS, WORD as _WORD
+from embeddings.search import CONTEXT_WEIGHT, fts_terms
 from fusion_experiments import eval_sets, missed, rank_documents, term_scores, word_weight
 
 K1, B = 1.2, 0.75  # FTS5's bm25 constants

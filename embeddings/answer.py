@@ -98,6 +98,7 @@ class Result:
             "path": a.key,
             "position": self.position + 1,
             "article_passages": a.passages,
+            "highlight": self.text[self.highlight[0] : self.highlight[1]] if self.highlight else None,
         }
 
 

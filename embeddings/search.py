@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import logging
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,9 +19,9 @@ import numpy as np
 
 from . import store, tantivy_index, vector_file
 from .answer import Answer, Article, Result
-from .chunk import sentence_spans
 from .embedder import Embedder, Reranker
 from .errors import IndexDamagedError, ModelMismatchError, QueryError
+from .highlight import STOPWORDS, WORD, best_sentence
 from .vectors import DTYPE, VectorMatrix, checked_scale
 from .word_vectors import WordVectors
 
@@ -122,6 +121,7 @@ class Ranking:
     candidates: Candidates
     excluded_undated: int
     duplicates: dict[int, list[int]]  # picked row -> near-copies of it in other articles
+    query: np.ndarray | None = None  # the question's vector (None when nothing was searched)
 
 
 @dataclass(frozen=True)
@@ -316,6 +316,10 @@ class SearchIndex:
         page, has_more = picked[offset : offset + k], len(picked) > offset + k
         texts = self._texts(picked[: offset + k])
         weak = self._weak(question, embedder, picked[: offset + k], ranking.picked_cosine[: offset + k], texts)
+
+        def vectors_of(words: list[str]) -> np.ndarray:
+            return self.word_vectors.of(words, embedder)
+
         results = []
         shown = zip(page, ranking.picked_cosine[offset : offset + k], ranking.picked_relevance[offset : offset + k])
         for n, (i, score, relevance) in enumerate(shown):
@@ -327,7 +331,8 @@ class SearchIndex:
                     rank=offset + n + 1, score=score, relevance=relevance, passage_id=pid,
                     position=int(self.passage_position[i]),
                     text=texts[pid], article=self.articles[self.passage_article[i]],
-                    highlight=best_sentence(question, texts[pid]), weak=weak[offset + n],
+                    highlight=best_sentence(question, texts[pid], ranking.query, vectors_of),
+                    weak=weak[offset + n],
                     also_in=tuple(self.articles[self.passage_article[d]] for d in ranking.duplicates.get(i, ())),
                 )
             )
@@ -402,7 +407,8 @@ class SearchIndex:
             if len(picked) >= n or candidates.complete:
                 break
             pool *= 4
-        return Ranking(picked, self._cosines(candidates, picked), relevance, candidates, excluded_undated, duplicates)
+        return Ranking(picked, self._cosines(candidates, picked), relevance, candidates, excluded_undated, duplicates,
+                       query)
 
     def _candidates(self, query: np.ndarray, found, keep: np.ndarray | None, mode: str, pool: int) -> Candidates:
         """The best `pool` candidates; `found` is the keyword hits (keyword mode) or the Fusion (hybrid)."""
@@ -476,7 +482,7 @@ class SearchIndex:
         duplicates: dict[int, list[int]] = {}
         picked, relevance = self._order(candidates, n, per_article, SAME_ARTICLE_PENALTY, duplicates)
         return Ranking(picked, self._cosines(candidates, picked), relevance, candidates, ranking.excluded_undated,
-                       duplicates)
+                       duplicates, ranking.query)
 
     def keyword_hits(
         self, question: str, keep: np.ndarray | None = None, limit: int = KEYWORD_LIMIT,
@@ -633,7 +639,7 @@ class SearchIndex:
         into pieces (word_weights). Not common words, stopwords or words about the articles
         themselves. A word written in capitals ("US", "GDP") keeps them: rare_share matches it
         only so written, not as "us"."""
-        words = _WORD.findall(question)
+        words = WORD.findall(question)
         capitalised = {w.casefold() for w in words[1:] if w[:1].isupper() and len(w) > 1}
         acronyms = {w.casefold(): w for w in words if w.isupper() and len(w) > 1}
         terms = [t for t in fts_terms(question) if t not in ABOUT_ARTICLES]
@@ -740,47 +746,13 @@ class SearchIndex:
         return sorted(names, key=str.casefold)
 
 
-_WORD = re.compile(r"\w+")
-_STOPWORDS = frozenset(
-    "a an and are as at be by did do does for from had has have how in is it its of on or that the their "
-    "them they this to was were what when where which who whom why will with would".split()
-)
-
-
-def _terms(text: str) -> set[str]:
-    return {w for w in (m.casefold() for m in _WORD.findall(text)) if w not in _STOPWORDS and len(w) > 1}
-
-
-def best_sentence(question: str, text: str) -> tuple[int, int] | None:
-    """Span of the sentence sharing the most question terms (prefix-matched, so 'seized' ~ 'seize')."""
-    spans = sentence_spans(text)
-    if len(spans) < 2:
-        return None
-    q = _terms(question)
-    if not q:
-        return None
-
-    def overlap(span: tuple[int, int]) -> int:
-        # A term t matches a word w equal to it, or one of 4+ letters where one's first five
-        # letters begin the other; as set lookups (this runs for every sentence of every result).
-        words = _terms(text[span[0] : span[1]])
-        long = [w for w in words if len(w) >= 4]
-        four = {w for w in long if len(w) == 4}
-        heads = {n: {w[:n] for w in long if len(w) >= n} for n in {len(t[:5]) for t in q}}
-        return sum(1 for t in q if t in words or t[:4] in four or t[:5] in heads[len(t[:5])])
-
-    scores = [overlap(span) for span in spans]
-    best = max(range(len(spans)), key=scores.__getitem__)  # the first of equals, as max() picks
-    return spans[best] if scores[best] else None
-
-
 def rare_share(rare: dict[str, float], text: str) -> float:
     """The share of the rare words' weight (SearchIndex.rare_words) that the text holds: each word
     as a whole word, in any case (a word kept in capitals only so written), or with a plural -s."""
     total = sum(rare.values())
     if total <= 0:
         return 0.0
-    words = _WORD.findall(text)
+    words = WORD.findall(text)
     written = set(words) | {w.casefold() for w in words}
     held = sum(weight for word, weight in rare.items()
                if word in written or word + "s" in written or word + "es" in written
@@ -790,7 +762,7 @@ def rare_share(rare: dict[str, float], text: str) -> float:
 
 def fts_terms(question: str) -> list[str]:
     """The question's words for the keyword query: casefolded, no stopwords, each once."""
-    return list(dict.fromkeys(w for w in (m.casefold() for m in _WORD.findall(question)) if w not in _STOPWORDS))
+    return list(dict.fromkeys(w for w in (m.casefold() for m in WORD.findall(question)) if w not in STOPWORDS))
 
 
 def fts_match(terms: list[str]) -> str:

@@ -8,7 +8,7 @@ from bot.cli import cli
 
 ASK_KEYS = {"query", "results", "weak", "excluded_undated", "offset", "has_more"}
 RESULT_KEYS = {"rank", "score", "relevance", "weak", "text", "title", "source", "authors", "date", "path", "position",
-               "article_passages"}
+               "article_passages", "highlight"}
 SOURCE_KEYS = {"path", "title", "source", "authors", "published", "updated", "url", "passages"}
 STATS_KEYS = {"articles", "passages", "model", "dimension", "size_bytes", "built", "keyword_search", "vectors_from",
               "damaged_vectors"}

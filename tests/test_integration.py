@@ -160,6 +160,16 @@ def test_cli_pages_to_the_passage_a_capped_list_never_showed(shipped_index):
     assert len(texts) == len(set(texts)) == 67
     antiwar = json.loads(cli("ask", question, "--source", "antiwar", "-k", "3", "--json", env=env).stdout)
     assert len(antiwar["results"]) == 3
+@pytest.mark.parametrize("question, bold", [
+    ("Did the US send B-52 bombers?", "The Biden Administration has ordered B-52 bombers into the mix"),
+    # no word in common but the place's name, which both sentences hold
+    ("Which country lies across the border from Imam Sahib?", "Imam Sahib is strategically located near"),
+])
+def test_the_cli_gives_the_sentence_that_answers_as_the_highlight(shipped_index, question, bold):
+    result = cli("ask", question, "--json", env={"INDEX_PATH": str(shipped_index.index_path)})
+    assert result.returncode == 0, result.stderr
+    shown = [r for r in json.loads(result.stdout)["results"] if bold in r["text"]]
+    assert shown and shown[0]["highlight"].startswith(bold) and shown[0]["highlight"] in shown[0]["text"]
 
 
 @pytest.mark.slow

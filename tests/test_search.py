@@ -10,7 +10,7 @@ from embeddings.errors import IndexMissingError, ModelLoadError, ModelMismatchEr
 from embeddings.index import run_index
 from embeddings.search import (
     FEEDBACK_COMMON, FEEDBACK_WORDS, HYBRID_WEIGHT, MISSED_EXPONENT, SAME_ARTICLE_PENALTY, Filters,
-    SearchIndex, best_sentence, fts_match, fts_terms, word_weights,
+    SearchIndex, fts_match, fts_terms, word_weights,
 )
 
 
@@ -120,13 +120,6 @@ def test_querying_with_another_model_is_refused(fake_settings):
     with pytest.raises(ModelMismatchError) as err:
         SearchIndex.load(fake_settings.index_path, model_name="other-model", weak_score=0.3)
     assert "fake-hash-embedder" in str(err.value) and "other-model" in str(err.value)
-
-
-def test_best_sentence_highlights_the_matching_sentence():
-    text = "Kunduz fell on Sunday. Residents fled to Kabul by road. Officials said little."
-    start, end = best_sentence("Where did the residents flee to?", text)
-    assert text[start:end] == "Residents fled to Kabul by road."
-    assert best_sentence("zzz qqq", text) is None
 
 
 HOSTILE_QUESTIONS = [

@@ -71,6 +71,20 @@ def test_ask_defers_then_quotes_passages_verbatim(shipped_index, real_embedder):
     run(main())
 
 
+def test_the_sentence_that_answers_is_bold(shipped_index, real_embedder):
+    """Chosen by meaning, not by shared words: "US" is "U.S." and "send" is "ordered ... into the mix"."""
+    async def main():
+        async with started_bot(shipped_index, real_embedder) as (bot, fake):
+            rec = await fake.send_slash("ask", {"question": "Did the US send B-52 bombers?"})
+            final = await rec.wait_final(timeout=10)
+            check_sent(rec)
+            described = [e["description"] for e in final.data["embeds"] if "B-52" in e["description"]]
+            assert described and "**The Biden Administration has ordered B-52 bombers into the mix" in described[0]
+            assert described[0].count("**") == 2  # that sentence only
+
+    run(main())
+
+
 def test_more_pages_context_and_only_the_asker_turns_pages(shipped_index, real_embedder):
     async def main():
         async with started_bot(shipped_index, real_embedder) as (bot, fake):

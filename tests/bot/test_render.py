@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from bot import render
 from embeddings.answer import Answer, Article, Result
 from embeddings.chunk import sentence_spans
-from embeddings.search import best_sentence
 from tests.bot.conftest import LIVE_MARKUP, check_message
 
 HOSTILE = [
@@ -62,8 +61,8 @@ def test_urls_stay_clickable_and_cannot_swallow_bold():
 
 def test_only_the_highlight_is_bold():
     text = "Kabul fell on **Sunday**. The Taliban seized Kunduz and Sar-e-Pul on Monday. Then *calm*."
-    hl = best_sentence("Which cities did the Taliban seize?", text)
-    assert text[hl[0]:hl[1]] == "The Taliban seized Kunduz and Sar-e-Pul on Monday."
+    sentence = "The Taliban seized Kunduz and Sar-e-Pul on Monday."
+    hl = (text.index(sentence), text.index(sentence) + len(sentence))
     out = render.passage_markdown(text, hl, 4000)
     assert out == r"Kabul fell on \*\*Sunday\*\*. **The Taliban seized Kunduz and Sar-e-Pul on Monday.** Then \*calm\*."
     assert unescape(out.replace("**The", "The").replace("Monday.**", "Monday.")) == text

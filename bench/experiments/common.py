@@ -1,0 +1,47 @@
+"""What the experiments share: the evaluation sets as `corpus-bot eval` indexes them, and ranking
+documents by their best passage as `run_eval` does."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from embeddings.config import DEFAULT_MODEL
+from embeddings.evaluate import BeirData, cached_index, load_beir
+from embeddings.metrics import evaluate_run
+from embeddings.query_model import load_query_embedder
+from embeddings.search import SearchIndex
+
+# One cache for every experiment: a set is embedded once. Set EVAL_CACHE to share another.
+CACHE = Path(os.environ.get("EVAL_CACHE", "bench/out/eval-cache"))
+
+
+def eval_sets(folders: list[str], cache: Path = CACHE,
+              embedder=None) -> Iterator[tuple[object, BeirData, Path, SearchIndex]]:
+    """(query embedder, set, index path, SearchIndex) per BEIR folder, indexed as `corpus-bot eval` does."""
+    for folder in folders:
+        data = load_beir(Path(folder))
+        path = cached_index(data, DEFAULT_MODEL, cache, embedder=embedder)
+        query_embedder = load_query_embedder(path, DEFAULT_MODEL)
+        yield query_embedder, data, path, SearchIndex.load(path, model_name=DEFAULT_MODEL, weak_score=0.3)
+
+
+def documents_by_score(index: SearchIndex, rows: np.ndarray, scores: np.ndarray, n: int = 100) -> list[str]:
+    """The keys of the n best documents, each ranked by its best passage among rows (near-copies
+    not collapsed)."""
+    seen: dict[str, None] = {}
+    for i in np.asarray(rows)[np.argsort(-np.asarray(scores), kind="stable")]:
+        seen.setdefault(index.articles[index.passage_article[int(i)]].key)
+        if len(seen) == n:
+            break
+    return list(seen)
+
+
+def ndcg(runs: dict[str, list[str]], data: BeirData) -> float:
+    return round(evaluate_run(runs, data.qrels, k=10)["ndcg@10"], 4)
+
+
+def judged_questions(data: BeirData) -> list[str]:
+    return [q for q, judged in data.qrels.items() if any(g > 0 for g in judged.values())]
