@@ -185,6 +185,9 @@ class Serving:
                  index_embedder_factory: EmbedderFactory | None = None):
         self.settings = settings
         self.embedder = embedder
+        # An embedder given by the caller is theirs to keep right; one the bot loads is replaced when
+        # a run elsewhere rebuilds the index with other model files (its probe vector changes).
+        self._loads_embedder = embedder is None
         # None: each run's process loads EMBEDDING_MODEL (only when there is something to embed).
         self.index_embedder_factory = index_embedder_factory
         self.reranker: Reranker | None = None
@@ -380,10 +383,11 @@ class Serving:
             old.retire()
         return old
 
-    def _load_fresh(self) -> tuple[SearchIndex, tuple[str, str], bool]:
+    def _load_fresh(self) -> tuple[SearchIndex, tuple[str, str], bool, Embedder | None]:
         """(upkeep thread) Checkpoint, then load the committed state. True when the WAL was all
         copied back and nothing committed in between: the snapshot then reads the database file
-        only and does not hold the WAL (bot/index_watch.py)."""
+        only and does not hold the WAL (bot/index_watch.py). The last item is the embedder for
+        questions when the new state needs another one (its model's files changed), else None."""
         watch = self._watching()
         watch.poll()
         before = watch.data_version()
@@ -391,10 +395,22 @@ class Serving:
         index = self._load()
         try:
             reads_file_only = copied_back and before is not None and watch.data_version() == before
-            return index, derived_state(index, self.settings), reads_file_only
+            return index, derived_state(index, self.settings), reads_file_only, self._embedder_for(index)
         except BaseException:
             index.close()
             raise
+
+    def _embedder_for(self, index: SearchIndex) -> Embedder | None:
+        """(upkeep thread) A new embedder when the index's model identity (its probe vector and the
+        hash of the model's files) is not the one the current embedder was verified against: an
+        index rebuilt elsewhere with other model files must never be asked with the old model.
+        ModelMismatchError when no model that gives its vectors can be loaded."""
+        serving = self.index
+        identity = ("probe_vector", "model_hash")
+        if (not self._loads_embedder or serving is None
+                or all(index.meta.get(k) == serving.meta.get(k) for k in identity)):
+            return None
+        return load_query_embedder(self.settings.index_path, self.settings.embedding_model, index.meta)
 
     async def _refresh(self) -> None:
         """Load the committed state of the index and serve it. When that load had to read the WAL
@@ -402,7 +418,10 @@ class Serving:
         so the snapshot kept does not hold the WAL, and empty the WAL."""
         async with self._refreshing:
             for _ in range(2):
-                index, derived, reads_file_only = await self._upkept(self._load_fresh)
+                index, derived, reads_file_only, embedder = await self._upkept(self._load_fresh)
+                if embedder is not None:
+                    self.embedder = embedder
+                    log.info("the index was rebuilt with other model files: questions use the new model")
                 old = self._swap(Snapshot(index, derived))
                 if old is not None:
                     await old.wait_closed(RETIRE_WAIT)

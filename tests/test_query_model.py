@@ -301,3 +301,34 @@ def test_the_export_is_fused_and_verified_by_its_probe_vector(shipped_index):
     with store.reading(shipped_index.index_path) as conn:
         index_meta = store.read_meta(conn)
     assert meta["model_hash"] == index_meta["model_hash"] and index_meta["probe_vector"]
+
+
+@pytest.mark.model
+def test_a_bot_following_a_rebuild_with_other_model_files_asks_with_the_new_model(tiny_index, tmp_path):
+    """A run elsewhere (`index --rebuild` after the model's files changed) gives the index other
+    vectors: the bot, which follows such runs, must not go on embedding questions with the model it
+    loaded at start."""
+    import asyncio
+
+    from bot.serving import Serving
+
+    settings = replace(copy_index(tiny_index, tmp_path / "index"),
+                       embedding_model=str(shutil.copytree(tiny_index.embedding_model, tmp_path / "model")))
+    run_index(settings, rebuild=True)
+
+    async def main() -> tuple[np.ndarray, np.ndarray]:
+        serving = Serving(settings)
+        await serving.start()
+        try:
+            before = serving.embedder.encode([PROBE_TEXT])[0]
+            change_weights(tmp_path / "model")
+            await asyncio.to_thread(run_index, settings, rebuild=True)
+            assert await serving.refresh_if_changed()
+            return before, serving.embedder.encode([PROBE_TEXT])[0]
+        finally:
+            serving.close()
+
+    before, after = asyncio.run(main())
+    new_model = load_embedder(settings.embedding_model).encode([PROBE_TEXT])[0]
+    assert float(np.dot(before, new_model)) < 0.99  # the weights did change
+    assert float(np.dot(after, new_model)) >= 0.9999
