@@ -200,3 +200,14 @@ def remove(folder: Path) -> str:
         shutil.rmtree(folder)
         return "removed"
     return "not needed"
+
+
+def why_not_used(folder: Path, generation: str | None, what: str) -> str | None:
+    """None when the copy in folder holds this index state and its files are as written; else why a
+    search does not use it, for `stats`."""
+    if not is_current(folder, generation):
+        return f"the {what} is missing or out of date: run `corpus-bot index`"
+    changed = changed_files(folder)
+    if changed:
+        return f"the {what} is damaged, {changed}: run `corpus-bot index`"
+    return None

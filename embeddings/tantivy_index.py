@@ -71,13 +71,8 @@ def keyword_engine(index_path: Path, generation: str | None, passages: int) -> s
     """What keyword search on this index state uses: "fts5", "tantivy", or FTS5 with the reason."""
     if passages < LARGE_INDEX:
         return "fts5"
-    folder = folder_for(index_path)
-    if not derived.is_current(folder, generation):
-        return "fts5 (the tantivy copy is missing or out of date: run `corpus-bot index`)"
-    changed = derived.changed_files(folder)
-    if changed:
-        return f"fts5 (the tantivy copy is damaged, {changed}: run `corpus-bot index`)"
-    return "tantivy"
+    why = derived.why_not_used(folder_for(index_path), generation, "tantivy copy")
+    return "tantivy" if why is None else f"fts5 ({why})"
 
 
 @dataclass(frozen=True)

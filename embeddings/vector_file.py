@@ -44,13 +44,8 @@ def vector_source(index_path: Path, generation: str | None, passages: int) -> st
     SQLite with the reason the file is not used."""
     if passages < LARGE_INDEX:
         return "sqlite"
-    folder = folder_for(index_path)
-    if not derived.is_current(folder, generation):
-        return "sqlite (the vector file is missing or out of date: run `corpus-bot index`)"
-    changed = derived.changed_files(folder)
-    if changed:
-        return f"sqlite (the vector file is damaged, {changed}: run `corpus-bot index`)"
-    return "vector file"
+    why = derived.why_not_used(folder_for(index_path), generation, "vector file")
+    return "vector file" if why is None else f"sqlite ({why})"
 
 
 @dataclass
