@@ -1,10 +1,12 @@
-"""More signals on top of the default hybrid (session 8); prints nDCG@10 per rule and set.
+"""More signals on top of the default hybrid; prints nDCG@10 per rule and set.
 
-    python bench/signal_experiments.py ../shared/eval/scifact tests/fixtures/news_shipped \
+    python -m bench.experiments.signals SCIFACT tests/fixtures/news_shipped \
         bench/out/news_lee bench/out/news_lee_paraphrase
 
-Each rule adds one signal to the default rule (fusion_experiments.missed, β 0.225, a 5), over the
-same per-question scores as fusion_experiments.py:
+SCIFACT: a BEIR-layout folder such as SciFact.
+
+Each rule adds one signal to the default rule (fusion.missed, β 0.225, a 5), over the
+same per-question scores as fusion.py:
 - the article title's own vector: + g × cos(question, title) (or only what it adds over the
   passage's cosine);
 - word pairs: + g × BM25 of each pair of adjacent question words as a phrase or NEAR group,
@@ -13,19 +15,21 @@ same per-question scores as fusion_experiments.py:
   its FTS5 score and the passage's length (passage_fts_docsize) and scored again;
 - query expansion: each question word's nearest whole-word tokens (stored token vectors, cosine
   >= thr) searched as extra words, weighted by that cosine × lam.
-Documents are ranked by their best passage, without the per-article cap (as in fusion_experiments).
+Documents are ranked by their best passage, without the per-article cap (as in fusion.py).
 """
 from __future__ import annotations
 
+import argparse
 import sqlite3
-import sys
 
 import numpy as np
 
 from embeddings.metrics import ndcg_at
 from embeddings.highlight import STOPWORDS as _STOPWORDS, WORD as _WORD
 from embeddings.search import CONTEXT_WEIGHT, fts_terms
-from fusion_experiments import eval_sets, missed, rank_documents, term_scores, word_weight
+
+from .common import SETS_HELP, rows_of
+from .fusion import eval_sets, missed, rank_documents, term_scores, word_weight
 
 K1, B = 1.2, 0.75  # FTS5's bm25 constants
 
@@ -51,7 +55,7 @@ def fts_scores(conn, index, match: str) -> np.ndarray:
     found = conn.execute("SELECT rowid, -bm25(passage_fts, 1.0, ?) FROM passage_fts WHERE passage_fts MATCH ?",
                          (CONTEXT_WEIGHT, match)).fetchall()
     if found:
-        rows = index._rows_of(np.array([r[0] for r in found]))
+        rows = rows_of(index, [r[0] for r in found])
         out[rows[rows >= 0]] = np.array([r[1] for r in found])[rows >= 0]
     return out
 
@@ -186,4 +190,6 @@ def main(folders: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help=SETS_HELP)
+    main(parser.parse_args().folders)
