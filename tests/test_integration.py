@@ -10,7 +10,7 @@ import pytest
 
 from embeddings.index import run_index
 from embeddings.search import SearchIndex
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.model
 

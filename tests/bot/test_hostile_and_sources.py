@@ -8,8 +8,8 @@ import pytest
 
 from embeddings.index import run_index
 from embeddings.config import Settings
-from tests.bot.conftest import LIVE_MARKUP, check_sent, started_bot, texts_of
-from tests.conftest import FakeEmbedder
+from tests.bot.helpers import LIVE_MARKUP, check_sent, started_bot, texts_of
+from tests.helpers import FakeEmbedder
 from tests.fake_discord import run
 
 HOSTILE_PARAGRAPHS = [

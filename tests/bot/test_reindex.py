@@ -13,8 +13,8 @@ from pathlib import Path
 
 from embeddings.index import index_lock, run_index
 from tests.bot.processes import GatedIndexEmbedder, MemoryHog, killed_at
-from tests.bot.conftest import check_sent, started_bot
-from tests.conftest import FakeEmbedder
+from tests.bot.helpers import check_sent, started_bot
+from tests.helpers import FakeEmbedder
 from tests.fake_discord import MANAGE_GUILD, run
 
 NEW_TEXT = (
