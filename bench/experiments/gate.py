@@ -113,7 +113,7 @@ def absent_gate(lo):
     return lambda q: missed(q["cos"], q["terms"], q["idf"], lo if absent_words_read_whole(q) else BETA, EXPONENT)
 
 
-RULES = {"vector only": lambda q: q["cos"], "sessions 7-8 default (no gate)": default}
+RULES = {"vector only": lambda q: q["cos"], "the default without the gate": default}
 RULES.update({f"+ {g} x log(length / mean)": length_prior(g) for g in (-0.02, -0.01, 0.01, 0.02)})
 RULES.update({f"vector top passage at rank <= {r}": vector_top_at(r) for r in (1, 2, 3)})
 RULES.update({f"vector top passage first if within {d}": vector_top_first_within(d) for d in (0.01, 0.02, 0.05)})
