@@ -24,8 +24,8 @@ import sqlite3
 
 import numpy as np
 
+from embeddings.highlight import STOPWORDS, WORD
 from embeddings.metrics import ndcg_at
-from embeddings.highlight import STOPWORDS as _STOPWORDS, WORD as _WORD
 from embeddings.search import CONTEXT_WEIGHT, fts_terms
 
 from .common import SETS_HELP, rows_of
@@ -61,7 +61,7 @@ def fts_scores(conn, index, match: str) -> np.ndarray:
 
 
 def word_pairs(question: str) -> list[tuple[str, str]]:
-    words = [w for w in (m.casefold() for m in _WORD.findall(question)) if w not in _STOPWORDS]
+    words = [w for w in (m.casefold() for m in WORD.findall(question)) if w not in STOPWORDS]
     return [p for p in dict.fromkeys(zip(words, words[1:])) if p[0] != p[1]]
 
 
@@ -71,7 +71,7 @@ class Vocabulary:
     def __init__(self, conn, embedder):
         rows = conn.execute("SELECT token, vector FROM token_vectors").fetchall()
         words = embedder.sentence_transformer.tokenizer.convert_ids_to_tokens([r[0] for r in rows])
-        keep = [i for i, w in enumerate(words) if w.isalpha() and len(w) > 2 and w not in _STOPWORDS]
+        keep = [i for i, w in enumerate(words) if w.isalpha() and len(w) > 2 and w not in STOPWORDS]
         self.words = [words[i] for i in keep]
         vectors = np.stack([np.frombuffer(rows[i][1], np.float16).astype(np.float32) for i in keep])
         self.vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
