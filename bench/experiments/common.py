@@ -10,6 +10,7 @@ import numpy as np
 
 from embeddings import store
 from embeddings.config import DEFAULT_MODEL
+from embeddings.embedder import load_embedder
 from embeddings.evaluate import BeirData, cached_index, load_beir
 from embeddings.metrics import evaluate_run
 from embeddings.query_model import load_query_embedder
@@ -33,6 +34,16 @@ def eval_sets(folders: list[str], cache: Path = CACHE,
         path = cached_index(data, DEFAULT_MODEL, cache, embedder=embedder)
         query_embedder = load_query_embedder(path, DEFAULT_MODEL)
         yield query_embedder, data, path, SearchIndex.load(path, model_name=DEFAULT_MODEL, weak_score=0.3)
+
+
+def full_model_sets(folders: list[str], cache: Path = CACHE) -> Iterator[tuple[object, BeirData, Path, SearchIndex]]:
+    """(embedder, set, index path, SearchIndex) per BEIR folder, as eval_sets, with the full model
+    for the questions too: for scripts that embed other texts or read its tokenizer."""
+    embedder = load_embedder(DEFAULT_MODEL)
+    for folder in folders:
+        data = load_beir(Path(folder))
+        path = cached_index(data, DEFAULT_MODEL, cache, embedder=embedder)
+        yield embedder, data, path, SearchIndex.load(path, model_name=DEFAULT_MODEL, weak_score=0.3)
 
 
 def documents_by_score(index: SearchIndex, rows: np.ndarray, scores: np.ndarray, n: int = 100) -> list[str]:

@@ -27,8 +27,7 @@ import embeddings.search
 from embeddings.metrics import evaluate_run
 from embeddings.search import HYBRID_WEIGHT, fts_terms
 
-from .common import SETS_HELP, passage_texts
-from .fusion import eval_sets
+from .common import SETS_HELP, full_model_sets, passage_texts
 
 GAINS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 COMMON = 0.1  # share of passages above which a word says little about the topic
@@ -49,7 +48,7 @@ def main() -> None:
     parser.add_argument("--terms", type=int, default=8, help="expansion words")
     args = parser.parse_args()
     embeddings.search.FEEDBACK_WORDS = 0  # the default's feedback: this script adds its own variants
-    for embedder, data, path, index in eval_sets(args.folders):
+    for embedder, data, path, index in full_model_sets(args.folders):
         runs: dict[float, dict[str, list[str]]] = {g: {} for g in GAINS}
         for qid, judged in data.qrels.items():
             if not any(v > 0 for v in judged.values()):

@@ -35,8 +35,8 @@ from embeddings.evaluate import load_beir
 from embeddings.metrics import ndcg_at
 from embeddings.search import fts_terms
 
-from .common import SETS_HELP
-from .fusion import eval_sets, missed, rank_documents, term_scores
+from .common import SETS_HELP, full_model_sets
+from .fusion import missed, rank_documents, term_scores
 from .signals import default, passage_lengths
 
 BETA, EXPONENT = 0.225, 5  # the default rule (signals.default)
@@ -123,7 +123,7 @@ RULES.update({f"keyword weight {lo} if a word read whole is absent (0: the defau
 
 
 def run(folders: list[str]) -> None:
-    for embedder, data, path, index in eval_sets(folders):
+    for embedder, data, path, index in full_model_sets(folders):
         conn = sqlite3.connect(path)
         lengths = passage_lengths(conn, index)
         every_vector = index.vectors.get(np.arange(index.passage_count))

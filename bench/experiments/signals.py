@@ -28,8 +28,8 @@ from embeddings.highlight import STOPWORDS, WORD
 from embeddings.metrics import ndcg_at
 from embeddings.search import CONTEXT_WEIGHT, fts_terms
 
-from .common import SETS_HELP, rows_of
-from .fusion import eval_sets, missed, rank_documents, term_scores, word_weight
+from .common import SETS_HELP, full_model_sets, rows_of
+from .fusion import missed, rank_documents, term_scores, word_weight
 
 K1, B = 1.2, 0.75  # FTS5's bm25 constants
 
@@ -166,7 +166,7 @@ def rules(lengths):
 
 
 def main(folders: list[str]) -> None:
-    for embedder, data, path, index in eval_sets(folders):
+    for embedder, data, path, index in full_model_sets(folders):
         conn = sqlite3.connect(path)
         vocabulary = Vocabulary(conn, embedder)
         lengths = passage_lengths(conn, index)
