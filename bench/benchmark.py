@@ -7,7 +7,7 @@ to --out). bench/README.md explains every figure.
 
 Sizes up to --real-max (10k by default) are real: article files are written into a corpus folder
 and the real index job (`run_index`, real bundled model) embeds them, which measures indexing
-throughput. Larger sizes would take hours to embed on this machine, so their passages get
+throughput. Larger sizes would take hours to embed on a CPU, so their passages get
 synthetic vectors (clustered unit vectors) written straight into the store with the store's own
 insert function; their article files are written too, with the content hashes the index job
 computes, so a re-index finds every file unchanged (that is the re-index figure). Each synthetic

@@ -1,10 +1,11 @@
 """Bulk embedding throughput of the ways this machine can run the bundled model, on the same texts,
 with each one's cosine to the sentence-transformers float32 vectors (the reference).
 
-    .venv/bin/python bench/embedding_speed.py [--texts 1000] [--beir ../shared/eval/scifact] [--out F]
+    .venv/bin/python bench/embedding_speed.py [--texts 1000] [--beir DIR] [--out F]
 
 Prints one JSON document. Texts: the benchmark's synthetic paragraphs (about 40 words), or with
---beir the first passages of a BEIR corpus (SciFact abstracts run to the 256-token limit).
+--beir the first passages of DIR, a BEIR-layout folder such as SciFact (its abstracts run to the
+256-token limit).
 Backends that cannot run here (no bf16 in the CPU, onnxruntime missing) are reported as such.
 """
 from __future__ import annotations

@@ -66,8 +66,8 @@ class Unavailable(CorpusBotError):
 
 
 #: Questions (searches and context look-ups) waiting or running at once; one more is refused with
-#: Busy. 256 at the measured ~30 ms per question (real model, 2 workers, the shipped corpus) is
-#: about 8 s of queued work: a burst of 200 questions at once is still answered (the load test),
+#: Busy. 256 questions are seconds of queued work on a small host (real model, 2 workers): a
+#: burst of 200 questions at once is still answered (the load test),
 #: a bigger one gets a polite refusal instead of a "thinking…" that lasts minutes. Each waiting
 #: question holds only a few KB. Tests lower it per bot (`bot.serving.queue_limit`).
 SEARCH_QUEUE_LIMIT = 256

@@ -1,10 +1,10 @@
 """The fast query path: the embedding model exported to ONNX beside the index, run with
 onnxruntime and tokenizers, so answering a question never imports torch.
 
-Measured here: import + load + one question 0.6 s cold (10 s with torch), 5-7 ms warm, and the
-same vectors (cosine 1.0000 to sentence-transformers'). The graph is exported with the model's
-plain ("eager") attention, which onnxruntime's transformer optimizer fuses into its own attention,
-layer-norm and GELU kernels: 12% less time per question (8.55 -> 7.51 ms p50 on the AMD VM).
+Without torch a cold start is an order of magnitude faster, and the vectors are the same as
+sentence-transformers'. The graph is exported with the model's plain ("eager") attention, which
+onnxruntime's transformer optimizer fuses into its own attention, layer-norm and GELU kernels:
+less time per question (bench/README.md has the figures).
 The export is made at index time, again whenever it is missing or does not verify;
 only models whose pipeline is Transformer -> mean pooling -> normalize are exported (what the
 ONNX graph computes); any other model keeps working through sentence-transformers.
@@ -271,8 +271,8 @@ def _fuse(unfused: Path, target: Path, config) -> None:
         unfused.rename(target)
 
 
-# Two threads without spinning, measured on a 2-core VM (median ms per question, 1 vs 2 threads):
-# idle 10.4 vs 7.4, beside one busy process 10.0 vs 9.6, beside two 14.6 vs 11.4.
+# Two threads without spinning: faster than one whether the machine is idle or busy, and more
+# would compete with the bot's other work on small hosts.
 QUERY_THREADS = min(2, os.cpu_count() or 1)
 
 
@@ -295,7 +295,7 @@ class OnnxQueryEmbedder:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         # Spinning threads wait hot for work: fastest on an idle machine, but on a shared host
-        # they fight the other load (a question took 16 ms instead of 10 beside one busy core).
+        # they fight the other load and make a question slower.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = onnxruntime.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
         self._lock = threading.Lock()

@@ -54,10 +54,9 @@ MISSED_EXPONENT = 5
 KEYWORD_LIMIT = 1000
 # A question word found in more than this share of the passages, and in more than this many, is
 # left out of the keyword query (unless every word is that common): its BM25 weight is tiny
-# (idf < 1.1, against 7-12 for the words that find the answer) but FTS5 scores every passage it
-# matches (~0.6 us each): "said" or "about" in 300k of 1M passages would cost 200 ms. Small
-# corpora are never pruned. 0.25 changes nDCG@10 by at most 0.003 on SciFact and news_lee;
-# 0.05 cost 0.03 on SciFact (docs/retrieval.md).
+# (a fraction of the idf of the words that find the answer) but FTS5 scores every passage it
+# matches, so "said" or "about" would dominate a large corpus's query time. Small corpora are never
+# pruned. 0.25 barely moves nDCG@10; a much lower share costs quality (docs/retrieval.md).
 COMMON_TERM_SHARE = 0.25
 COMMON_TERM_MIN = 20_000
 CONTEXT_WEIGHT = 0.5  # BM25 weight of the context column (title, publication, authors) relative to the text
@@ -191,7 +190,7 @@ class SearchIndex:
                 vectors, ids, owners = loaded.vectors, loaded.passage_ids, loaded.owners
             else:
                 # Filled blob by blob: joining the blobs first doubled peak memory (and glibc kept
-                # the freed half: 3.0 GB instead of 1.5 GB RSS at 1M passages).
+                # the freed half).
                 exact = np.empty((total, max(dim, 1)), DTYPE)
                 try:
                     owners, damaged = store.read_vectors_into(conn, exact)
@@ -441,8 +440,8 @@ class SearchIndex:
         keyword coverage + keyword feedback from the best of them (FEEDBACK_WORDS)."""
         # Up to 400 passages are fused on the cosines their int8 codes give (within about 0.002 of
         # the float16 ones; in memory), and only the best `pool` are then rescored on their float16
-        # values (_candidates): on a large index those are read from the vector file one by one (at
-        # 100k passages, 600 reads a question took 3 ms; more when the file is not in the page cache).
+        # values (_candidates): on a large index those are read from the vector file one by one, and
+        # each read costs more when the file is not in the page cache.
         c_rows = self.vectors.nearest_rows(query, FUSION_DEPTH, keep)
         rows = np.union1d(c_rows, coverage_of.rows[:FUSION_DEPTH])
         passages = self.vectors.approx(rows)  # decoded once for the cosines and both coverages
@@ -532,9 +531,9 @@ class SearchIndex:
         idf sum (roughly the BM25 of a passage holding every word once), so comparable across
         questions and addable to a cosine; zero everywhere when the question uses an ordinary word
         no passage has. `vectors`: the words' vectors (word_vectors.py), zero when unknown."""
-        # Each word's best FUSION_DEPTH: as good as its best 1000 on the evaluation sets (SciFact
-        # 0.7278 against 0.7275), and half the keyword time at 100k passages. (Asking the tantivy
-        # copy instead for the words' scores in just the candidate passages took 16 ms at 100k.)
+        # Each word's best FUSION_DEPTH: as good as its best 1000 on the evaluation sets, and half
+        # the keyword time on large indexes. (Asking the tantivy copy instead for the words' scores
+        # in just the candidate passages was slower.)
         rows, _, by_word = self._keyword_search(terms, keep, FUSION_DEPTH, weights)
         # An ordinary word (one the model reads whole) that no passage uses: the question is phrased
         # in other words than the corpus, where any keyword match is incidental, so the vectors rank
@@ -655,7 +654,7 @@ class SearchIndex:
 
     def _rows_of(self, passage_ids: np.ndarray) -> np.ndarray:
         """Row index of each passage id in this snapshot, -1 when absent."""
-        if self._id_order is None:  # kept with the ids sorted: gathering 1M ids took 3 ms per call
+        if self._id_order is None:  # kept with the ids sorted: sorting them per call is slow on large indexes
             self._id_order = np.argsort(self.passage_ids, kind="stable")
             self._sorted_ids = self.passage_ids[self._id_order]
         sorted_ids = self._sorted_ids
@@ -819,7 +818,7 @@ class Coverage:
         if matched.any():
             passages = self.index.vectors.approx(rows[matched]) if passages is None else passages[matched]
             # One matrix-vector product per word: as one matrix product OpenBLAS wakes its threads,
-            # which right after the vector scan took 2.8 ms instead of 0.15.
+            # which right after the vector scan is many times slower.
             cosine = np.stack([passages @ v for v in self.vectors])
             missed = (1.0 - np.minimum(np.maximum(cosine, 0.0), 1.0)) ** MISSED_EXPONENT
             weight[:, matched] = np.array([self.weights.get(t, 1.0) for t in self.terms], np.float32)[:, None] + missed

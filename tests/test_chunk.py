@@ -151,8 +151,8 @@ def test_any_text_without_spaces_becomes_pieces_within_budget_that_join_to_it(pa
 @pytest.mark.model
 @pytest.mark.parametrize("text", [ZH * 18, JA * 22, ZH.replace("。", "") * 18], ids=["chinese", "japanese", "no-stops"])
 def test_passages_of_any_script_fit_the_real_models_input(real_embedder, text):
-    """The issue's case: a Chinese paragraph of ~2,800 tokens was one passage, of which the model
-    read 256."""
+    """A Chinese paragraph of thousands of tokens was once one passage, of which the model read
+    only the first max_tokens."""
     tokens = real_embedder.count_tokens
     assert tokens(text) > 2500
     out = make_passages([text], count_tokens=tokens, max_tokens=real_embedder.max_tokens)

@@ -7,7 +7,7 @@ import pytest
 from embeddings.chunk import sentence_spans
 from embeddings.highlight import best_sentence, words_of
 from embeddings.word_vectors import WordVectors
-from tests.conftest import ROOT, SHIPPED_CORPUS
+from tests.helpers import ROOT, SHIPPED_CORPUS
 
 PAIRS_FILE = ROOT / "tests" / "fixtures" / "highlight" / "pairs.jsonl"
 PAIRS = [json.loads(line) for line in PAIRS_FILE.read_text(encoding="utf-8").splitlines()]

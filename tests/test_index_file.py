@@ -22,7 +22,7 @@ from embeddings import store
 from embeddings.errors import IndexMissingError, IndexOutdatedError, NotAnIndexError
 from embeddings.index import run_index
 from embeddings.migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 COMMANDS = [["index"], ["index", "--rebuild"], ["ask", "bridge"], ["sources"], ["stats"], ["sources", "--json"]]
 

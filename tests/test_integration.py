@@ -10,7 +10,7 @@ import pytest
 
 from embeddings.index import run_index
 from embeddings.search import SearchIndex
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.model
 
@@ -20,8 +20,8 @@ PARAPHRASED = [
     ("How many districts have fallen since the American pullout started?", "more than 50 districts"),
     ("What did a local council member in Kunduz hear?", "sound of bullets"),
     ("When did the Taliban first rule Kabul?", "seize control of Kabul in 1996"),
-    # Hybrid, where "lawmakers" counted, ranked this third behind two passages of its own article
-    # (sessions 7-8); "create" is in no passage, so the vectors rank alone and find it first.
+    # Hybrid, where "lawmakers" counted, once ranked this third behind two passages of its own
+    # article; "create" is in no passage, so the vectors rank alone and find it first.
     ("What did lawmakers ask the government to create to fight back?", "high council of combat"),
     ("Which airplanes did the Biden administration send?", "B-52"),
     ("Who is the Uzbek warlord whose stronghold fell?", "Dostum"),

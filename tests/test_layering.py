@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_importing_the_whole_core_and_cli_does_not_import_discord():

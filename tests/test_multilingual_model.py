@@ -14,7 +14,7 @@ from embeddings.config import Settings
 from embeddings.index import run_index
 from embeddings.parse import parse_file
 from embeddings.query_model import OnnxQueryEmbedder, load_query_embedder, query_model_dir
-from tests.conftest import SHIPPED_CORPUS
+from tests.helpers import SHIPPED_CORPUS
 
 pytestmark = pytest.mark.model
 

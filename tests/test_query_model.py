@@ -25,7 +25,7 @@ from embeddings.parse import iter_corpus_files, parse_file
 from embeddings.query_model import (FORMAT, OnnxQueryEmbedder, export_query_model, load_query_embedder,
                                     query_model_dir)
 from embeddings.search import SearchIndex
-from tests.conftest import SHIPPED_CORPUS
+from tests.helpers import SHIPPED_CORPUS
 
 pytestmark = pytest.mark.model
 

@@ -26,7 +26,7 @@ from bot.cli import cli
 from embeddings import store
 from embeddings.errors import IndexWriteError
 from embeddings.index import run_index
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 # The real `corpus-bot` command line (bot.cli:main) with the deterministic fake embedder, so a
 # subprocess starts in ~0.3 s instead of importing torch and loading the model. TEST_EMBED_GATE=<path>
@@ -35,7 +35,7 @@ from tests.conftest import ROOT
 HARNESS = f"""
 import os, sys, time
 sys.path.insert(0, {str(ROOT)!r})
-from tests.conftest import FakeEmbedder
+from tests.helpers import FakeEmbedder
 import embeddings.index, embeddings.query_model
 
 class GatedEmbedder(FakeEmbedder):

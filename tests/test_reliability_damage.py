@@ -21,7 +21,7 @@ import embeddings.vectors as vectors_module
 from embeddings import derived, store, tantivy_index, vector_file
 from embeddings.index import remove_leftovers, run_index
 from embeddings.search import SearchIndex
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.test_reliability_core import assert_one_error_line, env_for, integrity, invoke
 
 UNRELATED = ["wombat census results", "recipe for apple pie", "football world cup final", "stock market rally",
@@ -35,7 +35,7 @@ OTHER = "000_84e6feabee5314c5.txt"
 HARNESS = f"""
 import os, signal, sys
 sys.path.insert(0, {str(ROOT)!r})
-from tests.conftest import FakeEmbedder
+from tests.helpers import FakeEmbedder
 import embeddings.index, embeddings.query_model, embeddings.store, embeddings.tantivy_index, embeddings.vector_file
 fake = FakeEmbedder()
 embeddings.index.load_embedder = embeddings.query_model.load_embedder = lambda name, **_: fake

@@ -19,7 +19,7 @@ from embeddings.chunk import make_passages
 from embeddings.config import Settings
 from embeddings.index import run_index
 from embeddings.parse import SUPPORTED_SUFFIXES, SkipFile, load_file, parse_file
-from tests.conftest import SHIPPED_CORPUS, FakeEmbedder, use_embedder
+from tests.helpers import SHIPPED_CORPUS, FakeEmbedder, use_embedder
 from tests.test_chunk import assert_verbatim_slices
 
 SHIPPED = sorted(p.name for p in SHIPPED_CORPUS.iterdir())

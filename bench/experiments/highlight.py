@@ -21,9 +21,9 @@ Prints one line per method: accuracy, and the ids it gets wrong.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +33,10 @@ from embeddings.embedder import load_embedder
 from embeddings.highlight import best_sentence, content_words, shared_share, words_of
 from embeddings.word_vectors import WordVectors
 
+from .common import ROOT
 from .sentence_vectors import late_vectors
 
-PAIRS = Path("tests/fixtures/highlight/pairs.jsonl")
+PAIRS = ROOT / "tests" / "fixtures" / "highlight" / "pairs.jsonl"
 LAMBDAS = (0.1, 0.2, 0.3)
 _OLD_WORD = re.compile(r"\w+")
 
@@ -55,7 +56,10 @@ def shared_words_before(question: str, text: str) -> int | None:
 
 
 def main() -> None:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else PAIRS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pairs", type=Path, nargs="?", default=PAIRS,
+                        help="labelled pairs, one JSON object a line [tests/fixtures/highlight/pairs.jsonl]")
+    path = parser.parse_args().pairs
     pairs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     embedder = load_embedder()
     spans = [sentence_spans(p["passage"]) for p in pairs]

@@ -20,6 +20,7 @@ document is one article: only multi-passage documents (SciFact's abstracts) have
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from embeddings.config import DEFAULT_MODEL
 from embeddings.embedder import load_embedder
 from embeddings.evaluate import cached_index, load_beir, run_eval
 from embeddings.search import SearchIndex
+
+from .common import OUT, SETS_HELP
 
 
 def with_context(variant: str, title: str | None, previous: str | None, text: str) -> str:
@@ -72,14 +75,22 @@ def contexts_of(data, embedder, variant: str) -> dict[str, str]:
 
 
 def main() -> None:
-    at = sys.argv.index("--")
-    variants, folders = sys.argv[1:at], sys.argv[at + 1 :]
+    argv = sys.argv[1:]
+    at = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], usage="%(prog)s VARIANT [VARIANT ...] -- FOLDER [FOLDER ...]",
+        epilog=f"FOLDER: {SETS_HELP}")
+    parser.add_argument("variants", nargs="+", metavar="VARIANT", help="title-period, title-newline, title-label, "
+                        "previous or title-previous")
+    variants, folders = parser.parse_args(argv[:at]).variants, argv[at + 1 :]
+    if not folders:
+        parser.error("give the evaluation sets after --")
     bulk = load_embedder(bulk=True)
     for folder in folders:
         data = load_beir(Path(folder))
         for variant in variants:
             wrapped = ContextEmbedder(bulk, contexts_of(data, bulk, variant), variant)
-            path = cached_index(data, DEFAULT_MODEL, Path("bench/out") / f"context-{variant}", embedder=wrapped)
+            path = cached_index(data, DEFAULT_MODEL, OUT / f"context-{variant}", embedder=wrapped)
             index = SearchIndex.load(path, model_name=DEFAULT_MODEL, weak_score=0.3)
             result = run_eval(data, index, bulk)
             print(f"{data.name} {variant}: nDCG@10 {result['ndcg@10']}", flush=True)

@@ -1,7 +1,9 @@
 """Sentence vectors beside the passage's own: does a passage's best sentence rank it better?
 
-    python -m bench.experiments.sentence_vectors ../shared/eval/scifact tests/fixtures/news_shipped \
+    python -m bench.experiments.sentence_vectors SCIFACT tests/fixtures/news_shipped \
         bench/out/news_lee bench/out/news_lee_paraphrase [--kind alone|late]
+
+SCIFACT: a BEIR-layout folder such as SciFact.
 
 Each passage's sentences (chunk.sentence_spans) get a vector: `alone`, each sentence embedded on
 its own by the model; `late`, the mean of the model's output token vectors over the sentence's
@@ -23,7 +25,7 @@ import numpy as np
 from embeddings.chunk import sentence_spans
 from embeddings.embedder import load_embedder
 
-from .common import documents_by_score, eval_sets, judged_questions, ndcg
+from .common import OUT, SETS_HELP, documents_by_score, eval_sets, judged_questions, ndcg, passage_texts
 
 MIXES = [("a", a) for a in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)] + [("max", None)]
 
@@ -71,12 +73,12 @@ def late_vectors(embedder, texts: list[str]) -> list[np.ndarray]:
 
 
 def sentence_vectors(index, path: Path, kind: str, embedder) -> list[np.ndarray]:
-    cache = Path("bench/out/sentence-vectors") / f"{path.stem}-{kind}.npz"
+    cache = OUT / "sentence-vectors" / f"{path.stem}-{kind}.npz"
     if cache.exists():
         stored = np.load(cache)
         return [stored[str(i)] for i in range(index.passage_count)]
     ids = [int(i) for i in index.passage_ids]
-    texts = index._texts(ids)
+    texts = passage_texts(path, index, range(index.passage_count))
     texts = [texts[i] for i in ids]
     vectors = (late_vectors if kind == "late" else alone_vectors)(embedder, texts)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -85,8 +87,8 @@ def sentence_vectors(index, path: Path, kind: str, embedder) -> list[np.ndarray]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("folders", nargs="+")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help=SETS_HELP)
     parser.add_argument("--kind", choices=("alone", "late"), default="alone")
     parser.add_argument("--mode", default="hybrid")
     args = parser.parse_args()

@@ -2,10 +2,10 @@
 spelling some passage does ("neighbouring" / "neighboring"), asked in the corpus's spelling.
 
     python -m bench.experiments.spelling_variants MAPPING tests/fixtures/news_shipped \
-        bench/out/news_lee bench/out/news_lee_paraphrase ../shared/eval/scifact
+        bench/out/news_lee bench/out/news_lee_paraphrase SCIFACT
 
-MAPPING: a text file of `british->american` lines, e.g. codespell's
-`codespell_lib/data/dictionary_en-GB_to_en-US.txt` (535 pairs), or breame's
+SCIFACT: a BEIR-layout folder such as SciFact. MAPPING: a text file of `british->american` lines,
+e.g. codespell's `codespell_lib/data/dictionary_en-GB_to_en-US.txt` (535 pairs), or breame's
 `BRITISH_ENGLISH_SPELLINGS` written out that way (1,730 pairs). Each direction is used. The question
 is rewritten in the corpus's spelling before the default hybrid ranks it, so the keyword side
 matches the word (FTS5 counts, `SearchIndex.term_count`); the vector side sees the other spelling
@@ -14,13 +14,13 @@ and the words rewritten.
 """
 from __future__ import annotations
 
+import argparse
 import re
-import sys
 from pathlib import Path
 
 from embeddings.search import SearchIndex
 
-from .common import documents_by_score, eval_sets, judged_questions, ndcg
+from .common import SETS_HELP, documents_by_score, eval_sets, judged_questions, ndcg
 
 WORD = re.compile(r"\w+")
 
@@ -47,8 +47,12 @@ def in_corpus_spelling(index: SearchIndex, question: str, variants: dict[str, st
 
 
 def main() -> None:
-    variants = read_mapping(Path(sys.argv[1]))
-    for embedder, data, _, index in eval_sets(sys.argv[2:]):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("mapping", type=Path, help="a text file of british->american lines")
+    parser.add_argument("folders", nargs="+", help=SETS_HELP)
+    args = parser.parse_args()
+    variants = read_mapping(args.mapping)
+    for embedder, data, _, index in eval_sets(args.folders):
         asked, rewritten, words = {}, {}, []
         for qid in judged_questions(data):
             question = data.queries[qid]

@@ -1,7 +1,7 @@
 """Code the bot tests run in other processes: module-level, importable, and light to import.
 
 The /reindex process (bot/index_process.py) calls a factory to make its embedder: here are
-tests/conftest.py's fake embedder with ways to hold or end that process at a chosen moment (a
+tests/helpers.py's fake embedder with ways to hold or end that process at a chosen moment (a
 gate is a file, since it is another process). `index_elsewhere` is an index run made outside the
 bot, as `corpus-bot index` from cron makes one."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from embeddings.config import Settings
 from embeddings.index import IndexReport, run_index
-from tests.conftest import FakeEmbedder
+from tests.helpers import FakeEmbedder
 
 
 class GatedIndexEmbedder(FakeEmbedder):

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from tests.bot.conftest import check_message, check_sent, started_bot
+from tests.bot.helpers import check_message, check_sent, started_bot
 from tests.fake_discord import run
 
 pytestmark = pytest.mark.model

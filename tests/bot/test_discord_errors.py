@@ -8,7 +8,7 @@ import logging
 import discord.webhook.async_
 
 from bot import serving as serving_module
-from tests.bot.conftest import GatedEmbedder, check_sent, started_bot
+from tests.bot.helpers import GatedEmbedder, check_sent, started_bot
 from tests.fake_discord import ROUTE_CALLBACK, ROUTE_FOLLOWUP, run
 
 QUESTION = "What happened in Kunduz?"

@@ -11,7 +11,7 @@ import logging
 import pytest
 
 from bot.serving import WorkerCrash, contained
-from tests.bot.conftest import check_sent, started_bot
+from tests.bot.helpers import check_sent, started_bot
 from tests.fake_discord import run
 
 GENERIC = "Something went wrong; the error was logged. Please try again later."

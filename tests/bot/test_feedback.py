@@ -9,7 +9,7 @@ import sqlite3
 from bot import serving as serving_module
 from embeddings.feedback import export_feedback
 from embeddings.search import DEFAULT_MODE
-from tests.bot.conftest import check_sent, started_bot
+from tests.bot.helpers import check_sent, started_bot
 from tests.fake_discord import run
 
 QUESTION = "Which cities in the north did the Taliban take?"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from embeddings import store
-from tests.bot.conftest import started_bot
+from tests.bot.helpers import started_bot
 from tests.bot.processes import index_elsewhere
 from tests.bot.test_reindex import ZEBRA, add_zebra
 from tests.fake_discord import run

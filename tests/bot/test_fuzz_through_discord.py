@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from embeddings.config import Settings
 from embeddings.index import run_index
-from tests.bot.conftest import LIVE_MARKUP, check_sent, started_bot, texts_of
+from tests.bot.helpers import LIVE_MARKUP, check_sent, started_bot, texts_of
 from tests.bot.test_hostile_and_sources import WideEmbedder
 from tests.bot.test_render import HOSTILE
 

@@ -8,9 +8,9 @@ import pytest
 
 from embeddings.index import run_index
 from embeddings.config import Settings
-from tests.bot.conftest import LIVE_MARKUP, check_sent, started_bot, texts_of
-from tests.conftest import FakeEmbedder
+from tests.bot.helpers import LIVE_MARKUP, check_sent, started_bot, texts_of
 from tests.fake_discord import run
+from tests.helpers import FakeEmbedder
 
 HOSTILE_PARAGRAPHS = [
     "Kunduz residents @everyone and @here were pinged by <@123456789012345678> and <@&987654321098765432> in <#1>.",

@@ -12,7 +12,7 @@ import pytest
 
 from bot import serving as serving_module
 from embeddings.query_model import load_query_embedder
-from tests.bot.conftest import check_sent, started_bot
+from tests.bot.helpers import check_sent, started_bot
 from tests.fake_discord import run
 
 pytestmark = pytest.mark.model

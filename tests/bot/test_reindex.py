@@ -12,10 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from embeddings.index import index_lock, run_index
+from tests.bot.helpers import check_sent, started_bot
 from tests.bot.processes import GatedIndexEmbedder, MemoryHog, killed_at
-from tests.bot.conftest import check_sent, started_bot
-from tests.conftest import FakeEmbedder
 from tests.fake_discord import MANAGE_GUILD, run
+from tests.helpers import FakeEmbedder
 
 NEW_TEXT = (
     "\n\nA zebra crossing painted overnight in Kunduz surprised residents, who said nobody had asked "

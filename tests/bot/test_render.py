@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from bot import render
 from embeddings.answer import Answer, Article, Result
 from embeddings.chunk import sentence_spans
-from tests.bot.conftest import LIVE_MARKUP, check_message
+from tests.bot.helpers import LIVE_MARKUP, check_message
 
 HOSTILE = [
     "@everyone", "@here", "<@123456789012345678>", "<@!123456789012345678>", "<@&1>", "<#1>", "<:e:1>", "<t:1:R>",

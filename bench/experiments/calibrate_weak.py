@@ -1,7 +1,9 @@
 """How often the weak-answer flag is wrong, on a labelled set and across evaluation sets.
 
-    python bench/calibrate_weak.py                                   # the labelled set
-    python bench/calibrate_weak.py ../shared/eval/scifact tests/fixtures/news_shipped   # and across sets
+    python -m bench.experiments.calibrate_weak                                   # the labelled set
+    python -m bench.experiments.calibrate_weak SCIFACT tests/fixtures/news_shipped  # and across sets
+
+SCIFACT: a BEIR-layout folder such as SciFact.
 
 The labelled set (tests/fixtures/weak_flag/questions.jsonl) asks name, number, place, jargon and
 author questions that the shipped corpus (`corpus/`) or the articles written for it
@@ -32,7 +34,8 @@ from embeddings.index import run_index
 from embeddings.query_model import load_query_embedder
 from embeddings.search import DEFAULT_K, SearchIndex
 
-ROOT = Path(__file__).resolve().parent.parent
+from .common import OUT, ROOT
+
 LABELLED = ROOT / "tests" / "fixtures" / "weak_flag"
 CORPORA = {"shipped": ROOT / "corpus", "written": LABELLED / "corpus"}
 
@@ -100,7 +103,7 @@ def main() -> None:
     parser.add_argument("folders", nargs="*", help="BEIR-layout folders to ask across")
     parser.add_argument("--answered", nargs="+", default=[], metavar="FOLDER",
                         help="BEIR-layout folders asked only their own questions")
-    parser.add_argument("--cache", type=Path, default=ROOT / "bench" / "out" / "weak-flag",
+    parser.add_argument("--cache", type=Path, default=OUT / "weak-flag",
                         help="where the indexes are kept [bench/out/weak-flag]")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every question, not only the errors")
     args = parser.parse_args()

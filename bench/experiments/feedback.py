@@ -1,8 +1,10 @@
-"""Pseudo-relevance feedback on the keyword side, on top of the hybrid without it (session 10; the
-default's own feedback, from session 11, is switched off here); nDCG@10.
+"""Pseudo-relevance feedback on the keyword side, on top of the hybrid without it (the default's own
+feedback, which came out of these runs, is switched off here); nDCG@10.
 
-    python bench/feedback_experiments.py ../shared/eval/scifact tests/fixtures/news_shipped \
+    python -m bench.experiments.feedback SCIFACT tests/fixtures/news_shipped \
         bench/out/news_lee bench/out/news_lee_paraphrase bench/out/combined [--feedback 1] [--terms 8]
+
+SCIFACT: a BEIR-layout folder such as SciFact.
 
 Each question is ranked by the default hybrid (`SearchIndex.rank`, one passage per document); then
 the words of its best `--feedback` passages that the question does not use (at least 3 letters, in
@@ -11,7 +13,7 @@ and the best `--terms` become a second keyword query. Its coverage (`SearchIndex
 each word at weight 1, with the same share of the word the passage's vector misses) is added to
 the hybrid's fused score of every candidate, × g × the hybrid's keyword weight, and the candidates
 ranked again (documents by their best passage, near-copies not collapsed: g 0 reproduces eval's
-figures within 0.001). On the combined folder (gate_experiments.py combine) one line per set.
+figures within 0.001). On the combined folder (gate.py combine) one line per set.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ import numpy as np
 import embeddings.search
 from embeddings.metrics import evaluate_run
 from embeddings.search import HYBRID_WEIGHT, fts_terms
-from fusion_experiments import eval_sets
+
+from .common import SETS_HELP, full_model_sets, passage_texts
 
 GAINS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 COMMON = 0.1  # share of passages above which a word says little about the topic
@@ -39,13 +42,13 @@ def expansion(index, question: str, passages: list[str], terms: int) -> list[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("folders", nargs="+")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help=SETS_HELP)
     parser.add_argument("--feedback", type=int, default=1, help="passages the expansion words come from")
     parser.add_argument("--terms", type=int, default=8, help="expansion words")
     args = parser.parse_args()
     embeddings.search.FEEDBACK_WORDS = 0  # the default's feedback: this script adds its own variants
-    for embedder, data, _, index in eval_sets(args.folders):
+    for embedder, data, path, index in full_model_sets(args.folders):
         runs: dict[float, dict[str, list[str]]] = {g: {} for g in GAINS}
         for qid, judged in data.qrels.items():
             if not any(v > 0 for v in judged.values()):
@@ -53,7 +56,8 @@ def main() -> None:
             question = data.queries[qid]
             ranking = index.rank(question, embedder, n=100, per_article=1, mode="hybrid")
             candidates = ranking.candidates
-            words = expansion(index, question, list(index._texts(ranking.picked[: args.feedback]).values()), args.terms)
+            words = expansion(index, question, list(passage_texts(path, index, ranking.picked[: args.feedback]).values()),
+                              args.terms)
             extra = np.zeros(len(candidates.rows))
             if words:
                 weights = {w: 1.0 for w in words}

@@ -2,7 +2,7 @@
 job's full checks, on synthetic unit vectors (nothing is downloaded; the query model is the one the
 index job exported beside INDEX_FILE, when given).
 
-    .venv/bin/python bench/integrity_checks.py [--rows 1000000] [--query-model-index INDEX_FILE]
+    python -m bench.experiments.integrity_cost [--rows 1000000] [--query-model-index INDEX_FILE]
 
 Prints one JSON document: CPU and wall milliseconds of each check (the best of --repeat runs).
 Writes a temporary SQLite file of --rows vectors (768 MB at 1M) under --work, removed afterwards.
@@ -14,18 +14,15 @@ import json
 import os
 import shutil
 import sqlite3
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from embeddings import derived, store  # noqa: E402
-from embeddings.model_identity import file_digest  # noqa: E402
-from embeddings.vectors import off_unit, checked_scale, scale_of  # noqa: E402
+from embeddings import derived, store
+from embeddings.model_identity import file_digest
+from embeddings.vectors import checked_scale, off_unit, scale_of
 
 DIM = 384
 

@@ -1,7 +1,7 @@
 """How the per-article cap shapes the answers' order: news_shipped's questions asked against the
 shipped corpus as articles (`corpus/`, five articles), scored by passage.
 
-    python bench/article_order.py
+    python -m bench.experiments.article_order
 
 tests/fixtures/news_shipped judges passages (`000#4` = the fourth passage of the article whose
 file starts with 000), so the order an answer shows can be scored passage by passage: nDCG@10,
@@ -25,13 +25,14 @@ from embeddings.metrics import ndcg_at, recall_at
 from embeddings.query_model import load_query_embedder
 from embeddings.search import PER_ARTICLE, SearchIndex
 
-ROOT = Path(__file__).resolve().parent.parent
+from .common import OUT, ROOT
+
 PENALTIES = [math.inf, 0.0, 0.05, 0.1, 0.15, 0.2, 0.3]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, default=ROOT / "bench" / "out" / "article-order")
+    parser.add_argument("--cache", type=Path, default=OUT / "article-order")
     args = parser.parse_args()
     settings = Settings.from_env()
     path = args.cache / "shipped.sqlite3"

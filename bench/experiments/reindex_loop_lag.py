@@ -9,7 +9,7 @@ comparison, and the run's wall time, and how much the bot process's RSS grew ove
 model loaded in-process stays allocated; a child process returns it). Each run is a fresh process
 that has not imported torch, as a bot that answers with the ONNX query model has not.
 
-    .venv/bin/python bench/reindex_loop_lag.py [--runs 3]
+    python -m bench.experiments.reindex_loop_lag [--runs 3]
 """
 from __future__ import annotations
 
@@ -25,11 +25,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bot.serving import Serving
+from embeddings.config import Settings
 
-from bot.serving import Serving  # noqa: E402
-from embeddings.config import Settings  # noqa: E402
+from .common import ROOT
 
 TICK = 0.005
 
@@ -88,7 +87,7 @@ def settings_for(work: Path) -> Settings:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # one run, in this process
     parser.add_argument("--run", type=int, default=0, help=argparse.SUPPRESS)
@@ -101,11 +100,11 @@ def main() -> None:
         shutil.copytree(ROOT / "corpus", work / "corpus")
         settings = settings_for(work)
         env = {**os.environ, "CORPUS_DIR": str(settings.corpus_dir), "INDEX_PATH": str(settings.index_path)}
-        subprocess.run([sys.executable, "-m", "embeddings"], env=env, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "embeddings"], env=env, cwd=ROOT, check=True, capture_output=True)
         results = []
         for n in range(args.runs):
-            out = subprocess.run([sys.executable, __file__, "--measure", str(work), "--run", str(n)],
-                                 check=True, capture_output=True, text=True).stdout
+            out = subprocess.run([sys.executable, "-m", __spec__.name, "--measure", str(work), "--run", str(n)],
+                                 cwd=ROOT, check=True, capture_output=True, text=True).stdout
             results.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps({"python": sys.version.split()[0], "runs": results}, indent=1))
     finally:

@@ -1,17 +1,19 @@
-"""Rank-level rules and a vocabulary gate on top of the default hybrid (session 9); nDCG@10.
+"""Rank-level rules and a vocabulary gate on top of the default hybrid; nDCG@10.
 
-    python bench/gate_experiments.py combine bench/out/combined ../shared/eval/scifact \
+    python -m bench.experiments.gate combine bench/out/combined SCIFACT \
         tests/fixtures/news_shipped bench/out/news_lee bench/out/news_lee_paraphrase
-    python bench/gate_experiments.py run ../shared/eval/scifact tests/fixtures/news_shipped \
+    python -m bench.experiments.gate run SCIFACT tests/fixtures/news_shipped \
         bench/out/news_lee bench/out/news_lee_paraphrase bench/out/combined
+
+SCIFACT: a BEIR-layout folder such as SciFact.
 
 `combine` writes one BEIR folder holding every set's corpus (sets sharing a corpus file share it)
 and every set's questions, ids prefixed by the set's position (q0-, q1-, ...): each question is
 then asked against all the corpora at once (10,036 passages), a larger and mixed vocabulary. `run`
-prints, per set, the rules below; on the combined folder one column per prefix. Embedding the
-combined corpus takes about 20 minutes on the AMD VM (cached by `corpus-bot eval` afterwards).
+prints, per set, the rules below; on the combined folder one column per prefix. The combined
+corpus is embedded on the first run and cached by `corpus-bot eval` afterwards.
 
-Rules, each over the same per-question scores as fusion_experiments.py:
+Rules, each over the same per-question scores as fusion.py:
 - a length prior: + g × log(passage tokens / mean);
 - rank-level: the vectors' top passage placed at rank <= r, or put first when the hybrid score of
   the two differs by <= d, and reciprocal-rank fusion of the vector and default rankings;
@@ -21,10 +23,10 @@ Rules, each over the same per-question scores as fusion_experiments.py:
 """
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sqlite3
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +34,12 @@ import numpy as np
 from embeddings.evaluate import load_beir
 from embeddings.metrics import ndcg_at
 from embeddings.search import fts_terms
-from fusion_experiments import eval_sets, missed, rank_documents, term_scores
-from signal_experiments import default, passage_lengths
 
-BETA, EXPONENT = 0.225, 5  # the default rule (signal_experiments.default)
+from .common import SETS_HELP, full_model_sets
+from .fusion import missed, rank_documents, term_scores
+from .signals import default, passage_lengths
+
+BETA, EXPONENT = 0.225, 5  # the default rule (signals.default)
 
 
 def combine(out: Path, folders: list[str]) -> None:
@@ -109,7 +113,7 @@ def absent_gate(lo):
     return lambda q: missed(q["cos"], q["terms"], q["idf"], lo if absent_words_read_whole(q) else BETA, EXPONENT)
 
 
-RULES = {"vector only": lambda q: q["cos"], "sessions 7-8 default (no gate)": default}
+RULES = {"vector only": lambda q: q["cos"], "the default without the gate": default}
 RULES.update({f"+ {g} x log(length / mean)": length_prior(g) for g in (-0.02, -0.01, 0.01, 0.02)})
 RULES.update({f"vector top passage at rank <= {r}": vector_top_at(r) for r in (1, 2, 3)})
 RULES.update({f"vector top passage first if within {d}": vector_top_first_within(d) for d in (0.01, 0.02, 0.05)})
@@ -119,7 +123,7 @@ RULES.update({f"keyword weight {lo} if a word read whole is absent (0: the defau
 
 
 def run(folders: list[str]) -> None:
-    for embedder, data, path, index in eval_sets(folders):
+    for embedder, data, path, index in full_model_sets(folders):
         conn = sqlite3.connect(path)
         lengths = passage_lengths(conn, index)
         every_vector = index.vectors.get(np.arange(index.passage_count))
@@ -141,6 +145,19 @@ def run(folders: list[str]) -> None:
             print(f"  {name:<52}" + " ".join(f"{np.mean(scores[g]):.3f}" for g in groups), flush=True)
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    combined = commands.add_parser("combine", help="write one BEIR folder holding every set")
+    combined.add_argument("out", type=Path, help="the folder to write, e.g. bench/out/combined")
+    combined.add_argument("folders", nargs="+", help=SETS_HELP)
+    commands.add_parser("run", help="print each rule's nDCG@10 per set").add_argument("folders", nargs="+", help=SETS_HELP)
+    args = parser.parse_args()
+    if args.command == "combine":
+        combine(args.out, args.folders)
+    else:
+        run(args.folders)
+
+
 if __name__ == "__main__":
-    command, *args = sys.argv[1:]
-    combine(Path(args[0]), args[1:]) if command == "combine" else run(args)
+    main()

@@ -1,7 +1,9 @@
 """Do authors in the keyword context crowd out better answers? Evaluation sets asked with bylines.
 
-    python bench/byline_experiments.py ../shared/eval/scifact tests/fixtures/news_shipped \
+    python -m bench.experiments.bylines SCIFACT tests/fixtures/news_shipped \
         bench/out/news_lee bench/out/news_lee_paraphrase
+
+SCIFACT: a BEIR-layout folder such as SciFact (any BEIR-layout folders may be given).
 
 BEIR-layout sets carry no authors, so `corpus-bot eval` cannot see what authors in the keyword
 context (migration 6) do to ranking. This copies each set's cached evaluation index (built by
@@ -32,7 +34,8 @@ from embeddings.evaluate import cached_index, load_beir, run_eval
 from embeddings.query_model import load_query_embedder
 from embeddings.search import SearchIndex
 
-ROOT = Path(__file__).resolve().parent.parent
+from .common import OUT, ROOT, SETS_HELP
+
 REPORTERS = [
     "Anna Keller", "Ben Okafor", "Clara Novak", "Daniel Reyes", "Elena Petrova", "Farid Haddad", "Grace Liu",
     "Hugo Lambert", "Ines Moreau", "Jonas Berg", "Kara Whitfield", "Leo Marchetti", "Maya Sato", "Nils Andersen",
@@ -74,11 +77,11 @@ def with_bylines(source: Path, copy: Path, byline) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="+")
+    parser.add_argument("folders", nargs="+", help=SETS_HELP)
     parser.add_argument("--cache", type=Path, default=ROOT / "data" / "eval-cache")
     args = parser.parse_args()
     settings = Settings.from_env()
-    work = ROOT / "bench" / "out" / "bylines"
+    work = OUT / "bylines"
     work.mkdir(parents=True, exist_ok=True)
     for folder in args.folders:
         data = load_beir(Path(folder))

@@ -7,7 +7,7 @@
   paragraphs of the benchmark's synthetic text: every file goes through the date reader;
 - N of the benchmark's .md articles (front matter with an ISO date: the common fast path).
 
-    .venv/bin/python bench/parse_speed.py [--articles 2000] [--repeat 3]
+    python -m bench.experiments.parse_speed [--articles 2000] [--repeat 3]
 
 Prints one JSON document: per corpus, CPU ms per file (median, mean, p95; each file's best of
 --repeat runs) and the one-time wall-clock cost of the first files of the process (imports,
@@ -24,12 +24,10 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from .common import ROOT
 
 MONTHS = {
     "en": "January February March April May June July August September October November December".split(),

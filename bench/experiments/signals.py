@@ -1,10 +1,12 @@
-"""More signals on top of the default hybrid (session 8); prints nDCG@10 per rule and set.
+"""More signals on top of the default hybrid; prints nDCG@10 per rule and set.
 
-    python bench/signal_experiments.py ../shared/eval/scifact tests/fixtures/news_shipped \
+    python -m bench.experiments.signals SCIFACT tests/fixtures/news_shipped \
         bench/out/news_lee bench/out/news_lee_paraphrase
 
-Each rule adds one signal to the default rule (fusion_experiments.missed, β 0.225, a 5), over the
-same per-question scores as fusion_experiments.py:
+SCIFACT: a BEIR-layout folder such as SciFact.
+
+Each rule adds one signal to the default rule (fusion.missed, β 0.225, a 5), over the
+same per-question scores as fusion.py:
 - the article title's own vector: + g × cos(question, title) (or only what it adds over the
   passage's cosine);
 - word pairs: + g × BM25 of each pair of adjacent question words as a phrase or NEAR group,
@@ -13,19 +15,21 @@ same per-question scores as fusion_experiments.py:
   its FTS5 score and the passage's length (passage_fts_docsize) and scored again;
 - query expansion: each question word's nearest whole-word tokens (stored token vectors, cosine
   >= thr) searched as extra words, weighted by that cosine × lam.
-Documents are ranked by their best passage, without the per-article cap (as in fusion_experiments).
+Documents are ranked by their best passage, without the per-article cap (as in fusion.py).
 """
 from __future__ import annotations
 
+import argparse
 import sqlite3
-import sys
 
 import numpy as np
 
+from embeddings.highlight import STOPWORDS, WORD
 from embeddings.metrics import ndcg_at
-from embeddings.highlight import STOPWORDS as _STOPWORDS, WORD as _WORD
 from embeddings.search import CONTEXT_WEIGHT, fts_terms
-from fusion_experiments import eval_sets, missed, rank_documents, term_scores, word_weight
+
+from .common import SETS_HELP, full_model_sets, rows_of
+from .fusion import missed, rank_documents, term_scores, word_weight
 
 K1, B = 1.2, 0.75  # FTS5's bm25 constants
 
@@ -51,13 +55,13 @@ def fts_scores(conn, index, match: str) -> np.ndarray:
     found = conn.execute("SELECT rowid, -bm25(passage_fts, 1.0, ?) FROM passage_fts WHERE passage_fts MATCH ?",
                          (CONTEXT_WEIGHT, match)).fetchall()
     if found:
-        rows = index._rows_of(np.array([r[0] for r in found]))
+        rows = rows_of(index, [r[0] for r in found])
         out[rows[rows >= 0]] = np.array([r[1] for r in found])[rows >= 0]
     return out
 
 
 def word_pairs(question: str) -> list[tuple[str, str]]:
-    words = [w for w in (m.casefold() for m in _WORD.findall(question)) if w not in _STOPWORDS]
+    words = [w for w in (m.casefold() for m in WORD.findall(question)) if w not in STOPWORDS]
     return [p for p in dict.fromkeys(zip(words, words[1:])) if p[0] != p[1]]
 
 
@@ -67,7 +71,7 @@ class Vocabulary:
     def __init__(self, conn, embedder):
         rows = conn.execute("SELECT token, vector FROM token_vectors").fetchall()
         words = embedder.sentence_transformer.tokenizer.convert_ids_to_tokens([r[0] for r in rows])
-        keep = [i for i, w in enumerate(words) if w.isalpha() and len(w) > 2 and w not in _STOPWORDS]
+        keep = [i for i, w in enumerate(words) if w.isalpha() and len(w) > 2 and w not in STOPWORDS]
         self.words = [words[i] for i in keep]
         vectors = np.stack([np.frombuffer(rows[i][1], np.float16).astype(np.float32) for i in keep])
         self.vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -162,7 +166,7 @@ def rules(lengths):
 
 
 def main(folders: list[str]) -> None:
-    for embedder, data, path, index in eval_sets(folders):
+    for embedder, data, path, index in full_model_sets(folders):
         conn = sqlite3.connect(path)
         vocabulary = Vocabulary(conn, embedder)
         lengths = passage_lengths(conn, index)
@@ -186,4 +190,6 @@ def main(folders: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help=SETS_HELP)
+    main(parser.parse_args().folders)

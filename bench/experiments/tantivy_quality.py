@@ -1,7 +1,9 @@
 """Keyword and hybrid quality with FTS5 and with the tantivy copy that large indexes search with.
 
-    python bench/tantivy_quality.py ../shared/eval/scifact tests/fixtures/news_shipped \
+    python -m bench.experiments.tantivy_quality SCIFACT tests/fixtures/news_shipped \
         bench/out/news_lee bench/out/news_lee_paraphrase   # the last two: bench/news_lee/README.md
+
+SCIFACT: a BEIR-layout folder such as SciFact.
 
 The evaluation sets are far below tantivy_index.LARGE_INDEX, so the copy is built here on purpose
 (beside the cached evaluation index, removed afterwards) and each set is searched both ways
@@ -10,11 +12,9 @@ FTS5's keyword top 10 tantivy also returns. The numbers go into docs/retrieval.m
 """
 from __future__ import annotations
 
+import argparse
 import shutil
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.benchmark import keyword_top10_shared
 from embeddings import store, tantivy_index
@@ -22,6 +22,8 @@ from embeddings.config import Settings
 from embeddings.embedder import load_embedder
 from embeddings.evaluate import cached_index, load_beir, run_eval
 from embeddings.search import SearchIndex
+
+from .common import SETS_HELP
 
 
 def main(folders: list[str]) -> None:
@@ -55,4 +57,6 @@ def main(folders: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help=SETS_HELP)
+    main(parser.parse_args().folders)
