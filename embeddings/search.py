@@ -21,9 +21,10 @@ from . import store, tantivy_index, vector_file
 from .answer import Answer, Article, Result
 from .embedder import Embedder, Reranker
 from .errors import IndexDamagedError, ModelMismatchError, QueryError
-from .highlight import STOPWORDS, WORD, best_sentence
+from .highlight import best_sentence
 from .vectors import DTYPE, VectorMatrix, checked_scale
 from .word_vectors import WordVectors
+from .words import WORD, fts_terms
 
 log = logging.getLogger(__name__)
 
@@ -758,11 +759,6 @@ def rare_share(rare: dict[str, float], text: str) -> float:
                if word in written or word + "s" in written or word + "es" in written
                or (len(word) > 4 and word.endswith("s") and word[:-1] in written))
     return held / total
-
-
-def fts_terms(question: str) -> list[str]:
-    """The question's words for the keyword query: casefolded, no stopwords, each once."""
-    return list(dict.fromkeys(w for w in (m.casefold() for m in WORD.findall(question)) if w not in STOPWORDS))
 
 
 def fts_match(terms: list[str]) -> str:
