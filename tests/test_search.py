@@ -4,7 +4,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-import embeddings.search
+import embeddings.search.search_index
 from embeddings.embedder import load_reranker
 from embeddings.errors import IndexMissingError, ModelLoadError, ModelMismatchError, QueryError
 from embeddings.index import run_index
@@ -231,7 +231,7 @@ def test_idf_sum_is_fts5s_idf_of_the_question_words(index):
 
 
 def without_feedback(monkeypatch):
-    monkeypatch.setattr(embeddings.search, "FEEDBACK_WORDS", 0)
+    monkeypatch.setattr(embeddings.search.search_index, "FEEDBACK_WORDS", 0)
 
 
 def test_hybrid_ranks_by_cosine_when_no_word_of_the_question_is_in_the_corpus(index, fake_embedder, monkeypatch):
@@ -361,8 +361,8 @@ def test_keyword_search_leaves_out_words_most_passages_contain_on_a_large_corpus
     both = index.keyword_hits("Taliban Selab")[0]
     assert len(both) >= len(everywhere)  # small corpus: nothing pruned
 
-    monkeypatch.setattr("embeddings.search.COMMON_TERM_MIN", 5)
-    monkeypatch.setattr("embeddings.search.COMMON_TERM_SHARE", 0.2)
+    monkeypatch.setattr("embeddings.search.search_index.COMMON_TERM_MIN", 5)
+    monkeypatch.setattr("embeddings.search.search_index.COMMON_TERM_SHARE", 0.2)
     rows = index.keyword_hits("Taliban Selab")[0]
     assert 0 < len(rows) < 5 and set(rows) == set(index.keyword_hits("Selab")[0])
     # A question made only of common words still searches, with the rarest of them.

@@ -8,7 +8,6 @@ swap in a fresh `SearchIndex` after a re-index (the bot) or load one per process
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -17,25 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store, tantivy_index, vector_file
-from .answer import Answer, Article, Result
-from .embedder import Embedder, Reranker
-from .errors import IndexDamagedError, ModelMismatchError, QueryError
-from .highlight import best_sentence
-from .vectors import DTYPE, VectorMatrix, checked_scale
-from .word_vectors import WordVectors
-from .words import WORD, fts_terms
+from .. import store, tantivy_index, vector_file
+from ..answer import Answer, Article, Result
+from ..embedder import Embedder, Reranker
+from ..errors import IndexDamagedError, ModelMismatchError, QueryError
+from ..highlight import best_sentence
+from ..vectors import DTYPE, VectorMatrix, checked_scale
+from ..word_vectors import WordVectors
+from ..words import WORD, fts_terms
+from .order import PER_ARTICLE, SAME_ARTICLE_PENALTY, Candidates, order
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("embeddings.search")  # the package's name: what logs and their readers know
 
 DEFAULT_K = 5
 MAX_K = 20
-# The per-article cap shapes the order, never hides: an article's passages after its best
-# PER_ARTICLE count SAME_ARTICLE_PENALTY less, so other articles' passages come first unless they
-# score that much lower, and further pages go on down the ranking into more passages of the same
-# articles (docs/retrieval.md).
-PER_ARTICLE = 2
-SAME_ARTICLE_PENALTY = 0.1
 MAX_QUESTION_CHARS = 2000
 
 
@@ -62,14 +56,7 @@ KEYWORD_LIMIT = 1000
 COMMON_TERM_SHARE = 0.25
 COMMON_TERM_MIN = 20_000
 CONTEXT_WEIGHT = 0.5  # BM25 weight of the context column (title, publication, authors) relative to the text
-# Passages this similar in different articles are one story syndicated twice: shown once, with
-# "also in". Copies of a wire paragraph with a changed word or dateline score 0.97-1.0.
-NEAR_DUPLICATE = 0.95
 RERANK_DEPTH = 50  # passages a cross-encoder re-orders (it costs a model call per passage)
-# How much higher than the last of a pool of candidates a passage left out of it may score: the
-# pools are picked on int8 codes' cosines (within about 0.002 of the float16 ones) and then rescored,
-# so a passage just outside can end up a little above the last one inside.
-RESCORE_SLACK = 0.005
 # Keyword feedback (hybrid): the FEEDBACK_WORDS rarest words of the best passage that the question
 # does not use (at least 3 letters, in at most FEEDBACK_COMMON of the passages) are a second keyword
 # query, its BM25 over its idf sum added x HYBRID_WEIGHT to every candidate's score: the answer's
@@ -88,30 +75,6 @@ ABOUT_ARTICLES = frozenset(
     "write writes wrote written writing article articles story stories piece column report reports author "
     "authors byline publish published".split()
 )
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """Passages considered for one question: rows of the index, best ranking score first."""
-
-    rows: np.ndarray
-    scores: np.ndarray  # the ranking score (cosine, BM25 or fused, by mode)
-    cosine: np.ndarray  # cosine similarity to the question
-    complete: bool  # False when asking for more candidates could find more
-
-    def head(self, n: int) -> "Candidates":
-        return Candidates(self.rows[:n], self.scores[:n], self.cosine[:n], self.complete and n >= len(self.rows))
-
-    @property
-    def ceiling(self) -> float:
-        """The most a passage left out of these candidates can score."""
-        return -np.inf if self.complete or not len(self.rows) else float(self.scores[-1]) + RESCORE_SLACK
-
-    @classmethod
-    def ranked(cls, rows: np.ndarray, scores: np.ndarray, cosine: np.ndarray, complete: bool) -> "Candidates":
-        """Best score first; equal scores by row, so that the order never depends on the pool."""
-        order = np.lexsort((rows, -scores))
-        return cls(rows[order], scores[order], cosine[order], complete)
 
 
 @dataclass(frozen=True)
@@ -666,61 +629,10 @@ class SearchIndex:
         at = np.clip(at, 0, len(sorted_ids) - 1)
         return np.where(sorted_ids[at] == passage_ids, self._id_order[at], -1)
 
-    def _order(
-        self, candidates: Candidates, n: int, per_article: int, penalty: float, duplicates: dict[int, list[int]]
-    ) -> tuple[list[int], list[float]]:
-        """The first n passages in the order shown, and the score each is shown at (its relevance).
-
-        A passage's relevance is its ranking score, less `penalty` when `per_article` passages of its
-        article rank above it; the order is by relevance, the ranking's order among equals. It
-        depends on the question alone, never on n, so page 2 continues page 1 exactly. A passage that is a near-copy of one ordered before it from another article (a
-        syndicated wire story) is not ordered but listed under that one in `duplicates`.
-
-        Candidates outside the pool score at most its last score, so only the passages whose
-        relevance is at least that (Candidates.ceiling) are settled: fewer than n means the caller
-        needs a larger pool."""
-        rows, scores = candidates.rows, candidates.scores
-        if not len(rows) or n <= 0:
-            return [], []
-        # Only the rows looked at are read (from the vector file, one by one on a large index):
-        # usually a few more than n, unless the penalty or near-copies push many down.
-        vectors = self.vectors.get(rows[: max(2 * n, 16)])
-        kept: list[int] = []  # rows in the ranking's order
-        kept_at: list[int] = []  # their positions in rows, for the vectors
-        relevance: list[float] = []
-        per: dict[int, int] = {}
-        best_n: list[float] = []  # min-heap of the n highest relevances so far
-        looked = len(rows)
-        for at, i in enumerate(rows):
-            score = float(scores[at])
-            if len(best_n) == n and best_n[0] >= score:
-                looked = at  # no passage from here on can come before the n settled ones
-                break
-            if at == len(vectors):
-                vectors = np.concatenate([vectors, self.vectors.get(rows[at : 2 * at])])
-            i = int(i)
-            a = int(self.passage_article[i])
-            if kept:
-                similarity = vectors[kept_at] @ vectors[at]
-                j = int(np.argmax(similarity))
-                if similarity[j] >= NEAR_DUPLICATE and int(self.passage_article[kept[j]]) != a:
-                    duplicates.setdefault(kept[j], []).append(i)
-                    continue
-            if per.get(a, 0) >= per_article:
-                if penalty == np.inf:
-                    continue
-                score -= penalty
-            per[a] = per.get(a, 0) + 1
-            kept.append(i)
-            kept_at.append(at)
-            relevance.append(score)
-            if len(best_n) < n:
-                heapq.heappush(best_n, score)
-            elif score > best_n[0]:
-                heapq.heapreplace(best_n, score)
-        floor = max(float(scores[looked]) if looked < len(rows) else -np.inf, candidates.ceiling)
-        order = sorted(((r, k) for k, r in enumerate(relevance) if r >= floor), key=lambda rk: (-rk[0], rk[1]))[:n]
-        return [kept[k] for _, k in order], [r for r, _ in order]
+    def _order(self, candidates: Candidates, n: int, per_article: int, penalty: float,
+               duplicates: dict[int, list[int]]) -> tuple[list[int], list[float]]:
+        return order(candidates, n, per_article, penalty, duplicates, article_of=self.passage_article,
+                     vectors_of=self.vectors.get)
 
     def context(self, passage_id: int, radius: int = 1) -> list[Result]:
         """The passage and its neighbours in the article, in order (for the bot's "Context" button)."""
