@@ -5,10 +5,12 @@
 
 Uses the cached evaluation indexes of `corpus-bot eval` (built on first use). Per question the
 cosine and BM25 scores of every passage are computed once; each rule then only re-ranks. The
-numbers go into docs/retrieval.md.
+product's rule is not copied here: its variants are HybridRule settings (embeddings/search/hybrid.py)
+passed to the search itself (RULE_VARIANTS). The numbers go into docs/retrieval.md.
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from embeddings.config import Settings
 from embeddings.embedder import load_embedder
 from embeddings.evaluate import cached_index, load_beir
 from embeddings.metrics import evaluate_run
-from embeddings.search import Candidates, SearchIndex, fts_terms, word_weights
+from embeddings.search import Candidates, HybridRule, SearchIndex, fts_terms, word_weights
 
 
 def keyword_scores(index, question):
@@ -43,20 +45,6 @@ def term_scores(index, question, embedder, every_vector):
         scores[rows] = bm25
         out.append((scores, weight == 1.0, every_vector @ vector))
     return out
-
-
-def missed(cos, terms, question_idf, beta, exponent, other_weight=0.25):
-    """Session 7 (the default): each word's BM25 times its weight (1 or other_weight, as graded())
-    plus (1 - cosine(word, passage))^exponent, the share of the word the passage's vector misses."""
-    if question_idf <= 0:
-        return cos
-    kw = sum((s * word_weight(blind, c, other_weight, exponent) for s, blind, c in terms), np.zeros_like(cos))
-    return cos + beta * kw / question_idf
-
-
-def word_weight(blind, cos, other_weight=0.25, exponent=5):
-    """A word's keyword weight in each passage under the session 7 rule (search.Coverage)."""
-    return (1.0 if blind else other_weight) + (1 - np.clip(cos, 0, 1)) ** exponent
 
 
 def graded(cos, terms, question_idf, beta, other_weight):
@@ -169,9 +157,11 @@ RULES.update({f"cos+{b}*coverage, model-read words x{w}": (lambda b, w: lambda c
               for w in (0.0, 0.1, 0.25, 0.5) for b in (0.3, 0.5, 0.7)})
 RULES.update({f"cos+{b}*coverage x vector-top-5 coverage": (lambda b: lambda c, k, idf, terms: vector_top_gated(c, k, idf, b))(b)
               for b in (0.3, 0.5, 0.7)})
-# session 7: a match counts more where the passage's vector misses the word (0.225 = the default)
-RULES.update({f"cos+{b}*coverage, weight + missed^{a}": (lambda b, a: lambda c, k, idf, terms: missed(c, terms, idf, b, a))(b, a)
-              for b in (0.2, 0.225, 0.25) for a in (3, 4, 5, 6)})
+# session 7 on: the product's rule (a match counts more where the passage's vector misses the word,
+# plus keyword feedback), run by the search itself with other settings (0.225 and 5: the default).
+RULE_VARIANTS = {f"hybrid rule weight={b}, missed^{a}": HybridRule(weight=b, missed_exponent=a)
+                 for b in (0.2, 0.225, 0.25) for a in (3, 4, 5, 6)}
+RULE_VARIANTS["hybrid rule without feedback"] = HybridRule(feedback_words=0)
 
 
 def eval_sets(folders: list[str]):
@@ -189,8 +179,14 @@ def rank_documents(index, scores, n=100):
     scores = scores.astype(np.float64)
     order = np.argsort(-scores, kind="stable")
     order = order[np.isfinite(scores[order]) & (scores[order] > -1e8)]
-    picked = index._pick(Candidates(order, scores[order], scores[order], True), n, 1, {})
+    picked, _ = index._order(Candidates(order, scores[order], scores[order], True), n, 1, math.inf, {})
     return [index.articles[index.passage_article[i]].key for i in picked]
+
+
+def rank_by_rule(index, embedder, question, rule, n=100):
+    """The keys of the n best documents under a HybridRule, as `corpus-bot eval` ranks them."""
+    ranking = index.rank(question, embedder, n=n, per_article=1, penalty=math.inf, mode="hybrid", rule=rule)
+    return [index.articles[index.passage_article[i]].key for i in ranking.picked]
 
 
 def main(folders: list[str]) -> None:
@@ -205,6 +201,10 @@ def main(folders: list[str]) -> None:
             run = {}
             for q, (c, k, idf, terms) in zip(qids, per_q):
                 run[q] = rank_documents(index, rule(c, k, idf, terms))
+            m = evaluate_run(run, data.qrels)
+            print(f"  {name:<22} ndcg@10 {m['ndcg@10']:.4f}  recall@100 {m['recall@100']:.4f}")
+        for name, rule in RULE_VARIANTS.items():
+            run = {q: rank_by_rule(index, embedder, data.queries[q], rule) for q in qids}
             m = evaluate_run(run, data.qrels)
             print(f"  {name:<22} ndcg@10 {m['ndcg@10']:.4f}  recall@100 {m['recall@100']:.4f}")
 

@@ -23,7 +23,9 @@ from ..errors import IndexDamagedError, ModelMismatchError, QueryError
 from ..highlight import best_sentence
 from ..vectors import DTYPE, VectorMatrix, checked_scale
 from ..word_vectors import WordVectors
-from ..words import WORD, fts_terms
+from ..words import fts_terms
+from . import hybrid
+from .hybrid import DEFAULT_RULE, HybridRule
 from .order import PER_ARTICLE, SAME_ARTICLE_PENALTY, Candidates, order
 
 log = logging.getLogger("embeddings.search")  # the package's name: what logs and their readers know
@@ -34,47 +36,12 @@ MAX_QUESTION_CHARS = 2000
 
 
 MODES = ("vector", "hybrid", "keyword")
-# Hybrid score: cosine + HYBRID_WEIGHT x keyword coverage (SearchIndex.keyword_coverage): each
-# question word's BM25 in the passage, weighted by how far the word is from what the embedding
-# model already sees: MODEL_READ_WEIGHT for a word it reads whole, 1 for one it must cut up
-# (word_weights), plus (1 - cosine(word, passage))^MISSED_EXPONENT, the share of the word the
-# passage's vector misses (word_vectors.py); the cosine alone when the question uses an ordinary
-# word no passage has (keyword_coverage). Of the rules in docs/retrieval.md the one that gains
-# where questions reuse rare words (SciFact +0.086 nDCG@10 over vectors, news_lee +0.041) and
-# stays above vectors where they are paraphrased (+0.009 and +0.012), hence the default.
+# Hybrid: the rule in hybrid.py. Of the rules in docs/retrieval.md the one that gains where questions
+# reuse rare words and stays above vectors where they are paraphrased, hence the default.
 DEFAULT_MODE = "hybrid"
-HYBRID_WEIGHT = 0.225
-MODEL_READ_WEIGHT = 0.25
-MISSED_EXPONENT = 5
 KEYWORD_LIMIT = 1000
-# A question word found in more than this share of the passages, and in more than this many, is
-# left out of the keyword query (unless every word is that common): its BM25 weight is tiny
-# (idf < 1.1, against 7-12 for the words that find the answer) but FTS5 scores every passage it
-# matches (~0.6 us each): "said" or "about" in 300k of 1M passages would cost 200 ms. Small
-# corpora are never pruned. 0.25 changes nDCG@10 by at most 0.003 on SciFact and news_lee;
-# 0.05 cost 0.03 on SciFact (docs/retrieval.md).
-COMMON_TERM_SHARE = 0.25
-COMMON_TERM_MIN = 20_000
 CONTEXT_WEIGHT = 0.5  # BM25 weight of the context column (title, publication, authors) relative to the text
 RERANK_DEPTH = 50  # passages a cross-encoder re-orders (it costs a model call per passage)
-# Keyword feedback (hybrid): the FEEDBACK_WORDS rarest words of the best passage that the question
-# does not use (at least 3 letters, in at most FEEDBACK_COMMON of the passages) are a second keyword
-# query, its BM25 over its idf sum added x HYBRID_WEIGHT to every candidate's score: the answer's
-# own rare words are what the question and the passages that answer it share beyond its wording.
-# +0.007 nDCG@10 on SciFact, +0.002-0.006 on the news sets; from 3 or 5 passages it drifts off
-# topic (docs/retrieval.md).
-FEEDBACK_WORDS = 8
-FEEDBACK_COMMON = 0.1
-# A passage holding this share of the question's rare words' weight (names, numbers, jargon:
-# SearchIndex.rare_words) is not a weak answer, whatever its cosine: half would let a coincidence
-# through ("Who is Angela Merkel?" where an article mentions Merkel-era tariffs), all of them is
-# stricter than longer questions need (docs/retrieval.md).
-RARE_WORDS_HELD = 0.7
-# Words a question uses about the articles rather than what they say ("What did Jason Ditz write?").
-ABOUT_ARTICLES = frozenset(
-    "write writes wrote written writing article articles story stories piece column report reports author "
-    "authors byline publish published".split()
-)
 
 
 @dataclass(frozen=True)
@@ -262,6 +229,7 @@ class SearchIndex:
         per_article: int = PER_ARTICLE,
         mode: str = DEFAULT_MODE,
         reranker: Reranker | None = None,
+        rule: HybridRule = DEFAULT_RULE,
     ) -> Answer:
         question = " ".join(question.split())
         if not question:
@@ -273,13 +241,14 @@ class SearchIndex:
         if filters.since and filters.until and filters.since > filters.until:
             raise QueryError(f"--since {filters.since} is after --until {filters.until}")
 
-        ranking = self.rank(question, embedder, n=offset + k + 1, filters=filters, per_article=per_article, mode=mode)
+        ranking = self.rank(question, embedder, n=offset + k + 1, filters=filters, per_article=per_article, mode=mode,
+                            rule=rule)
         if reranker:
             ranking = self._rerank(question, ranking, reranker, n=offset + k + 1, per_article=per_article)
         picked = ranking.picked
         page, has_more = picked[offset : offset + k], len(picked) > offset + k
         texts = self._texts(picked[: offset + k])
-        weak = self._weak(question, embedder, picked[: offset + k], ranking.picked_cosine[: offset + k], texts)
+        weak = self._weak(question, embedder, picked[: offset + k], ranking.picked_cosine[: offset + k], texts, rule)
 
         def vectors_of(words: list[str]) -> np.ndarray:
             return self.word_vectors.of(words, embedder)
@@ -307,21 +276,21 @@ class SearchIndex:
         )
 
     def _weak(self, question: str, embedder: Embedder, rows: list[int], cosine: list[float],
-              texts: dict[int, str]) -> list[bool]:
+              texts: dict[int, str], rule: HybridRule) -> list[bool]:
         """Which passages are weak answers: those whose cosine similarity to the question is below
         weak_score (comparable across questions, unlike fused scores) and that do not hold the
-        question's rare words (names, numbers, jargon: RARE_WORDS_HELD of their weight, in the
+        question's rare words (names, numbers, jargon: rule.rare_words_held of their weight, in the
         passage or its article's title, publication and authors). docs/retrieval.md has both error
         rates on a labelled set."""
         weak = [c < self.weak_score for c in cosine]
-        rare = self.rare_words(question, embedder) if any(weak) else {}
+        rare = self.rare_words(question, embedder, rule) if any(weak) else {}
         if not rare:
             return weak
         for at, row in enumerate(rows):
             if weak[at]:
                 a = self.articles[self.passage_article[row]]
                 text = " ".join([texts.get(int(self.passage_ids[row]), ""), a.title or "", a.source or "", *a.authors])
-                weak[at] = rare_share(rare, text) < RARE_WORDS_HELD
+                weak[at] = hybrid.rare_share(rare, text) < rule.rare_words_held
         return weak
 
     def rank(
@@ -334,6 +303,7 @@ class SearchIndex:
         per_article: int = PER_ARTICLE,
         penalty: float = SAME_ARTICLE_PENALTY,
         mode: str = DEFAULT_MODE,
+        rule: HybridRule = DEFAULT_RULE,
     ) -> Ranking:
         """The first n passages (row indices) for a question under filters, by mode, in the order
         shown (_order: `per_article` passages of an article before `penalty` applies; an infinite
@@ -350,19 +320,19 @@ class SearchIndex:
         # The keyword search needs no vector: it runs in another thread while the question is embedded.
         keyword = None
         if mode == "keyword":
-            keyword = _keyword_threads().submit(self.keyword_hits, question, keep)
+            keyword = _keyword_threads().submit(self.keyword_hits, question, keep, KEYWORD_LIMIT, rule)
         elif mode == "hybrid":
             terms = fts_terms(question)
             # before encode: all three use the tokenizer
-            weights, vectors = word_weights(terms, embedder), self.word_vectors.of(terms, embedder)
-            keyword = _keyword_threads().submit(self.keyword_coverage, terms, keep, weights, vectors)
+            weights, vectors = hybrid.word_weights(terms, embedder, rule), self.word_vectors.of(terms, embedder)
+            keyword = _keyword_threads().submit(self.keyword_coverage, terms, keep, weights, vectors, rule)
         query = embedder.encode([question])[0]
         found = keyword.result() if keyword else None
         if mode == "hybrid":
-            found = self._fuse(query, found, keep, terms, embedder)
-        elif mode == "keyword":  # BM25 over the words' idf sum: on the scale the article penalty is set for
+            found = self._fuse(query, found, keep, terms, rule)
+        elif mode == "keyword":
             rows, bm25 = found
-            found = rows, bm25 / max(self.idf_sum(fts_terms(question)), 1e-6)
+            found = rows, hybrid.keyword_scores(bm25, self.idf_sum(fts_terms(question)))
         pool = max(4 * n, 64)
         while True:  # the article penalty and duplicates can use up a pool: widen it until n are settled
             candidates = self._candidates(query, found, keep, mode, pool)
@@ -400,35 +370,30 @@ class SearchIndex:
             np.concatenate([fused.cosine, tail.cosine]), complete=len(v_rows) < pool,
         )
 
-    def _fuse(self, query: np.ndarray, coverage_of: "Coverage", keep, terms: list[str], embedder: Embedder) -> "Fusion":
-        """Hybrid's candidates, the vectors' and the keywords' best FUSION_DEPTH, scored on cosine +
-        keyword coverage + keyword feedback from the best of them (FEEDBACK_WORDS)."""
+    def _fuse(self, query: np.ndarray, coverage_of: "Coverage", keep, terms: list[str], rule: HybridRule) -> "Fusion":
+        """Hybrid's candidates, the vectors' and the keywords' best rule.fusion_depth, scored by the
+        hybrid rule: cosine + keyword coverage + keyword feedback from the best of them."""
         # Up to 400 passages are fused on the cosines their int8 codes give (within about 0.002 of
         # the float16 ones; in memory), and only the best `pool` are then rescored on their float16
         # values (_candidates): on a large index those are read from the vector file one by one (at
         # 100k passages, 600 reads a question took 3 ms; more when the file is not in the page cache).
-        c_rows = self.vectors.nearest_rows(query, FUSION_DEPTH, keep)
-        rows = np.union1d(c_rows, coverage_of.rows[:FUSION_DEPTH])
+        c_rows = self.vectors.nearest_rows(query, rule.fusion_depth, keep)
+        rows = np.union1d(c_rows, coverage_of.rows[: rule.fusion_depth])
         passages = self.vectors.approx(rows)  # decoded once for the cosines and both coverages
         cosine = passages @ query
-        bonus = HYBRID_WEIGHT * coverage_of(rows, passages)
+        bonus = hybrid.keyword_bonus(coverage_of(rows, passages), rule)
         if len(rows):
-            words = self.feedback_words(terms, int(rows[np.argmax(cosine + bonus)]))
+            words = self.feedback_words(terms, int(rows[np.argmax(cosine + bonus)]), rule)
             if words:  # one query for all the words: one per word took twice as long, for the same ranking
-                ids, scores = self._engine_top(words, FUSION_DEPTH)
+                ids, scores = self._engine_top(words, rule.fusion_depth)
                 bm25 = _scores_at(rows, self._rows_of(ids), scores)
-                bonus = bonus + HYBRID_WEIGHT * bm25 / self.idf_sum(words)
+                bonus = bonus + hybrid.feedback_bonus(bm25, self.idf_sum(words), rule)
         return Fusion(rows, cosine + bonus, bonus)
 
-    def feedback_words(self, asked: list[str], row: int) -> list[str]:
-        """Hybrid's keyword feedback: the FEEDBACK_WORDS rarest words of the passage at `row` that
-        are not in `asked`, have at least 3 letters and are in at most FEEDBACK_COMMON of the passages."""
-        pid = int(self.passage_ids[row])
-        asked_words = set(asked)
-        words = [w for w in fts_terms(self._texts([row]).get(pid, "")) if len(w) > 2 and w not in asked_words]
-        counts = {w: self.document_frequency(w) for w in words}
-        rare = [w for w in words if 0 < counts[w] <= FEEDBACK_COMMON * self.passage_count]
-        return sorted(rare, key=counts.__getitem__)[:FEEDBACK_WORDS]  # the rarest: the highest idf
+    def feedback_words(self, asked: list[str], row: int, rule: HybridRule = DEFAULT_RULE) -> list[str]:
+        """Hybrid's keyword feedback words from the passage at `row` (hybrid.feedback_words)."""
+        words = fts_terms(self._texts([row]).get(int(self.passage_ids[row]), ""))
+        return hybrid.feedback_words(words, asked, self.document_frequency, self.passage_count, rule)
 
     @staticmethod
     def _cosines(candidates: Candidates, picked: list[int]) -> list[float]:
@@ -449,20 +414,20 @@ class SearchIndex:
                        duplicates, ranking.query)
 
     def keyword_hits(
-        self, question: str, keep: np.ndarray | None = None, limit: int = KEYWORD_LIMIT,
+        self, question: str, keep: np.ndarray | None = None, limit: int = KEYWORD_LIMIT, rule: HybridRule = DEFAULT_RULE,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Rows and BM25 scores (higher is better) of the best `limit` matching passages, best first:
         from FTS5, or from the tantivy copy on a large index. Rows where keep is False are dropped
-        after the limit."""
-        rows, scores, _ = self._keyword_search(fts_terms(question), keep, limit)
+        after the limit; `rule`: its common-word pruning."""
+        rows, scores, _ = self._keyword_search(fts_terms(question), keep, limit, rule)
         return rows, scores
 
-    def _keyword_search(self, terms, keep, limit, weights: dict[str, float] | None = None):
+    def _keyword_search(self, terms, keep, limit, rule: HybridRule, weights: dict[str, float] | None = None):
         """keyword_hits; with `weights` (hybrid search) the words are searched one by one, each
         word's BM25 scaled by its weight and added up (BM25 is a sum over the words: exact for the
         passages within each word's best `limit`), and each word's own hits returned as well."""
         if self.tantivy is None:
-            terms = self._without_common(terms)
+            terms = hybrid.without_common(terms, self.term_count, self.passage_count, rule)
         found_by_word = None
         if weights is None:
             ids, scores = self._engine_top(terms, limit)
@@ -486,29 +451,21 @@ class SearchIndex:
         return found
 
     def keyword_coverage(
-        self, terms: list[str], keep: np.ndarray | None, weights: dict[str, float], vectors: np.ndarray
+        self, terms: list[str], keep: np.ndarray | None, weights: dict[str, float], vectors: np.ndarray,
+        rule: HybridRule = DEFAULT_RULE,
     ) -> "Coverage":
         """The keyword side of hybrid search: the best keyword hits (by BM25 with `weights`), and a
-        function giving any passages' coverage of the question: the BM25 of each word in the passage
-        times the word's weight plus the share of the word the passage's vector misses, (1 -
-        cosine(word vector, passage))^MISSED_EXPONENT (the passage as its int8 scan codes hold
-        it: in memory, where its float16 row may be on disk), summed and divided by the question's
-        idf sum (roughly the BM25 of a passage holding every word once), so comparable across
-        questions and addable to a cosine; zero everywhere when the question uses an ordinary word
-        no passage has. `vectors`: the words' vectors (word_vectors.py), zero when unknown."""
-        # Each word's best FUSION_DEPTH: as good as its best 1000 on the evaluation sets (SciFact
+        function giving any passages' coverage of the question (hybrid.coverage; the passages as
+        their int8 scan codes hold them: in memory, where a float16 row may be on disk); zero
+        everywhere when the question is phrased otherwise (hybrid.phrased_otherwise). `vectors`:
+        the words' vectors (word_vectors.py), zero when unknown."""
+        # Each word's best rule.fusion_depth: as good as its best 1000 on the evaluation sets (SciFact
         # 0.7278 against 0.7275), and half the keyword time at 100k passages. (Asking the tantivy
         # copy instead for the words' scores in just the candidate passages took 16 ms at 100k.)
-        rows, _, by_word = self._keyword_search(terms, keep, FUSION_DEPTH, weights)
-        # An ordinary word (one the model reads whole) that no passage uses: the question is phrased
-        # in other words than the corpus, where any keyword match is incidental, so the vectors rank
-        # alone (news_shipped +0.026 nDCG@10, paraphrases +0.005; docs/retrieval.md). A word left
-        # out as too common (not in by_word) is not missing, nor is a word about the articles
-        # themselves ("What did Jason Ditz write?": his name is in the context column, "write" in no text).
-        if any(weights[t] < 1.0 and t in by_word and not len(by_word[t][0]) and t not in ABOUT_ARTICLES
-               for t in terms):
-            return Coverage(self, [], weights, vectors, 0.0, rows[:0], {})
-        return Coverage(self, terms, weights, vectors, self.idf_sum(terms), rows, by_word)
+        rows, _, by_word = self._keyword_search(terms, keep, rule.fusion_depth, rule, weights)
+        if hybrid.phrased_otherwise(terms, weights, {t: len(found) for t, (found, _) in by_word.items()}):
+            return Coverage(self, [], weights, vectors, 0.0, rows[:0], {}, rule)
+        return Coverage(self, terms, weights, vectors, self.idf_sum(terms), rows, by_word, rule)
 
     def idf_sum(self, terms: list[str]) -> float:
         """Sum of the words' BM25 idf, as the engine that scores them computes it."""
@@ -562,15 +519,6 @@ class SearchIndex:
         scores = np.fromiter((-r[1] for r in found), np.float32, len(found))
         return ids, scores
 
-    def _without_common(self, terms: list[str]) -> list[str]:
-        """The terms minus the common ones (COMMON_TERM_SHARE, COMMON_TERM_MIN); the rarest one
-        when all are common."""
-        limit = max(COMMON_TERM_SHARE * self.passage_count, COMMON_TERM_MIN)
-        if len(terms) < 2 or self.passage_count <= limit:
-            return terms
-        counts = {t: self.term_count(t) for t in terms}
-        return [t for t in terms if counts[t] <= limit] or [min(terms, key=counts.get)]
-
     def document_frequency(self, word: str) -> int:
         """Passages holding the word, as the engine that scores it counts (tantivy: stemmed, in the text)."""
         engine = self.tantivy
@@ -596,26 +544,12 @@ class SearchIndex:
             self._term_counts[term] = count
         return self._term_counts[term]
 
-    def rare_words(self, question: str, embedder: Embedder) -> dict[str, float]:
-        """The question's rare words, each with its weight (its idf as FTS5 computes it; a word no
-        passage holds weighs the most): names, numbers and jargon, that is the words it writes with
-        a capital letter after its first word, that hold a digit, or that the embedding model cuts
-        into pieces (word_weights). Not common words, stopwords or words about the articles
-        themselves. A word written in capitals ("US", "GDP") keeps them: rare_share matches it
-        only so written, not as "us"."""
-        words = WORD.findall(question)
-        capitalised = {w.casefold() for w in words[1:] if w[:1].isupper() and len(w) > 1}
-        acronyms = {w.casefold(): w for w in words if w.isupper() and len(w) > 1}
-        terms = [t for t in fts_terms(question) if t not in ABOUT_ARTICLES]
-        weights = word_weights(terms, embedder)
-        n = self.passage_count
-        rare = {}
-        for t in terms:
-            if weights[t] == 1.0 or t in capitalised:
-                df = self.document_frequency(t)
-                idf = np.log((n + 0.5) / 0.5) if not df else max(np.log((n - df + 0.5) / (df + 0.5)), 0.0)
-                rare[acronyms.get(t, t)] = float(idf)
-        return rare
+    def rare_words(self, question: str, embedder: Embedder, rule: HybridRule = DEFAULT_RULE) -> dict[str, float]:
+        """The question's rare words (hybrid.rare_candidates), each with its weight
+        (hybrid.rare_weight, on the document frequency of the engine that scores it)."""
+        terms = [t for t in fts_terms(question) if t not in hybrid.ABOUT_ARTICLES]
+        forms = hybrid.rare_candidates(question, terms, hybrid.word_weights(terms, embedder, rule))
+        return {form: hybrid.rare_weight(self.passage_count, self.document_frequency(t)) for t, form in forms.items()}
 
     def _rows_of(self, passage_ids: np.ndarray) -> np.ndarray:
         """Row index of each passage id in this snapshot, -1 when absent."""
@@ -659,20 +593,6 @@ class SearchIndex:
         return sorted(names, key=str.casefold)
 
 
-def rare_share(rare: dict[str, float], text: str) -> float:
-    """The share of the rare words' weight (SearchIndex.rare_words) that the text holds: each word
-    as a whole word, in any case (a word kept in capitals only so written), or with a plural -s."""
-    total = sum(rare.values())
-    if total <= 0:
-        return 0.0
-    words = WORD.findall(text)
-    written = set(words) | {w.casefold() for w in words}
-    held = sum(weight for word, weight in rare.items()
-               if word in written or word + "s" in written or word + "es" in written
-               or (len(word) > 4 and word.endswith("s") and word[:-1] in written))
-    return held / total
-
-
 def fts_match(terms: list[str]) -> str:
     """A safe FTS5 MATCH expression: the words, each quoted, OR-ed together.
 
@@ -689,9 +609,6 @@ def _keyword_threads() -> ThreadPoolExecutor:
     if _keyword_pool is None:
         _keyword_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
     return _keyword_pool
-
-
-FUSION_DEPTH = 200  # candidates taken from each list
 
 
 @dataclass(frozen=True)
@@ -716,22 +633,22 @@ class Coverage:
     idf_sum: float
     rows: np.ndarray
     found_by_word: dict[str, tuple[np.ndarray, np.ndarray]]  # word -> its own best rows and BM25
+    rule: HybridRule
 
     def __call__(self, rows: np.ndarray, passages: np.ndarray | None = None) -> np.ndarray:
         """`passages`: the rows' vectors as their int8 codes hold them, when the caller has them."""
         if self.idf_sum <= 0 or not len(rows) or not self.terms:
             return np.zeros(len(rows), np.float32)
         bm25 = _word_scores(self.found_by_word, self.terms, rows)
-        matched = bm25.any(axis=0)  # the cosines are needed only where some word matches
-        weight = np.zeros_like(bm25)
+        matched = hybrid.matched(bm25)  # the cosines are needed only where some word matches
+        cosine = None
         if matched.any():
             passages = self.index.vectors.approx(rows[matched]) if passages is None else passages[matched]
             # One matrix-vector product per word: as one matrix product OpenBLAS wakes its threads,
             # which right after the vector scan took 2.8 ms instead of 0.15.
             cosine = np.stack([passages @ v for v in self.vectors])
-            missed = (1.0 - np.minimum(np.maximum(cosine, 0.0), 1.0)) ** MISSED_EXPONENT
-            weight[:, matched] = np.array([self.weights.get(t, 1.0) for t in self.terms], np.float32)[:, None] + missed
-        return (bm25 * weight).sum(0) / self.idf_sum
+        weights = [self.weights.get(t, 1.0) for t in self.terms]
+        return hybrid.coverage(bm25, weights, cosine, self.idf_sum, self.rule)
 
 
 def _word_scores(found_by_word, terms: list[str], rows: np.ndarray) -> np.ndarray:
@@ -754,16 +671,6 @@ def _scores_at(rows: np.ndarray, hit_rows: np.ndarray, scores: np.ndarray) -> np
         here = ordered[at] == hit_rows
         out[order[at[here]]] = scores[here]
     return out
-
-
-def word_weights(terms: list[str], embedder: Embedder) -> dict[str, float]:
-    """Keyword weight of each question word in hybrid search: MODEL_READ_WEIGHT for a word the
-    embedding model reads as one token of its vocabulary (it places such words well itself), 1 for
-    the words it must cut into pieces or that hold a digit (names, jargon, codes: where vectors
-    are weak and exact matching is what finds the passage)."""
-    overhead = embedder.count_tokens("")  # the special tokens around any text
-    return {t: 1.0 if any(c.isdigit() for c in t) or embedder.count_tokens(t) - overhead > 1 else MODEL_READ_WEIGHT
-            for t in terms}
 
 
 def _add_up(ids: list[np.ndarray], scores: list[np.ndarray], limit: int) -> tuple[np.ndarray, np.ndarray]:
