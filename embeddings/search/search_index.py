@@ -16,15 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import store, tantivy_index, vector_file
+from .. import store, tantivy_index
 from ..answer import Answer, Article, Result
 from ..embedder import Embedder, Reranker
 from ..errors import IndexDamagedError, ModelMismatchError, QueryError
 from ..highlight import best_sentence
-from ..vectors import DTYPE, VectorMatrix, checked_scale
+from ..vectors import VectorMatrix
 from ..word_vectors import WordVectors
 from ..words import fts_terms
-from . import hybrid
+from . import engines, hybrid
+from .engines import Fts5Keywords, KeywordEngine, KeywordFallback, TantivyKeywords
 from .hybrid import DEFAULT_RULE, HybridRule
 from .order import PER_ARTICLE, SAME_ARTICLE_PENALTY, Candidates, order
 
@@ -40,7 +41,6 @@ MODES = ("vector", "hybrid", "keyword")
 # reuse rare words and stays above vectors where they are paraphrased, hence the default.
 DEFAULT_MODE = "hybrid"
 KEYWORD_LIMIT = 1000
-CONTEXT_WEIGHT = 0.5  # BM25 weight of the context column (title, publication, authors) relative to the text
 RERANK_DEPTH = 50  # passages a cross-encoder re-orders (it costs a model call per passage)
 
 
@@ -76,7 +76,6 @@ class SearchIndex:
     def __init__(self, conn, meta, articles, vectors, passage_ids, passage_article, passage_position, weak_score):
         self._conn = conn
         self._lock = threading.Lock()  # one sqlite connection shared by executor threads
-        self._engine_lock = threading.Lock()  # switching from a failed tantivy copy to FTS5, once
         self.meta = meta
         self.articles: list[Article] = articles
         self.vectors: VectorMatrix = vectors
@@ -86,10 +85,10 @@ class SearchIndex:
         self.weak_score = weak_score
         self._id_order: np.ndarray | None = None  # lazily built id -> row lookup
         self._sorted_ids: np.ndarray | None = None
-        self._term_counts: dict[str, int] = {}  # passages matching each question word, in this snapshot
         self._usable: np.ndarray | None = None  # False for passages whose vectors are damaged (_leave_out)
         self.damaged: dict[str, str] = {}
-        self.tantivy: tantivy_index.TantivyIndex | None = None  # keyword search's fast path on large indexes
+        self._fts5 = Fts5Keywords(conn, self._lock, len(passage_ids))
+        self.keyword: KeywordEngine = self._fts5  # keyword_engine(): the tantivy copy on a large index
         self.word_vectors = WordVectors.load(conn, int(meta.get("dimension") or 0))
         # Publication dates as day ordinals (0 = undated) so date filters are one vector comparison.
         self._published = np.array([a.published.toordinal() if a.published else 0 for a in articles], dtype=np.int64)
@@ -114,25 +113,8 @@ class SearchIndex:
             row_of = {a.id: i for i, a in enumerate(articles)}
             dim = int(meta.get("dimension") or 0)
             total = sum(a.passages for a in articles)
-            loaded = (vector_file.load(index_path, meta.get("generation"), total, dim)
-                      if total >= vector_file.LARGE_INDEX else None)
-            damaged: dict[int, str] = {}  # article id -> why some of its vectors are left out
-            damaged_rows = np.zeros(0, np.int64)
-            if loaded:
-                vectors, ids, owners = loaded.vectors, loaded.passage_ids, loaded.owners
-            else:
-                # Filled blob by blob: joining the blobs first doubled peak memory (and glibc kept
-                # the freed half: 3.0 GB instead of 1.5 GB RSS at 1M passages).
-                exact = np.empty((total, max(dim, 1)), DTYPE)
-                try:
-                    owners, damaged = store.read_vectors_into(conn, exact)
-                except ValueError as exc:
-                    raise IndexDamagedError(
-                        f"the index at {index_path} is inconsistent ({exc}): run `corpus-bot index --rebuild`"
-                    ) from None
-                # Checked where the codes' scale is computed: the same pass over the vectors.
-                damaged_rows, scale = checked_scale(exact)
-                vectors, ids = VectorMatrix(exact, scale), store.passage_ids_by_row(conn)
+            loaded = engines.load_vectors(engines.vector_sources(conn, index_path, meta.get("generation"), total, dim))
+            vectors, ids, owners = loaded.vectors, loaded.passage_ids, loaded.owners
             counts = np.array([articles[row_of[a]].passages for a in owners], dtype=np.int64)
             passage_article = np.repeat(np.array([row_of[a] for a in owners], dtype=np.int32), counts)
             passage_position = (np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
@@ -145,10 +127,21 @@ class SearchIndex:
             conn.close()
             raise
         index = cls(conn, meta, articles, vectors, ids, passage_article, passage_position, weak_score)
-        index._leave_out(damaged_rows, damaged)
-        if len(ids) >= tantivy_index.LARGE_INDEX:
-            index.tantivy = tantivy_index.TantivyIndex.open(index_path, meta.get("generation"))
+        index._leave_out(loaded.damaged_rows, loaded.damaged)
+        index.keyword = engines.keyword_engine(index._fts5, index_path, meta.get("generation"), len(ids))
         return index
+
+    @property
+    def tantivy(self) -> tantivy_index.TantivyIndex | None:
+        """The tantivy copy keyword search uses (None: FTS5, or the copy failed). Setting it to None
+        makes keyword search use FTS5, as on a small index; setting a copy, that copy."""
+        engine = self.keyword
+        first = engine.first if isinstance(engine, KeywordFallback) else None
+        return first.index if first is not None else None
+
+    @tantivy.setter
+    def tantivy(self, copy: tantivy_index.TantivyIndex | None) -> None:
+        self.keyword = self._fts5 if copy is None else KeywordFallback(TantivyKeywords(copy), self._fts5)
 
     def _leave_out(self, rows: np.ndarray, why: dict[int, str]) -> None:
         """Leave passages whose vectors are damaged out of every search, and say so (once per
@@ -426,8 +419,7 @@ class SearchIndex:
         """keyword_hits; with `weights` (hybrid search) the words are searched one by one, each
         word's BM25 scaled by its weight and added up (BM25 is a sum over the words: exact for the
         passages within each word's best `limit`), and each word's own hits returned as well."""
-        if self.tantivy is None:
-            terms = hybrid.without_common(terms, self.term_count, self.passage_count, rule)
+        terms = self.keyword.query_words(terms, rule)
         found_by_word = None
         if weights is None:
             ids, scores = self._engine_top(terms, limit)
@@ -469,80 +461,19 @@ class SearchIndex:
 
     def idf_sum(self, terms: list[str]) -> float:
         """Sum of the words' BM25 idf, as the engine that scores them computes it."""
-        engine = self.tantivy
-        if engine is not None:
-            try:
-                return engine.idf_sum(terms)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:  # see _tantivy_failed
-                self._tantivy_failed(engine, exc)
-        n = self.passage_count
-        # FTS5's idf (sqlite.org/fts5.html#the_bm25_function), floored as FTS5 floors it.
-        return sum(max(np.log((n - df + 0.5) / (df + 0.5)), 1e-6) for df in map(self.term_count, terms) if df)
+        return self.keyword.idf_sum(terms)
 
     def _engine_top(self, terms: list[str], limit: int) -> tuple[np.ndarray, np.ndarray]:
-        engine = self.tantivy
-        if engine is not None:
-            try:
-                return engine.top(terms, limit, context_weight=CONTEXT_WEIGHT)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:  # see _tantivy_failed
-                self._tantivy_failed(engine, exc)
-        return self._fts5_top(terms, limit)
-
-    def _tantivy_failed(self, engine, exc: BaseException) -> None:
-        """The tantivy copy failed, e.g. on a damaged file, where its Rust code may panic (pyo3
-        raises that as a PanicException, a BaseException): FTS5 answers, the same passages, for
-        the rest of this snapshot, and one warning says so."""
-        with self._engine_lock:
-            if self.tantivy is not engine:
-                return  # another thread already switched
-            self.tantivy = None
-        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
-        log.warning("keyword search uses FTS5: the tantivy copy failed (%s: %s); `corpus-bot index` checks it and "
-                    "builds it again", type(exc).__name__, reason)
-
-    def _fts5_top(self, terms: list[str], limit: int) -> tuple[np.ndarray, np.ndarray]:
-        match = fts_match(terms) if self.passage_count else ""
-        if not match:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        with self._lock:
-            found = self._conn.execute(
-                # bm25 once per row (naming it twice computed it twice): lower is better.
-                "SELECT rowid, bm25(passage_fts, 1.0, ?) AS s FROM passage_fts WHERE passage_fts MATCH ? "
-                "ORDER BY s LIMIT ?",
-                (CONTEXT_WEIGHT, match, limit),
-            ).fetchall()
-        ids = np.fromiter((r[0] for r in found), np.int64, len(found))
-        scores = np.fromiter((-r[1] for r in found), np.float32, len(found))
-        return ids, scores
+        return self.keyword.top(terms, limit)
 
     def document_frequency(self, word: str) -> int:
         """Passages holding the word, as the engine that scores it counts (tantivy: stemmed, in the text)."""
-        engine = self.tantivy
-        if engine is not None:
-            try:
-                return engine.doc_freq(word)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:  # see _tantivy_failed
-                self._tantivy_failed(engine, exc)
-        return self.term_count(word)
+        return self.keyword.document_frequency(word)
 
     def term_count(self, term: str) -> int:
-        """Passages whose text or context (title, publication, authors) contain the word (as FTS5 tokenizes it),
-        cached for this snapshot."""
-        if term not in self._term_counts:
-            with self._lock:
-                count = self._conn.execute(
-                    "SELECT count(*) FROM passage_fts WHERE passage_fts MATCH ?", (fts_match([term]),)
-                ).fetchone()[0]
-            if len(self._term_counts) > 100_000:  # a bound for a bot that runs for months
-                self._term_counts.clear()
-            self._term_counts[term] = count
-        return self._term_counts[term]
+        """Passages whose text or context (title, publication, authors) contain the word, as FTS5
+        counts them (whichever engine scores), cached for this snapshot."""
+        return self._fts5.term_count(term)
 
     def rare_words(self, question: str, embedder: Embedder, rule: HybridRule = DEFAULT_RULE) -> dict[str, float]:
         """The question's rare words (hybrid.rare_candidates), each with its weight
@@ -591,14 +522,6 @@ class SearchIndex:
         """Distinct publications and titles, for filter suggestions."""
         names = {a.source for a in self.articles if a.source} | {a.title for a in self.articles if a.title}
         return sorted(names, key=str.casefold)
-
-
-def fts_match(terms: list[str]) -> str:
-    """A safe FTS5 MATCH expression: the words, each quoted, OR-ed together.
-
-    Quoting every token means nothing a user types (quotes, AND/OR/NEAR, -, :, *, parentheses)
-    can be read as FTS5 syntax, so a question can never raise a query syntax error."""
-    return " OR ".join(f'"{t}"' for t in terms)
 
 
 _keyword_pool: ThreadPoolExecutor | None = None
