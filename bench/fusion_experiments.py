@@ -33,7 +33,7 @@ def keyword_scores(index, question):
 
 def term_scores(index, question, embedder, every_vector):
     """Per question word: its BM25 over every passage, whether hybrid search trusts it fully
-    (search.word_weights: the model's tokenizer cuts it into pieces, or it has a digit), and its
+    (search.hybrid.word_weights: the model's tokenizer cuts it into pieces, or it has a digit), and its
     cosine to every passage (its vector as stored in the index, word_vectors.py)."""
     terms = fts_terms(question)
     weights = word_weights(terms, embedder)

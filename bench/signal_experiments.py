@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from embeddings.metrics import ndcg_at
-from embeddings.highlight import STOPWORDS as _STOPWORDS, WORD as _WORD
+from embeddings.words import STOPWORDS as _STOPWORDS, WORD as _WORD
 from embeddings.search import CONTEXT_WEIGHT, fts_terms
 from fusion_experiments import eval_sets, missed, rank_documents, term_scores, word_weight
 

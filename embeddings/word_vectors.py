@@ -1,5 +1,5 @@
 """Vectors of single words, for hybrid search to ask how much of a question word a passage's
-vector already carries (search.keyword_coverage: a keyword match counts more where it does not).
+vector already carries (search/hybrid.py coverage: a keyword match counts more where it does not).
 
 A word's vector is the mean of its tokens' vectors, each token encoded alone by the embedding model
 ([CLS] token [SEP]). The tokens of every word in the corpus are embedded once at index time and

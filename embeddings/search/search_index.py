@@ -1,5 +1,10 @@
 """Search: exact cosine similarity over every passage vector, held in memory (embeddings.vectors).
 
+SearchIndex answers questions over one snapshot: it loads the vectors from a vector source and
+asks a keyword engine (engines.py), runs the keyword side in a thread while the question is
+embedded, keeps the snapshot's caches, and hands the scores' inputs to the hybrid rule
+(hybrid.py) and the ranked candidates to the order they are shown in (order.py).
+
 A `SearchIndex` is an immutable snapshot of one committed index state: vectors, passage ids and
 article metadata are loaded in one read transaction, and that transaction stays open so passage
 texts fetched later come from the same state even while a re-index commits a new one. Callers
