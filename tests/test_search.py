@@ -506,3 +506,22 @@ def test_hybrid_paging_goes_past_the_passages_it_fuses(fake_settings, fake_embed
     assert len({r.passage_id for r in every}) == len(every) == len(paragraphs)
     assert all(a.relevance >= b.relevance for a, b in zip(every, every[1:]))
     idx.close()
+
+
+def test_the_hybrid_rule_scores_arrays_without_an_index():
+    """What a passage scores is the rule's alone: a word's BM25 counts its weight, plus all of it
+    again where the passage's vector misses the word (cosine 0), none where it carries it (cosine 1)."""
+    from embeddings.search import hybrid
+
+    bm25 = np.array([[2.0, 0.0, 2.0], [0.0, 0.0, 1.0]], np.float32)  # 2 words x 3 passages
+    cosine = np.array([[1.0, 0.0], [0.0, 0.0]], np.float32)  # of each word to the 2 passages that match
+    rule = HybridRule(missed_exponent=1)
+    got = hybrid.coverage(bm25, [0.25, 1.0], cosine, idf_sum=4.0, rule=rule)
+    assert got == pytest.approx([2.0 * 0.25 / 4, 0.0, (2.0 * 1.25 + 1.0 * 2.0) / 4])
+    assert hybrid.keyword_bonus(got, HybridRule(weight=0.5)) == pytest.approx(got / 2)
+    assert not hybrid.coverage(bm25, [0.25, 1.0], cosine, idf_sum=0.0).any()  # no word any passage has
+
+    counts = {"kunduz": 3, "selab": 1, "taliban": 60, "ok": 1}
+    picked = hybrid.feedback_words(list(counts), ["kunduz"], counts.get, 100, HybridRule(feedback_words=1))
+    assert picked == ["selab"]  # not asked, at least 3 letters, in at most 10% of passages: the rarest
+    assert hybrid.without_common(["taliban", "selab"], counts.get, 100, HybridRule(common_term_min=5)) == ["selab"]

@@ -93,13 +93,14 @@ def matched(bm25: np.ndarray) -> np.ndarray:
     return bm25.any(axis=0)
 
 
-def coverage(bm25: np.ndarray, weights: np.ndarray, cosine: np.ndarray, idf_sum: float,
+def coverage(bm25: np.ndarray, weights: list[float], cosine: np.ndarray | None, idf_sum: float,
              rule: HybridRule = DEFAULT_RULE) -> np.ndarray:
     """Each passage's keyword coverage of the question: the BM25 of each word in it (`bm25`, words
     x passages) times the word's weight (`weights`, one per word) plus the share of the word the
     passage's vector misses, summed and divided by the question's idf sum (roughly the BM25 of a
     passage holding every word once), so comparable across questions and addable to a cosine.
-    `cosine`: of each word's vector to the `matched` passages (words x matched passages)."""
+    `cosine`: of each word's vector to the `matched` passages (words x matched passages; None
+    when none matches)."""
     if idf_sum <= 0 or not bm25.size:
         return np.zeros(bm25.shape[1], np.float32)
     found = matched(bm25)
