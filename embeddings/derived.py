@@ -24,6 +24,9 @@ from pathlib import Path
 
 from .model_identity import HASH, file_digest
 
+# Passages from which an index gets its derived copies: there FTS5 takes longer than embedding the
+# question, and loading the vectors from SQLite more than a few tenths of a second (bench/README.md).
+LARGE_INDEX = 50_000
 TAG_FILE = "generation"
 CHECKSUM_FILE = "checksums.json"
 

@@ -18,12 +18,8 @@ from collections.abc import Callable
 import numpy as np
 
 from .chunk import sentence_spans
+from .words import STOPWORDS, WORD
 
-WORD = re.compile(r"\w+")
-STOPWORDS = frozenset(
-    "a an and are as at be by did do does for from had has have how in is it its of on or that the their "
-    "them they this to was were what when where which who whom why will with would".split()
-)
 OVERLAP_WEIGHT = 0.2
 # Initialisms written with dots ("U.S.", "E.U.", "W.H.O.") are the same words as without them.
 _DOTTED = re.compile(r"\b(?:[^\W\d_]\.){2,}(?!\w)")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import model_identity, store, tantivy_index, vector_file, word_vectors
+from . import derived, model_identity, store, tantivy_index, vector_file, word_vectors
 from .chunk import make_passages
 from .config import Settings
 from .errors import IndexBusyError, IndexRefusedError, IndexWriteError, ModelMismatchError, RemovalsRefusedError
@@ -599,7 +599,7 @@ def _refresh_vector_file(settings: Settings, report: IndexReport, progress: Prog
     After the commit: without them a search loads the vectors from SQLite, slower to start and
     holding more memory but the same answers, so a failure is a warning, never a failed run."""
     progress.stage, progress.index_passages = "vector file", report.passages_total
-    if report.passages_total >= vector_file.LARGE_INDEX:
+    if report.passages_total >= derived.LARGE_INDEX:
         tick()
     try:
         done = vector_file.refresh(settings.index_path)

@@ -7,7 +7,7 @@ tantivy keeps the same words with block-max pruning and finds the BM25 top k in 
 It is derived data, never the source of truth: built after the index job's commit from one read
 snapshot, and tagged with that snapshot's `generation` (index_meta). A search uses it only when
 the tag equals the generation of the snapshot it searches; a missing, stale or unreadable copy
-means FTS5 answers instead. Only indexes of LARGE_INDEX passages or more get one: below that
+means FTS5 answers instead. Only indexes of derived.LARGE_INDEX passages or more get one: below that
 FTS5 is fast enough, and its scores are the ones the fusion was tuned on (docs/retrieval.md).
 """
 from __future__ import annotations
@@ -25,7 +25,6 @@ from . import derived, store
 
 log = logging.getLogger(__name__)
 
-LARGE_INDEX = 50_000  # passages; from here FTS5 takes longer than embedding the question (bench/README.md)
 ANALYZER = "english"
 WRITER_HEAP = 256 * 1024**2
 MAX_UPDATE_SHARE = 0.25  # of the passages changed by a run, above which a fresh build replaces updating in place
@@ -69,7 +68,7 @@ def _open(folder: Path, *, create: bool = False):
 
 def keyword_engine(index_path: Path, generation: str | None, passages: int) -> str:
     """What keyword search on this index state uses: "fts5", "tantivy", or FTS5 with the reason."""
-    if passages < LARGE_INDEX:
+    if passages < derived.LARGE_INDEX:
         return "fts5"
     why = derived.why_not_used(folder_for(index_path), generation, "tantivy copy")
     return "tantivy" if why is None else f"fts5 ({why})"
@@ -87,7 +86,7 @@ class Changes:
 def refresh(index_path: Path, changes: Changes | None = None, on_passage: Callable[[int], None] | None = None) -> str:
     """Bring the copy beside index_path in line with its committed state; say what was done.
 
-    Removes it when the index is below LARGE_INDEX; keeps it when its tag is current and every
+    Removes it when the index is below derived.LARGE_INDEX; keeps it when its tag is current and every
     file hashes as written (derived.verify); applies `changes` in place when the copy holds the
     state they were made to, verifies, and they are small; else builds a new one in a temporary
     folder and swaps it in ("built again (why)" when a current copy was damaged). A search that
@@ -97,7 +96,7 @@ def refresh(index_path: Path, changes: Changes | None = None, on_passage: Callab
         conn.execute("BEGIN")  # the tag and the passages from one snapshot
         generation = store.read_meta(conn).get("generation")
         passages = store.passage_count(conn)
-        if passages < LARGE_INDEX or not generation:
+        if passages < derived.LARGE_INDEX or not generation:
             return derived.remove(folder)
         tag = derived.read_tag(folder)
         damage = None

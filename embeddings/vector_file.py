@@ -32,7 +32,6 @@ PREFILTER_FILE = "prefilter-{}.faiss"
 # Hashed on every load (8 bytes a passage): the files that say which passage, and which article,
 # each row is; a bit flipped in them would put one article's text under another's title.
 SMALL_FILES = ["ids.npy", "owners.npy", "scale.npy"]
-LARGE_INDEX = 50_000  # passages; below this, loading from SQLite takes a few tenths of a second
 
 
 def folder_for(index_path: Path) -> Path:
@@ -42,7 +41,7 @@ def folder_for(index_path: Path) -> Path:
 def vector_source(index_path: Path, generation: str | None, passages: int) -> str:
     """Where a search of this index state loads its vectors from: "sqlite", "vector file", or
     SQLite with the reason the file is not used."""
-    if passages < LARGE_INDEX:
+    if passages < derived.LARGE_INDEX:
         return "sqlite"
     why = derived.why_not_used(folder_for(index_path), generation, "vector file")
     return "vector file" if why is None else f"sqlite ({why})"
@@ -64,7 +63,7 @@ def refresh(index_path: Path) -> str:
         conn.execute("BEGIN")  # tag and vectors from one snapshot
         meta = store.read_meta(conn)
         generation, passages = meta.get("generation"), store.passage_count(conn)
-        if passages < LARGE_INDEX or not generation or not meta.get("dimension"):
+        if passages < derived.LARGE_INDEX or not generation or not meta.get("dimension"):
             return derived.remove(folder)
         dim = int(meta["dimension"])
         damage = None

@@ -1,5 +1,5 @@
 """Vectors of single words, for hybrid search to ask how much of a question word a passage's
-vector already carries (search.keyword_coverage: a keyword match counts more where it does not).
+vector already carries (search/hybrid.py coverage: a keyword match counts more where it does not).
 
 A word's vector is the mean of its tokens' vectors, each token encoded alone by the embedding model
 ([CLS] token [SEP]). The tokens of every word in the corpus are embedded once at index time and
@@ -11,24 +11,23 @@ stands in for encoding the word, and ranks as well on the evaluation sets (docs/
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 
 import numpy as np
 
 from .embedder import Embedder
 from .vectors import off_unit
+from .words import WORD
 
 log = logging.getLogger(__name__)
 
-_WORD = re.compile(r"\w+")  # the words of search.fts_terms
 DTYPE = np.float16  # of the stored blobs: 768 bytes per token for a 384-dimension model
 
 
 def missing_tokens(conn, texts: Iterable[str], embedder: Embedder, *, stored: bool = True) -> list[int]:
     """Tokens of the words of texts that the index holds no vector for (stored=False: ignoring
     what it holds), in id order."""
-    words = {w for text in texts for w in _WORD.findall(text.casefold())}
+    words = {w for text in texts for w in WORD.findall(text.casefold())}
     needed = {t for ids in embedder.token_ids(sorted(words)) for t in ids}
     if stored:
         tokens, _ = _usable(conn.execute("SELECT token, vector FROM token_vectors").fetchall(), embedder.dimension)

@@ -41,9 +41,7 @@ def test_index_prints_a_report_and_is_incremental(run):
 def test_index_shows_each_stage_of_a_large_index_as_it_starts(run, monkeypatch):
     """The steps after the commit take seconds at 1M passages: a new stage is shown at once, not
     after the few-second interval between progress lines."""
-    from embeddings import vector_file
-
-    monkeypatch.setattr(vector_file, "LARGE_INDEX", 1)
+    monkeypatch.setattr("embeddings.derived.LARGE_INDEX", 1)
     result = run("index")
     assert "vector file: writing 69 passages' vectors" in result.output  # click's runner mixes stderr in
 

@@ -40,7 +40,8 @@ import embeddings.index, embeddings.query_model, embeddings.store, embeddings.ta
 fake = FakeEmbedder()
 embeddings.index.load_embedder = embeddings.query_model.load_embedder = lambda name, **_: fake
 if os.environ.get("TEST_LARGE"):
-    embeddings.tantivy_index.LARGE_INDEX = embeddings.vector_file.LARGE_INDEX = 1
+    import embeddings.derived
+    embeddings.derived.LARGE_INDEX = 1
 if os.environ.get("TEST_KILL_WRITING_VECTORS"):
     def killed(conn):  # called once the vectors are written into the new folder
         os.kill(os.getpid(), signal.SIGKILL)
@@ -210,8 +211,7 @@ def test_a_null_word_vector_is_one_warning_and_the_next_run_embeds_it_again(fake
 
 @pytest.fixture
 def large(monkeypatch):
-    monkeypatch.setattr(vector_file, "LARGE_INDEX", 1)
-    monkeypatch.setattr(tantivy_index, "LARGE_INDEX", 1)
+    monkeypatch.setattr("embeddings.derived.LARGE_INDEX", 1)
     monkeypatch.setattr(vectors_module, "PREFILTER_MIN_ROWS", 16)
 
 

@@ -4,14 +4,14 @@ import datetime as dt
 import numpy as np
 import pytest
 
-import embeddings.search
 from embeddings.embedder import load_reranker
 from embeddings.errors import IndexMissingError, ModelLoadError, ModelMismatchError, QueryError
 from embeddings.index import run_index
 from embeddings.search import (
-    FEEDBACK_COMMON, FEEDBACK_WORDS, HYBRID_WEIGHT, MISSED_EXPONENT, SAME_ARTICLE_PENALTY, Filters,
-    SearchIndex, fts_match, fts_terms, word_weights,
+    DEFAULT_RULE, SAME_ARTICLE_PENALTY, Filters, HybridRule, SearchIndex, fts_match, fts_terms, word_weights,
 )
+
+WITHOUT_FEEDBACK = HybridRule(feedback_words=0)
 
 
 @pytest.fixture
@@ -172,39 +172,42 @@ def test_weighted_keyword_score_is_each_words_bm25_times_its_weight(index):
     assert_keyword_side_adds_up_each_words_bm25_times_its_weight(index)
 
 
-def keyword_part(index, embedder, weights, rows):
+def keyword_part(index, embedder, weights, rows, rule):
     """The words' coverage of the passages: each word's BM25 (the word searched alone) times its
-    weight plus (1 - cos(word, passage))^MISSED_EXPONENT, over the words' idf sum. The fake
+    weight plus (1 - cos(word, passage))^rule.missed_exponent, over the words' idf sum. The fake
     embedder's token is the word, so a word's vector is its own."""
     total = np.zeros(len(rows))
     for word, weight in weights.items():
         alone = dict(zip(*index.keyword_hits(word)))
         bm25 = np.array([alone.get(int(r), 0.0) for r in rows])
         # (against the passage vectors as the scan's int8 codes hold them)
-        missed = (1 - np.clip(index.vectors.approx(rows) @ embedder.encode([word])[0], 0, 1)) ** MISSED_EXPONENT
+        missed = (1 - np.clip(index.vectors.approx(rows) @ embedder.encode([word])[0], 0, 1)) ** rule.missed_exponent
         total += bm25 * (weight + missed)
     return total / index.idf_sum(list(weights))
 
 
-def expected_hybrid_scores(index, embedder, question, rows):
-    """Hybrid scores recomputed from their parts: cosine + HYBRID_WEIGHT x the question words'
-    coverage (each at its word_weights weight) + HYBRID_WEIGHT x the BM25 of the best passage's
+def expected_hybrid_scores(index, embedder, question, rows, rule):
+    """Hybrid scores recomputed from their parts: cosine + rule.weight x the question words'
+    coverage (each at its word_weights weight) + rule.weight x the BM25 of the best passage's
     feedback words (one keyword query) over their idf sum."""
     terms = fts_terms(question)
     assert all(index.term_count(t) for t in terms)  # (else the vectors rank alone: the test below)
-    feedback = index.feedback_words(terms, int(rows[0]))
+    feedback = index.feedback_words(terms, int(rows[0]), rule)
     assert feedback
     feedback_bm25 = dict(zip(*index.keyword_hits(" ".join(feedback))))
     query = embedder.encode([question])[0]
-    return (index.vectors.get(rows) @ query + HYBRID_WEIGHT * keyword_part(index, embedder, word_weights(terms, embedder), rows)
-            + HYBRID_WEIGHT * np.array([feedback_bm25.get(int(r), 0.0) for r in rows]) / index.idf_sum(feedback))
+    coverage = keyword_part(index, embedder, word_weights(terms, embedder, rule), rows, rule)
+    return (index.vectors.get(rows) @ query + rule.weight * coverage
+            + rule.weight * np.array([feedback_bm25.get(int(r), 0.0) for r in rows]) / index.idf_sum(feedback))
 
 
 @pytest.mark.parametrize("question", ["Kunduz Selab district", "Taliban Faryab governor captured", "B-52 bombers"])
-def test_hybrid_counts_each_words_bm25_more_where_the_passages_vector_misses_the_word(index, fake_embedder, question):
-    ranking = index.rank(question, fake_embedder, n=10, mode="hybrid")
+@pytest.mark.parametrize("rule", [DEFAULT_RULE, HybridRule(weight=0.5, model_read_weight=0.5, missed_exponent=2, feedback_words=3)])
+def test_hybrid_counts_each_words_bm25_more_where_the_passages_vector_misses_the_word(index, fake_embedder, question, rule):
+    """(with the product's rule, and with another one passed in: every part follows the rule given)"""
+    ranking = index.rank(question, fake_embedder, n=10, mode="hybrid", rule=rule)
     rows, scores = ranking.candidates.rows[:30], ranking.candidates.scores[:30]
-    assert np.allclose(scores, expected_hybrid_scores(index, fake_embedder, question, rows), atol=1e-5)
+    assert np.allclose(scores, expected_hybrid_scores(index, fake_embedder, question, rows, rule), atol=1e-5)
     assert list(scores) == sorted(scores, reverse=True)
 
 
@@ -215,8 +218,8 @@ def test_feedback_words_are_the_best_passages_rarest_words_the_question_does_not
     text = index._texts([row])[int(index.passage_ids[row])].casefold()
     counts = [index.term_count(w) for w in words]
     assert "selab" in words and "sebghatullah" not in words and "deputy" not in words
-    assert 0 < len(words) <= FEEDBACK_WORDS and all(w in text and len(w) >= 3 for w in words)
-    assert counts == sorted(counts) and all(0 < c <= FEEDBACK_COMMON * index.passage_count for c in counts)
+    assert 0 < len(words) <= DEFAULT_RULE.feedback_words and all(w in text and len(w) >= 3 for w in words)
+    assert counts == sorted(counts) and all(0 < c <= DEFAULT_RULE.feedback_common * index.passage_count for c in counts)
     left_out = {w for w in fts_terms(text) if len(w) >= 3 and w not in words and w not in {"sebghatullah", "deputy"}}
     assert left_out and all(index.term_count(w) >= counts[-1] for w in left_out), "the rarest are kept"
 
@@ -230,31 +233,24 @@ def test_idf_sum_is_fts5s_idf_of_the_question_words(index):
     assert 0 < index.idf_sum(["taliban"]) <= 1e-6  # in most passages: FTS5 floors its idf
 
 
-def without_feedback(monkeypatch):
-    monkeypatch.setattr(embeddings.search, "FEEDBACK_WORDS", 0)
-
-
-def test_hybrid_ranks_by_cosine_when_no_word_of_the_question_is_in_the_corpus(index, fake_embedder, monkeypatch):
+def test_hybrid_ranks_by_cosine_when_no_word_of_the_question_is_in_the_corpus(index, fake_embedder):
     """(and the feedback from the best passage: without it, by cosine alone)"""
     question = "xyzzyq quuxplonk"
     assert not len(index.keyword_hits(question)[0])
 
-    def ranked(mode):
-        return [(r.passage_id, r.score) for r in index.search(question, fake_embedder, mode=mode, k=10).results]
+    def ranked(mode, rule=DEFAULT_RULE):
+        return [(r.passage_id, r.score) for r in index.search(question, fake_embedder, mode=mode, k=10, rule=rule).results]
 
-    with_feedback = ranked("hybrid")
-    without_feedback(monkeypatch)
-    assert ranked("hybrid") == ranked("vector") != with_feedback
+    assert ranked("hybrid", WITHOUT_FEEDBACK) == ranked("vector") != ranked("hybrid")
 
 
-def test_hybrid_ranks_by_cosine_when_the_question_uses_an_ordinary_word_no_passage_has(index, fake_embedder, monkeypatch):
+def test_hybrid_ranks_by_cosine_when_the_question_uses_an_ordinary_word_no_passage_has(index, fake_embedder):
     """Such a question is phrased in other words than the corpus: its keyword matches are incidental.
     A missing word the model cuts into pieces or with a digit (a name, a code) does not count.
     (Compared without the feedback from the best passage, which applies to every question.)"""
-    without_feedback(monkeypatch)
 
     def ranked(question, mode):
-        return [r.passage_id for r in index.search(question, fake_embedder, mode=mode, k=10).results]
+        return [r.passage_id for r in index.search(question, fake_embedder, mode=mode, k=10, rule=WITHOUT_FEEDBACK).results]
 
     assert ranked("Kunduz district", "hybrid") != ranked("Kunduz district", "vector")
     assert not index.term_count("quokka") and word_weights(["quokka"], fake_embedder)["quokka"] < 1.0
@@ -263,7 +259,7 @@ def test_hybrid_ranks_by_cosine_when_the_question_uses_an_ordinary_word_no_passa
     assert ranked("Kunduz district 777", "hybrid") != ranked("Kunduz district 777", "vector")
 
 
-def test_feedback_brings_up_the_passage_sharing_the_best_ones_rare_names(fake_settings, fake_embedder, monkeypatch):
+def test_feedback_brings_up_the_passage_sharing_the_best_ones_rare_names(fake_settings, fake_embedder):
     """The inquiry's passage shares no word with the question, only the names in the passage that
     answers it: the keyword feedback from that passage puts it second, above a passage about
     another dam."""
@@ -280,12 +276,11 @@ def test_feedback_brings_up_the_passage_sharing_the_best_ones_rare_names(fake_se
     run_index(fake_settings)
     idx = SearchIndex.load(fake_settings.index_path, model_name=fake_embedder.name, weak_score=0.2)
 
-    def keys():
-        return [r.article.key for r in idx.search("Why did the Tarbela dam burst?", fake_embedder, k=3).results]
+    def keys(rule=DEFAULT_RULE):
+        return [r.article.key for r in idx.search("Why did the Tarbela dam burst?", fake_embedder, k=3, rule=rule).results]
 
     assert keys() == ["report.txt", "inquiry.txt", "texas.txt"]
-    without_feedback(monkeypatch)
-    assert keys()[:2] == ["report.txt", "texas.txt"]
+    assert keys(WITHOUT_FEEDBACK)[:2] == ["report.txt", "texas.txt"]
     idx.close()
 
 
@@ -353,7 +348,7 @@ def test_keyword_index_follows_every_reindex(fake_settings, fake_embedder):
     idx.close()
 
 
-def test_keyword_search_leaves_out_words_most_passages_contain_on_a_large_corpus(index, monkeypatch):
+def test_keyword_search_leaves_out_words_most_passages_contain_on_a_large_corpus(index):
     """At 1M passages a word in 5% of them costs most of the keyword search's time; the thresholds
     are scaled down here to the 67-passage corpus ("taliban" is in most passages, "selab" in one)."""
     everywhere = index.keyword_hits("Taliban")[0]
@@ -361,12 +356,11 @@ def test_keyword_search_leaves_out_words_most_passages_contain_on_a_large_corpus
     both = index.keyword_hits("Taliban Selab")[0]
     assert len(both) >= len(everywhere)  # small corpus: nothing pruned
 
-    monkeypatch.setattr("embeddings.search.COMMON_TERM_MIN", 5)
-    monkeypatch.setattr("embeddings.search.COMMON_TERM_SHARE", 0.2)
-    rows = index.keyword_hits("Taliban Selab")[0]
-    assert 0 < len(rows) < 5 and set(rows) == set(index.keyword_hits("Selab")[0])
+    scaled = HybridRule(common_term_min=5, common_term_share=0.2)
+    rows = index.keyword_hits("Taliban Selab", rule=scaled)[0]
+    assert 0 < len(rows) < 5 and set(rows) == set(index.keyword_hits("Selab", rule=scaled)[0])
     # A question made only of common words still searches, with the rarest of them.
-    assert len(index.keyword_hits("Taliban")[0]) == len(everywhere)
+    assert len(index.keyword_hits("Taliban", rule=scaled)[0]) == len(everywhere)
 
 
 def test_fts_query_quotes_every_word():
@@ -500,11 +494,9 @@ def test_a_filter_that_leaves_one_article_shows_its_passages_in_ranking_order(in
 
 
 def test_hybrid_paging_goes_past_the_passages_it_fuses(fake_settings, fake_embedder):
-    """Hybrid fuses the best FUSION_DEPTH passages by meaning and by keywords; filtered to an article
+    """Hybrid fuses the best fusion_depth passages by meaning and by keywords; filtered to an article
     of more paragraphs than that, paging still reaches every one (the rest follow by cosine)."""
-    from embeddings.search import FUSION_DEPTH
-
-    paragraphs = [f"Harbour log {n}: the ferry left at {n % 24} hours with {n} passengers aboard." for n in range(FUSION_DEPTH + 40)]
+    paragraphs = [f"Harbour log {n}: the ferry left at {n % 24} hours with {n} passengers aboard." for n in range(DEFAULT_RULE.fusion_depth + 40)]
     paragraphs[7] = "Harbour log 7: a quokka was seen on the ferry ramp."
     (fake_settings.corpus_dir / "harbour_log.txt").write_text("Harbour log\n\n" + "\n\n".join(paragraphs) + "\n")
     run_index(fake_settings)
@@ -514,3 +506,22 @@ def test_hybrid_paging_goes_past_the_passages_it_fuses(fake_settings, fake_embed
     assert len({r.passage_id for r in every}) == len(every) == len(paragraphs)
     assert all(a.relevance >= b.relevance for a, b in zip(every, every[1:]))
     idx.close()
+
+
+def test_the_hybrid_rule_scores_arrays_without_an_index():
+    """What a passage scores is the rule's alone: a word's BM25 counts its weight, plus all of it
+    again where the passage's vector misses the word (cosine 0), none where it carries it (cosine 1)."""
+    from embeddings.search import hybrid
+
+    bm25 = np.array([[2.0, 0.0, 2.0], [0.0, 0.0, 1.0]], np.float32)  # 2 words x 3 passages
+    cosine = np.array([[1.0, 0.0], [0.0, 0.0]], np.float32)  # of each word to the 2 passages that match
+    rule = HybridRule(missed_exponent=1)
+    got = hybrid.coverage(bm25, [0.25, 1.0], cosine, idf_sum=4.0, rule=rule)
+    assert got == pytest.approx([2.0 * 0.25 / 4, 0.0, (2.0 * 1.25 + 1.0 * 2.0) / 4])
+    assert hybrid.keyword_bonus(got, HybridRule(weight=0.5)) == pytest.approx(got / 2)
+    assert not hybrid.coverage(bm25, [0.25, 1.0], cosine, idf_sum=0.0).any()  # no word any passage has
+
+    counts = {"kunduz": 3, "selab": 1, "taliban": 60, "ok": 1}
+    picked = hybrid.feedback_words(list(counts), ["kunduz"], counts.get, 100, HybridRule(feedback_words=1))
+    assert picked == ["selab"]  # not asked, at least 3 letters, in at most 10% of passages: the rarest
+    assert hybrid.without_common(["taliban", "selab"], counts.get, 100, HybridRule(common_term_min=5)) == ["selab"]

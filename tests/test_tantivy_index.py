@@ -21,7 +21,7 @@ GONE = "004_df801900fabe096f.txt"
 
 @pytest.fixture
 def large(monkeypatch):
-    monkeypatch.setattr(tantivy_index, "LARGE_INDEX", 1)
+    monkeypatch.setattr("embeddings.derived.LARGE_INDEX", 1)
 
 
 def load(settings):

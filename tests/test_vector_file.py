@@ -17,7 +17,7 @@ QUESTIONS = ["Sebghatullah Selab", "who was killed in the attack", "floods and r
 
 @pytest.fixture
 def large(monkeypatch):
-    monkeypatch.setattr(vector_file, "LARGE_INDEX", 1)
+    monkeypatch.setattr("embeddings.derived.LARGE_INDEX", 1)
     monkeypatch.setattr(vectors_module, "PREFILTER_MIN_ROWS", 16)  # product quantization trains 16 centroids
 
 

@@ -23,14 +23,15 @@ import re
 
 import numpy as np
 
-import embeddings.search
 from embeddings.metrics import evaluate_run
-from embeddings.search import HYBRID_WEIGHT, fts_terms
+from embeddings.search import HybridRule, fts_terms
 
 from .common import SETS_HELP, full_model_sets, passage_texts
 
 GAINS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 COMMON = 0.1  # share of passages above which a word says little about the topic
+# The default's feedback switched off: this script adds its own variants.
+RULE = HybridRule(feedback_words=0)
 
 
 def expansion(index, question: str, passages: list[str], terms: int) -> list[str]:
@@ -47,23 +48,22 @@ def main() -> None:
     parser.add_argument("--feedback", type=int, default=1, help="passages the expansion words come from")
     parser.add_argument("--terms", type=int, default=8, help="expansion words")
     args = parser.parse_args()
-    embeddings.search.FEEDBACK_WORDS = 0  # the default's feedback: this script adds its own variants
     for embedder, data, path, index in full_model_sets(args.folders):
         runs: dict[float, dict[str, list[str]]] = {g: {} for g in GAINS}
         for qid, judged in data.qrels.items():
             if not any(v > 0 for v in judged.values()):
                 continue
             question = data.queries[qid]
-            ranking = index.rank(question, embedder, n=100, per_article=1, mode="hybrid")
+            ranking = index.rank(question, embedder, n=100, per_article=1, mode="hybrid", rule=RULE)
             candidates = ranking.candidates
             words = expansion(index, question, list(passage_texts(path, index, ranking.picked[: args.feedback]).values()),
                               args.terms)
             extra = np.zeros(len(candidates.rows))
             if words:
                 weights = {w: 1.0 for w in words}
-                extra = index.keyword_coverage(words, None, weights, index.word_vectors.of(words, embedder))(candidates.rows)
+                extra = index.keyword_coverage(words, None, weights, index.word_vectors.of(words, embedder), RULE)(candidates.rows)
             for g in GAINS:
-                order = np.argsort(-(candidates.scores + g * HYBRID_WEIGHT * extra), kind="stable")
+                order = np.argsort(-(candidates.scores + g * RULE.weight * extra), kind="stable")
                 documents = list(dict.fromkeys(index.articles[index.passage_article[i]].key for i in candidates.rows[order]))
                 runs[g][qid] = documents[:100]
         qids = list(runs[0.0])

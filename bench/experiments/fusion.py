@@ -1,24 +1,27 @@
 """Try fusion rules for hybrid search on BEIR-layout sets; prints nDCG@10 per rule and set.
 
-    python bench/fusion_experiments.py ../shared/eval/scifact tests/fixtures/news_shipped \
+    python -m bench.experiments.fusion SCIFACT tests/fixtures/news_shipped \
         bench/out/news_lee bench/out/news_lee_paraphrase   # the last two: bench/news_lee/README.md
+
+SCIFACT: a BEIR-layout folder such as SciFact.
 
 Uses the cached evaluation indexes of `corpus-bot eval` (built on first use). Per question the
 cosine and BM25 scores of every passage are computed once; each rule then only re-ranks. The
-numbers go into docs/retrieval.md.
+product's rule is not copied here: its variants are HybridRule settings (embeddings/search/hybrid.py)
+passed to the search itself (RULE_VARIANTS). The numbers go into docs/retrieval.md.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import math
 
 import numpy as np
 
-from embeddings.config import Settings
-from embeddings.embedder import load_embedder
-from embeddings.evaluate import cached_index, load_beir
 from embeddings.metrics import evaluate_run
-from embeddings.search import Candidates, SearchIndex, fts_terms, word_weights
+from embeddings.search import Candidates, HybridRule, SearchIndex, fts_terms, word_weights
+from embeddings.search import hybrid
+
+from .common import SETS_HELP, full_model_sets
 
 
 def keyword_scores(index, question):
@@ -31,7 +34,7 @@ def keyword_scores(index, question):
 
 def term_scores(index, question, embedder, every_vector):
     """Per question word: its BM25 over every passage, whether hybrid search trusts it fully
-    (search.word_weights: the model's tokenizer cuts it into pieces, or it has a digit), and its
+    (search.hybrid.word_weights: the model's tokenizer cuts it into pieces, or it has a digit), and its
     cosine to every passage (its vector as stored in the index, word_vectors.py)."""
     terms = fts_terms(question)
     weights = word_weights(terms, embedder)
@@ -45,18 +48,19 @@ def term_scores(index, question, embedder, every_vector):
     return out
 
 
+def word_weight(blind, cos, other_weight=0.25, exponent=5):
+    """A word's keyword weight in each passage under the product's rule (hybrid.word_weight), with
+    the weight of a word the model reads whole and the exponent as parameters."""
+    return hybrid.word_weight(1.0 if blind else other_weight, cos, HybridRule(missed_exponent=exponent))
+
+
 def missed(cos, terms, question_idf, beta, exponent, other_weight=0.25):
-    """Session 7 (the default): each word's BM25 times its weight (1 or other_weight, as graded())
-    plus (1 - cosine(word, passage))^exponent, the share of the word the passage's vector misses."""
+    """The product's coverage (cosine + beta x each word's BM25 times word_weight, over the
+    question's idf sum) from precomputed (bm25, cut-up, word cosine) terms, for sweeping its settings."""
     if question_idf <= 0:
         return cos
     kw = sum((s * word_weight(blind, c, other_weight, exponent) for s, blind, c in terms), np.zeros_like(cos))
     return cos + beta * kw / question_idf
-
-
-def word_weight(blind, cos, other_weight=0.25, exponent=5):
-    """A word's keyword weight in each passage under the session 7 rule (search.Coverage)."""
-    return (1.0 if blind else other_weight) + (1 - np.clip(cos, 0, 1)) ** exponent
 
 
 def graded(cos, terms, question_idf, beta, other_weight):
@@ -164,24 +168,16 @@ RULES = {
 # Rules of cosine and BM25 only take the question's idf too, so every rule is called one way.
 RULES = {name: (lambda rule: lambda c, k, idf, terms: rule(c, k))(rule) for name, rule in RULES.items()}
 RULES.update({f"cos+{b}*coverage": (lambda b: lambda c, k, idf, terms: coverage(c, k, b, idf))(b) for b in (0.1, 0.2, 0.3, 0.5, 0.7)})
-# session 6: which words to trust (graded), and when to trust them (gated)
+# which words to trust (graded), and when to trust them (gated)
 RULES.update({f"cos+{b}*coverage, model-read words x{w}": (lambda b, w: lambda c, k, idf, terms: graded(c, terms, idf, b, w))(b, w)
               for w in (0.0, 0.1, 0.25, 0.5) for b in (0.3, 0.5, 0.7)})
 RULES.update({f"cos+{b}*coverage x vector-top-5 coverage": (lambda b: lambda c, k, idf, terms: vector_top_gated(c, k, idf, b))(b)
               for b in (0.3, 0.5, 0.7)})
-# session 7: a match counts more where the passage's vector misses the word (0.225 = the default)
-RULES.update({f"cos+{b}*coverage, weight + missed^{a}": (lambda b, a: lambda c, k, idf, terms: missed(c, terms, idf, b, a))(b, a)
-              for b in (0.2, 0.225, 0.25) for a in (3, 4, 5, 6)})
-
-
-def eval_sets(folders: list[str]):
-    """(embedder, set, index path, SearchIndex) per BEIR folder, from `corpus-bot eval`'s cache."""
-    settings = Settings.from_env()
-    embedder = load_embedder(settings.embedding_model)
-    for folder in folders:
-        data = load_beir(Path(folder))
-        path = cached_index(data, embedder.name, settings.index_path.parent / "eval-cache", embedder=embedder)
-        yield embedder, data, path, SearchIndex.load(path, model_name=embedder.name, weak_score=0.3)
+# the product's rule (a match counts more where the passage's vector misses the word,
+# plus keyword feedback), run by the search itself with other settings (0.225 and 5: the default).
+RULE_VARIANTS = {f"hybrid rule weight={b}, missed^{a}": HybridRule(weight=b, missed_exponent=a)
+                 for b in (0.2, 0.225, 0.25) for a in (3, 4, 5, 6)}
+RULE_VARIANTS["hybrid rule without feedback"] = HybridRule(feedback_words=0)
 
 
 def rank_documents(index, scores, n=100):
@@ -189,12 +185,20 @@ def rank_documents(index, scores, n=100):
     scores = scores.astype(np.float64)
     order = np.argsort(-scores, kind="stable")
     order = order[np.isfinite(scores[order]) & (scores[order] > -1e8)]
-    picked = index._pick(Candidates(order, scores[order], scores[order], True), n, 1, {})
+    picked, _ = index._order(Candidates(order, scores[order], scores[order], True), n, 1, math.inf, {})
     return [index.articles[index.passage_article[i]].key for i in picked]
 
 
-def main(folders: list[str]) -> None:
-    for embedder, data, _, index in eval_sets(folders):
+def rank_by_rule(index, embedder, question, rule, n=100):
+    """The keys of the n best documents under a HybridRule, as `corpus-bot eval` ranks them."""
+    ranking = index.rank(question, embedder, n=n, per_article=1, penalty=math.inf, mode="hybrid", rule=rule)
+    return [index.articles[index.passage_article[i]].key for i in ranking.picked]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folders", nargs="+", help=SETS_HELP)
+    for embedder, data, _, index in full_model_sets(parser.parse_args().folders):
         qids = list(data.qrels)
         qv = embedder.encode([data.queries[q] for q in qids])
         every_vector = index.vectors.get(np.arange(index.passage_count))
@@ -207,7 +211,11 @@ def main(folders: list[str]) -> None:
                 run[q] = rank_documents(index, rule(c, k, idf, terms))
             m = evaluate_run(run, data.qrels)
             print(f"  {name:<22} ndcg@10 {m['ndcg@10']:.4f}  recall@100 {m['recall@100']:.4f}")
+        for name, rule in RULE_VARIANTS.items():
+            run = {q: rank_by_rule(index, embedder, data.queries[q], rule) for q in qids}
+            m = evaluate_run(run, data.qrels)
+            print(f"  {name:<22} ndcg@10 {m['ndcg@10']:.4f}  recall@100 {m['recall@100']:.4f}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

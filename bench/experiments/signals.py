@@ -24,9 +24,9 @@ import sqlite3
 
 import numpy as np
 
-from embeddings.highlight import STOPWORDS, WORD
 from embeddings.metrics import ndcg_at
 from embeddings.search import CONTEXT_WEIGHT, fts_terms
+from embeddings.words import STOPWORDS, WORD
 
 from .common import SETS_HELP, full_model_sets, rows_of
 from .fusion import missed, rank_documents, term_scores, word_weight

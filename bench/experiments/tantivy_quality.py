@@ -5,7 +5,7 @@
 
 SCIFACT: a BEIR-layout folder such as SciFact.
 
-The evaluation sets are far below tantivy_index.LARGE_INDEX, so the copy is built here on purpose
+The evaluation sets are far below derived.LARGE_INDEX, so the copy is built here on purpose
 (beside the cached evaluation index, removed afterwards) and each set is searched both ways
 through the product's own search path. Prints nDCG@10 per engine and mode, and how many of
 FTS5's keyword top 10 tantivy also returns. The numbers go into docs/retrieval.md.
@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from bench.benchmark import keyword_top10_shared
-from embeddings import store, tantivy_index
+from embeddings import derived, store, tantivy_index
 from embeddings.config import Settings
 from embeddings.embedder import load_embedder
 from embeddings.evaluate import cached_index, load_beir, run_eval
@@ -29,7 +29,7 @@ from .common import SETS_HELP
 def main(folders: list[str]) -> None:
     settings = Settings.from_env()
     embedder = load_embedder(settings.embedding_model)
-    tantivy_index.LARGE_INDEX = 0
+    derived.LARGE_INDEX = 0
     print(f"{'set':<22} {'FTS5 keyword/hybrid':>20} {'tantivy keyword/hybrid':>24} {'top-10 shared':>14}")
     for folder in folders:
         data = load_beir(Path(folder))

@@ -1,5 +1,10 @@
 """Search: exact cosine similarity over every passage vector, held in memory (embeddings.vectors).
 
+SearchIndex answers questions over one snapshot: it loads the vectors from a vector source and
+asks a keyword engine (engines.py), runs the keyword side in a thread while the question is
+embedded, keeps the snapshot's caches, and hands the scores' inputs to the hybrid rule
+(hybrid.py) and the ranked candidates to the order they are shown in (order.py).
+
 A `SearchIndex` is an immutable snapshot of one committed index state: vectors, passage ids and
 article metadata are loaded in one read transaction, and that transaction stays open so passage
 texts fetched later come from the same state even while a re-index commits a new one. Callers
@@ -8,7 +13,6 @@ swap in a fresh `SearchIndex` after a re-index (the bot) or load one per process
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -17,99 +21,32 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store, tantivy_index, vector_file
-from .answer import Answer, Article, Result
-from .embedder import Embedder, Reranker
-from .errors import IndexDamagedError, ModelMismatchError, QueryError
-from .highlight import STOPWORDS, WORD, best_sentence
-from .vectors import DTYPE, VectorMatrix, checked_scale
-from .word_vectors import WordVectors
+from .. import store, tantivy_index
+from ..answer import Answer, Article, Result
+from ..embedder import Embedder, Reranker
+from ..errors import IndexDamagedError, ModelMismatchError, QueryError
+from ..highlight import best_sentence
+from ..vectors import VectorMatrix
+from ..word_vectors import WordVectors
+from ..words import fts_terms
+from . import engines, hybrid
+from .engines import Fts5Keywords, KeywordEngine, KeywordFallback, TantivyKeywords
+from .hybrid import DEFAULT_RULE, HybridRule
+from .order import PER_ARTICLE, SAME_ARTICLE_PENALTY, Candidates, order
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("embeddings.search")  # the package's name: what logs and their readers know
 
 DEFAULT_K = 5
 MAX_K = 20
-# The per-article cap shapes the order, never hides: an article's passages after its best
-# PER_ARTICLE count SAME_ARTICLE_PENALTY less, so other articles' passages come first unless they
-# score that much lower, and further pages go on down the ranking into more passages of the same
-# articles (docs/retrieval.md).
-PER_ARTICLE = 2
-SAME_ARTICLE_PENALTY = 0.1
 MAX_QUESTION_CHARS = 2000
 
 
 MODES = ("vector", "hybrid", "keyword")
-# Hybrid score: cosine + HYBRID_WEIGHT x keyword coverage (SearchIndex.keyword_coverage): each
-# question word's BM25 in the passage, weighted by how far the word is from what the embedding
-# model already sees: MODEL_READ_WEIGHT for a word it reads whole, 1 for one it must cut up
-# (word_weights), plus (1 - cosine(word, passage))^MISSED_EXPONENT, the share of the word the
-# passage's vector misses (word_vectors.py); the cosine alone when the question uses an ordinary
-# word no passage has (keyword_coverage). Of the rules in docs/retrieval.md the one that gains
-# where questions reuse rare words (SciFact +0.086 nDCG@10 over vectors, news_lee +0.041) and
-# stays above vectors where they are paraphrased (+0.009 and +0.012), hence the default.
+# Hybrid: the rule in hybrid.py. Of the rules in docs/retrieval.md the one that gains where questions
+# reuse rare words and stays above vectors where they are paraphrased, hence the default.
 DEFAULT_MODE = "hybrid"
-HYBRID_WEIGHT = 0.225
-MODEL_READ_WEIGHT = 0.25
-MISSED_EXPONENT = 5
 KEYWORD_LIMIT = 1000
-# A question word found in more than this share of the passages, and in more than this many, is
-# left out of the keyword query (unless every word is that common): its BM25 weight is tiny
-# (a fraction of the idf of the words that find the answer) but FTS5 scores every passage it
-# matches, so "said" or "about" would dominate a large corpus's query time. Small corpora are never
-# pruned. 0.25 barely moves nDCG@10; a much lower share costs quality (docs/retrieval.md).
-COMMON_TERM_SHARE = 0.25
-COMMON_TERM_MIN = 20_000
-CONTEXT_WEIGHT = 0.5  # BM25 weight of the context column (title, publication, authors) relative to the text
-# Passages this similar in different articles are one story syndicated twice: shown once, with
-# "also in". Copies of a wire paragraph with a changed word or dateline score 0.97-1.0.
-NEAR_DUPLICATE = 0.95
 RERANK_DEPTH = 50  # passages a cross-encoder re-orders (it costs a model call per passage)
-# How much higher than the last of a pool of candidates a passage left out of it may score: the
-# pools are picked on int8 codes' cosines (within about 0.002 of the float16 ones) and then rescored,
-# so a passage just outside can end up a little above the last one inside.
-RESCORE_SLACK = 0.005
-# Keyword feedback (hybrid): the FEEDBACK_WORDS rarest words of the best passage that the question
-# does not use (at least 3 letters, in at most FEEDBACK_COMMON of the passages) are a second keyword
-# query, its BM25 over its idf sum added x HYBRID_WEIGHT to every candidate's score: the answer's
-# own rare words are what the question and the passages that answer it share beyond its wording.
-# +0.007 nDCG@10 on SciFact, +0.002-0.006 on the news sets; from 3 or 5 passages it drifts off
-# topic (docs/retrieval.md).
-FEEDBACK_WORDS = 8
-FEEDBACK_COMMON = 0.1
-# A passage holding this share of the question's rare words' weight (names, numbers, jargon:
-# SearchIndex.rare_words) is not a weak answer, whatever its cosine: half would let a coincidence
-# through ("Who is Angela Merkel?" where an article mentions Merkel-era tariffs), all of them is
-# stricter than longer questions need (docs/retrieval.md).
-RARE_WORDS_HELD = 0.7
-# Words a question uses about the articles rather than what they say ("What did Jason Ditz write?").
-ABOUT_ARTICLES = frozenset(
-    "write writes wrote written writing article articles story stories piece column report reports author "
-    "authors byline publish published".split()
-)
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """Passages considered for one question: rows of the index, best ranking score first."""
-
-    rows: np.ndarray
-    scores: np.ndarray  # the ranking score (cosine, BM25 or fused, by mode)
-    cosine: np.ndarray  # cosine similarity to the question
-    complete: bool  # False when asking for more candidates could find more
-
-    def head(self, n: int) -> "Candidates":
-        return Candidates(self.rows[:n], self.scores[:n], self.cosine[:n], self.complete and n >= len(self.rows))
-
-    @property
-    def ceiling(self) -> float:
-        """The most a passage left out of these candidates can score."""
-        return -np.inf if self.complete or not len(self.rows) else float(self.scores[-1]) + RESCORE_SLACK
-
-    @classmethod
-    def ranked(cls, rows: np.ndarray, scores: np.ndarray, cosine: np.ndarray, complete: bool) -> "Candidates":
-        """Best score first; equal scores by row, so that the order never depends on the pool."""
-        order = np.lexsort((rows, -scores))
-        return cls(rows[order], scores[order], cosine[order], complete)
 
 
 @dataclass(frozen=True)
@@ -144,7 +81,6 @@ class SearchIndex:
     def __init__(self, conn, meta, articles, vectors, passage_ids, passage_article, passage_position, weak_score):
         self._conn = conn
         self._lock = threading.Lock()  # one sqlite connection shared by executor threads
-        self._engine_lock = threading.Lock()  # switching from a failed tantivy copy to FTS5, once
         self.meta = meta
         self.articles: list[Article] = articles
         self.vectors: VectorMatrix = vectors
@@ -154,10 +90,10 @@ class SearchIndex:
         self.weak_score = weak_score
         self._id_order: np.ndarray | None = None  # lazily built id -> row lookup
         self._sorted_ids: np.ndarray | None = None
-        self._term_counts: dict[str, int] = {}  # passages matching each question word, in this snapshot
         self._usable: np.ndarray | None = None  # False for passages whose vectors are damaged (_leave_out)
         self.damaged: dict[str, str] = {}
-        self.tantivy: tantivy_index.TantivyIndex | None = None  # keyword search's fast path on large indexes
+        self._fts5 = Fts5Keywords(conn, self._lock, len(passage_ids))
+        self.keyword: KeywordEngine = self._fts5  # keyword_engine(): the tantivy copy on a large index
         self.word_vectors = WordVectors.load(conn, int(meta.get("dimension") or 0))
         # Publication dates as day ordinals (0 = undated) so date filters are one vector comparison.
         self._published = np.array([a.published.toordinal() if a.published else 0 for a in articles], dtype=np.int64)
@@ -182,25 +118,8 @@ class SearchIndex:
             row_of = {a.id: i for i, a in enumerate(articles)}
             dim = int(meta.get("dimension") or 0)
             total = sum(a.passages for a in articles)
-            loaded = (vector_file.load(index_path, meta.get("generation"), total, dim)
-                      if total >= vector_file.LARGE_INDEX else None)
-            damaged: dict[int, str] = {}  # article id -> why some of its vectors are left out
-            damaged_rows = np.zeros(0, np.int64)
-            if loaded:
-                vectors, ids, owners = loaded.vectors, loaded.passage_ids, loaded.owners
-            else:
-                # Filled blob by blob: joining the blobs first doubled peak memory (and glibc kept
-                # the freed half).
-                exact = np.empty((total, max(dim, 1)), DTYPE)
-                try:
-                    owners, damaged = store.read_vectors_into(conn, exact)
-                except ValueError as exc:
-                    raise IndexDamagedError(
-                        f"the index at {index_path} is inconsistent ({exc}): run `corpus-bot index --rebuild`"
-                    ) from None
-                # Checked where the codes' scale is computed: the same pass over the vectors.
-                damaged_rows, scale = checked_scale(exact)
-                vectors, ids = VectorMatrix(exact, scale), store.passage_ids_by_row(conn)
+            loaded = engines.load_vectors(engines.vector_sources(conn, index_path, meta.get("generation"), total, dim))
+            vectors, ids, owners = loaded.vectors, loaded.passage_ids, loaded.owners
             counts = np.array([articles[row_of[a]].passages for a in owners], dtype=np.int64)
             passage_article = np.repeat(np.array([row_of[a] for a in owners], dtype=np.int32), counts)
             passage_position = (np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
@@ -213,10 +132,21 @@ class SearchIndex:
             conn.close()
             raise
         index = cls(conn, meta, articles, vectors, ids, passage_article, passage_position, weak_score)
-        index._leave_out(damaged_rows, damaged)
-        if len(ids) >= tantivy_index.LARGE_INDEX:
-            index.tantivy = tantivy_index.TantivyIndex.open(index_path, meta.get("generation"))
+        index._leave_out(loaded.damaged_rows, loaded.damaged)
+        index.keyword = engines.keyword_engine(index._fts5, index_path, meta.get("generation"), len(ids))
         return index
+
+    @property
+    def tantivy(self) -> tantivy_index.TantivyIndex | None:
+        """The tantivy copy keyword search uses (None: FTS5, or the copy failed). Setting it to None
+        makes keyword search use FTS5, as on a small index; setting a copy, that copy."""
+        engine = self.keyword
+        first = engine.first if isinstance(engine, KeywordFallback) else None
+        return first.index if first is not None else None
+
+    @tantivy.setter
+    def tantivy(self, copy: tantivy_index.TantivyIndex | None) -> None:
+        self.keyword = self._fts5 if copy is None else KeywordFallback(TantivyKeywords(copy), self._fts5)
 
     def _leave_out(self, rows: np.ndarray, why: dict[int, str]) -> None:
         """Leave passages whose vectors are damaged out of every search, and say so (once per
@@ -297,6 +227,7 @@ class SearchIndex:
         per_article: int = PER_ARTICLE,
         mode: str = DEFAULT_MODE,
         reranker: Reranker | None = None,
+        rule: HybridRule = DEFAULT_RULE,
     ) -> Answer:
         question = " ".join(question.split())
         if not question:
@@ -308,13 +239,14 @@ class SearchIndex:
         if filters.since and filters.until and filters.since > filters.until:
             raise QueryError(f"--since {filters.since} is after --until {filters.until}")
 
-        ranking = self.rank(question, embedder, n=offset + k + 1, filters=filters, per_article=per_article, mode=mode)
+        ranking = self.rank(question, embedder, n=offset + k + 1, filters=filters, per_article=per_article, mode=mode,
+                            rule=rule)
         if reranker:
             ranking = self._rerank(question, ranking, reranker, n=offset + k + 1, per_article=per_article)
         picked = ranking.picked
         page, has_more = picked[offset : offset + k], len(picked) > offset + k
         texts = self._texts(picked[: offset + k])
-        weak = self._weak(question, embedder, picked[: offset + k], ranking.picked_cosine[: offset + k], texts)
+        weak = self._weak(question, embedder, picked[: offset + k], ranking.picked_cosine[: offset + k], texts, rule)
 
         def vectors_of(words: list[str]) -> np.ndarray:
             return self.word_vectors.of(words, embedder)
@@ -342,21 +274,21 @@ class SearchIndex:
         )
 
     def _weak(self, question: str, embedder: Embedder, rows: list[int], cosine: list[float],
-              texts: dict[int, str]) -> list[bool]:
+              texts: dict[int, str], rule: HybridRule) -> list[bool]:
         """Which passages are weak answers: those whose cosine similarity to the question is below
         weak_score (comparable across questions, unlike fused scores) and that do not hold the
-        question's rare words (names, numbers, jargon: RARE_WORDS_HELD of their weight, in the
+        question's rare words (names, numbers, jargon: rule.rare_words_held of their weight, in the
         passage or its article's title, publication and authors). docs/retrieval.md has both error
         rates on a labelled set."""
         weak = [c < self.weak_score for c in cosine]
-        rare = self.rare_words(question, embedder) if any(weak) else {}
+        rare = self.rare_words(question, embedder, rule) if any(weak) else {}
         if not rare:
             return weak
         for at, row in enumerate(rows):
             if weak[at]:
                 a = self.articles[self.passage_article[row]]
                 text = " ".join([texts.get(int(self.passage_ids[row]), ""), a.title or "", a.source or "", *a.authors])
-                weak[at] = rare_share(rare, text) < RARE_WORDS_HELD
+                weak[at] = hybrid.rare_share(rare, text) < rule.rare_words_held
         return weak
 
     def rank(
@@ -369,6 +301,7 @@ class SearchIndex:
         per_article: int = PER_ARTICLE,
         penalty: float = SAME_ARTICLE_PENALTY,
         mode: str = DEFAULT_MODE,
+        rule: HybridRule = DEFAULT_RULE,
     ) -> Ranking:
         """The first n passages (row indices) for a question under filters, by mode, in the order
         shown (_order: `per_article` passages of an article before `penalty` applies; an infinite
@@ -385,19 +318,19 @@ class SearchIndex:
         # The keyword search needs no vector: it runs in another thread while the question is embedded.
         keyword = None
         if mode == "keyword":
-            keyword = _keyword_threads().submit(self.keyword_hits, question, keep)
+            keyword = _keyword_threads().submit(self.keyword_hits, question, keep, KEYWORD_LIMIT, rule)
         elif mode == "hybrid":
             terms = fts_terms(question)
             # before encode: all three use the tokenizer
-            weights, vectors = word_weights(terms, embedder), self.word_vectors.of(terms, embedder)
-            keyword = _keyword_threads().submit(self.keyword_coverage, terms, keep, weights, vectors)
+            weights, vectors = hybrid.word_weights(terms, embedder, rule), self.word_vectors.of(terms, embedder)
+            keyword = _keyword_threads().submit(self.keyword_coverage, terms, keep, weights, vectors, rule)
         query = embedder.encode([question])[0]
         found = keyword.result() if keyword else None
         if mode == "hybrid":
-            found = self._fuse(query, found, keep, terms, embedder)
-        elif mode == "keyword":  # BM25 over the words' idf sum: on the scale the article penalty is set for
+            found = self._fuse(query, found, keep, terms, rule)
+        elif mode == "keyword":
             rows, bm25 = found
-            found = rows, bm25 / max(self.idf_sum(fts_terms(question)), 1e-6)
+            found = rows, hybrid.keyword_scores(bm25, self.idf_sum(fts_terms(question)))
         pool = max(4 * n, 64)
         while True:  # the article penalty and duplicates can use up a pool: widen it until n are settled
             candidates = self._candidates(query, found, keep, mode, pool)
@@ -435,35 +368,30 @@ class SearchIndex:
             np.concatenate([fused.cosine, tail.cosine]), complete=len(v_rows) < pool,
         )
 
-    def _fuse(self, query: np.ndarray, coverage_of: "Coverage", keep, terms: list[str], embedder: Embedder) -> "Fusion":
-        """Hybrid's candidates, the vectors' and the keywords' best FUSION_DEPTH, scored on cosine +
-        keyword coverage + keyword feedback from the best of them (FEEDBACK_WORDS)."""
+    def _fuse(self, query: np.ndarray, coverage_of: "Coverage", keep, terms: list[str], rule: HybridRule) -> "Fusion":
+        """Hybrid's candidates, the vectors' and the keywords' best rule.fusion_depth, scored by the
+        hybrid rule: cosine + keyword coverage + keyword feedback from the best of them."""
         # Up to 400 passages are fused on the cosines their int8 codes give (within about 0.002 of
         # the float16 ones; in memory), and only the best `pool` are then rescored on their float16
         # values (_candidates): on a large index those are read from the vector file one by one, and
         # each read costs more when the file is not in the page cache.
-        c_rows = self.vectors.nearest_rows(query, FUSION_DEPTH, keep)
-        rows = np.union1d(c_rows, coverage_of.rows[:FUSION_DEPTH])
+        c_rows = self.vectors.nearest_rows(query, rule.fusion_depth, keep)
+        rows = np.union1d(c_rows, coverage_of.rows[: rule.fusion_depth])
         passages = self.vectors.approx(rows)  # decoded once for the cosines and both coverages
         cosine = passages @ query
-        bonus = HYBRID_WEIGHT * coverage_of(rows, passages)
+        bonus = hybrid.keyword_bonus(coverage_of(rows, passages), rule)
         if len(rows):
-            words = self.feedback_words(terms, int(rows[np.argmax(cosine + bonus)]))
+            words = self.feedback_words(terms, int(rows[np.argmax(cosine + bonus)]), rule)
             if words:  # one query for all the words: one per word took twice as long, for the same ranking
-                ids, scores = self._engine_top(words, FUSION_DEPTH)
+                ids, scores = self._engine_top(words, rule.fusion_depth)
                 bm25 = _scores_at(rows, self._rows_of(ids), scores)
-                bonus = bonus + HYBRID_WEIGHT * bm25 / self.idf_sum(words)
+                bonus = bonus + hybrid.feedback_bonus(bm25, self.idf_sum(words), rule)
         return Fusion(rows, cosine + bonus, bonus)
 
-    def feedback_words(self, asked: list[str], row: int) -> list[str]:
-        """Hybrid's keyword feedback: the FEEDBACK_WORDS rarest words of the passage at `row` that
-        are not in `asked`, have at least 3 letters and are in at most FEEDBACK_COMMON of the passages."""
-        pid = int(self.passage_ids[row])
-        asked_words = set(asked)
-        words = [w for w in fts_terms(self._texts([row]).get(pid, "")) if len(w) > 2 and w not in asked_words]
-        counts = {w: self.document_frequency(w) for w in words}
-        rare = [w for w in words if 0 < counts[w] <= FEEDBACK_COMMON * self.passage_count]
-        return sorted(rare, key=counts.__getitem__)[:FEEDBACK_WORDS]  # the rarest: the highest idf
+    def feedback_words(self, asked: list[str], row: int, rule: HybridRule = DEFAULT_RULE) -> list[str]:
+        """Hybrid's keyword feedback words from the passage at `row` (hybrid.feedback_words)."""
+        words = fts_terms(self._texts([row]).get(int(self.passage_ids[row]), ""))
+        return hybrid.feedback_words(words, asked, self.document_frequency, self.passage_count, rule)
 
     @staticmethod
     def _cosines(candidates: Candidates, picked: list[int]) -> list[float]:
@@ -484,20 +412,19 @@ class SearchIndex:
                        duplicates, ranking.query)
 
     def keyword_hits(
-        self, question: str, keep: np.ndarray | None = None, limit: int = KEYWORD_LIMIT,
+        self, question: str, keep: np.ndarray | None = None, limit: int = KEYWORD_LIMIT, rule: HybridRule = DEFAULT_RULE,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Rows and BM25 scores (higher is better) of the best `limit` matching passages, best first:
         from FTS5, or from the tantivy copy on a large index. Rows where keep is False are dropped
-        after the limit."""
-        rows, scores, _ = self._keyword_search(fts_terms(question), keep, limit)
+        after the limit; `rule`: its common-word pruning."""
+        rows, scores, _ = self._keyword_search(fts_terms(question), keep, limit, rule)
         return rows, scores
 
-    def _keyword_search(self, terms, keep, limit, weights: dict[str, float] | None = None):
+    def _keyword_search(self, terms, keep, limit, rule: HybridRule, weights: dict[str, float] | None = None):
         """keyword_hits; with `weights` (hybrid search) the words are searched one by one, each
         word's BM25 scaled by its weight and added up (BM25 is a sum over the words: exact for the
         passages within each word's best `limit`), and each word's own hits returned as well."""
-        if self.tantivy is None:
-            terms = self._without_common(terms)
+        terms = self.keyword.query_words(terms, rule)
         found_by_word = None
         if weights is None:
             ids, scores = self._engine_top(terms, limit)
@@ -521,136 +448,44 @@ class SearchIndex:
         return found
 
     def keyword_coverage(
-        self, terms: list[str], keep: np.ndarray | None, weights: dict[str, float], vectors: np.ndarray
+        self, terms: list[str], keep: np.ndarray | None, weights: dict[str, float], vectors: np.ndarray,
+        rule: HybridRule = DEFAULT_RULE,
     ) -> "Coverage":
         """The keyword side of hybrid search: the best keyword hits (by BM25 with `weights`), and a
-        function giving any passages' coverage of the question: the BM25 of each word in the passage
-        times the word's weight plus the share of the word the passage's vector misses, (1 -
-        cosine(word vector, passage))^MISSED_EXPONENT (the passage as its int8 scan codes hold
-        it: in memory, where its float16 row may be on disk), summed and divided by the question's
-        idf sum (roughly the BM25 of a passage holding every word once), so comparable across
-        questions and addable to a cosine; zero everywhere when the question uses an ordinary word
-        no passage has. `vectors`: the words' vectors (word_vectors.py), zero when unknown."""
-        # Each word's best FUSION_DEPTH: as good as its best 1000 on the evaluation sets, and half
+        function giving any passages' coverage of the question (hybrid.coverage; the passages as
+        their int8 scan codes hold them: in memory, where a float16 row may be on disk); zero
+        everywhere when the question is phrased otherwise (hybrid.phrased_otherwise). `vectors`:
+        the words' vectors (word_vectors.py), zero when unknown."""
+        # Each word's best rule.fusion_depth: as good as its best 1000 on the evaluation sets, and half
         # the keyword time on large indexes. (Asking the tantivy copy instead for the words' scores
         # in just the candidate passages was slower.)
-        rows, _, by_word = self._keyword_search(terms, keep, FUSION_DEPTH, weights)
-        # An ordinary word (one the model reads whole) that no passage uses: the question is phrased
-        # in other words than the corpus, where any keyword match is incidental, so the vectors rank
-        # alone (news_shipped +0.026 nDCG@10, paraphrases +0.005; docs/retrieval.md). A word left
-        # out as too common (not in by_word) is not missing, nor is a word about the articles
-        # themselves ("What did Jason Ditz write?": his name is in the context column, "write" in no text).
-        if any(weights[t] < 1.0 and t in by_word and not len(by_word[t][0]) and t not in ABOUT_ARTICLES
-               for t in terms):
-            return Coverage(self, [], weights, vectors, 0.0, rows[:0], {})
-        return Coverage(self, terms, weights, vectors, self.idf_sum(terms), rows, by_word)
+        rows, _, by_word = self._keyword_search(terms, keep, rule.fusion_depth, rule, weights)
+        if hybrid.phrased_otherwise(terms, weights, {t: len(found) for t, (found, _) in by_word.items()}):
+            return Coverage(self, [], weights, vectors, 0.0, rows[:0], {}, rule)
+        return Coverage(self, terms, weights, vectors, self.idf_sum(terms), rows, by_word, rule)
 
     def idf_sum(self, terms: list[str]) -> float:
         """Sum of the words' BM25 idf, as the engine that scores them computes it."""
-        engine = self.tantivy
-        if engine is not None:
-            try:
-                return engine.idf_sum(terms)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:  # see _tantivy_failed
-                self._tantivy_failed(engine, exc)
-        n = self.passage_count
-        # FTS5's idf (sqlite.org/fts5.html#the_bm25_function), floored as FTS5 floors it.
-        return sum(max(np.log((n - df + 0.5) / (df + 0.5)), 1e-6) for df in map(self.term_count, terms) if df)
+        return self.keyword.idf_sum(terms)
 
     def _engine_top(self, terms: list[str], limit: int) -> tuple[np.ndarray, np.ndarray]:
-        engine = self.tantivy
-        if engine is not None:
-            try:
-                return engine.top(terms, limit, context_weight=CONTEXT_WEIGHT)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:  # see _tantivy_failed
-                self._tantivy_failed(engine, exc)
-        return self._fts5_top(terms, limit)
-
-    def _tantivy_failed(self, engine, exc: BaseException) -> None:
-        """The tantivy copy failed, e.g. on a damaged file, where its Rust code may panic (pyo3
-        raises that as a PanicException, a BaseException): FTS5 answers, the same passages, for
-        the rest of this snapshot, and one warning says so."""
-        with self._engine_lock:
-            if self.tantivy is not engine:
-                return  # another thread already switched
-            self.tantivy = None
-        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
-        log.warning("keyword search uses FTS5: the tantivy copy failed (%s: %s); `corpus-bot index` checks it and "
-                    "builds it again", type(exc).__name__, reason)
-
-    def _fts5_top(self, terms: list[str], limit: int) -> tuple[np.ndarray, np.ndarray]:
-        match = fts_match(terms) if self.passage_count else ""
-        if not match:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        with self._lock:
-            found = self._conn.execute(
-                # bm25 once per row (naming it twice computed it twice): lower is better.
-                "SELECT rowid, bm25(passage_fts, 1.0, ?) AS s FROM passage_fts WHERE passage_fts MATCH ? "
-                "ORDER BY s LIMIT ?",
-                (CONTEXT_WEIGHT, match, limit),
-            ).fetchall()
-        ids = np.fromiter((r[0] for r in found), np.int64, len(found))
-        scores = np.fromiter((-r[1] for r in found), np.float32, len(found))
-        return ids, scores
-
-    def _without_common(self, terms: list[str]) -> list[str]:
-        """The terms minus the common ones (COMMON_TERM_SHARE, COMMON_TERM_MIN); the rarest one
-        when all are common."""
-        limit = max(COMMON_TERM_SHARE * self.passage_count, COMMON_TERM_MIN)
-        if len(terms) < 2 or self.passage_count <= limit:
-            return terms
-        counts = {t: self.term_count(t) for t in terms}
-        return [t for t in terms if counts[t] <= limit] or [min(terms, key=counts.get)]
+        return self.keyword.top(terms, limit)
 
     def document_frequency(self, word: str) -> int:
         """Passages holding the word, as the engine that scores it counts (tantivy: stemmed, in the text)."""
-        engine = self.tantivy
-        if engine is not None:
-            try:
-                return engine.doc_freq(word)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:  # see _tantivy_failed
-                self._tantivy_failed(engine, exc)
-        return self.term_count(word)
+        return self.keyword.document_frequency(word)
 
     def term_count(self, term: str) -> int:
-        """Passages whose text or context (title, publication, authors) contain the word (as FTS5 tokenizes it),
-        cached for this snapshot."""
-        if term not in self._term_counts:
-            with self._lock:
-                count = self._conn.execute(
-                    "SELECT count(*) FROM passage_fts WHERE passage_fts MATCH ?", (fts_match([term]),)
-                ).fetchone()[0]
-            if len(self._term_counts) > 100_000:  # a bound for a bot that runs for months
-                self._term_counts.clear()
-            self._term_counts[term] = count
-        return self._term_counts[term]
+        """Passages whose text or context (title, publication, authors) contain the word, as FTS5
+        counts them (whichever engine scores), cached for this snapshot."""
+        return self._fts5.term_count(term)
 
-    def rare_words(self, question: str, embedder: Embedder) -> dict[str, float]:
-        """The question's rare words, each with its weight (its idf as FTS5 computes it; a word no
-        passage holds weighs the most): names, numbers and jargon, that is the words it writes with
-        a capital letter after its first word, that hold a digit, or that the embedding model cuts
-        into pieces (word_weights). Not common words, stopwords or words about the articles
-        themselves. A word written in capitals ("US", "GDP") keeps them: rare_share matches it
-        only so written, not as "us"."""
-        words = WORD.findall(question)
-        capitalised = {w.casefold() for w in words[1:] if w[:1].isupper() and len(w) > 1}
-        acronyms = {w.casefold(): w for w in words if w.isupper() and len(w) > 1}
-        terms = [t for t in fts_terms(question) if t not in ABOUT_ARTICLES]
-        weights = word_weights(terms, embedder)
-        n = self.passage_count
-        rare = {}
-        for t in terms:
-            if weights[t] == 1.0 or t in capitalised:
-                df = self.document_frequency(t)
-                idf = np.log((n + 0.5) / 0.5) if not df else max(np.log((n - df + 0.5) / (df + 0.5)), 0.0)
-                rare[acronyms.get(t, t)] = float(idf)
-        return rare
+    def rare_words(self, question: str, embedder: Embedder, rule: HybridRule = DEFAULT_RULE) -> dict[str, float]:
+        """The question's rare words (hybrid.rare_candidates), each with its weight
+        (hybrid.rare_weight, on the document frequency of the engine that scores it)."""
+        terms = [t for t in fts_terms(question) if t not in hybrid.ABOUT_ARTICLES]
+        forms = hybrid.rare_candidates(question, terms, hybrid.word_weights(terms, embedder, rule))
+        return {form: hybrid.rare_weight(self.passage_count, self.document_frequency(t)) for t, form in forms.items()}
 
     def _rows_of(self, passage_ids: np.ndarray) -> np.ndarray:
         """Row index of each passage id in this snapshot, -1 when absent."""
@@ -664,61 +499,10 @@ class SearchIndex:
         at = np.clip(at, 0, len(sorted_ids) - 1)
         return np.where(sorted_ids[at] == passage_ids, self._id_order[at], -1)
 
-    def _order(
-        self, candidates: Candidates, n: int, per_article: int, penalty: float, duplicates: dict[int, list[int]]
-    ) -> tuple[list[int], list[float]]:
-        """The first n passages in the order shown, and the score each is shown at (its relevance).
-
-        A passage's relevance is its ranking score, less `penalty` when `per_article` passages of its
-        article rank above it; the order is by relevance, the ranking's order among equals. It
-        depends on the question alone, never on n, so page 2 continues page 1 exactly. A passage that is a near-copy of one ordered before it from another article (a
-        syndicated wire story) is not ordered but listed under that one in `duplicates`.
-
-        Candidates outside the pool score at most its last score, so only the passages whose
-        relevance is at least that (Candidates.ceiling) are settled: fewer than n means the caller
-        needs a larger pool."""
-        rows, scores = candidates.rows, candidates.scores
-        if not len(rows) or n <= 0:
-            return [], []
-        # Only the rows looked at are read (from the vector file, one by one on a large index):
-        # usually a few more than n, unless the penalty or near-copies push many down.
-        vectors = self.vectors.get(rows[: max(2 * n, 16)])
-        kept: list[int] = []  # rows in the ranking's order
-        kept_at: list[int] = []  # their positions in rows, for the vectors
-        relevance: list[float] = []
-        per: dict[int, int] = {}
-        best_n: list[float] = []  # min-heap of the n highest relevances so far
-        looked = len(rows)
-        for at, i in enumerate(rows):
-            score = float(scores[at])
-            if len(best_n) == n and best_n[0] >= score:
-                looked = at  # no passage from here on can come before the n settled ones
-                break
-            if at == len(vectors):
-                vectors = np.concatenate([vectors, self.vectors.get(rows[at : 2 * at])])
-            i = int(i)
-            a = int(self.passage_article[i])
-            if kept:
-                similarity = vectors[kept_at] @ vectors[at]
-                j = int(np.argmax(similarity))
-                if similarity[j] >= NEAR_DUPLICATE and int(self.passage_article[kept[j]]) != a:
-                    duplicates.setdefault(kept[j], []).append(i)
-                    continue
-            if per.get(a, 0) >= per_article:
-                if penalty == np.inf:
-                    continue
-                score -= penalty
-            per[a] = per.get(a, 0) + 1
-            kept.append(i)
-            kept_at.append(at)
-            relevance.append(score)
-            if len(best_n) < n:
-                heapq.heappush(best_n, score)
-            elif score > best_n[0]:
-                heapq.heapreplace(best_n, score)
-        floor = max(float(scores[looked]) if looked < len(rows) else -np.inf, candidates.ceiling)
-        order = sorted(((r, k) for k, r in enumerate(relevance) if r >= floor), key=lambda rk: (-rk[0], rk[1]))[:n]
-        return [kept[k] for _, k in order], [r for r, _ in order]
+    def _order(self, candidates: Candidates, n: int, per_article: int, penalty: float,
+               duplicates: dict[int, list[int]]) -> tuple[list[int], list[float]]:
+        return order(candidates, n, per_article, penalty, duplicates, article_of=self.passage_article,
+                     vectors_of=self.vectors.get)
 
     def context(self, passage_id: int, radius: int = 1) -> list[Result]:
         """The passage and its neighbours in the article, in order (for the bot's "Context" button)."""
@@ -745,33 +529,6 @@ class SearchIndex:
         return sorted(names, key=str.casefold)
 
 
-def rare_share(rare: dict[str, float], text: str) -> float:
-    """The share of the rare words' weight (SearchIndex.rare_words) that the text holds: each word
-    as a whole word, in any case (a word kept in capitals only so written), or with a plural -s."""
-    total = sum(rare.values())
-    if total <= 0:
-        return 0.0
-    words = WORD.findall(text)
-    written = set(words) | {w.casefold() for w in words}
-    held = sum(weight for word, weight in rare.items()
-               if word in written or word + "s" in written or word + "es" in written
-               or (len(word) > 4 and word.endswith("s") and word[:-1] in written))
-    return held / total
-
-
-def fts_terms(question: str) -> list[str]:
-    """The question's words for the keyword query: casefolded, no stopwords, each once."""
-    return list(dict.fromkeys(w for w in (m.casefold() for m in WORD.findall(question)) if w not in STOPWORDS))
-
-
-def fts_match(terms: list[str]) -> str:
-    """A safe FTS5 MATCH expression: the words, each quoted, OR-ed together.
-
-    Quoting every token means nothing a user types (quotes, AND/OR/NEAR, -, :, *, parentheses)
-    can be read as FTS5 syntax, so a question can never raise a query syntax error."""
-    return " OR ".join(f'"{t}"' for t in terms)
-
-
 _keyword_pool: ThreadPoolExecutor | None = None
 
 
@@ -780,9 +537,6 @@ def _keyword_threads() -> ThreadPoolExecutor:
     if _keyword_pool is None:
         _keyword_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
     return _keyword_pool
-
-
-FUSION_DEPTH = 200  # candidates taken from each list
 
 
 @dataclass(frozen=True)
@@ -807,22 +561,22 @@ class Coverage:
     idf_sum: float
     rows: np.ndarray
     found_by_word: dict[str, tuple[np.ndarray, np.ndarray]]  # word -> its own best rows and BM25
+    rule: HybridRule
 
     def __call__(self, rows: np.ndarray, passages: np.ndarray | None = None) -> np.ndarray:
         """`passages`: the rows' vectors as their int8 codes hold them, when the caller has them."""
         if self.idf_sum <= 0 or not len(rows) or not self.terms:
             return np.zeros(len(rows), np.float32)
         bm25 = _word_scores(self.found_by_word, self.terms, rows)
-        matched = bm25.any(axis=0)  # the cosines are needed only where some word matches
-        weight = np.zeros_like(bm25)
+        matched = hybrid.matched(bm25)  # the cosines are needed only where some word matches
+        cosine = None
         if matched.any():
             passages = self.index.vectors.approx(rows[matched]) if passages is None else passages[matched]
             # One matrix-vector product per word: as one matrix product OpenBLAS wakes its threads,
             # which right after the vector scan is many times slower.
             cosine = np.stack([passages @ v for v in self.vectors])
-            missed = (1.0 - np.minimum(np.maximum(cosine, 0.0), 1.0)) ** MISSED_EXPONENT
-            weight[:, matched] = np.array([self.weights.get(t, 1.0) for t in self.terms], np.float32)[:, None] + missed
-        return (bm25 * weight).sum(0) / self.idf_sum
+        weights = [self.weights.get(t, 1.0) for t in self.terms]
+        return hybrid.coverage(bm25, weights, cosine, self.idf_sum, self.rule)
 
 
 def _word_scores(found_by_word, terms: list[str], rows: np.ndarray) -> np.ndarray:
@@ -845,16 +599,6 @@ def _scores_at(rows: np.ndarray, hit_rows: np.ndarray, scores: np.ndarray) -> np
         here = ordered[at] == hit_rows
         out[order[at[here]]] = scores[here]
     return out
-
-
-def word_weights(terms: list[str], embedder: Embedder) -> dict[str, float]:
-    """Keyword weight of each question word in hybrid search: MODEL_READ_WEIGHT for a word the
-    embedding model reads as one token of its vocabulary (it places such words well itself), 1 for
-    the words it must cut into pieces or that hold a digit (names, jargon, codes: where vectors
-    are weak and exact matching is what finds the passage)."""
-    overhead = embedder.count_tokens("")  # the special tokens around any text
-    return {t: 1.0 if any(c.isdigit() for c in t) or embedder.count_tokens(t) - overhead > 1 else MODEL_READ_WEIGHT
-            for t in terms}
 
 
 def _add_up(ids: list[np.ndarray], scores: list[np.ndarray], limit: int) -> tuple[np.ndarray, np.ndarray]:
