@@ -436,7 +436,9 @@ def _scan(corpus, settings, previous, report, progress, tick):
             if rel in previous and previous[rel].content_hash == content_hash:
                 kept_files.append(rel)
                 continue
-            docs = parse_file(rel, data, sidecar, date_order=settings.date_order)
+            record_problems: list[tuple[str, str]] = []
+            docs = parse_file(rel, data, sidecar, date_order=settings.date_order, skipped=record_problems)
+            report.skipped += [(one_line(where), one_line(reason)) for where, reason in record_problems]
         except SkipFile as exc:
             reason = one_line(exc)  # may quote a symlink's target: any bytes
             if rel in previous:
