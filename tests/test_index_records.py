@@ -49,10 +49,13 @@ def test_one_bad_record_skips_only_that_record(run, corpus):
     lines = [json.dumps({"id": f"r{i}", "title": f"Story {i}", "text": story(i)}) for i in range(1, 6)]
     lines[2] = '{"id": "r3", "title": "Broken", "text": '  # line 3 is cut short
     lines.append(json.dumps({"id": "r6", "title": "No text"}))
+    lines.append(json.dumps({"id": "r2", "title": "Story 2 again", "text": story(8)}))
     (corpus / "many.jsonl").write_text("\n".join(lines) + "\n")
     output = run("index")
+    assert "4 added" in output
     assert "skipped many.jsonl#3: invalid JSON" in output
-    assert 'skipped many.jsonl#6: has no text' in output
+    assert "skipped many.jsonl#6: has no text" in output
+    assert "skipped many.jsonl#7: same id as line 2; only the first is indexed" in output
     assert keys(run) == ["many.jsonl#r1", "many.jsonl#r2", "many.jsonl#r4", "many.jsonl#r5"]
 
 
@@ -163,3 +166,24 @@ def test_the_same_story_from_two_outlets_is_indexed_twice_and_shown_once(run, co
     shown = output.split("\n\n")[1]  # the first result: one outlet, and the other under "also in"
     assert ("Valley Wire · " in shown and "also in: Riverside Post" in shown) or (
         "Riverside Post · " in shown and "also in: Valley Wire" in shown)
+
+
+def test_a_rename_that_fails_to_commit_leaves_the_index_as_it_was(run, corpus, monkeypatch):
+    from embeddings import store
+
+    (corpus / "a.txt").write_text("Harbour plan\n\n" + story(0) + "\n")
+    (corpus / "b.txt").write_text("Bridge plan\n\n" + story(2) + "\n")
+    run("index")
+    (corpus / "a.txt").rename(corpus / "c.txt")
+
+    def fail(*args, **kwargs):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(store, "record_run", fail)
+    with pytest.raises(OSError):
+        CliRunner().invoke(cli, ["index"], env={"CORPUS_DIR": str(corpus), "INDEX_PATH": str(run.index_path)},
+                           catch_exceptions=False)
+    assert keys(run) == ["a.txt", "b.txt"]
+    monkeypatch.undo()
+    use_embedder(monkeypatch, None)  # a rename needs no model
+    assert "renamed: a.txt -> c.txt" in run("index") and keys(run) == ["b.txt", "c.txt"]
