@@ -1287,6 +1287,8 @@ def _parse_json(key: str, text: str, sidecar: _Fields, date_order: str | None,
         place_of[doc.key] = place
         docs.append(doc)
     if not docs:
+        if not problems:
+            raise SkipFile("no records")
         place, reason = problems[0]
         if reason.startswith("invalid JSON: "):
             raise SkipFile(f"invalid JSON on line {place}: {reason.removeprefix('invalid JSON: ')}")
