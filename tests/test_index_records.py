@@ -187,3 +187,24 @@ def test_a_rename_that_fails_to_commit_leaves_the_index_as_it_was(run, corpus, m
     monkeypatch.undo()
     use_embedder(monkeypatch, None)  # a rename needs no model
     assert "renamed: a.txt -> c.txt" in run("index") and keys(run) == ["b.txt", "c.txt"]
+
+
+def test_stored_vectors_are_reused_only_from_whole_undamaged_blobs(fake_settings):
+    from embeddings import store
+    from embeddings.index import run_index
+    from embeddings.migrations import embedded_hash
+
+    run_index(fake_settings)
+    conn = store.connect_for_writing(fake_settings.index_path)
+    try:
+        rows = conn.execute("SELECT a.id, p.text FROM passages p JOIN articles a ON a.id = p.article_id "
+                            "ORDER BY a.id, p.position").fetchall()
+        first_id, last_id = rows[0][0], rows[-1][0]
+        hashes = {article_id: [embedded_hash(t) for i, t in rows if i == article_id] for article_id in (first_id, last_id)}
+        conn.execute("UPDATE article_vectors SET vectors = substr(vectors, 1, length(vectors) - 2) WHERE article_id = ?",
+                     (first_id,))
+        found = store.vectors_by_embedded_hash(conn, hashes[first_id] + hashes[last_id], 256)
+    finally:
+        conn.close()
+    assert set(found) == set(hashes[last_id]) - set(hashes[first_id])
+    assert all(abs(float(v @ v) - 1) < 0.01 and v.dtype.name == "float32" for v in found.values())
