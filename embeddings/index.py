@@ -27,6 +27,7 @@ from .chunk import make_passages
 from .config import Settings
 from .errors import IndexBusyError, IndexRefusedError, IndexWriteError, ModelMismatchError, RemovalsRefusedError
 from .embedder import Embedder, load_embedder
+from .migrations import embedded_hash
 from .parse import ArticleDoc, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
 from .terminal import one_line
 
@@ -112,23 +113,29 @@ class IndexReport:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (corpus path, reason)
     warnings: list[tuple[str, str]] = field(default_factory=list)
-    passages_embedded: int = 0
+    passages_embedded: int = 0  # passages the model embedded in this run
     articles_total: int = 0
     passages_total: int = 0
     seconds: float = 0.0
     model: str = ""
+    renamed: list[tuple[str, str]] = field(default_factory=list)  # (old corpus path, new): moved, not embedded
+    passages_reused: int = 0  # passages of new or changed articles whose stored vectors were reused
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
         data["warnings"] = [{"path": p, "warning": w} for p, w in self.warnings]
+        data["renamed"] = [{"from": old, "to": new} for old, new in self.renamed]
         return data
 
     def summary(self) -> str:
         return (
             f"{len(self.added)} added, {len(self.changed)} changed, {len(self.removed)} removed, "
-            f"{len(self.unchanged)} unchanged, {len(self.skipped)} skipped; "
-            f"{self.passages_embedded} passages embedded in {self.seconds:.1f}s; "
+            + (f"{len(self.renamed)} renamed, " if self.renamed else "")
+            + f"{len(self.unchanged)} unchanged, {len(self.skipped)} skipped; "
+            f"{self.passages_embedded} passages embedded"
+            + (f" ({self.passages_reused} reused from the index)" if self.passages_reused else "")
+            + f" in {self.seconds:.1f}s; "
             f"index: {self.articles_total} articles, {self.passages_total} passages"
         )
 
@@ -140,7 +147,8 @@ class IndexReport:
         ]
 
     def lines(self) -> list[str]:
-        return [self.summary(), *self.problem_lines()]
+        renamed = [one_line(f"renamed: {old} -> {new}") for old, new in self.renamed]
+        return [self.summary(), *renamed, *self.problem_lines()]
 
 
 @contextmanager
@@ -312,12 +320,17 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
         if on_progress:
             on_progress(progress)
 
-    new, kept_files = _scan(corpus, settings, previous, report, progress, tick)
+    new, kept_files, moved = _scan(corpus, settings, previous, report, progress, tick)
+    report.renamed = moved
     _fault_point("parse")
+    moved_keys = {k for old, _ in moved for k in previous[old].keys}  # old keys, kept under the new name
+    file_of = {k: f for f, s in stored.items() for k in s.keys}
     # Checked before the model loads, so a wrong folder is refused in a moment; again before the
     # commit, since chunking may drop an article.
-    found = {a.doc.key for a in new} | {k for f in kept_files for k in previous[f].keys}
-    _check_removals(previous_keys - found, len(previous_keys), len(found), corpus, allow_removals)
+    found = {a.doc.key for a in new} | {k for f in kept_files for k in previous[f].keys} | moved_keys
+    present = {a.file for a in new} | set(kept_files)
+    _check_removals(_gone(previous_keys - found, file_of, present), len(previous_keys), len(found), corpus,
+                    allow_removals)
 
     # An index from before the token table gets its stored words' vectors once.
     backfill = not rebuild and previous_passages > 0 and not conn.execute("SELECT 1 FROM token_vectors LIMIT 1").fetchone()
@@ -331,23 +344,31 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
         embedder = embedder or load_embedder(settings.embedding_model, bulk=True)
         _check_dimension(meta, embedder, rebuild)
         new = _chunk(new, embedder, report)
-        _embed(new, embedder, progress, tick)
+        kept_by_file: set[str] = {k for f in kept_files for k in previous[f].keys} | moved_keys
+        new, same = _settle(conn, new, previous, kept_by_file, moved, report)
+        reusable = (lambda hashes: {}) if rebuild else (lambda hashes: store.vectors_by_embedded_hash(
+            conn, hashes, embedder.dimension))
+        report.passages_embedded, report.passages_reused = _embed(new, embedder, progress, tick, reusable)
         identity["probe_vector"] = _check_probe(meta, embedder, rebuild)
         tokens = _token_vectors(conn, new, embedder, progress, tick, every_stored=backfill, replace=rebuild,
                                 also=damaged_tokens)
+    else:
+        same = {}
     _fault_point("embed")
 
     new_keys = {a.doc.key for a in new}
-    kept_keys = {k for f in kept_files for k in previous[f].keys}
+    kept_keys = {k for f in kept_files for k in previous[f].keys} | set(same)
     for key in sorted(new_keys):
         (report.changed if key in previous_keys else report.added).append(key)
-    report.removed = sorted(previous_keys - new_keys - kept_keys)
+    report.removed = sorted(previous_keys - new_keys - kept_keys - moved_keys)
     report.unchanged = sorted(kept_keys)
-    _check_removals(report.removed, len(previous_keys), len(new_keys | kept_keys), corpus, allow_removals)
+    present = {a.file for a in new} | {file_of[k] for k in kept_keys}
+    _check_removals(_gone(report.removed, file_of, present), len(previous_keys), len(new_keys | kept_keys | moved_keys),
+                    corpus, allow_removals)
 
     # Every stored article has at least one passage, so the new index is empty exactly when
     # nothing new survived chunking and nothing is kept.
-    if not new and not kept_keys and previous_passages > 0:
+    if not new and not kept_keys and not moved and previous_passages > 0:
         raise IndexRefusedError(
             f"this run would leave the index empty ({corpus} has no indexable articles: "
             f"{len(report.skipped)} skipped); the previous index is kept"
@@ -356,8 +377,8 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
     progress.stage = "committing"
     tick()
     dimension = embedder.dimension if embedder else int(meta.get("dimension", 0)) or None
-    changes = _commit(conn, settings, new, previous_keys - kept_keys, report, dimension, started_wall, started,
-                      tokens, identity, replace_tokens=rebuild)
+    changes = _commit(conn, settings, new, previous_keys - kept_keys - moved_keys, report, dimension, started_wall,
+                      started, tokens, identity, replace_tokens=rebuild, moved=moved, rehashed=same)
     _fault_point("after-commit")
     _refresh_query_model(settings, embedder, report)
     _refresh_tantivy(settings, changes, report, progress, tick)
@@ -365,6 +386,12 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
     progress.stage = "done"
     tick()
     return report
+
+
+def _gone(removing, file_of: dict[str, str], present: set[str]) -> list[str]:
+    """The removed articles whose file gave no article this run: what a wrong folder removes. Those
+    of a file still read (records deleted from it, or keyed anew) are the file's edit."""
+    return [k for k in removing if file_of.get(k) not in present]
 
 
 def _check_removals(removing, indexed: int, found: int, corpus: Path, allowed: bool) -> None:
@@ -401,9 +428,14 @@ def _without_damaged_vectors(conn, stored: dict[str, store.StoredFile], report: 
 
 
 def _scan(corpus, settings, previous, report, progress, tick):
-    """Read, hash and parse every changed file; returns (new articles, unchanged files)."""
+    """Read, hash and parse every changed file; returns (new articles, unchanged files, moved files
+    as (old path, new path)).
+
+    A new path whose bytes (and sidecar) hash the same as an indexed file's that is no longer
+    there, with the same suffix, is that file moved: its articles are renamed, nothing is parsed."""
     unreadable: list[OSError] = []
     paths = iter_corpus_files(corpus, unreadable)
+    moved: list[tuple[str, str]] = []
     progress.files_total = len(paths)
     new: list[_NewArticle] = []
     kept_files: list[str] = []
@@ -414,7 +446,10 @@ def _scan(corpus, settings, previous, report, progress, tick):
         kept_files += under
         kept = f"; its {len(under)} indexed file{'s are' if len(under) != 1 else ' is'} kept" if under else ""
         report.skipped.append((one_line(folder + "/"), f"cannot read the folder: {one_line(error.strerror or error)}{kept}"))
-    seen_text: dict[str, str] = {}  # hash of article text -> key, to index duplicates once
+    listed = {path.relative_to(corpus).as_posix() for path in paths}
+    gone_by_hash: dict[str, list[str]] = {}  # content hash -> indexed files no longer there
+    for file in sorted(set(previous) - listed - set(kept_files)):
+        gone_by_hash.setdefault(previous[file].content_hash, []).append(file)
     root = corpus.resolve()  # once, not per file
     names_in: dict[Path, set[str]] = {}  # folder -> its entries, to find sidecars without a stat each
     # DATE_ORDER changes what a file's dates read, so under another order every file is read again
@@ -436,7 +471,17 @@ def _scan(corpus, settings, previous, report, progress, tick):
             if rel in previous and previous[rel].content_hash == content_hash:
                 kept_files.append(rel)
                 continue
-            docs = parse_file(rel, data, sidecar, date_order=settings.date_order)
+            old = next((f for f in gone_by_hash.get(content_hash, ()) if _suffix(f) == _suffix(rel)), None)
+            if rel not in previous and old is not None:
+                gone_by_hash[content_hash].remove(old)
+                moved.append((old, rel))
+                continue
+            if rel in previous and previous[rel].content_hash == "":  # set by migration 7
+                report.warnings.append((rel, "its records are now keyed by their id or content, no longer by "
+                                             "their place in the file: citations of it by number changed"))
+            record_problems: list[tuple[str, str]] = []
+            docs = parse_file(rel, data, sidecar, date_order=settings.date_order, skipped=record_problems)
+            report.skipped += [(one_line(where), one_line(reason)) for where, reason in record_problems]
         except SkipFile as exc:
             reason = one_line(exc)  # may quote a symlink's target: any bytes
             if rel in previous:
@@ -448,13 +493,69 @@ def _scan(corpus, settings, previous, report, progress, tick):
             continue
         for doc in docs:
             report.warnings += [(doc.key, w) for w in doc.warnings]
-            text_hash = hashlib.sha256("\n\n".join(doc.paragraphs).encode()).hexdigest()
-            if text_hash in seen_text:
-                report.skipped.append((doc.key, f"duplicate of {seen_text[text_hash]}"))
-                continue
-            seen_text[text_hash] = doc.key
             new.append(_NewArticle(doc, rel, content_hash, []))
-    return new, kept_files
+    return new, kept_files, moved
+
+
+def _suffix(path: str) -> str:
+    return os.path.splitext(path)[1].lower()
+
+
+def _shown(article: _NewArticle | store.StoredArticle) -> tuple:
+    """What an article shows and quotes, without its key: two articles with the same are copies."""
+    if isinstance(article, store.StoredArticle):
+        return (article.title, article.source, article.authors, article.published, article.updated, article.url,
+                article.description, article.passages)
+    doc = article.doc
+    return (doc.title, doc.source, doc.authors, doc.published.isoformat() if doc.published else None,
+            doc.updated.isoformat() if doc.updated else None, doc.url, doc.description, tuple(article.passages))
+
+
+def _settle(conn, new: list[_NewArticle], previous: dict[str, store.StoredFile], kept: set[str],
+            moved: list[tuple[str, str]], report: IndexReport) -> tuple[list[_NewArticle], dict[str, str]]:
+    """The new articles less those already indexed as they are, and the keys of those (articles of
+    a changed file that did not change themselves: only their file's hash is updated) with the
+    file's new hash.
+
+    An article identical to another (same text and metadata: a byte-identical copy of a file) is
+    indexed once, the first in the order files are read, or the one already in the index; the
+    other is skipped, saying so. Copies with other metadata (a story syndicated by another
+    publication) are all indexed; a search shows them once, with "also in"."""
+    previous_keys = {k for f in previous.values() for k in f.keys}
+    stored = store.stored_articles(conn, sorted(a.doc.key for a in new if a.doc.key in previous_keys))
+    same: dict[str, str] = {}
+    rest = []
+    for article in new:
+        old = stored.get(article.doc.key)
+        if old is not None and _shown(old) == _shown(article):
+            same[article.doc.key] = article.content_hash
+        else:
+            rest.append(article)
+    kept = kept | set(same)
+    renamed_to = {old: new_name for old, new_name in moved}
+    candidates = store.keys_starting_with(conn, sorted({embedded_hash(a.passages[0]) for a in rest}))
+    stored_copies = store.stored_articles(conn, sorted({k for keys in candidates.values() for k in keys} & kept))
+    first_of: dict[tuple, str] = {}
+    for key, article in sorted(stored_copies.items()):
+        first_of.setdefault(_shown(article), _moved_key(key, renamed_to))
+    unique = []
+    for article in rest:
+        shown = _shown(article)
+        if shown in first_of:
+            report.skipped.append((article.doc.key, f"duplicate of {first_of[shown]} (same text and "
+                                                    "metadata): indexed once"))
+            continue
+        first_of[shown] = article.doc.key
+        unique.append(article)
+    return unique, same
+
+
+def _moved_key(key: str, renamed_to: dict[str, str]) -> str:
+    """An indexed article's key once its file's move (old path -> new path) is committed."""
+    for old, new in renamed_to.items():
+        if key == old or key.startswith(old + "#"):
+            return new + key[len(old):]
+    return key
 
 
 def _is_utf8(name: str) -> bool:
@@ -485,10 +586,17 @@ def _chunk(new: list[_NewArticle], embedder: Embedder, report: IndexReport) -> l
     return kept
 
 
-def _embed(new: list[_NewArticle], embedder: Embedder, progress: Progress, tick) -> None:
-    texts = [p for a in new for p in a.passages]
+def _embed(new: list[_NewArticle], embedder: Embedder, progress: Progress, tick,
+           reusable: Callable[[list[str]], dict[str, np.ndarray]] = lambda hashes: {}) -> tuple[int, int]:
+    """Give every new article its passages' vectors: a text embedded once per run, and not at all
+    when the index holds a vector for it (`reusable`: by embedded-text hash; a moved, re-keyed,
+    edited or copied article embeds only its new passages). Returns (embedded, reused)."""
+    hashes = [[embedded_hash(p) for p in a.passages] for a in new]
+    text_of = {h: p for a, article_hashes in zip(new, hashes) for h, p in zip(article_hashes, a.passages)}
+    vector_of = reusable(sorted(text_of))
+    missing = [h for h in text_of if h not in vector_of]
     progress.stage = "embedding"
-    progress.passages_total = len(texts)
+    progress.passages_total = len(missing)
     tick()
     progress.embedding_since = progress.elapsed
 
@@ -497,11 +605,12 @@ def _embed(new: list[_NewArticle], embedder: Embedder, progress: Progress, tick)
         _fault_point("mid-embed")
         tick()
 
+    texts = [text_of[h] for h in missing]
     vectors = embedder.encode(texts, on_batch=on_batch) if texts else np.zeros((0, embedder.dimension), np.float32)
-    start = 0
-    for article in new:
-        article.vectors = vectors[start : start + len(article.passages)]
-        start += len(article.passages)
+    vector_of.update(zip(missing, vectors))
+    for article, article_hashes in zip(new, hashes):
+        article.vectors = np.stack([vector_of[h] for h in article_hashes]).astype(np.float32, copy=False)
+    return len(missing), sum(map(len, hashes)) - len(missing)
 
 
 def _token_vectors(conn, new, embedder, progress, tick, *, every_stored: bool, replace: bool,
@@ -618,14 +727,23 @@ def _warn_derived(report: IndexReport, what: str, failed: str, meanwhile: str, e
 
 
 def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started, tokens, identity,
-            *, replace_tokens: bool = False) -> tantivy_index.Changes:
-    """The one write transaction of a run."""
+            *, replace_tokens: bool = False, moved: list[tuple[str, str]] = (),
+            rehashed: dict[str, str] | None = None) -> tantivy_index.Changes:
+    """The one write transaction of a run. `moved`: files whose articles are renamed as they are;
+    `rehashed`: unchanged articles of a changed file, with the file's new hash."""
     now = store.utc_now()
     conn.execute("BEGIN IMMEDIATE")
     try:
         previous = store.read_meta(conn).get("generation")
         removed = store.passage_ids_of(conn, sorted(stale_keys))
         store.delete_articles(conn, sorted(stale_keys))
+        for old, new_name in moved:
+            store.move_file(conn, old, new_name)
+        by_hash: dict[str, list[str]] = {}
+        for key, content_hash in (rehashed or {}).items():
+            by_hash.setdefault(content_hash, []).append(key)
+        for content_hash, keys in by_hash.items():
+            store.set_content_hash(conn, keys, content_hash)
         if replace_tokens:  # a rebuild may change the model: its token vectors go with it
             conn.execute("DELETE FROM token_vectors")
         word_vectors.insert(conn, *tokens)
@@ -638,12 +756,11 @@ def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, st
                 url=doc.url, description=doc.description, passages=article.passages,
                 vectors=article.vectors, indexed_at=now,
             )
-            report.passages_embedded += len(article.passages)
         report.articles_total = conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
         report.passages_total = store.passage_count(conn)
         report.seconds = round(time.monotonic() - started, 3)
         meta = {"model": settings.embedding_model, "built": now, **identity}  # model_identity.py
-        if new or stale_keys or not previous:
+        if new or stale_keys or moved or not previous:
             meta["generation"] = store.new_generation()  # derived copies (tantivy) are tagged with it
         if dimension:
             meta["dimension"] = str(dimension)
@@ -687,7 +804,7 @@ def build_index(
             on_progress(progress)
 
     new = _chunk([_NewArticle(d, d.key, source_hash, []) for d in docs], embedder, report)
-    _embed(new, embedder, progress, tick)
+    report.passages_embedded, report.passages_reused = _embed(new, embedder, progress, tick)
     report.added = [a.doc.key for a in new]
     conn = store.connect_for_writing(tmp)
     try:

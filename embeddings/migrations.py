@@ -5,6 +5,7 @@ shipped. Each runs in its own transaction.
 """
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import uuid
 from typing import Callable
@@ -44,6 +45,31 @@ def _authors_in_keyword_context(conn: sqlite3.Connection) -> None:
         INSERT INTO passage_fts(rowid, text, context)
         SELECT p.id, p.text, {context} FROM passages p JOIN articles a ON a.id = p.article_id""")
     conn.execute("UPDATE index_meta SET value = ? WHERE key = 'generation'", (uuid.uuid4().hex,))
+
+
+def embedded_hash(text: str) -> str:
+    """The hash of a text as given to the model (passages.embedded_hash, migration 7): a passage
+    whose text has it already has a vector in the index."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _embedded_hashes_and_record_keys(conn: sqlite3.Connection) -> None:
+    """7: each passage's embedded_hash (its text is what was embedded), so that moved, re-keyed and
+    copied passages reuse their stored vectors. The records of .json/.jsonl files were keyed by
+    their place ("file.jsonl#3"); they are now keyed by their id or content (parse.record_key):
+    their files' hashes are cleared so that the next index run reads them again and keys them anew,
+    reusing every vector."""
+    conn.create_function("embedded_hash", 1, embedded_hash, deterministic=True)
+    conn.execute("ALTER TABLE passages ADD COLUMN embedded_hash TEXT")
+    conn.execute("UPDATE passages SET embedded_hash = embedded_hash(text)")
+    conn.execute("CREATE INDEX passages_embedded_hash ON passages(embedded_hash)")
+    placed = [
+        article_id
+        for article_id, key, file in conn.execute(
+            "SELECT id, key, file FROM articles WHERE lower(file) LIKE '%.json' OR lower(file) LIKE '%.jsonl'")
+        if key.startswith(file + "#") and key[len(file) + 1:].isdigit()
+    ]
+    conn.executemany("UPDATE articles SET content_hash = '' WHERE id = ?", [(i,) for i in placed])
 
 
 MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
@@ -132,6 +158,7 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     );
     """,
     _authors_in_keyword_context,
+    _embedded_hashes_and_record_keys,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

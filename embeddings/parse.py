@@ -24,6 +24,7 @@ import codecs
 import datetime as dt
 import errno
 import functools
+import hashlib
 import json
 import os
 import re
@@ -65,7 +66,7 @@ class SkipFile(Exception):
 
 @dataclass(frozen=True)
 class ArticleDoc:
-    key: str  # corpus-relative POSIX path; for .json/.jsonl records "file.jsonl#N" (N = 1-based record number)
+    key: str  # corpus-relative POSIX path; for .json/.jsonl records "file.jsonl#<id>" (parse.record_key)
     title: str | None
     source: str | None  # the publication, only when stated or given; never guessed from a mention in the text
     authors: tuple[str, ...]
@@ -1187,35 +1188,66 @@ def _paragraphs_from_text_field(text: str) -> list[str]:
     return [line.strip() for line in text.split("\n") if line.strip()]
 
 
+_MAX_ID_CHARS = 80
+
+
+def _record_id(record: dict) -> str | None:
+    """The record's `id` (text or integer) as shown in its key: on one line, control and bidi
+    characters dropped, at most 80 characters; None when it has no usable one."""
+    value = record.get("id")
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        return None
+    shown = re.sub(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]", "", " ".join(str(value).split()))
+    return shown[:_MAX_ID_CHARS] if shown and _is_text(shown) else None
+
+
+def record_key(key: str, record: dict) -> str:
+    """`file.jsonl#<id>` for a record with an `id`, else `file.jsonl#<12 hex digits of its content's
+    hash>`: a record keeps its key, and its citations, when other records are added, edited or
+    removed."""
+    shown = _record_id(record)
+    if shown is not None:
+        return f"{key}#{shown}"
+    content = json.dumps(record, sort_keys=True, ensure_ascii=True).encode()
+    return f"{key}#{hashlib.sha256(content).hexdigest()[:12]}"
+
+
 def _record_to_doc(key: str, number: int, record: Any, sidecar: _Fields, date_order: str | None) -> ArticleDoc:
+    """The article of one record; SkipFile (reason without the record's place) when it has none."""
     if not isinstance(record, dict):
-        raise SkipFile(f"record {number} is not a JSON object (found {type(record).__name__})")
+        raise SkipFile(f"is not a JSON object (found {type(record).__name__})")
     text = next((record[name] for name in ("text", "body", "content") if name in record), None)
     if not isinstance(text, str) or not text.strip():
-        raise SkipFile(f"record {number} has no text")
+        raise SkipFile("has no text (a \"text\", \"body\" or \"content\" field)")
     if "\x00" in text:
-        raise SkipFile(f"record {number} text contains NUL characters")
+        raise SkipFile("text contains NUL characters")
     if not _is_text(text):
-        raise SkipFile(f"record {number} text is not valid Unicode (it holds a lone surrogate such as \\ud800)")
+        raise SkipFile("text is not valid Unicode (it holds a lone surrogate such as \\ud800)")
     fields = _read_fields(record, f"record {number}")
     guess = _Guess()
     # the title is a separate field, so the text starts right after it (dek, byline, body)
     paragraphs = _article_from_blocks(_paragraphs_from_text_field(text), guess, find_title=False)
     if not paragraphs:
-        raise SkipFile(f"record {number}: {_NO_TEXT}")
-    return _build_doc(f"{key}#{number}", guess, [fields, sidecar], paragraphs, date_order)
+        raise SkipFile(_NO_TEXT)
+    return _build_doc(record_key(key, record), guess, [fields, sidecar], paragraphs, date_order)
 
 
-def _json_records(key: str, text: str) -> list[Any]:
+@dataclass(frozen=True)
+class _BadLine:
+    reason: str
+
+
+def _json_records(key: str, text: str) -> list[tuple[int, Any]]:
+    """(place, record) pairs: the line number in a .jsonl file (a line that is not JSON is a
+    _BadLine there, so the others are still read), the record number in a .json list."""
     if key.lower().endswith(".jsonl"):
         records = []
         for line_number, line in enumerate(_normalise(text).split("\n"), start=1):
             if line.strip():
                 try:
-                    records.append(_json_loads(line))
+                    records.append((line_number, _json_loads(line)))
                 except ValueError as exc:
-                    reason = str(exc).split(": ", 1)[-1]
-                    raise SkipFile(f"invalid JSON on line {line_number}: {reason}") from None
+                    records.append((line_number, _BadLine(f"invalid JSON: {str(exc).split(': ', 1)[-1]}")))
         return records
     try:
         data = _json_loads(text.lstrip("\ufeff"))
@@ -1224,15 +1256,46 @@ def _json_records(key: str, text: str) -> list[Any]:
     if isinstance(data, list):
         if not data:
             raise SkipFile("JSON file holds an empty list (no records)")
-        return data
+        return list(enumerate(data, start=1))
     if isinstance(data, dict):
-        return [data]
+        return [(1, data)]
     raise SkipFile(f"JSON file must hold an object or a list of objects, not {type(data).__name__}")
 
 
-def _parse_json(key: str, text: str, sidecar: _Fields, date_order: str | None) -> list[ArticleDoc]:
-    records = _json_records(key, text)
-    return [_record_to_doc(key, number, record, sidecar, date_order) for number, record in enumerate(records, start=1)]
+def _parse_json(key: str, text: str, sidecar: _Fields, date_order: str | None,
+                skipped: list[tuple[str, str]] | None = None) -> list[ArticleDoc]:
+    """One article per record. A record that cannot be read is left out, with its place and why
+    appended to `skipped` as ("file.jsonl#<line or record number>", reason); when none can be read,
+    the file is skipped (SkipFile naming the first problem)."""
+    jsonl = key.lower().endswith(".jsonl")
+    docs: list[ArticleDoc] = []
+    problems: list[tuple[int, str]] = []
+    place_of: dict[str, int] = {}  # key -> where the record that has it is
+    for place, record in _json_records(key, text):
+        try:
+            if isinstance(record, _BadLine):
+                raise SkipFile(record.reason)
+            doc = _record_to_doc(key, place, record, sidecar, date_order)
+        except SkipFile as exc:
+            problems.append((place, str(exc)))
+            continue
+        if doc.key in place_of:
+            first = f"{'line' if jsonl else 'record'} {place_of[doc.key]}"
+            problems.append((place, f"same id as {first}; only the first is indexed" if _record_id(record) is not None
+                             else f"identical to {first}; indexed once"))
+            continue
+        place_of[doc.key] = place
+        docs.append(doc)
+    if not docs:
+        if not problems:
+            raise SkipFile("no records")
+        place, reason = problems[0]
+        if reason.startswith("invalid JSON: "):
+            raise SkipFile(f"invalid JSON on line {place}: {reason.removeprefix('invalid JSON: ')}")
+        raise SkipFile(f"record {place} {reason}" if reason.startswith(("is ", "has ", "text ")) else f"record {place}: {reason}")
+    if skipped is not None:
+        skipped += [(f"{key}#{place}", reason) for place, reason in problems]
+    return docs
 
 
 # htmldate: no "extensive" guessing from arbitrary text, prefer the original publication date.
@@ -1373,11 +1436,13 @@ _PARSERS = {
 }
 
 
-def parse_file(key: str, data: bytes, sidecar: bytes = b"", *, date_order: str | None = None) -> list[ArticleDoc]:
+def parse_file(key: str, data: bytes, sidecar: bytes = b"", *, date_order: str | None = None,
+               skipped: list[tuple[str, str]] | None = None) -> list[ArticleDoc]:
     """Parse raw bytes by the suffix of key (see the module docstring). `date_order` ("DMY" or
     "MDY", the DATE_ORDER setting) reads numeric dates that the article's language does not decide.
     Raises SkipFile with a specific reason for anything that is not an indexable article; never any
-    other exception."""
+    other exception. The records of a .json/.jsonl file that cannot be read are left out and
+    appended to `skipped` as ("file.jsonl#<line or record number>", reason)."""
     if date_order not in (None, *DATE_ORDERS):
         raise ValueError(f"date_order must be one of {DATE_ORDERS} or None, not {date_order!r}")
     suffix = os.path.splitext(key)[1].lower()
@@ -1387,7 +1452,10 @@ def parse_file(key: str, data: bytes, sidecar: bytes = b"", *, date_order: str |
     if parser is None:
         raise SkipFile(f"unsupported file type {suffix or '(no suffix)'!r}")
     text, encoding = _decode(data)
-    docs = parser(key, _repair_mojibake(text), _sidecar_fields(sidecar), date_order)
+    if parser is _parse_json:
+        docs = _parse_json(key, _repair_mojibake(text), _sidecar_fields(sidecar), date_order, skipped)
+    else:
+        docs = parser(key, _repair_mojibake(text), _sidecar_fields(sidecar), date_order)
     if encoding:  # once per file, on its first article
         docs[0] = replace(docs[0], warnings=(f"decoded as {encoding}", *docs[0].warnings))
     return docs

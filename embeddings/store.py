@@ -18,7 +18,8 @@ import numpy as np
 
 from .answer import Article
 from .errors import ConfigError, IndexDamagedError, IndexMissingError, IndexOutdatedError
-from .migrations import APPLICATION_ID, SCHEMA_VERSION, VECTOR_DTYPE, classify, migrate, not_an_index, too_new
+from .migrations import (APPLICATION_ID, SCHEMA_VERSION, VECTOR_DTYPE, classify, embedded_hash, migrate, not_an_index,
+                         too_new)
 from .vectors import off_unit
 
 BLOCK_ROWS = 4096  # rows of vectors checked at a time: bounded memory at any index size
@@ -364,13 +365,97 @@ def insert_article(
     )
     article_id = cur.lastrowid
     conn.executemany(
-        "INSERT INTO passages(article_id, position, text) VALUES (?, ?, ?)",
-        [(article_id, i, text) for i, text in enumerate(passages)],
+        "INSERT INTO passages(article_id, position, text, embedded_hash) VALUES (?, ?, ?, ?)",
+        [(article_id, i, text, embedded_hash(text)) for i, text in enumerate(passages)],
     )
     conn.execute(
         "INSERT INTO article_vectors(article_id, vectors) VALUES (?, ?)",
         (article_id, vectors.astype(VECTOR_DTYPE).tobytes()),
     )
+
+
+def vectors_by_embedded_hash(conn: sqlite3.Connection, hashes: list[str], dim: int) -> dict[str, np.ndarray]:
+    """A stored vector (float32) for each of these embedded-text hashes the index has one for.
+    Only from blobs that hold one unit vector per passage: a blob with any damage (wrong length, a
+    vector that is not a unit vector) may hide more, so its texts are embedded again."""
+    found: dict[str, np.ndarray] = {}
+    for start in range(0, len(hashes), 2_000):
+        rows = conn.execute(
+            "SELECT p.article_id, p.position, p.embedded_hash FROM passages p "
+            "WHERE p.embedded_hash IN (SELECT value FROM json_each(?))",
+            (json.dumps(hashes[start : start + 2_000]),),
+        ).fetchall()
+        wanted: dict[int, list[tuple[int, str]]] = {}
+        for article_id, position, text_hash in rows:
+            wanted.setdefault(article_id, []).append((position, text_hash))
+        for article_id, count, blob in conn.execute(
+            "SELECT a.id, a.passage_count, v.vectors FROM articles a JOIN article_vectors v ON v.article_id = a.id "
+            "WHERE a.id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(wanted)),),
+        ):
+            if _blob_problem(blob, count, dim) or not count:
+                continue
+            vectors = np.frombuffer(blob, VECTOR_DTYPE).reshape(count, dim)
+            if off_unit(vectors).any():
+                continue
+            for position, text_hash in wanted[article_id]:
+                if position < count:
+                    found.setdefault(text_hash, vectors[position].astype(np.float32))
+    return found
+
+
+@dataclass(frozen=True)
+class StoredArticle:
+    """What an article shows and quotes: two with the same are the same article (index._same)."""
+    key: str
+    title: str | None
+    source: str | None
+    authors: tuple[str, ...]
+    published: str | None
+    updated: str | None
+    url: str | None
+    description: str | None
+    passages: tuple[str, ...]
+
+
+def stored_articles(conn: sqlite3.Connection, keys: list[str]) -> dict[str, StoredArticle]:
+    """The stored articles with these keys, by key."""
+    found: dict[str, StoredArticle] = {}
+    for start in range(0, len(keys), 10_000):
+        rows = conn.execute(
+            "SELECT a.key, a.title, a.source, a.authors, a.published, a.updated, a.url, a.description, "
+            "(SELECT json_group_array(text) FROM (SELECT text FROM passages WHERE article_id = a.id ORDER BY position)) "
+            "FROM articles a WHERE a.key IN (SELECT value FROM json_each(?))",
+            (json.dumps(keys[start : start + 10_000]),),
+        )
+        for key, title, source, authors, published, updated, url, description, passages in rows:
+            found[key] = StoredArticle(key, title, source, tuple(json.loads(authors)), published, updated, url,
+                                       description, tuple(json.loads(passages)))
+    return found
+
+
+def keys_starting_with(conn: sqlite3.Connection, hashes: list[str]) -> dict[str, list[str]]:
+    """The keys of the articles whose first passage has each of these embedded-text hashes."""
+    found: dict[str, list[str]] = {}
+    rows = conn.execute(
+        "SELECT p.embedded_hash, a.key FROM passages p JOIN articles a ON a.id = p.article_id "
+        "WHERE p.position = 0 AND p.embedded_hash IN (SELECT value FROM json_each(?)) ORDER BY a.key",
+        (json.dumps(hashes),),
+    )
+    for text_hash, key in rows:
+        found.setdefault(text_hash, []).append(key)
+    return found
+
+
+def move_file(conn: sqlite3.Connection, old: str, new: str) -> None:
+    """The articles of file `old` become those of `new`, their keys renamed with it (vectors and
+    passages stay as they are)."""
+    conn.execute("UPDATE articles SET file = ?, key = ? || substr(key, ?) WHERE file = ?",
+                 (new, new, len(old) + 1, old))
+
+
+def set_content_hash(conn: sqlite3.Connection, keys: list[str], content_hash: str) -> None:
+    conn.execute("UPDATE articles SET content_hash = ? WHERE key IN (SELECT value FROM json_each(?))",
+                 (content_hash, json.dumps(keys)))
 
 
 def record_run(conn: sqlite3.Connection, *, started: str, seconds: float, report: dict) -> None:

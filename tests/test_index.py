@@ -95,7 +95,7 @@ def test_identical_articles_are_indexed_once(fake_settings):
     corpus = fake_settings.corpus_dir
     (corpus / "zz_copy.txt").write_bytes((corpus / SHIPPED[0]).read_bytes())
     report = run_index(fake_settings)
-    assert dict(report.skipped)["zz_copy.txt"] == f"duplicate of {SHIPPED[0]}"
+    assert dict(report.skipped)["zz_copy.txt"] == f"duplicate of {SHIPPED[0]} (same text and metadata): indexed once"
     assert report.articles_total == 5
 
 

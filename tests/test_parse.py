@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -719,7 +720,8 @@ def test_html_without_article_text_is_skipped():
 
 def test_jsonl_records_keys_and_fields():
     docs = parse_file("feeds/records.jsonl", (FIXTURES / "records.jsonl").read_bytes())
-    assert [d.key for d in docs] == ["feeds/records.jsonl#1", "feeds/records.jsonl#2"]
+    # records without an `id` are keyed by a hash of their content, not by their line
+    assert [re.fullmatch(r"feeds/records\.jsonl#[0-9a-f]{12}", d.key) is not None for d in docs] == [True, True]
     first, second = docs
     assert first.title == "Bridge Reopens After Repairs"
     assert first.source == "Riverside Post"
@@ -741,7 +743,7 @@ def test_jsonl_records_keys_and_fields():
 
 def test_json_list_of_records():
     docs = parse_file("records.json", (FIXTURES / "records.json").read_bytes())
-    assert [d.key for d in docs] == ["records.json#1", "records.json#2"]
+    assert [re.fullmatch(r"records\.json#[0-9a-f]{12}", d.key) is not None for d in docs] == [True, True]
     assert docs[0].authors == ("Ruth Adeyemi",)
     assert docs[0].published == D(2022, 9, 10)
     assert docs[0].source == "Valley Times"
@@ -750,15 +752,51 @@ def test_json_list_of_records():
 
 
 def test_json_single_object():
-    record = {"title": "One", "text": "Only one record here.", "author": "Al Bo"}
+    record = {"id": 1, "title": "One", "text": "Only one record here.", "author": "Al Bo"}
     [doc] = parse_file("one.json", json.dumps(record).encode())
     assert (doc.key, doc.title, doc.authors, doc.paragraphs) == ("one.json#1", "One", ("Al Bo",), ("Only one record here.",))
 
 
+def test_record_keys_survive_edits_and_deletions_of_other_records():
+    records = [{"id": "wire-7", "text": "Seven."}, {"text": "No id here."}, {"id": 42, "text": "Forty-two."}]
+    lines = [json.dumps(r) for r in records]
+    keys = [d.key for d in parse_file("w.jsonl", "\n".join(lines).encode())]
+    assert keys[0] == "w.jsonl#wire-7" and keys[2] == "w.jsonl#42"
+    # the first line deleted, another record added at the top: the others keep their keys
+    edited = [json.dumps({"text": "A new one."}), *lines[1:]]
+    assert [d.key for d in parse_file("w.jsonl", "\n".join(edited).encode())][1:] == keys[1:]
+
+
+def test_record_id_is_made_safe_for_display():
+    record = {"id": "a\nb\u202e\x07" + "x" * 200, "text": "Body."}
+    [doc] = parse_file("w.jsonl", json.dumps(record).encode())
+    assert doc.key == "w.jsonl#a b" + "x" * 77
+
+
+def test_bad_records_are_skipped_one_by_one():
+    data = "\n".join([
+        json.dumps({"id": "a", "text": "First."}), json.dumps({"text": "Second."}), "{broken",
+        json.dumps({"id": "a", "text": "Same id."}), json.dumps({"text": "Second."}), json.dumps({"title": "no text"}),
+    ]).encode()
+    skipped = []
+    docs = parse_file("many.jsonl", data, skipped=skipped)
+    assert [d.paragraphs for d in docs] == [("First.",), ("Second.",)]
+    assert [(where, reason.split(" (")[0].split(":")[0]) for where, reason in skipped] == [
+        ("many.jsonl#3", "invalid JSON"), ("many.jsonl#4", "same id as line 1; only the first is indexed"),
+        ("many.jsonl#5", "identical to line 2; indexed once"), ("many.jsonl#6", "has no text"),
+    ]
+    skipped = []
+    [doc] = parse_file("list.json", b'[{"text": "ok."}, {"text": "   "}]', skipped=skipped)
+    assert skipped == [("list.json#2", 'has no text (a "text", "body" or "content" field)')]
+
+
 def test_jsonl_invalid_line_names_the_line():
     data = b'{"title": "a", "text": "Fine."}\n\n{"title": "b", "text": \n'
+    skipped = []
+    assert [d.title for d in parse_file("x.jsonl", data, skipped=skipped)] == ["a"]
+    assert skipped == [("x.jsonl#3", "invalid JSON: Expecting value")]
     with pytest.raises(SkipFile, match=r"invalid JSON on line 3"):
-        parse_file("x.jsonl", data)
+        parse_file("x.jsonl", data[data.index(b"\n"):])
 
 
 @pytest.mark.parametrize(
@@ -766,7 +804,7 @@ def test_jsonl_invalid_line_names_the_line():
     [
         (b'{"title": "a"', "invalid JSON on line 1"),
         (b'[{"title": "no text"}]', "record 1 has no text"),
-        (b'[{"text": "ok."}, {"text": "   "}]', "record 2 has no text"),
+        (b'[{"text": "  "}, {"text": "   "}]', "record 1 has no text"),
         (b"[1, 2]", "record 1 is not a JSON object"),
         (b'"just a string"', "object or a list"),
         (b"[]", "empty list"),

@@ -4,6 +4,7 @@ tagged with the snapshot it holds, used only while it matches, FTS5 otherwise.
 LARGE_INDEX is lowered so the shipped corpus (67 passages) counts as large."""
 import json
 import shutil
+import sqlite3
 
 import pytest
 from click.testing import CliRunner
@@ -223,15 +224,25 @@ def test_an_index_from_before_authors_were_keywords_is_migrated_and_its_copy_reb
     authors into the keyword context of an existing index and changes its generation: the tantivy
     copy made from the old context is not used (FTS5 answers, and finds the author) until the next
     index run rebuilds it."""
-    from embeddings import migrations
 
     old_context = "trim(coalesce(a.title, '') || ' ' || coalesce(a.source, ''))"
     with monkeypatch.context() as old:  # the schema, and the copy, as they were before migration 6
-        old.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:5])
-        old.setattr(migrations, "SCHEMA_VERSION", 5)
-        old.setattr(store, "SCHEMA_VERSION", 5)
         old.setattr(store, "PASSAGE_CONTEXT", old_context)
         run_index(fake_settings)
+        conn = sqlite3.connect(fake_settings.index_path)  # the later migrations undone
+        with conn:
+            conn.execute("DROP TRIGGER passages_fts_insert")
+            conn.execute(f"""CREATE TRIGGER passages_fts_insert AFTER INSERT ON passages BEGIN
+                INSERT INTO passage_fts(rowid, text, context) SELECT new.id, new.text, {old_context}
+                FROM articles a WHERE a.id = new.article_id; END""")
+            conn.execute("DELETE FROM passage_fts")
+            conn.execute(f"INSERT INTO passage_fts(rowid, text, context) SELECT p.id, p.text, {old_context} "
+                         "FROM passages p JOIN articles a ON a.id = p.article_id")
+            conn.execute("DROP INDEX passages_embedded_hash")
+            conn.execute("ALTER TABLE passages DROP COLUMN embedded_hash")
+            conn.execute("PRAGMA user_version = 5")
+        conn.close()
+        old.setattr(store, "SCHEMA_VERSION", 5)
         with store.reading(fake_settings.index_path) as conn:
             assert conn.execute("SELECT count(*) FROM passage_fts WHERE passage_fts MATCH 'ditz'").fetchone()[0] == 0
         before = generation(fake_settings.index_path)
