@@ -28,7 +28,7 @@ from .config import Settings
 from .errors import IndexBusyError, IndexRefusedError, IndexWriteError, ModelMismatchError, RemovalsRefusedError
 from .embedder import Embedder, load_embedder
 from .parse import ArticleDoc, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
-from .terminal import one_line
+from .terminal import counted, one_line
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +128,14 @@ class IndexReport:
         return (
             f"{len(self.added)} added, {len(self.changed)} changed, {len(self.removed)} removed, "
             f"{len(self.unchanged)} unchanged, {len(self.skipped)} skipped; "
-            f"{self.passages_embedded} passages embedded in {self.seconds:.1f}s; "
-            f"index: {self.articles_total} articles, {self.passages_total} passages"
+            f"{counted(self.passages_embedded, 'passage')} embedded in {self.seconds:.1f}s; "
+            f"index: {counted(self.articles_total, 'article')}, {counted(self.passages_total, 'passage')}"
         )
+
+    def file_lines(self) -> list[str]:
+        """One line per file added, changed or removed, so a run says which, not only how many."""
+        return [one_line(f"{what} {path}") for what, paths in
+                (("added", self.added), ("changed", self.changed), ("removed", self.removed)) for path in paths]
 
     def problem_lines(self) -> list[str]:
         """One line per skipped file and warning; a name or reason holding a newline or an escape
@@ -140,7 +145,7 @@ class IndexReport:
         ]
 
     def lines(self) -> list[str]:
-        return [self.summary(), *self.problem_lines()]
+        return [self.summary(), *self.file_lines(), *self.problem_lines()]
 
 
 @contextmanager

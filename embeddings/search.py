@@ -27,8 +27,7 @@ from .word_vectors import WordVectors
 
 log = logging.getLogger(__name__)
 
-DEFAULT_K = 5
-MAX_K = 20
+from .search_options import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES  # noqa: F401 (re-exported)
 # The per-article cap shapes the order, never hides: an article's passages after its best
 # PER_ARTICLE count SAME_ARTICLE_PENALTY less, so other articles' passages come first unless they
 # score that much lower, and further pages go on down the ranking into more passages of the same
@@ -38,7 +37,6 @@ SAME_ARTICLE_PENALTY = 0.1
 MAX_QUESTION_CHARS = 2000
 
 
-MODES = ("vector", "hybrid", "keyword")
 # Hybrid score: cosine + HYBRID_WEIGHT x keyword coverage (SearchIndex.keyword_coverage): each
 # question word's BM25 in the passage, weighted by how far the word is from what the embedding
 # model already sees: MODEL_READ_WEIGHT for a word it reads whole, 1 for one it must cut up
@@ -47,7 +45,6 @@ MODES = ("vector", "hybrid", "keyword")
 # word no passage has (keyword_coverage). Of the rules in docs/retrieval.md the one that gains
 # where questions reuse rare words (SciFact +0.086 nDCG@10 over vectors, news_lee +0.041) and
 # stays above vectors where they are paraphrased (+0.009 and +0.012), hence the default.
-DEFAULT_MODE = "hybrid"
 HYBRID_WEIGHT = 0.225
 MODEL_READ_WEIGHT = 0.25
 MISSED_EXPONENT = 5
