@@ -27,7 +27,7 @@ from .chunk import make_passages
 from .config import Settings
 from .errors import IndexBusyError, IndexRefusedError, IndexWriteError, ModelMismatchError, RemovalsRefusedError
 from .embedder import Embedder, load_embedder
-from .parse import ArticleDoc, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
+from .parse import ArticleDoc, LeftOut, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
 from .terminal import counted, one_line
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,8 @@ class IndexReport:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (corpus path, reason)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # files in no article format (.docx, images, ...)
+    hidden: int = 0  # hidden files and folders (name starting with '.'), counted, not listed
     passages_embedded: int = 0
     articles_total: int = 0
     passages_total: int = 0
@@ -142,7 +144,10 @@ class IndexReport:
         sequence is shown escaped, so it can neither fake a line nor drive a terminal."""
         return [one_line(f"skipped {path}: {reason}") for path, reason in self.skipped] + [
             one_line(f"warning {path}: {text}") for path, text in self.warnings
-        ]
+        ] + [one_line(f"ignored {path}: not an article format") for path in self.ignored] + (
+            [f"ignored {counted(self.hidden, 'hidden file or folder', 'hidden files and folders')} (name starting with '.')"]
+            if self.hidden else []
+        )
 
     def lines(self) -> list[str]:
         return [self.summary(), *self.file_lines(), *self.problem_lines()]
@@ -408,7 +413,9 @@ def _without_damaged_vectors(conn, stored: dict[str, store.StoredFile], report: 
 def _scan(corpus, settings, previous, report, progress, tick):
     """Read, hash and parse every changed file; returns (new articles, unchanged files)."""
     unreadable: list[OSError] = []
-    paths = iter_corpus_files(corpus, unreadable)
+    left_out = LeftOut()
+    paths = iter_corpus_files(corpus, unreadable, left_out)
+    _report_left_out(left_out, report)
     progress.files_total = len(paths)
     new: list[_NewArticle] = []
     kept_files: list[str] = []
@@ -460,6 +467,14 @@ def _scan(corpus, settings, previous, report, progress, tick):
             seen_text[text_hash] = doc.key
             new.append(_NewArticle(doc, rel, content_hash, []))
     return new, kept_files
+
+
+def _report_left_out(left_out: LeftOut, report: IndexReport) -> None:
+    report.ignored += [one_line(path) for path in left_out.not_articles]
+    report.hidden += left_out.hidden
+    for path in left_out.orphan_sidecars:
+        report.skipped.append((one_line(path), "metadata sidecar with no article beside it (the sidecar of a.txt "
+                                               "is a.meta.json in the same folder): was the article renamed or removed?"))
 
 
 def _is_utf8(name: str) -> bool:
