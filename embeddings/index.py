@@ -475,6 +475,9 @@ def _report_left_out(left_out: LeftOut, report: IndexReport) -> None:
     for path in left_out.orphan_sidecars:
         report.skipped.append((one_line(path), "metadata sidecar with no article beside it (the sidecar of a.txt "
                                                "is a.meta.json in the same folder): was the article renamed or removed?"))
+    for path in left_out.linked_folders:
+        report.skipped.append((one_line(path + "/"), "a symlink to a folder, not followed (only files inside the corpus "
+                                                     "folder, or symlinks to such files, are read)"))
 
 
 def _is_utf8(name: str) -> bool:

@@ -99,6 +99,7 @@ class LeftOut:
 
     not_articles: list[str] = field(default_factory=list)  # corpus-relative paths of files in no article format
     orphan_sidecars: list[str] = field(default_factory=list)  # metadata sidecars with no article beside them
+    linked_folders: list[str] = field(default_factory=list)  # symlinks to folders, not followed
     hidden: int = 0  # files and folders whose name starts with '.', not looked into
 
 
@@ -130,10 +131,12 @@ def iter_corpus_files(root: Path, unreadable: list[OSError] | None = None, left_
             expected = {_sidecar_stem(a) + suffix for a in articles for suffix in SIDECAR_SUFFIXES}
             left_out.not_articles += [(folder / n).as_posix() for n in others]
             left_out.orphan_sidecars += [(folder / n).as_posix() for n in sidecars if n not in expected]
+            left_out.linked_folders += [(folder / d).as_posix() for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
             left_out.hidden += hidden
     if left_out is not None:
         left_out.not_articles.sort()
         left_out.orphan_sidecars.sort()
+        left_out.linked_folders.sort()
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 

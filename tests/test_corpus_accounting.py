@@ -30,6 +30,11 @@ def test_the_walk_lists_what_it_passes_over(tmp_path):
     # b.md's sidecar is b.meta.json: b.md.meta.json would be read for an article b.md.txt
     assert left_out.orphan_sidecars == ["sub/b.md.meta.json", "sub/gone.meta.json"]
     assert left_out.hidden == 3  # .DS_Store, .git/, sub/.cache/: each counted once, not looked into
+    assert left_out.linked_folders == []
+    (tmp_path / "elsewhere").symlink_to(tmp_path / "sub", target_is_directory=True)
+    left_out = LeftOut()
+    iter_corpus_files(tmp_path, left_out=left_out)
+    assert left_out.linked_folders == ["elsewhere"]
 
 
 def index(tmp_path, *args):
@@ -51,13 +56,16 @@ def test_the_index_report_accounts_for_every_file(tmp_path, fake_embedder):
     assert any(line.startswith("skipped orphan.meta.json: metadata sidecar with no article beside it") for line in lines)
     assert "ignored 2 hidden files and folders (name starting with '.')" in lines
     assert not any(".hidden.txt" in line or ".obsidian" in line for line in lines)  # counted, not listed
+    (corpus / "linked").symlink_to(corpus / "img", target_is_directory=True)
 
     report = json.loads(index(tmp_path, "--json").output)
     assert report["ignored"] == ["img/map.png", "notes.text", "report.docx"] and report["hidden"] == 2
+    assert {"path": "linked/", "reason": "a symlink to a folder, not followed (only files inside the corpus folder, "
+            "or symlinks to such files, are read)"} in report["skipped"]
     accounted = set(report["unchanged"]) | {s["path"] for s in report["skipped"]} | set(report["ignored"])
     used_sidecars = {"a.meta.json"}
     on_disk = {p.relative_to(corpus).as_posix() for p in corpus.rglob("*") if p.is_file()
-               and not any(part.startswith(".") for part in p.relative_to(corpus).parts)}
+               and not any(part.startswith(".") for part in p.relative_to(corpus).parts)} | {"linked/"}
     assert on_disk == accounted | used_sidecars
 
 
