@@ -78,7 +78,8 @@ def build_hostile_corpus(root: Path) -> tuple[Path, dict[str, str | None]]:
     expected["self.txt"] = "symlink loop"
     os.symlink("missing.txt", corpus / "dangling.txt")
     expected["dangling.txt"] = "dangling symlink"
-    os.symlink("../outside", corpus / "outside_dir")  # a linked folder is not walked into at all
+    os.symlink("../outside", corpus / "outside_dir")  # a linked folder is not walked into, only reported
+    expected["outside_dir/"] = "a symlink to a folder, not followed"
     os.mkfifo(corpus / "pipe.txt")  # opening it would block forever
     expected["pipe.txt"] = "not a regular file"
     # Pathological markup.
