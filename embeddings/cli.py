@@ -5,6 +5,7 @@ The console script lives in bot/cli.py, which adds `run` to this group.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import sys
 import textwrap
@@ -12,19 +13,21 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from . import store, vector_file
-from .answer import Answer
+# Only what defining the commands needs is imported here, so `--help` and a bad option answer at
+# once; each command imports the search, the index and the models (numpy, torch) when it runs.
 from .config import Settings
-from .embedder import load_reranker
 from .errors import CorpusBotError, IndexMissingError, QueryError
-from .index import Progress, run_index
-from .query_model import load_query_embedder
-from .search import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, Filters, SearchIndex, parse_iso_date
-from .tantivy_index import keyword_engine
-from .terminal import json_line, one_line, text_block
+from .search_options import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES
+from .terminal import counted, json_line, one_line, text_block
+
+if TYPE_CHECKING:
+    from .answer import Answer
+    from .index import Progress
+
 
 @contextmanager
 def user_errors():
@@ -47,14 +50,19 @@ def settings_from(ctx: click.Context, **overrides) -> Settings:
     return replace(settings, **changes)
 
 
-index_option = click.option("--index", "index_path", type=click.Path(path_type=Path), help="Index file [INDEX_PATH].")
+index_option = click.option("--index", "index_path", type=click.Path(path_type=Path),
+                            help="Index file [INDEX_PATH; relative to the working directory].")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (documented shape).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="corpus-bot")
 def cli() -> None:
-    """Answer questions about a news corpus by quoting its passages."""
+    """Answer questions about a news corpus by quoting its passages.
+
+    Settings come from the environment, then from a `.env` file in the working directory (a
+    variable set in the environment wins). Relative paths are relative to the working directory.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -91,7 +99,8 @@ class ProgressReporter:
 
 
 @cli.command("index")
-@click.option("--corpus", "corpus_dir", type=click.Path(path_type=Path), help="Corpus folder [CORPUS_DIR].")
+@click.option("--corpus", "corpus_dir", type=click.Path(path_type=Path),
+              help="Corpus folder [CORPUS_DIR; relative to the working directory].")
 @index_option
 @click.option("--rebuild", is_flag=True, help="Re-embed everything (needed after changing EMBEDDING_MODEL).")
 @click.option("--allow-removals", is_flag=True,
@@ -101,6 +110,8 @@ class ProgressReporter:
 @click.pass_context
 def index_command(ctx, corpus_dir, index_path, rebuild, allow_removals, as_json):
     """Index the corpus folder: only new or changed articles are embedded."""
+    from .index import run_index
+
     settings = settings_from(ctx, corpus_dir=corpus_dir, index_path=index_path)
     with user_errors():
         report = run_index(settings, rebuild=rebuild, allow_removals=allow_removals,
@@ -140,18 +151,69 @@ def render_answer(answer: Answer, *, color: bool) -> str:
 
 
 def check_question_text(q: str) -> None:
-    """Bytes that are not UTF-8 (a Latin-1 terminal, a Latin-1 line on stdin) reach Python as lone
-    surrogates, which the model's tokenizer rejects with a TypeError: say so instead."""
+    """Refuse, with a reason, a question the search would answer with arbitrary passages."""
     try:
+        # Bytes that are not UTF-8 (a Latin-1 terminal, a Latin-1 line on stdin) reach Python as
+        # lone surrogates, which the model's tokenizer rejects with a TypeError.
         q.encode("utf-8")
     except UnicodeEncodeError:
         raise QueryError("the question is not valid UTF-8 text (check the terminal's or the input's encoding)") from None
+    if q.strip() and not re.search(r"\w", q):
+        # Punctuation or emoji alone still embed to a vector, close to nothing in particular.
+        raise QueryError("the question has no words (only punctuation or symbols): ask it in words")
 
 
-@cli.command("ask")
-@click.argument("question")
-@click.option("-k", "--results", "k", type=click.IntRange(1, MAX_K), default=DEFAULT_K, show_default=True,
-              help="How many passages to show.")
+def _looks_like_question_words(arg: str) -> bool:
+    """A word starting with '-' that is no option: a number (-4, -40°C) or a quoted phrase."""
+    return bool(re.match(r"-[0-9.]", arg)) or any(c.isspace() for c in arg)
+
+
+class QuestionCommand(click.Command):
+    """A command whose argument is the words of a question, quoted or not, among the options.
+
+    A word like `-4` or `"-4 degrees in Kabul"` is part of the question, not an unknown option;
+    anything else starting with '-' is read as an option (a typo gets click's error), and every
+    word after `--` belongs to the question.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value = {}
+        for param in self.get_params(ctx):
+            if isinstance(param, click.Option):
+                for name in (*param.opts, *param.secondary_opts):
+                    takes_value[name] = not (param.is_flag or param.count)
+        options, words = [], []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                words += args[i + 1:]
+                break
+            name = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
+            if arg.startswith("-") and arg != "-" and (name in takes_value or not _looks_like_question_words(arg)):
+                options.append(arg)
+                value_attached = "=" in arg if arg.startswith("--") else len(arg) > 2
+                if takes_value.get(name) and not value_attached and i + 1 < len(args):
+                    i += 1
+                    options.append(args[i])
+            else:
+                words.append(arg)
+            i += 1
+        try:
+            return super().parse_args(ctx, options + (["--", *words] if words else []))
+        except click.NoSuchOption as exc:
+            exc.message += f" If it is part of the question, put -- before the question: {ctx.command_path} -- {exc.option_name} ..."
+            raise
+
+
+def results_option(help: str, default: int, hi: int):
+    """-k/--results: how many results, one spelling for every command."""
+    return click.option("-k", "--results", "k", type=click.IntRange(1, hi), default=default, show_default=True, help=help)
+
+
+@cli.command("ask", cls=QuestionCommand)
+@click.argument("question", nargs=-1, required=True)
+@results_option("How many passages to show.", DEFAULT_K, MAX_K)
 @click.option("--offset", type=click.IntRange(0), default=0, help="Skip the first N passages (the next page: --offset 5).")
 @click.option("--source", help="Only articles whose publication or title contains this text.")
 @click.option("--since", help="Only articles published on or after this date (YYYY-MM-DD).")
@@ -162,7 +224,19 @@ def check_question_text(q: str) -> None:
 @json_option
 @click.pass_context
 def ask_command(ctx, question, k, offset, source, since, until, mode, index_path, as_json):
-    """Answer QUESTION with quoted passages; '-' reads one question per line from standard input."""
+    """Answer QUESTION with quoted passages.
+
+    The question needs no quotes: `corpus-bot ask what happened in kunduz`. Words after `--` are
+    all question, even one starting with '-' (`corpus-bot ask -- -x`). '-' reads one question per
+    line from standard input and writes one answer per line (with --json, one JSON line each; a
+    blank or refused line gets an error line).
+    """
+    from .embedder import load_reranker
+    from .query_model import load_query_embedder
+    from .search import Filters, SearchIndex, parse_iso_date
+
+    question = " ".join(question)
+    from_stdin = question == "-"
     settings = settings_from(ctx, index_path=index_path)
     with user_errors():
         filters = Filters(
@@ -170,28 +244,30 @@ def ask_command(ctx, question, k, offset, source, since, until, mode, index_path
             since=parse_iso_date(since, "--since") if since else None,
             until=parse_iso_date(until, "--until") if until else None,
         )
+        if not from_stdin:
+            check_question_text(question)  # before loading anything
         index = SearchIndex.load(settings.index_path, model_name=settings.embedding_model, weak_score=settings.weak_score)
         if index.passage_count == 0:
             raise IndexMissingError(f"the index at {settings.index_path} is empty: add articles to the corpus folder and run `corpus-bot index`")
         embedder = load_query_embedder(settings.index_path, settings.embedding_model, index.meta)
         reranker = load_reranker(settings.rerank_model) if settings.rerank_model else None
-        questions = (line.strip() for line in sys.stdin) if question == "-" else iter([question])
+        questions = (line.strip() for line in sys.stdin) if from_stdin else iter([question])
         color = sys.stdout.isatty()
         first = True
         for q in questions:
-            if not q and question == "-":
-                continue  # blank lines between questions; a single empty question gets "the question is empty"
             try:
                 check_question_text(q)
                 answer = index.search(q, embedder, k=k, offset=offset, filters=filters, mode=mode, reranker=reranker)
             except QueryError as exc:
-                if question != "-":
+                if not from_stdin:
                     raise
+                # One output per input line, so answers can be paired with questions by position.
                 shown = q.encode("utf-8", "replace").decode("utf-8")
                 if as_json:
                     click.echo(json_line({"query": shown, "error": str(exc)}))
                 else:
-                    click.echo(f"Q: {one_line(shown)}\n! {one_line(exc)}")
+                    click.echo(("" if first else "\n") + f"Q: {one_line(shown)}\n! {one_line(exc)}")
+                first = False
                 continue
             if as_json:
                 click.echo(json_line(answer.to_json()))
@@ -209,6 +285,8 @@ def ask_command(ctx, question, k, offset, source, since, until, mode, index_path
 @click.pass_context
 def sources_command(ctx, index_path, as_json):
     """List the indexed articles with their metadata."""
+    from . import store
+
     settings = settings_from(ctx, index_path=index_path)
     with user_errors():
         with store.reading(settings.index_path) as conn:
@@ -220,7 +298,7 @@ def sources_command(ctx, index_path, as_json):
         click.echo(one_line(f"the index at {settings.index_path} has no articles: run `corpus-bot index`"))
     for a in articles:
         click.echo(one_line(a.display_title))
-        click.echo(one_line(f"   {a.byline} · {a.passages} passages · {a.key}"))
+        click.echo(one_line(f"   {a.byline} · {counted(a.passages, 'passage')} · {a.key}"))
         if a.url:
             click.echo(one_line(f"   {a.url}"))
 
@@ -230,7 +308,10 @@ def sources_command(ctx, index_path, as_json):
 @json_option
 @click.pass_context
 def stats_command(ctx, index_path, as_json):
-    """Show the size and model of the index."""
+    """Show the corpus folder, the index in use, its size and model, and the last index run."""
+    from . import store, vector_file
+    from .tantivy_index import keyword_engine
+
     settings = settings_from(ctx, index_path=index_path)
     with user_errors():
         with store.reading(settings.index_path) as conn:
@@ -241,18 +322,24 @@ def stats_command(ctx, index_path, as_json):
     stats["keyword_search"] = keyword_engine(settings.index_path, generation, stats["passages"])
     stats["vectors_from"] = vector_file.vector_source(settings.index_path, generation, stats["passages"])
     stats["damaged_vectors"] = [{"path": key, "reason": why} for key, why in sorted(damaged.items())]
+    # Absolute: relative settings are read from the working directory, which the reader may not know.
+    stats["corpus_dir"] = str(settings.corpus_dir.absolute())
+    stats["index_path"] = str(settings.index_path.absolute())
+    stats["last_run"] = run
     if as_json:
         click.echo(json_line(stats))
         return
     click.echo(f"articles:  {stats['articles']}\npassages:  {stats['passages']}")
     click.echo(one_line(f"model:     {stats['model']} ({stats['dimension']} dimensions)"))
-    click.echo(one_line(f"index:     {settings.index_path} ({stats['size_bytes'] / 1e6:.1f} MB)"))
+    click.echo(one_line(f"corpus:    {stats['corpus_dir']}"))
+    click.echo(one_line(f"index:     {stats['index_path']} ({stats['size_bytes'] / 1e6:.1f} MB)"))
     click.echo(one_line(f"built:     {stats['built']}"))
     click.echo(one_line(f"keywords:  {stats['keyword_search']}"))
     click.echo(one_line(f"vectors:   {stats['vectors_from']}"))
     if damaged:
+        articles = counted(len(damaged), "article's", "articles'")
         click.echo(one_line(
-            f"damaged:   {len(damaged)} articles' vectors, left out of search until `corpus-bot index` embeds them "
+            f"damaged:   {articles} vectors, left out of search until `corpus-bot index` embeds them "
             "again: " + "; ".join(f"{d['path']} ({d['reason']})" for d in stats["damaged_vectors"])
         ))
     if run:
@@ -270,15 +357,19 @@ def stats_command(ctx, index_path, as_json):
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True,
               help="Search method to measure (the default is the product's default).")
-@click.option("--k", "k", type=click.IntRange(1, 100), default=10, show_default=True, help="Cut-off for nDCG, recall, MRR.")
+@results_option("Cut-off: score the first N results (nDCG@N, recall@N, MRR@N).", 10, 100)
+@click.option("--k", "old_k", type=click.IntRange(1, 100), hidden=True)  # the former spelling of -k
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path),
               help="Where evaluation indexes are cached [default: eval-cache/ beside INDEX_PATH].")
 @json_option
 @click.pass_context
-def eval_command(ctx, folder, mode, k, cache_dir, as_json):
+def eval_command(ctx, folder, mode, k, old_k, cache_dir, as_json):
     """Measure retrieval on a BEIR-layout FOLDER (corpus.jsonl, queries.jsonl, qrels)."""
     from .evaluate import cached_index, load_beir, run_eval
+    from .query_model import load_query_embedder
+    from .search import SearchIndex
 
+    k = old_k or k
     settings = settings_from(ctx)
     with user_errors():
         data = load_beir(folder)
@@ -311,16 +402,18 @@ def feedback_group() -> None:
 @index_option
 @click.pass_context
 def feedback_export_command(ctx, out_dir, index_path):
-    """Write the votes as a BEIR-layout evaluation set in OUT_DIR (for `corpus-bot eval OUT_DIR`)."""
+    """Write the votes as a BEIR-layout evaluation set in a new or empty folder OUT_DIR (for
+    `corpus-bot eval OUT_DIR`)."""
     from .feedback import export_feedback
 
     settings = settings_from(ctx, index_path=index_path)
     with user_errors():
         counts = export_feedback(settings.index_path, out_dir)
     click.echo(one_line(
-        f"wrote {out_dir}: {counts['questions']} questions from {counts['votes']} votes "
-        f"({counts['with_relevant']} with a passage judged relevant), {counts['passages']} passages"
-        + (f"; {counts['stale_judgments']} judgments dropped (passage changed since the vote)" if counts["stale_judgments"] else "")
+        f"wrote {out_dir}: {counted(counts['questions'], 'question')} from {counted(counts['votes'], 'vote')} "
+        f"({counts['with_relevant']} with a passage judged relevant), {counted(counts['passages'], 'passage')}"
+        + (f"; {counted(counts['stale_judgments'], 'judgment')} dropped (passage changed since the vote)"
+           if counts["stale_judgments"] else "")
     ))
     if counts["with_relevant"] == 0:
         click.echo("note: no 👍 votes yet, so `corpus-bot eval` has nothing to score", err=True)

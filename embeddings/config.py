@@ -1,6 +1,9 @@
 """All configuration, read once from the environment and an optional `.env` file.
 
-Every value has a default that works with no `.env` at all; `.env.example` documents each one.
+The `.env` file is the one in the working directory (where the command runs), never one beside
+the installed package; a variable set in the environment wins over the same name in `.env`.
+Relative paths (CORPUS_DIR, INDEX_PATH) are relative to the working directory. Every value has a
+default that works with no `.env` at all; `.env.example` documents each one.
 """
 from __future__ import annotations
 
@@ -104,7 +107,9 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None, *, dotenv: bool = True) -> "Settings":
         if env is None:
             if dotenv:
-                load_dotenv(override=False)
+                # An explicit path: without one, python-dotenv searches upwards from the calling
+                # module's folder, which after an install is site-packages, not the user's folder.
+                load_dotenv(Path.cwd() / ".env", override=False)
             env = dict(os.environ)
         guild = env.get("DISCORD_GUILD_ID", "").strip()
         return cls(

@@ -15,6 +15,7 @@ import aiosqlite
 
 from . import store
 from .answer import Answer
+from .errors import CorpusBotError
 
 INSERT = "INSERT INTO feedback(created, user_id, question, mode, vote, results) VALUES (?, ?, ?, ?, ?, ?)"
 
@@ -43,8 +44,26 @@ def feedback_rows(conn) -> list[dict]:
     ]
 
 
+def _refuse_used_destination(out_dir: Path) -> None:
+    if out_dir.is_dir():
+        try:
+            used = next(out_dir.iterdir(), None) is not None
+        except OSError as exc:
+            raise CorpusBotError(f"cannot export to {out_dir}: {exc.strerror or exc}") from None
+        if used:
+            raise CorpusBotError(f"{out_dir} is not empty: give a new or empty folder to export to "
+                                 "(an earlier export there is left as it is)")
+    elif out_dir.exists() or out_dir.is_symlink():
+        raise CorpusBotError(f"{out_dir} exists and is not a folder: give a new or empty folder to export to")
+
+
 def export_feedback(index_path: Path, out_dir: Path) -> dict:
-    """Write the evaluation set; returns counts for the report."""
+    """Write the evaluation set into a new or empty folder; returns counts for the report.
+
+    An existing file or a folder with entries is refused before anything is read or written: an
+    earlier export (its judgments, maybe edited by hand) or unrelated files are never overwritten.
+    """
+    _refuse_used_destination(out_dir)
     with store.reading(index_path) as conn:
         conn.execute("BEGIN")
         passages = conn.execute(
@@ -53,7 +72,10 @@ def export_feedback(index_path: Path, out_dir: Path) -> dict:
         ).fetchall()
         votes = feedback_rows(conn)
     current = {f"{key}#{pos + 1}": text for key, pos, text, _ in passages}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CorpusBotError(f"cannot create the folder {out_dir}: {exc.strerror or exc}") from None
     with (out_dir / "corpus.jsonl").open("w", encoding="utf-8") as f:
         for key, pos, text, title in passages:
             f.write(json.dumps({"_id": f"{key}#{pos + 1}", "title": title or "", "text": text}, ensure_ascii=False) + "\n")

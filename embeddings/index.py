@@ -28,8 +28,8 @@ from .config import Settings
 from .errors import IndexBusyError, IndexRefusedError, IndexWriteError, ModelMismatchError, RemovalsRefusedError
 from .embedder import Embedder, load_embedder
 from .migrations import embedded_hash
-from .parse import ArticleDoc, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
-from .terminal import one_line
+from .parse import ArticleDoc, LeftOut, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
+from .terminal import counted, one_line
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,8 @@ class IndexReport:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (corpus path, reason)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # files in no article format (.docx, images, ...)
+    hidden: int = 0  # hidden files and folders (name starting with '.'), counted, not listed
     passages_embedded: int = 0  # passages the model embedded in this run
     articles_total: int = 0
     passages_total: int = 0
@@ -133,22 +135,30 @@ class IndexReport:
             f"{len(self.added)} added, {len(self.changed)} changed, {len(self.removed)} removed, "
             + (f"{len(self.renamed)} renamed, " if self.renamed else "")
             + f"{len(self.unchanged)} unchanged, {len(self.skipped)} skipped; "
-            f"{self.passages_embedded} passages embedded"
+            f"{counted(self.passages_embedded, 'passage')} embedded"
             + (f" ({self.passages_reused} reused from the index)" if self.passages_reused else "")
             + f" in {self.seconds:.1f}s; "
-            f"index: {self.articles_total} articles, {self.passages_total} passages"
+            f"index: {counted(self.articles_total, 'article')}, {counted(self.passages_total, 'passage')}"
         )
+
+    def file_lines(self) -> list[str]:
+        """One line per file added, changed or removed, so a run says which, not only how many."""
+        return [one_line(f"{what} {path}") for what, paths in
+                (("added", self.added), ("changed", self.changed), ("removed", self.removed)) for path in paths]
 
     def problem_lines(self) -> list[str]:
         """One line per skipped file and warning; a name or reason holding a newline or an escape
         sequence is shown escaped, so it can neither fake a line nor drive a terminal."""
         return [one_line(f"skipped {path}: {reason}") for path, reason in self.skipped] + [
             one_line(f"warning {path}: {text}") for path, text in self.warnings
-        ]
+        ] + [one_line(f"ignored {path}: not an article format") for path in self.ignored] + (
+            [f"ignored {counted(self.hidden, 'hidden file or folder', 'hidden files and folders')} (name starting with '.')"]
+            if self.hidden else []
+        )
 
     def lines(self) -> list[str]:
         renamed = [one_line(f"renamed: {old} -> {new}") for old, new in self.renamed]
-        return [self.summary(), *renamed, *self.problem_lines()]
+        return [self.summary(), *renamed, *self.file_lines(), *self.problem_lines()]
 
 
 @contextmanager
@@ -434,7 +444,9 @@ def _scan(corpus, settings, previous, report, progress, tick):
     A new path whose bytes (and sidecar) hash the same as an indexed file's that is no longer
     there, with the same suffix, is that file moved: its articles are renamed, nothing is parsed."""
     unreadable: list[OSError] = []
-    paths = iter_corpus_files(corpus, unreadable)
+    left_out = LeftOut()
+    paths = iter_corpus_files(corpus, unreadable, left_out)
+    _report_left_out(left_out, report)
     moved: list[tuple[str, str]] = []
     progress.files_total = len(paths)
     new: list[_NewArticle] = []
@@ -556,6 +568,17 @@ def _moved_key(key: str, renamed_to: dict[str, str]) -> str:
         if key == old or key.startswith(old + "#"):
             return new + key[len(old):]
     return key
+
+
+def _report_left_out(left_out: LeftOut, report: IndexReport) -> None:
+    report.ignored += [one_line(path) for path in left_out.not_articles]
+    report.hidden += left_out.hidden
+    for path in left_out.orphan_sidecars:
+        report.skipped.append((one_line(path), "metadata sidecar with no article beside it (the sidecar of a.txt "
+                                               "is a.meta.json in the same folder): was the article renamed or removed?"))
+    for path in left_out.linked_folders:
+        report.skipped.append((one_line(path + "/"), "a symlink to a folder, not followed (only files inside the corpus "
+                                                     "folder, or symlinks to such files, are read)"))
 
 
 def _is_utf8(name: str) -> bool:

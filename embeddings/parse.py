@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "SUPPORTED_SUFFIXES",
     "ArticleDoc",
+    "LeftOut",
     "SkipFile",
     "iter_corpus_files",
     "load_file",
@@ -87,20 +88,56 @@ def _is_sidecar_name(name: str) -> bool:
     return name.lower().endswith(SIDECAR_SUFFIXES)
 
 
-def iter_corpus_files(root: Path, unreadable: list[OSError] | None = None) -> list[Path]:
+def _sidecar_stem(name: str) -> str:
+    """The part of an article's file name its sidecar shares: `a.txt` -> `a` (`a.meta.json`)."""
+    suffix = Path(name).suffix
+    return name[: -len(suffix)] if suffix else name
+
+
+@dataclass
+class LeftOut:
+    """What a walk of the corpus folder passes over, so that a report accounts for every file."""
+
+    not_articles: list[str] = field(default_factory=list)  # corpus-relative paths of files in no article format
+    orphan_sidecars: list[str] = field(default_factory=list)  # metadata sidecars with no article beside them
+    linked_folders: list[str] = field(default_factory=list)  # symlinks to folders, not followed
+    hidden: int = 0  # files and folders whose name starts with '.', not looked into
+
+
+def iter_corpus_files(root: Path, unreadable: list[OSError] | None = None, left_out: LeftOut | None = None) -> list[Path]:
     """Sorted candidate files under root (recursive) with a supported suffix, excluding hidden files/dirs and
     sidecar files. Symlinks to files are returned too (load_file decides about them); symlinked
     directories are not descended into. A folder that cannot be listed is appended to
-    `unreadable` (the error, with its path) rather than passed over in silence."""
+    `unreadable` (the error, with its path) rather than passed over in silence; the files passed
+    over as not articles are listed in `left_out`."""
     root = Path(root)
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append if unreadable is not None else None):
+        hidden = len(dirnames)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        hidden -= len(dirnames)
+        articles, sidecars, others = [], [], []
         for name in filenames:
-            if name.startswith(".") or _is_sidecar_name(name):
-                continue
-            if name.lower().endswith(SUPPORTED_SUFFIXES):
+            if name.startswith("."):
+                hidden += 1
+            elif _is_sidecar_name(name):
+                sidecars.append(name)
+            elif name.lower().endswith(SUPPORTED_SUFFIXES):
                 found.append(Path(dirpath) / name)
+                articles.append(name)
+            else:
+                others.append(name)
+        if left_out is not None:
+            folder = Path(dirpath).relative_to(root)
+            expected = {_sidecar_stem(a) + suffix for a in articles for suffix in SIDECAR_SUFFIXES}
+            left_out.not_articles += [(folder / n).as_posix() for n in others]
+            left_out.orphan_sidecars += [(folder / n).as_posix() for n in sidecars if n not in expected]
+            left_out.linked_folders += [(folder / d).as_posix() for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+            left_out.hidden += hidden
+    if left_out is not None:
+        left_out.not_articles.sort()
+        left_out.orphan_sidecars.sort()
+        left_out.linked_folders.sort()
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -161,7 +198,7 @@ def sidecar_bytes(path: Path, siblings: set[str] | None = None) -> bytes:
     exists). Raises SkipFile when a sidecar exists but cannot be read or is over 1 MB. `siblings`,
     the names in the file's folder, spares a stat per candidate when scanning many files."""
     path = Path(path)
-    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    stem = _sidecar_stem(path.name)
     for suffix in SIDECAR_SUFFIXES:
         if siblings is not None and stem + suffix not in siblings:
             continue

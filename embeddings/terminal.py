@@ -49,3 +49,8 @@ def json_line(data: object) -> str:
     could act on or cannot print, which are \\u-escaped: the parsed value is unchanged."""
     text = json.dumps(data, ensure_ascii=False)
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 passage', '2 passages': a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"

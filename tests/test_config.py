@@ -1,6 +1,8 @@
 """Settings are validated once, with one line naming the variable, and never echo a secret."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -63,3 +65,26 @@ def test_sensible_values_are_accepted():
     assert (settings.weak_score, settings.ask_cooldown_seconds, settings.ask_cooldown_rate) == (0.0, 0.0, 5)
     assert settings.discord_guild_id == 123456789012345678 and settings.admin_user_ids == {1, 2, 3}
     assert Settings.from_env({}) == Settings()
+
+
+def test_dotenv_is_read_from_the_working_directory_and_the_environment_wins(tmp_path, monkeypatch):
+    """After an install the package's folder holds no .env: the user's folder is the one read."""
+    (tmp_path / ".env").write_text("CORPUS_DIR=articles\nINDEX_PATH=store/index.sqlite3\nWEAK_SCORE=0.5\n")
+    for name in ("CORPUS_DIR", "INDEX_PATH", "WEAK_SCORE"):
+        monkeypatch.delenv(name, raising=False)  # also undoes what reading .env sets
+    monkeypatch.setenv("INDEX_PATH", "from-environment.sqlite3")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env()
+    assert settings.corpus_dir == Path("articles") and settings.weak_score == 0.5
+    assert settings.index_path == Path("from-environment.sqlite3")
+
+
+def test_a_dotenv_in_a_parent_folder_is_not_read(tmp_path, monkeypatch):
+    """Only the working directory's .env counts, as its relative paths are relative to it."""
+    (tmp_path / ".env").write_text("CORPUS_DIR=elsewhere\n")
+    (tmp_path / "project").mkdir()
+    for name in ("CORPUS_DIR", "INDEX_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path / "project")
+    settings = Settings.from_env()
+    assert (settings.corpus_dir, settings.index_path) == (Path("corpus"), Path("data/index.sqlite3"))

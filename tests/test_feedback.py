@@ -57,4 +57,4 @@ def test_judgments_on_passages_that_changed_are_dropped(fake_settings, fake_embe
     run_index(fake_settings)
     env = {"INDEX_PATH": str(fake_settings.index_path)}
     result = CliRunner().invoke(cli, ["feedback", "export", str(tmp_path / "out")], env=env, catch_exceptions=False)
-    assert "1 judgments dropped (passage changed since the vote)" in result.output
+    assert "1 judgment dropped (passage changed since the vote)" in result.output

@@ -60,10 +60,11 @@ def test_names_with_newlines_and_escapes_are_shown_escaped_in_every_output(tmp_p
     text = runner.invoke(cli, ["index", "--rebuild"], env=env, catch_exceptions=False)
     assert text.exit_code == 0, text.output
     lines = text.stdout.splitlines()
-    # One summary line, one line per skipped file: no name or reason adds a line of its own.
-    assert len(lines) == 3 and lines[0].startswith("4 added,")
-    assert lines[1] == "skipped caf\\xe9.txt: the file name is not valid UTF-8; rename the file"
-    assert lines[2] == ("skipped dangling.txt: dangling symlink (target \\x1b]8;;http://evil\\x07missing\\n"
+    # One summary line, one line per added and per skipped file: no name or reason adds a line of its own.
+    assert len(lines) == 7 and lines[0].startswith("4 added,")
+    assert all(line.startswith("added ") for line in lines[1:5])
+    assert lines[5] == "skipped caf\\xe9.txt: the file name is not valid UTF-8; rename the file"
+    assert lines[6] == ("skipped dangling.txt: dangling symlink (target \\x1b]8;;http://evil\\x07missing\\n"
                         "skipped fake.txt: gone does not exist)")
     assert FAKE_LINE not in lines and "\x1b" not in text.stdout
 

@@ -137,7 +137,7 @@ def test_a_flipped_exponent_bit_in_a_stored_vector_is_left_out_reported_and_embe
     idx.close()
 
     assert stats(fake_settings)["damaged_vectors"] == [{"path": TALIBAN, "reason": "1 of its 15 vectors are not unit vectors"}]
-    assert f"damaged:   1 articles' vectors, left out of search until `corpus-bot index` embeds them again: {TALIBAN}" \
+    assert f"damaged:   1 article's vectors, left out of search until `corpus-bot index` embeds them again: {TALIBAN}" \
         in invoke(fake_settings, "stats").stdout
 
     report = run_index(fake_settings)

@@ -78,7 +78,8 @@ def build_hostile_corpus(root: Path) -> tuple[Path, dict[str, str | None]]:
     expected["self.txt"] = "symlink loop"
     os.symlink("missing.txt", corpus / "dangling.txt")
     expected["dangling.txt"] = "dangling symlink"
-    os.symlink("../outside", corpus / "outside_dir")  # a linked folder is not walked into at all
+    os.symlink("../outside", corpus / "outside_dir")  # a linked folder is not walked into, only reported
+    expected["outside_dir/"] = "a symlink to a folder, not followed"
     os.mkfifo(corpus / "pipe.txt")  # opening it would block forever
     expected["pipe.txt"] = "not a regular file"
     # Pathological markup.
@@ -215,6 +216,9 @@ CLEAR_ERRORS = {  # question -> the one-line error the user gets (everything els
     "x" * 10_000: "the question is too long (10000 characters, at most 2000)",
     "Kunduz " * 1_500: "the question is too long (10499 characters, at most 2000)",
     "caf\udce9 Kunduz": "the question is not valid UTF-8 text",
+    # punctuation, symbols and emoji alone would embed close to nothing in particular
+    **dict.fromkeys(["?!.,;:…", "...", '"', "*", ":", "(((", "🙂🔥🇺🇸", "\u200b\u200c\u200d\ufeff", "🙂" * 2_000, "-"],
+                    "the question has no words"),
 }
 
 
@@ -259,13 +263,13 @@ def test_every_hostile_question_gets_an_answer_or_one_clear_error(question_env, 
 
 
 def test_hostile_questions_on_standard_input_get_one_line_each(question_env):
-    """`ask -`: one JSON document per non-blank line, an error document for a bad one, never a stop."""
+    """`ask -`: one JSON document per line, an error document for a bad or blank one, never a stop."""
     lines = [q for q in HOSTILE_QUESTIONS if q.strip() and "\n" not in q and "\udce9" not in q] + ["-", "Kabul"]
     result = CliRunner().invoke(cli, ["ask", "-", "--json", "--mode", "hybrid"], env=question_env,
-                                input="\n".join(lines) + "\n\n", catch_exceptions=False)
+                                input="\n".join(lines + [""]) + "\n", catch_exceptions=False)
     assert result.exit_code == 0, result.output
     docs = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(docs) == len(lines)
+    assert len(docs) == len(lines) + 1 and docs[-1] == {"query": "", "error": "the question is empty"}
     for question, doc in zip(lines, docs):
         assert doc["query"] == question.strip()
         assert ("error" in doc) == (question in CLEAR_ERRORS or len(question) > 2000), doc

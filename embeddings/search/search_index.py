@@ -36,15 +36,9 @@ from .order import PER_ARTICLE, SAME_ARTICLE_PENALTY, Candidates, order
 
 log = logging.getLogger("embeddings.search")  # the package's name: what logs and their readers know
 
-DEFAULT_K = 5
-MAX_K = 20
+from ..search_options import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES  # noqa: F401 (re-exported)
+
 MAX_QUESTION_CHARS = 2000
-
-
-MODES = ("vector", "hybrid", "keyword")
-# Hybrid: the rule in hybrid.py. Of the rules in docs/retrieval.md the one that gains where questions
-# reuse rare words and stays above vectors where they are paraphrased, hence the default.
-DEFAULT_MODE = "hybrid"
 KEYWORD_LIMIT = 1000
 RERANK_DEPTH = 50  # passages a cross-encoder re-orders (it costs a model call per passage)
 
