@@ -4,14 +4,15 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
-import psycopg
 import pytest
 
 from embeddings.errors import ConfigError, IndexBusyError, NotAnIndexError
 from embeddings.migrations import embedded_hash
-from embeddings.postgres import store
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need the postgres extra: pip install -e '.[postgres]'")
+from embeddings.postgres import store  # noqa: E402 (needs psycopg)
+
+
 
 def test_each_test_gets_an_empty_database_of_its_own(postgres_url):
     with psycopg.connect(postgres_url, autocommit=True) as conn:
