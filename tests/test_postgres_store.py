@@ -9,9 +9,8 @@ import pytest
 from embeddings.errors import ConfigError, IndexBusyError, NotAnIndexError
 from embeddings.migrations import embedded_hash
 
-psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need the postgres extra: pip install -e '.[postgres]'")
+psycopg = pytest.importorskip("psycopg", reason="needs the postgres extra: pip install -e '.[postgres]'")
 from embeddings.postgres import store  # noqa: E402 (needs psycopg)
-
 
 
 def test_each_test_gets_an_empty_database_of_its_own(postgres_url):
