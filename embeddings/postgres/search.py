@@ -158,3 +158,14 @@ def load_search_index(url: str, *, model_name: str, weak_score: float) -> Search
     keywords = PostgresKeywords(conn, index._lock, index.passage_count, float(avgdl))
     index.keyword = index._fts5 = keywords  # term_count too: there is no FTS5 table here
     return index
+
+
+def query_embedder(model_name: str, index_meta: dict):
+    """The model that embeds questions for an index in PostgreSQL: loaded on each host from the
+    model's files and verified against the index (its dimension, its vector of the probe text),
+    as the SQLite path does when it has no ONNX export."""
+    from .. import query_model
+
+    embedder = query_model.load_embedder(model_name)
+    query_model.check_query_embedder(embedder, index_meta)
+    return embedder
