@@ -122,3 +122,27 @@ def test_a_bad_index_url_is_one_line(fake_settings, fake_embedder):
     assert result.exit_code == 1
     assert result.output.startswith("Error: cannot connect to the PostgreSQL index at postgresql://reader@127.0.0.1:1/news")
     assert "hunter2" not in result.output and result.output.count("\n") == 1
+
+
+def _keys(url: str) -> set[str]:
+    with store.connect(url) as conn:
+        return {key for (key,) in conn.execute("SELECT key FROM articles")}
+
+
+@pytest.mark.parametrize("stage", ["mid-write", "before-commit", "after-commit"])
+def test_a_killed_run_leaves_the_old_index_or_the_new_never_a_mix(fake_settings, fake_embedder, postgres_url, tmp_path,
+                                                                  stage):
+    from tests.test_reliability_core import add_zebra_article, env_for, harness
+
+    run_index(fake_settings, postgres_url, embedder=fake_embedder)
+    old = _keys(postgres_url)
+    add_zebra_article(fake_settings.corpus_dir)
+    (fake_settings.corpus_dir / "004_df801900fabe096f.txt").unlink()
+    new = old - {"004_df801900fabe096f.txt"} | {"zz_zebra.txt"}
+
+    crashed = harness(tmp_path, "index", env=env_for(fake_settings, INDEX_URL=postgres_url, CORPUS_BOT_CRASH_AT=stage))
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    assert _keys(postgres_url) == (new if stage == "after-commit" else old)
+    report = run_index(fake_settings, postgres_url, embedder=fake_embedder)  # the killed run's lock is gone
+    assert _keys(postgres_url) == new
+    assert report.added == ([] if stage == "after-commit" else ["zz_zebra.txt"])
