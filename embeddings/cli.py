@@ -277,7 +277,8 @@ def ask_command(ctx, question, k, offset, source, since, until, mode, index_path
             where = settings.index_path
         if index.passage_count == 0:
             raise IndexMissingError(f"the index at {where} is empty: add articles to the corpus folder and run `corpus-bot index`")
-        embedder = (postgres_search.query_embedder(settings.embedding_model, index.meta) if settings.index_url
+        embedder = (postgres_search.query_embedder(settings.embedding_model, index.meta, settings.index_path)
+                    if settings.index_url
                     else load_query_embedder(settings.index_path, settings.embedding_model, index.meta))
         reranker = load_reranker(settings.rerank_model) if settings.rerank_model else None
         questions = (line.strip() for line in sys.stdin) if from_stdin else iter([question])

@@ -6,7 +6,9 @@ read of a question (texts, keyword hits, word vectors) sees the state its vector
 """
 from __future__ import annotations
 
+import logging
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +19,8 @@ from ..search.hybrid import HybridRule
 from ..search.search_index import SearchIndex
 from ..vectors import VectorMatrix, checked_scale
 from . import store
+
+log = logging.getLogger(__name__)
 
 K1, B = 1.2, 0.75  # FTS5's bm25() constants, so scores compare with the SQLite index's
 
@@ -160,12 +164,35 @@ def load_search_index(url: str, *, model_name: str, weak_score: float) -> Search
     return index
 
 
-def query_embedder(model_name: str, index_meta: dict):
-    """The model that embeds questions for an index in PostgreSQL: loaded on each host from the
-    model's files and verified against the index (its dimension, its vector of the probe text),
-    as the SQLite path does when it has no ONNX export."""
-    from .. import query_model
+def query_model_anchor(index_path: Path) -> Path:
+    """Where this host keeps the ONNX query model of a PostgreSQL index: `postgres.query-model/`
+    in the folder of INDEX_PATH (query_model.query_model_dir), never in the database."""
+    return index_path.with_name("postgres")
 
+
+def query_embedder(model_name: str, index_meta: dict, index_path: Path):
+    """The model that embeds questions for an index in PostgreSQL. Each host exports the ONNX
+    query model from its own copy of the model files once (query_model_anchor) and verifies it
+    against the index (the model files' hash, the probe text's vector) on every load, as the
+    SQLite path verifies the export beside its file; where it cannot, the full model answers."""
+    from .. import query_model
+    from ..model_identity import decode_probe
+
+    anchor = query_model_anchor(index_path)
+    folder = query_model.query_model_dir(anchor)
+    try:
+        return query_model.verified_export(folder, model_name, index_meta)
+    except query_model.QueryModelUnusable as exc:
+        why = str(exc)
     embedder = query_model.load_embedder(model_name)
     query_model.check_query_embedder(embedder, index_meta)
+    if query_model.exportable(model_name) is None and isinstance(embedder, query_model.SentenceTransformerEmbedder) \
+            and index_meta.get("probe_vector"):
+        try:
+            query_model.export_query_model(embedder, anchor, model_hash=index_meta.get("model_hash"),
+                                           expected_probe=decode_probe(index_meta["probe_vector"]))
+            log.info("exported the ONNX query model to %s (%s)", folder, why)
+        except Exception as exc:  # the full model answers; the next question tries again
+            log.warning("questions go through the full model %s, slower to start: the ONNX query model could not "
+                        "be exported to %s (%s: %s)", model_name, folder, type(exc).__name__, exc)
     return embedder
