@@ -93,3 +93,16 @@ def test_a_missing_database_is_one_line(postgres_url):
     with pytest.raises(ConfigError, match="cannot connect .*database") as caught:
         store.connect(postgres_url.replace("/test_", "/missing_"))
     assert "\n" not in str(caught.value)
+
+
+def test_a_user_who_cannot_create_the_vector_extension_is_told_what_to_run(postgres_url):
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS reader")
+        conn.execute("CREATE ROLE reader LOGIN")
+    try:
+        with pytest.raises(ConfigError, match="lacks the `vector` extension .* CREATE EXTENSION vector") as caught:
+            store.connect(postgres_url.replace("postgres:@", "reader:@"))
+        assert "\n" not in str(caught.value)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("DROP ROLE reader")
