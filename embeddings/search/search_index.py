@@ -121,7 +121,7 @@ class SearchIndex:
 
     @classmethod
     def from_snapshot(cls, conn, meta: dict, articles: list[Article], loaded: engines.LoadedVectors, *,
-                      weak_score: float, where: object) -> "SearchIndex":
+                      weak_score: float, where: object) -> SearchIndex:
         """A snapshot from what a store read in one transaction (conn still holds it): the articles,
         ordered by key, and the vectors a VectorSource loaded, in article id then position order."""
         row_of = {a.id: i for i, a in enumerate(articles)}
