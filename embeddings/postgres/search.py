@@ -71,10 +71,11 @@ class PostgresKeywords:
             with self._lock:
                 rows = self._conn.execute(
                     f"SELECT w, (SELECT min(lexeme) FROM unnest(to_tsvector('{store.TEXT_SEARCH_CONFIG}', w))) "
-                    "FROM unnest(%s::text[]) w", (new,)).fetchall()
+                    "FROM unnest(%s::text[]) WITH ORDINALITY AS x(w, n) ORDER BY n",
+                    ([store.keyword_text(w) for w in new],)).fetchall()
             if len(self._lexeme) > 100_000:  # a bound for a bot that runs for months
                 self._lexeme.clear()
-            self._lexeme.update(rows)
+            self._lexeme.update((word, lexeme) for word, (_, lexeme) in zip(new, rows))
         return {w: self._lexeme.get(w) for w in words}
 
     def _count(self, lexeme: str) -> int:

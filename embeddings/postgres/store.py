@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,13 +22,16 @@ from ..answer import Article
 from ..errors import ConfigError, IndexBusyError, NotAnIndexError, SchemaTooNewError
 from ..migrations import embedded_hash
 from ..store import StoredArticle, new_generation, utc_now  # noqa: F401 (re-exported)
+from ..words import WORD
 from . import halfvec
 
 MIN_PGVECTOR = (0, 8)  # iterative index scans (hnsw.iterative_scan) came in 0.8
 # pg_try_advisory_lock key of the index job: one run at a time per database, across hosts.
 INDEX_LOCK = 0x436F72707573  # "Corpus"
 CONNECT_TIMEOUT_S = 10
-TEXT_SEARCH_CONFIG = "english"  # stems words as the SQLite index's keyword table (porter) does
+# The keyword index's text search configuration (migration 2): English stemming, as the SQLite
+# index's porter tokenizer stems, and no stop words, which FTS5 keeps too.
+TEXT_SEARCH_CONFIG = "corpus_bot_words"
 
 MIGRATIONS: list[tuple[str, str]] = [
     ("tables", """
@@ -72,7 +76,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         report   jsonb NOT NULL
     );
     """),
-    ("keyword index", "CREATE INDEX passages_search ON passages USING gin (search)"),
+    ("keyword index", f"""
+    CREATE TEXT SEARCH DICTIONARY corpus_bot_stem (TEMPLATE = snowball, Language = english);
+    CREATE TEXT SEARCH CONFIGURATION {TEXT_SEARCH_CONFIG} (COPY = english);
+    ALTER TEXT SEARCH CONFIGURATION {TEXT_SEARCH_CONFIG}
+        ALTER MAPPING FOR asciiword, word, asciihword, hword, hword_asciipart, hword_part WITH corpus_bot_stem;
+    CREATE INDEX passages_search ON passages USING gin (search);
+    """),
     # The vectors of the vocabulary tokens of the corpus's words, float16 bytes (word_vectors.py).
     ("word vectors", "CREATE TABLE token_vectors (token integer PRIMARY KEY, vector bytea NOT NULL)"),
 ]
@@ -235,6 +245,14 @@ def passage_count(conn) -> int:
     return conn.execute("SELECT count(*) FROM passages").fetchone()[0]
 
 
+def keyword_text(text: str) -> str:
+    """The words of a text as the SQLite index's keyword table reads them (words.WORD runs,
+    casefolded, without diacritics), one space apart: PostgreSQL's parser then sees plain words,
+    so a question's words and a passage's are cut the same way in both stores."""
+    plain = unicodedata.normalize("NFKD", text.casefold())
+    return " ".join(WORD.findall("".join(c for c in plain if not unicodedata.combining(c))))
+
+
 def context_of(title: str | None, source: str | None, authors: tuple[str, ...]) -> str:
     """A passage's keyword context, as the SQLite index's passage_fts holds it: title, publication, authors."""
     return " ".join(part for part in (title or "", source or "", " ".join(authors)) if part).strip()
@@ -259,7 +277,7 @@ def insert_article(conn, *, key: str, file: str, content_hash: str, title: str |
                    {_WORDS.format('c')}
             FROM (SELECT to_tsvector('{TEXT_SEARCH_CONFIG}', %s) AS t,
                          to_tsvector('{TEXT_SEARCH_CONFIG}', %s) AS c) d""",
-        [(article_id, i, text, embedded_hash(text), halfvec.HalfVec(v), text, context)
+        [(article_id, i, text, embedded_hash(text), halfvec.HalfVec(v), keyword_text(text), keyword_text(context))
          for i, (text, v) in enumerate(zip(passages, vectors))],
     )
 
