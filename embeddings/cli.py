@@ -21,7 +21,7 @@ import click
 # once; each command imports the search, the index and the models (numpy, torch) when it runs.
 from .config import Settings
 from .errors import CorpusBotError, IndexMissingError, QueryError
-from .search_options import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES
+from .search_options import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, check_question_text
 from .terminal import counted, json_line, one_line, text_block
 
 if TYPE_CHECKING:
@@ -148,19 +148,6 @@ def render_answer(answer: Answer, *, color: bool) -> str:
     if answer.has_more:
         lines += ["", f"(more: --offset {answer.offset + len(answer.results)})"]
     return "\n".join(lines)
-
-
-def check_question_text(q: str) -> None:
-    """Refuse, with a reason, a question the search would answer with arbitrary passages."""
-    try:
-        # Bytes that are not UTF-8 (a Latin-1 terminal, a Latin-1 line on stdin) reach Python as
-        # lone surrogates, which the model's tokenizer rejects with a TypeError.
-        q.encode("utf-8")
-    except UnicodeEncodeError:
-        raise QueryError("the question is not valid UTF-8 text (check the terminal's or the input's encoding)") from None
-    if q.strip() and not re.search(r"\w", q):
-        # Punctuation or emoji alone still embed to a vector, close to nothing in particular.
-        raise QueryError("the question has no words (only punctuation or symbols): ask it in words")
 
 
 def _looks_like_question_words(arg: str) -> bool:

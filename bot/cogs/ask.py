@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from embeddings.answer import Answer
 from embeddings.search import DEFAULT_MODE, Filters, parse_iso_date
+from embeddings.search_options import check_question_text
 
 from .. import render
 from ..app import UserFacingError, defer, handle_error
@@ -182,6 +183,7 @@ class Ask(commands.Cog):
         # Cheap validation first, so refusals are private (after a public defer they could not be).
         if not question.strip():
             raise UserFacingError("the question is empty")
+        check_question_text(question)
         filters = Filters(
             source=(source or "").strip() or None,
             since=parse_iso_date(since, "since") if since else None,

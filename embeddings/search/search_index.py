@@ -36,7 +36,7 @@ from .order import PER_ARTICLE, SAME_ARTICLE_PENALTY, Candidates, order
 
 log = logging.getLogger("embeddings.search")  # the package's name: what logs and their readers know
 
-from ..search_options import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES  # noqa: F401 (re-exported)
+from ..search_options import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, check_question_text  # noqa: F401 (re-exported)
 
 MAX_QUESTION_CHARS = 2000
 KEYWORD_LIMIT = 1000
@@ -226,6 +226,7 @@ class SearchIndex:
         question = " ".join(question.split())
         if not question:
             raise QueryError("the question is empty")
+        check_question_text(question)
         if len(question) > MAX_QUESTION_CHARS:
             raise QueryError(f"the question is too long ({len(question)} characters, at most {MAX_QUESTION_CHARS})")
         if not 1 <= k <= MAX_K:
