@@ -365,7 +365,7 @@ def _when(iso: str | None) -> str:
     except ValueError:
         return escape(iso)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return discord.utils.format_dt(when, "f") + " (" + discord.utils.format_dt(when, "R") + ")"
 
 

@@ -275,9 +275,8 @@ def sources_command(ctx, index_path, as_json):
     from . import store
 
     settings = settings_from(ctx, index_path=index_path)
-    with user_errors():
-        with store.reading(settings.index_path) as conn:
-            articles = store.read_articles(conn)
+    with user_errors(), store.reading(settings.index_path) as conn:
+        articles = store.read_articles(conn)
     if as_json:
         click.echo(json_line({"articles": [a.to_json() for a in articles]}))
         return
@@ -300,11 +299,10 @@ def stats_command(ctx, index_path, as_json):
     from .tantivy_index import keyword_engine
 
     settings = settings_from(ctx, index_path=index_path)
-    with user_errors():
-        with store.reading(settings.index_path) as conn:
-            stats = store.index_stats(conn, settings.index_path)
-            run = store.last_run(conn)
-            damaged = store.damaged_vectors(conn)
+    with user_errors(), store.reading(settings.index_path) as conn:
+        stats = store.index_stats(conn, settings.index_path)
+        run = store.last_run(conn)
+        damaged = store.damaged_vectors(conn)
     generation = stats.pop("generation")
     stats["keyword_search"] = keyword_engine(settings.index_path, generation, stats["passages"])
     stats["vectors_from"] = vector_file.vector_source(settings.index_path, generation, stats["passages"])

@@ -104,7 +104,7 @@ class Settings:
     search_workers: int = 2
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, *, dotenv: bool = True) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None, *, dotenv: bool = True) -> Settings:
         if env is None:
             if dotenv:
                 # An explicit path: without one, python-dotenv searches upwards from the calling

@@ -8,8 +8,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -199,7 +199,7 @@ def classify(conn: sqlite3.Connection) -> tuple[str, list[str]]:
         return "index", []
     if app_id == 0 and version == 0 and not tables:
         return "empty", []
-    if app_id == 0 and version > 0 and _INDEX_TABLES <= set(tables):
+    if app_id == 0 and version > 0 and set(tables) >= _INDEX_TABLES:
         return "index", []
     return "foreign", tables
 

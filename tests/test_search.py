@@ -9,7 +9,14 @@ from embeddings.embedder import load_reranker
 from embeddings.errors import IndexMissingError, ModelLoadError, ModelMismatchError, QueryError
 from embeddings.index import run_index
 from embeddings.search import (
-    DEFAULT_RULE, SAME_ARTICLE_PENALTY, Filters, HybridRule, SearchIndex, fts_match, fts_terms, word_weights,
+    DEFAULT_RULE,
+    SAME_ARTICLE_PENALTY,
+    Filters,
+    HybridRule,
+    SearchIndex,
+    fts_match,
+    fts_terms,
+    word_weights,
 )
 
 WITHOUT_FEEDBACK = HybridRule(feedback_words=0)

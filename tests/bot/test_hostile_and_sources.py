@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from embeddings.index import run_index
 from embeddings.config import Settings
+from embeddings.index import run_index
 from tests.bot.helpers import LIVE_MARKUP, check_sent, started_bot, texts_of
 from tests.fake_discord import run
 from tests.helpers import FakeEmbedder
