@@ -323,7 +323,7 @@ def build_synthetic(gen: TextGen, folder: Path, passages: int, query_model_from:
     def on_article(i: int, rel: str, art: dict, data: bytes) -> None:
         nonlocal written
         vectors = synthetic_vectors(seed, centres, i, len(art["paragraphs"]))
-        originals[written : written + len(vectors)] = vectors
+        originals[written : written + len(vectors)] = vectors  # noqa: F821 (deleted only after the last call)
         written += len(vectors)
         if i < 5:  # the rows must be what the index job would have stored for this file
             doc = parse_file(rel, data, b"")[0]
@@ -688,7 +688,7 @@ def main() -> None:
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     began = time.perf_counter()
-    result = {"date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+    result = {"date": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
               "command": "python bench/benchmark.py " + " ".join(sys.argv[1:]),
               "machine": machine_info(),
               "settings": {"queries": args.queries, "sqlite_vec_queries": args.vec_queries, "seed": args.seed,

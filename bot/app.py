@@ -5,6 +5,7 @@ discord.py runs once after login; `on_ready` can fire again after every reconnec
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import traceback
@@ -83,10 +84,8 @@ async def reply_error(interaction: discord.Interaction, text: str) -> None:
         ):
             # The public "thinking…" message: the next followup would edit it and stay public.
             # Remove it so the error can be private.
-            try:
+            with contextlib.suppress(discord.HTTPException):
                 await interaction.delete_original_response()
-            except discord.HTTPException:
-                pass
         await interaction.followup.send(text, ephemeral=True)
     except discord.HTTPException as exc:  # expired interaction, Discord outage: nothing to tell
         log.warning("could not send the error reply for interaction %s: %s", interaction.id, exc)

@@ -17,7 +17,7 @@ import discord
 from embeddings.answer import Answer, Article, Result
 from embeddings.chunk import sentence_spans
 from embeddings.index import IndexReport, Progress
-from embeddings.terminal import one_line
+from embeddings.terminal import counted, one_line
 
 # Discord's documented limits (https://discord.com/developers/docs/resources/message#embed-object-embed-limits).
 CONTENT = 2000
@@ -347,7 +347,7 @@ def sources_page(articles: Sequence[Article], page: int) -> discord.Embed:
         url = _http_url(a.url)
         if url:
             title = f"[{title}](<{url}>)"  # our own link, around escaped text
-        lines.append(f"**{title}**\n{escaped(a.byline, 150)} · {a.passages} passages")
+        lines.append(f"**{title}**\n{escaped(a.byline, 150)} · {counted(a.passages, 'passage')}")
     embed = discord.Embed(
         title=f"Indexed articles ({len(articles)})",
         description="\n".join(lines) if lines else "The index has no articles yet.",
@@ -365,7 +365,7 @@ def _when(iso: str | None) -> str:
     except ValueError:
         return escape(iso)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return discord.utils.format_dt(when, "f") + " (" + discord.utils.format_dt(when, "R") + ")"
 
 
@@ -408,7 +408,7 @@ def stats_embed(stats: dict, run: dict | None, *, serving: int | None, job_line:
     if job_line:
         embed.add_field(name="Re-index running", value=escaped(job_line, FIELD_VALUE), inline=False)
     if serving is not None and serving != stats["passages"]:
-        embed.set_footer(text=f"answering from a snapshot of {serving} passages; the new one loads when the run ends")
+        embed.set_footer(text=f"answering from a snapshot of {counted(serving, 'passage')}; the new one loads when the run ends")
     return embed
 
 

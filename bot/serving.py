@@ -28,8 +28,8 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextvars import ContextVar
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,10 +37,10 @@ from embeddings import store, tantivy_index, vector_file
 from embeddings.answer import Answer, Result
 from embeddings.config import Settings
 from embeddings.embedder import Embedder, Reranker, load_reranker
-from embeddings.query_model import load_query_embedder
-from embeddings.feedback import record_feedback
 from embeddings.errors import CorpusBotError, IndexMissingError, RemovalsRefusedError
+from embeddings.feedback import record_feedback
 from embeddings.index import IndexReport, Progress
+from embeddings.query_model import load_query_embedder
 from embeddings.search import DEFAULT_MODE, Filters, SearchIndex
 
 from .index_process import EmbedderFactory, IndexProcess, IndexProcessDied, IndexProcessFailed
@@ -91,7 +91,7 @@ class VoteNotRecorded(CorpusBotError):
 
 
 class AlreadyRunning(RuntimeError):
-    def __init__(self, job: "ReindexJob") -> None:
+    def __init__(self, job: ReindexJob) -> None:
         super().__init__("a re-index is already running")
         self.job = job
 
@@ -176,7 +176,7 @@ class Snapshot:
     async def wait_closed(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(self.closed.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("a replaced index snapshot is still in use after %.0f s (%d searches)", timeout, self.users)
 
 

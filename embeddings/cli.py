@@ -21,7 +21,7 @@ import click
 # once; each command imports the search, the index and the models (numpy, torch) when it runs.
 from .config import Settings
 from .errors import CorpusBotError, IndexMissingError, QueryError
-from .search_options import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES
+from .search_options import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, check_question_text
 from .terminal import counted, json_line, one_line, text_block
 
 if TYPE_CHECKING:
@@ -169,19 +169,6 @@ def render_answer(answer: Answer, *, color: bool) -> str:
     return "\n".join(lines)
 
 
-def check_question_text(q: str) -> None:
-    """Refuse, with a reason, a question the search would answer with arbitrary passages."""
-    try:
-        # Bytes that are not UTF-8 (a Latin-1 terminal, a Latin-1 line on stdin) reach Python as
-        # lone surrogates, which the model's tokenizer rejects with a TypeError.
-        q.encode("utf-8")
-    except UnicodeEncodeError:
-        raise QueryError("the question is not valid UTF-8 text (check the terminal's or the input's encoding)") from None
-    if q.strip() and not re.search(r"\w", q):
-        # Punctuation or emoji alone still embed to a vector, close to nothing in particular.
-        raise QueryError("the question has no words (only punctuation or symbols): ask it in words")
-
-
 def _looks_like_question_words(arg: str) -> bool:
     """A word starting with '-' that is no option: a number (-4, -40°C) or a quoted phrase."""
     return bool(re.match(r"-[0-9.]", arg)) or any(c.isspace() for c in arg)
@@ -318,9 +305,8 @@ def sources_command(ctx, index_path, as_json):
     from . import store
 
     settings = settings_from(ctx, index_path=index_path)
-    with user_errors():
-        with store.reading(settings.index_path) as conn:
-            articles = store.read_articles(conn)
+    with user_errors(), store.reading(settings.index_path) as conn:
+        articles = store.read_articles(conn)
     if as_json:
         click.echo(json_line({"articles": [a.to_json() for a in articles]}))
         return
@@ -343,11 +329,10 @@ def stats_command(ctx, index_path, as_json):
     from .tantivy_index import keyword_engine
 
     settings = settings_from(ctx, index_path=index_path)
-    with user_errors():
-        with store.reading(settings.index_path) as conn:
-            stats = store.index_stats(conn, settings.index_path)
-            run = store.last_run(conn)
-            damaged = store.damaged_vectors(conn)
+    with user_errors(), store.reading(settings.index_path) as conn:
+        stats = store.index_stats(conn, settings.index_path)
+        run = store.last_run(conn)
+        damaged = store.damaged_vectors(conn)
     generation = stats.pop("generation")
     stats["keyword_search"] = keyword_engine(settings.index_path, generation, stats["passages"])
     stats["vectors_from"] = vector_file.vector_source(settings.index_path, generation, stats["passages"])

@@ -132,8 +132,8 @@ def load_embedder(name: str = DEFAULT_MODEL, *, bulk: bool = False) -> Embedder:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     path = resolve_model_path(name)
     try:
-        from sentence_transformers import SentenceTransformer
         import transformers
+        from sentence_transformers import SentenceTransformer
 
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()

@@ -25,8 +25,8 @@ import numpy as np
 from . import derived, model_identity, store, tantivy_index, vector_file, word_vectors
 from .chunk import make_passages
 from .config import Settings
-from .errors import IndexBusyError, IndexRefusedError, IndexWriteError, ModelMismatchError, RemovalsRefusedError
 from .embedder import Embedder, load_embedder
+from .errors import IndexBusyError, IndexRefusedError, IndexWriteError, ModelMismatchError, RemovalsRefusedError
 from .migrations import embedded_hash
 from .parse import ArticleDoc, LeftOut, SkipFile, iter_corpus_files, load_file, parse_file, sidecar_bytes
 from .terminal import counted, one_line
@@ -241,7 +241,7 @@ def run_index(
         except sqlite3.Error as exc:
             # "Cannot write here" (read-only, disk full, size limit) and "damaged" get a clear
             # message; the transaction never committed, so the previous index is intact.
-            raise _write_failure(exc, settings.index_path) or store.damage_error(exc, settings.index_path) or exc
+            raise _write_failure(exc, settings.index_path) or store.damage_error(exc, settings.index_path) or exc from None
         finally:
             if conn is not None:
                 conn.close()

@@ -1,4 +1,4 @@
-"""Numbered schema migrations, tracked with PRAGMA user_version.
+"""Named, numbered schema migrations, tracked with PRAGMA user_version (the number of migrations applied).
 
 Append new migrations (SQL, or a function for data changes SQL cannot make); never edit one that has
 shipped. Each runs in its own transaction.
@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import uuid
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -72,9 +73,24 @@ def _embedded_hashes_and_record_keys(conn: sqlite3.Connection) -> None:
     conn.executemany("UPDATE articles SET content_hash = '' WHERE id = ?", [(i,) for i in placed])
 
 
-MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: its name says what it changes; `step` is SQL or a function of the connection."""
+
+    name: str
+    step: str | Callable[[sqlite3.Connection], None]
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        if callable(self.step):
+            self.step(conn)
+        else:  # executescript would commit on its own: statement by statement inside the caller's transaction
+            for statement in _statements(self.step):
+                conn.execute(statement)
+
+
+MIGRATIONS: list[Migration] = [
     # 1: articles, passages, per-article vector blobs, index metadata, run history.
-    """
+    Migration("articles_passages_and_vectors", """
     CREATE TABLE index_meta (
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -115,12 +131,12 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         seconds  REAL NOT NULL,
         report   TEXT NOT NULL                -- JSON IndexReport
     );
-    """,
+    """),
     # 2: keyword index over passages, with the article's title and publication as a second column.
     # A plain FTS5 table (it keeps its own copy of the text): this SQLite (3.40) has no
     # contentless_delete, and external content would need the old title on every delete. Triggers
     # keep it in the same transaction as the passages, so the two can never disagree.
-    """
+    Migration("keyword_index", """
     CREATE VIRTUAL TABLE passage_fts USING fts5(
         text, context, tokenize = 'porter unicode61 remove_diacritics 2'
     );
@@ -135,9 +151,9 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     INSERT INTO passage_fts(rowid, text, context)
         SELECT p.id, p.text, trim(coalesce(a.title, '') || ' ' || coalesce(a.source, ''))
         FROM passages p JOIN articles a ON a.id = p.article_id;
-    """,
+    """),
     # 3: votes on answers (bot 👍/👎), exportable as an evaluation set.
-    """
+    Migration("feedback_votes", """
     CREATE TABLE feedback (
         id       INTEGER PRIMARY KEY,
         created  TEXT NOT NULL,
@@ -147,18 +163,18 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         vote     INTEGER NOT NULL CHECK (vote IN (-1, 1)),
         results  TEXT NOT NULL                -- JSON [{"path", "position", "text"}] as shown, best first
     );
-    """,
-    _vectors_to_float16,
+    """),
+    Migration("vectors_as_float16", _vectors_to_float16),
     # 5: the vectors of the vocabulary tokens of the corpus's words, float16 (word_vectors.py);
     # an index from before it gets them on its next index run.
-    """
+    Migration("token_vectors", """
     CREATE TABLE token_vectors (
         token  INTEGER PRIMARY KEY,
         vector BLOB NOT NULL
     );
-    """,
-    _authors_in_keyword_context,
-    _embedded_hashes_and_record_keys,
+    """),
+    Migration("authors_in_keyword_context", _authors_in_keyword_context),
+    Migration("embedded_hashes_and_record_keys", _embedded_hashes_and_record_keys),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -183,7 +199,7 @@ def classify(conn: sqlite3.Connection) -> tuple[str, list[str]]:
         return "index", []
     if app_id == 0 and version == 0 and not tables:
         return "empty", []
-    if app_id == 0 and version > 0 and _INDEX_TABLES <= set(tables):
+    if app_id == 0 and version > 0 and set(tables) >= _INDEX_TABLES:
         return "index", []
     return "foreign", tables
 
@@ -230,12 +246,7 @@ def migrate(conn: sqlite3.Connection) -> None:
             if version > SCHEMA_VERSION:
                 raise too_new(version)
             if version < SCHEMA_VERSION:
-                step = MIGRATIONS[version]
-                if callable(step):
-                    step(conn)
-                else:  # executescript would commit on its own: statement by statement inside our transaction
-                    for statement in _statements(step):
-                        conn.execute(statement)
+                MIGRATIONS[version].apply(conn)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute("COMMIT")

@@ -32,8 +32,7 @@ import numpy as np
 
 from .embedder import Embedder, SentenceTransformerEmbedder, load_embedder, resolve_model_path
 from .errors import CorpusBotError, ModelMismatchError
-from .model_identity import (HASH, decode_probe, encode_probe, file_digest, model_files, probe,
-                             probe_mismatch)
+from .model_identity import HASH, decode_probe, encode_probe, file_digest, model_files, probe, probe_mismatch
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,16 @@ import numpy as np
 
 from .answer import Article
 from .errors import ConfigError, IndexDamagedError, IndexMissingError, IndexOutdatedError
-from .migrations import (APPLICATION_ID, SCHEMA_VERSION, VECTOR_DTYPE, classify, embedded_hash, migrate, not_an_index,
-                         too_new)
+from .migrations import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    VECTOR_DTYPE,
+    classify,
+    embedded_hash,
+    migrate,
+    not_an_index,
+    too_new,
+)
 from .vectors import off_unit
 
 BLOCK_ROWS = 4096  # rows of vectors checked at a time: bounded memory at any index size
@@ -32,7 +40,7 @@ PASSAGE_CONTEXT = ("trim(coalesce(a.title, '') || ' ' || coalesce(a.source, '') 
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
 def _configure(conn: sqlite3.Connection) -> sqlite3.Connection:
@@ -68,7 +76,7 @@ def damage_reported(path: Path):
     try:
         yield
     except sqlite3.DatabaseError as exc:
-        raise damage_error(exc, path) or exc
+        raise damage_error(exc, path) or exc from None
 
 
 def _marked_as_index(path: Path) -> bool:
@@ -111,7 +119,7 @@ def check_owner(path: Path) -> str:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         conn.execute("ROLLBACK")
     except sqlite3.DatabaseError as exc:
-        raise damage_error(exc, path) or exc
+        raise damage_error(exc, path) or exc from None
     finally:
         conn.close()
     if kind == "foreign":  # named by its application id when it has one, else by its tables

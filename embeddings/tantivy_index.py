@@ -178,7 +178,7 @@ class TantivyIndex:
         self._analyzer = _analyzer()
 
     @classmethod
-    def open(cls, index_path: Path, generation: str | None) -> "TantivyIndex | None":
+    def open(cls, index_path: Path, generation: str | None) -> TantivyIndex | None:
         folder = folder_for(index_path)
         if not generation or not folder.is_dir():
             return None

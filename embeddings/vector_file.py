@@ -132,7 +132,7 @@ class RowFile:
     1M passages after a few hundred keyword questions)."""
 
     def __init__(self, path: Path) -> None:
-        self._file = open(path, "rb", buffering=0)
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 (open for as long as the reader lives)
         fmt = np.lib.format
         version = fmt.read_magic(self._file)
         read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0

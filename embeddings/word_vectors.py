@@ -72,7 +72,7 @@ class WordVectors:
         self._cache: dict[str, np.ndarray] = {}  # word -> vector: questions share their words
 
     @classmethod
-    def load(cls, conn, dimension: int) -> "WordVectors":
+    def load(cls, conn, dimension: int) -> WordVectors:
         rows = conn.execute("SELECT token, vector FROM token_vectors ORDER BY token").fetchall()
         tokens, vectors = _usable(rows, max(dimension, 1))
         if len(tokens) < len(rows):

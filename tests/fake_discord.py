@@ -51,15 +51,15 @@ import re
 import secrets
 import time
 import zlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Union
-
-import yarl
-from aiohttp import WSMsgType, web
+from typing import Any
 
 import discord
 import discord.gateway
 import discord.http
+import yarl
+from aiohttp import WSMsgType, web
 
 __all__ = [
     "FakeDiscord",
@@ -111,10 +111,10 @@ _MESSAGE_CALLBACKS = (4, 7)
 
 
 def _now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+    return _dt.datetime.now(_dt.UTC).isoformat()
 
 
-def _json_response(data: Any, status: int = 200, headers: Optional[Dict[str, str]] = None) -> web.Response:
+def _json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     # NB: exactly "application/json" -- discord.py's json_or_text compares the header verbatim.
     h = {"Content-Type": "application/json"}
     if headers:
@@ -137,33 +137,33 @@ class Event:
     method: str
     path: str  #: path after /api/v10
     kind: str  #: "callback" | "followup" | "edit" | "get" | "delete" | "channel_message" | other
-    payload: Optional[Dict[str, Any]]  #: JSON body (or the payload_json part of multipart)
+    payload: dict[str, Any] | None  #: JSON body (or the payload_json part of multipart)
     status: int = 200  #: status the fake answered
-    query: Dict[str, str] = field(default_factory=dict)
-    files: List[Dict[str, Any]] = field(default_factory=list)  #: [{"name", "filename", "content": bytes}]
-    message: Optional[Dict[str, Any]] = None  #: snapshot of the resulting message, if any
+    query: dict[str, str] = field(default_factory=dict)
+    files: list[dict[str, Any]] = field(default_factory=list)  #: [{"name", "filename", "content": bytes}]
+    message: dict[str, Any] | None = None  #: snapshot of the resulting message, if any
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
 
     @property
-    def callback_type(self) -> Optional[int]:
+    def callback_type(self) -> int | None:
         return (self.payload or {}).get("type") if self.kind == "callback" else None
 
     @property
-    def data(self) -> Dict[str, Any]:
+    def data(self) -> dict[str, Any]:
         """Message-ish body: ``payload["data"]`` for callbacks, else the payload."""
         if self.kind == "callback":
             return (self.payload or {}).get("data") or {}
         return self.payload or {}
 
     @property
-    def content(self) -> Optional[str]:
+    def content(self) -> str | None:
         return self.data.get("content")
 
     @property
-    def embeds(self) -> List[Dict[str, Any]]:
+    def embeds(self) -> list[dict[str, Any]]:
         return self.data.get("embeds") or []
 
     @property
@@ -175,11 +175,11 @@ class Event:
         return bool(self.flags & MSG_FLAG_EPHEMERAL)
 
     @property
-    def allowed_mentions(self) -> Optional[Dict[str, Any]]:
+    def allowed_mentions(self) -> dict[str, Any] | None:
         return self.data.get("allowed_mentions")
 
     @property
-    def components(self) -> List[Dict[str, Any]]:
+    def components(self) -> list[dict[str, Any]]:
         return self.data.get("components") or []
 
     @property
@@ -193,20 +193,20 @@ class Event:
 class InteractionRecord:
     """Everything the bot did in answer to one dispatched interaction."""
 
-    def __init__(self, fake: "FakeDiscord", payload: Dict[str, Any]):
+    def __init__(self, fake: FakeDiscord, payload: dict[str, Any]):
         self.fake = fake
         self.payload = payload  #: the INTERACTION_CREATE ``d`` that was dispatched
         self.id: int = int(payload["id"])
         self.token: str = payload["token"]
         self.type: int = payload["type"]
         self.delivered_at: float = 0.0  #: time.monotonic() right after the gateway frame was sent
-        self.events: List[Event] = []
+        self.events: list[Event] = []
         self.acknowledged: bool = False
         #: set once Discord would answer 10062 for this interaction (deadline missed or
         #: an injected 10062); every later callback/webhook request then gets 10062 too.
         self.expired: bool = False
-        self.original_message_id: Optional[int] = None
-        self.followup_ids: List[int] = []
+        self.original_message_id: int | None = None
+        self.followup_ids: list[int] = []
         self._first_followup_edits_original = False
         self._changed = asyncio.Event()
 
@@ -216,16 +216,16 @@ class InteractionRecord:
 
     # -- derived views -------------------------------------------------------------
     @property
-    def ok_events(self) -> List[Event]:
+    def ok_events(self) -> list[Event]:
         return [e for e in self.events if e.ok]
 
     @property
-    def callback(self) -> Optional[Event]:
+    def callback(self) -> Event | None:
         """The (first) successful initial response, or None."""
         return next((e for e in self.events if e.kind == "callback" and e.ok), None)
 
     @property
-    def callback_type(self) -> Optional[int]:
+    def callback_type(self) -> int | None:
         cb = self.callback
         return cb.callback_type if cb else None
 
@@ -234,7 +234,7 @@ class InteractionRecord:
         return self.callback_type in (5, 6)
 
     @property
-    def response_delay(self) -> Optional[float]:
+    def response_delay(self) -> float | None:
         """Seconds between delivery and the successful initial response."""
         cb = self.callback
         return None if cb is None else cb.time - self.delivered_at
@@ -249,7 +249,7 @@ class InteractionRecord:
         return bool(cb and cb.ephemeral)
 
     @property
-    def original(self) -> Optional[Dict[str, Any]]:
+    def original(self) -> dict[str, Any] | None:
         """Current state of the original response message (for component
         interactions: the message the component belongs to)."""
         if self.original_message_id is None:
@@ -257,21 +257,21 @@ class InteractionRecord:
         return self.fake.messages.get(self.original_message_id)
 
     @property
-    def followups(self) -> List[Dict[str, Any]]:
+    def followups(self) -> list[dict[str, Any]]:
         return [self.fake.messages[i] for i in self.followup_ids if i in self.fake.messages]
 
     @property
-    def messages(self) -> List[Dict[str, Any]]:
+    def messages(self) -> list[dict[str, Any]]:
         """Original (if any) followed by followups, current state."""
         out = [self.original] if self.original is not None else []
         return out + self.followups
 
     @property
-    def content_events(self) -> List[Event]:
+    def content_events(self) -> list[Event]:
         return [e for e in self.events if e.ok and e.is_content]
 
     @property
-    def choices(self) -> Optional[List[Dict[str, Any]]]:
+    def choices(self) -> list[dict[str, Any]] | None:
         """Autocomplete choices (callback type 8), or None."""
         cb = self.callback
         if cb is None or cb.callback_type != 8:
@@ -283,7 +283,7 @@ class InteractionRecord:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def wait_for(self, predicate: Callable[["InteractionRecord"], Any], timeout: float = 5.0) -> Any:
+    async def wait_for(self, predicate: Callable[[InteractionRecord], Any], timeout: float = 5.0) -> Any:
         """Wait until ``predicate(self)`` is truthy; return its value. TimeoutError otherwise."""
         deadline = time.monotonic() + timeout
         while True:
@@ -293,10 +293,8 @@ class InteractionRecord:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"condition not met within {timeout}s: {self!r}")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
 
     async def wait_response(self, timeout: float = 5.0) -> Event:
         """Wait for the successful initial response (callback)."""
@@ -320,11 +318,11 @@ class InteractionRecord:
 class Fault:
     """An injected failure: the next ``remaining`` matching requests get ``status``/``body``."""
 
-    pattern: "re.Pattern[str]"
+    pattern: re.Pattern[str]
     method: str
     status: int
     body: Any
-    headers: Dict[str, str]
+    headers: dict[str, str]
     remaining: int
     delay: float = 0.0
     hits: int = 0
@@ -340,7 +338,7 @@ class _GatewayConn:
         self.lock = asyncio.Lock()
         self.identified = asyncio.Event()
 
-    async def send(self, obj: Dict[str, Any]) -> None:
+    async def send(self, obj: dict[str, Any]) -> None:
         raw = json.dumps(obj)
         async with self.lock:
             if self.zobj is not None:
@@ -375,7 +373,7 @@ class FakeDiscord:
         self,
         *,
         heartbeat_interval_ms: int = 1000,
-        callback_deadline: Optional[float] = 3.0,
+        callback_deadline: float | None = 3.0,
         compress_gateway: bool = True,
         bot_name: str = "FakeBot",
         guild_name: str = "Fake Guild",
@@ -396,7 +394,7 @@ class FakeDiscord:
         self.dm_channel_id: int = self.snowflake()
         self.session_id = secrets.token_hex(16)
 
-        self.bot_user: Dict[str, Any] = {
+        self.bot_user: dict[str, Any] = {
             "id": str(self.app_id),  # a bot's user id equals its application id
             "username": bot_name,
             "discriminator": "0",
@@ -409,7 +407,7 @@ class FakeDiscord:
             "public_flags": 0,
         }
         self.owner_user = self.make_user(self.owner_id, name="owner")
-        self.everyone_role: Dict[str, Any] = {
+        self.everyone_role: dict[str, Any] = {
             "id": str(self.guild_id),
             "name": "@everyone",
             "permissions": str(DEFAULT_MEMBER_PERMISSIONS),
@@ -423,7 +421,7 @@ class FakeDiscord:
             "icon": None,
             "unicode_emoji": None,
         }
-        self.channel: Dict[str, Any] = {
+        self.channel: dict[str, Any] = {
             "id": str(self.channel_id),
             "type": 0,
             "guild_id": str(self.guild_id),
@@ -443,7 +441,7 @@ class FakeDiscord:
         owner_member = self.make_member(self.owner_id, name="owner", permissions=ADMINISTRATOR)
         owner_member["user"] = self.owner_user
         members = [_strip_perms(m) for m in (bot_member, owner_member, self.default_member)]
-        self.guild: Dict[str, Any] = {
+        self.guild: dict[str, Any] = {
             "id": str(self.guild_id),
             "name": guild_name,
             "icon": None,
@@ -488,28 +486,28 @@ class FakeDiscord:
         }
 
         # recordings
-        self.messages: Dict[int, Dict[str, Any]] = {}
-        self.interactions: List[InteractionRecord] = []
-        self._by_id: Dict[int, InteractionRecord] = {}
-        self._by_token: Dict[str, InteractionRecord] = {}
-        self.requests: List[Event] = []
-        self.channel_messages: List[Event] = []
-        self.global_commands: List[Dict[str, Any]] = []
-        self.guild_commands: Dict[int, List[Dict[str, Any]]] = {}
-        self.sync_calls: List[Event] = []
-        self.heartbeats: List[float] = []
-        self.identify_payloads: List[Dict[str, Any]] = []
-        self.gateway_query: Dict[str, str] = {}
-        self.gateway_received: List[tuple] = []
-        self.faults: List[Fault] = []
+        self.messages: dict[int, dict[str, Any]] = {}
+        self.interactions: list[InteractionRecord] = []
+        self._by_id: dict[int, InteractionRecord] = {}
+        self._by_token: dict[str, InteractionRecord] = {}
+        self.requests: list[Event] = []
+        self.channel_messages: list[Event] = []
+        self.global_commands: list[dict[str, Any]] = []
+        self.guild_commands: dict[int, list[dict[str, Any]]] = {}
+        self.sync_calls: list[Event] = []
+        self.heartbeats: list[float] = []
+        self.identify_payloads: list[dict[str, Any]] = []
+        self.gateway_query: dict[str, str] = {}
+        self.gateway_received: list[tuple] = []
+        self.faults: list[Fault] = []
         self.seq = 0
 
-        self._conns: List[_GatewayConn] = []
+        self._conns: list[_GatewayConn] = []
         self._identified = asyncio.Event() if _has_loop() else None
-        self._runner: Optional[web.AppRunner] = None
+        self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> "FakeDiscord":
+    async def start(self) -> FakeDiscord:
         if self._identified is None:
             self._identified = asyncio.Event()
         app = web.Application()
@@ -534,7 +532,7 @@ class FakeDiscord:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "FakeDiscord":
+    async def __aenter__(self) -> FakeDiscord:
         return await self.start()
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -549,7 +547,7 @@ class FakeDiscord:
         return f"ws://127.0.0.1:{self.port}/"
 
     @contextlib.contextmanager
-    def patched(self) -> Iterator["FakeDiscord"]:
+    def patched(self) -> Iterator[FakeDiscord]:
         """Point discord.py at this fake (Route.BASE + DEFAULT_GATEWAY); restore on exit."""
         old_base = discord.http.Route.BASE
         old_gw = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
@@ -567,7 +565,7 @@ class FakeDiscord:
         ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
         return (ms << 22) | (next(self._counter) & 0x3FFFFF)
 
-    def make_user(self, user_id: Optional[int] = None, *, name: str = "user", bot: bool = False) -> Dict[str, Any]:
+    def make_user(self, user_id: int | None = None, *, name: str = "user", bot: bool = False) -> dict[str, Any]:
         uid = user_id if user_id is not None else self.snowflake()
         return {
             "id": str(uid),
@@ -581,14 +579,14 @@ class FakeDiscord:
 
     def make_member(
         self,
-        user_id: Optional[int] = None,
+        user_id: int | None = None,
         *,
         permissions: int = 0,
         roles: Sequence[int] = (),
-        name: Optional[str] = None,
-        nick: Optional[str] = None,
+        name: str | None = None,
+        nick: str | None = None,
         bot: bool = False,
-    ) -> Dict[str, Any]:
+    ) -> dict[str, Any]:
         """Interaction ``member`` payload. ``permissions`` is what app-command
         permission checks read (``Interaction.permissions``)."""
         uid = user_id if user_id is not None else self.snowflake()
@@ -612,11 +610,11 @@ class FakeDiscord:
         self,
         content: str = "",
         *,
-        author: Optional[Dict[str, Any]] = None,
-        channel_id: Optional[int] = None,
-        embeds: Optional[List[Dict[str, Any]]] = None,
+        author: dict[str, Any] | None = None,
+        channel_id: int | None = None,
+        embeds: list[dict[str, Any]] | None = None,
         store: bool = True,
-    ) -> Dict[str, Any]:
+    ) -> dict[str, Any]:
         """A message by ``author`` (a user dict; default: the default member's user) in the text channel."""
         mid = self.snowflake()
         msg = {
@@ -644,7 +642,7 @@ class FakeDiscord:
 
     # ------------------------------------------------------------------ commands
     @property
-    def synced_commands(self) -> List[Dict[str, Any]]:
+    def synced_commands(self) -> list[dict[str, Any]]:
         """All commands currently registered (global + every guild), as returned to the bot.
         Guild commands carry ``guild_id``."""
         out = list(self.global_commands)
@@ -652,7 +650,7 @@ class FakeDiscord:
             out.extend(cmds)
         return out
 
-    def command(self, name: str, *, type: int = 1, guild: bool = True) -> Optional[Dict[str, Any]]:
+    def command(self, name: str, *, type: int = 1, guild: bool = True) -> dict[str, Any] | None:
         """Find a synced command (guild first when ``guild``), or None."""
         pools = ([self.guild_commands.get(self.guild_id, [])] if guild else []) + [self.global_commands]
         for pool in pools:
@@ -661,7 +659,7 @@ class FakeDiscord:
                     return c
         return None
 
-    def can_use(self, name: str, member: Optional[Dict[str, Any]] = None, *, type: int = 1) -> bool:
+    def can_use(self, name: str, member: dict[str, Any] | None = None, *, type: int = 1) -> bool:
         """Would Discord show this command to ``member``? (``default_member_permissions``)."""
         cmd = self.command(name, type=type)
         if cmd is None:
@@ -684,7 +682,7 @@ class FakeDiscord:
         *,
         method: str = "*",
         count: int = 1,
-        headers: Optional[Dict[str, str]] = None,
+        headers: dict[str, str] | None = None,
         delay: float = 0.0,
     ) -> Fault:
         """Answer the next ``count`` requests whose path (after /api/v10) matches the
@@ -727,7 +725,7 @@ class FakeDiscord:
             pattern, 404, {"code": 10062, "message": "Unknown interaction"}, method=method, count=count
         )
 
-    def _take_fault(self, method: str, path: str) -> Optional[Fault]:
+    def _take_fault(self, method: str, path: str) -> Fault | None:
         for f in self.faults:
             if f.matches(method, path):
                 f.remaining -= 1
@@ -822,7 +820,7 @@ class FakeDiscord:
     def heartbeat_interval(self) -> float:
         return self.heartbeat_interval_ms / 1000.0
 
-    def heartbeat_gaps(self) -> List[float]:
+    def heartbeat_gaps(self) -> list[float]:
         hb = self.heartbeats
         return [b - a for a, b in zip(hb, hb[1:])]
 
@@ -830,15 +828,15 @@ class FakeDiscord:
     def _interaction_base(
         self,
         itype: int,
-        data: Optional[Dict[str, Any]],
+        data: dict[str, Any] | None,
         *,
-        member: Optional[Dict[str, Any]],
-        dm_user: Optional[Dict[str, Any]],
+        member: dict[str, Any] | None,
+        dm_user: dict[str, Any] | None,
         locale: str = "en-US",
-        message: Optional[Dict[str, Any]] = None,
-    ) -> Dict[str, Any]:
+        message: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         iid = self.snowflake()
-        p: Dict[str, Any] = {
+        p: dict[str, Any] = {
             "id": str(iid),
             "application_id": str(self.app_id),
             "type": itype,
@@ -876,7 +874,7 @@ class FakeDiscord:
             p["message"] = message
         return p
 
-    async def send_interaction(self, payload: Dict[str, Any]) -> InteractionRecord:
+    async def send_interaction(self, payload: dict[str, Any]) -> InteractionRecord:
         """Dispatch a raw INTERACTION_CREATE payload and start recording it."""
         rec = InteractionRecord(self, payload)
         self.interactions.append(rec)
@@ -887,15 +885,15 @@ class FakeDiscord:
         rec.delivered_at = await self.dispatch("INTERACTION_CREATE", payload)
         return rec
 
-    def _command_data(self, name: str, ctype: int, dm: bool) -> Dict[str, Any]:
+    def _command_data(self, name: str, ctype: int, dm: bool) -> dict[str, Any]:
         cmd = self.command(name, type=ctype, guild=not dm)
-        data: Dict[str, Any] = {"id": cmd["id"] if cmd else str(self.snowflake()), "name": name, "type": ctype}
+        data: dict[str, Any] = {"id": cmd["id"] if cmd else str(self.snowflake()), "name": name, "type": ctype}
         if cmd is not None and cmd.get("guild_id"):
             data["guild_id"] = cmd["guild_id"]
         return data
 
     def _build_options(
-        self, name: str, options: Union[None, Dict[str, Any], List[Dict[str, Any]]], focused: Optional[str] = None
+        self, name: str, options: None | dict[str, Any] | list[dict[str, Any]], focused: str | None = None
     ) -> tuple:
         """Build option payloads (+ resolved) from {name: value}. Types come from the synced
         command when known, else are inferred: str 3, int 4, bool 5, float 10; a member
@@ -906,8 +904,8 @@ class FakeDiscord:
             return options, {}
         cmd = self.command(name) or {}
         known = {o["name"]: o.get("type") for o in cmd.get("options", [])}
-        out: List[Dict[str, Any]] = []
-        resolved: Dict[str, Dict[str, Any]] = {}
+        out: list[dict[str, Any]] = []
+        resolved: dict[str, dict[str, Any]] = {}
         for key, value in options.items():
             t = known.get(key)
             if isinstance(value, dict) and "user" in value:  # member
@@ -939,10 +937,10 @@ class FakeDiscord:
     async def send_slash(
         self,
         name: str,
-        options: Union[None, Dict[str, Any], List[Dict[str, Any]]] = None,
+        options: None | dict[str, Any] | list[dict[str, Any]] = None,
         *,
-        member: Optional[Dict[str, Any]] = None,
-        dm_user: Optional[Dict[str, Any]] = None,
+        member: dict[str, Any] | None = None,
+        dm_user: dict[str, Any] | None = None,
         locale: str = "en-US",
     ) -> InteractionRecord:
         """Dispatch ``/name`` (interaction type 2, data.type 1). ``dm_user`` (a user dict)
@@ -958,11 +956,11 @@ class FakeDiscord:
     async def autocomplete(
         self,
         name: str,
-        options: Union[Dict[str, Any], List[Dict[str, Any]]],
+        options: dict[str, Any] | list[dict[str, Any]],
         focused: str,
         *,
-        member: Optional[Dict[str, Any]] = None,
-        dm_user: Optional[Dict[str, Any]] = None,
+        member: dict[str, Any] | None = None,
+        dm_user: dict[str, Any] | None = None,
         locale: str = "en-US",
     ) -> InteractionRecord:
         """Dispatch an autocomplete (type 4) for option ``focused``; read ``rec.choices``."""
@@ -977,10 +975,10 @@ class FakeDiscord:
     async def send_message_command(
         self,
         name: str,
-        target_message: Union[str, Dict[str, Any]],
+        target_message: str | dict[str, Any],
         *,
-        member: Optional[Dict[str, Any]] = None,
-        author: Optional[Dict[str, Any]] = None,
+        member: dict[str, Any] | None = None,
+        author: dict[str, Any] | None = None,
         locale: str = "en-US",
     ) -> InteractionRecord:
         """Dispatch a message context-menu command (type 2, data.type 3) on a message
@@ -994,17 +992,17 @@ class FakeDiscord:
 
     async def click(
         self,
-        message: Union[InteractionRecord, Dict[str, Any], int],
+        message: InteractionRecord | dict[str, Any] | int,
         custom_id: str,
         *,
-        member: Optional[Dict[str, Any]] = None,
+        member: dict[str, Any] | None = None,
         component_type: int = 2,
-        values: Optional[List[str]] = None,
+        values: list[str] | None = None,
         locale: str = "en-US",
     ) -> InteractionRecord:
         """Click a component (type 3 interaction). ``message``: a message dict, a message
         id, or an InteractionRecord (its newest message having ``custom_id``)."""
-        msg: Optional[Dict[str, Any]]
+        msg: dict[str, Any] | None
         if isinstance(message, InteractionRecord):
             msg = next((m for m in reversed(message.messages) if _has_custom_id(m, custom_id)), None)
             if msg is None:
@@ -1013,7 +1011,7 @@ class FakeDiscord:
             msg = self.messages[message]
         else:
             msg = self.messages.get(int(message["id"]), message)
-        data: Dict[str, Any] = {"custom_id": custom_id, "component_type": component_type}
+        data: dict[str, Any] = {"custom_id": custom_id, "component_type": component_type}
         if values is not None:
             data["values"] = values
         is_dm = "guild_id" not in msg
@@ -1028,8 +1026,8 @@ class FakeDiscord:
         return await self.send_interaction(p)
 
     async def send_message(
-        self, content: str, *, member: Optional[Dict[str, Any]] = None
-    ) -> Dict[str, Any]:
+        self, content: str, *, member: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Dispatch MESSAGE_CREATE in the text channel (for prefix commands / on_message)."""
         member = member or self.default_member
         msg = self.make_message(content, author=member["user"])
@@ -1046,7 +1044,7 @@ class FakeDiscord:
     # ------------------------------------------------------------------ REST
     async def _read_body(self, request: web.Request) -> tuple:
         ctype = request.headers.get("Content-Type", "")
-        files: List[Dict[str, Any]] = []
+        files: list[dict[str, Any]] = []
         payload = None
         if ctype.startswith("multipart/"):
             reader = await request.multipart()
@@ -1101,7 +1099,7 @@ class FakeDiscord:
             if rec is not None:
                 rec._touch()
 
-    def _record_for(self, path: str) -> Optional[InteractionRecord]:
+    def _record_for(self, path: str) -> InteractionRecord | None:
         m = re.match(r"^/interactions/(\d+)/([^/]+)/callback$", path)
         if m:
             return self._by_id.get(int(m.group(1)))
@@ -1117,7 +1115,7 @@ class FakeDiscord:
         path: str,
         payload: Any,
         ev: Event,
-        rec: Optional[InteractionRecord],
+        rec: InteractionRecord | None,
     ) -> web.Response:
         if path == "/users/@me" and method == "GET":
             if self.invalid_token:
@@ -1126,7 +1124,7 @@ class FakeDiscord:
         if path in ("/oauth2/applications/@me", "/applications/@me") and method == "GET":
             return _json_response(self._application())
         if path in ("/gateway", "/gateway/bot") and method == "GET":
-            body: Dict[str, Any] = {"url": self.gateway_url.rstrip("/")}
+            body: dict[str, Any] = {"url": self.gateway_url.rstrip("/")}
             if path.endswith("/bot"):
                 body.update(
                     shards=1,
@@ -1191,7 +1189,7 @@ class FakeDiscord:
             return _json_response(self.channel)
         return _error(404, 0, f"404: Not Found (FakeDiscord has no route for {method} {path})")
 
-    def _application(self) -> Dict[str, Any]:
+    def _application(self) -> dict[str, Any]:
         return {
             "id": str(self.app_id),
             "name": self.bot_user["username"],
@@ -1213,7 +1211,7 @@ class FakeDiscord:
             "bot": self.bot_user,
         }
 
-    def _register_command(self, cmd: Dict[str, Any], gid: Optional[int]) -> Dict[str, Any]:
+    def _register_command(self, cmd: dict[str, Any], gid: int | None) -> dict[str, Any]:
         pool = self.global_commands if gid is None else self.guild_commands.get(gid, [])
         old = next((c for c in pool if c["name"] == cmd["name"] and c.get("type", 1) == cmd.get("type", 1)), None)
         out = {
@@ -1234,17 +1232,17 @@ class FakeDiscord:
     # -- messages
     def _new_message(
         self,
-        data: Dict[str, Any],
+        data: dict[str, Any],
         *,
-        channel_id: Optional[int] = None,
+        channel_id: int | None = None,
         mtype: int = 20,
-        rec: Optional[InteractionRecord] = None,
+        rec: InteractionRecord | None = None,
         flags: int = 0,
-    ) -> Dict[str, Any]:
+    ) -> dict[str, Any]:
         mid = self.snowflake()
         in_dm = rec is not None and "guild_id" not in rec.payload
         cid = channel_id or (int(rec.payload["channel_id"]) if rec is not None else self.channel_id)
-        msg: Dict[str, Any] = {
+        msg: dict[str, Any] = {
             "id": str(mid),
             "channel_id": str(cid),
             "author": self.bot_user,
@@ -1279,9 +1277,9 @@ class FakeDiscord:
         self.messages[mid] = msg
         return msg
 
-    def _callback_response(self, rec: InteractionRecord, ctype: int, msg: Optional[Dict[str, Any]]) -> web.Response:
-        inter: Dict[str, Any] = {"id": str(rec.id), "type": rec.type}
-        body: Dict[str, Any] = {"interaction": inter}
+    def _callback_response(self, rec: InteractionRecord, ctype: int, msg: dict[str, Any] | None) -> web.Response:
+        inter: dict[str, Any] = {"id": str(rec.id), "type": rec.type}
+        body: dict[str, Any] = {"interaction": inter}
         if msg is not None:
             inter["response_message_id"] = msg["id"]
             inter["response_message_loading"] = bool(msg.get("flags", 0) & MSG_FLAG_LOADING)
@@ -1291,7 +1289,7 @@ class FakeDiscord:
             body["resource"] = {"type": ctype}
         return _json_response(body)
 
-    def _callback(self, rec: Optional[InteractionRecord], token: str, payload: Dict[str, Any], ev: Event) -> web.Response:
+    def _callback(self, rec: InteractionRecord | None, token: str, payload: dict[str, Any], ev: Event) -> web.Response:
         if rec is None or rec.token != token:
             return _error(404, 10062, "Unknown interaction")
         if self.callback_deadline is not None and ev.time - rec.delivered_at > self.callback_deadline:
@@ -1303,7 +1301,7 @@ class FakeDiscord:
         ctype = payload.get("type")
         data = payload.get("data") or {}
         flags = int(data.get("flags") or 0)
-        msg: Optional[Dict[str, Any]] = None
+        msg: dict[str, Any] | None = None
         if ctype == 4:
             msg = self._new_message(data, rec=rec, flags=flags & ~MSG_FLAG_LOADING)
             rec.original_message_id = int(msg["id"])
@@ -1321,7 +1319,7 @@ class FakeDiscord:
             ev.message = _snapshot(msg)
         return self._callback_response(rec, ctype, msg)
 
-    def _followup(self, rec: InteractionRecord, payload: Dict[str, Any], ev: Event, wait: bool) -> web.Response:
+    def _followup(self, rec: InteractionRecord, payload: dict[str, Any], ev: Event, wait: bool) -> web.Response:
         if not rec.acknowledged:
             return _error(404, 10015, "Unknown Webhook")
         if rec._first_followup_edits_original and rec.original is not None:
@@ -1340,7 +1338,7 @@ class FakeDiscord:
         return _json_response(msg) if wait else web.Response(status=204)
 
     def _webhook_message(
-        self, rec: InteractionRecord, method: str, which: str, payload: Dict[str, Any], ev: Event
+        self, rec: InteractionRecord, method: str, which: str, payload: dict[str, Any], ev: Event
     ) -> web.Response:
         if which == "@original":
             mid = rec.original_message_id
@@ -1377,7 +1375,7 @@ def _has_loop() -> bool:
         return False
 
 
-def _strip_perms(member: Dict[str, Any]) -> Dict[str, Any]:
+def _strip_perms(member: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in member.items() if k != "permissions"}
 
 
@@ -1395,7 +1393,7 @@ def _kind(method: str, path: str) -> str:
     return method.lower()
 
 
-def _attachments(data: Dict[str, Any]) -> List[Dict[str, Any]]:
+def _attachments(data: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for a in data.get("attachments") or []:
         out.append(
@@ -1411,7 +1409,7 @@ def _attachments(data: Dict[str, Any]) -> List[Dict[str, Any]]:
     return out
 
 
-def _apply_edit(msg: Dict[str, Any], data: Dict[str, Any]) -> None:
+def _apply_edit(msg: dict[str, Any], data: dict[str, Any]) -> None:
     for key in ("content", "embeds", "components", "poll"):
         if key in data:
             msg[key] = data[key] if data[key] is not None else ([] if key != "content" else "")
@@ -1422,7 +1420,7 @@ def _apply_edit(msg: Dict[str, Any], data: Dict[str, Any]) -> None:
     msg["edited_timestamp"] = _now_iso()
 
 
-def _snapshot(msg: Dict[str, Any]) -> Dict[str, Any]:
+def _snapshot(msg: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(msg))
 
 
@@ -1442,7 +1440,7 @@ def _has_custom_id(obj: Any, custom_id: str) -> bool:
 @contextlib.asynccontextmanager
 async def running_bot(
     bot: discord.Client,
-    fake: Optional[FakeDiscord] = None,
+    fake: FakeDiscord | None = None,
     *,
     token: str = "fake-bot-token",
     ready_timeout: float = 10.0,
@@ -1460,7 +1458,7 @@ async def running_bot(
     own = fake._runner is None  # we start it, so we stop it
     if own:
         await fake.start()
-    connect_task: Optional[asyncio.Task] = None
+    connect_task: asyncio.Task | None = None
     try:
         with fake.patched():
             try:
@@ -1482,10 +1480,8 @@ async def running_bot(
             finally:
                 await bot.close()
                 if connect_task is not None:
-                    try:
+                    with contextlib.suppress(TimeoutError, asyncio.CancelledError, discord.ConnectionClosed):
                         await asyncio.wait_for(connect_task, 5)
-                    except (asyncio.CancelledError, asyncio.TimeoutError, discord.ConnectionClosed):
-                        pass
     finally:
         if own:
             await fake.stop()

@@ -1,5 +1,6 @@
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from embeddings.chunk import MIN_WORDS, PARAGRAPH_JOIN, make_passages, split_sentences
 

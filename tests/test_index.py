@@ -128,9 +128,8 @@ def test_switching_model_is_refused_unless_rebuild(fake_settings, fake_embedder)
 
 
 def test_a_second_run_while_one_holds_the_lock_is_told_it_is_busy(fake_settings):
-    with index_lock(fake_settings.index_path):
-        with pytest.raises(IndexBusyError, match="in progress"):
-            run_index(fake_settings)
+    with index_lock(fake_settings.index_path), pytest.raises(IndexBusyError, match="in progress"):
+        run_index(fake_settings)
     run_index(fake_settings)  # the lock is released afterwards
 
 

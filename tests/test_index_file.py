@@ -118,8 +118,8 @@ def schema_4_index(path: Path, embedder) -> None:
     those migrations themselves, so every later one (and any added after it) runs on upgrade."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
-    for number, step in enumerate(MIGRATIONS[:4], start=1):
-        step(conn) if callable(step) else conn.executescript(step)
+    for number, migration in enumerate(MIGRATIONS[:4], start=1):
+        migration.apply(conn)
         conn.execute(f"PRAGMA user_version = {number}")
     conn.execute("INSERT INTO index_meta VALUES ('model', ?), ('dimension', ?), ('generation', 'g4')",
                  (embedder.name, str(embedder.dimension)))
@@ -228,3 +228,10 @@ def test_checking_the_file_in_a_process_that_serves_it_keeps_its_snapshot_whole(
     assert done.returncode == 0, done.stderr[-500:]
     assert [r.text for r in index.search("Kunduz", fake_embedder, mode="keyword").results] == before
     index.close()
+
+
+def test_every_migration_has_its_own_name():
+    """A migration is found by its name in a log or a review, not only by its number."""
+    names = [m.name for m in MIGRATIONS]
+    assert len(set(names)) == len(names) == SCHEMA_VERSION
+    assert all(n and n.isidentifier() for n in names)

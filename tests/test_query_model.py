@@ -22,8 +22,7 @@ from embeddings.errors import ModelMismatchError
 from embeddings.index import run_index
 from embeddings.model_identity import PROBE_TEXT
 from embeddings.parse import iter_corpus_files, parse_file
-from embeddings.query_model import (FORMAT, OnnxQueryEmbedder, export_query_model, load_query_embedder,
-                                    query_model_dir)
+from embeddings.query_model import FORMAT, OnnxQueryEmbedder, export_query_model, load_query_embedder, query_model_dir
 from embeddings.search import SearchIndex
 from tests.helpers import SHIPPED_CORPUS
 

@@ -7,7 +7,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.cli import cli
 from embeddings.cli import render_answer

@@ -108,8 +108,8 @@ def test_old_float32_index_is_converted_and_searches_the_same(tmp_path, fake_emb
     """An index written before migration 4 (float32 blobs) is upgraded in place by its owner."""
     path = tmp_path / "old.sqlite3"
     conn = sqlite3.connect(path, isolation_level=None)
-    for number, step in enumerate(MIGRATIONS[:3], start=1):  # the schema as it was before float16
-        conn.executescript(step)
+    for number, migration in enumerate(MIGRATIONS[:3], start=1):  # the schema as it was before float16
+        migration.apply(conn)
         conn.execute(f"PRAGMA user_version = {number}")
     texts = ["the council approved the new bridge", "floods closed the valley road", "a storm hit the coast"]
     vectors = fake_embedder.encode(texts)
@@ -144,8 +144,8 @@ def test_a_failed_migration_leaves_the_old_schema(tmp_path, monkeypatch):
     """A migration runs in one transaction: if it fails, the file stays at its old version."""
     path = tmp_path / "index.sqlite3"
     conn = sqlite3.connect(path, isolation_level=None)
-    for number, step in enumerate(MIGRATIONS[:3], start=1):
-        conn.executescript(step)
+    for number, migration in enumerate(MIGRATIONS[:3], start=1):
+        migration.apply(conn)
         conn.execute(f"PRAGMA user_version = {number}")
     conn.execute("INSERT INTO index_meta VALUES ('model', 'm')")
     conn.execute("INSERT INTO articles(id, key, file, content_hash, passage_count, indexed_at) VALUES (1, 'a', 'a', 'h', 1, 'now')")

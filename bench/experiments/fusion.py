@@ -18,8 +18,7 @@ import math
 import numpy as np
 
 from embeddings.metrics import evaluate_run
-from embeddings.search import Candidates, HybridRule, SearchIndex, fts_terms, word_weights
-from embeddings.search import hybrid
+from embeddings.search import Candidates, HybridRule, fts_terms, hybrid, word_weights
 
 from .common import SETS_HELP, full_model_sets
 

@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from embeddings.answer import Answer
 from embeddings.search import DEFAULT_MODE, Filters, parse_iso_date
+from embeddings.search_options import check_question_text
 
 from .. import render
 from ..app import UserFacingError, defer, handle_error
@@ -49,7 +50,7 @@ class AnswerView(discord.ui.View):
     the answer may vote; each click is one row). Disabled, with a note, when the view times out."""
 
     def __init__(
-        self, bot: "CorpusBot", *, owner_id: int, question: str, k: int, filters: Filters, answer: Answer,
+        self, bot: CorpusBot, *, owner_id: int, question: str, k: int, filters: Filters, answer: Answer,
         mode: str = DEFAULT_MODE,
     ):
         super().__init__(timeout=bot.view_timeout)
@@ -151,7 +152,7 @@ class AnswerView(discord.ui.View):
 
 
 class Ask(commands.Cog):
-    def __init__(self, bot: "CorpusBot") -> None:
+    def __init__(self, bot: CorpusBot) -> None:
         self.bot = bot
         self.find_sources_menu = app_commands.ContextMenu(name="Find sources", callback=self.find_sources)
         bot.tree.add_command(self.find_sources_menu)
@@ -182,6 +183,7 @@ class Ask(commands.Cog):
         # Cheap validation first, so refusals are private (after a public defer they could not be).
         if not question.strip():
             raise UserFacingError("the question is empty")
+        check_question_text(question)
         filters = Filters(
             source=(source or "").strip() or None,
             since=parse_iso_date(since, "since") if since else None,
@@ -231,5 +233,5 @@ class Ask(commands.Cog):
             view.message = message
 
 
-async def setup(bot: "CorpusBot") -> None:
+async def setup(bot: CorpusBot) -> None:
     await bot.add_cog(Ask(bot))

@@ -22,7 +22,7 @@ TOKEN_LIFETIME = 14 * 60  # interaction tokens last 15 min; after that, edit thr
 
 
 class Reindex(commands.Cog):
-    def __init__(self, bot: "CorpusBot") -> None:
+    def __init__(self, bot: CorpusBot) -> None:
         self.bot = bot
 
     @app_commands.command(name="reindex", description="Re-index the corpus folder (Manage Server or bot admins)")
@@ -53,7 +53,7 @@ class Reindex(commands.Cog):
         while not job.done.is_set():
             try:
                 await asyncio.wait_for(job.done.wait(), self.bot.progress_interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 text = job.progress.describe() if job.progress else None
                 if text != shown:  # no edit (and no rate-limit budget spent) when nothing moved
                     shown = text
@@ -75,5 +75,5 @@ class Reindex(commands.Cog):
             log.warning("could not update the /reindex reply: %s", exc)
 
 
-async def setup(bot: "CorpusBot") -> None:
+async def setup(bot: CorpusBot) -> None:
     await bot.add_cog(Reindex(bot))

@@ -65,7 +65,7 @@ class SourcesView(discord.ui.View):
 
 
 class Sources(commands.Cog):
-    def __init__(self, bot: "CorpusBot") -> None:
+    def __init__(self, bot: CorpusBot) -> None:
         self.bot = bot
 
     @app_commands.command(name="sources", description="List the indexed articles (only you see the list)")
@@ -92,5 +92,5 @@ class Sources(commands.Cog):
         await interaction.followup.send(embed=embed, ephemeral=True, allowed_mentions=NONE)
 
 
-async def setup(bot: "CorpusBot") -> None:
+async def setup(bot: CorpusBot) -> None:
     await bot.add_cog(Sources(bot))

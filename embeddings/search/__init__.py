@@ -13,8 +13,17 @@ from .engines import CONTEXT_WEIGHT, KeywordEngine, VectorSource, fts_match
 from .hybrid import ABOUT_ARTICLES, DEFAULT_RULE, HybridRule, rare_share, word_weights
 from .order import NEAR_DUPLICATE, PER_ARTICLE, SAME_ARTICLE_PENALTY, Candidates
 from .search_index import (
-    DEFAULT_K, DEFAULT_MODE, KEYWORD_LIMIT, MAX_K, MAX_QUESTION_CHARS, MODES, RERANK_DEPTH, Filters, Ranking,
-    SearchIndex, parse_iso_date,
+    DEFAULT_K,
+    DEFAULT_MODE,
+    KEYWORD_LIMIT,
+    MAX_K,
+    MAX_QUESTION_CHARS,
+    MODES,
+    RERANK_DEPTH,
+    Filters,
+    Ranking,
+    SearchIndex,
+    parse_iso_date,
 )
 
 # The default rule's settings under their former names, to read. Setting them changes nothing:

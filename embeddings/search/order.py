@@ -35,7 +35,7 @@ class Candidates:
     cosine: np.ndarray  # cosine similarity to the question
     complete: bool  # False when asking for more candidates could find more
 
-    def head(self, n: int) -> "Candidates":
+    def head(self, n: int) -> Candidates:
         return Candidates(self.rows[:n], self.scores[:n], self.cosine[:n], self.complete and n >= len(self.rows))
 
     @property
@@ -44,7 +44,7 @@ class Candidates:
         return -np.inf if self.complete or not len(self.rows) else float(self.scores[-1]) + RESCORE_SLACK
 
     @classmethod
-    def ranked(cls, rows: np.ndarray, scores: np.ndarray, cosine: np.ndarray, complete: bool) -> "Candidates":
+    def ranked(cls, rows: np.ndarray, scores: np.ndarray, cosine: np.ndarray, complete: bool) -> Candidates:
         """Best score first; equal scores by row, so that the order never depends on the pool."""
         order = np.lexsort((rows, -scores))
         return cls(rows[order], scores[order], cosine[order], complete)

@@ -26,6 +26,7 @@ from ..answer import Answer, Article, Result
 from ..embedder import Embedder, Reranker
 from ..errors import IndexDamagedError, ModelMismatchError, QueryError
 from ..highlight import best_sentence
+from ..search_options import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, check_question_text  # noqa: F401 (re-exported)
 from ..vectors import VectorMatrix
 from ..word_vectors import WordVectors
 from ..words import fts_terms
@@ -35,8 +36,6 @@ from .hybrid import DEFAULT_RULE, HybridRule
 from .order import PER_ARTICLE, SAME_ARTICLE_PENALTY, Candidates, order
 
 log = logging.getLogger("embeddings.search")  # the package's name: what logs and their readers know
-
-from ..search_options import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES  # noqa: F401 (re-exported)
 
 MAX_QUESTION_CHARS = 2000
 KEYWORD_LIMIT = 1000
@@ -93,12 +92,12 @@ class SearchIndex:
         self._published = np.array([a.published.toordinal() if a.published else 0 for a in articles], dtype=np.int64)
 
     @classmethod
-    def load(cls, index_path: Path, *, model_name: str, weak_score: float) -> "SearchIndex":
+    def load(cls, index_path: Path, *, model_name: str, weak_score: float) -> SearchIndex:
         with store.damage_reported(index_path):
             return cls._load(index_path, model_name=model_name, weak_score=weak_score)
 
     @classmethod
-    def _load(cls, index_path: Path, *, model_name: str, weak_score: float) -> "SearchIndex":
+    def _load(cls, index_path: Path, *, model_name: str, weak_score: float) -> SearchIndex:
         conn = store.connect_for_reading(index_path)
         try:
             conn.execute("BEGIN")  # snapshot: held until close()
@@ -235,6 +234,7 @@ class SearchIndex:
         question = " ".join(question.split())
         if not question:
             raise QueryError("the question is empty")
+        check_question_text(question)
         if len(question) > MAX_QUESTION_CHARS:
             raise QueryError(f"the question is too long ({len(question)} characters, at most {MAX_QUESTION_CHARS})")
         if not 1 <= k <= MAX_K:
@@ -371,7 +371,7 @@ class SearchIndex:
             np.concatenate([fused.cosine, tail.cosine]), complete=len(v_rows) < pool,
         )
 
-    def _fuse(self, query: np.ndarray, coverage_of: "Coverage", keep, terms: list[str], rule: HybridRule) -> "Fusion":
+    def _fuse(self, query: np.ndarray, coverage_of: Coverage, keep, terms: list[str], rule: HybridRule) -> Fusion:
         """Hybrid's candidates, the vectors' and the keywords' best rule.fusion_depth, scored by the
         hybrid rule: cosine + keyword coverage + keyword feedback from the best of them."""
         # Up to 400 passages are fused on the cosines their int8 codes give (within about 0.002 of
@@ -453,7 +453,7 @@ class SearchIndex:
     def keyword_coverage(
         self, terms: list[str], keep: np.ndarray | None, weights: dict[str, float], vectors: np.ndarray,
         rule: HybridRule = DEFAULT_RULE,
-    ) -> "Coverage":
+    ) -> Coverage:
         """The keyword side of hybrid search: the best keyword hits (by BM25 with `weights`), and a
         function giving any passages' coverage of the question (hybrid.coverage; the passages as
         their int8 scan codes hold them: in memory, where a float16 row may be on disk); zero
@@ -557,7 +557,7 @@ class Coverage:
     """SearchIndex.keyword_coverage's answer: `rows`, the best keyword hits, and called with any
     rows, their coverage of the question."""
 
-    index: "SearchIndex"
+    index: SearchIndex
     terms: list[str]
     weights: dict[str, float]
     vectors: np.ndarray
@@ -619,8 +619,5 @@ def _add_up(ids: list[np.ndarray], scores: list[np.ndarray], limit: int) -> tupl
 
 def _top_indices(scores: np.ndarray, n: int) -> np.ndarray:
     """Indices of the n highest scores, best first."""
-    if n < len(scores):
-        idx = np.argpartition(-scores, n - 1)[:n]
-    else:
-        idx = np.arange(len(scores))
+    idx = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
     return idx[np.argsort(-scores[idx], kind="stable")]

@@ -229,6 +229,7 @@ def test_filters_autocomplete_and_refusals(shipped_index, real_embedder):
                 ({"since": "9 Aug"}, "Since '9 Aug' is not a date in YYYY-MM-DD form."),
                 ({"since": "2021-09-01", "until": "2021-01-01"}, "Since (2021-09-01) is after until (2021-01-01)."),
                 ({"question": "   "}, "The question is empty."),
+                ({"question": "?! 🤔 ..."}, "The question has no words (only punctuation or symbols): ask it in words."),
             ]:
                 rec = await fake.send_slash("ask", {"question": QUESTION, **options}, member=fake.make_member())
                 ev = await rec.wait_final()

@@ -118,7 +118,7 @@ def test_the_wal_stays_bounded_over_twenty_external_runs(fake_index, fake_embedd
                     after_run.append(wal_bytes(fake_index))
                     with store.reading(fake_index.index_path) as conn:
                         generation = store.read_meta(conn)["generation"]
-                    await until(lambda: served(bot, generation), 10)
+                    await until(lambda generation=generation: served(bot, generation), 10)
                     await asyncio.sleep(0.3)  # its second load and the checkpoint
                     after_follow.append(wal_bytes(fake_index))
                 assert await answers(fake, f"the {words[-1]} census", words[-1])

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from embeddings.index import run_index
 from embeddings.config import Settings
+from embeddings.index import run_index
 from tests.bot.helpers import LIVE_MARKUP, check_sent, started_bot, texts_of
 from tests.fake_discord import run
 from tests.helpers import FakeEmbedder
@@ -96,7 +96,7 @@ def test_sources_pages_with_buttons(many_articles, fake_embedder):
             assert rec.callback_type == 4 and ev.ephemeral
             embed = ev.embeds[0]
             assert embed["title"] == "Indexed articles (23)" and embed["footer"]["text"] == "page 1 of 3"
-            assert "**1. Article 00**" in embed["description"] and "Wire · Aug 1, 2021 · 1 passages" in embed["description"]
+            assert "**1. Article 00**" in embed["description"] and "Wire · Aug 1, 2021 · 1 passage" in embed["description"]
             previous, nxt = ev.components[0]["components"]
             assert previous["disabled"] and not nxt["disabled"]
             for page in (2, 3):
