@@ -5,6 +5,7 @@ the installed package; a variable set in the environment wins over the same name
 Relative paths (CORPUS_DIR, INDEX_PATH) are relative to the working directory. Every value has a
 default that works with no `.env` at all; `.env.example` documents each one.
 """
+
 from __future__ import annotations
 
 import math
@@ -77,8 +78,10 @@ def _date_order(env: dict[str, str]) -> str | None:
 def _index_url(env: dict[str, str]) -> str:
     raw = env.get("INDEX_URL", "").strip()
     if raw and not raw.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("INDEX_URL must be a postgresql:// URL (postgresql://user:password@host:5432/database); "
-                          "for an index file set INDEX_PATH")
+        raise ConfigError(
+            "INDEX_URL must be a postgresql:// URL (postgresql://user:password@host:5432/database); "
+            "for an index file set INDEX_PATH"
+        )
     return raw
 
 

@@ -2,6 +2,7 @@
 per test session in a temporary folder, and a fresh database per test. Tests that need it skip,
 saying why, only where the server cannot start (the `postgres` extra is not installed, or the
 platform cannot run it); tests/conftest.py imports these fixtures."""
+
 from __future__ import annotations
 
 import logging

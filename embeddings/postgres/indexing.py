@@ -6,6 +6,7 @@ Incremental by content hash, as the SQLite job: an unchanged file is neither par
 a moved one is renamed, and a passage whose text the index already holds reuses its vector. The
 same refusals hold: a run that would empty the index or remove most of it, and another model.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,8 +23,15 @@ from ..index import IndexReport, Progress
 from . import store
 
 
-def run_index(settings: Settings, url: str, *, rebuild: bool = False, allow_removals: bool = False,
-              embedder: Embedder | None = None, on_progress: Callable[[Progress], None] | None = None) -> IndexReport:
+def run_index(
+    settings: Settings,
+    url: str,
+    *,
+    rebuild: bool = False,
+    allow_removals: bool = False,
+    embedder: Embedder | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> IndexReport:
     """Bring the index at url up to date with settings.corpus_dir (as embeddings.index.run_index)."""
     started_wall, started = store.utc_now(), time.monotonic()
     corpus = settings.corpus_dir
@@ -43,13 +51,20 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
     if meta.get("model") and meta["model"] != settings.embedding_model and not rebuild:
         raise ModelMismatchError(
             f"the index was built with {meta['model']!r} but EMBEDDING_MODEL is {settings.embedding_model!r}; "
-            "run `corpus-bot index --rebuild` to re-embed everything with the new model")
+            "run `corpus-bot index --rebuild` to re-embed everything with the new model"
+        )
     files = model_identity.model_files(settings.embedding_model, meta)
-    if (files and meta.get("model_hash") and files.digest != meta["model_hash"] and not rebuild
-            and meta.get("model") == settings.embedding_model):
+    if (
+        files
+        and meta.get("model_hash")
+        and files.digest != meta["model_hash"]
+        and not rebuild
+        and meta.get("model") == settings.embedding_model
+    ):
         raise ModelMismatchError(
             f"the files of model {settings.embedding_model!r} changed since the index was built with them; "
-            "run `corpus-bot index --rebuild` to re-embed everything with them")
+            "run `corpus-bot index --rebuild` to re-embed everything with them"
+        )
     report = IndexReport(model=settings.embedding_model)
     stored = store.stored_files(conn)
     previous = {} if rebuild else stored
@@ -68,8 +83,9 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
     file_of = {k: f for f, s in stored.items() for k in s.keys}
     found = {a.doc.key for a in new} | {k for f in kept_files for k in previous[f].keys} | moved_keys
     present = {a.file for a in new} | set(kept_files)
-    job._check_removals(job._gone(previous_keys - found, file_of, present), len(previous_keys), len(found), corpus,
-                        allow_removals)
+    job._check_removals(
+        job._gone(previous_keys - found, file_of, present), len(previous_keys), len(found), corpus, allow_removals
+    )
 
     tokens: tuple[list[int], np.ndarray] = ([], np.zeros((0, 0), np.float32))
     identity = {"model_hash": files.digest, "model_files": files.signature} if files else {}
@@ -92,26 +108,59 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
     report.removed = sorted(previous_keys - new_keys - kept_keys - moved_keys)
     report.unchanged = sorted(kept_keys)
     present = {a.file for a in new} | {file_of[k] for k in kept_keys}
-    job._check_removals(job._gone(report.removed, file_of, present), len(previous_keys),
-                        len(new_keys | kept_keys | moved_keys), corpus, allow_removals)
+    job._check_removals(
+        job._gone(report.removed, file_of, present),
+        len(previous_keys),
+        len(new_keys | kept_keys | moved_keys),
+        corpus,
+        allow_removals,
+    )
     if not new and not kept_keys and not moved and previous_passages > 0:
         raise IndexRefusedError(
             f"this run would leave the index empty ({corpus} has no indexable articles: "
-            f"{len(report.skipped)} skipped); the previous index is kept")
+            f"{len(report.skipped)} skipped); the previous index is kept"
+        )
 
     progress.stage = "committing"
     tick()
     dimension = embedder.dimension if embedder else int(meta.get("dimension", 0)) or None
-    _commit(conn, settings, new, previous_keys - kept_keys - moved_keys, report, dimension, started_wall, started,
-            tokens, identity, rebuild=rebuild, moved=moved, rehashed=same)
+    _commit(
+        conn,
+        settings,
+        new,
+        previous_keys - kept_keys - moved_keys,
+        report,
+        dimension,
+        started_wall,
+        started,
+        tokens,
+        identity,
+        rebuild=rebuild,
+        moved=moved,
+        rehashed=same,
+    )
     job._fault_point("after-commit")
     progress.stage = "done"
     tick()
     return report
 
 
-def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started, tokens, identity, *,
-            rebuild: bool, moved, rehashed: dict[str, str]) -> None:
+def _commit(
+    conn,
+    settings,
+    new,
+    stale_keys,
+    report,
+    dimension,
+    started_wall,
+    started,
+    tokens,
+    identity,
+    *,
+    rebuild: bool,
+    moved,
+    rehashed: dict[str, str],
+) -> None:
     """The run's one transaction: all of it is in the index, or none of it."""
     now = store.utc_now()
     with conn.transaction():
@@ -132,9 +181,21 @@ def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, st
         for article in new:
             doc = article.doc
             store.insert_article(
-                conn, key=doc.key, file=article.file, content_hash=article.content_hash, title=doc.title,
-                source=doc.source, authors=doc.authors, published=doc.published, updated=doc.updated, url=doc.url,
-                description=doc.description, passages=article.passages, vectors=article.vectors, indexed_at=now)
+                conn,
+                key=doc.key,
+                file=article.file,
+                content_hash=article.content_hash,
+                title=doc.title,
+                source=doc.source,
+                authors=doc.authors,
+                published=doc.published,
+                updated=doc.updated,
+                url=doc.url,
+                description=doc.description,
+                passages=article.passages,
+                vectors=article.vectors,
+                indexed_at=now,
+            )
         report.articles_total = conn.execute("SELECT count(*) FROM articles").fetchone()[0]
         report.passages_total = store.passage_count(conn)
         report.seconds = round(time.monotonic() - started, 3)

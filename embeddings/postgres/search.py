@@ -4,6 +4,7 @@ loads the snapshot's halfvec vectors, which SearchIndex searches in memory as it
 file's. A snapshot is one REPEATABLE READ transaction, held until the index is closed, so every
 read of a question (texts, keyword hits, word vectors) sees the state its vectors came from.
 """
+
 from __future__ import annotations
 
 import logging
@@ -72,7 +73,8 @@ class PostgresKeywords:
                 rows = self._conn.execute(
                     f"SELECT w, (SELECT min(lexeme) FROM unnest(to_tsvector('{store.TEXT_SEARCH_CONFIG}', w))) "
                     "FROM unnest(%s::text[]) WITH ORDINALITY AS x(w, n) ORDER BY n",
-                    ([store.keyword_text(w) for w in new],)).fetchall()
+                    ([store.keyword_text(w) for w in new],),
+                ).fetchall()
             if len(self._lexeme) > 100_000:  # a bound for a bot that runs for months
                 self._lexeme.clear()
             self._lexeme.update((word, lexeme) for word, (_, lexeme) in zip(new, rows))
@@ -81,8 +83,9 @@ class PostgresKeywords:
     def _count(self, lexeme: str) -> int:
         if lexeme not in self._counts:
             with self._lock:
-                count = self._conn.execute("SELECT count(*) FROM passages WHERE search @@ %s::tsquery",
-                                           (_tsquery([lexeme]),)).fetchone()[0]
+                count = self._conn.execute(
+                    "SELECT count(*) FROM passages WHERE search @@ %s::tsquery", (_tsquery([lexeme]),)
+                ).fetchone()[0]
             if len(self._counts) > 100_000:
                 self._counts.clear()
             self._counts[lexeme] = count
@@ -110,9 +113,17 @@ class PostgresKeywords:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         idfs = [self._idf(self._count(lx)) for lx in lexemes]
         with self._lock:
-            found = self._conn.execute(_TOP, {"lexemes": lexemes, "idfs": idfs, "context": CONTEXT_WEIGHT,
-                                              "query": _tsquery(lexemes), "avgdl": self._avgdl,
-                                              "limit": limit}).fetchall()
+            found = self._conn.execute(
+                _TOP,
+                {
+                    "lexemes": lexemes,
+                    "idfs": idfs,
+                    "context": CONTEXT_WEIGHT,
+                    "query": _tsquery(lexemes),
+                    "avgdl": self._avgdl,
+                    "limit": limit,
+                },
+            ).fetchall()
         ids = np.fromiter((r[0] for r in found), np.int64, len(found))
         scores = np.fromiter((r[1] for r in found), np.float32, len(found))
         return ids, scores
@@ -139,24 +150,31 @@ def load_search_index(url: str, *, model_name: str, weak_score: float) -> Search
     """A SearchIndex answering from the index at url, as SearchIndex.load does from an SQLite file."""
     conn = store.connect(url, migrate_schema=False)
     try:
-        version = conn.execute("SELECT coalesce(max(version), 0) FROM corpus_bot_migrations").fetchone()[0] \
-            if conn.execute("SELECT to_regclass('corpus_bot_migrations')").fetchone()[0] else 0
+        version = (
+            conn.execute("SELECT coalesce(max(version), 0) FROM corpus_bot_migrations").fetchone()[0]
+            if conn.execute("SELECT to_regclass('corpus_bot_migrations')").fetchone()[0]
+            else 0
+        )
         if version == 0:
             raise IndexMissingError(f"no index at {store.shown(url)}: run `corpus-bot index --index URL` to build it")
         if version != store.SCHEMA_VERSION:
-            raise IndexMissingError(f"the index at {store.shown(url)} has schema {version}, this corpus-bot uses "
-                                    f"{store.SCHEMA_VERSION}: run `corpus-bot index` to bring it up to date")
+            raise IndexMissingError(
+                f"the index at {store.shown(url)} has schema {version}, this corpus-bot uses "
+                f"{store.SCHEMA_VERSION}: run `corpus-bot index` to bring it up to date"
+            )
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # the snapshot: held until close()
         meta = store.read_meta(conn)
         if meta.get("model") and meta["model"] != model_name:
             raise ModelMismatchError(
                 f"the index at {store.shown(url)} was built with {meta['model']!r} but EMBEDDING_MODEL is "
-                f"{model_name!r}; set EMBEDDING_MODEL back or run `corpus-bot index --rebuild`")
+                f"{model_name!r}; set EMBEDDING_MODEL back or run `corpus-bot index --rebuild`"
+            )
         articles = store.read_articles(conn)
         loaded = engines.load_vectors([PostgresVectors(conn, int(meta.get("dimension") or 0))])
         avgdl = conn.execute("SELECT coalesce(avg(text_words + context_words), 0) FROM passages").fetchone()[0]
-        index = SearchIndex.from_snapshot(QmarkConnection(conn), meta, articles, loaded, weak_score=weak_score,
-                                          where=store.shown(url))
+        index = SearchIndex.from_snapshot(
+            QmarkConnection(conn), meta, articles, loaded, weak_score=weak_score, where=store.shown(url)
+        )
     except BaseException:
         conn.close()
         raise
@@ -187,13 +205,26 @@ def query_embedder(model_name: str, index_meta: dict, index_path: Path):
         why = str(exc)
     embedder = query_model.load_embedder(model_name)
     query_model.check_query_embedder(embedder, index_meta)
-    if query_model.exportable(model_name) is None and isinstance(embedder, query_model.SentenceTransformerEmbedder) \
-            and index_meta.get("probe_vector"):
+    if (
+        query_model.exportable(model_name) is None
+        and isinstance(embedder, query_model.SentenceTransformerEmbedder)
+        and index_meta.get("probe_vector")
+    ):
         try:
-            query_model.export_query_model(embedder, anchor, model_hash=index_meta.get("model_hash"),
-                                           expected_probe=decode_probe(index_meta["probe_vector"]))
+            query_model.export_query_model(
+                embedder,
+                anchor,
+                model_hash=index_meta.get("model_hash"),
+                expected_probe=decode_probe(index_meta["probe_vector"]),
+            )
             log.info("exported the ONNX query model to %s (%s)", folder, why)
         except Exception as exc:  # the full model answers; the next question tries again
-            log.warning("questions go through the full model %s, slower to start: the ONNX query model could not "
-                        "be exported to %s (%s: %s)", model_name, folder, type(exc).__name__, exc)
+            log.warning(
+                "questions go through the full model %s, slower to start: the ONNX query model could not "
+                "be exported to %s (%s: %s)",
+                model_name,
+                folder,
+                type(exc).__name__,
+                exc,
+            )
     return embedder

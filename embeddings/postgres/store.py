@@ -6,6 +6,7 @@ Each passage row holds its vector (halfvec, under an HNSW index made by the firs
 the model's dimension) and its keyword document (`search`: the text at weight A and the article's
 title, publication and authors at weight B, under a GIN index), written in the same transaction.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -34,7 +35,9 @@ CONNECT_TIMEOUT_S = 10
 TEXT_SEARCH_CONFIG = "corpus_bot_words"
 
 MIGRATIONS: list[tuple[str, str]] = [
-    ("tables", """
+    (
+        "tables",
+        """
     CREATE TABLE index_meta (
         key   text PRIMARY KEY,
         value text NOT NULL
@@ -75,14 +78,18 @@ MIGRATIONS: list[tuple[str, str]] = [
         seconds  double precision NOT NULL,
         report   jsonb NOT NULL
     );
-    """),
-    ("keyword index", f"""
+    """,
+    ),
+    (
+        "keyword index",
+        f"""
     CREATE TEXT SEARCH DICTIONARY corpus_bot_stem (TEMPLATE = snowball, Language = english);
     CREATE TEXT SEARCH CONFIGURATION {TEXT_SEARCH_CONFIG} (COPY = english);
     ALTER TEXT SEARCH CONFIGURATION {TEXT_SEARCH_CONFIG}
         ALTER MAPPING FOR asciiword, word, asciihword, hword, hword_asciipart, hword_part WITH corpus_bot_stem;
     CREATE INDEX passages_search ON passages USING gin (search);
-    """),
+    """,
+    ),
     # The vectors of the vocabulary tokens of the corpus's words, float16 bytes (word_vectors.py).
     ("word vectors", "CREATE TABLE token_vectors (token integer PRIMARY KEY, vector bytea NOT NULL)"),
 ]
@@ -118,18 +125,23 @@ def connect(url: str, *, migrate_schema: bool = True):
         import psycopg
         from psycopg.conninfo import conninfo_to_dict
     except ImportError:
-        raise ConfigError("a postgresql:// index needs the postgres extra: "
-                          "pip install 'corpus-bot[postgres]'") from None
+        raise ConfigError(
+            "a postgresql:// index needs the postgres extra: pip install 'corpus-bot[postgres]'"
+        ) from None
     try:
         conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"the index URL {shown(url)} is not a valid PostgreSQL URL ({_first_line(exc)}): "
-                          "write it as postgresql://user:password@host:5432/database") from None
+        raise ConfigError(
+            f"the index URL {shown(url)} is not a valid PostgreSQL URL ({_first_line(exc)}): "
+            "write it as postgresql://user:password@host:5432/database"
+        ) from None
     try:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
     except psycopg.OperationalError as exc:
-        raise ConfigError(f"cannot connect to the PostgreSQL index at {shown(url)}: {_first_line(exc)}; "
-                          "check INDEX_URL (or --index): host, port, user, password and database") from None
+        raise ConfigError(
+            f"cannot connect to the PostgreSQL index at {shown(url)}: {_first_line(exc)}; "
+            "check INDEX_URL (or --index): host, port, user, password and database"
+        ) from None
     try:
         _check_pgvector(conn, url)
         halfvec.register(conn)
@@ -148,17 +160,23 @@ def _check_pgvector(conn, url: str) -> None:
     if row is None:
         available = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'").fetchone()
         if available is None:
-            raise ConfigError(f"the PostgreSQL server of {shown(url)} has no pgvector extension: install pgvector "
-                              f"{'.'.join(map(str, MIN_PGVECTOR))} or later (managed services list it as `vector`)")
+            raise ConfigError(
+                f"the PostgreSQL server of {shown(url)} has no pgvector extension: install pgvector "
+                f"{'.'.join(map(str, MIN_PGVECTOR))} or later (managed services list it as `vector`)"
+            )
         try:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         except psycopg.Error as exc:
-            raise ConfigError(f"the database {shown(url)} lacks the `vector` extension and this user cannot create it "
-                              f"({_first_line(exc)}): run CREATE EXTENSION vector as its owner") from None
+            raise ConfigError(
+                f"the database {shown(url)} lacks the `vector` extension and this user cannot create it "
+                f"({_first_line(exc)}): run CREATE EXTENSION vector as its owner"
+            ) from None
         row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
     if _version(row[0]) < MIN_PGVECTOR:
-        raise ConfigError(f"the database {shown(url)} has pgvector {row[0]}; corpus-bot needs "
-                          f"{'.'.join(map(str, MIN_PGVECTOR))} or later: ALTER EXTENSION vector UPDATE")
+        raise ConfigError(
+            f"the database {shown(url)} has pgvector {row[0]}; corpus-bot needs "
+            f"{'.'.join(map(str, MIN_PGVECTOR))} or later: ALTER EXTENSION vector UPDATE"
+        )
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -171,20 +189,30 @@ def migrate(conn, url: str) -> None:
     database whose tables clash with the index's and that corpus-bot did not make is refused."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_LOCK + 1,))
-        conn.execute("CREATE TABLE IF NOT EXISTS corpus_bot_migrations "
-                     "(version integer PRIMARY KEY, name text NOT NULL, applied text NOT NULL)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS corpus_bot_migrations "
+            "(version integer PRIMARY KEY, name text NOT NULL, applied text NOT NULL)"
+        )
         version = conn.execute("SELECT coalesce(max(version), 0) FROM corpus_bot_migrations").fetchone()[0]
         if version == 0:
-            clash = [name for (name,) in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename = ANY(%s)",
-                (list(_INDEX_TABLES),))]
+            clash = [
+                name
+                for (name,) in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename = ANY(%s)",
+                    (list(_INDEX_TABLES),),
+                )
+            ]
             if clash:
-                raise NotAnIndexError(f"{shown(url)} is not a corpus-bot index (it holds another program's tables: "
-                                      f"{', '.join(sorted(clash))}); it was left unchanged. Point INDEX_URL at "
-                                      "another database")
+                raise NotAnIndexError(
+                    f"{shown(url)} is not a corpus-bot index (it holds another program's tables: "
+                    f"{', '.join(sorted(clash))}); it was left unchanged. Point INDEX_URL at "
+                    "another database"
+                )
         if version > SCHEMA_VERSION:
-            raise SchemaTooNewError(f"the index at {shown(url)} was written by a newer corpus-bot (schema {version}, "
-                                    f"this one knows {SCHEMA_VERSION}); upgrade corpus-bot")
+            raise SchemaTooNewError(
+                f"the index at {shown(url)} was written by a newer corpus-bot (schema {version}, "
+                f"this one knows {SCHEMA_VERSION}); upgrade corpus-bot"
+            )
         for number, (name, sql) in enumerate(MIGRATIONS[version:], start=version + 1):
             conn.execute(sql)
             conn.execute("INSERT INTO corpus_bot_migrations VALUES (%s, %s, %s)", (number, name, utc_now()))
@@ -195,8 +223,10 @@ def index_lock(conn, url: str) -> Iterator[None]:
     """The index job's lock: a session advisory lock on the database, so one run at a time writes,
     from any host; released when the run ends or its connection drops."""
     if not conn.execute("SELECT pg_try_advisory_lock(%s)", (INDEX_LOCK,)).fetchone()[0]:
-        raise IndexBusyError(f"another index run is writing to {shown(url)} (it holds the index lock); "
-                             "wait for it to finish and run again")
+        raise IndexBusyError(
+            f"another index run is writing to {shown(url)} (it holds the index lock); "
+            "wait for it to finish and run again"
+        )
     try:
         yield
     finally:
@@ -207,14 +237,17 @@ def index_lock(conn, url: str) -> Iterator[None]:
 def ensure_vector_index(conn, dimension: int) -> None:
     """Give the vector column the model's dimension and its HNSW index (cosine, halfvec), once:
     the dimension is known only when the first run has a model. Inside the caller's transaction."""
-    typmod = conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = 'passages'::regclass "
-                          "AND attname = 'embedding'").fetchone()[0]
+    typmod = conn.execute(
+        "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'passages'::regclass AND attname = 'embedding'"
+    ).fetchone()[0]
     if typmod == dimension:
         return
     conn.execute(f"ALTER TABLE passages ALTER COLUMN embedding TYPE halfvec({int(dimension)})")
     conn.execute("DROP INDEX IF EXISTS passages_embedding")
-    conn.execute("CREATE INDEX passages_embedding ON passages USING hnsw (embedding halfvec_cosine_ops) "
-                 "WITH (m = 16, ef_construction = 64)")
+    conn.execute(
+        "CREATE INDEX passages_embedding ON passages USING hnsw (embedding halfvec_cosine_ops) "
+        "WITH (m = 16, ef_construction = 64)"
+    )
 
 
 def read_meta(conn) -> dict[str, str]:
@@ -258,27 +291,55 @@ def context_of(title: str | None, source: str | None, authors: tuple[str, ...]) 
     return " ".join(part for part in (title or "", source or "", " ".join(authors)) if part).strip()
 
 
-def insert_article(conn, *, key: str, file: str, content_hash: str, title: str | None, source: str | None,
-                   authors: tuple[str, ...], published: dt.date | None, updated: dt.date | None, url: str | None,
-                   description: str | None, passages: list[str], vectors: np.ndarray, indexed_at: str) -> None:
+def insert_article(
+    conn,
+    *,
+    key: str,
+    file: str,
+    content_hash: str,
+    title: str | None,
+    source: str | None,
+    authors: tuple[str, ...],
+    published: dt.date | None,
+    updated: dt.date | None,
+    url: str | None,
+    description: str | None,
+    passages: list[str],
+    vectors: np.ndarray,
+    indexed_at: str,
+) -> None:
     assert vectors.shape[0] == len(passages)
     article_id = conn.execute(
         """INSERT INTO articles(key, file, content_hash, title, source, authors, published, updated, url,
                                 description, passage_count, indexed_at)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
-        (key, file, content_hash, title, source, json.dumps(list(authors), ensure_ascii=False), published, updated,
-         url, description, len(passages), indexed_at),
+        (
+            key,
+            file,
+            content_hash,
+            title,
+            source,
+            json.dumps(list(authors), ensure_ascii=False),
+            published,
+            updated,
+            url,
+            description,
+            len(passages),
+            indexed_at,
+        ),
     ).fetchone()[0]
     context = context_of(title, source, authors)
     conn.cursor().executemany(
         f"""INSERT INTO passages(article_id, position, text, embedded_hash, embedding, search, text_words,
                                  context_words)
-            SELECT %s, %s, %s, %s, %b, setweight(t, 'A') || setweight(c, 'B'), {_WORDS.format('t')},
-                   {_WORDS.format('c')}
+            SELECT %s, %s, %s, %s, %b, setweight(t, 'A') || setweight(c, 'B'), {_WORDS.format("t")},
+                   {_WORDS.format("c")}
             FROM (SELECT to_tsvector('{TEXT_SEARCH_CONFIG}', %s) AS t,
                          to_tsvector('{TEXT_SEARCH_CONFIG}', %s) AS c) d""",
-        [(article_id, i, text, embedded_hash(text), halfvec.HalfVec(v), keyword_text(text), keyword_text(context))
-         for i, (text, v) in enumerate(zip(passages, vectors))],
+        [
+            (article_id, i, text, embedded_hash(text), halfvec.HalfVec(v), keyword_text(text), keyword_text(context))
+            for i, (text, v) in enumerate(zip(passages, vectors))
+        ],
     )
 
 
@@ -299,8 +360,10 @@ def vectors_by_embedded_hash(conn, hashes: list[str]) -> dict[str, np.ndarray]:
 
 
 def record_run(conn, *, started: str, seconds: float, report: dict) -> None:
-    conn.execute("INSERT INTO index_runs(started, finished, seconds, report) VALUES (%s, %s, %s, %s)",
-                 (started, utc_now(), seconds, json.dumps(report, ensure_ascii=False)))
+    conn.execute(
+        "INSERT INTO index_runs(started, finished, seconds, report) VALUES (%s, %s, %s, %s)",
+        (started, utc_now(), seconds, json.dumps(report, ensure_ascii=False)),
+    )
 
 
 def last_run(conn) -> dict | None:
@@ -312,10 +375,20 @@ def last_run(conn) -> dict | None:
 
 def read_articles(conn) -> list[Article]:
     return [
-        Article(id=row[0], key=row[1], title=row[2], source=row[3], authors=tuple(row[4]), published=row[5],
-                updated=row[6], url=row[7], passages=row[8])
+        Article(
+            id=row[0],
+            key=row[1],
+            title=row[2],
+            source=row[3],
+            authors=tuple(row[4]),
+            published=row[5],
+            updated=row[6],
+            url=row[7],
+            passages=row[8],
+        )
         for row in conn.execute(
-            "SELECT id, key, title, source, authors, published, updated, url, passage_count FROM articles ORDER BY key")
+            "SELECT id, key, title, source, authors, published, updated, url, passage_count FROM articles ORDER BY key"
+        )
     ]
 
 
@@ -340,10 +413,15 @@ def stored_articles(conn, keys: list[str]) -> dict[str, StoredArticle]:
     rows = conn.execute(
         "SELECT a.key, a.title, a.source, a.authors, a.published, a.updated, a.url, a.description, "
         "array(SELECT text FROM passages WHERE article_id = a.id ORDER BY position) "
-        "FROM articles a WHERE a.key = ANY(%s)", (keys,))
-    return {key: StoredArticle(key, title, source, tuple(authors), _iso(published), _iso(updated), url, description,
-                               tuple(passages))
-            for key, title, source, authors, published, updated, url, description, passages in rows}
+        "FROM articles a WHERE a.key = ANY(%s)",
+        (keys,),
+    )
+    return {
+        key: StoredArticle(
+            key, title, source, tuple(authors), _iso(published), _iso(updated), url, description, tuple(passages)
+        )
+        for key, title, source, authors, published, updated, url, description, passages in rows
+    }
 
 
 def _iso(day: dt.date | None) -> str | None:
@@ -355,7 +433,9 @@ def keys_starting_with(conn, hashes: list[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for text_hash, key in conn.execute(
         "SELECT p.embedded_hash, a.key FROM passages p JOIN articles a ON a.id = p.article_id "
-        "WHERE p.position = 0 AND p.embedded_hash = ANY(%s) ORDER BY a.key", (hashes,)):
+        "WHERE p.position = 0 AND p.embedded_hash = ANY(%s) ORDER BY a.key",
+        (hashes,),
+    ):
         found.setdefault(text_hash, []).append(key)
     return found
 
@@ -366,8 +446,9 @@ def delete_articles(conn, keys: list[str]) -> None:
 
 def move_file(conn, old: str, new: str) -> None:
     """The articles of file `old` become those of `new`, their keys renamed with it."""
-    conn.execute("UPDATE articles SET file = %s, key = %s || substr(key, %s) WHERE file = %s",
-                 (new, new, len(old) + 1, old))
+    conn.execute(
+        "UPDATE articles SET file = %s, key = %s || substr(key, %s) WHERE file = %s", (new, new, len(old) + 1, old)
+    )
 
 
 def set_content_hash(conn, keys: list[str], content_hash: str) -> None:
@@ -378,4 +459,5 @@ def insert_token_vectors(conn, tokens: list[int], vectors: np.ndarray) -> None:
     conn.cursor().executemany(
         "INSERT INTO token_vectors(token, vector) VALUES (%s, %s) "
         "ON CONFLICT (token) DO UPDATE SET vector = excluded.vector",
-        [(int(t), v.astype(word_vectors.DTYPE).tobytes()) for t, v in zip(tokens, vectors)])
+        [(int(t), v.astype(word_vectors.DTYPE).tobytes()) for t, v in zip(tokens, vectors)],
+    )

@@ -10,6 +10,7 @@ product's). SearchIndex (search_index.py) gathers their inputs: cosines from the
 and document frequencies from the keyword engine (engines.py). docs/retrieval.md has the
 measurements behind each setting; bench/fusion_experiments.py tries variants by passing rules.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -75,8 +76,10 @@ def word_weights(terms: list[str], embedder: Embedder, rule: HybridRule = DEFAUL
     must cut into pieces or that hold a digit (names, jargon, codes: where vectors are weak and
     exact matching is what finds the passage)."""
     overhead = embedder.count_tokens("")  # the special tokens around any text
-    return {t: 1.0 if any(c.isdigit() for c in t) or embedder.count_tokens(t) - overhead > 1 else rule.model_read_weight
-            for t in terms}
+    return {
+        t: 1.0 if any(c.isdigit() for c in t) or embedder.count_tokens(t) - overhead > 1 else rule.model_read_weight
+        for t in terms
+    }
 
 
 def phrased_otherwise(terms: list[str], weights: dict[str, float], hits: dict[str, int]) -> bool:
@@ -93,8 +96,9 @@ def matched(bm25: np.ndarray) -> np.ndarray:
     return bm25.any(axis=0)
 
 
-def coverage(bm25: np.ndarray, weights: list[float], cosine: np.ndarray | None, idf_sum: float,
-             rule: HybridRule = DEFAULT_RULE) -> np.ndarray:
+def coverage(
+    bm25: np.ndarray, weights: list[float], cosine: np.ndarray | None, idf_sum: float, rule: HybridRule = DEFAULT_RULE
+) -> np.ndarray:
     """Each passage's keyword coverage of the question: the BM25 of each word in it (`bm25`, words
     x passages) times the word's weight (`weights`, one per word) plus the share of the word the
     passage's vector misses, summed and divided by the question's idf sum (roughly the BM25 of a
@@ -120,8 +124,13 @@ def keyword_bonus(coverage_scores: np.ndarray, rule: HybridRule = DEFAULT_RULE) 
     return rule.weight * coverage_scores
 
 
-def feedback_words(words: list[str], asked: list[str], document_frequency: Callable[[str], int], passages: int,
-                   rule: HybridRule = DEFAULT_RULE) -> list[str]:
+def feedback_words(
+    words: list[str],
+    asked: list[str],
+    document_frequency: Callable[[str], int],
+    passages: int,
+    rule: HybridRule = DEFAULT_RULE,
+) -> list[str]:
     """Keyword feedback: the rule.feedback_words rarest of the best passage's `words` that are not
     `asked`, have at least 3 letters and are in at most rule.feedback_common of the passages."""
     asked_words = set(asked)
@@ -141,8 +150,9 @@ def keyword_scores(bm25: np.ndarray, idf_sum: float) -> np.ndarray:
     return bm25 / max(idf_sum, 1e-6)
 
 
-def without_common(terms: list[str], count: Callable[[str], int], passages: int,
-                   rule: HybridRule = DEFAULT_RULE) -> list[str]:
+def without_common(
+    terms: list[str], count: Callable[[str], int], passages: int, rule: HybridRule = DEFAULT_RULE
+) -> list[str]:
     """The terms minus the common ones (rule.common_term_share, rule.common_term_min); the rarest
     one when all are common. `count(word)`: passages holding it."""
     limit = max(rule.common_term_share * passages, rule.common_term_min)
@@ -181,8 +191,12 @@ def rare_share(rare: dict[str, float], text: str) -> float:
         return 0.0
     words = WORD.findall(text)
     written = set(words) | {w.casefold() for w in words}
-    held = sum(weight for word, weight in rare.items()
-               if word in written or word + "s" in written or word + "es" in written
-               or (len(word) > 4 and word.endswith("s") and word[:-1] in written))
+    held = sum(
+        weight
+        for word, weight in rare.items()
+        if word in written
+        or word + "s" in written
+        or word + "es" in written
+        or (len(word) > 4 and word.endswith("s") and word[:-1] in written)
+    )
     return held / total
-
