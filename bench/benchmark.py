@@ -17,6 +17,7 @@ product's query path.
 Query figures are measured in a fresh subprocess per size (`--measure`), so load time and RSS are
 those of a process that holds one index and nothing else.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,12 +43,51 @@ PASSAGES_PER_ARTICLE = 20
 CLUSTERS = 1000
 NOISE = 0.06  # per-dimension noise around a cluster centre: cos(passage, centre) ~ 0.65
 SOURCES = (
-    "The Daily Ledger", "Northern Courier", "Harbor Times", "The Evening Dispatch", "Capital Gazette Review",
-    "Valley Herald", "Meridian Post", "The Continental Observer", "Frontier Wire", "Coastal Chronicle",
-    "The Metropolitan Standard", "Riverside Tribune",
+    "The Daily Ledger",
+    "Northern Courier",
+    "Harbor Times",
+    "The Evening Dispatch",
+    "Capital Gazette Review",
+    "Valley Herald",
+    "Meridian Post",
+    "The Continental Observer",
+    "Frontier Wire",
+    "Coastal Chronicle",
+    "The Metropolitan Standard",
+    "Riverside Tribune",
 )
-SYLLABLES = ("ka", "ri", "mo", "sa", "lin", "ter", "va", "don", "el", "mir", "an", "to", "bel", "os", "ha", "zu",
-             "ren", "ga", "li", "mar", "no", "shi", "dar", "ul", "fen", "ia", "kor", "pe", "sun", "ta")
+SYLLABLES = (
+    "ka",
+    "ri",
+    "mo",
+    "sa",
+    "lin",
+    "ter",
+    "va",
+    "don",
+    "el",
+    "mir",
+    "an",
+    "to",
+    "bel",
+    "os",
+    "ha",
+    "zu",
+    "ren",
+    "ga",
+    "li",
+    "mar",
+    "no",
+    "shi",
+    "dar",
+    "ul",
+    "fen",
+    "ia",
+    "kor",
+    "pe",
+    "sun",
+    "ta",
+)
 
 
 def log(msg: str) -> None:
@@ -56,8 +96,12 @@ def log(msg: str) -> None:
 
 def percentiles(samples_s: list[float]) -> dict:
     ms = np.array(samples_s) * 1000.0
-    return {"p50": round(float(np.percentile(ms, 50)), 3), "p95": round(float(np.percentile(ms, 95)), 3),
-            "mean": round(float(ms.mean()), 3), "n": len(ms)}
+    return {
+        "p50": round(float(np.percentile(ms, 50)), 3),
+        "p95": round(float(np.percentile(ms, 95)), 3),
+        "mean": round(float(ms.mean()), 3),
+        "n": len(ms),
+    }
 
 
 def rss_mb() -> dict:
@@ -126,16 +170,27 @@ class TextGen:
         source = SOURCES[int(rng.integers(0, len(SOURCES)))]
         published = dt.date(2005, 1, 1) + dt.timedelta(days=int(rng.integers(0, 7300)))
         slug = re.sub(r"[^a-z]+", "-", source.lower()).strip("-")
-        return {"title": title, "source": source, "authors": (people[0],), "published": published,
-                "url": f"https://news.example/{slug}/{i}", "paragraphs": paragraphs}
+        return {
+            "title": title,
+            "source": source,
+            "authors": (people[0],),
+            "published": published,
+            "url": f"https://news.example/{slug}/{i}",
+            "paragraphs": paragraphs,
+        }
 
     def questions(self, n: int, articles: int) -> list[str]:
         rng = np.random.default_rng([self.seed, 999_983])
         # Every word outside the picked three is a stopword or in the corpus: a question with an
         # ordinary word no passage has is ranked by vectors alone (search.keyword_coverage), and 79
         # of 200 questions saying "about" (never generated here) measured that path, not hybrid's.
-        templates = ("What happened with {} {} in {}?", "Why did {} {} {}?", "Who said {} on {} and {}?",
-                     "What is known of {} {} {}?", "{} {} {}")
+        templates = (
+            "What happened with {} {} in {}?",
+            "Why did {} {} {}?",
+            "Who said {} on {} and {}?",
+            "What is known of {} {} {}?",
+            "{} {} {}",
+        )
         out = []
         for _ in range(n):
             art = self.article(int(rng.integers(0, articles)))
@@ -332,10 +387,20 @@ def build_synthetic(gen: TextGen, folder: Path, passages: int, query_model_from:
             if got != want:
                 raise RuntimeError(f"generated file {rel} does not parse back as written: {got[:4]} != {want[:4]}")
         store.insert_article(
-            conn, key=rel, file=rel, content_hash=hashlib.sha256(data + b"\0sidecar\0").hexdigest(),
-            title=art["title"], source=art["source"], authors=art["authors"], published=art["published"],
-            updated=None, url=art["url"], description=None, passages=art["paragraphs"],
-            vectors=vectors, indexed_at=now,
+            conn,
+            key=rel,
+            file=rel,
+            content_hash=hashlib.sha256(data + b"\0sidecar\0").hexdigest(),
+            title=art["title"],
+            source=art["source"],
+            authors=art["authors"],
+            published=art["published"],
+            updated=None,
+            url=art["url"],
+            description=None,
+            passages=art["paragraphs"],
+            vectors=vectors,
+            indexed_at=now,
         )
         if i % 2000 == 1999:
             conn.execute("COMMIT")
@@ -345,11 +410,14 @@ def build_synthetic(gen: TextGen, folder: Path, passages: int, query_model_from:
     # The model's identity (its files' hash, its probe vector: embeddings/model_identity.py) as the
     # index job records it, from the real index whose query model this one borrows.
     with store.reading(query_model_from) as source:
-        identity = {k: v for k, v in store.read_meta(source).items() if k in ("model_hash", "model_files", "probe_vector")}
+        identity = {
+            k: v for k, v in store.read_meta(source).items() if k in ("model_hash", "model_files", "probe_vector")
+        }
     try:
         articles = write_corpus(gen, corpus, passages, on_article)
-        store.write_meta(conn, model=DEFAULT_MODEL, dimension=str(DIM), built=now, generation=store.new_generation(),
-                         **identity)
+        store.write_meta(
+            conn, model=DEFAULT_MODEL, dimension=str(DIM), built=now, generation=store.new_generation(), **identity
+        )
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
@@ -366,9 +434,14 @@ def build_synthetic(gen: TextGen, folder: Path, passages: int, query_model_from:
     derived = refresh_derived(index_path)
     shutil.copytree(query_model_dir(query_model_from), query_model_dir(index_path))
     log(f"{passages}: written in {write_s:.0f}s; re-indexing unchanged")
-    out = {"corpus": "generated text files; synthetic clustered unit vectors written into the store",
-           "articles": articles, "passages": passages, "synthetic_write_s": round(write_s, 1),
-           **derived, "index_passages_per_s": None}
+    out = {
+        "corpus": "generated text files; synthetic clustered unit vectors written into the store",
+        "articles": articles,
+        "passages": passages,
+        "synthetic_write_s": round(write_s, 1),
+        **derived,
+        "index_passages_per_s": None,
+    }
     out.update(reindex_unchanged(corpus, index_path, articles))
     return out
 
@@ -415,7 +488,9 @@ def read_f32(index_path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     conn = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True)
     try:
-        ids = np.fromiter((i for (i,) in conn.execute("SELECT id FROM passages ORDER BY article_id, position")), np.int64)
+        ids = np.fromiter(
+            (i for (i,) in conn.execute("SELECT id FROM passages ORDER BY article_id, position")), np.int64
+        )
     finally:
         conn.close()
     vectors = np.load(index_path.with_name(F32_FILE))
@@ -468,8 +543,14 @@ def sqlite_vec_baseline(index_path: Path, vectors: np.ndarray, ids: np.ndarray, 
         times.append(time.perf_counter() - started)
         recall.append(len(set(got) & set(ids[exact_top(vectors, q)].tolist())) / 10)
     conn.close()
-    return {"available": True, "ms": percentiles(times), "recall_at_10_vs_numpy": round(float(np.mean(recall)), 4),
-            "build_s": built_s, "sqlite_version": sqlite3.sqlite_version, "sqlite_vec_version": sqlite_vec.__version__}
+    return {
+        "available": True,
+        "ms": percentiles(times),
+        "recall_at_10_vs_numpy": round(float(np.mean(recall)), 4),
+        "build_s": built_s,
+        "sqlite_version": sqlite3.sqlite_version,
+        "sqlite_vec_version": sqlite_vec.__version__,
+    }
 
 
 def keyword_top10_shared(index, questions: list[str]) -> float:
@@ -523,6 +604,7 @@ def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int)
         embed.append(t2 - t1)
         search_only.append(t3 - t2)
         qvecs.append(v)
+
     def ask_ms(mode: str) -> dict:
         """The whole /ask work for every question in one mode."""
         times = []
@@ -584,13 +666,21 @@ def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int)
         "recall_at_10": round(min(recall_model, recall_near), 4),
         "recall_at_10_model_questions": round(recall_model, 4),
         "recall_at_10_near_queries": round(recall_near, 4),
-        "load_s": {"imports": round(imports_s, 3), "index": round(load_index_s, 3),
-                   "query_model": round(load_model_s, 3), "total": round(load_index_s + load_model_s, 3)},
+        "load_s": {
+            "imports": round(imports_s, 3),
+            "index": round(load_index_s, 3),
+            "query_model": round(load_model_s, 3),
+            "total": round(load_index_s + load_model_s, 3),
+        },
         "first_query_s": round(first_query_s, 3),
-        "rss_mb": {"before_load": rss_before, "after_load": rss_after_load,
-                   "after_queries": rss_after_queries["current"], "peak_before_baselines": rss_after_queries["peak"],
-                   # mapped file pages (the vector file's int8 codes): shared, reclaimable
-                   "after_queries_file_backed": rss_after_queries["file_backed"]},
+        "rss_mb": {
+            "before_load": rss_before,
+            "after_load": rss_after_load,
+            "after_queries": rss_after_queries["current"],
+            "peak_before_baselines": rss_after_queries["peak"],
+            # mapped file pages (the vector file's int8 codes): shared, reclaimable
+            "after_queries_file_backed": rss_after_queries["file_backed"],
+        },
     }
 
 
@@ -614,15 +704,20 @@ def bot_ready(index_path: Path, runs: int = 3) -> dict:
 
     times = []
     for _ in range(runs):
-        done = subprocess.run([sys.executable, "-c", BOT_READY, str(index_path), DEFAULT_MODEL], cwd=ROOT,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-c", BOT_READY, str(index_path), DEFAULT_MODEL], cwd=ROOT, capture_output=True, text=True
+        )
         if done.returncode != 0:
             raise RuntimeError(f"bot start failed ({done.returncode}): {done.stderr[-500:]}")
         times.append(json.loads(done.stdout.splitlines()[-1]))
     total = [t["imports"] + t["start"] for t in times]
     best = times[total.index(statistics.median(total))]
-    return {"median": round(statistics.median(total), 3), "imports": round(best["imports"], 3),
-            "start": round(best["start"], 3), "runs": [round(t, 3) for t in total]}
+    return {
+        "median": round(statistics.median(total), 3),
+        "imports": round(best["imports"], 3),
+        "start": round(best["start"], 3),
+        "runs": [round(t, 3) for t in total],
+    }
 
 
 def cold_cli(index_path: Path, question: str, runs: int = 3) -> dict:
@@ -633,8 +728,9 @@ def cold_cli(index_path: Path, question: str, runs: int = 3) -> dict:
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        done = subprocess.run([str(exe), "ask", question, "--index", str(index_path)], env=env, cwd=ROOT,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [str(exe), "ask", question, "--index", str(index_path)], env=env, cwd=ROOT, capture_output=True, text=True
+        )
         times.append(time.perf_counter() - started)
         if done.returncode != 0:
             raise RuntimeError(f"corpus-bot ask failed ({done.returncode}): {done.stderr[-500:]}")
@@ -649,13 +745,26 @@ def cold_cli(index_path: Path, question: str, runs: int = 3) -> dict:
 def machine_info() -> dict:
     import sqlite3
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     mem = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())
-    info = {"cpu": cpu, "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)),
-            "memory_gb": round(int(mem.group(1)) / 1024**2, 1) if mem else None,
-            "python": platform.python_version(), "numpy": np.__version__, "sqlite": sqlite3.sqlite_version,
-            "platform": platform.platform(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "memory_gb": round(int(mem.group(1)) / 1024**2, 1) if mem else None,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
     try:
         import onnxruntime
 
@@ -672,11 +781,18 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "work", help="corpora and indexes")
     parser.add_argument("--queries", type=int, default=200, help="questions per size")
     parser.add_argument("--vec-queries", type=int, default=50, help="questions for the sqlite-vec baseline")
-    parser.add_argument("--real-max", type=int, default=10000,
-                        help="sizes up to this are embedded by the real model; larger ones get synthetic vectors")
+    parser.add_argument(
+        "--real-max",
+        type=int,
+        default=10000,
+        help="sizes up to this are embedded by the real model; larger ones get synthetic vectors",
+    )
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--reuse", action="store_true",
-                        help="reuse indexes left in --work by an earlier run (their build figures are carried over, marked so)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse indexes left in --work by an earlier run (their build figures are carried over, marked so)",
+    )
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: one index, fresh process
     parser.add_argument("--questions-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -688,12 +804,20 @@ def main() -> None:
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     began = time.perf_counter()
-    result = {"date": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-              "command": "python bench/benchmark.py " + " ".join(sys.argv[1:]),
-              "machine": machine_info(),
-              "settings": {"queries": args.queries, "sqlite_vec_queries": args.vec_queries, "seed": args.seed,
-                           "passages_per_article": PASSAGES_PER_ARTICLE, "clusters": CLUSTERS, "dimension": DIM},
-              "sizes": {}}
+    result = {
+        "date": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        "command": "python bench/benchmark.py " + " ".join(sys.argv[1:]),
+        "machine": machine_info(),
+        "settings": {
+            "queries": args.queries,
+            "sqlite_vec_queries": args.vec_queries,
+            "seed": args.seed,
+            "passages_per_article": PASSAGES_PER_ARTICLE,
+            "clusters": CLUSTERS,
+            "dimension": DIM,
+        },
+        "sizes": {},
+    }
     gen = TextGen(args.seed)
     args.work.mkdir(parents=True, exist_ok=True)
     questions = gen.questions(args.queries, max(1, min(sizes) // PASSAGES_PER_ARTICLE))
@@ -711,7 +835,9 @@ def main() -> None:
             # As the index job would after its commit (the copies or their thresholds may be newer).
             rebuilt = {k: v for k, v in refresh_derived(index_path).items() if v != "current"}
             if rebuilt:  # later reuses report these, not the first build's
-                (folder / "built.json").write_text(json.dumps({**json.loads((folder / "built.json").read_text()), **rebuilt}))
+                (folder / "built.json").write_text(
+                    json.dumps({**json.loads((folder / "built.json").read_text()), **rebuilt})
+                )
             figures.update(rebuilt)
         else:
             shutil.rmtree(folder, ignore_errors=True)
@@ -731,9 +857,21 @@ def main() -> None:
         log(f"{size}: measuring queries in a fresh process")
         figures["loadavg_1min_before_measuring"] = round(os.getloadavg()[0], 2)
         child = subprocess.run(
-            [sys.executable, __file__, "--measure", str(index_path), "--questions-file", str(questions_file),
-             "--seed", str(args.seed), "--vec-queries", str(args.vec_queries)],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                __file__,
+                "--measure",
+                str(index_path),
+                "--questions-file",
+                str(questions_file),
+                "--seed",
+                str(args.seed),
+                "--vec-queries",
+                str(args.vec_queries),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
         if child.returncode != 0:
             raise SystemExit(f"measuring {size} failed (exit {child.returncode})")
@@ -742,8 +880,10 @@ def main() -> None:
         figures["cold_cli_s"] = cold_cli(index_path, questions[0])
         figures["bot_ready_s"] = bot_ready(index_path)
         result["sizes"][str(size)] = figures
-        log(f"{size}: query p50 {figures['query_ms']['p50']} ms, recall@10 {figures['recall_at_10']}, "
-            f"cold CLI {figures['cold_cli_s']['median']} s, bot ready {figures['bot_ready_s']['median']} s")
+        log(
+            f"{size}: query p50 {figures['query_ms']['p50']} ms, recall@10 {figures['recall_at_10']}, "
+            f"cold CLI {figures['cold_cli_s']['median']} s, bot ready {figures['bot_ready_s']['median']} s"
+        )
 
     result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["total_s"] = round(time.perf_counter() - began, 1)

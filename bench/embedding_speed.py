@@ -8,6 +8,7 @@ Prints one JSON document. Texts: the benchmark's synthetic paragraphs (about 40 
 256-token limit).
 Backends that cannot run here (no bf16 in the CPU, onnxruntime missing) are reported as such.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,8 +78,11 @@ def main() -> None:
             results[name] = {"unavailable": f"{type(exc).__name__}: {exc}"[:300]}
             return
         cos = np.sum(vectors * reference, axis=1) / np.linalg.norm(vectors, axis=1)
-        results[name] = {"passages_per_s": round(rate, 1), "cosine_min": round(float(cos.min()), 5),
-                         "cosine_mean": round(float(cos.mean()), 5)}
+        results[name] = {
+            "passages_per_s": round(rate, 1),
+            "cosine_min": round(float(cos.min()), 5),
+            "cosine_mean": round(float(cos.mean()), 5),
+        }
 
     with tempfile.TemporaryDirectory() as tmp:
         index_path = Path(tmp) / "index.sqlite3"
@@ -97,8 +101,9 @@ def main() -> None:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             source = query_model_dir(index_path) / "model.onnx"
-            quantize_dynamic(str(source), str(source.with_name("model.int8.onnx")), weight_type=QuantType.QInt8,
-                             per_channel=True)
+            quantize_dynamic(
+                str(source), str(source.with_name("model.int8.onnx")), weight_type=QuantType.QInt8, per_channel=True
+            )
             source.rename(source.with_name("model.fp32.onnx"))
             source.with_name("model.int8.onnx").rename(source)
             int8 = OnnxQueryEmbedder(query_model_dir(index_path), meta(), threads=os.cpu_count() or 1)
@@ -106,10 +111,15 @@ def main() -> None:
         except Exception as exc:
             results["onnxruntime int8 dynamic, per channel"] = {"unavailable": str(exc)[:300]}
 
-    doc = {"texts": len(texts), "source": str(args.beir or "synthetic paragraphs (bench/benchmark.py)"),
-           "mean_words": round(float(np.mean([len(t.split()) for t in texts])), 1),
-           "cpu_native_bf16": native_bf16(), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "backends": results}
+    doc = {
+        "texts": len(texts),
+        "source": str(args.beir or "synthetic paragraphs (bench/benchmark.py)"),
+        "mean_words": round(float(np.mean([len(t.split()) for t in texts])), 1),
+        "cpu_native_bf16": native_bf16(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "backends": results,
+    }
     text = json.dumps(doc, indent=2)
     if args.out:
         args.out.write_text(text + "\n")

@@ -3,6 +3,7 @@
 One-time set-up (the model, the index, the cogs, the command sync) happens in `setup_hook`, which
 discord.py runs once after login; `on_ready` can fire again after every reconnect.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,6 +29,7 @@ EXTENSIONS = ("bot.cogs.ask", "bot.cogs.sources", "bot.cogs.reindex")
 
 class UserFacingError(CorpusBotError):
     """A refusal of the bot's own whose message is meant for the user as is (shown ephemeral)."""
+
 
 # Discord error codes meaning the interaction can no longer be answered: 10062 Unknown
 # interaction (acknowledged too late, or over 15 minutes old), 10015 Unknown Webhook and 50027
@@ -108,7 +110,9 @@ async def handle_error(interaction: discord.Interaction, error: BaseException, w
     text = error_message(error)
     if text is None:
         log.error(
-            "unexpected error in %s (interaction %s)\n%s", where, interaction.id,
+            "unexpected error in %s (interaction %s)\n%s",
+            where,
+            interaction.id,
             "".join(traceback.format_exception(original)),
         )
         text = "Something went wrong; the error was logged. Please try again later."
@@ -188,7 +192,9 @@ class CorpusBot(commands.Bot):
             log.info("synced %d commands globally", len(synced))
 
     async def on_ready(self) -> None:
-        log.info("logged in as %s (id %s) in %d servers", self.user, self.user.id if self.user else "?", len(self.guilds))
+        log.info(
+            "logged in as %s (id %s) in %d servers", self.user, self.user.id if self.user else "?", len(self.guilds)
+        )
 
     async def close(self) -> None:
         try:
@@ -244,7 +250,9 @@ def run_bot(settings: Settings, *, sync_global: bool = False) -> None:
             "(your app > Bot > Reset Token) and put the new one in .env"
         ) from None
     except discord.PrivilegedIntentsRequired:
-        raise click.ClickException("Discord refused the gateway intents; this bot needs no privileged intents") from None
+        raise click.ClickException(
+            "Discord refused the gateway intents; this bot needs no privileged intents"
+        ) from None
     except CorpusBotError as exc:
         raise click.ClickException(str(exc)) from None
     except sqlite3.DatabaseError as exc:

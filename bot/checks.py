@@ -3,6 +3,7 @@
 The checks raise app_commands errors; the tree's error handler (bot/app.py) turns each into one
 friendly ephemeral reply.
 """
+
 from __future__ import annotations
 
 import discord

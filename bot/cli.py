@@ -1,4 +1,5 @@
 """The `corpus-bot` console script: the core commands plus `run`, which starts the Discord bot."""
+
 from __future__ import annotations
 
 import click
@@ -7,7 +8,11 @@ from embeddings.cli import cli, settings_from
 
 
 @cli.command("run")
-@click.option("--sync", is_flag=True, help="Also sync slash commands globally (rate-limited by Discord: only after changing them).")
+@click.option(
+    "--sync",
+    is_flag=True,
+    help="Also sync slash commands globally (rate-limited by Discord: only after changing them).",
+)
 @click.pass_context
 def run_command(ctx, sync):
     """Start the Discord bot (needs DISCORD_TOKEN)."""

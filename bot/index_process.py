@@ -13,6 +13,7 @@ child), with the index job's modules imported; each run is a fork of it, so a ru
 of milliseconds instead of a second of imports. Like any multiprocessing program, a program that
 runs the bot must guard its entry point with `if __name__ == "__main__":`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,9 @@ class IndexProcess:
     """One index run in a child process: `run()` (blocking: call it from a thread) starts it and
     waits for its outcome; `stop()` ends it from any thread."""
 
-    def __init__(self, settings: Settings, *, allow_removals: bool = False,
-                 embedder_factory: EmbedderFactory | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, allow_removals: bool = False, embedder_factory: EmbedderFactory | None = None
+    ) -> None:
         # The child needs no Discord secret: it never gets the token.
         self.settings = replace(settings, discord_token="")
         self.allow_removals = allow_removals
@@ -77,8 +79,10 @@ class IndexProcess:
         ctx = _context()
         receive, send = ctx.Pipe(duplex=False)
         self._process = ctx.Process(
-            target=_child, args=(send, self.settings, self.allow_removals, self.embedder_factory),
-            name="corpus-bot index", daemon=True,
+            target=_child,
+            args=(send, self.settings, self.allow_removals, self.embedder_factory),
+            name="corpus-bot index",
+            daemon=True,
         )
         try:
             if self._stopped.is_set():

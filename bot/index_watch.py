@@ -9,6 +9,7 @@ can start the WAL from its beginning. `Serving` does the loading; this module do
 
 Used from one thread at a time (the bot's upkeep thread).
 """
+
 from __future__ import annotations
 
 import logging
@@ -104,8 +105,9 @@ class IndexWatch:
     def _cannot(self, exc: sqlite3.Error) -> None:
         if not self._cannot_checkpoint:
             self._cannot_checkpoint = True
-            log.info("cannot checkpoint %s (%s): its WAL grows until an index run or a restart resets it",
-                     self.path, exc)
+            log.info(
+                "cannot checkpoint %s (%s): its WAL grows until an index run or a restart resets it", self.path, exc
+            )
 
     def close(self) -> None:
         if self._conn is not None:

@@ -4,6 +4,7 @@ discord.py does not log the token at INFO; the filter is the second line of defe
 else that might (an exception message, a third-party library, a debug line someone adds later).
 It sits on the handlers, so it sees every record that is written, whichever logger it came from.
 """
+
 from __future__ import annotations
 
 import logging

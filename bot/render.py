@@ -6,6 +6,7 @@ decides layout. All corpus and user text goes through `escape()` before display,
 measured after escaping, in UTF-16 code units (what Discord counts), so a payload built here never
 breaks a limit.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -404,11 +405,15 @@ def stats_embed(stats: dict, run: dict | None, *, serving: int | None, job_line:
             value += "\n" + _bulleted(skipped, FIELD_VALUE - dlen(value) - 1)
         embed.add_field(name="Last re-index", value=value[:FIELD_VALUE], inline=False)
     else:
-        embed.add_field(name="Last re-index", value="never (the index was built before run history was kept)", inline=False)
+        embed.add_field(
+            name="Last re-index", value="never (the index was built before run history was kept)", inline=False
+        )
     if job_line:
         embed.add_field(name="Re-index running", value=escaped(job_line, FIELD_VALUE), inline=False)
     if serving is not None and serving != stats["passages"]:
-        embed.set_footer(text=f"answering from a snapshot of {counted(serving, 'passage')}; the new one loads when the run ends")
+        embed.set_footer(
+            text=f"answering from a snapshot of {counted(serving, 'passage')}; the new one loads when the run ends"
+        )
     return embed
 
 

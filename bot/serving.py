@@ -19,6 +19,7 @@ off the event loop, so the gateway heartbeat and other interactions are never he
 Work in the threads may raise what is not an `Exception` (the PanicException of a Rust library);
 it comes back to the command as an ordinary error (WorkerCrash), so the command is answered.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -141,8 +142,10 @@ def derived_state(index: SearchIndex, settings: Settings) -> tuple[str, str]:
     """Where the snapshot's keyword search and vectors come from (the copies beside a large index,
     or SQLite while those are missing or from another generation)."""
     generation, passages = index.meta.get("generation"), index.passage_count
-    return (tantivy_index.keyword_engine(settings.index_path, generation, passages),
-            vector_file.vector_source(settings.index_path, generation, passages))
+    return (
+        tantivy_index.keyword_engine(settings.index_path, generation, passages),
+        vector_file.vector_source(settings.index_path, generation, passages),
+    )
 
 
 class Snapshot:
@@ -181,8 +184,13 @@ class Snapshot:
 
 
 class Serving:
-    def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
-                 index_embedder_factory: EmbedderFactory | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        embedder: Embedder | None = None,
+        index_embedder_factory: EmbedderFactory | None = None,
+    ):
         self.settings = settings
         self.embedder = embedder
         # An embedder given by the caller is theirs to keep right; one the bot loads is replaced when
@@ -200,7 +208,9 @@ class Serving:
         self.poll_interval = POLL_SECONDS
         self._snapshot: Snapshot | None = None
         self._pool = ThreadPoolExecutor(max_workers=settings.search_workers, thread_name_prefix="corpus-search")
-        self._job_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpus-reindex")  # follows the index process
+        self._job_pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="corpus-reindex"
+        )  # follows the index process
         self._upkeep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpus-index-watch")  # polls, loads
         self._watch = IndexWatch(settings.index_path)
         self._refreshing = asyncio.Lock()
@@ -217,13 +227,20 @@ class Serving:
         missing index is not fatal: the bot starts, says how to build one, and serves it once
         /reindex or `corpus-bot index` has built it; other problems (a model mismatch, a newer
         schema, a model that cannot load) raise and stop the start with their message."""
+
         async def load_model() -> None:
             if self.embedder is None:
                 started = time.monotonic()
-                # The ONNX export beside the index when there is one (no torch, ~0.5 s), else the full model.
-                self.embedder = await self._run(load_query_embedder, self.settings.index_path, self.settings.embedding_model)
-                log.info("loaded embedding model %s (%s) in %.1f s", self.settings.embedding_model,
-                         type(self.embedder).__name__, time.monotonic() - started)
+                # The ONNX export beside the index when there is one (no torch: it starts in a fraction of the time), else the full model.
+                self.embedder = await self._run(
+                    load_query_embedder, self.settings.index_path, self.settings.embedding_model
+                )
+                log.info(
+                    "loaded embedding model %s (%s) in %.1f s",
+                    self.settings.embedding_model,
+                    type(self.embedder).__name__,
+                    time.monotonic() - started,
+                )
             if self.settings.rerank_model:
                 self.reranker = await self._run(load_reranker, self.settings.rerank_model)
 
@@ -237,10 +254,14 @@ class Serving:
                 self.unavailable_reason = f"there is no index yet ({exc}); an admin can build it with /reindex"
                 log.warning("starting without an index: %s", exc)
             else:
-                log.info("serving %d articles, %d passages (loaded in %.1f s)", len(self.index.articles),
-                         self.index.passage_count, time.monotonic() - started)
+                log.info(
+                    "serving %d articles, %d passages (loaded in %.1f s)",
+                    len(self.index.articles),
+                    self.index.passage_count,
+                    time.monotonic() - started,
+                )
 
-        # Side by side: at 1M passages the index takes 1-1.5 s to load (page cache warm), the model 0.3-0.7 s.
+        # Side by side: on a large index both take a noticeable time to load.
         await asyncio.gather(load_model(), load_index())
         self._follower = asyncio.create_task(self._follow(), name="corpus-follow-index")
 
@@ -333,7 +354,9 @@ class Serving:
     ) -> Answer:
         embedder, reranker = self.embedder, self.reranker
         return await self._query(
-            lambda index: index.search(question, embedder, k=k, offset=offset, filters=filters, mode=mode, reranker=reranker)
+            lambda index: index.search(
+                question, embedder, k=k, offset=offset, filters=filters, mode=mode, reranker=reranker
+            )
         )
 
     async def context(self, passage_id: int, radius: int = 1) -> list[Result]:
@@ -407,8 +430,11 @@ class Serving:
         ModelMismatchError when no model that gives its vectors can be loaded."""
         serving = self.index
         identity = ("probe_vector", "model_hash")
-        if (not self._loads_embedder or serving is None
-                or all(index.meta.get(k) == serving.meta.get(k) for k in identity)):
+        if (
+            not self._loads_embedder
+            or serving is None
+            or all(index.meta.get(k) == serving.meta.get(k) for k in identity)
+        ):
             return None
         return load_query_embedder(self.settings.index_path, self.settings.embedding_model, index.meta)
 
@@ -447,8 +473,12 @@ class Serving:
             return False  # no index file (yet, or any more): keep serving what there is
         snapshot = self._snapshot
         if snapshot is None or seen.generation != snapshot.generation:
-            if not retry_failed and self._failed and self._failed[0] == seen.generation \
-                    and time.monotonic() - self._failed[1] < RETRY_SECONDS:
+            if (
+                not retry_failed
+                and self._failed
+                and self._failed[0] == seen.generation
+                and time.monotonic() - self._failed[1] < RETRY_SECONDS
+            ):
                 return False
             try:
                 await self._refresh()
@@ -473,8 +503,12 @@ class Serving:
             try:
                 if await self.refresh_if_changed(retry_failed=False):
                     index = self.index
-                    log.info("serving index generation %s: %d articles, %d passages", index.meta.get("generation"),
-                             len(index.articles), index.passage_count)
+                    log.info(
+                        "serving index generation %s: %d articles, %d passages",
+                        index.meta.get("generation"),
+                        len(index.articles),
+                        index.passage_count,
+                    )
                 self._last_warning = ""
             except Exception as exc:  # never stop following: a bad state of the file may be fixed
                 text = f"cannot serve the index at {self.settings.index_path} as it is now ({exc}); still serving the previous one"
@@ -491,7 +525,9 @@ class Serving:
         if self.job is not None and not self.job.done.is_set():
             raise AlreadyRunning(self.job)
         job = ReindexJob(started_by=started_by, allow_removals=allow_removals)
-        job.process = IndexProcess(self.settings, allow_removals=allow_removals, embedder_factory=self.index_embedder_factory)
+        job.process = IndexProcess(
+            self.settings, allow_removals=allow_removals, embedder_factory=self.index_embedder_factory
+        )
         job.task = asyncio.create_task(self._reindex(job), name="corpus-reindex")
         self.job = job
         return job
@@ -506,8 +542,11 @@ class Serving:
         try:
             job.report = await contained(loop.run_in_executor(self._job_pool, job.process.run, on_progress))
         except RemovalsRefusedError as exc:
-            job.error = str(RemovalsRefusedError(exc.removing, exc.indexed, exc.corpus, exc.found,
-                                                 confirm="run /reindex allow_removals:True"))
+            job.error = str(
+                RemovalsRefusedError(
+                    exc.removing, exc.indexed, exc.corpus, exc.found, confirm="run /reindex allow_removals:True"
+                )
+            )
             log.warning("re-index refused: %s", exc)
         except (IndexProcessDied, IndexProcessFailed) as exc:
             job.error = str(exc)
@@ -532,8 +571,11 @@ class Serving:
                 log.exception("the index could not be loaded after the re-index")
             if job.report is not None:  # a refusal or a death says more than this
                 job.report = None
-                job.error = (str(exc) if isinstance(exc, CorpusBotError)
-                             else "the new index could not be loaded (details are in the bot's log)")
+                job.error = (
+                    str(exc)
+                    if isinstance(exc, CorpusBotError)
+                    else "the new index could not be loaded (details are in the bot's log)"
+                )
         finally:
             job.committed = self._snapshot is not None and self._snapshot.generation != before
             if job.error and job.committed:  # it died after its commit

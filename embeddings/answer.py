@@ -3,6 +3,7 @@
 Both render these objects; neither computes its own labels. `Answer.to_json()` is the documented
 `corpus-bot ask --json` shape and must stay stable.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -117,7 +118,9 @@ class Answer:
         """Plain-language notes every renderer shows above the results."""
         out = []
         if not self.results:
-            out.append("Nothing in the corpus matches this question" + (" with these filters." if self.filters else "."))
+            out.append(
+                "Nothing in the corpus matches this question" + (" with these filters." if self.filters else ".")
+            )
         elif self.weak:
             out.append(
                 "Nothing in the corpus answers this question well; these are the closest passages, marked as weak."

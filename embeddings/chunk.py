@@ -7,6 +7,7 @@ a sentence still too long is cut at words, and a word (or a run of text without 
 tokens. Passage text is always the article's own text, and it is embedded as is: prefixing the
 title was measured and lost (docs/retrieval.md).
 """
+
 from __future__ import annotations
 
 import re
@@ -19,9 +20,47 @@ MIN_WORDS = 8
 PARAGRAPH_JOIN = "\n\n"
 
 _ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "prof", "sen", "rep", "gov", "gen", "col", "lt", "sgt", "capt", "st",
-    "jr", "sr", "co", "corp", "inc", "ltd", "vs", "etc", "jan", "feb", "mar", "apr", "jun",
-    "jul", "aug", "sep", "sept", "oct", "nov", "dec", "u.s", "u.k", "u.n", "e.g", "i.e", "a.m", "p.m",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "prof",
+    "sen",
+    "rep",
+    "gov",
+    "gen",
+    "col",
+    "lt",
+    "sgt",
+    "capt",
+    "st",
+    "jr",
+    "sr",
+    "co",
+    "corp",
+    "inc",
+    "ltd",
+    "vs",
+    "etc",
+    "jan",
+    "feb",
+    "mar",
+    "apr",
+    "jun",
+    "jul",
+    "aug",
+    "sep",
+    "sept",
+    "oct",
+    "nov",
+    "dec",
+    "u.s",
+    "u.k",
+    "u.n",
+    "e.g",
+    "i.e",
+    "a.m",
+    "p.m",
 }
 # Candidate sentence ends: terminal punctuation, optional closing quotes/brackets, then whitespace
 # (`latin`, checked for abbreviations below); or a mark that only ever ends a sentence, in scripts

@@ -2,6 +2,7 @@
 
 The console script lives in bot/cli.py, which adds `run` to this group.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,12 @@ def settings_from(ctx: click.Context, **overrides) -> Settings:
     return replace(settings, **changes)
 
 
-index_option = click.option("--index", "index_path", type=click.Path(path_type=Path),
-                            help="Index file [INDEX_PATH; relative to the working directory].")
+index_option = click.option(
+    "--index",
+    "index_path",
+    type=click.Path(path_type=Path),
+    help="Index file [INDEX_PATH; relative to the working directory].",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (documented shape).")
 
 
@@ -99,13 +104,20 @@ class ProgressReporter:
 
 
 @cli.command("index")
-@click.option("--corpus", "corpus_dir", type=click.Path(path_type=Path),
-              help="Corpus folder [CORPUS_DIR; relative to the working directory].")
+@click.option(
+    "--corpus",
+    "corpus_dir",
+    type=click.Path(path_type=Path),
+    help="Corpus folder [CORPUS_DIR; relative to the working directory].",
+)
 @index_option
 @click.option("--rebuild", is_flag=True, help="Re-embed everything (needed after changing EMBEDDING_MODEL).")
-@click.option("--allow-removals", is_flag=True,
-              help="Confirm a run that removes more than half of the indexed articles (refused otherwise: "
-                   "most often CORPUS_DIR points at the wrong folder).")
+@click.option(
+    "--allow-removals",
+    is_flag=True,
+    help="Confirm a run that removes more than half of the indexed articles (refused otherwise: "
+    "most often CORPUS_DIR points at the wrong folder).",
+)
 @json_option
 @click.pass_context
 def index_command(ctx, corpus_dir, index_path, rebuild, allow_removals, as_json):
@@ -114,8 +126,12 @@ def index_command(ctx, corpus_dir, index_path, rebuild, allow_removals, as_json)
 
     settings = settings_from(ctx, corpus_dir=corpus_dir, index_path=index_path)
     with user_errors():
-        report = run_index(settings, rebuild=rebuild, allow_removals=allow_removals,
-                           on_progress=None if as_json else ProgressReporter())
+        report = run_index(
+            settings,
+            rebuild=rebuild,
+            allow_removals=allow_removals,
+            on_progress=None if as_json else ProgressReporter(),
+        )
     if as_json:
         click.echo(json_line(report.to_json()))
     else:
@@ -174,7 +190,7 @@ class QuestionCommand(click.Command):
         while i < len(args):
             arg = args[i]
             if arg == "--":
-                words += args[i + 1:]
+                words += args[i + 1 :]
                 break
             name = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
             if arg.startswith("-") and arg != "-" and (name in takes_value or not _looks_like_question_words(arg)):
@@ -195,18 +211,27 @@ class QuestionCommand(click.Command):
 
 def results_option(help: str, default: int, hi: int):
     """-k/--results: how many results, one spelling for every command."""
-    return click.option("-k", "--results", "k", type=click.IntRange(1, hi), default=default, show_default=True, help=help)
+    return click.option(
+        "-k", "--results", "k", type=click.IntRange(1, hi), default=default, show_default=True, help=help
+    )
 
 
 @cli.command("ask", cls=QuestionCommand)
 @click.argument("question", nargs=-1, required=True)
 @results_option("How many passages to show.", DEFAULT_K, MAX_K)
-@click.option("--offset", type=click.IntRange(0), default=0, help="Skip the first N passages (the next page: --offset 5).")
+@click.option(
+    "--offset", type=click.IntRange(0), default=0, help="Skip the first N passages (the next page: --offset 5)."
+)
 @click.option("--source", help="Only articles whose publication or title contains this text.")
 @click.option("--since", help="Only articles published on or after this date (YYYY-MM-DD).")
 @click.option("--until", help="Only articles published on or before this date (YYYY-MM-DD).")
-@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True,
-              help="vector (meaning), keyword (exact words, BM25) or hybrid (both, fused).")
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default=DEFAULT_MODE,
+    show_default=True,
+    help="vector (meaning), keyword (exact words, BM25) or hybrid (both, fused).",
+)
 @index_option
 @json_option
 @click.pass_context
@@ -233,9 +258,13 @@ def ask_command(ctx, question, k, offset, source, since, until, mode, index_path
         )
         if not from_stdin:
             check_question_text(question)  # before loading anything
-        index = SearchIndex.load(settings.index_path, model_name=settings.embedding_model, weak_score=settings.weak_score)
+        index = SearchIndex.load(
+            settings.index_path, model_name=settings.embedding_model, weak_score=settings.weak_score
+        )
         if index.passage_count == 0:
-            raise IndexMissingError(f"the index at {settings.index_path} is empty: add articles to the corpus folder and run `corpus-bot index`")
+            raise IndexMissingError(
+                f"the index at {settings.index_path} is empty: add articles to the corpus folder and run `corpus-bot index`"
+            )
         embedder = load_query_embedder(settings.index_path, settings.embedding_model, index.meta)
         reranker = load_reranker(settings.rerank_model) if settings.rerank_model else None
         questions = (line.strip() for line in sys.stdin) if from_stdin else iter([question])
@@ -323,10 +352,12 @@ def stats_command(ctx, index_path, as_json):
     click.echo(one_line(f"vectors:   {stats['vectors_from']}"))
     if damaged:
         articles = counted(len(damaged), "article's", "articles'")
-        click.echo(one_line(
-            f"damaged:   {articles} vectors, left out of search until `corpus-bot index` embeds them "
-            "again: " + "; ".join(f"{d['path']} ({d['reason']})" for d in stats["damaged_vectors"])
-        ))
+        click.echo(
+            one_line(
+                f"damaged:   {articles} vectors, left out of search until `corpus-bot index` embeds them "
+                "again: " + "; ".join(f"{d['path']} ({d['reason']})" for d in stats["damaged_vectors"])
+            )
+        )
     if run:
         r = run["report"]
         click.echo(
@@ -340,12 +371,21 @@ def stats_command(ctx, index_path, as_json):
 
 @cli.command("eval")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True,
-              help="Search method to measure (the default is the product's default).")
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default=DEFAULT_MODE,
+    show_default=True,
+    help="Search method to measure (the default is the product's default).",
+)
 @results_option("Cut-off: score the first N results (nDCG@N, recall@N, MRR@N).", 10, 100)
 @click.option("--k", "old_k", type=click.IntRange(1, 100), hidden=True)  # the former spelling of -k
-@click.option("--cache", "cache_dir", type=click.Path(path_type=Path),
-              help="Where evaluation indexes are cached [default: eval-cache/ beside INDEX_PATH].")
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(path_type=Path),
+    help="Where evaluation indexes are cached [default: eval-cache/ beside INDEX_PATH].",
+)
 @json_option
 @click.pass_context
 def eval_command(ctx, folder, mode, k, old_k, cache_dir, as_json):
@@ -358,8 +398,12 @@ def eval_command(ctx, folder, mode, k, old_k, cache_dir, as_json):
     settings = settings_from(ctx)
     with user_errors():
         data = load_beir(folder)
-        path = cached_index(data, settings.embedding_model, cache_dir or settings.index_path.parent / "eval-cache",
-                            on_progress=None if as_json else ProgressReporter())
+        path = cached_index(
+            data,
+            settings.embedding_model,
+            cache_dir or settings.index_path.parent / "eval-cache",
+            on_progress=None if as_json else ProgressReporter(),
+        )
         embedder = load_query_embedder(path, settings.embedding_model)
         index = SearchIndex.load(path, model_name=embedder.name, weak_score=settings.weak_score)
         result = run_eval(data, index, embedder, mode=mode, k=k)
@@ -394,12 +438,17 @@ def feedback_export_command(ctx, out_dir, index_path):
     settings = settings_from(ctx, index_path=index_path)
     with user_errors():
         counts = export_feedback(settings.index_path, out_dir)
-    click.echo(one_line(
-        f"wrote {out_dir}: {counted(counts['questions'], 'question')} from {counted(counts['votes'], 'vote')} "
-        f"({counts['with_relevant']} with a passage judged relevant), {counted(counts['passages'], 'passage')}"
-        + (f"; {counted(counts['stale_judgments'], 'judgment')} dropped (passage changed since the vote)"
-           if counts["stale_judgments"] else "")
-    ))
+    click.echo(
+        one_line(
+            f"wrote {out_dir}: {counted(counts['questions'], 'question')} from {counted(counts['votes'], 'vote')} "
+            f"({counts['with_relevant']} with a passage judged relevant), {counted(counts['passages'], 'passage')}"
+            + (
+                f"; {counted(counts['stale_judgments'], 'judgment')} dropped (passage changed since the vote)"
+                if counts["stale_judgments"]
+                else ""
+            )
+        )
+    )
     if counts["with_relevant"] == 0:
         click.echo("note: no 👍 votes yet, so `corpus-bot eval` has nothing to score", err=True)
 

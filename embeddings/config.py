@@ -5,6 +5,7 @@ the installed package; a variable set in the environment wins over the same name
 Relative paths (CORPUS_DIR, INDEX_PATH) are relative to the working directory. Every value has a
 default that works with no `.env` at all; `.env.example` documents each one.
 """
+
 from __future__ import annotations
 
 import math

@@ -12,6 +12,7 @@ not match again (docs/reliability.md has the cost); a reader, which cannot affor
 uses a copy only while every file has the size and modification time it was written with
 (changed_files): a write into a file since, such as a damaged block, makes it fall back.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,10 @@ def write_tag(folder: Path, value: str) -> None:
 def _listed(folder: Path) -> list[str]:
     """The files a copy's checksums cover: its data (not the tag, the checksums, or lock files)."""
     return sorted(
-        p.relative_to(folder).as_posix() for p in folder.rglob("*")
-        if p.is_file() and p.name not in (TAG_FILE, TAG_FILE + ".tmp", CHECKSUM_FILE, CHECKSUM_FILE + ".tmp")
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.name not in (TAG_FILE, TAG_FILE + ".tmp", CHECKSUM_FILE, CHECKSUM_FILE + ".tmp")
         and not p.name.endswith(".lock")
     )
 

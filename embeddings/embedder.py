@@ -11,6 +11,7 @@ about twice the float32 speed with vectors all but identical to float32's
 (bench/embedding_speed.py measures both). On CPUs without it, bfloat16 is emulated and far slower,
 so float32 is kept. Questions are always embedded in float32.
 """
+
 from __future__ import annotations
 
 import logging
@@ -71,14 +72,17 @@ class SentenceTransformerEmbedder:
 
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         # Batches of similar length, across all the texts (sentence-transformers sorts only within
-        # one call, and we call per batch to report progress): 20% faster on the benchmark corpus.
+        # one call, and we call per batch to report progress): faster on the benchmark corpus.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(texts), self.batch_size):
             rows = order[start : start + self.batch_size]
             with self.lock, torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 out[rows] = self._model.encode(
-                    [texts[i] for i in rows], batch_size=self.batch_size, normalize_embeddings=True,
-                    convert_to_numpy=True, show_progress_bar=False,
+                    [texts[i] for i in rows],
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
                 )
             if on_batch:
                 on_batch(len(rows))
@@ -103,7 +107,11 @@ class SentenceTransformerEmbedder:
         for start in range(0, len(tokens), 512):
             chunk = list(tokens[start : start + 512])
             ids = torch.tensor([special[:1] + [t] + special[1:] for t in chunk])
-            features = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+            features = {
+                "input_ids": ids,
+                "attention_mask": torch.ones_like(ids),
+                "token_type_ids": torch.zeros_like(ids),
+            }
             with self.lock, torch.no_grad():
                 out[start : start + len(chunk)] = self._model(features)["sentence_embedding"].float().numpy()
         return out

@@ -4,6 +4,7 @@ The CLI shows a `CorpusBotError` as one `Error: ...` line and the bot as a priva
 else is unexpected and keeps its traceback (in the log, for the bot). Messages say what is wrong,
 where, and what to do.
 """
+
 from __future__ import annotations
 
 
@@ -70,7 +71,9 @@ class RemovalsRefusedError(IndexRefusedError):
     CORPUS_DIR points at the wrong folder. Nothing was written. `confirm` says how to go ahead
     anyway, in the words of the program that ran it (the CLI's flag, the bot's command option)."""
 
-    def __init__(self, removing: int, indexed: int, corpus: str, found: int, confirm: str = "run again with --allow-removals"):
+    def __init__(
+        self, removing: int, indexed: int, corpus: str, found: int, confirm: str = "run again with --allow-removals"
+    ):
         self.removing, self.indexed, self.corpus, self.found, self.confirm = removing, indexed, corpus, found, confirm
         super().__init__(
             f"this run would remove {removing} of the {indexed} indexed articles ({corpus} has {found}: "

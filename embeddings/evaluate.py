@@ -5,6 +5,7 @@ The folder holds `corpus.jsonl` (`_id, title, text`), `queries.jsonl` (`_id, tex
 once into a cached SQLite file keyed by the data, the model and the chunking rules, so a second run
 embeds nothing. Each document is an article; a document's rank is that of its best passage.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -91,8 +92,15 @@ def load_beir(folder: Path) -> BeirData:
         paragraphs = tuple(p.strip() for p in text.split("\n\n") if p.strip())
         docs.append(
             ArticleDoc(
-                key=str(row["_id"]), title=(str(row.get("title") or "").strip() or None), source=None, authors=(),
-                published=None, updated=None, url=None, description=None, paragraphs=paragraphs,
+                key=str(row["_id"]),
+                title=(str(row.get("title") or "").strip() or None),
+                source=None,
+                authors=(),
+                published=None,
+                updated=None,
+                url=None,
+                description=None,
+                paragraphs=paragraphs,
             )
         )
     queries = {str(r["_id"]): str(r["text"]) for r in _read_jsonl(folder / "queries.jsonl", ("_id", "text"))}

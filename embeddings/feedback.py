@@ -6,6 +6,7 @@ index, id `path#position`), `queries.jsonl` and `qrels.tsv`, so `corpus-bot eval
 server's own questions into its regression test. Writes from the bot go through aiosqlite so the
 event loop never waits on the disk.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,15 @@ async def record_feedback(index_path: Path, answer: Answer, *, user_id: int | st
 
 def feedback_rows(conn) -> list[dict]:
     return [
-        {"id": r[0], "created": r[1], "user_id": r[2], "question": r[3], "mode": r[4], "vote": r[5],
-         "results": json.loads(r[6])}
+        {
+            "id": r[0],
+            "created": r[1],
+            "user_id": r[2],
+            "question": r[3],
+            "mode": r[4],
+            "vote": r[5],
+            "results": json.loads(r[6]),
+        }
         for r in conn.execute("SELECT id, created, user_id, question, mode, vote, results FROM feedback ORDER BY id")
     ]
 
@@ -51,8 +59,10 @@ def _refuse_used_destination(out_dir: Path) -> None:
         except OSError as exc:
             raise CorpusBotError(f"cannot export to {out_dir}: {exc.strerror or exc}") from None
         if used:
-            raise CorpusBotError(f"{out_dir} is not empty: give a new or empty folder to export to "
-                                 "(an earlier export there is left as it is)")
+            raise CorpusBotError(
+                f"{out_dir} is not empty: give a new or empty folder to export to "
+                "(an earlier export there is left as it is)"
+            )
     elif out_dir.exists() or out_dir.is_symlink():
         raise CorpusBotError(f"{out_dir} exists and is not a folder: give a new or empty folder to export to")
 
@@ -78,7 +88,9 @@ def export_feedback(index_path: Path, out_dir: Path) -> dict:
         raise CorpusBotError(f"cannot create the folder {out_dir}: {exc.strerror or exc}") from None
     with (out_dir / "corpus.jsonl").open("w", encoding="utf-8") as f:
         for key, pos, text, title in passages:
-            f.write(json.dumps({"_id": f"{key}#{pos + 1}", "title": title or "", "text": text}, ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps({"_id": f"{key}#{pos + 1}", "title": title or "", "text": text}, ensure_ascii=False) + "\n"
+            )
     judgments: dict[str, dict[str, int]] = {}
     questions: dict[str, str] = {}
     stale = 0
@@ -102,5 +114,10 @@ def export_feedback(index_path: Path, out_dir: Path) -> dict:
             for doc, grade in judged.items():
                 f.write(f"{qid}\t{doc}\t{grade}\n")
     relevant = sum(1 for j in judgments.values() if any(g > 0 for g in j.values()))
-    return {"votes": len(votes), "questions": len(questions), "with_relevant": relevant,
-            "passages": len(passages), "stale_judgments": stale}
+    return {
+        "votes": len(votes),
+        "questions": len(questions),
+        "with_relevant": relevant,
+        "passages": len(passages),
+        "stale_judgments": stale,
+    }

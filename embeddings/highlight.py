@@ -10,6 +10,7 @@ survived ... by rationing water") or spells it otherwise ("US" / "U.S."); meanin
 where one exact word decides. On a labelled set of question/passage pairs the mix picks the
 answering sentence most often (docs/retrieval.md, bench/experiments/highlight.py).
 """
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ again. Atomic: everything is computed first and written in one short transaction
 crash or Ctrl-C at any point leaves the previous index complete. One run at a time: a lock file
 (flock, so it also works across processes and is released if the process dies).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -143,17 +144,26 @@ class IndexReport:
 
     def file_lines(self) -> list[str]:
         """One line per file added, changed or removed, so a run says which, not only how many."""
-        return [one_line(f"{what} {path}") for what, paths in
-                (("added", self.added), ("changed", self.changed), ("removed", self.removed)) for path in paths]
+        return [
+            one_line(f"{what} {path}")
+            for what, paths in (("added", self.added), ("changed", self.changed), ("removed", self.removed))
+            for path in paths
+        ]
 
     def problem_lines(self) -> list[str]:
         """One line per skipped file and warning; a name or reason holding a newline or an escape
         sequence is shown escaped, so it can neither fake a line nor drive a terminal."""
-        return [one_line(f"skipped {path}: {reason}") for path, reason in self.skipped] + [
-            one_line(f"warning {path}: {text}") for path, text in self.warnings
-        ] + [one_line(f"ignored {path}: not an article format") for path in self.ignored] + (
-            [f"ignored {counted(self.hidden, 'hidden file or folder', 'hidden files and folders')} (name starting with '.')"]
-            if self.hidden else []
+        return (
+            [one_line(f"skipped {path}: {reason}") for path, reason in self.skipped]
+            + [one_line(f"warning {path}: {text}") for path, text in self.warnings]
+            + [one_line(f"ignored {path}: not an article format") for path in self.ignored]
+            + (
+                [
+                    f"ignored {counted(self.hidden, 'hidden file or folder', 'hidden files and folders')} (name starting with '.')"
+                ]
+                if self.hidden
+                else []
+            )
         )
 
     def lines(self) -> list[str]:
@@ -178,7 +188,9 @@ def index_lock(index_path: Path):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise IndexBusyError(f"another index run is in progress on {index_path} (pid {holder}); try again when it ends") from None
+            raise IndexBusyError(
+                f"another index run is in progress on {index_path} (pid {holder}); try again when it ends"
+            ) from None
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -241,7 +253,9 @@ def run_index(
         except sqlite3.Error as exc:
             # "Cannot write here" (read-only, disk full, size limit) and "damaged" get a clear
             # message; the transaction never committed, so the previous index is intact.
-            raise _write_failure(exc, settings.index_path) or store.damage_error(exc, settings.index_path) or exc from None
+            raise (
+                _write_failure(exc, settings.index_path) or store.damage_error(exc, settings.index_path) or exc
+            ) from None
         finally:
             if conn is not None:
                 conn.close()
@@ -250,7 +264,9 @@ def run_index(
 # What an interrupted run leaves beside the index: derived copies being built or swapped out
 # (derived.replace), a query model export (query_model.export_query_model), an evaluation index
 # (build_index); each named after the pid of the run that made it.
-_LEFTOVER = r"(?:\.(?:vectors|tantivy)\.(?:building|old)|\.query-model\.(?:tmp|old)|\.building)-(\d+)(?:-wal|-shm|-journal)?"
+_LEFTOVER = (
+    r"(?:\.(?:vectors|tantivy)\.(?:building|old)|\.query-model\.(?:tmp|old)|\.building)-(\d+)(?:-wal|-shm|-journal)?"
+)
 
 
 def remove_leftovers(index_path: Path, *, locked: bool = True) -> list[tuple[str, str]]:
@@ -277,8 +293,9 @@ def remove_leftovers(index_path: Path, *, locked: bool = True) -> list[tuple[str
         except OSError as exc:
             log.warning("could not remove %s, left by an interrupted run: %s", path, exc)
             continue
-        removed.append(("(leftovers)", f"removed {name} ({size / 1e6:.1f} MB), left by an interrupted run "
-                                       f"(pid {match.group(1)})"))
+        removed.append(
+            ("(leftovers)", f"removed {name} ({size / 1e6:.1f} MB), left by an interrupted run (pid {match.group(1)})")
+        )
     return removed
 
 
@@ -311,8 +328,13 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
             "run `corpus-bot index --rebuild` to re-embed everything with the new model"
         )
     files = model_identity.model_files(settings.embedding_model, meta)
-    if (files and meta.get("model_hash") and files.digest != meta["model_hash"] and not rebuild
-            and meta.get("model") == settings.embedding_model):
+    if (
+        files
+        and meta.get("model_hash")
+        and files.digest != meta["model_hash"]
+        and not rebuild
+        and meta.get("model") == settings.embedding_model
+    ):
         raise ModelMismatchError(
             f"the files of model {settings.embedding_model!r} changed since the index was built with them; "
             "run `corpus-bot index --rebuild` to re-embed everything with them"
@@ -339,14 +361,19 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
     # commit, since chunking may drop an article.
     found = {a.doc.key for a in new} | {k for f in kept_files for k in previous[f].keys} | moved_keys
     present = {a.file for a in new} | set(kept_files)
-    _check_removals(_gone(previous_keys - found, file_of, present), len(previous_keys), len(found), corpus,
-                    allow_removals)
+    _check_removals(
+        _gone(previous_keys - found, file_of, present), len(previous_keys), len(found), corpus, allow_removals
+    )
 
     # An index from before the token table gets its stored words' vectors once.
-    backfill = not rebuild and previous_passages > 0 and not conn.execute("SELECT 1 FROM token_vectors LIMIT 1").fetchone()
+    backfill = (
+        not rebuild and previous_passages > 0 and not conn.execute("SELECT 1 FROM token_vectors LIMIT 1").fetchone()
+    )
     damaged_tokens = [] if rebuild else word_vectors.damaged_tokens(conn, int(meta.get("dimension") or 0))
     if damaged_tokens:
-        report.warnings.append(("(word vectors)", f"{len(damaged_tokens)} stored word vectors were damaged; embedded again"))
+        report.warnings.append(
+            ("(word vectors)", f"{len(damaged_tokens)} stored word vectors were damaged; embedded again")
+        )
     tokens: tuple[list[int], np.ndarray] = ([], np.zeros((0, 0), np.float32))
     identity = {"model_hash": files.digest, "model_files": files.signature} if files else {}
     # An index from before the probe vector was recorded gets it (the model is loaded once for it).
@@ -356,12 +383,16 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
         new = _chunk(new, embedder, report)
         kept_by_file: set[str] = {k for f in kept_files for k in previous[f].keys} | moved_keys
         new, same = _settle(conn, new, previous, kept_by_file, moved, report)
-        reusable = (lambda hashes: {}) if rebuild else (lambda hashes: store.vectors_by_embedded_hash(
-            conn, hashes, embedder.dimension))
+        reusable = (
+            (lambda hashes: {})
+            if rebuild
+            else (lambda hashes: store.vectors_by_embedded_hash(conn, hashes, embedder.dimension))
+        )
         report.passages_embedded, report.passages_reused = _embed(new, embedder, progress, tick, reusable)
         identity["probe_vector"] = _check_probe(meta, embedder, rebuild)
-        tokens = _token_vectors(conn, new, embedder, progress, tick, every_stored=backfill, replace=rebuild,
-                                also=damaged_tokens)
+        tokens = _token_vectors(
+            conn, new, embedder, progress, tick, every_stored=backfill, replace=rebuild, also=damaged_tokens
+        )
     else:
         same = {}
     _fault_point("embed")
@@ -373,8 +404,13 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
     report.removed = sorted(previous_keys - new_keys - kept_keys - moved_keys)
     report.unchanged = sorted(kept_keys)
     present = {a.file for a in new} | {file_of[k] for k in kept_keys}
-    _check_removals(_gone(report.removed, file_of, present), len(previous_keys), len(new_keys | kept_keys | moved_keys),
-                    corpus, allow_removals)
+    _check_removals(
+        _gone(report.removed, file_of, present),
+        len(previous_keys),
+        len(new_keys | kept_keys | moved_keys),
+        corpus,
+        allow_removals,
+    )
 
     # Every stored article has at least one passage, so the new index is empty exactly when
     # nothing new survived chunking and nothing is kept.
@@ -387,8 +423,21 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
     progress.stage = "committing"
     tick()
     dimension = embedder.dimension if embedder else int(meta.get("dimension", 0)) or None
-    changes = _commit(conn, settings, new, previous_keys - kept_keys - moved_keys, report, dimension, started_wall,
-                      started, tokens, identity, replace_tokens=rebuild, moved=moved, rehashed=same)
+    changes = _commit(
+        conn,
+        settings,
+        new,
+        previous_keys - kept_keys - moved_keys,
+        report,
+        dimension,
+        started_wall,
+        started,
+        tokens,
+        identity,
+        replace_tokens=rebuild,
+        moved=moved,
+        rehashed=same,
+    )
     _fault_point("after-commit")
     _refresh_query_model(settings, embedder, report)
     _refresh_tantivy(settings, changes, report, progress, tick)
@@ -426,7 +475,9 @@ def _refresh_query_model(settings: Settings, embedder: Embedder | None, report: 
         report.warnings.append(("(query model)", done))
 
 
-def _without_damaged_vectors(conn, stored: dict[str, store.StoredFile], report: IndexReport) -> dict[str, store.StoredFile]:
+def _without_damaged_vectors(
+    conn, stored: dict[str, store.StoredFile], report: IndexReport
+) -> dict[str, store.StoredFile]:
     """The stored files less those holding an article whose vectors are damaged (store.damaged_vectors),
     so that this run parses and embeds them again, saying so."""
     damaged = store.damaged_vectors(conn)
@@ -457,7 +508,9 @@ def _scan(corpus, settings, previous, report, progress, tick):
         under = [f for f in previous if folder == "." or f.startswith(folder + "/")]
         kept_files += under
         kept = f"; its {len(under)} indexed file{'s are' if len(under) != 1 else ' is'} kept" if under else ""
-        report.skipped.append((one_line(folder + "/"), f"cannot read the folder: {one_line(error.strerror or error)}{kept}"))
+        report.skipped.append(
+            (one_line(folder + "/"), f"cannot read the folder: {one_line(error.strerror or error)}{kept}")
+        )
     listed = {path.relative_to(corpus).as_posix() for path in paths}
     gone_by_hash: dict[str, list[str]] = {}  # content hash -> indexed files no longer there
     for file in sorted(set(previous) - listed - set(kept_files)):
@@ -489,8 +542,13 @@ def _scan(corpus, settings, previous, report, progress, tick):
                 moved.append((old, rel))
                 continue
             if rel in previous and previous[rel].content_hash == "":  # set by migration 7
-                report.warnings.append((rel, "its records are now keyed by their id or content, no longer by "
-                                             "their place in the file: citations of it by number changed"))
+                report.warnings.append(
+                    (
+                        rel,
+                        "its records are now keyed by their id or content, no longer by "
+                        "their place in the file: citations of it by number changed",
+                    )
+                )
             record_problems: list[tuple[str, str]] = []
             docs = parse_file(rel, data, sidecar, date_order=settings.date_order, skipped=record_problems)
             report.skipped += [(one_line(where), one_line(reason)) for where, reason in record_problems]
@@ -516,15 +574,37 @@ def _suffix(path: str) -> str:
 def _shown(article: _NewArticle | store.StoredArticle) -> tuple:
     """What an article shows and quotes, without its key: two articles with the same are copies."""
     if isinstance(article, store.StoredArticle):
-        return (article.title, article.source, article.authors, article.published, article.updated, article.url,
-                article.description, article.passages)
+        return (
+            article.title,
+            article.source,
+            article.authors,
+            article.published,
+            article.updated,
+            article.url,
+            article.description,
+            article.passages,
+        )
     doc = article.doc
-    return (doc.title, doc.source, doc.authors, doc.published.isoformat() if doc.published else None,
-            doc.updated.isoformat() if doc.updated else None, doc.url, doc.description, tuple(article.passages))
+    return (
+        doc.title,
+        doc.source,
+        doc.authors,
+        doc.published.isoformat() if doc.published else None,
+        doc.updated.isoformat() if doc.updated else None,
+        doc.url,
+        doc.description,
+        tuple(article.passages),
+    )
 
 
-def _settle(conn, new: list[_NewArticle], previous: dict[str, store.StoredFile], kept: set[str],
-            moved: list[tuple[str, str]], report: IndexReport) -> tuple[list[_NewArticle], dict[str, str]]:
+def _settle(
+    conn,
+    new: list[_NewArticle],
+    previous: dict[str, store.StoredFile],
+    kept: set[str],
+    moved: list[tuple[str, str]],
+    report: IndexReport,
+) -> tuple[list[_NewArticle], dict[str, str]]:
     """The new articles less those already indexed as they are, and the keys of those (articles of
     a changed file that did not change themselves: only their file's hash is updated) with the
     file's new hash.
@@ -554,8 +634,9 @@ def _settle(conn, new: list[_NewArticle], previous: dict[str, store.StoredFile],
     for article in rest:
         shown = _shown(article)
         if shown in first_of:
-            report.skipped.append((article.doc.key, f"duplicate of {first_of[shown]} (same text and "
-                                                    "metadata): indexed once"))
+            report.skipped.append(
+                (article.doc.key, f"duplicate of {first_of[shown]} (same text and metadata): indexed once")
+            )
             continue
         first_of[shown] = article.doc.key
         unique.append(article)
@@ -566,7 +647,7 @@ def _moved_key(key: str, renamed_to: dict[str, str]) -> str:
     """An indexed article's key once its file's move (old path -> new path) is committed."""
     for old, new in renamed_to.items():
         if key == old or key.startswith(old + "#"):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     return key
 
 
@@ -574,11 +655,21 @@ def _report_left_out(left_out: LeftOut, report: IndexReport) -> None:
     report.ignored += [one_line(path) for path in left_out.not_articles]
     report.hidden += left_out.hidden
     for path in left_out.orphan_sidecars:
-        report.skipped.append((one_line(path), "metadata sidecar with no article beside it (the sidecar of a.txt "
-                                               "is a.meta.json in the same folder): was the article renamed or removed?"))
+        report.skipped.append(
+            (
+                one_line(path),
+                "metadata sidecar with no article beside it (the sidecar of a.txt "
+                "is a.meta.json in the same folder): was the article renamed or removed?",
+            )
+        )
     for path in left_out.linked_folders:
-        report.skipped.append((one_line(path + "/"), "a symlink to a folder, not followed (only files inside the corpus "
-                                                     "folder, or symlinks to such files, are read)"))
+        report.skipped.append(
+            (
+                one_line(path + "/"),
+                "a symlink to a folder, not followed (only files inside the corpus "
+                "folder, or symlinks to such files, are read)",
+            )
+        )
 
 
 def _is_utf8(name: str) -> bool:
@@ -601,7 +692,9 @@ def _chunk(new: list[_NewArticle], embedder: Embedder, report: IndexReport) -> l
     kept = []
     for article in new:
         doc = article.doc
-        article.passages = make_passages(doc.paragraphs, count_tokens=embedder.count_tokens, max_tokens=embedder.max_tokens)
+        article.passages = make_passages(
+            doc.paragraphs, count_tokens=embedder.count_tokens, max_tokens=embedder.max_tokens
+        )
         if article.passages:
             kept.append(article)
         else:
@@ -609,8 +702,13 @@ def _chunk(new: list[_NewArticle], embedder: Embedder, report: IndexReport) -> l
     return kept
 
 
-def _embed(new: list[_NewArticle], embedder: Embedder, progress: Progress, tick,
-           reusable: Callable[[list[str]], dict[str, np.ndarray]] = lambda hashes: {}) -> tuple[int, int]:
+def _embed(
+    new: list[_NewArticle],
+    embedder: Embedder,
+    progress: Progress,
+    tick,
+    reusable: Callable[[list[str]], dict[str, np.ndarray]] = lambda hashes: {},
+) -> tuple[int, int]:
     """Give every new article its passages' vectors: a text embedded once per run, and not at all
     when the index holds a vector for it (`reusable`: by embedded-text hash; a moved, re-keyed,
     edited or copied article embeds only its new passages). Returns (embedded, reused)."""
@@ -636,8 +734,9 @@ def _embed(new: list[_NewArticle], embedder: Embedder, progress: Progress, tick,
     return len(missing), sum(map(len, hashes)) - len(missing)
 
 
-def _token_vectors(conn, new, embedder, progress, tick, *, every_stored: bool, replace: bool,
-                   also: list[int] = ()) -> tuple[list[int], np.ndarray]:
+def _token_vectors(
+    conn, new, embedder, progress, tick, *, every_stored: bool, replace: bool, also: list[int] = ()
+) -> tuple[list[int], np.ndarray]:
     """The vocabulary tokens of the new articles' words (text, title, publication: what the keyword
     index holds) that the index has no usable vector for, and `also` (damaged ones), and their
     vectors (word_vectors.py)."""
@@ -658,7 +757,9 @@ def backfill_token_vectors(index_path: Path, embedder: Embedder) -> int:
     try:
         if conn.execute("SELECT 1 FROM token_vectors LIMIT 1").fetchone():
             return 0
-        tokens = _token_vectors(conn, [], embedder, Progress(stage="words"), lambda: None, every_stored=True, replace=False)
+        tokens = _token_vectors(
+            conn, [], embedder, Progress(stage="words"), lambda: None, every_stored=True, replace=False
+        )
         conn.execute("BEGIN IMMEDIATE")
         word_vectors.insert(conn, *tokens)
         conn.execute("COMMIT")
@@ -689,8 +790,11 @@ def record_model_identity(index_path: Path, embedder: Embedder) -> None:
     try:
         files = model_identity.model_files(embedder.name)
         conn.execute("BEGIN IMMEDIATE")
-        store.write_meta(conn, probe_vector=model_identity.encode_probe(model_identity.probe(embedder)),
-                         **({"model_hash": files.digest, "model_files": files.signature} if files else {}))
+        store.write_meta(
+            conn,
+            probe_vector=model_identity.encode_probe(model_identity.probe(embedder)),
+            **({"model_hash": files.digest, "model_files": files.signature} if files else {}),
+        )
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -705,7 +809,9 @@ def _check_dimension(meta: dict, embedder: Embedder, rebuild: bool) -> None:
         )
 
 
-def _refresh_tantivy(settings: Settings, changes: tantivy_index.Changes, report: IndexReport, progress: Progress, tick) -> None:
+def _refresh_tantivy(
+    settings: Settings, changes: tantivy_index.Changes, report: IndexReport, progress: Progress, tick
+) -> None:
     """Build the tantivy copy of the keyword index of a large index (embeddings/tantivy_index.py).
 
     After the commit, like the query model: without it keyword search falls back to FTS5, slower
@@ -719,7 +825,9 @@ def _refresh_tantivy(settings: Settings, changes: tantivy_index.Changes, report:
     try:
         done = tantivy_index.refresh(settings.index_path, changes, on_passage=on_passage)
     except Exception as exc:
-        _warn_derived(report, "(keyword index)", "tantivy copy not built", "keyword search uses FTS5, slower at this size", exc)
+        _warn_derived(
+            report, "(keyword index)", "tantivy copy not built", "keyword search uses FTS5, slower at this size", exc
+        )
         return
     if done.startswith("built again"):
         report.warnings.append(("(keyword index)", f"tantivy copy {done}"))
@@ -749,9 +857,22 @@ def _warn_derived(report: IndexReport, what: str, failed: str, meanwhile: str, e
     report.warnings.append((what, f"{failed} ({reason}); {meanwhile}"))
 
 
-def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, started, tokens, identity,
-            *, replace_tokens: bool = False, moved: list[tuple[str, str]] = (),
-            rehashed: dict[str, str] | None = None) -> tantivy_index.Changes:
+def _commit(
+    conn,
+    settings,
+    new,
+    stale_keys,
+    report,
+    dimension,
+    started_wall,
+    started,
+    tokens,
+    identity,
+    *,
+    replace_tokens: bool = False,
+    moved: list[tuple[str, str]] = (),
+    rehashed: dict[str, str] | None = None,
+) -> tantivy_index.Changes:
     """The one write transaction of a run. `moved`: files whose articles are renamed as they are;
     `rehashed`: unchanged articles of a changed file, with the file's new hash."""
     now = store.utc_now()
@@ -774,10 +895,20 @@ def _commit(conn, settings, new, stale_keys, report, dimension, started_wall, st
         for article in new:
             doc = article.doc
             store.insert_article(
-                conn, key=doc.key, file=article.file, content_hash=article.content_hash, title=doc.title,
-                source=doc.source, authors=doc.authors, published=doc.published, updated=doc.updated,
-                url=doc.url, description=doc.description, passages=article.passages,
-                vectors=article.vectors, indexed_at=now,
+                conn,
+                key=doc.key,
+                file=article.file,
+                content_hash=article.content_hash,
+                title=doc.title,
+                source=doc.source,
+                authors=doc.authors,
+                published=doc.published,
+                updated=doc.updated,
+                url=doc.url,
+                description=doc.description,
+                passages=article.passages,
+                vectors=article.vectors,
+                indexed_at=now,
             )
         report.articles_total = conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
         report.passages_total = store.passage_count(conn)
@@ -834,8 +965,10 @@ def build_index(
         settings = Settings(embedding_model=embedder.name)
         tokens = _token_vectors(conn, new, embedder, progress, tick, every_stored=False, replace=False)
         files = model_identity.model_files(embedder.name)
-        identity = {"probe_vector": model_identity.encode_probe(model_identity.probe(embedder)),
-                    **({"model_hash": files.digest, "model_files": files.signature} if files else {})}
+        identity = {
+            "probe_vector": model_identity.encode_probe(model_identity.probe(embedder)),
+            **({"model_hash": files.digest, "model_files": files.signature} if files else {}),
+        }
         _commit(conn, settings, new, set(), report, embedder.dimension, started_wall, started, tokens, identity)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

@@ -6,6 +6,7 @@
 - MRR@k (trec_eval `recip_rank` cut at k): 1 / rank of the first relevant document in the top k, else 0.
 Only queries that have judgments are scored, and each metric is the mean over those queries.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,9 @@ def mrr_at(ranked: Sequence[str], judged: Mapping[str, int], k: int) -> float:
     return 0.0
 
 
-def evaluate_run(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]], k: int = 10) -> dict[str, float]:
+def evaluate_run(
+    run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]], k: int = 10
+) -> dict[str, float]:
     """Mean metrics over the judged queries; a judged query missing from run counts as zeros."""
     queries = [q for q in qrels if any(g > 0 for g in qrels[q].values())]
     if not queries:

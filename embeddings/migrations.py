@@ -3,6 +3,7 @@
 Append new migrations (SQL, or a function for data changes SQL cannot make); never edit one that has
 shipped. Each runs in its own transaction.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,10 @@ def _authors_in_keyword_context(conn: sqlite3.Connection) -> None:
     publication, so "What did Jason Ditz write?" finds his article. The insert trigger is replaced
     and every passage's row rewritten; the generation changes, so that derived copies made from the
     old keyword index (the tantivy copy) are rebuilt by the next index run, never mixed with it."""
-    context = ("trim(coalesce(a.title, '') || ' ' || coalesce(a.source, '') || ' ' || "
-               "coalesce((SELECT group_concat(value, ' ') FROM json_each(a.authors)), ''))")
+    context = (
+        "trim(coalesce(a.title, '') || ' ' || coalesce(a.source, '') || ' ' || "
+        "coalesce((SELECT group_concat(value, ' ') FROM json_each(a.authors)), ''))"
+    )
     conn.execute("DROP TRIGGER passages_fts_insert")
     conn.execute(f"""
         CREATE TRIGGER passages_fts_insert AFTER INSERT ON passages BEGIN
@@ -67,8 +70,9 @@ def _embedded_hashes_and_record_keys(conn: sqlite3.Connection) -> None:
     placed = [
         article_id
         for article_id, key, file in conn.execute(
-            "SELECT id, key, file FROM articles WHERE lower(file) LIKE '%.json' OR lower(file) LIKE '%.jsonl'")
-        if key.startswith(file + "#") and key[len(file) + 1:].isdigit()
+            "SELECT id, key, file FROM articles WHERE lower(file) LIKE '%.json' OR lower(file) LIKE '%.jsonl'"
+        )
+        if key.startswith(file + "#") and key[len(file) + 1 :].isdigit()
     ]
     conn.executemany("UPDATE articles SET content_hash = '' WHERE id = ?", [(i,) for i in placed])
 
@@ -90,7 +94,9 @@ class Migration:
 
 MIGRATIONS: list[Migration] = [
     # 1: articles, passages, per-article vector blobs, index metadata, run history.
-    Migration("articles_passages_and_vectors", """
+    Migration(
+        "articles_passages_and_vectors",
+        """
     CREATE TABLE index_meta (
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -131,12 +137,15 @@ MIGRATIONS: list[Migration] = [
         seconds  REAL NOT NULL,
         report   TEXT NOT NULL                -- JSON IndexReport
     );
-    """),
+    """,
+    ),
     # 2: keyword index over passages, with the article's title and publication as a second column.
     # A plain FTS5 table (it keeps its own copy of the text): this SQLite (3.40) has no
     # contentless_delete, and external content would need the old title on every delete. Triggers
     # keep it in the same transaction as the passages, so the two can never disagree.
-    Migration("keyword_index", """
+    Migration(
+        "keyword_index",
+        """
     CREATE VIRTUAL TABLE passage_fts USING fts5(
         text, context, tokenize = 'porter unicode61 remove_diacritics 2'
     );
@@ -151,9 +160,12 @@ MIGRATIONS: list[Migration] = [
     INSERT INTO passage_fts(rowid, text, context)
         SELECT p.id, p.text, trim(coalesce(a.title, '') || ' ' || coalesce(a.source, ''))
         FROM passages p JOIN articles a ON a.id = p.article_id;
-    """),
+    """,
+    ),
     # 3: votes on answers (bot 👍/👎), exportable as an evaluation set.
-    Migration("feedback_votes", """
+    Migration(
+        "feedback_votes",
+        """
     CREATE TABLE feedback (
         id       INTEGER PRIMARY KEY,
         created  TEXT NOT NULL,
@@ -163,16 +175,20 @@ MIGRATIONS: list[Migration] = [
         vote     INTEGER NOT NULL CHECK (vote IN (-1, 1)),
         results  TEXT NOT NULL                -- JSON [{"path", "position", "text"}] as shown, best first
     );
-    """),
+    """,
+    ),
     Migration("vectors_as_float16", _vectors_to_float16),
     # 5: the vectors of the vocabulary tokens of the corpus's words, float16 (word_vectors.py);
     # an index from before it gets them on its next index run.
-    Migration("token_vectors", """
+    Migration(
+        "token_vectors",
+        """
     CREATE TABLE token_vectors (
         token  INTEGER PRIMARY KEY,
         vector BLOB NOT NULL
     );
-    """),
+    """,
+    ),
     Migration("authors_in_keyword_context", _authors_in_keyword_context),
     Migration("embedded_hashes_and_record_keys", _embedded_hashes_and_record_keys),
 ]

@@ -13,6 +13,7 @@ folder trained again in place). With these:
 The files are hashed again only when their sizes or modification times differ from those
 recorded with the hash (docs/reliability.md has what the checks cost).
 """
+
 from __future__ import annotations
 
 import base64
@@ -118,5 +119,7 @@ def probe_mismatch(vector: np.ndarray, expected: np.ndarray | None) -> str | Non
         return f"it makes {vector.size}-dimensional vectors, the index holds {expected.size}"
     difference = float(np.max(np.abs(vector - expected))) if vector.size else 0.0
     if not difference <= PROBE_TOLERANCE:  # NaN fails too
-        return f"its vector of the probe text differs from the index's by {difference:.3g} (at most {PROBE_TOLERANCE:g})"
+        return (
+            f"its vector of the probe text differs from the index's by {difference:.3g} (at most {PROBE_TOLERANCE:g})"
+        )
     return None

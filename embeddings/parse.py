@@ -104,7 +104,9 @@ class LeftOut:
     hidden: int = 0  # files and folders whose name starts with '.', not looked into
 
 
-def iter_corpus_files(root: Path, unreadable: list[OSError] | None = None, left_out: LeftOut | None = None) -> list[Path]:
+def iter_corpus_files(
+    root: Path, unreadable: list[OSError] | None = None, left_out: LeftOut | None = None
+) -> list[Path]:
     """Sorted candidate files under root (recursive) with a supported suffix, excluding hidden files/dirs and
     sidecar files. Symlinks to files are returned too (load_file decides about them); symlinked
     directories are not descended into. A folder that cannot be listed is appended to
@@ -132,7 +134,9 @@ def iter_corpus_files(root: Path, unreadable: list[OSError] | None = None, left_
             expected = {_sidecar_stem(a) + suffix for a in articles for suffix in SIDECAR_SUFFIXES}
             left_out.not_articles += [(folder / n).as_posix() for n in others]
             left_out.orphan_sidecars += [(folder / n).as_posix() for n in sidecars if n not in expected]
-            left_out.linked_folders += [(folder / d).as_posix() for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+            left_out.linked_folders += [
+                (folder / d).as_posix() for d in dirnames if os.path.islink(os.path.join(dirpath, d))
+            ]
             left_out.hidden += hidden
     if left_out is not None:
         left_out.not_articles.sort()
@@ -356,7 +360,9 @@ def _mojibake_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     from ftfy.chardata import CHARMAP_ENCODINGS
 
     def readings(first: int, last: int) -> str:
-        chars = {bytes([byte]).decode(codec, "ignore") for codec in CHARMAP_ENCODINGS for byte in range(first, last + 1)}
+        chars = {
+            bytes([byte]).decode(codec, "ignore") for codec in CHARMAP_ENCODINGS for byte in range(first, last + 1)
+        }
         return re.escape("".join(sorted(chars - {""})))
 
     # ... or the lead byte of 'à' or of a no-break space followed by a space: ftfy repairs the
@@ -649,7 +655,9 @@ _NAME_PARTICLES = {"de", "da", "del", "der", "di", "du", "van", "von", "la", "le
 # "By", and the same word in German, French and Spanish bylines, with each language's "and".
 _BY_WORDS = {"by": ("and",), "von": ("und",), "par": ("et",), "por": ("y",)}
 _BY_LINE = re.compile(r"(?P<by>By|Von|Par|Por)\s+(?P<names>.+)", re.IGNORECASE)
-_AUTHOR_LINE = re.compile(r"(?:Authors?|Written by|Autor(?:in|en)?|Auteure?s?|Autora?)\s*:\s*(?P<names>.+)", re.IGNORECASE)
+_AUTHOR_LINE = re.compile(
+    r"(?:Authors?|Written by|Autor(?:in|en)?|Auteure?s?|Autora?)\s*:\s*(?P<names>.+)", re.IGNORECASE
+)
 _BYLINE_PARTS = re.compile(r"\s+[|·•]\s+")  # "By Marcus Lee | Reuters", "By A · March 5, 2024"
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
 _MAX_HEADER_LINE = 200  # a byline or date line is short: a paragraph is not read as one
@@ -1255,7 +1263,7 @@ def _record_to_doc(key: str, number: int, record: Any, sidecar: _Fields, date_or
         raise SkipFile(f"is not a JSON object (found {type(record).__name__})")
     text = next((record[name] for name in ("text", "body", "content") if name in record), None)
     if not isinstance(text, str) or not text.strip():
-        raise SkipFile("has no text (a \"text\", \"body\" or \"content\" field)")
+        raise SkipFile('has no text (a "text", "body" or "content" field)')
     if "\x00" in text:
         raise SkipFile("text contains NUL characters")
     if not _is_text(text):
@@ -1299,8 +1307,9 @@ def _json_records(key: str, text: str) -> list[tuple[int, Any]]:
     raise SkipFile(f"JSON file must hold an object or a list of objects, not {type(data).__name__}")
 
 
-def _parse_json(key: str, text: str, sidecar: _Fields, date_order: str | None,
-                skipped: list[tuple[str, str]] | None = None) -> list[ArticleDoc]:
+def _parse_json(
+    key: str, text: str, sidecar: _Fields, date_order: str | None, skipped: list[tuple[str, str]] | None = None
+) -> list[ArticleDoc]:
     """One article per record. A record that cannot be read is left out, with its place and why
     appended to `skipped` as ("file.jsonl#<line or record number>", reason); when none can be read,
     the file is skipped (SkipFile naming the first problem)."""
@@ -1318,8 +1327,14 @@ def _parse_json(key: str, text: str, sidecar: _Fields, date_order: str | None,
             continue
         if doc.key in place_of:
             first = f"{'line' if jsonl else 'record'} {place_of[doc.key]}"
-            problems.append((place, f"same id as {first}; only the first is indexed" if _record_id(record) is not None
-                             else f"identical to {first}; indexed once"))
+            problems.append(
+                (
+                    place,
+                    f"same id as {first}; only the first is indexed"
+                    if _record_id(record) is not None
+                    else f"identical to {first}; indexed once",
+                )
+            )
             continue
         place_of[doc.key] = place
         docs.append(doc)
@@ -1329,7 +1344,9 @@ def _parse_json(key: str, text: str, sidecar: _Fields, date_order: str | None,
         place, reason = problems[0]
         if reason.startswith("invalid JSON: "):
             raise SkipFile(f"invalid JSON on line {place}: {reason.removeprefix('invalid JSON: ')}")
-        raise SkipFile(f"record {place} {reason}" if reason.startswith(("is ", "has ", "text ")) else f"record {place}: {reason}")
+        raise SkipFile(
+            f"record {place} {reason}" if reason.startswith(("is ", "has ", "text ")) else f"record {place}: {reason}"
+        )
     if skipped is not None:
         skipped += [(f"{key}#{place}", reason) for place, reason in problems]
     return docs
@@ -1473,8 +1490,14 @@ _PARSERS = {
 }
 
 
-def parse_file(key: str, data: bytes, sidecar: bytes = b"", *, date_order: str | None = None,
-               skipped: list[tuple[str, str]] | None = None) -> list[ArticleDoc]:
+def parse_file(
+    key: str,
+    data: bytes,
+    sidecar: bytes = b"",
+    *,
+    date_order: str | None = None,
+    skipped: list[tuple[str, str]] | None = None,
+) -> list[ArticleDoc]:
     """Parse raw bytes by the suffix of key (see the module docstring). `date_order` ("DMY" or
     "MDY", the DATE_ORDER setting) reads numeric dates that the article's language does not decide.
     Raises SkipFile with a specific reason for anything that is not an indexable article; never any

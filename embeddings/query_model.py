@@ -16,6 +16,7 @@ model, with a warning saying why; a full model that is not the index's is refuse
 Passages are not embedded through it: for long batches torch is as fast or faster (and much
 faster in bfloat16, see embedder.py); bench/embedding_speed.py compares them.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,15 +66,23 @@ def exportable(model_name: str) -> str | None:
     if isinstance(pooling.get("pooling_mode"), str):  # as sentence-transformers 5 and later write it
         modes = [pooling["pooling_mode"]]
     else:
-        modes = [k.removeprefix("pooling_mode_").removesuffix("_tokens") for k, v in pooling.items()
-                 if k.startswith("pooling_mode") and v]
+        modes = [
+            k.removeprefix("pooling_mode_").removesuffix("_tokens")
+            for k, v in pooling.items()
+            if k.startswith("pooling_mode") and v
+        ]
     if modes != ["mean"]:
         return f"pooling {modes} is not mean pooling"
     return None
 
 
-def export_query_model(embedder: SentenceTransformerEmbedder, index_path: Path, *, model_hash: str | None = None,
-                       expected_probe: np.ndarray | None = None) -> Path | None:
+def export_query_model(
+    embedder: SentenceTransformerEmbedder,
+    index_path: Path,
+    *,
+    model_hash: str | None = None,
+    expected_probe: np.ndarray | None = None,
+) -> Path | None:
     """Write <index>.query-model/ (model.onnx, tokenizer.json, meta.json); None if not exportable.
 
     meta.json records what a load verifies: the hash of the model files it was made from
@@ -116,11 +125,19 @@ def export_query_model(embedder: SentenceTransformerEmbedder, index_path: Path, 
             transformer.set_attn_implementation("eager")  # the attention pattern the optimizer recognises
             try:
                 torch.onnx.export(
-                    module, (sample, sample, torch.zeros_like(sample)), str(tmp / "unfused.onnx"),
-                    input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["embedding"],
-                    dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "token_type_ids": dynamic,
-                                  "embedding": {0: "batch"}},
-                    opset_version=17, dynamo=False,
+                    module,
+                    (sample, sample, torch.zeros_like(sample)),
+                    str(tmp / "unfused.onnx"),
+                    input_names=["input_ids", "attention_mask", "token_type_ids"],
+                    output_names=["embedding"],
+                    dynamic_axes={
+                        "input_ids": dynamic,
+                        "attention_mask": dynamic,
+                        "token_type_ids": dynamic,
+                        "embedding": {0: "batch"},
+                    },
+                    opset_version=17,
+                    dynamo=False,
                 )
             finally:
                 transformer.set_attn_implementation(attention)  # passages are embedded faster with it
@@ -129,9 +146,14 @@ def export_query_model(embedder: SentenceTransformerEmbedder, index_path: Path, 
         if model_hash is None:
             files = model_files(embedder.name)
             model_hash = files.digest if files else None
-        meta = {"format": FORMAT, "model": embedder.name, "dimension": embedder.dimension,
-                "max_tokens": embedder.max_tokens, "model_hash": model_hash,
-                "files": {name: {"size": (tmp / name).stat().st_size, HASH: file_digest(tmp / name)} for name in FILES}}
+        meta = {
+            "format": FORMAT,
+            "model": embedder.name,
+            "dimension": embedder.dimension,
+            "max_tokens": embedder.max_tokens,
+            "model_hash": model_hash,
+            "files": {name: {"size": (tmp / name).stat().st_size, HASH: file_digest(tmp / name)} for name in FILES},
+        }
         exported = probe(OnnxQueryEmbedder(tmp, meta, threads=1))
         problem = probe_mismatch(exported, probe(embedder))
         if problem:
@@ -176,8 +198,12 @@ def refresh(index_path: Path, model_name: str, embedder: Embedder | None = None)
     if not isinstance(embedder, SentenceTransformerEmbedder):
         return f"not exportable ({type(embedder).__name__} is not a sentence-transformers model)"
     existed = (folder / "meta.json").exists()
-    export_query_model(embedder, index_path, model_hash=index_meta.get("model_hash"),
-                       expected_probe=decode_probe(index_meta["probe_vector"]))
+    export_query_model(
+        embedder,
+        index_path,
+        model_hash=index_meta.get("model_hash"),
+        expected_probe=decode_probe(index_meta["probe_vector"]),
+    )
     return f"exported again ({problem})" if existed else "exported"
 
 
@@ -260,9 +286,14 @@ def _fuse(unfused: Path, target: Path, config) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
         options = FusionOptions("bert")
-        options.enable_shape_inference = False  # the same fusions in 3.5 s instead of 7
-        fused = optimizer.optimize_model(str(unfused), model_type="bert", num_heads=config.num_attention_heads,
-                                         hidden_size=config.hidden_size, optimization_options=options)
+        options.enable_shape_inference = False  # the same fusions in half the time
+        fused = optimizer.optimize_model(
+            str(unfused),
+            model_type="bert",
+            num_heads=config.num_attention_heads,
+            hidden_size=config.hidden_size,
+            optimization_options=options,
+        )
         fused.save_model_to_file(str(target))
         unfused.unlink()
     except Exception as exc:  # the optimizer's patterns are tied to how each model is written
@@ -296,7 +327,9 @@ class OnnxQueryEmbedder:
         # Spinning threads wait hot for work: fastest on an idle machine, but on a shared host
         # they fight the other load and make a question slower.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = onnxruntime.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self._session = onnxruntime.InferenceSession(
+            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
         self._lock = threading.Lock()
 
     def _run(self, texts: list[str]) -> np.ndarray:
@@ -344,8 +377,13 @@ def load_query_embedder(index_path: Path, model_name: str, index_meta: dict | No
             return verified_export(folder, model_name, index_meta)
         except QueryModelUnusable as exc:
             if folder.exists() or exportable(model_name) is None:
-                log.warning("questions go through the full model %s, slower to start: the ONNX query model in %s "
-                            "is not used (%s); `corpus-bot index` exports it again", model_name, folder, exc)
+                log.warning(
+                    "questions go through the full model %s, slower to start: the ONNX query model in %s "
+                    "is not used (%s); `corpus-bot index` exports it again",
+                    model_name,
+                    folder,
+                    exc,
+                )
     embedder = load_embedder(model_name)
     check_query_embedder(embedder, index_meta)
     return embedder
@@ -366,7 +404,9 @@ def verified_export(folder: Path, model_name: str, index_meta: dict) -> OnnxQuer
         try:
             embedder = OnnxQueryEmbedder(folder, meta)
         except Exception as exc:  # onnxruntime's and tokenizers' errors on a damaged file
-            raise QueryModelUnusable(files.result() or f"it cannot be loaded ({str(exc).splitlines()[0][:200]})") from None
+            raise QueryModelUnusable(
+                files.result() or f"it cannot be loaded ({str(exc).splitlines()[0][:200]})"
+            ) from None
         problem = files.result()
     if problem:
         raise QueryModelUnusable(problem)

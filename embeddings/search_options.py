@@ -3,6 +3,7 @@
 Kept apart from embeddings.search so that `corpus-bot --help` and option parsing need no numpy or
 model code; embeddings.search re-exports every name.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,7 +24,9 @@ def check_question_text(question: str) -> None:
         # lone surrogates, which the model's tokenizer rejects with a TypeError.
         question.encode("utf-8")
     except UnicodeEncodeError:
-        raise QueryError("the question is not valid UTF-8 text (check the terminal's or the input's encoding)") from None
+        raise QueryError(
+            "the question is not valid UTF-8 text (check the terminal's or the input's encoding)"
+        ) from None
     if question.strip() and not re.search(r"\w", question):
         # Punctuation or emoji alone still embed to a vector, close to nothing in particular.
         raise QueryError("the question has no words (only punctuation or symbols): ask it in words")

@@ -3,6 +3,7 @@
 Writers use explicit BEGIN IMMEDIATE transactions; readers hold a read transaction while they load so
 that vectors, passages and metadata always come from one committed state (WAL keeps it stable).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -35,8 +36,10 @@ BLOCK_ROWS = 4096  # rows of vectors checked at a time: bounded memory at any in
 BUSY_TIMEOUT_MS = 5000
 # A passage's keyword context as passage_fts holds it (migration 6): its article's title,
 # publication and authors. Copies of the keyword index (tantivy_index.py) select the same.
-PASSAGE_CONTEXT = ("trim(coalesce(a.title, '') || ' ' || coalesce(a.source, '') || ' ' || "
-                   "coalesce((SELECT group_concat(value, ' ') FROM json_each(a.authors)), ''))")
+PASSAGE_CONTEXT = (
+    "trim(coalesce(a.title, '') || ' ' || coalesce(a.source, '') || ' ' || "
+    "coalesce((SELECT group_concat(value, ' ') FROM json_each(a.authors)), ''))"
+)
 
 
 def utc_now() -> str:
@@ -96,7 +99,7 @@ def _marked_as_index(path: Path) -> bool:
 
 
 def check_owner(path: Path) -> str:
-    """"index", "empty" or "missing" (no file); raises NotAnIndexError for another program's file.
+    """ "index", "empty" or "missing" (no file); raises NotAnIndexError for another program's file.
     Nothing is written: most files are told by their header alone; otherwise the schema is read on
     a connection that cannot change the file (read-only when a -wal file exists, so closing it
     cannot checkpoint that log into the file; read-write otherwise, so SQLite removes the -wal and
@@ -108,8 +111,9 @@ def check_owner(path: Path) -> str:
     if _marked_as_index(path):
         return "index"
     if Path(f"{path}-wal").exists():
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
     else:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
@@ -327,16 +331,20 @@ def damaged_vectors(conn: sqlite3.Connection) -> dict[str, str]:
 
 def passage_ids_by_row(conn: sqlite3.Connection) -> np.ndarray:
     """Passage ids in the row order of read_vectors_into."""
-    return np.fromiter((pid for (pid,) in conn.execute("SELECT id FROM passages ORDER BY article_id, position")),
-                       dtype=np.int64)
+    return np.fromiter(
+        (pid for (pid,) in conn.execute("SELECT id FROM passages ORDER BY article_id, position")), dtype=np.int64
+    )
 
 
 def passage_ids_of(conn: sqlite3.Connection, keys: list[str]) -> list[int]:
     """Ids of the passages of the articles with these keys."""
-    return [pid for (pid,) in conn.execute(
-        "SELECT p.id FROM passages p JOIN articles a ON a.id = p.article_id WHERE a.key IN (SELECT value FROM json_each(?))",
-        (json.dumps(keys),),
-    )]
+    return [
+        pid
+        for (pid,) in conn.execute(
+            "SELECT p.id FROM passages p JOIN articles a ON a.id = p.article_id WHERE a.key IN (SELECT value FROM json_each(?))",
+            (json.dumps(keys),),
+        )
+    ]
 
 
 def delete_articles(conn: sqlite3.Connection, keys: list[str]) -> None:
@@ -366,9 +374,18 @@ def insert_article(
                                 description, passage_count, indexed_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
-            key, file, content_hash, title, source, json.dumps(list(authors), ensure_ascii=False),
-            published.isoformat() if published else None, updated.isoformat() if updated else None,
-            url, description, len(passages), indexed_at,
+            key,
+            file,
+            content_hash,
+            title,
+            source,
+            json.dumps(list(authors), ensure_ascii=False),
+            published.isoformat() if published else None,
+            updated.isoformat() if updated else None,
+            url,
+            description,
+            len(passages),
+            indexed_at,
         ),
     )
     article_id = cur.lastrowid
@@ -398,7 +415,8 @@ def vectors_by_embedded_hash(conn: sqlite3.Connection, hashes: list[str], dim: i
             wanted.setdefault(article_id, []).append((position, text_hash))
         for article_id, count, blob in conn.execute(
             "SELECT a.id, a.passage_count, v.vectors FROM articles a JOIN article_vectors v ON v.article_id = a.id "
-            "WHERE a.id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(wanted)),),
+            "WHERE a.id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(wanted)),),
         ):
             if _blob_problem(blob, count, dim) or not count:
                 continue
@@ -414,6 +432,7 @@ def vectors_by_embedded_hash(conn: sqlite3.Connection, hashes: list[str], dim: i
 @dataclass(frozen=True)
 class StoredArticle:
     """What an article shows and quotes: two with the same are the same article (index._same)."""
+
     key: str
     title: str | None
     source: str | None
@@ -436,8 +455,17 @@ def stored_articles(conn: sqlite3.Connection, keys: list[str]) -> dict[str, Stor
             (json.dumps(keys[start : start + 10_000]),),
         )
         for key, title, source, authors, published, updated, url, description, passages in rows:
-            found[key] = StoredArticle(key, title, source, tuple(json.loads(authors)), published, updated, url,
-                                       description, tuple(json.loads(passages)))
+            found[key] = StoredArticle(
+                key,
+                title,
+                source,
+                tuple(json.loads(authors)),
+                published,
+                updated,
+                url,
+                description,
+                tuple(json.loads(passages)),
+            )
     return found
 
 
@@ -457,13 +485,16 @@ def keys_starting_with(conn: sqlite3.Connection, hashes: list[str]) -> dict[str,
 def move_file(conn: sqlite3.Connection, old: str, new: str) -> None:
     """The articles of file `old` become those of `new`, their keys renamed with it (vectors and
     passages stay as they are)."""
-    conn.execute("UPDATE articles SET file = ?, key = ? || substr(key, ?) WHERE file = ?",
-                 (new, new, len(old) + 1, old))
+    conn.execute(
+        "UPDATE articles SET file = ?, key = ? || substr(key, ?) WHERE file = ?", (new, new, len(old) + 1, old)
+    )
 
 
 def set_content_hash(conn: sqlite3.Connection, keys: list[str], content_hash: str) -> None:
-    conn.execute("UPDATE articles SET content_hash = ? WHERE key IN (SELECT value FROM json_each(?))",
-                 (content_hash, json.dumps(keys)))
+    conn.execute(
+        "UPDATE articles SET content_hash = ? WHERE key IN (SELECT value FROM json_each(?))",
+        (content_hash, json.dumps(keys)),
+    )
 
 
 def record_run(conn: sqlite3.Connection, *, started: str, seconds: float, report: dict) -> None:
@@ -483,10 +514,15 @@ def last_run(conn: sqlite3.Connection) -> dict | None:
 def read_articles(conn: sqlite3.Connection) -> list[Article]:
     return [
         Article(
-            id=row[0], key=row[1], title=row[2], source=row[3], authors=tuple(json.loads(row[4])),
+            id=row[0],
+            key=row[1],
+            title=row[2],
+            source=row[3],
+            authors=tuple(json.loads(row[4])),
             published=dt.date.fromisoformat(row[5]) if row[5] else None,
             updated=dt.date.fromisoformat(row[6]) if row[6] else None,
-            url=row[7], passages=row[8],
+            url=row[7],
+            passages=row[8],
         )
         for row in conn.execute(
             "SELECT id, key, title, source, authors, published, updated, url, passage_count FROM articles ORDER BY key"

@@ -10,6 +10,7 @@ the tag equals the generation of the snapshot it searches; a missing, stale or u
 means FTS5 answers instead. Only indexes of derived.LARGE_INDEX passages or more get one: below that
 FTS5 is fast enough, and its scores are the ones the fusion was tuned on (docs/retrieval.md).
 """
+
 from __future__ import annotations
 
 import json
@@ -106,8 +107,13 @@ def refresh(index_path: Path, changes: Changes | None = None, on_passage: Callab
             if derived.changed_files(folder):
                 derived.restamp(folder)  # the same bytes with new modification times (a copied folder)
             return "current"
-        if (changes and tag and tag == changes.previous_generation and damage is None
-                and len(changes.removed) + len(changes.added) <= MAX_UPDATE_SHARE * passages):
+        if (
+            changes
+            and tag
+            and tag == changes.previous_generation
+            and damage is None
+            and len(changes.removed) + len(changes.added) <= MAX_UPDATE_SHARE * passages
+        ):
             try:
                 _update(conn, folder, changes, generation)
                 return "updated"
@@ -187,8 +193,11 @@ class TantivyIndex:
             return None
         changed = derived.changed_files(folder)
         if changed:
-            log.warning("keyword search uses FTS5: the tantivy copy in %s is damaged (%s); `corpus-bot index` builds "
-                        "it again", folder, changed)
+            log.warning(
+                "keyword search uses FTS5: the tantivy copy in %s is damaged (%s); `corpus-bot index` builds it again",
+                folder,
+                changed,
+            )
             return None
         try:
             return cls(_open(folder))

@@ -9,6 +9,7 @@ Escapes are visible and short: `\\n`, `\\r`, `\\t`, `\\x1b`, `\\x9b`; a byte of 
 not UTF-8 (which Python holds as a lone surrogate) is shown as the byte, `\\xe9`, and any other
 lone surrogate as `\\udc00`.
 """
+
 from __future__ import annotations
 
 import json

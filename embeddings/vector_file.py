@@ -10,6 +10,7 @@ order and the article of each block of rows. Derived data like the tantivy copy 
 commit from one snapshot, used only when its tag matches the snapshot a search reads; otherwise
 the vectors are loaded from SQLite as before.
 """
+
 from __future__ import annotations
 
 import logging
@@ -106,8 +107,10 @@ def load(index_path: Path, generation: str | None, passages: int, dim: int) -> L
     try:
         with derived.pinned(folder) as pinned:  # every file from one copy, even if a re-index swaps in another
             if not derived.is_current(pinned, generation):
-                log.info("loading vectors from SQLite: %s is from another state of the index (run `corpus-bot index`)",
-                         folder)
+                log.info(
+                    "loading vectors from SQLite: %s is from another state of the index (run `corpus-bot index`)",
+                    folder,
+                )
                 return None
             damage = derived.changed_files(pinned) or derived.verify(pinned, SMALL_FILES)
             if damage:
@@ -181,9 +184,12 @@ def _mapped_shard(path: Path) -> faiss.Index:
     paged in now (from the page cache: a few ms at 1M passages, 0.25 s from disk) rather than
     by the first questions."""
     shard = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
-    if not isinstance(shard, faiss.IndexScalarQuantizer) or shard.sq.qtype != faiss.ScalarQuantizer.QT_8bit_direct_signed:
+    if (
+        not isinstance(shard, faiss.IndexScalarQuantizer)
+        or shard.sq.qtype != faiss.ScalarQuantizer.QT_8bit_direct_signed
+    ):
         raise ValueError(f"{path.name} is not an int8 scan shard")
     size = shard.ntotal * shard.code_size
     if size:
-        int(np.asarray(faiss.rev_swig_ptr(shard.codes.data(), size))[::mmap.PAGESIZE].sum())
+        int(np.asarray(faiss.rev_swig_ptr(shard.codes.data(), size))[:: mmap.PAGESIZE].sum())
     return shard

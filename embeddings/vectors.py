@@ -16,6 +16,7 @@ up in registers) picks PREFILTER_MIN candidates or more, and only their int8 cod
 1M passages that took 8-10 ms against 37-57 ms for scanning the codes, and missed none of the
 exact float32 top 10 (bench/README.md).
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,9 @@ def _one_openmp_thread() -> None:
 def _threads() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="vector-shard",
-                                   initializer=_one_openmp_thread)
+        _pool = ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 1, thread_name_prefix="vector-shard", initializer=_one_openmp_thread
+        )
     return _pool
 
 
@@ -119,7 +121,9 @@ def prefilter_of(shard: faiss.IndexScalarQuantizer) -> faiss.Index | None:
         return None
     codes = _codes(shard)
     prefilter = faiss.IndexPQFastScan(shard.d, shard.d // 2, 4, faiss.METRIC_INNER_PRODUCT)
-    sample = np.random.default_rng(PREFILTER_SEED).choice(shard.ntotal, min(shard.ntotal, PREFILTER_TRAINING_ROWS), replace=False)
+    sample = np.random.default_rng(PREFILTER_SEED).choice(
+        shard.ntotal, min(shard.ntotal, PREFILTER_TRAINING_ROWS), replace=False
+    )
     prefilter.train(np.subtract(codes[np.sort(sample)], 128, dtype=np.float32))
     for lo in range(0, shard.ntotal, CHUNK):
         prefilter.add(np.subtract(codes[lo : lo + CHUNK], 128, dtype=np.float32))
@@ -133,8 +137,13 @@ class VectorMatrix:
     file) and scale may be given; otherwise they are computed from exact. So may each shard's
     prefilter (prefilter_of; None where a shard has none)."""
 
-    def __init__(self, exact: np.ndarray, scale: np.ndarray | None = None, shards: list[faiss.Index] | None = None,
-                 prefilters: list[faiss.Index | None] | None = None) -> None:
+    def __init__(
+        self,
+        exact: np.ndarray,
+        scale: np.ndarray | None = None,
+        shards: list[faiss.Index] | None = None,
+        prefilters: list[faiss.Index | None] | None = None,
+    ) -> None:
         self.exact = exact
         self.rows, self.dim = exact.shape
         self._damaged_seen: set[int] = set()  # rows get() found damaged, each logged once
@@ -146,18 +155,22 @@ class VectorMatrix:
         self.shards = shards
         self._starts = np.concatenate([[0], np.cumsum([s.ntotal for s in shards])]).astype(np.int64)
         if self._starts[-1] != self.rows or any(s.d != self.dim for s in shards):
-            raise ValueError(f"the scan's shards hold {self._starts[-1]} vectors of {shards[0].d if shards else '?'} "
-                             f"dimensions, not {self.rows} of {self.dim}")
+            raise ValueError(
+                f"the scan's shards hold {self._starts[-1]} vectors of {shards[0].d if shards else '?'} "
+                f"dimensions, not {self.rows} of {self.dim}"
+            )
         prefilters = prefilters or [None] * len(shards)
-        if len(prefilters) != len(shards) or any(p is not None and (p.ntotal, p.d) != (s.ntotal, s.d)
-                                                 for p, s in zip(prefilters, shards)):
+        if len(prefilters) != len(shards) or any(
+            p is not None and (p.ntotal, p.d) != (s.ntotal, s.d) for p, s in zip(prefilters, shards)
+        ):
             raise ValueError("the prefilters do not match the scan's shards")
         # The prefilter's candidates scored on the shard's int8 codes, inside faiss.
         self._refined = [faiss.IndexRefine(p, s) if p is not None else None for p, s in zip(prefilters, shards)]
 
     def _encoded(self, lo: int, hi: int) -> faiss.Index:
-        shard = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit_direct_signed,
-                                           faiss.METRIC_INNER_PRODUCT)
+        shard = faiss.IndexScalarQuantizer(
+            self.dim, faiss.ScalarQuantizer.QT_8bit_direct_signed, faiss.METRIC_INNER_PRODUCT
+        )
         shard.codes.resize((hi - lo) * self.dim)
         shard.ntotal = hi - lo
         if hi > lo:  # filled in place, in chunks: no second copy of the codes, ever
@@ -181,8 +194,12 @@ class VectorMatrix:
             new = set(rows[off].tolist()) - self._damaged_seen
             if new:
                 self._damaged_seen |= new
-                log.warning("vectors of %d passages (rows %s) are damaged; they match nothing until "
-                            "`corpus-bot index` writes the vectors again", len(new), sorted(new)[:10])
+                log.warning(
+                    "vectors of %d passages (rows %s) are damaged; they match nothing until "
+                    "`corpus-bot index` writes the vectors again",
+                    len(new),
+                    sorted(new)[:10],
+                )
         return values
 
     def approx(self, rows: np.ndarray) -> np.ndarray:

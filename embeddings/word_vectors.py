@@ -8,6 +8,7 @@ no model call: encoding the question's words at question time took 9-13 ms with 
 as long as the question itself. For a word the model cuts into pieces the mean of the pieces
 stands in for encoding the word, and ranks as well on the evaluation sets (docs/retrieval.md).
 """
+
 from __future__ import annotations
 
 import logging
@@ -76,8 +77,11 @@ class WordVectors:
         rows = conn.execute("SELECT token, vector FROM token_vectors ORDER BY token").fetchall()
         tokens, vectors = _usable(rows, max(dimension, 1))
         if len(tokens) < len(rows):
-            log.warning("%d stored word vectors are damaged and left out (hybrid search weighs those words as if "
-                        "the index did not know them); `corpus-bot index` embeds them again", len(rows) - len(tokens))
+            log.warning(
+                "%d stored word vectors are damaged and left out (hybrid search weighs those words as if "
+                "the index did not know them); `corpus-bot index` embeds them again",
+                len(rows) - len(tokens),
+            )
         return cls(tokens, vectors)
 
     def __len__(self) -> int:

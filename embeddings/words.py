@@ -4,6 +4,7 @@ One regex and one stopword list for all of them, so that the words the keyword q
 (fts_terms), the words the highlight matches and the words whose vectors the index stores are
 the same words.
 """
+
 from __future__ import annotations
 
 import re

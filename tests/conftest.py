@@ -1,6 +1,7 @@
 """Shared fixtures: a deterministic fake embedder for fast unit tests, the real bundled model for
 integration tests (loaded once per session), and corpora and settings built from them. Helpers
 that tests import are in tests/helpers.py."""
+
 from __future__ import annotations
 
 import shutil
@@ -34,8 +35,10 @@ def corpus_copy(tmp_path) -> Path:
 @pytest.fixture
 def fake_settings(tmp_path, corpus_copy, fake_embedder) -> Settings:
     return Settings(
-        corpus_dir=corpus_copy, index_path=tmp_path / "data" / "index.sqlite3",
-        embedding_model=fake_embedder.name, weak_score=0.2,
+        corpus_dir=corpus_copy,
+        index_path=tmp_path / "data" / "index.sqlite3",
+        embedding_model=fake_embedder.name,
+        weak_score=0.2,
     )
 
 

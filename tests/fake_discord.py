@@ -1025,9 +1025,7 @@ class FakeDiscord:
         )
         return await self.send_interaction(p)
 
-    async def send_message(
-        self, content: str, *, member: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    async def send_message(self, content: str, *, member: dict[str, Any] | None = None) -> dict[str, Any]:
         """Dispatch MESSAGE_CREATE in the text channel (for prefix commands / on_message)."""
         member = member or self.default_member
         msg = self.make_message(content, author=member["user"])

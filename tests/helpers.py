@@ -1,5 +1,6 @@
 """What tests share besides fixtures: the repository's paths, a deterministic fake embedder for fast
 unit tests, and a way to make the core load it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -36,7 +37,7 @@ class FakeEmbedder:
         n = np.linalg.norm(v)
         # A text without words gets a unit vector too, as from any real model (a zero vector is
         # what the index's checks take for damage: vectors.off_unit).
-        return v / n if n else np.full(self.dimension, self.dimension ** -0.5, np.float32)
+        return v / n if n else np.full(self.dimension, self.dimension**-0.5, np.float32)
 
     def encode(self, texts, *, on_batch=None):
         self.calls += 1

@@ -91,15 +91,19 @@ def test_passages_never_empty_and_within_budget(paras, max_tokens):
 
 # ------------------------------------------------------------------------------ scripts without spaces
 
-ZH = ("市议会周二表示，横跨河流的新大桥将于下个月通车，此前工程多次延误。"
-      "市长说，这座桥将缩短两岸居民的通勤时间，并减少市中心的交通拥堵。"
-      "反对者认为，建设费用远远超出了最初的预算，而且环境评估不够充分！"
-      "工程师们解释说，延误主要是由于去年冬天的洪水和材料短缺造成的？"
-      "据官方统计，大桥每天预计可承载超过五万辆汽车和数千名行人。")
-JA = ("市議会は火曜日、川に架かる新しい橋が来月開通すると発表した。"
-      "市長は、この橋によって両岸の住民の通勤時間が短くなると述べた。"
-      "反対派は、建設費が当初の予算を大幅に上回ったと批判している！"
-      "技術者によると、遅れの主な原因は昨年冬の洪水と資材不足だったという？")
+ZH = (
+    "市议会周二表示，横跨河流的新大桥将于下个月通车，此前工程多次延误。"
+    "市长说，这座桥将缩短两岸居民的通勤时间，并减少市中心的交通拥堵。"
+    "反对者认为，建设费用远远超出了最初的预算，而且环境评估不够充分！"
+    "工程师们解释说，延误主要是由于去年冬天的洪水和材料短缺造成的？"
+    "据官方统计，大桥每天预计可承载超过五万辆汽车和数千名行人。"
+)
+JA = (
+    "市議会は火曜日、川に架かる新しい橋が来月開通すると発表した。"
+    "市長は、この橋によって両岸の住民の通勤時間が短くなると述べた。"
+    "反対派は、建設費が当初の予算を大幅に上回ったと批判している！"
+    "技術者によると、遅れの主な原因は昨年冬の洪水と資材不足だったという？"
+)
 
 
 def characters(text: str) -> int:
@@ -108,7 +112,12 @@ def characters(text: str) -> int:
 
 
 def test_sentences_end_at_the_marks_of_scripts_written_without_spaces():
-    assert split_sentences("大桥下个月通车。市长说：“很好！”真的吗？是的") == ["大桥下个月通车。", "市长说：“很好！”", "真的吗？", "是的"]
+    assert split_sentences("大桥下个月通车。市长说：“很好！”真的吗？是的") == [
+        "大桥下个月通车。",
+        "市长说：“很好！”",
+        "真的吗？",
+        "是的",
+    ]
     assert split_sentences("橋が開通した。「本当？」と聞いた。") == ["橋が開通した。", "「本当？」", "と聞いた。"]
     assert split_sentences("पुल अगले महीने खुलेगा। महापौर ने कहा।") == ["पुल अगले महीने खुलेगा।", "महापौर ने कहा।"]
     assert split_sentences("هل يفتح الجسر؟ قال العمدة نعم.") == ["هل يفتح الجسر؟", "قال العمدة نعم."]
@@ -141,8 +150,10 @@ def test_a_cut_never_separates_a_letter_from_its_combining_mark():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(st.sampled_from("大桥通车。！？ a\u0301\n"), max_size=600), max_size=6),
-       st.integers(min_value=3, max_value=80))
+@given(
+    st.lists(st.text(st.sampled_from("大桥通车。！？ a\u0301\n"), max_size=600), max_size=6),
+    st.integers(min_value=3, max_value=80),
+)
 def test_any_text_without_spaces_becomes_pieces_within_budget_that_join_to_it(paras, max_tokens):
     out = make_passages(paras, count_tokens=characters, max_tokens=max_tokens)
     assert_verbatim_slices(out, paras)

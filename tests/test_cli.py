@@ -1,4 +1,5 @@
 """The corpus-bot CLI in-process (click's runner) with the fake embedder: output shapes and messages."""
+
 import json
 import os
 import subprocess
@@ -11,11 +12,36 @@ from click.testing import CliRunner
 from bot.cli import cli
 
 ASK_KEYS = {"query", "results", "weak", "excluded_undated", "offset", "has_more"}
-RESULT_KEYS = {"rank", "score", "relevance", "weak", "text", "title", "source", "authors", "date", "path", "position",
-               "article_passages", "highlight"}
+RESULT_KEYS = {
+    "rank",
+    "score",
+    "relevance",
+    "weak",
+    "text",
+    "title",
+    "source",
+    "authors",
+    "date",
+    "path",
+    "position",
+    "article_passages",
+    "highlight",
+}
 SOURCE_KEYS = {"path", "title", "source", "authors", "published", "updated", "url", "passages"}
-STATS_KEYS = {"articles", "passages", "model", "dimension", "size_bytes", "built", "keyword_search", "vectors_from",
-              "damaged_vectors", "corpus_dir", "index_path", "last_run"}
+STATS_KEYS = {
+    "articles",
+    "passages",
+    "model",
+    "dimension",
+    "size_bytes",
+    "built",
+    "keyword_search",
+    "vectors_from",
+    "damaged_vectors",
+    "corpus_dir",
+    "index_path",
+    "last_run",
+}
 
 
 @pytest.fixture
@@ -86,7 +112,11 @@ def test_ask_pages_with_offset_through_every_passage_of_the_matching_articles(ru
     assert len(antiwar["results"]) == 3 and {r["source"] for r in antiwar["results"]} == {"Antiwar.com"}
     text = run("ask", "Taliban districts", "-k", "3").output
     assert text.rstrip().endswith("(more: --offset 3)")
-    shown = [float(line.split("[")[1].split("]")[0].split()[0]) for line in text.splitlines() if line[:3] in ("1. ", "2. ", "3. ")]
+    shown = [
+        float(line.split("[")[1].split("]")[0].split()[0])
+        for line in text.splitlines()
+        if line[:3] in ("1. ", "2. ", "3. ")
+    ]
     assert shown == pytest.approx([r["relevance"] for r in seen[:3]], abs=0.0051)
 
 
@@ -179,7 +209,9 @@ def test_model_mismatch_is_one_clear_line_naming_both_models(run):
 # ---------------------------------------------------------------- settings follow the working directory
 
 
-def test_stats_shows_the_corpus_and_index_a_dotenv_in_the_working_directory_names(run, fake_settings, tmp_path, monkeypatch):
+def test_stats_shows_the_corpus_and_index_a_dotenv_in_the_working_directory_names(
+    run, fake_settings, tmp_path, monkeypatch
+):
     run("index")
     (tmp_path / ".env").write_text("CORPUS_DIR=corpus\nINDEX_PATH=data/index.sqlite3\n")
     monkeypatch.chdir(tmp_path)
@@ -187,7 +219,10 @@ def test_stats_shows_the_corpus_and_index_a_dotenv_in_the_working_directory_name
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["articles"] == 5
-    assert (data["corpus_dir"], data["index_path"]) == (str(tmp_path / "corpus"), str(tmp_path / "data" / "index.sqlite3"))
+    assert (data["corpus_dir"], data["index_path"]) == (
+        str(tmp_path / "corpus"),
+        str(tmp_path / "data" / "index.sqlite3"),
+    )
 
 
 # ---------------------------------------------------------------- command-line habits
@@ -204,9 +239,11 @@ def test_a_question_needs_no_quotes(run):
 
 def test_a_question_starting_with_a_minus_is_not_an_option(run):
     run("index")
-    for args, query in [(["-4", "degrees", "in", "Kunduz"], "-4 degrees in Kunduz"),
-                        (["-4 degrees in Kunduz", "--json"], "-4 degrees in Kunduz"),
-                        (["--json", "-k", "2", "--", "-x", "Taliban"], "-x Taliban")]:
+    for args, query in [
+        (["-4", "degrees", "in", "Kunduz"], "-4 degrees in Kunduz"),
+        (["-4 degrees in Kunduz", "--json"], "-4 degrees in Kunduz"),
+        (["--json", "-k", "2", "--", "-x", "Taliban"], "-x Taliban"),
+    ]:
         result = run("ask", "--json", *args)
         assert result.exit_code == 0, result.output
         data = json.loads(result.output)
@@ -220,7 +257,9 @@ def test_the_number_of_results_is_spelled_the_same_for_ask_and_eval(run, tmp_pat
     from tests.test_evaluate import BEIR_FIXTURE
 
     for spelling in ("-k", "--results", "--k"):  # --k: the former spelling for eval, kept working
-        result = run("eval", str(BEIR_FIXTURE), spelling, "3", "--json", INDEX_PATH=str(tmp_path / "eval" / "i.sqlite3"))
+        result = run(
+            "eval", str(BEIR_FIXTURE), spelling, "3", "--json", INDEX_PATH=str(tmp_path / "eval" / "i.sqlite3")
+        )
         assert result.exit_code == 0, result.output
         assert "ndcg@3" in json.loads(result.output)
     assert "-k, --results" in run("eval", "--help").output and "--k " not in run("eval", "--help").output
@@ -252,10 +291,12 @@ def test_version(run):
 
 def test_help_imports_no_model_or_array_code_and_answers_quickly():
     """--help, and option errors, must not wait for numpy, torch or the model (seconds on a cold disk)."""
-    code = ("import sys; from bot.cli import main; sys.argv = ['corpus-bot', '--help']\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "heavy = sorted(m for m in ('numpy', 'torch', 'sentence_transformers', 'discord', 'faiss') if m in sys.modules)\n"
-            "print('HEAVY', heavy)")
+    code = (
+        "import sys; from bot.cli import main; sys.argv = ['corpus-bot', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in ('numpy', 'torch', 'sentence_transformers', 'discord', 'faiss') if m in sys.modules)\n"
+        "print('HEAVY', heavy)"
+    )
     env = {**os.environ, "PYTHONPATH": str(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
     best = float("inf")
     for _ in range(3):
@@ -280,7 +321,9 @@ def test_the_index_report_names_the_files(run, fake_settings):
     first = run("index").output.splitlines()
     assert "added 001_d4691cda91f5b4eb.txt" in first and "added 004_df801900fabe096f.txt" in first
     corpus = fake_settings.corpus_dir
-    (corpus / "001_d4691cda91f5b4eb.txt").write_text((corpus / "001_d4691cda91f5b4eb.txt").read_text() + "\nOne more line.\n")
+    (corpus / "001_d4691cda91f5b4eb.txt").write_text(
+        (corpus / "001_d4691cda91f5b4eb.txt").read_text() + "\nOne more line.\n"
+    )
     (corpus / "002_19231adb1c3244eb.txt").unlink()
     (corpus / "bad.json").write_text("{")
     second = run("index").output.splitlines()

@@ -1,4 +1,5 @@
 """Settings are validated once, with one line naming the variable, and never echo a secret."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,16 +14,19 @@ from embeddings.errors import ConfigError
 TOKEN = "MTA4NzY1NDMyMTAxMjM0NTY3OA.GaBcDe.k3yB0ardSm4shQwErTyUiOpAsDfGhJkLzXcVbN"
 
 
-@pytest.mark.parametrize("name, value", [
-    ("DISCORD_GUILD_ID", TOKEN),
-    ("ADMIN_USER_IDS", f"123456789012345678,{TOKEN}"),
-    ("ADMIN_ROLE_IDS", TOKEN),
-    ("MAX_FILE_MB", TOKEN),
-    ("WEAK_SCORE", TOKEN),
-    ("ASK_COOLDOWN_SECONDS", TOKEN),
-    ("ASK_COOLDOWN_RATE", TOKEN),
-    ("SEARCH_WORKERS", TOKEN),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("DISCORD_GUILD_ID", TOKEN),
+        ("ADMIN_USER_IDS", f"123456789012345678,{TOKEN}"),
+        ("ADMIN_ROLE_IDS", TOKEN),
+        ("MAX_FILE_MB", TOKEN),
+        ("WEAK_SCORE", TOKEN),
+        ("ASK_COOLDOWN_SECONDS", TOKEN),
+        ("ASK_COOLDOWN_RATE", TOKEN),
+        ("SEARCH_WORKERS", TOKEN),
+    ],
+)
 def test_a_token_pasted_into_another_setting_is_never_echoed(name, value):
     with pytest.raises(ConfigError) as refused:
         Settings.from_env({name: value})
@@ -35,23 +39,26 @@ def test_a_token_pasted_into_another_setting_is_never_echoed(name, value):
     assert result.exit_code == 1 and result.stderr.count("\n") == 1 and TOKEN.split(".")[0] not in result.output
 
 
-@pytest.mark.parametrize("name, value, why", [
-    ("WEAK_SCORE", "nan", "must be a number from 0 to 1"),
-    ("WEAK_SCORE", "inf", "must be a number from 0 to 1"),
-    ("WEAK_SCORE", "-0.5", "must be a number from 0 to 1"),
-    ("WEAK_SCORE", "1.5", "must be a number from 0 to 1"),
-    ("ASK_COOLDOWN_SECONDS", "nan", "must be a number from 0 to 86400"),
-    ("ASK_COOLDOWN_SECONDS", "-10", "must be a number from 0 to 86400"),
-    ("ASK_COOLDOWN_SECONDS", "1e309", "must be a number from 0 to 86400"),
-    ("ASK_COOLDOWN_RATE", "0", "ASK_COOLDOWN_RATE=0 is out of range (1..100)"),
-    ("ASK_COOLDOWN_RATE", "2.5", "must be a whole number from 1 to 100"),
-    ("MAX_FILE_MB", "-1", "MAX_FILE_MB=-1 is out of range (1..1024)"),
-    ("MAX_FILE_MB", "9" * 5000, "not shown"),  # int() of 5,000 digits raised a ValueError traceback
-    ("SEARCH_WORKERS", "0", "out of range (1..16)"),
-    ("DISCORD_GUILD_ID", "²", "must be a Discord server id"),  # str.isdigit() accepted it; int() raised
-    ("ADMIN_USER_IDS", "12,-3", "must be a comma-separated list of Discord ids"),
-    ("ADMIN_ROLE_IDS", "99999999999999999999", "must be a comma-separated list"),  # over 64 bits
-])
+@pytest.mark.parametrize(
+    "name, value, why",
+    [
+        ("WEAK_SCORE", "nan", "must be a number from 0 to 1"),
+        ("WEAK_SCORE", "inf", "must be a number from 0 to 1"),
+        ("WEAK_SCORE", "-0.5", "must be a number from 0 to 1"),
+        ("WEAK_SCORE", "1.5", "must be a number from 0 to 1"),
+        ("ASK_COOLDOWN_SECONDS", "nan", "must be a number from 0 to 86400"),
+        ("ASK_COOLDOWN_SECONDS", "-10", "must be a number from 0 to 86400"),
+        ("ASK_COOLDOWN_SECONDS", "1e309", "must be a number from 0 to 86400"),
+        ("ASK_COOLDOWN_RATE", "0", "ASK_COOLDOWN_RATE=0 is out of range (1..100)"),
+        ("ASK_COOLDOWN_RATE", "2.5", "must be a whole number from 1 to 100"),
+        ("MAX_FILE_MB", "-1", "MAX_FILE_MB=-1 is out of range (1..1024)"),
+        ("MAX_FILE_MB", "9" * 5000, "not shown"),  # int() of 5,000 digits raised a ValueError traceback
+        ("SEARCH_WORKERS", "0", "out of range (1..16)"),
+        ("DISCORD_GUILD_ID", "²", "must be a Discord server id"),  # str.isdigit() accepted it; int() raised
+        ("ADMIN_USER_IDS", "12,-3", "must be a comma-separated list of Discord ids"),
+        ("ADMIN_ROLE_IDS", "99999999999999999999", "must be a comma-separated list"),  # over 64 bits
+    ],
+)
 def test_numeric_settings_out_of_their_range_are_refused_with_one_line(name, value, why):
     with pytest.raises(ConfigError) as refused:
         Settings.from_env({name: value})
@@ -59,9 +66,16 @@ def test_numeric_settings_out_of_their_range_are_refused_with_one_line(name, val
 
 
 def test_sensible_values_are_accepted():
-    settings = Settings.from_env({"WEAK_SCORE": "0", "ASK_COOLDOWN_SECONDS": "0", "ASK_COOLDOWN_RATE": "+5",
-                                  "DISCORD_GUILD_ID": "123456789012345678", "ADMIN_USER_IDS": " 1, 2 ,3 ",
-                                  "MAX_FILE_MB": "1024"})
+    settings = Settings.from_env(
+        {
+            "WEAK_SCORE": "0",
+            "ASK_COOLDOWN_SECONDS": "0",
+            "ASK_COOLDOWN_RATE": "+5",
+            "DISCORD_GUILD_ID": "123456789012345678",
+            "ADMIN_USER_IDS": " 1, 2 ,3 ",
+            "MAX_FILE_MB": "1024",
+        }
+    )
     assert (settings.weak_score, settings.ask_cooldown_seconds, settings.ask_cooldown_rate) == (0.0, 0.0, 5)
     assert settings.discord_guild_id == 123456789012345678 and settings.admin_user_ids == {1, 2, 3}
     assert Settings.from_env({}) == Settings()

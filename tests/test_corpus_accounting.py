@@ -1,5 +1,6 @@
 """Every file in the corpus folder is accounted for by an index run: indexed, skipped with a reason,
 ignored as not an article format, or counted as hidden; a sidecar with no article is said."""
+
 import json
 import os
 
@@ -19,10 +20,24 @@ def make(root, files: dict[str, str]) -> None:
 
 
 def test_the_walk_lists_what_it_passes_over(tmp_path):
-    make(tmp_path, {"a.txt": ARTICLE, "a.meta.json": "{}", "UPPER.TXT": ARTICLE, "UPPER.meta.yaml": "title: x",
-                    "notes.docx": "x", "notes.text": "x", "sub/photo.jpg": "x", "sub/gone.meta.json": "{}",
-                    "sub/b.md.meta.json": "{}", "sub/b.md": ARTICLE, ".DS_Store": "x", ".git/config": "x",
-                    "sub/.cache/c.txt": ARTICLE})
+    make(
+        tmp_path,
+        {
+            "a.txt": ARTICLE,
+            "a.meta.json": "{}",
+            "UPPER.TXT": ARTICLE,
+            "UPPER.meta.yaml": "title: x",
+            "notes.docx": "x",
+            "notes.text": "x",
+            "sub/photo.jpg": "x",
+            "sub/gone.meta.json": "{}",
+            "sub/b.md.meta.json": "{}",
+            "sub/b.md": ARTICLE,
+            ".DS_Store": "x",
+            ".git/config": "x",
+            "sub/.cache/c.txt": ARTICLE,
+        },
+    )
     left_out = LeftOut()
     found = [p.relative_to(tmp_path).as_posix() for p in iter_corpus_files(tmp_path, left_out=left_out)]
     assert found == ["UPPER.TXT", "a.txt", "sub/b.md"]
@@ -38,34 +53,59 @@ def test_the_walk_lists_what_it_passes_over(tmp_path):
 
 
 def index(tmp_path, *args):
-    env = {"CORPUS_DIR": str(tmp_path / "corpus"), "INDEX_PATH": str(tmp_path / "index.sqlite3"),
-           "EMBEDDING_MODEL": "fake-hash-embedder"}
+    env = {
+        "CORPUS_DIR": str(tmp_path / "corpus"),
+        "INDEX_PATH": str(tmp_path / "index.sqlite3"),
+        "EMBEDDING_MODEL": "fake-hash-embedder",
+    }
     return CliRunner().invoke(cli, ["index", *args], env=env, catch_exceptions=False)
 
 
 def test_the_index_report_accounts_for_every_file(tmp_path, fake_embedder):
     corpus = tmp_path / "corpus"
-    make(corpus, {"a.txt": ARTICLE, "a.meta.json": '{"title": "Roads"}', "b.txt": ARTICLE.replace("roads", "bridges"),
-                  "empty.txt": "", "orphan.meta.json": "{}", "report.docx": "x", "notes.text": "x", "img/map.png": "x",
-                  ".hidden.txt": ARTICLE, ".obsidian/app.json": "{}"})
+    make(
+        corpus,
+        {
+            "a.txt": ARTICLE,
+            "a.meta.json": '{"title": "Roads"}',
+            "b.txt": ARTICLE.replace("roads", "bridges"),
+            "empty.txt": "",
+            "orphan.meta.json": "{}",
+            "report.docx": "x",
+            "notes.text": "x",
+            "img/map.png": "x",
+            ".hidden.txt": ARTICLE,
+            ".obsidian/app.json": "{}",
+        },
+    )
     text = index(tmp_path)
     assert text.exit_code == 0, text.output
     lines = text.output.splitlines()
-    assert "ignored report.docx: not an article format" in lines and "ignored img/map.png: not an article format" in lines
+    assert (
+        "ignored report.docx: not an article format" in lines and "ignored img/map.png: not an article format" in lines
+    )
     assert "ignored notes.text: not an article format" in lines
-    assert any(line.startswith("skipped orphan.meta.json: metadata sidecar with no article beside it") for line in lines)
+    assert any(
+        line.startswith("skipped orphan.meta.json: metadata sidecar with no article beside it") for line in lines
+    )
     assert "ignored 2 hidden files and folders (name starting with '.')" in lines
     assert not any(".hidden.txt" in line or ".obsidian" in line for line in lines)  # counted, not listed
     (corpus / "linked").symlink_to(corpus / "img", target_is_directory=True)
 
     report = json.loads(index(tmp_path, "--json").output)
     assert report["ignored"] == ["img/map.png", "notes.text", "report.docx"] and report["hidden"] == 2
-    assert {"path": "linked/", "reason": "a symlink to a folder, not followed (only files inside the corpus folder, "
-            "or symlinks to such files, are read)"} in report["skipped"]
+    assert {
+        "path": "linked/",
+        "reason": "a symlink to a folder, not followed (only files inside the corpus folder, "
+        "or symlinks to such files, are read)",
+    } in report["skipped"]
     accounted = set(report["unchanged"]) | {s["path"] for s in report["skipped"]} | set(report["ignored"])
     used_sidecars = {"a.meta.json"}
-    on_disk = {p.relative_to(corpus).as_posix() for p in corpus.rglob("*") if p.is_file()
-               and not any(part.startswith(".") for part in p.relative_to(corpus).parts)} | {"linked/"}
+    on_disk = {
+        p.relative_to(corpus).as_posix()
+        for p in corpus.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(corpus).parts)
+    } | {"linked/"}
     assert on_disk == accounted | used_sidecars
 
 

@@ -1,6 +1,7 @@
 """What the derived folders beside an index (the tantivy copy, the vector file) share: only large
 indexes get them, an index that shrinks below the threshold loses them, and an evaluation set that
 large is searched with them."""
+
 import json
 
 import pytest

@@ -1,4 +1,5 @@
 """`corpus-bot eval`: trec_eval-compatible metrics, BEIR loading, cached evaluation indexes."""
+
 import json
 import math
 

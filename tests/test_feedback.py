@@ -1,4 +1,5 @@
 """Votes on answers are stored in the index file and exported as an evaluation set."""
+
 import asyncio
 import json
 import sqlite3

@@ -1,6 +1,7 @@
 """File names are untrusted input: bytes that are not UTF-8 cannot become an article's key (every
 run failed at commit), and a newline or an escape sequence in a name must not fake a line of the
 report or drive a terminal. Figures: docs/reliability.md."""
+
 from __future__ import annotations
 
 import json
@@ -46,15 +47,21 @@ def test_a_name_that_is_not_utf8_is_skipped_with_one_escaped_line_and_every_run_
         keys = {k for (k,) in conn.execute("SELECT key FROM articles")}
         (stored,) = conn.execute("SELECT report FROM index_runs ORDER BY id DESC LIMIT 1").fetchone()
     assert keys == {"good.txt", *(n.decode() for n in NAMES if n != b"caf\xe9.txt")}
-    assert json.loads(stored)["skipped"] == [{"path": "caf\\xe9.txt", "reason": "the file name is not valid UTF-8; rename the file"}]
+    assert json.loads(stored)["skipped"] == [
+        {"path": "caf\\xe9.txt", "reason": "the file name is not valid UTF-8; rename the file"}
+    ]
 
 
 def test_names_with_newlines_and_escapes_are_shown_escaped_in_every_output(tmp_path, fake_embedder):
     corpus = make_corpus(tmp_path)
     (corpus / "dangling.txt").symlink_to("\x1b]8;;http://evil\x07missing\nskipped fake.txt: gone")
     index = tmp_path / "index\x1b[2J.sqlite3"  # the operator's names are shown escaped too
-    env = {"CORPUS_DIR": str(corpus), "INDEX_PATH": str(index),
-           "EMBEDDING_MODEL": fake_embedder.name, "RERANK_MODEL": ""}
+    env = {
+        "CORPUS_DIR": str(corpus),
+        "INDEX_PATH": str(index),
+        "EMBEDDING_MODEL": fake_embedder.name,
+        "RERANK_MODEL": "",
+    }
     runner = CliRunner()
 
     text = runner.invoke(cli, ["index", "--rebuild"], env=env, catch_exceptions=False)
@@ -64,8 +71,10 @@ def test_names_with_newlines_and_escapes_are_shown_escaped_in_every_output(tmp_p
     assert len(lines) == 7 and lines[0].startswith("4 added,")
     assert all(line.startswith("added ") for line in lines[1:5])
     assert lines[5] == "skipped caf\\xe9.txt: the file name is not valid UTF-8; rename the file"
-    assert lines[6] == ("skipped dangling.txt: dangling symlink (target \\x1b]8;;http://evil\\x07missing\\n"
-                        "skipped fake.txt: gone does not exist)")
+    assert lines[6] == (
+        "skipped dangling.txt: dangling symlink (target \\x1b]8;;http://evil\\x07missing\\n"
+        "skipped fake.txt: gone does not exist)"
+    )
     assert FAKE_LINE not in lines and "\x1b" not in text.stdout
 
     as_json = runner.invoke(cli, ["index", "--json"], env=env, catch_exceptions=False)
@@ -76,7 +85,9 @@ def test_names_with_newlines_and_escapes_are_shown_escaped_in_every_output(tmp_p
     sources = runner.invoke(cli, ["sources"], env=env, catch_exceptions=False)
     for shown in list(NAMES.values())[1:]:
         assert f" · {shown}" in sources.stdout
-    assert FAKE_LINE not in sources.stdout.splitlines() and "\x1b" not in sources.stdout and "\x9b" not in sources.stdout
+    assert (
+        FAKE_LINE not in sources.stdout.splitlines() and "\x1b" not in sources.stdout and "\x9b" not in sources.stdout
+    )
     assert len(sources.stdout.splitlines()) == 2 * 4
 
     stats = runner.invoke(cli, ["stats"], env=env, catch_exceptions=False)
@@ -92,8 +103,9 @@ def test_the_bots_reindex_report_and_stats_show_one_line_per_problem():
     from bot.render import report_embed, stats_embed
     from embeddings.index import IndexReport
 
-    report = IndexReport(added=["good.txt"], skipped=[(f"x\n{FAKE_LINE}\n.txt", "bad\nreason")],
-                         warnings=[("y\x1b[8m.txt", "w")])
+    report = IndexReport(
+        added=["good.txt"], skipped=[(f"x\n{FAKE_LINE}\n.txt", "bad\nreason")], warnings=[("y\x1b[8m.txt", "w")]
+    )
     description = report_embed(report).description
     assert len(description.splitlines()) == 3  # the summary, one bullet per problem
     assert all(line.startswith("- ") for line in description.splitlines()[1:]) and "\x1b" not in description
@@ -114,12 +126,19 @@ def test_a_folder_that_cannot_be_read_is_named_and_its_indexed_articles_are_kept
     assert len(run_index(fake_settings).added) == 7
     sub.chmod(0)
     try:  # `corpus-bot index` in a child without root's power to read anything (as the bot's user)
-        result = harness(tmp_path, "index", env=env_for(fake_settings),
-                         preexec_fn=without_root_powers() if os.geteuid() == 0 else None)
+        result = harness(
+            tmp_path,
+            "index",
+            env=env_for(fake_settings),
+            preexec_fn=without_root_powers() if os.geteuid() == 0 else None,
+        )
     except subprocess.SubprocessError as exc:
         pytest.skip(f"cannot drop root's permission override here: {exc}")
     finally:
         sub.chmod(0o755)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith("0 added, 0 changed, 0 removed, 7 unchanged, 1 skipped")
-    assert "skipped sub/: cannot read the folder: Permission denied; its 2 indexed files are kept" in result.stdout.splitlines()
+    assert (
+        "skipped sub/: cannot read the folder: Permission denied; its 2 indexed files are kept"
+        in result.stdout.splitlines()
+    )

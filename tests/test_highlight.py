@@ -1,4 +1,5 @@
 """The highlighted sentence (embeddings/highlight.py): chosen by meaning and shared words."""
+
 import json
 
 import numpy as np
@@ -20,8 +21,12 @@ def unit(*values: float) -> np.ndarray:
 
 def test_the_sentence_closest_in_meaning_wins_without_a_shared_word():
     text = "Officials met on Monday. The miners survived by rationing water. Talks resume soon."
-    meaning = {"miners": unit(1, 0, 0), "survived": unit(1, 0, 0), "rationing": unit(0.9, 0.1, 0),
-               "water": unit(1, 0, 0)}
+    meaning = {
+        "miners": unit(1, 0, 0),
+        "survived": unit(1, 0, 0),
+        "rationing": unit(0.9, 0.1, 0),
+        "water": unit(1, 0, 0),
+    }
 
     def vectors_of(words):
         return np.stack([meaning.get(w, unit(0, 0, 1)) for w in words])
@@ -32,8 +37,9 @@ def test_the_sentence_closest_in_meaning_wins_without_a_shared_word():
 
 def test_shared_words_decide_between_sentences_equally_close_in_meaning():
     text = "Kunduz fell on Sunday. Residents fled to Kabul by road. Officials said little."
-    start, end = best_sentence("Where did the residents flee to?", text, unit(1, 0),
-                               lambda words: np.tile(unit(1, 0), (len(words), 1)))
+    start, end = best_sentence(
+        "Where did the residents flee to?", text, unit(1, 0), lambda words: np.tile(unit(1, 0), (len(words), 1))
+    )
     assert text[start:end] == "Residents fled to Kabul by road."
 
 
@@ -42,8 +48,17 @@ def test_a_one_sentence_passage_has_no_highlight():
 
 
 def test_dotted_initialisms_are_the_same_words_as_without_dots():
-    assert words_of("U.S. and E.U. officials met the W.H.O. in D.C.") == ["us", "and", "eu", "officials", "met", "the",
-                                                                         "who", "in", "dc"]
+    assert words_of("U.S. and E.U. officials met the W.H.O. in D.C.") == [
+        "us",
+        "and",
+        "eu",
+        "officials",
+        "met",
+        "the",
+        "who",
+        "in",
+        "dc",
+    ]
     assert words_of("Mr. Smith, 4.5 per cent, e.g. this") == ["mr", "smith", "4", "5", "per", "cent", "eg", "this"]
 
 

@@ -1,4 +1,5 @@
 """The index job with the fake embedder: incremental runs, atomicity guards, refusals."""
+
 import sqlite3
 from dataclasses import replace
 
@@ -10,8 +11,13 @@ from embeddings.index import index_lock, run_index
 from embeddings.migrations import SCHEMA_VERSION
 
 SHIPPED = sorted(
-    ["000_84e6feabee5314c5.txt", "001_d4691cda91f5b4eb.txt", "002_19231adb1c3244eb.txt",
-     "003_67286731495c820e.txt", "004_df801900fabe096f.txt"]
+    [
+        "000_84e6feabee5314c5.txt",
+        "001_d4691cda91f5b4eb.txt",
+        "002_19231adb1c3244eb.txt",
+        "003_67286731495c820e.txt",
+        "004_df801900fabe096f.txt",
+    ]
 )
 
 

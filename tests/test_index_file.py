@@ -1,6 +1,7 @@
 """The index file: another program's database is refused and left byte-identical, reading never
 writes or migrates, the owner upgrades an older index, and migrations started at once by several
 processes are safe. Figures and rows: docs/reliability.md."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,16 +31,21 @@ COMMANDS = [["index"], ["index", "--rebuild"], ["ask", "bridge"], ["sources"], [
 def fingerprint(path: Path) -> dict[str, str | None]:
     """The file's bytes, its -wal log's and which files lie beside it. The -shm file's bytes are left
     out: it is SQLite's shared-memory index of the log, which any reader rebuilds after a crash."""
-    return {p.name: None if p.name.endswith("-shm") else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.parent.iterdir()) if p.name.startswith(path.name)}
+    return {
+        p.name: None if p.name.endswith("-shm") else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.parent.iterdir())
+        if p.name.startswith(path.name)
+    }
 
 
 def content(path: Path) -> tuple[str, str]:
     """The bytes of the file and of its -wal log (none and empty alike: a reader's open connection
     keeps an empty log and the -shm index beside the file until it closes)."""
     wal = Path(f"{path}-wal")
-    return (hashlib.sha256(path.read_bytes()).hexdigest(),
-            hashlib.sha256(wal.read_bytes() if wal.exists() else b"").hexdigest())
+    return (
+        hashlib.sha256(path.read_bytes()).hexdigest(),
+        hashlib.sha256(wal.read_bytes() if wal.exists() else b"").hexdigest(),
+    )
 
 
 def other_programs_database(path: Path, *, wal: bool = False, application_id: int = 0) -> sqlite3.Connection:
@@ -56,8 +62,12 @@ def other_programs_database(path: Path, *, wal: bool = False, application_id: in
 
 
 def env_for(settings, path: Path) -> dict[str, str]:
-    return {"CORPUS_DIR": str(settings.corpus_dir), "INDEX_PATH": str(path),
-            "EMBEDDING_MODEL": settings.embedding_model, "RERANK_MODEL": ""}
+    return {
+        "CORPUS_DIR": str(settings.corpus_dir),
+        "INDEX_PATH": str(path),
+        "EMBEDDING_MODEL": settings.embedding_model,
+        "RERANK_MODEL": "",
+    }
 
 
 @pytest.mark.parametrize("kind", ["rollback journal", "wal, log not checkpointed", "application id"])
@@ -67,14 +77,22 @@ def test_another_programs_database_is_refused_by_every_command_and_left_byte_ide
     if kind.startswith("wal"):
         # The other program wrote in WAL mode and ended without closing: its last rows are in the
         # -wal file only, and the next connection to close would checkpoint them into app.db.
-        subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(f"""
             import os, sqlite3
             from tests.test_index_file import other_programs_database
             conn = other_programs_database({str(path)!r}, wal=True)
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             conn.execute("INSERT INTO users(name) VALUES ('in the log only')")
             os._exit(0)
-        """)], cwd=ROOT, check=True)
+        """),
+            ],
+            cwd=ROOT,
+            check=True,
+        )
     else:
         other_programs_database(path, application_id=0x0F055112 if kind == "application id" else 0).close()
     before = fingerprint(path)
@@ -109,8 +127,10 @@ def test_a_new_index_is_marked_and_an_empty_database_file_may_become_one(fake_se
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
 
 
-SCHEMA_4_TEXTS = ["The new bridge across the river opens to traffic next month, the council said.",
-                  "Floods closed the valley road for a week and the repairs will take until spring."]
+SCHEMA_4_TEXTS = [
+    "The new bridge across the river opens to traffic next month, the council said.",
+    "Floods closed the valley road for a week and the repairs will take until spring.",
+]
 
 
 def schema_4_index(path: Path, embedder) -> None:
@@ -121,11 +141,16 @@ def schema_4_index(path: Path, embedder) -> None:
     for number, migration in enumerate(MIGRATIONS[:4], start=1):
         migration.apply(conn)
         conn.execute(f"PRAGMA user_version = {number}")
-    conn.execute("INSERT INTO index_meta VALUES ('model', ?), ('dimension', ?), ('generation', 'g4')",
-                 (embedder.name, str(embedder.dimension)))
+    conn.execute(
+        "INSERT INTO index_meta VALUES ('model', ?), ('dimension', ?), ('generation', 'g4')",
+        (embedder.name, str(embedder.dimension)),
+    )
     for n, text in enumerate(SCHEMA_4_TEXTS, start=1):
-        conn.execute("INSERT INTO articles(id, key, file, content_hash, title, passage_count, indexed_at) "
-                     "VALUES (?, ?, ?, 'h', ?, 1, 'now')", (n, f"a{n}.txt", f"a{n}.txt", f"Article {n}"))
+        conn.execute(
+            "INSERT INTO articles(id, key, file, content_hash, title, passage_count, indexed_at) "
+            "VALUES (?, ?, ?, 'h', ?, 1, 'now')",
+            (n, f"a{n}.txt", f"a{n}.txt", f"Article {n}"),
+        )
         conn.execute("INSERT INTO passages(article_id, position, text) VALUES (?, 0, ?)", (n, text))
         vectors = embedder.encode([text]).astype(np.float16)
         conn.execute("INSERT INTO article_vectors VALUES (?, ?)", (n, vectors.tobytes()))
@@ -149,7 +174,8 @@ def test_reading_never_writes_and_an_older_index_is_refused_until_its_owner_upgr
         result = CliRunner().invoke(cli, command, env=env)
         assert result.exit_code == 1 and result.stderr.splitlines() == [
             f"Error: the index at {path} was written by an older corpus-bot (schema 4, this one uses "
-            f"{SCHEMA_VERSION}): run `corpus-bot index` to upgrade it"]
+            f"{SCHEMA_VERSION}): run `corpus-bot index` to upgrade it"
+        ]
         assert content(path) == old, command  # before: `ask` made a table and raised user_version
 
     with pytest.raises(IndexOutdatedError):
@@ -199,8 +225,16 @@ def test_eight_processes_migrating_at_once_all_succeed(fake_settings, fake_embed
     if state == "schema 4":
         schema_4_index(path, fake_embedder)
     start = time.time() + 2.0  # every process imported and waiting, then all at once
-    processes = [subprocess.Popen([sys.executable, "-c", MIGRATE_AT, str(start), str(path)], cwd=ROOT,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE_AT, str(start), str(path)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
     outcomes = [p.communicate(timeout=60)[0].strip() for p in processes]
     assert outcomes == ["ok"] * 8, outcomes
     with store.reading(path) as conn:

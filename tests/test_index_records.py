@@ -1,5 +1,6 @@
 """Records, renames and duplicates through `corpus-bot index` / `ask` (click's runner), with the
 real model and SQLite: one bad record, record keys, moved files, copies of an article."""
+
 import json
 import sqlite3
 
@@ -68,7 +69,9 @@ def test_deleting_the_first_record_touches_only_it(run, corpus):
     (corpus / "feed.jsonl").write_text("\n".join(lines[1:]) + "\n")
     report = run("index", "--json")
     assert report["passages_embedded"] == 0 and not report["added"] and not report["changed"]
-    assert len(report["removed"]) == 1 and report["unchanged"] == keys(run) == [k for k in before if k not in report["removed"]]
+    assert len(report["removed"]) == 1 and report["unchanged"] == keys(run) == [
+        k for k in before if k not in report["removed"]
+    ]
     again = run("index", "--json")  # the file's new hash is stored: nothing to read again
     assert again["passages_embedded"] == 0 and again["unchanged"] == keys(run)
 
@@ -141,7 +144,9 @@ def test_a_copy_beside_its_original_is_indexed_once_in_a_fresh_build_and_increme
     (corpus / "a.txt").write_text(text)
     (corpus / "b.txt").write_text(text)
     first = run("index", "--json")
-    assert first["skipped"] == [{"path": "b.txt", "reason": "duplicate of a.txt (same text and metadata): indexed once"}]
+    assert first["skipped"] == [
+        {"path": "b.txt", "reason": "duplicate of a.txt (same text and metadata): indexed once"}
+    ]
     (corpus / "c.txt").write_text(text)
     second = run("index", "--json")
     assert {s["path"]: s["reason"] for s in second["skipped"]} == {
@@ -165,7 +170,8 @@ def test_the_same_story_from_two_outlets_is_indexed_twice_and_shown_once(run, co
     assert output.count(f"> {story(0)}") == 1 and output.count(f"> {story(10)}") == 1
     shown = output.split("\n\n")[1]  # the first result: one outlet, and the other under "also in"
     assert ("Valley Wire · " in shown and "also in: Riverside Post" in shown) or (
-        "Riverside Post · " in shown and "also in: Valley Wire" in shown)
+        "Riverside Post · " in shown and "also in: Valley Wire" in shown
+    )
 
 
 def test_a_rename_that_fails_to_commit_leaves_the_index_as_it_was(run, corpus, monkeypatch):
@@ -181,8 +187,9 @@ def test_a_rename_that_fails_to_commit_leaves_the_index_as_it_was(run, corpus, m
 
     monkeypatch.setattr(store, "record_run", fail)
     with pytest.raises(OSError):
-        CliRunner().invoke(cli, ["index"], env={"CORPUS_DIR": str(corpus), "INDEX_PATH": str(run.index_path)},
-                           catch_exceptions=False)
+        CliRunner().invoke(
+            cli, ["index"], env={"CORPUS_DIR": str(corpus), "INDEX_PATH": str(run.index_path)}, catch_exceptions=False
+        )
     assert keys(run) == ["a.txt", "b.txt"]
     monkeypatch.undo()
     use_embedder(monkeypatch, None)  # a rename needs no model
@@ -197,12 +204,17 @@ def test_stored_vectors_are_reused_only_from_whole_undamaged_blobs(fake_settings
     run_index(fake_settings)
     conn = store.connect_for_writing(fake_settings.index_path)
     try:
-        rows = conn.execute("SELECT a.id, p.text FROM passages p JOIN articles a ON a.id = p.article_id "
-                            "ORDER BY a.id, p.position").fetchall()
+        rows = conn.execute(
+            "SELECT a.id, p.text FROM passages p JOIN articles a ON a.id = p.article_id ORDER BY a.id, p.position"
+        ).fetchall()
         first_id, last_id = rows[0][0], rows[-1][0]
-        hashes = {article_id: [embedded_hash(t) for i, t in rows if i == article_id] for article_id in (first_id, last_id)}
-        conn.execute("UPDATE article_vectors SET vectors = substr(vectors, 1, length(vectors) - 2) WHERE article_id = ?",
-                     (first_id,))
+        hashes = {
+            article_id: [embedded_hash(t) for i, t in rows if i == article_id] for article_id in (first_id, last_id)
+        }
+        conn.execute(
+            "UPDATE article_vectors SET vectors = substr(vectors, 1, length(vectors) - 2) WHERE article_id = ?",
+            (first_id,),
+        )
         found = store.vectors_by_embedded_hash(conn, hashes[first_id] + hashes[last_id], 256)
     finally:
         conn.close()

@@ -1,6 +1,7 @@
 """A run that would remove most of the index is refused until the removals are confirmed: a
 CORPUS_DIR pointing at the wrong folder must not empty a good index (the CLI half; the /reindex
 half is in tests/bot/test_reindex.py)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,9 @@ def file_bytes(index_path: Path) -> str:
 
 
 def settings_for(tmp_path, fake_embedder, corpus: str = "corpus", index: str = "index.sqlite3") -> Settings:
-    return Settings(corpus_dir=tmp_path / corpus, index_path=tmp_path / "data" / index,
-                    embedding_model=fake_embedder.name)
+    return Settings(
+        corpus_dir=tmp_path / corpus, index_path=tmp_path / "data" / index, embedding_model=fake_embedder.name
+    )
 
 
 @pytest.fixture

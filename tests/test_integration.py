@@ -1,4 +1,5 @@
 """End to end with the real bundled model on the shipped corpus: the answers users actually get."""
+
 import json
 import os
 import sqlite3
@@ -84,7 +85,10 @@ def test_no_furniture_is_ever_quoted(index, real_embedder):
 def cli(*args, env):
     return subprocess.run(
         [sys.executable, "-c", "from bot.cli import main; main()", *args],
-        env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -102,8 +106,9 @@ LABELLED = ROOT / "tests" / "fixtures" / "weak_flag"
 @pytest.fixture(scope="module")
 def written(tmp_path_factory, shipped_index, real_embedder):
     """The articles written for the weak-flag set (tests/fixtures/weak_flag/corpus), indexed."""
-    settings = replace(shipped_index, corpus_dir=LABELLED / "corpus",
-                       index_path=tmp_path_factory.mktemp("written") / "index.sqlite3")
+    settings = replace(
+        shipped_index, corpus_dir=LABELLED / "corpus", index_path=tmp_path_factory.mktemp("written") / "index.sqlite3"
+    )
     run_index(settings, embedder=real_embedder)
     idx = SearchIndex.load(settings.index_path, model_name=settings.embedding_model, weak_score=settings.weak_score)
     yield idx
@@ -119,20 +124,28 @@ def test_the_weak_flag_on_the_labelled_set(index, written, real_embedder):
     flagged_answers, missed = [], []
     for q in rows:
         answer = (index if q["corpus"] == "shipped" else written).search(q["question"], real_embedder)
-        shown = any((q.get("answer") and q["answer"] in r.text) or r.article.key == q.get("article")
-                    for r in answer.results)
+        shown = any(
+            (q.get("answer") and q["answer"] in r.text) or r.article.key == q.get("article") for r in answer.results
+        )
         if shown and answer.weak:
             flagged_answers.append(q["question"])
         if not (q.get("answer") or q.get("article")) and not answer.weak:
             missed.append(q["question"])
     assert flagged_answers == []
     assert len(missed) <= 9, missed
-    assert not {"Who is Angela Merkel?", "Who is Maria Hassan?", "What did Thomas Jefferson write?", "Who is Joe Rogan?",
-                "Who is Kofi Annan?", "Who is Ffion Hague?", "Who founded the National Trust?"} & set(missed)
+    assert not {
+        "Who is Angela Merkel?",
+        "Who is Maria Hassan?",
+        "What did Thomas Jefferson write?",
+        "Who is Joe Rogan?",
+        "Who is Kofi Annan?",
+        "Who is Ffion Hague?",
+        "Who founded the National Trust?",
+    } & set(missed)
 
 
 def test_cli_names_and_authors_are_answers_not_weak_ones(shipped_index):
-    """"Who is Ramish Salemi?" quotes the passage naming him at a cosine of 0.13: not weak, because
+    """ "Who is Ramish Salemi?" quotes the passage naming him at a cosine of 0.13: not weak, because
     it holds his name. His article's author finds her article. "Who is Angela Merkel?" stays weak."""
     env = {"INDEX_PATH": str(shipped_index.index_path)}
     salemi = json.loads(cli("ask", "Who is Ramish Salemi?", "--json", env=env).stdout)
@@ -154,17 +167,26 @@ def test_cli_pages_to_the_passage_a_capped_list_never_showed(shipped_index):
     question = "Which neighbouring countries did fighters come from to join the Taliban?"
     texts = []
     for offset in (0, 20, 40, 60):
-        texts += [r["text"] for r in json.loads(cli("ask", question, "-k", "20", "--offset", str(offset), "--json",
-                                                    env=env).stdout)["results"]]
+        texts += [
+            r["text"]
+            for r in json.loads(cli("ask", question, "-k", "20", "--offset", str(offset), "--json", env=env).stdout)[
+                "results"
+            ]
+        ]
     assert any("fighters from neighboring Tajikistan and Uzbekistan" in t for t in texts)
     assert len(texts) == len(set(texts)) == 67
     antiwar = json.loads(cli("ask", question, "--source", "antiwar", "-k", "3", "--json", env=env).stdout)
     assert len(antiwar["results"]) == 3
-@pytest.mark.parametrize("question, bold", [
-    ("Did the US send B-52 bombers?", "The Biden Administration has ordered B-52 bombers into the mix"),
-    # no word in common but the place's name, which both sentences hold
-    ("Which country lies across the border from Imam Sahib?", "Imam Sahib is strategically located near"),
-])
+
+
+@pytest.mark.parametrize(
+    "question, bold",
+    [
+        ("Did the US send B-52 bombers?", "The Biden Administration has ordered B-52 bombers into the mix"),
+        # no word in common but the place's name, which both sentences hold
+        ("Which country lies across the border from Imam Sahib?", "Imam Sahib is strategically located near"),
+    ],
+)
 def test_the_cli_gives_the_sentence_that_answers_as_the_highlight(shipped_index, question, bold):
     result = cli("ask", question, "--json", env={"INDEX_PATH": str(shipped_index.index_path)})
     assert result.returncode == 0, result.stderr
@@ -178,11 +200,15 @@ def test_a_killed_index_run_leaves_a_complete_index(tmp_path, corpus_copy, real_
     settings = shipped_settings(tmp_path, corpus_copy)
     run_index(settings, embedder=real_embedder)
     changed = corpus_copy / "002_19231adb1c3244eb.txt"
-    changed.write_text(changed.read_text() + "\n\nA herd of zebras crossed the Kunduz road on Monday, officials said.\n")
+    changed.write_text(
+        changed.read_text() + "\n\nA herd of zebras crossed the Kunduz road on Monday, officials said.\n"
+    )
     (corpus_copy / "004_df801900fabe096f.txt").unlink()
 
     env = {"CORPUS_DIR": str(corpus_copy), "INDEX_PATH": str(settings.index_path), "CORPUS_BOT_CRASH_AT": stage}
-    crashed = subprocess.run([sys.executable, "-m", "embeddings"], env={**os.environ, **env}, capture_output=True, timeout=300)
+    crashed = subprocess.run(
+        [sys.executable, "-m", "embeddings"], env={**os.environ, **env}, capture_output=True, timeout=300
+    )
     assert crashed.returncode == -9, crashed.stderr.decode()[-2000:]
 
     conn = sqlite3.connect(settings.index_path)
@@ -242,8 +268,16 @@ def test_hybrid_trusts_keywords_fully_only_for_words_the_model_cuts_into_pieces(
     from embeddings.search import MODEL_READ_WEIGHT, word_weights
 
     words = ["taliban", "insulin", "offensive", "kunduz", "lawmakers", "dostum", "b", "52"]
-    want = {"taliban": MODEL_READ_WEIGHT, "insulin": MODEL_READ_WEIGHT, "offensive": MODEL_READ_WEIGHT,
-            "kunduz": 1.0, "lawmakers": 1.0, "dostum": 1.0, "b": MODEL_READ_WEIGHT, "52": 1.0}
+    want = {
+        "taliban": MODEL_READ_WEIGHT,
+        "insulin": MODEL_READ_WEIGHT,
+        "offensive": MODEL_READ_WEIGHT,
+        "kunduz": 1.0,
+        "lawmakers": 1.0,
+        "dostum": 1.0,
+        "b": MODEL_READ_WEIGHT,
+        "52": 1.0,
+    }
     assert word_weights(words, real_embedder) == want
     served = load_query_embedder(shipped_index.index_path, shipped_index.embedding_model)
     assert type(served) is not type(real_embedder) and word_weights(words, served) == want

@@ -1,4 +1,5 @@
 """The core must stay usable without Discord: nothing in embeddings/ may import discord."""
+
 import subprocess
 import sys
 
@@ -9,7 +10,11 @@ def test_importing_the_whole_core_and_cli_does_not_import_discord():
     core = ROOT / "embeddings"
     modules = [".".join(p.relative_to(core).with_suffix("").parts) for p in core.rglob("*.py") if p.stem != "__main__"]
     assert "search.search_index" in modules  # the packages' modules too
-    code = "import sys\n" + "".join(f"import embeddings.{m}\n".replace(".__init__", "") for m in modules) + "import bot.cli\n"
+    code = (
+        "import sys\n"
+        + "".join(f"import embeddings.{m}\n".replace(".__init__", "") for m in modules)
+        + "import bot.cli\n"
+    )
     code += "print('discord' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -26,7 +31,10 @@ def test_the_bot_takes_its_errors_from_the_core_not_from_the_cli():
         if path.name == "cli.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
-                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else ([a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            )
             offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.startswith("embeddings.cli")]
     assert not offenders

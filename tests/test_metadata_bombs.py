@@ -1,6 +1,7 @@
 """YAML and JSON metadata built to exhaust the indexer: nested aliases ("billion laughs"), deep
 nesting, huge numbers, explicit tags. Each costs milliseconds and skips its file with one line;
 the good files beside it are indexed. Figures: docs/reliability.md."""
+
 from __future__ import annotations
 
 import json
@@ -32,18 +33,32 @@ BOMBS = {  # name -> (file bytes, sidecar bytes, the skip reason expected)
     "title_bomb.md": (front_matter(alias_bomb("title")), b"", "YAML alias *a on line 3: aliases are not allowed"),
     "author_bomb.md": (front_matter(alias_bomb("author")), b"", "YAML alias *a on line 3"),
     "date_bomb.md": (front_matter(alias_bomb("date")), b"", "YAML alias *a on line 3"),
-    "sidecar_bomb.txt": (f"A title\n\n{BODY}".encode(), alias_bomb("title").encode(), "invalid sidecar: YAML alias *a on line 2"),
+    "sidecar_bomb.txt": (
+        f"A title\n\n{BODY}".encode(),
+        alias_bomb("title").encode(),
+        "invalid sidecar: YAML alias *a on line 2",
+    ),
     "merge_key.md": (front_matter("base: &b {title: x}\n<<: *b\n"), b"", "YAML alias *b"),
     "deep_flow.md": (front_matter("title: " + "[" * 100_000 + "]" * 100_000 + "\n"), b"", "nesting depth"),
     "deep_block.md": (front_matter("".join("  " * i + "k:\n" for i in range(400))), b"", "nested more than 20 levels"),
     "many_values.md": (front_matter("author: [" + "x, " * 300_000 + "]\n"), b"", "more than 10,000 YAML values"),
     "big_front_matter.md": (front_matter("title: " + "x" * 2_000_000 + "\n"), b"", "larger than 1 MB"),
-    "python_tag.md": (front_matter("title: !!python/object/apply:os.system ['true']\n"), b"", "YAML tag !!python/object"),
+    "python_tag.md": (
+        front_matter("title: !!python/object/apply:os.system ['true']\n"),
+        b"",
+        "YAML tag !!python/object",
+    ),
     "base60.md": (front_matter("title: !!int " + ":".join(["59"] * 100_000) + "\n"), b"", "YAML tag !!int"),
-    "json_deep_sidecar.txt": (f"A title\n\n{BODY}".encode(), b'{"title": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-                              "invalid sidecar: bad JSON: nested too deeply"),
-    "json_big_int.json": (b'{"text": "' + BODY.strip().encode() + b'", "date": ' + b"9" * 100_000 + b"}", b"",
-                          "invalid JSON: a number of more than 4300 digits"),
+    "json_deep_sidecar.txt": (
+        f"A title\n\n{BODY}".encode(),
+        b'{"title": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "invalid sidecar: bad JSON: nested too deeply",
+    ),
+    "json_big_int.json": (
+        b'{"text": "' + BODY.strip().encode() + b'", "date": ' + b"9" * 100_000 + b"}",
+        b"",
+        "invalid JSON: a number of more than 4300 digits",
+    ),
 }
 
 
@@ -60,8 +75,10 @@ def test_a_metadata_bomb_is_skipped_with_one_line_in_milliseconds_and_little_mem
     finally:
         tracemalloc.stop()
     extra = peak - 4 * (len(data) + len(sidecar))  # the file itself, decoded and split, is not the bomb's cost
-    print(f"{name}: {len(data) + len(sidecar):,} bytes skipped in {seconds * 1000:.1f} ms, peak {peak / 1e6:.1f} MB "
-          f"({skipped.value})")
+    print(
+        f"{name}: {len(data) + len(sidecar):,} bytes skipped in {seconds * 1000:.1f} ms, peak {peak / 1e6:.1f} MB "
+        f"({skipped.value})"
+    )
     assert reason in str(skipped.value) and "\n" not in str(skipped.value)
     assert seconds < 1.0  # the alias bomb took 37 s before
     assert extra < 50e6  # and 3 GB
@@ -76,7 +93,12 @@ def test_plain_scalars_are_text_and_the_bounds_leave_real_metadata_alone():
     )
     [doc] = parse_file("ok.md", front_matter(yaml_text))
     assert (doc.title, doc.source, doc.authors, doc.url, doc.description) == (
-        "1984", "yes", ("Jane Doe", "John Roe"), "https://example.org/a", "42")
+        "1984",
+        "yes",
+        ("Jane Doe", "John Roe"),
+        "https://example.org/a",
+        "42",
+    )
     assert doc.published.isoformat() == "2021-08-09" and doc.warnings == ()
 
 

@@ -2,6 +2,7 @@
 the ONNX query model's export, and `corpus-bot ask`. No multilingual model ships offline, so the
 test builds one: a WordPiece vocabulary learnt from English, German, French and Spanish text, and a
 small randomly initialised BERT. It proves the path, not the quality of a real model."""
+
 import json
 import os
 import subprocess
@@ -112,5 +113,8 @@ def test_ask_answers_from_the_multilingual_index(multilingual_index, multilingua
     assert answer["results"] and all(np.isfinite(r["score"]) for r in answer["results"])
     assert cli("stats", settings=multilingual_index, model=multilingual_model)["model"] == str(multilingual_model)
     articles = {a["path"]: a for a in cli("sources", settings=multilingual_index, model=multilingual_model)["articles"]}
-    assert (articles["hochwasser.txt"]["authors"], articles["hochwasser.txt"]["published"]) == (["Katrin Vogel"], "2024-03-12")
+    assert (articles["hochwasser.txt"]["authors"], articles["hochwasser.txt"]["published"]) == (
+        ["Katrin Vogel"],
+        "2024-03-12",
+    )
     assert (articles["greve.txt"]["authors"], articles["greve.txt"]["published"]) == (["Claire Dubois"], "2024-03-04")

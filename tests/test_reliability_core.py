@@ -8,6 +8,7 @@ subprocesses use the fake embedder through HARNESS (the real CLI entry point wit
 `load_embedder` swapped), except where the real `corpus-bot` script is known to fail before any
 model is loaded. See docs/reliability.md for the figures.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,13 +84,17 @@ def harness(tmp_path: Path, *args: str, env: dict, **kwargs) -> subprocess.Compl
     script = tmp_path / "harness.py"
     if not script.exists():
         script.write_text(HARNESS)
-    return subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True,
-                          timeout=120, **kwargs)
+    return subprocess.run(
+        [sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=120, **kwargs
+    )
 
 
 def invoke(settings, *args, input=None):
-    env = {k: v for k, v in env_for(settings).items() if k in
-           ("CORPUS_DIR", "INDEX_PATH", "EMBEDDING_MODEL", "WEAK_SCORE", "RERANK_MODEL")}
+    env = {
+        k: v
+        for k, v in env_for(settings).items()
+        if k in ("CORPUS_DIR", "INDEX_PATH", "EMBEDDING_MODEL", "WEAK_SCORE", "RERANK_MODEL")
+    }
     return CliRunner().invoke(cli, list(args), env=env, input=input, catch_exceptions=False)
 
 
@@ -129,12 +134,16 @@ def assert_old_index_answers(settings, *, zebra: bool = False) -> dict:
 def add_bulk_articles(corpus: Path, count: int = 20) -> None:
     words = "alpha beta gamma delta kunduz kabul river mountain council province".split()
     for i in range(count):
-        paras = [f"Report {i}-{j}: " + " ".join(words[(i + j + n) % len(words)] for n in range(60)) + "." for j in range(40)]
+        paras = [
+            f"Report {i}-{j}: " + " ".join(words[(i + j + n) % len(words)] for n in range(60)) + "." for j in range(40)
+        ]
         (corpus / f"bulk_{i:02}.txt").write_text(f"Bulk article {i}\n\n" + "\n\n".join(paras))
 
 
 def add_zebra_article(corpus: Path) -> None:
-    (corpus / "zz_zebra.txt").write_text("Zebras on the Kunduz road\n\n" + ZEBRA + "\n\n" + ZEBRA.replace("Monday", "Tuesday") + "\n")
+    (corpus / "zz_zebra.txt").write_text(
+        "Zebras on the Kunduz road\n\n" + ZEBRA + "\n\n" + ZEBRA.replace("Monday", "Tuesday") + "\n"
+    )
 
 
 # ------------------------------------------------------------------------------ crash + CLI ask
@@ -175,7 +184,10 @@ def test_a_second_cli_index_run_is_told_it_is_busy_and_the_first_one_completes(f
     (tmp_path / "harness.py").write_text(HARNESS)
     first = subprocess.Popen(
         [sys.executable, str(tmp_path / "harness.py"), "index", "--json"],
-        env=env_for(fake_settings, TEST_EMBED_GATE=str(gate)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env_for(fake_settings, TEST_EMBED_GATE=str(gate)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -186,8 +198,9 @@ def test_a_second_cli_index_run_is_told_it_is_busy_and_the_first_one_completes(f
 
         # The first run holds the lock (mid-embedding). A second, independent `corpus-bot index`:
         started = time.monotonic()
-        second = subprocess.run([*corpus_bot_command(), "index"], env=env_for(fake_settings), capture_output=True,
-                                text=True, timeout=120)
+        second = subprocess.run(
+            [*corpus_bot_command(), "index"], env=env_for(fake_settings), capture_output=True, text=True, timeout=120
+        )
         busy_seconds = time.monotonic() - started
         assert second.returncode == 1
         line = assert_one_error_line(second.stderr, "another index run is in progress", f"pid {first.pid}")
@@ -283,9 +296,7 @@ def without_root_powers():
 
 
 @pytest.mark.parametrize("what", ["index file", "index folder", "lock file"])
-def test_a_read_only_index_is_one_clear_error_before_any_work_and_the_old_index_keeps_serving(
-    fake_settings, what
-):
+def test_a_read_only_index_is_one_clear_error_before_any_work_and_the_old_index_keeps_serving(fake_settings, what):
     settings = fake_settings
     run_index(settings)
     add_zebra_article(settings.corpus_dir)
@@ -300,16 +311,23 @@ def test_a_read_only_index_is_one_clear_error_before_any_work_and_the_old_index_
     started = time.monotonic()
     try:
         # The real console script: the error must come before the (absent) model is ever loaded.
-        result = subprocess.run([*corpus_bot_command(), "index"], env=env_for(settings), capture_output=True,
-                                text=True, timeout=120, preexec_fn=without_root_powers() if os.geteuid() == 0 else None)
+        result = subprocess.run(
+            [*corpus_bot_command(), "index"],
+            env=env_for(settings),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=without_root_powers() if os.geteuid() == 0 else None,
+        )
     except subprocess.SubprocessError as exc:
         pytest.skip(f"cannot drop root's permission override here: {exc}")
     finally:
         seconds = time.monotonic() - started
         data.chmod(0o755)
     assert result.returncode == 1, result.stderr
-    line = assert_one_error_line(result.stderr, f"could not write the index at {settings.index_path}",
-                                 "the previous index is unchanged")
+    line = assert_one_error_line(
+        result.stderr, f"could not write the index at {settings.index_path}", "the previous index is unchanged"
+    )
     assert "read-only" in line or "lock file" in line
     assert "embedding" not in result.stderr  # refused before any parsing or embedding
     print(f"read-only {what}: refused in {seconds * 1000:.0f} ms: {line!r}")

@@ -4,6 +4,7 @@ short; a NULL word vector; a folder or a malformed file given as the index; what
 leave behind. Each is damaged for real, in files a real run wrote (fake embedder), and each test
 checks what users get: no wrong answer, no traceback, one line saying what to do, and the next
 `corpus-bot index` repairing it. See docs/reliability.md."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,14 @@ from embeddings.search import SearchIndex
 from tests.helpers import ROOT
 from tests.test_reliability_core import assert_one_error_line, env_for, integrity, invoke
 
-UNRELATED = ["wombat census results", "recipe for apple pie", "football world cup final", "stock market rally",
-             "the price of coffee beans", "a new smartphone camera"]
+UNRELATED = [
+    "wombat census results",
+    "recipe for apple pie",
+    "football world cup final",
+    "stock market rally",
+    "the price of coffee beans",
+    "a new smartphone camera",
+]
 TALIBAN = "002_19231adb1c3244eb.txt"
 OTHER = "000_84e6feabee5314c5.txt"
 
@@ -55,8 +62,9 @@ def cli(tmp_path: Path, settings, *args: str, **env) -> subprocess.CompletedProc
     script = tmp_path / "damage_harness.py"
     if not script.exists():
         script.write_text(HARNESS)
-    return subprocess.run([sys.executable, str(script), *args], env=env_for(settings, **env), capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(script), *args], env=env_for(settings, **env), capture_output=True, text=True, timeout=120
+    )
 
 
 def our_lines(stderr: str) -> list[str]:
@@ -80,7 +88,9 @@ def article_vectors(index_path: Path, key: str) -> tuple[int, np.ndarray]:
     try:
         article_id, count, blob = conn.execute(
             "SELECT a.id, a.passage_count, v.vectors FROM articles a JOIN article_vectors v ON v.article_id = a.id "
-            "WHERE a.key = ?", (key,)).fetchone()
+            "WHERE a.key = ?",
+            (key,),
+        ).fetchone()
     finally:
         conn.close()
     return article_id, np.frombuffer(blob, np.float16).reshape(count, -1).copy()
@@ -97,8 +107,10 @@ def store_vectors(index_path: Path, article_id: int, blob: bytes) -> None:
 
 def passage_id_of(index_path: Path, key: str, position: int) -> int:
     with store.reading(index_path) as conn:
-        return conn.execute("SELECT p.id FROM passages p JOIN articles a ON a.id = p.article_id "
-                            "WHERE a.key = ? AND p.position = ?", (key, position)).fetchone()[0]
+        return conn.execute(
+            "SELECT p.id FROM passages p JOIN articles a ON a.id = p.article_id WHERE a.key = ? AND p.position = ?",
+            (key, position),
+        ).fetchone()[0]
 
 
 def overwrite(path: Path, offset: int, data: bytes, *, keep_mtime: bool) -> None:
@@ -115,7 +127,9 @@ def overwrite(path: Path, offset: int, data: bytes, *, keep_mtime: bool) -> None
 # ------------------------------------------------------------------------------ stored vectors
 
 
-def test_a_flipped_exponent_bit_in_a_stored_vector_is_left_out_reported_and_embedded_again(fake_settings, fake_embedder, caplog):
+def test_a_flipped_exponent_bit_in_a_stored_vector_is_left_out_reported_and_embedded_again(
+    fake_settings, fake_embedder, caplog
+):
     run_index(fake_settings)
     article_id, vectors = article_vectors(fake_settings.index_path, TALIBAN)
     dim = int(np.argmax(np.abs(vectors[3])))
@@ -136,14 +150,19 @@ def test_a_flipped_exponent_bit_in_a_stored_vector_is_left_out_reported_and_embe
             assert all(-1.0001 <= r.score <= 1.0001 for r in results), (question, mode)
     idx.close()
 
-    assert stats(fake_settings)["damaged_vectors"] == [{"path": TALIBAN, "reason": "1 of its 15 vectors are not unit vectors"}]
-    assert f"damaged:   1 article's vectors, left out of search until `corpus-bot index` embeds them again: {TALIBAN}" \
+    assert stats(fake_settings)["damaged_vectors"] == [
+        {"path": TALIBAN, "reason": "1 of its 15 vectors are not unit vectors"}
+    ]
+    assert (
+        f"damaged:   1 article's vectors, left out of search until `corpus-bot index` embeds them again: {TALIBAN}"
         in invoke(fake_settings, "stats").stdout
+    )
 
     report = run_index(fake_settings)
     assert report.changed == [TALIBAN] and report.passages_embedded == 15
-    assert report.warnings == [(TALIBAN, "its stored vectors were damaged (1 of its 15 vectors are not unit vectors); "
-                                         "embedded again")]
+    assert report.warnings == [
+        (TALIBAN, "its stored vectors were damaged (1 of its 15 vectors are not unit vectors); embedded again")
+    ]
     assert stats(fake_settings)["damaged_vectors"] == []
     idx = load(fake_settings)
     assert not idx.damaged
@@ -159,13 +178,16 @@ def test_a_vector_blob_one_vector_short_is_one_warning_and_the_next_run_embeds_i
     article_id, vectors = article_vectors(fake_settings.index_path, TALIBAN)
     store_vectors(fake_settings.index_path, article_id, vectors[:-1].tobytes())
     with store.reading(fake_settings.index_path) as conn:  # a question its own passage answers
-        question = conn.execute("SELECT text FROM passages WHERE article_id = ? AND position = 2", (article_id,)).fetchone()[0]
+        question = conn.execute(
+            "SELECT text FROM passages WHERE article_id = ? AND position = 2", (article_id,)
+        ).fetchone()[0]
 
     asked = cli(tmp_path, fake_settings, "ask", question, "--json")
     assert asked.returncode == 0 and "Traceback" not in asked.stderr, asked.stderr
     assert our_lines(asked.stderr) == [
         "WARNING embeddings.search: 15 passages of 1 articles are left out of search because their stored vectors "
-        f"are damaged; `corpus-bot index` embeds them again: {TALIBAN} (it has 14 vectors for 15 passages)"]
+        f"are damaged; `corpus-bot index` embeds them again: {TALIBAN} (it has 14 vectors for 15 passages)"
+    ]
     assert json.loads(asked.stdout)["results"]
     assert all(r["path"] != TALIBAN for r in json.loads(asked.stdout)["results"])
     assert stats(fake_settings)["damaged_vectors"] == [{"path": TALIBAN, "reason": "it has 14 vectors for 15 passages"}]
@@ -182,8 +204,10 @@ def test_a_null_word_vector_is_one_warning_and_the_next_run_embeds_it_again(fake
     run_index(fake_settings)
     conn = sqlite3.connect(fake_settings.index_path)
     conn.execute("PRAGMA writable_schema = ON")
-    conn.execute("UPDATE sqlite_master SET sql = replace(sql, 'vector BLOB NOT NULL', 'vector BLOB') "
-                 "WHERE name = 'token_vectors'")
+    conn.execute(
+        "UPDATE sqlite_master SET sql = replace(sql, 'vector BLOB NOT NULL', 'vector BLOB') "
+        "WHERE name = 'token_vectors'"
+    )
     conn.commit()
     conn.close()
     conn = sqlite3.connect(fake_settings.index_path)
@@ -196,10 +220,13 @@ def test_a_null_word_vector_is_one_warning_and_the_next_run_embeds_it_again(fake
     assert asked.returncode == 0 and "Traceback" not in asked.stderr, asked.stderr
     assert our_lines(asked.stderr) == [
         "WARNING embeddings.word_vectors: 1 stored word vectors are damaged and left out (hybrid search weighs those "
-        "words as if the index did not know them); `corpus-bot index` embeds them again"]
+        "words as if the index did not know them); `corpus-bot index` embeds them again"
+    ]
     assert json.loads(asked.stdout)["results"]
 
-    assert run_index(fake_settings).warnings == [("(word vectors)", "1 stored word vectors were damaged; embedded again")]
+    assert run_index(fake_settings).warnings == [
+        ("(word vectors)", "1 stored word vectors were damaged; embedded again")
+    ]
     conn = sqlite3.connect(fake_settings.index_path)
     assert conn.execute("SELECT length(vector) FROM token_vectors WHERE token = ?", (token,)).fetchone()[0] == 512
     conn.close()
@@ -230,12 +257,15 @@ def one_bit_apart(index_path: Path) -> tuple[int, int, int]:
 
 
 def test_a_flipped_bit_in_the_vector_files_ids_never_puts_a_passage_under_another_articles_title(
-        large, fake_settings, fake_embedder, caplog):
+    large, fake_settings, fake_embedder, caplog
+):
     run_index(fake_settings)
     folder = vector_file.folder_for(fake_settings.index_path)
     idx = load(fake_settings)
-    expected = {q: [(r.passage_id, r.article.key) for r in idx.search(q, fake_embedder, k=8).results]
-                for q in ("Sebghatullah Selab", "Taliban offensive in the north")}
+    expected = {
+        q: [(r.passage_id, r.article.key) for r in idx.search(q, fake_embedder, k=8).results]
+        for q in ("Sebghatullah Selab", "Taliban offensive in the north")
+    }
     idx.close()
     row, bit, other = one_bit_apart(fake_settings.index_path)
     ids = folder / "ids.npy"
@@ -247,7 +277,9 @@ def test_a_flipped_bit_in_the_vector_files_ids_never_puts_a_passage_under_anothe
     idx = load(fake_settings)
     assert not isinstance(idx.vectors.exact, vector_file.RowFile), "the damaged copy is not used"
     assert "ids.npy changed since it was written" in caplog.text
-    assert {q: [(r.passage_id, r.article.key) for r in idx.search(q, fake_embedder, k=8).results] for q in expected} == expected
+    assert {
+        q: [(r.passage_id, r.article.key) for r in idx.search(q, fake_embedder, k=8).results] for q in expected
+    } == expected
     idx.close()
 
     # The same damage without a trace in the timestamps: the file is hashed at load (8 bytes a passage).
@@ -285,8 +317,12 @@ def test_a_row_damaged_silently_in_the_vector_file_matches_nothing(large, fake_s
     exact = vector_file.folder_for(fake_settings.index_path) / "exact.npy"
     rows = np.load(exact)
     header = exact.stat().st_size - rows.nbytes
-    row = int(np.nonzero(np.load(vector_file.folder_for(fake_settings.index_path) / "ids.npy")
-                         == passage_id_of(fake_settings.index_path, TALIBAN, 3))[0][0])
+    row = int(
+        np.nonzero(
+            np.load(vector_file.folder_for(fake_settings.index_path) / "ids.npy")
+            == passage_id_of(fake_settings.index_path, TALIBAN, 3)
+        )[0][0]
+    )
     dim = int(np.argmax(np.abs(rows[row])))
     value = rows[row].view(np.uint16)[dim] ^ (1 << 14)
     overwrite(exact, header + (row * rows.shape[1] + dim) * 2, int(value).to_bytes(2, "little"), keep_mtime=True)
@@ -304,7 +340,9 @@ def test_a_row_damaged_silently_in_the_vector_file_matches_nothing(large, fake_s
 
 
 @pytest.mark.parametrize("copy", ["tantivy", "vector file"])
-def test_silent_damage_in_a_derived_copy_is_found_by_the_index_job_which_builds_it_again(large, fake_settings, fake_embedder, copy):
+def test_silent_damage_in_a_derived_copy_is_found_by_the_index_job_which_builds_it_again(
+    large, fake_settings, fake_embedder, copy
+):
     """Checksums written with each copy: `index` reads every byte and builds a copy that does
     not match again, though its tag says it is current."""
     module = tantivy_index if copy == "tantivy" else vector_file
@@ -338,13 +376,17 @@ def garbage_in_the_tantivy_copy(settings, *, keep_mtime: bool) -> Path:
 
 
 def test_garbage_in_the_tantivy_copy_means_fts5_with_one_warning_and_the_next_run_rebuilds_it(
-        large, fake_settings, fake_embedder, caplog):
+    large, fake_settings, fake_embedder, caplog
+):
     run_index(fake_settings)
     idx = load(fake_settings)
     fts5 = idx.tantivy
     idx.tantivy = None
-    expected = {(q, m): [r.passage_id for r in idx.search(q, fake_embedder, mode=m).results]
-                for q in ("Sebghatullah Selab", "Kunduz airport") for m in ("keyword", "hybrid")}
+    expected = {
+        (q, m): [r.passage_id for r in idx.search(q, fake_embedder, mode=m).results]
+        for q in ("Sebghatullah Selab", "Kunduz airport")
+        for m in ("keyword", "hybrid")
+    }
     idx.tantivy = fts5
     idx.close()
 
@@ -362,11 +404,15 @@ def test_garbage_in_the_tantivy_copy_means_fts5_with_one_warning_and_the_next_ru
     idx = load(fake_settings)
     assert idx.tantivy is not None
     caplog.clear()
-    got = {(q, m): [r.passage_id for r in idx.search(q, fake_embedder, mode=m).results]
-           for q in ("Sebghatullah Selab", "Kunduz airport") for m in ("keyword", "hybrid")}
+    got = {
+        (q, m): [r.passage_id for r in idx.search(q, fake_embedder, mode=m).results]
+        for q in ("Sebghatullah Selab", "Kunduz airport")
+        for m in ("keyword", "hybrid")
+    }
     assert idx.tantivy is None
     assert [r.message.split(" (")[0] for r in caplog.records if r.levelname == "WARNING"] == [
-        "keyword search uses FTS5: the tantivy copy failed"]
+        "keyword search uses FTS5: the tantivy copy failed"
+    ]
     assert got[("Sebghatullah Selab", "keyword")] == expected[("Sebghatullah Selab", "keyword")]
     assert got[("Kunduz airport", "keyword")] == expected[("Kunduz airport", "keyword")]
     idx.close()
@@ -383,14 +429,25 @@ def test_the_cli_answers_through_a_damaged_tantivy_copy_with_one_warning(fake_se
     (tantivy's, before Python sees it); nothing else but the warning and the answer."""
     assert cli(tmp_path, fake_settings, "index", TEST_LARGE="1").returncode == 0
     garbage_in_the_tantivy_copy(fake_settings, keep_mtime=silent)
-    asked = cli(tmp_path, fake_settings, "ask", "Sebghatullah Selab", "--mode", "keyword", "--json",
-                TEST_LARGE="1", RUST_BACKTRACE="0")
+    asked = cli(
+        tmp_path,
+        fake_settings,
+        "ask",
+        "Sebghatullah Selab",
+        "--mode",
+        "keyword",
+        "--json",
+        TEST_LARGE="1",
+        RUST_BACKTRACE="0",
+    )
     assert asked.returncode == 0, asked.stderr
     assert "Traceback" not in asked.stderr
     lines = our_lines(asked.stderr)
     assert len(lines) == 1 and lines[0].startswith(
-        "WARNING embeddings.search: keyword search uses FTS5: the tantivy copy failed" if silent else
-        "WARNING embeddings.tantivy_index: keyword search uses FTS5: the tantivy copy in"), asked.stderr
+        "WARNING embeddings.search: keyword search uses FTS5: the tantivy copy failed"
+        if silent
+        else "WARNING embeddings.tantivy_index: keyword search uses FTS5: the tantivy copy in"
+    ), asked.stderr
     assert "Sebghatullah Selab" in json.loads(asked.stdout)["results"][0]["text"]
 
 
@@ -403,8 +460,11 @@ def test_a_folder_given_as_the_index_is_one_clear_line(fake_settings, command):
     fake_settings.index_path.mkdir(parents=True)
     result = invoke(fake_settings, *command)
     assert result.exit_code == 1
-    assert_one_error_line(result.stderr, f"the index path {fake_settings.index_path} is a folder (INDEX_PATH or --index)",
-                          f"for example {fake_settings.index_path / 'index.sqlite3'}")
+    assert_one_error_line(
+        result.stderr,
+        f"the index path {fake_settings.index_path} is a folder (INDEX_PATH or --index)",
+        f"for example {fake_settings.index_path / 'index.sqlite3'}",
+    )
     assert not any(fake_settings.index_path.iterdir())
 
 
@@ -420,8 +480,12 @@ def test_a_damaged_index_file_is_one_line_saying_to_move_it_away_and_is_left_as_
     before = path.read_bytes()
     result = invoke(fake_settings, *command)
     assert result.exit_code == 1
-    assert_one_error_line(result.stderr, f"the index file {path} is damaged",
-                          "move it away and run `corpus-bot index` to build a new one", "`--rebuild` cannot repair it")
+    assert_one_error_line(
+        result.stderr,
+        f"the index file {path} is damaged",
+        "move it away and run `corpus-bot index` to build a new one",
+        "`--rebuild` cannot repair it",
+    )
     assert path.read_bytes() == before
 
 
@@ -436,7 +500,9 @@ def dead_pid() -> int:
 
 def test_the_next_run_removes_what_a_killed_run_left(fake_settings, tmp_path):
     assert cli(tmp_path, fake_settings, "index", TEST_LARGE="1").returncode == 0
-    (fake_settings.corpus_dir / TALIBAN).write_text((fake_settings.corpus_dir / TALIBAN).read_text() + "\n\nA new paragraph.\n")
+    (fake_settings.corpus_dir / TALIBAN).write_text(
+        (fake_settings.corpus_dir / TALIBAN).read_text() + "\n\nA new paragraph.\n"
+    )
     killed = cli(tmp_path, fake_settings, "index", TEST_LARGE="1", TEST_KILL_WRITING_VECTORS="1")
     assert killed.returncode == -signal.SIGKILL
     data = fake_settings.index_path.parent
@@ -451,9 +517,13 @@ def test_the_next_run_removes_what_a_killed_run_left(fake_settings, tmp_path):
 
     result = cli(tmp_path, fake_settings, "index", "--json", TEST_LARGE="1")
     assert result.returncode == 0, result.stderr
-    warnings = {w["warning"].split(" (")[0] for w in json.loads(result.stdout)["warnings"] if w["path"] == "(leftovers)"}
+    warnings = {
+        w["warning"].split(" (")[0] for w in json.loads(result.stdout)["warnings"] if w["path"] == "(leftovers)"
+    }
     assert warnings == {f"removed {p.name}" for p in (building, export, taken)}
-    assert sorted(p.name for p in data.iterdir() if "building" in p.name or ".tmp-" in p.name or ".old-" in p.name) == []
+    assert (
+        sorted(p.name for p in data.iterdir() if "building" in p.name or ".tmp-" in p.name or ".old-" in p.name) == []
+    )
     # The killed run had committed: this one only writes the vector file it did not finish.
     assert json.loads(result.stdout)["changed"] == []
     assert derived.read_tag(vector_file.folder_for(fake_settings.index_path)) == _generation(fake_settings)
@@ -474,6 +544,9 @@ def test_outside_the_index_lock_only_leftovers_of_dead_processes_are_removed(tmp
     (tmp_path / "other.sqlite3.building-1").write_bytes(b"x")  # another index's
     removed = remove_leftovers(index_path, locked=False)
     assert sorted(text.split(" (")[0] for _, text in removed) == [
-        f"removed set-0123.sqlite3.building-{dead}", f"removed set-0123.sqlite3.building-{dead}-wal"]
+        f"removed set-0123.sqlite3.building-{dead}",
+        f"removed set-0123.sqlite3.building-{dead}-wal",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["other.sqlite3.building-1", f"set-0123.sqlite3.building-{alive}", f"set-0123.sqlite3.building-{alive}-wal"])
+        ["other.sqlite3.building-1", f"set-0123.sqlite3.building-{alive}", f"set-0123.sqlite3.building-{alive}-wal"]
+    )

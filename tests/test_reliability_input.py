@@ -2,6 +2,7 @@
 and questions built to break `corpus-bot ask`. Fake embedder throughout, except the last test,
 which puts the hostile questions through the real model's tokenizer. Figures: docs/reliability.md.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,9 @@ from tests.test_chunk import assert_verbatim_slices
 
 SHIPPED = sorted(p.name for p in SHIPPED_CORPUS.iterdir())
 SECRET = "OUTSIDE-THE-CORPUS-7f3a"
-PARAGRAPH = "Officials in the province said on Tuesday that the new bridge would open to traffic next month, after delays."
+PARAGRAPH = (
+    "Officials in the province said on Tuesday that the new bridge would open to traffic next month, after delays."
+)
 
 
 def article(title: str, *paragraphs: str) -> str:
@@ -39,7 +42,9 @@ def build_hostile_corpus(root: Path) -> tuple[Path, dict[str, str | None]]:
     corpus.mkdir()
     outside = root / "outside"
     outside.mkdir()
-    (outside / "secret.txt").write_text(article("Secret", f"{SECRET} must never be indexed, whatever links to it here."))
+    (outside / "secret.txt").write_text(
+        article("Secret", f"{SECRET} must never be indexed, whatever links to it here.")
+    )
     for name in SHIPPED:
         (corpus / name).write_bytes((SHIPPED_CORPUS / name).read_bytes())
 
@@ -53,15 +58,36 @@ def build_hostile_corpus(root: Path) -> tuple[Path, dict[str, str | None]]:
 
     # Good files in awkward encodings and places.
     put("utf16_bom.txt", article("Sixteen bits", "The UTF-16 article says " + PARAGRAPH).encode("utf-16"), None)
-    put("utf8_bom.md", "\ufeff---\ntitle: With a BOM\ndate: 2021-08-09\n---\n\nThe BOM article says " + PARAGRAPH + "\n", None)
+    put(
+        "utf8_bom.md",
+        "\ufeff---\ntitle: With a BOM\ndate: 2021-08-09\n---\n\nThe BOM article says " + PARAGRAPH + "\n",
+        None,
+    )
     put("undated.txt", article("No date at all", "The undated article says " + PARAGRAPH), None)
-    put("latin1.txt", article("Caf\xe9", "Une phrase en fran\xe7ais, assez longue pour faire un paragraphe.").encode("latin-1"), None)
-    put("nonsense_date.md", "---\ntitle: Impossible date\ndate: 2021-02-30\n---\n\nThe nonsense-date article says " + PARAGRAPH + "\n", None)
-    put("deep/er/still/nested.html", "<html><head><title>Nested folder</title></head><body><article><p>The HTML article says "
-        + PARAGRAPH + "</p><p>A second paragraph of the HTML article, with enough words to stand alone.</p></article></body></html>", None)
+    put(
+        "latin1.txt",
+        article("Caf\xe9", "Une phrase en fran\xe7ais, assez longue pour faire un paragraphe.").encode("latin-1"),
+        None,
+    )
+    put(
+        "nonsense_date.md",
+        "---\ntitle: Impossible date\ndate: 2021-02-30\n---\n\nThe nonsense-date article says " + PARAGRAPH + "\n",
+        None,
+    )
+    put(
+        "deep/er/still/nested.html",
+        "<html><head><title>Nested folder</title></head><body><article><p>The HTML article says "
+        + PARAGRAPH
+        + "</p><p>A second paragraph of the HTML article, with enough words to stand alone.</p></article></body></html>",
+        None,
+    )
     # Bad files.
-    put("damaged_utf8.txt", article("Caf\xe9", "Une phrase en fran\xe7ais, assez longue pour faire un paragraphe.").encode()
-        + b"\xff\xfe broken", "not UTF-8")
+    put(
+        "damaged_utf8.txt",
+        article("Caf\xe9", "Une phrase en fran\xe7ais, assez longue pour faire un paragraphe.").encode()
+        + b"\xff\xfe broken",
+        "not UTF-8",
+    )
     put("image.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8, "binary file (PNG image)")
     put("empty.txt", b"", "empty file")
     put("blank.md", " \n\t\n   \r\n" * 100, "whitespace-only")
@@ -84,13 +110,26 @@ def build_hostile_corpus(root: Path) -> tuple[Path, dict[str, str | None]]:
     os.mkfifo(corpus / "pipe.txt")  # opening it would block forever
     expected["pipe.txt"] = "not a regular file"
     # Pathological markup.
-    put("nested_divs.html", "<html><head><title>Deep</title></head><body>" + "<div>" * 5000
-        + "<p>The deeply nested article says " + PARAGRAPH + "</p>" + "</div>" * 5000 + "</body></html>", "either")
+    put(
+        "nested_divs.html",
+        "<html><head><title>Deep</title></head><body>"
+        + "<div>" * 5000
+        + "<p>The deeply nested article says "
+        + PARAGRAPH
+        + "</p>"
+        + "</div>" * 5000
+        + "</body></html>",
+        "either",
+    )
     put("stars.md", "# Stars\n\n" + "*" * 100_000, "either")
     put("brackets.md", "# Brackets\n\n" + "[" * 100_000, "either")
     put("emphasis_soup.md", "# Soup\n\n" + "*_[`(" * 20_000, "either")
     put("blockquotes.md", "# Quotes\n\n" + ">" * 20_000 + " The quoted article says " + PARAGRAPH + "\n", "either")
-    put("lists.md", "# Lists\n\n" + "".join("  " * i + f"- item {i} of a list nested far too deep\n" for i in range(2000)), "either")
+    put(
+        "lists.md",
+        "# Lists\n\n" + "".join("  " * i + f"- item {i} of a list nested far too deep\n" for i in range(2000)),
+        "either",
+    )
     put("brackets.txt", "Brackets\n\n" + "(" * 100_000, "either")
     return corpus, expected
 
@@ -168,7 +207,9 @@ def _wrap(kind: str, text: str) -> bytes:
     if kind == "json":
         return json.dumps({"title": "T", "text": text, "date": "2021-08-09", "author": text[:20]}).encode()
     if kind == "jsonl":
-        return (json.dumps({"text": text}) + "\n" + json.dumps({"title": text[:30], "text": text[::-1]}) + "\n").encode()
+        return (
+            json.dumps({"text": text}) + "\n" + json.dumps({"title": text[:30], "text": text[::-1]}) + "\n"
+        ).encode()
     if kind == "html":
         return f"<html><head><title>T</title></head><body><article><p>{PARAGRAPH} {text}</p><p>{text[::-1]} {PARAGRAPH}</p></article></body></html>".encode()
     return text.encode()
@@ -206,20 +247,56 @@ def test_any_bytes_become_clean_passages_or_a_clean_skip(suffix, data, max_token
 # ------------------------------------------------------------------------------ hostile questions
 
 HOSTILE_QUESTIONS = [
-    "", "   ", "\t\n", "x" * 10_000, "Kunduz " * 1_500, "?!.,;:…", "...", '"', 'the "unbalanced quote', "AND", "Kunduz AND",
-    "a AND NOT b", "OR OR OR", "NEAR", "NEAR(Kabul Kunduz, 2)", "*", "Kab*", ":", "title:Kunduz", "^Kabul", "(((",
-    "-Taliban", "- Taliban", "'; DROP TABLE passages; --", "1 OR 1=1", "SELECT * FROM articles WHERE 1=1",
-    "🙂🔥🇺🇸", "👨\u200d👩\u200d👧 Kabul", "مرحبا بالعالم", "שלום עולם Kunduz", "\u202eKunduz\u202c", "\u200b\u200c\u200d\ufeff",
-    "Kun\u200bduz", "Kabul\x00Kunduz", "\x1b[31mKabul", "caf\udce9 Kunduz", "🙂" * 2_000,
+    "",
+    "   ",
+    "\t\n",
+    "x" * 10_000,
+    "Kunduz " * 1_500,
+    "?!.,;:…",
+    "...",
+    '"',
+    'the "unbalanced quote',
+    "AND",
+    "Kunduz AND",
+    "a AND NOT b",
+    "OR OR OR",
+    "NEAR",
+    "NEAR(Kabul Kunduz, 2)",
+    "*",
+    "Kab*",
+    ":",
+    "title:Kunduz",
+    "^Kabul",
+    "(((",
+    "-Taliban",
+    "- Taliban",
+    "'; DROP TABLE passages; --",
+    "1 OR 1=1",
+    "SELECT * FROM articles WHERE 1=1",
+    "🙂🔥🇺🇸",
+    "👨\u200d👩\u200d👧 Kabul",
+    "مرحبا بالعالم",
+    "שלום עולם Kunduz",
+    "\u202eKunduz\u202c",
+    "\u200b\u200c\u200d\ufeff",
+    "Kun\u200bduz",
+    "Kabul\x00Kunduz",
+    "\x1b[31mKabul",
+    "caf\udce9 Kunduz",
+    "🙂" * 2_000,
 ]
 CLEAR_ERRORS = {  # question -> the one-line error the user gets (everything else gets an answer)
-    "": "the question is empty", "   ": "the question is empty", "\t\n": "the question is empty",
+    "": "the question is empty",
+    "   ": "the question is empty",
+    "\t\n": "the question is empty",
     "x" * 10_000: "the question is too long (10000 characters, at most 2000)",
     "Kunduz " * 1_500: "the question is too long (10499 characters, at most 2000)",
     "caf\udce9 Kunduz": "the question is not valid UTF-8 text",
     # punctuation, symbols and emoji alone would embed close to nothing in particular
-    **dict.fromkeys(["?!.,;:…", "...", '"', "*", ":", "(((", "🙂🔥🇺🇸", "\u200b\u200c\u200d\ufeff", "🙂" * 2_000, "-"],
-                    "the question has no words"),
+    **dict.fromkeys(
+        ["?!.,;:…", "...", '"', "*", ":", "(((", "🙂🔥🇺🇸", "\u200b\u200c\u200d\ufeff", "🙂" * 2_000, "-"],
+        "the question has no words",
+    ),
 }
 
 
@@ -232,7 +309,12 @@ def question_env(tmp_path_factory):
         base = tmp_path_factory.mktemp("questions")
         settings = Settings(corpus_dir=SHIPPED_CORPUS, index_path=base / "index.sqlite3", embedding_model=fake.name)
         run_index(settings)
-        yield {"INDEX_PATH": str(settings.index_path), "EMBEDDING_MODEL": fake.name, "WEAK_SCORE": "0.2", "RERANK_MODEL": ""}
+        yield {
+            "INDEX_PATH": str(settings.index_path),
+            "EMBEDDING_MODEL": fake.name,
+            "WEAK_SCORE": "0.2",
+            "RERANK_MODEL": "",
+        }
 
 
 def check_answer_or_clear_error(result, question, *, as_json):
@@ -266,8 +348,13 @@ def test_every_hostile_question_gets_an_answer_or_one_clear_error(question_env, 
 def test_hostile_questions_on_standard_input_get_one_line_each(question_env):
     """`ask -`: one JSON document per line, an error document for a bad or blank one, never a stop."""
     lines = [q for q in HOSTILE_QUESTIONS if q.strip() and "\n" not in q and "\udce9" not in q] + ["-", "Kabul"]
-    result = CliRunner().invoke(cli, ["ask", "-", "--json", "--mode", "hybrid"], env=question_env,
-                                input="\n".join(lines + [""]) + "\n", catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        ["ask", "-", "--json", "--mode", "hybrid"],
+        env=question_env,
+        input="\n".join(lines + [""]) + "\n",
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     docs = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(docs) == len(lines) + 1 and docs[-1] == {"query": "", "error": "the question is empty"}
@@ -285,10 +372,16 @@ def test_a_question_starting_with_a_dash_without_the_separator_is_a_usage_error_
 def test_hostile_questions_through_the_real_model(shipped_index, real_embedder, monkeypatch):
     """The real tokenizer is where odd text breaks (it raised TypeError on undecodable bytes)."""
     use_embedder(monkeypatch, real_embedder)  # the index's ONNX export answers; this covers a fallback
-    env = {"INDEX_PATH": str(shipped_index.index_path), "EMBEDDING_MODEL": shipped_index.embedding_model, "RERANK_MODEL": ""}
+    env = {
+        "INDEX_PATH": str(shipped_index.index_path),
+        "EMBEDDING_MODEL": shipped_index.embedding_model,
+        "RERANK_MODEL": "",
+    }
     started = time.monotonic()
     for mode in ["vector", "keyword", "hybrid"]:
         for question in HOSTILE_QUESTIONS:
-            result = CliRunner().invoke(cli, ["ask", "--mode", mode, "--json", "--", question], env=env, catch_exceptions=False)
+            result = CliRunner().invoke(
+                cli, ["ask", "--mode", mode, "--json", "--", question], env=env, catch_exceptions=False
+            )
             check_answer_or_clear_error(result, question, as_json=True)
     print(f"{3 * len(HOSTILE_QUESTIONS)} hostile questions with the real model in {time.monotonic() - started:.1f}s")

@@ -1,4 +1,5 @@
 """Search over a real SQLite index built with the fake embedder: ranking plumbing, filters, caps, snapshots."""
+
 import datetime as dt
 import re
 
@@ -89,7 +90,12 @@ def test_weak_answers_are_flagged_but_still_shown(index, fake_embedder):
 
 @pytest.mark.parametrize(
     "question, k, message",
-    [("   ", 5, "empty"), ("x" * 5000, 5, "too long"), ("Taliban", 0, "between 1 and"), ("Taliban", 21, "between 1 and")],
+    [
+        ("   ", 5, "empty"),
+        ("x" * 5000, 5, "too long"),
+        ("Taliban", 0, "between 1 and"),
+        ("Taliban", 21, "between 1 and"),
+    ],
 )
 def test_bad_questions_get_specific_errors(index, fake_embedder, question, k, message):
     with pytest.raises(QueryError, match=message):
@@ -131,8 +137,20 @@ def test_querying_with_another_model_is_refused(fake_settings):
 
 
 HOSTILE_QUESTIONS = [
-    '"unbalanced quote', "Kunduz AND", "NEAR(Kabul Kunduz)", "-Taliban", "title:Kunduz", "Kab*", "(((",
-    "'; DROP TABLE passages; --", "OR OR OR", "🙂🙂", "‏مرحبا", "zero\u200bwidth", "^Kabul", "a AND NOT b",
+    '"unbalanced quote',
+    "Kunduz AND",
+    "NEAR(Kabul Kunduz)",
+    "-Taliban",
+    "title:Kunduz",
+    "Kab*",
+    "(((",
+    "'; DROP TABLE passages; --",
+    "OR OR OR",
+    "🙂🙂",
+    "‏مرحبا",
+    "zero\u200bwidth",
+    "^Kabul",
+    "a AND NOT b",
 ]
 
 
@@ -174,8 +192,10 @@ def assert_keyword_side_adds_up_each_words_bm25_times_its_weight(index):
     assert set(coverage.rows) == set(alone["kunduz"]) | set(alone["selab"])
     ranked = [sum(weights[w] * alone[w].get(int(r), 0.0) for w in weights) for r in coverage.rows]
     assert all(a >= b - 1e-5 for a, b in zip(ranked, ranked[1:])), "best first"
-    want = [sum((weights[w] + 1) * alone[w].get(int(r), 0.0) for w in weights) / index.idf_sum(list(weights))
-            for r in coverage.rows]
+    want = [
+        sum((weights[w] + 1) * alone[w].get(int(r), 0.0) for w in weights) / index.idf_sum(list(weights))
+        for r in coverage.rows
+    ]
     assert coverage(coverage.rows) == pytest.approx(want, rel=1e-5)
 
 
@@ -208,13 +228,20 @@ def expected_hybrid_scores(index, embedder, question, rows, rule):
     feedback_bm25 = dict(zip(*index.keyword_hits(" ".join(feedback))))
     query = embedder.encode([question])[0]
     coverage = keyword_part(index, embedder, word_weights(terms, embedder, rule), rows, rule)
-    return (index.vectors.get(rows) @ query + rule.weight * coverage
-            + rule.weight * np.array([feedback_bm25.get(int(r), 0.0) for r in rows]) / index.idf_sum(feedback))
+    return (
+        index.vectors.get(rows) @ query
+        + rule.weight * coverage
+        + rule.weight * np.array([feedback_bm25.get(int(r), 0.0) for r in rows]) / index.idf_sum(feedback)
+    )
 
 
 @pytest.mark.parametrize("question", ["Kunduz Selab district", "Taliban Faryab governor captured", "B-52 bombers"])
-@pytest.mark.parametrize("rule", [DEFAULT_RULE, HybridRule(weight=0.5, model_read_weight=0.5, missed_exponent=2, feedback_words=3)])
-def test_hybrid_counts_each_words_bm25_more_where_the_passages_vector_misses_the_word(index, fake_embedder, question, rule):
+@pytest.mark.parametrize(
+    "rule", [DEFAULT_RULE, HybridRule(weight=0.5, model_read_weight=0.5, missed_exponent=2, feedback_words=3)]
+)
+def test_hybrid_counts_each_words_bm25_more_where_the_passages_vector_misses_the_word(
+    index, fake_embedder, question, rule
+):
     """(with the product's rule, and with another one passed in: every part follows the rule given)"""
     ranking = index.rank(question, fake_embedder, n=10, mode="hybrid", rule=rule)
     rows, scores = ranking.candidates.rows[:30], ranking.candidates.scores[:30]
@@ -250,7 +277,9 @@ def test_hybrid_ranks_by_cosine_when_no_word_of_the_question_is_in_the_corpus(in
     assert not len(index.keyword_hits(question)[0])
 
     def ranked(mode, rule=DEFAULT_RULE):
-        return [(r.passage_id, r.score) for r in index.search(question, fake_embedder, mode=mode, k=10, rule=rule).results]
+        return [
+            (r.passage_id, r.score) for r in index.search(question, fake_embedder, mode=mode, k=10, rule=rule).results
+        ]
 
     assert ranked("hybrid", WITHOUT_FEEDBACK) == ranked("vector") != ranked("hybrid")
 
@@ -261,7 +290,9 @@ def test_hybrid_ranks_by_cosine_when_the_question_uses_an_ordinary_word_no_passa
     (Compared without the feedback from the best passage, which applies to every question.)"""
 
     def ranked(question, mode):
-        return [r.passage_id for r in index.search(question, fake_embedder, mode=mode, k=10, rule=WITHOUT_FEEDBACK).results]
+        return [
+            r.passage_id for r in index.search(question, fake_embedder, mode=mode, k=10, rule=WITHOUT_FEEDBACK).results
+        ]
 
     assert ranked("Kunduz district", "hybrid") != ranked("Kunduz district", "vector")
     assert not index.term_count("quokka") and word_weights(["quokka"], fake_embedder)["quokka"] < 1.0
@@ -278,17 +309,25 @@ def test_feedback_brings_up_the_passage_sharing_the_best_ones_rare_names(fake_se
     for shipped in corpus.iterdir():
         shipped.unlink()
     (corpus / "report.txt").write_text(
-        "Tarbela report\n\nThe Tarbela dam burst after engineer Khogyani warned the Balochistan authority for months.\n")
+        "Tarbela report\n\nThe Tarbela dam burst after engineer Khogyani warned the Balochistan authority for months.\n"
+    )
     (corpus / "inquiry.txt").write_text(
-        "Inquiry\n\nEngineer Khogyani had warned the Balochistan water authority for months, the inquiry heard.\n")
-    (corpus / "texas.txt").write_text("Texas\n\nTexas opened a new dam for irrigation, to the delight of its farmers.\n")
+        "Inquiry\n\nEngineer Khogyani had warned the Balochistan water authority for months, the inquiry heard.\n"
+    )
+    (corpus / "texas.txt").write_text(
+        "Texas\n\nTexas opened a new dam for irrigation, to the delight of its farmers.\n"
+    )
     for n in range(20):
-        (corpus / f"market{n}.txt").write_text(f"Market {n}\n\nWheat prices at market {n} rose as growers sold grain early.\n")
+        (corpus / f"market{n}.txt").write_text(
+            f"Market {n}\n\nWheat prices at market {n} rose as growers sold grain early.\n"
+        )
     run_index(fake_settings)
     idx = SearchIndex.load(fake_settings.index_path, model_name=fake_embedder.name, weak_score=0.2)
 
     def keys(rule=DEFAULT_RULE):
-        return [r.article.key for r in idx.search("Why did the Tarbela dam burst?", fake_embedder, k=3, rule=rule).results]
+        return [
+            r.article.key for r in idx.search("Why did the Tarbela dam burst?", fake_embedder, k=3, rule=rule).results
+        ]
 
     assert keys() == ["report.txt", "inquiry.txt", "texas.txt"]
     assert keys(WITHOUT_FEEDBACK)[:2] == ["report.txt", "texas.txt"]
@@ -341,7 +380,9 @@ def test_authors_and_publications_are_keyword_evidence_for_their_articles_passag
     # his 8 passages first, but for the one that names Mazar-e-Sharif in its text
     assert [r.article.key for r in hassan[:9]].count("000_84e6feabee5314c5.txt") == 8
     assert index.search("What did Jason Ditz write?", fake_embedder).results[0].article.key == ditz
-    assert {r.article.source for r in index.search("Antiwar.com", fake_embedder, mode="keyword").results} == {"Antiwar.com"}
+    assert {r.article.source for r in index.search("Antiwar.com", fake_embedder, mode="keyword").results} == {
+        "Antiwar.com"
+    }
 
 
 def test_keyword_index_follows_every_reindex(fake_settings, fake_embedder):
@@ -443,7 +484,9 @@ def test_an_article_that_fills_the_best_candidates_hides_nothing(fake_settings, 
     through all of them and then the other articles', each passage once. Ranked as documents (what
     evaluation asks: an infinite penalty leaves an article's other passages out), the pool widens
     past the 80 to the other articles."""
-    paragraphs = [f"Quokka census {n}: the quokka colony on Rottnest island counted again, tally {n}." for n in range(80)]
+    paragraphs = [
+        f"Quokka census {n}: the quokka colony on Rottnest island counted again, tally {n}." for n in range(80)
+    ]
     (fake_settings.corpus_dir / "quokka_diary.txt").write_text("\n\n".join(paragraphs) + "\n")
     run_index(fake_settings)
     idx = SearchIndex.load(fake_settings.index_path, model_name=fake_embedder.name, weak_score=0.2)
@@ -468,8 +511,11 @@ def test_pages_continue_the_order_exactly_and_relevance_never_rises(index, fake_
     for mode in ("vector", "hybrid", "keyword"):
         question = "Taliban districts government forces Kunduz"
         whole = index.search(question, fake_embedder, k=20, mode=mode).results
-        pages = [r for offset in range(0, 18, 3) for r in index.search(question, fake_embedder, k=3, offset=offset,
-                                                                      mode=mode).results]
+        pages = [
+            r
+            for offset in range(0, 18, 3)
+            for r in index.search(question, fake_embedder, k=3, offset=offset, mode=mode).results
+        ]
         assert [(r.rank, r.passage_id) for r in pages] == [(r.rank, r.passage_id) for r in whole[:18]], mode
         shown = all_pages(index, question, fake_embedder, mode=mode)
         assert all(a.relevance >= b.relevance for a, b in zip(shown, shown[1:])), mode
@@ -496,9 +542,13 @@ def test_the_first_page_prefers_variety_and_later_pages_go_on_into_the_same_arti
 
 def test_a_filter_that_leaves_one_article_shows_its_passages_in_ranking_order(index, fake_embedder):
     for mode in ("vector", "hybrid"):
-        answer = index.search("Taliban capitals weekend", fake_embedder, k=3, filters=Filters(source="antiwar"), mode=mode)
+        answer = index.search(
+            "Taliban capitals weekend", fake_embedder, k=3, filters=Filters(source="antiwar"), mode=mode
+        )
         assert len(answer.results) == 3 and {r.article.source for r in answer.results} == {"Antiwar.com"}
-        every = all_pages(index, "Taliban capitals weekend", fake_embedder, filters=Filters(source="antiwar"), mode=mode)
+        every = all_pages(
+            index, "Taliban capitals weekend", fake_embedder, filters=Filters(source="antiwar"), mode=mode
+        )
         assert len(every) == 9 == every[0].article.passages
         if mode == "vector":  # the ranking's own order: by cosine
             assert [r.score for r in every] == sorted((r.score for r in every), reverse=True)
@@ -507,7 +557,10 @@ def test_a_filter_that_leaves_one_article_shows_its_passages_in_ranking_order(in
 def test_hybrid_paging_goes_past_the_passages_it_fuses(fake_settings, fake_embedder):
     """Hybrid fuses the best fusion_depth passages by meaning and by keywords; filtered to an article
     of more paragraphs than that, paging still reaches every one (the rest follow by cosine)."""
-    paragraphs = [f"Harbour log {n}: the ferry left at {n % 24} hours with {n} passengers aboard." for n in range(DEFAULT_RULE.fusion_depth + 40)]
+    paragraphs = [
+        f"Harbour log {n}: the ferry left at {n % 24} hours with {n} passengers aboard."
+        for n in range(DEFAULT_RULE.fusion_depth + 40)
+    ]
     paragraphs[7] = "Harbour log 7: a quokka was seen on the ferry ramp."
     (fake_settings.corpus_dir / "harbour_log.txt").write_text("Harbour log\n\n" + "\n\n".join(paragraphs) + "\n")
     run_index(fake_settings)

@@ -2,6 +2,7 @@
 tagged with the snapshot it holds, used only while it matches, FTS5 otherwise.
 
 LARGE_INDEX is lowered so the shipped corpus (67 passages) counts as large."""
+
 import json
 import re
 import shutil
@@ -45,8 +46,12 @@ def fts5_keyword(idx, question, limit=1000):
 
 def stats(settings) -> dict:
     """`corpus-bot stats --json`: the admin's view of which engine answers keyword searches."""
-    result = CliRunner().invoke(cli, ["stats", "--json", "--index", str(settings.index_path)],
-                                env={"EMBEDDING_MODEL": settings.embedding_model}, catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        ["stats", "--json", "--index", str(settings.index_path)],
+        env={"EMBEDDING_MODEL": settings.embedding_model},
+        catch_exceptions=False,
+    )
     return json.loads(result.output)
 
 
@@ -70,7 +75,9 @@ def test_a_large_index_searches_keywords_with_a_tantivy_copy_of_the_same_passage
     top = idx.search("Sebghatullah Selab", fake_embedder, mode="keyword").results[0]
     assert "Sebghatullah Selab" in top.text
     titled = idx.search("Gobbles", fake_embedder, mode="keyword").results  # the title, as context
-    assert titled and {r.article.title for r in titled} == {"Taliban Offensive Gobbles Up Territory in Northern Afghanistan"}
+    assert titled and {r.article.title for r in titled} == {
+        "Taliban Offensive Gobbles Up Territory in Northern Afghanistan"
+    }
     idx.close()
 
 
@@ -135,7 +142,9 @@ def assert_copy_holds_the_change(settings, embedder) -> None:
     assert copy_names(settings) == [tantivy_index.folder_for(settings.index_path).name]
 
 
-def test_an_unchanged_reindex_keeps_the_copy_and_a_small_change_updates_it_in_place(large, fake_settings, fake_embedder, monkeypatch):
+def test_an_unchanged_reindex_keeps_the_copy_and_a_small_change_updates_it_in_place(
+    large, fake_settings, fake_embedder, monkeypatch
+):
     monkeypatch.setattr(tantivy_index, "MAX_UPDATE_SHARE", 1.0)  # the shipped corpus is small: any change is "large"
     run_index(fake_settings)
     tag = generation(fake_settings.index_path)
@@ -223,8 +232,9 @@ def test_an_update_that_fails_falls_back_to_a_new_copy(large, fake_settings, fak
     assert_copy_holds_the_change(fake_settings, fake_embedder)
 
 
-def test_an_index_from_before_authors_were_keywords_is_migrated_and_its_copy_rebuilt(large, fake_settings,
-                                                                                      fake_embedder, monkeypatch):
+def test_an_index_from_before_authors_were_keywords_is_migrated_and_its_copy_rebuilt(
+    large, fake_settings, fake_embedder, monkeypatch
+):
     """Migration 6 (run by the index's owner: the bot at start, or `corpus-bot index`) puts the
     authors into the keyword context of an existing index and changes its generation: the tantivy
     copy made from the old context is not used (FTS5 answers, and finds the author) until the next
@@ -241,8 +251,10 @@ def test_an_index_from_before_authors_were_keywords_is_migrated_and_its_copy_reb
                 INSERT INTO passage_fts(rowid, text, context) SELECT new.id, new.text, {old_context}
                 FROM articles a WHERE a.id = new.article_id; END""")
             conn.execute("DELETE FROM passage_fts")
-            conn.execute(f"INSERT INTO passage_fts(rowid, text, context) SELECT p.id, p.text, {old_context} "
-                         "FROM passages p JOIN articles a ON a.id = p.article_id")
+            conn.execute(
+                f"INSERT INTO passage_fts(rowid, text, context) SELECT p.id, p.text, {old_context} "
+                "FROM passages p JOIN articles a ON a.id = p.article_id"
+            )
             conn.execute("DROP INDEX passages_embedded_hash")
             conn.execute("ALTER TABLE passages DROP COLUMN embedded_hash")
             conn.execute("PRAGMA user_version = 5")

@@ -1,6 +1,7 @@
 """Corpus text and metadata never drive the terminal: escape sequences reach `ask`, `sources`,
 `stats` and `index` as visible escapes, and JSON keeps them, JSON-escaped. Figures and rows:
 docs/reliability.md."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,13 @@ def env(tmp_path, fake_embedder):
     (corpus / "bridge\x1b[5m.meta.json").write_text(json.dumps(SIDECAR))
     settings = Settings(corpus_dir=corpus, index_path=tmp_path / "index.sqlite3", embedding_model=fake_embedder.name)
     run_index(settings)
-    return {"CORPUS_DIR": str(corpus), "INDEX_PATH": str(settings.index_path), "EMBEDDING_MODEL": fake_embedder.name,
-            "RERANK_MODEL": "", "WEAK_SCORE": "0"}
+    return {
+        "CORPUS_DIR": str(corpus),
+        "INDEX_PATH": str(settings.index_path),
+        "EMBEDDING_MODEL": fake_embedder.name,
+        "RERANK_MODEL": "",
+        "WEAK_SCORE": "0",
+    }
 
 
 def run(env, *args):

@@ -3,6 +3,7 @@ loaded where it lies (codes memory-mapped, float16 rows read on demand) only whi
 
 LARGE_INDEX is lowered so the shipped corpus (67 passages) counts as large, and PREFILTER_MIN_ROWS
 so that its shard gets a prefilter."""
+
 import numpy as np
 import pytest
 
@@ -22,8 +23,11 @@ def large(monkeypatch):
 
 
 def answers(idx, embedder) -> list:
-    return [[(r.passage_id, round(r.score, 6)) for r in idx.search(q, embedder, k=8, mode=mode).results]
-            for q in QUESTIONS for mode in ("vector", "hybrid", "keyword")]
+    return [
+        [(r.passage_id, round(r.score, 6)) for r in idx.search(q, embedder, k=8, mode=mode).results]
+        for q in QUESTIONS
+        for mode in ("vector", "hybrid", "keyword")
+    ]
 
 
 def from_file(idx) -> bool:
@@ -108,7 +112,9 @@ def test_a_damaged_file_is_ignored_with_a_warning_and_written_again(large, fake_
     assert "cannot use" in caplog.text
     idx.close()
     # The next run writes it again, though nothing changed, and says why.
-    assert [(what, text.split(" (")[0]) for what, text in run_index(fake_settings).warnings] == [("(vector file)", "written again")]
+    assert [(what, text.split(" (")[0]) for what, text in run_index(fake_settings).warnings] == [
+        ("(vector file)", "written again")
+    ]
     assert from_file(load(fake_settings))
 
 
@@ -127,7 +133,8 @@ def test_a_file_from_before_prefilters_is_not_used_and_written_again(large, fake
     assert "written by an older version" in caplog.text
     idx.close()
     assert run_index(fake_settings).warnings == [
-        ("(vector file)", "written again (it has no checksums (written by an older version))")]
+        ("(vector file)", "written again (it has no checksums (written by an older version))")
+    ]
     idx = load(fake_settings)
     assert from_file(idx) and all(idx.vectors._refined)
     assert answers(idx, fake_embedder) == expected

@@ -1,4 +1,5 @@
 """The vector store: int8 scan + float16 rescoring across shards, filters, and the float32 -> float16 migration."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -148,7 +149,9 @@ def test_a_failed_migration_leaves_the_old_schema(tmp_path, monkeypatch):
         migration.apply(conn)
         conn.execute(f"PRAGMA user_version = {number}")
     conn.execute("INSERT INTO index_meta VALUES ('model', 'm')")
-    conn.execute("INSERT INTO articles(id, key, file, content_hash, passage_count, indexed_at) VALUES (1, 'a', 'a', 'h', 1, 'now')")
+    conn.execute(
+        "INSERT INTO articles(id, key, file, content_hash, passage_count, indexed_at) VALUES (1, 'a', 'a', 'h', 1, 'now')"
+    )
     conn.execute("INSERT INTO article_vectors VALUES (1, ?)", (b"\x00" * 6,))  # not a float32 array
 
     with pytest.raises(ValueError):

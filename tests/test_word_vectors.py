@@ -1,5 +1,6 @@
 """The token vectors stored in the index for hybrid search (embeddings/word_vectors.py): written with
 the passages, kept up to date by every run, given to an index from before them, replaced by a rebuild."""
+
 import numpy as np
 
 from embeddings import store
@@ -30,7 +31,9 @@ def test_the_index_holds_a_vector_for_every_word_of_the_corpus(fake_settings, fa
 
 def test_a_reindex_adds_the_new_words_and_an_older_index_gets_them_all(fake_settings, fake_embedder):
     run_index(fake_settings)
-    (fake_settings.corpus_dir / "quokka.txt").write_text("Quokka sightings\n\nA quokka was seen near the Kunduz checkpoint on Tuesday.\n")
+    (fake_settings.corpus_dir / "quokka.txt").write_text(
+        "Quokka sightings\n\nA quokka was seen near the Kunduz checkpoint on Tuesday.\n"
+    )
     report = run_index(fake_settings)
     assert report.added and stored(fake_settings).of(["quokka"], fake_embedder).any()
 

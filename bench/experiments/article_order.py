@@ -11,6 +11,7 @@ cosines (the number shown before the relevance) are out of order. Each row is a 
 an infinite penalty is the cap that hides (at most two passages of an article, never more), 0 is
 the ranking with no cap at all.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,24 +46,34 @@ def main() -> None:
     def passage_key(row: int) -> str:
         return f"{index.articles[index.passage_article[row]].key[:3]}#{index.passage_position[row] + 1}"
 
-    print(f"{'penalty':>8} {'nDCG@10':>8} {'R@5':>6} {'R@10':>6} {'R@20':>6} {'reach':>6} {'articles@5':>10}"
-          f" {'cosine out of order@5':>22}")
+    print(
+        f"{'penalty':>8} {'nDCG@10':>8} {'R@5':>6} {'R@10':>6} {'R@20':>6} {'reach':>6} {'articles@5':>10}"
+        f" {'cosine out of order@5':>22}"
+    )
     for penalty in PENALTIES:
         totals = [0.0] * 7
         for qid, judged in data.qrels.items():
-            ranking = index.rank(data.queries[qid], embedder, n=index.passage_count, per_article=PER_ARTICLE,
-                                 penalty=penalty)
+            ranking = index.rank(
+                data.queries[qid], embedder, n=index.passage_count, per_article=PER_ARTICLE, penalty=penalty
+            )
             keys = [passage_key(r) for r in ranking.picked]
-            for j, value in enumerate([
-                ndcg_at(keys, judged, 10), recall_at(keys, judged, 5), recall_at(keys, judged, 10),
-                recall_at(keys, judged, 20), recall_at(keys, judged, len(keys)),
-                len({index.passage_article[r] for r in ranking.picked[:5]}),
-                any(a < b for a, b in zip(ranking.picked_cosine[:5], ranking.picked_cosine[1:5])),
-            ]):
+            for j, value in enumerate(
+                [
+                    ndcg_at(keys, judged, 10),
+                    recall_at(keys, judged, 5),
+                    recall_at(keys, judged, 10),
+                    recall_at(keys, judged, 20),
+                    recall_at(keys, judged, len(keys)),
+                    len({index.passage_article[r] for r in ranking.picked[:5]}),
+                    any(a < b for a, b in zip(ranking.picked_cosine[:5], ranking.picked_cosine[1:5])),
+                ]
+            ):
                 totals[j] += value
         mean = [t / len(data.qrels) for t in totals]
-        print(f"{penalty:>8} {mean[0]:8.4f} {mean[1]:6.3f} {mean[2]:6.3f} {mean[3]:6.3f} {mean[4]:6.3f} {mean[5]:10.2f}"
-              f" {totals[6]:>14.0f} of {len(data.qrels)}")
+        print(
+            f"{penalty:>8} {mean[0]:8.4f} {mean[1]:6.3f} {mean[2]:6.3f} {mean[3]:6.3f} {mean[4]:6.3f} {mean[5]:10.2f}"
+            f" {totals[6]:>14.0f} of {len(data.qrels)}"
+        )
     index.close()
 
 

@@ -18,6 +18,7 @@ index job would, and evaluates the default search on each copy (nDCG@10):
   set's own questions write with a capital (names of people and places), so a question naming
   someone also names the author of unrelated documents.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,16 +38,52 @@ from embeddings.search import SearchIndex
 from .common import OUT, ROOT, SETS_HELP
 
 REPORTERS = [
-    "Anna Keller", "Ben Okafor", "Clara Novak", "Daniel Reyes", "Elena Petrova", "Farid Haddad", "Grace Liu",
-    "Hugo Lambert", "Ines Moreau", "Jonas Berg", "Kara Whitfield", "Leo Marchetti", "Maya Sato", "Nils Andersen",
-    "Olivia Grant", "Pavel Dvorak", "Quinn Harper", "Rosa Delgado", "Samir Patel", "Tessa Brooks",
-    "Umar Siddiqui", "Vera Lindholm", "Will Ashford", "Xena Papadakis", "Yusuf Demir", "Zoe Fairbanks",
-    "Adam Kowalski", "Bianca Rossi", "Caleb Dunn", "Dina Haraldsen", "Emil Varga", "Fiona Gallagher",
-    "Gabriel Costa", "Hana Takahashi", "Isaac Morrow", "Julia Brennan", "Karim Nasser", "Lena Hoffmann",
-    "Marco Bellini", "Nora Quinlan",
+    "Anna Keller",
+    "Ben Okafor",
+    "Clara Novak",
+    "Daniel Reyes",
+    "Elena Petrova",
+    "Farid Haddad",
+    "Grace Liu",
+    "Hugo Lambert",
+    "Ines Moreau",
+    "Jonas Berg",
+    "Kara Whitfield",
+    "Leo Marchetti",
+    "Maya Sato",
+    "Nils Andersen",
+    "Olivia Grant",
+    "Pavel Dvorak",
+    "Quinn Harper",
+    "Rosa Delgado",
+    "Samir Patel",
+    "Tessa Brooks",
+    "Umar Siddiqui",
+    "Vera Lindholm",
+    "Will Ashford",
+    "Xena Papadakis",
+    "Yusuf Demir",
+    "Zoe Fairbanks",
+    "Adam Kowalski",
+    "Bianca Rossi",
+    "Caleb Dunn",
+    "Dina Haraldsen",
+    "Emil Varga",
+    "Fiona Gallagher",
+    "Gabriel Costa",
+    "Hana Takahashi",
+    "Isaac Morrow",
+    "Julia Brennan",
+    "Karim Nasser",
+    "Lena Hoffmann",
+    "Marco Bellini",
+    "Nora Quinlan",
 ]
-SHIPPED_BYLINES = {"000": (["Sharif Hassan"], None), "001": (["Thomas Gibbons-Neff", "Najim Rahim"], None),
-                   "004": (["Jason Ditz"], "Antiwar.com")}
+SHIPPED_BYLINES = {
+    "000": (["Sharif Hassan"], None),
+    "001": (["Thomas Gibbons-Neff", "Najim Rahim"], None),
+    "004": (["Jason Ditz"], "Antiwar.com"),
+}
 
 
 def pick(key: str, names: list[str]) -> str:
@@ -67,10 +104,14 @@ def with_bylines(source: Path, copy: Path, byline) -> None:
     conn.execute("BEGIN")
     for (key,) in conn.execute("SELECT key FROM articles").fetchall():
         authors, publication = byline(key)
-        conn.execute("UPDATE articles SET authors = ?, source = ? WHERE key = ?", (json.dumps(authors), publication, key))
+        conn.execute(
+            "UPDATE articles SET authors = ?, source = ? WHERE key = ?", (json.dumps(authors), publication, key)
+        )
     conn.execute("DELETE FROM passage_fts")
-    conn.execute(f"INSERT INTO passage_fts(rowid, text, context) SELECT p.id, p.text, {store.PASSAGE_CONTEXT} "
-                 "FROM passages p JOIN articles a ON a.id = p.article_id")
+    conn.execute(
+        f"INSERT INTO passage_fts(rowid, text, context) SELECT p.id, p.text, {store.PASSAGE_CONTEXT} "
+        "FROM passages p JOIN articles a ON a.id = p.article_id"
+    )
     conn.execute("COMMIT")
     conn.close()
 

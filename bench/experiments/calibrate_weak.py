@@ -19,6 +19,7 @@ against it ("unanswerable"), and prints the same two error rates and the distrib
 cosine shown. Folders given with --answered are only asked their own questions (sets whose
 corpora overlap another's, like the two news_lee builds).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,23 +56,34 @@ def labelled(settings: Settings, cache: Path, verbose: bool) -> None:
                 (q.get("answer") and q["answer"] in r.text) or (q.get("article") and r.article.key == q["article"])
                 for r in answer.results
             )
-            rows.append({**q, "answerable": answerable, "weak": answer.weak, "shown": shown,
-                         "best_cosine": max((r.score for r in answer.results), default=0.0)})
+            rows.append(
+                {
+                    **q,
+                    "answerable": answerable,
+                    "weak": answer.weak,
+                    "shown": shown,
+                    "best_cosine": max((r.score for r in answer.results), default=0.0),
+                }
+            )
         index.close()
     for group in ["all", *CORPORA]:
         part = [r for r in rows if group in ("all", r["corpus"])]
         good = [r for r in part if r["answerable"]]
         bad = [r for r in part if not r["answerable"]]
         shown = [r for r in good if r["shown"]]
-        print(f"{group:8} answerable flagged weak {sum(r['weak'] for r in good)}/{len(good)}"
-              f" (answer shown: {sum(r['weak'] for r in shown)}/{len(shown)});"
-              f" unanswerable not flagged {sum(not r['weak'] for r in bad)}/{len(bad)}")
+        print(
+            f"{group:8} answerable flagged weak {sum(r['weak'] for r in good)}/{len(good)}"
+            f" (answer shown: {sum(r['weak'] for r in shown)}/{len(shown)});"
+            f" unanswerable not flagged {sum(not r['weak'] for r in bad)}/{len(bad)}"
+        )
     for r in rows:
         wrong = r["weak"] == r["answerable"]
         if wrong or verbose:
             what = ("answerable, flagged weak" if r["answerable"] else "unanswerable, not flagged") if wrong else "ok"
-            print(f"  {what:27} {r['corpus']:8} {r['kind']:12} cos {r['best_cosine']:.2f}"
-                  f"{'' if r['shown'] or not r['answerable'] else ' (answer not shown)'}  {r['question']}")
+            print(
+                f"  {what:27} {r['corpus']:8} {r['kind']:12} cos {r['best_cosine']:.2f}"
+                f"{'' if r['shown'] or not r['answerable'] else ' (answer not shown)'}  {r['question']}"
+            )
 
 
 def across_sets(settings: Settings, folders: list[str], cache: Path, own_only: list[str]) -> None:
@@ -92,19 +104,29 @@ def across_sets(settings: Settings, folders: list[str], cache: Path, own_only: l
                     unanswerable.append((answer.weak, max((r.score for r in answer.results), default=0.0)))
         index.close()
     a, u = np.array([c for _, c in answered]), np.array([c for _, c in unanswerable])
-    print(f"across sets: answered flagged weak {sum(w for w, _ in answered)}/{len(answered)},"
-          f" unanswerable not flagged {sum(not w for w, _ in unanswerable)}/{len(unanswerable)}")
-    print(f"  best cosine shown: answered min {a.min():.3f} p5 {np.percentile(a, 5):.3f} median {np.median(a):.3f}"
-          + (f"; unanswerable median {np.median(u):.3f} p95 {np.percentile(u, 95):.3f} max {u.max():.3f}" if len(u) else ""))
+    print(
+        f"across sets: answered flagged weak {sum(w for w, _ in answered)}/{len(answered)},"
+        f" unanswerable not flagged {sum(not w for w, _ in unanswerable)}/{len(unanswerable)}"
+    )
+    print(
+        f"  best cosine shown: answered min {a.min():.3f} p5 {np.percentile(a, 5):.3f} median {np.median(a):.3f}"
+        + (
+            f"; unanswerable median {np.median(u):.3f} p95 {np.percentile(u, 95):.3f} max {u.max():.3f}"
+            if len(u)
+            else ""
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="*", help="BEIR-layout folders to ask across")
-    parser.add_argument("--answered", nargs="+", default=[], metavar="FOLDER",
-                        help="BEIR-layout folders asked only their own questions")
-    parser.add_argument("--cache", type=Path, default=OUT / "weak-flag",
-                        help="where the indexes are kept [bench/out/weak-flag]")
+    parser.add_argument(
+        "--answered", nargs="+", default=[], metavar="FOLDER", help="BEIR-layout folders asked only their own questions"
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=OUT / "weak-flag", help="where the indexes are kept [bench/out/weak-flag]"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="list every question, not only the errors")
     args = parser.parse_args()
     settings = Settings.from_env()

@@ -1,5 +1,6 @@
 """What the experiments share: where the repository is, the evaluation sets as `corpus-bot eval`
 indexes them, and ranking documents by their best passage as `run_eval` does."""
+
 from __future__ import annotations
 
 import os
@@ -22,12 +23,15 @@ OUT = ROOT / "bench" / "out"
 # One cache for every experiment: a set is embedded once. Set EVAL_CACHE to share another.
 CACHE = Path(os.environ.get("EVAL_CACHE") or OUT / "eval-cache")
 # How each script describes its evaluation-set arguments.
-SETS_HELP = ("evaluation sets: BEIR-layout folders (corpus.jsonl, queries.jsonl, qrels.tsv) such as SciFact, "
-             "tests/fixtures/news_shipped or bench/out/news_lee (bench/news_lee/README.md)")
+SETS_HELP = (
+    "evaluation sets: BEIR-layout folders (corpus.jsonl, queries.jsonl, qrels.tsv) such as SciFact, "
+    "tests/fixtures/news_shipped or bench/out/news_lee (bench/news_lee/README.md)"
+)
 
 
-def eval_sets(folders: list[str], cache: Path = CACHE,
-              embedder=None) -> Iterator[tuple[object, BeirData, Path, SearchIndex]]:
+def eval_sets(
+    folders: list[str], cache: Path = CACHE, embedder=None
+) -> Iterator[tuple[object, BeirData, Path, SearchIndex]]:
     """(query embedder, set, index path, SearchIndex) per BEIR folder, indexed as `corpus-bot eval` does."""
     for folder in folders:
         data = load_beir(Path(folder))

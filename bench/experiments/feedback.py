@@ -15,6 +15,7 @@ the hybrid's fused score of every candidate, × g × the hybrid's keyword weight
 ranked again (documents by their best passage, near-copies not collapsed: g 0 reproduces eval's
 figures within 0.001). On the combined folder (gate.py combine) one line per set.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,11 @@ RULE = HybridRule(feedback_words=0)
 def expansion(index, question: str, passages: list[str], terms: int) -> list[str]:
     asked = set(fts_terms(question))
     held = collections.Counter(w for text in passages for w in set(fts_terms(text)) if w not in asked and len(w) > 2)
-    scored = [(count * index.idf_sum([w]), w) for w, count in held.items()
-              if 0 < index.term_count(w) <= COMMON * index.passage_count]
+    scored = [
+        (count * index.idf_sum([w]), w)
+        for w, count in held.items()
+        if 0 < index.term_count(w) <= COMMON * index.passage_count
+    ]
     return [w for _, w in sorted(scored, reverse=True)[:terms]]
 
 
@@ -56,23 +60,35 @@ def main() -> None:
             question = data.queries[qid]
             ranking = index.rank(question, embedder, n=100, per_article=1, mode="hybrid", rule=RULE)
             candidates = ranking.candidates
-            words = expansion(index, question, list(passage_texts(path, index, ranking.picked[: args.feedback]).values()),
-                              args.terms)
+            words = expansion(
+                index, question, list(passage_texts(path, index, ranking.picked[: args.feedback]).values()), args.terms
+            )
             extra = np.zeros(len(candidates.rows))
             if words:
                 weights = {w: 1.0 for w in words}
-                extra = index.keyword_coverage(words, None, weights, index.word_vectors.of(words, embedder), RULE)(candidates.rows)
+                extra = index.keyword_coverage(words, None, weights, index.word_vectors.of(words, embedder), RULE)(
+                    candidates.rows
+                )
             for g in GAINS:
                 order = np.argsort(-(candidates.scores + g * RULE.weight * extra), kind="stable")
-                documents = list(dict.fromkeys(index.articles[index.passage_article[i]].key for i in candidates.rows[order]))
+                documents = list(
+                    dict.fromkeys(index.articles[index.passage_article[i]].key for i in candidates.rows[order])
+                )
                 runs[g][qid] = documents[:100]
         qids = list(runs[0.0])
         groups = sorted({q.split("-")[0] + "-" for q in qids}) if all(re.match(r"q\d+-", q) for q in qids) else [""]
         for group in groups:
             qrels = {q: j for q, j in data.qrels.items() if q.startswith(group)}
-            cells = [f"g {g}: {evaluate_run({q: r for q, r in runs[g].items() if q.startswith(group)}, qrels)['ndcg@10']:.4f}"
-                     for g in GAINS]
-            print(f"{data.name} {group}".strip(), f"(feedback {args.feedback}, {args.terms} words):", " | ".join(cells), flush=True)
+            cells = [
+                f"g {g}: {evaluate_run({q: r for q, r in runs[g].items() if q.startswith(group)}, qrels)['ndcg@10']:.4f}"
+                for g in GAINS
+            ]
+            print(
+                f"{data.name} {group}".strip(),
+                f"(feedback {args.feedback}, {args.terms} words):",
+                " | ".join(cells),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

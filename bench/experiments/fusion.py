@@ -10,6 +10,7 @@ cosine and BM25 scores of every passage are computed once; each rule then only r
 product's rule is not copied here: its variants are HybridRule settings (embeddings/search/hybrid.py)
 passed to the search itself (RULE_VARIANTS). The numbers go into docs/retrieval.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -111,9 +112,11 @@ def zscore(cos, kw, n=100, w_kw=1.0, adaptive=False):
     out = np.full_like(cos, -1e9)
     c_top, k_top = top(cos, n), top(kw, n)
     cand = np.union1d(c_top, k_top[kw[k_top] > 0])
+
     def z(s, t):
         mu, sd = s[t].mean(), s[t].std() + 1e-9
         return (s[cand] - mu) / sd, (s[t[0]] - mu) / sd
+
     cz, c_dec = z(cos, c_top)
     if kw.max() > 0:
         kz, k_dec = z(kw, k_top)
@@ -157,25 +160,52 @@ RULES = {
     **{f"z w={w}": (lambda w: lambda c, k: zscore(c, k, w_kw=w))(w) for w in (0.5, 0.75, 1.0)},
     "z adaptive": lambda c, k: zscore(c, k, adaptive=True),
     **{f"cos+{b}*bm25/max": (lambda b: lambda c, k: cos_plus_bm25(c, k, b))(b) for b in (0.05, 0.1, 0.2)},
-    **{f"vector top{n} + {b}*bm25/max": (lambda n, b: lambda c, k: rerank_vector_top(c, k, n, b))(n, b)
-       for n in (10, 20, 50) for b in (0.05, 0.1, 0.2)},
-    **{f"vector top{n} + {b}*z(bm25)": (lambda n, b: lambda c, k: rerank_vector_top(c, k, n, b, z=True))(n, b)
-       for n in (10, 20, 50) for b in (0.25, 0.5, 1.0)},
+    **{
+        f"vector top{n} + {b}*bm25/max": (lambda n, b: lambda c, k: rerank_vector_top(c, k, n, b))(n, b)
+        for n in (10, 20, 50)
+        for b in (0.05, 0.1, 0.2)
+    },
+    **{
+        f"vector top{n} + {b}*z(bm25)": (lambda n, b: lambda c, k: rerank_vector_top(c, k, n, b, z=True))(n, b)
+        for n in (10, 20, 50)
+        for b in (0.25, 0.5, 1.0)
+    },
 }
 
 
 # Rules of cosine and BM25 only take the question's idf too, so every rule is called one way.
 RULES = {name: (lambda rule: lambda c, k, idf, terms: rule(c, k))(rule) for name, rule in RULES.items()}
-RULES.update({f"cos+{b}*coverage": (lambda b: lambda c, k, idf, terms: coverage(c, k, b, idf))(b) for b in (0.1, 0.2, 0.3, 0.5, 0.7)})
+RULES.update(
+    {
+        f"cos+{b}*coverage": (lambda b: lambda c, k, idf, terms: coverage(c, k, b, idf))(b)
+        for b in (0.1, 0.2, 0.3, 0.5, 0.7)
+    }
+)
 # which words to trust (graded), and when to trust them (gated)
-RULES.update({f"cos+{b}*coverage, model-read words x{w}": (lambda b, w: lambda c, k, idf, terms: graded(c, terms, idf, b, w))(b, w)
-              for w in (0.0, 0.1, 0.25, 0.5) for b in (0.3, 0.5, 0.7)})
-RULES.update({f"cos+{b}*coverage x vector-top-5 coverage": (lambda b: lambda c, k, idf, terms: vector_top_gated(c, k, idf, b))(b)
-              for b in (0.3, 0.5, 0.7)})
+RULES.update(
+    {
+        f"cos+{b}*coverage, model-read words x{w}": (lambda b, w: lambda c, k, idf, terms: graded(c, terms, idf, b, w))(
+            b, w
+        )
+        for w in (0.0, 0.1, 0.25, 0.5)
+        for b in (0.3, 0.5, 0.7)
+    }
+)
+RULES.update(
+    {
+        f"cos+{b}*coverage x vector-top-5 coverage": (
+            lambda b: lambda c, k, idf, terms: vector_top_gated(c, k, idf, b)
+        )(b)
+        for b in (0.3, 0.5, 0.7)
+    }
+)
 # the product's rule (a match counts more where the passage's vector misses the word,
 # plus keyword feedback), run by the search itself with other settings (0.225 and 5: the default).
-RULE_VARIANTS = {f"hybrid rule weight={b}, missed^{a}": HybridRule(weight=b, missed_exponent=a)
-                 for b in (0.2, 0.225, 0.25) for a in (3, 4, 5, 6)}
+RULE_VARIANTS = {
+    f"hybrid rule weight={b}, missed^{a}": HybridRule(weight=b, missed_exponent=a)
+    for b in (0.2, 0.225, 0.25)
+    for a in (3, 4, 5, 6)
+}
 RULE_VARIANTS["hybrid rule without feedback"] = HybridRule(feedback_words=0)
 
 
@@ -201,8 +231,15 @@ def main() -> None:
         qids = list(data.qrels)
         qv = embedder.encode([data.queries[q] for q in qids])
         every_vector = index.vectors.get(np.arange(index.passage_count))
-        per_q = [(every_vector @ qv[i], keyword_scores(index, data.queries[q]), index.idf_sum(fts_terms(data.queries[q])),
-                  term_scores(index, data.queries[q], embedder, every_vector)) for i, q in enumerate(qids)]
+        per_q = [
+            (
+                every_vector @ qv[i],
+                keyword_scores(index, data.queries[q]),
+                index.idf_sum(fts_terms(data.queries[q])),
+                term_scores(index, data.queries[q], embedder, every_vector),
+            )
+            for i, q in enumerate(qids)
+        ]
         print(f"\n{data.name}: {len(qids)} queries, {index.passage_count} passages")
         for name, rule in RULES.items():
             run = {}

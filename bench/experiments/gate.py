@@ -21,6 +21,7 @@ Rules, each over the same per-question scores as fusion.py:
   is taken as a sign the question is phrased in other words than the corpus: its idf added to the
   coverage's denominator (× lam), or the keyword weight set to lo for that question.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,11 @@ BETA, EXPONENT = 0.225, 5  # the default rule (signals.default)
 def combine(out: Path, folders: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     corpus_tag: dict[str, str] = {}  # corpus file content -> the prefix its ids got
-    with open(out / "corpus.jsonl", "w") as corpus, open(out / "queries.jsonl", "w") as queries, \
-            open(out / "qrels.tsv", "w") as qrels:
+    with (
+        open(out / "corpus.jsonl", "w") as corpus,
+        open(out / "queries.jsonl", "w") as queries,
+        open(out / "qrels.tsv", "w") as qrels,
+    ):
         qrels.write("query-id\tcorpus-id\tscore\n")
         for n, folder in enumerate(map(Path, folders)):
             text = (folder / "corpus.jsonl").read_text()
@@ -85,6 +89,7 @@ def vector_top_at(r):
         if ranks(s)[v] > r - 1:
             s[v] = s[order[r - 1]] + 1e-6
         return s
+
     return rule
 
 
@@ -95,6 +100,7 @@ def vector_top_first_within(d):
         if h != v and s[v] >= s[h] - d:
             s[v] = s[h] + 1e-6
         return s
+
     return rule
 
 
@@ -106,6 +112,7 @@ def absent_in_denominator(lam):
     def rule(q):
         extra = lam * absent_words_read_whole(q) * np.log(2 * len(q["cos"]) + 1)  # FTS5's idf of a word in no passage
         return missed(q["cos"], q["terms"], q["idf"] + extra, BETA, EXPONENT)
+
     return rule
 
 
@@ -119,7 +126,9 @@ RULES.update({f"vector top passage at rank <= {r}": vector_top_at(r) for r in (1
 RULES.update({f"vector top passage first if within {d}": vector_top_first_within(d) for d in (0.01, 0.02, 0.05)})
 RULES.update({f"RRF(vector, default) w {w} k {k}": rrf_vector_default(w, k) for w in (0.2, 0.5) for k in (5, 60)})
 RULES.update({f"absent word idf in denominator x {lam}": absent_in_denominator(lam) for lam in (0.25, 0.5, 1.0)})
-RULES.update({f"keyword weight {lo} if a word read whole is absent (0: the default)": absent_gate(lo) for lo in (0.0, 0.05, 0.1)})
+RULES.update(
+    {f"keyword weight {lo} if a word read whole is absent (0: the default)": absent_gate(lo) for lo in (0.0, 0.05, 0.1)}
+)
 
 
 def run(folders: list[str]) -> None:
@@ -129,14 +138,24 @@ def run(folders: list[str]) -> None:
         every_vector = index.vectors.get(np.arange(index.passage_count))
         qids = list(data.qrels)
         qvectors = embedder.encode([data.queries[q] for q in qids])
-        per_q = [{"cos": every_vector @ qvectors[i], "lengths": lengths,
-                  "terms": term_scores(index, data.queries[q], embedder, every_vector),
-                  "idf": index.idf_sum(fts_terms(data.queries[q]))} for i, q in enumerate(qids)]
+        per_q = [
+            {
+                "cos": every_vector @ qvectors[i],
+                "lengths": lengths,
+                "terms": term_scores(index, data.queries[q], embedder, every_vector),
+                "idf": index.idf_sum(fts_terms(data.queries[q])),
+            }
+            for i, q in enumerate(qids)
+        ]
         combined = all(re.match(r"q\d+-", q) for q in qids)
         groups = sorted({q.split("-")[0] + "-" for q in qids}, key=lambda g: int(g[1:-1])) if combined else [""]
-        gated = [sum(absent_words_read_whole(q) > 0 for q, qid in zip(per_q, qids) if qid.startswith(g)) for g in groups]
-        print(f"\n{data.name}: {len(qids)} queries, {index.passage_count} passages; questions with an absent "
-              f"word read whole: {' / '.join(map(str, gated))}; columns: {' '.join(groups) or 'all'}")
+        gated = [
+            sum(absent_words_read_whole(q) > 0 for q, qid in zip(per_q, qids) if qid.startswith(g)) for g in groups
+        ]
+        print(
+            f"\n{data.name}: {len(qids)} queries, {index.passage_count} passages; questions with an absent "
+            f"word read whole: {' / '.join(map(str, gated))}; columns: {' '.join(groups) or 'all'}"
+        )
         for name, rule in RULES.items():
             scores = {g: [] for g in groups}
             for qid, q in zip(qids, per_q):
@@ -151,7 +170,9 @@ def main() -> None:
     combined = commands.add_parser("combine", help="write one BEIR folder holding every set")
     combined.add_argument("out", type=Path, help="the folder to write, e.g. bench/out/combined")
     combined.add_argument("folders", nargs="+", help=SETS_HELP)
-    commands.add_parser("run", help="print each rule's nDCG@10 per set").add_argument("folders", nargs="+", help=SETS_HELP)
+    commands.add_parser("run", help="print each rule's nDCG@10 per set").add_argument(
+        "folders", nargs="+", help=SETS_HELP
+    )
     args = parser.parse_args()
     if args.command == "combine":
         combine(args.out, args.folders)

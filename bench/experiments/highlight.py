@@ -19,6 +19,7 @@ search computes it. Methods:
 
 Prints one line per method: accuracy, and the ids it gets wrong.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,13 @@ def shared_words_before(question: str, text: str) -> int | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("pairs", type=Path, nargs="?", default=PAIRS,
-                        help="labelled pairs, one JSON object a line [tests/fixtures/highlight/pairs.jsonl]")
+    parser.add_argument(
+        "pairs",
+        type=Path,
+        nargs="?",
+        default=PAIRS,
+        help="labelled pairs, one JSON object a line [tests/fixtures/highlight/pairs.jsonl]",
+    )
     path = parser.parse_args().pairs
     pairs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     embedder = load_embedder()
@@ -82,8 +88,10 @@ def main() -> None:
         return np.stack(out)
 
     means = [word_mean(p, s) for p, s in zip(pairs, spans)]
-    shared = [np.array([shared_share(content_words(p["question"]), content_words(p["passage"][a:b])) for a, b in s])
-              for p, s in zip(pairs, spans)]
+    shared = [
+        np.array([shared_share(content_words(p["question"]), content_words(p["passage"][a:b])) for a, b in s])
+        for p, s in zip(pairs, spans)
+    ]
 
     def by_score(scores):
         return lambda i: int(np.argmax(scores(i)))
@@ -96,11 +104,13 @@ def main() -> None:
     }
     for lam in LAMBDAS:
         methods[f"sentence vectors + {lam} shared"] = by_score(
-            lambda i, lam=lam: alone[i] @ questions[i] + lam * shared[i])
+            lambda i, lam=lam: alone[i] @ questions[i] + lam * shared[i]
+        )
         methods[f"late chunking + {lam} shared"] = by_score(lambda i, lam=lam: late[i] @ questions[i] + lam * shared[i])
         methods[f"word vectors + {lam} shared"] = by_score(lambda i, lam=lam: means[i] @ questions[i] + lam * shared[i])
     methods["default (highlight.best_sentence)"] = lambda i: spans[i].index(
-        best_sentence(pairs[i]["question"], pairs[i]["passage"], questions[i], vectors_of))
+        best_sentence(pairs[i]["question"], pairs[i]["passage"], questions[i], vectors_of)
+    )
     print(f"{len(pairs)} pairs ({sum(1 for p in pairs if p['origin'].startswith('corpus/'))} on the shipped corpus)")
     for name, choose in methods.items():
         wrong = [p["id"] for i, p in enumerate(pairs) if choose(i) != labels[i]]

@@ -10,6 +10,7 @@ questions.json). Each question is searched once (k 5); then each rule highlights
 rounds times in alternation. Prints the p50 / p95 ms per answer of each rule, for the first
 round (word vectors not yet cached) and the later ones.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,10 @@ def main() -> None:
     for name in rules:
         first = np.array(times[name, 0])
         later = np.concatenate([times[name, r] for r in range(1, args.rounds)]) if args.rounds > 1 else first
-        print(f"{name:24s} first round p50 {np.median(first):.3f} p95 {np.percentile(first, 95):.3f} ms; "
-              f"later p50 {np.median(later):.3f} p95 {np.percentile(later, 95):.3f} ms per answer")
+        print(
+            f"{name:24s} first round p50 {np.median(first):.3f} p95 {np.percentile(first, 95):.3f} ms; "
+            f"later p50 {np.median(later):.3f} p95 {np.percentile(later, 95):.3f} ms per answer"
+        )
     index.close()
 
 

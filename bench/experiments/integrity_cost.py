@@ -7,6 +7,7 @@ index job exported beside INDEX_FILE, when given).
 Prints one JSON document: CPU and wall milliseconds of each check (the best of --repeat runs).
 Writes a temporary SQLite file of --rows vectors (768 MB at 1M) under --work, removed afterwards.
 """
+
 from __future__ import annotations
 
 import argparse

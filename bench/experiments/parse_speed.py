@@ -15,6 +15,7 @@ dateparser's language data). CPU time, not wall-clock time, so that other work o
 machine does not count.
 Nothing is downloaded; the files are made in memory.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -18,6 +18,7 @@ everything else is `corpus-bot eval`'s: keyword index, token vectors, the defaul
 vectors). The indexes are cached under bench/out/context-<variant>/. In BEIR-layout sets every
 document is one article: only multi-passage documents (SciFact's abstracts) have a previous passage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,10 +79,16 @@ def main() -> None:
     argv = sys.argv[1:]
     at = argv.index("--") if "--" in argv else len(argv)
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], usage="%(prog)s VARIANT [VARIANT ...] -- FOLDER [FOLDER ...]",
-        epilog=f"FOLDER: {SETS_HELP}")
-    parser.add_argument("variants", nargs="+", metavar="VARIANT", help="title-period, title-newline, title-label, "
-                        "previous or title-previous")
+        description=__doc__.split("\n\n")[0],
+        usage="%(prog)s VARIANT [VARIANT ...] -- FOLDER [FOLDER ...]",
+        epilog=f"FOLDER: {SETS_HELP}",
+    )
+    parser.add_argument(
+        "variants",
+        nargs="+",
+        metavar="VARIANT",
+        help="title-period, title-newline, title-label, previous or title-previous",
+    )
     variants, folders = parser.parse_args(argv[:at]).variants, argv[at + 1 :]
     if not folders:
         parser.error("give the evaluation sets after --")

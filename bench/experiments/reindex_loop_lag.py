@@ -11,6 +11,7 @@ that has not imported torch, as a bot that answers with the ONNX query model has
 
     python -m bench.experiments.reindex_loop_lag [--runs 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,14 @@ async def probe(stop: asyncio.Event, lags: list[float]) -> None:
 def summary(lags: list[float]) -> dict:
     ordered = sorted(lags)
     pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)  # noqa: E731
-    return {"wakeups": len(lags), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": round(ordered[-1], 1),
-            "over_50ms": sum(x > 50 for x in lags), "over_100ms": sum(x > 100 for x in lags)}
+    return {
+        "wakeups": len(lags),
+        "p50_ms": pick(0.5),
+        "p99_ms": pick(0.99),
+        "max_ms": round(ordered[-1], 1),
+        "over_50ms": sum(x > 50 for x in lags),
+        "over_100ms": sum(x > 100 for x in lags),
+    }
 
 
 async def one_run(settings: Settings, run: int) -> dict:
@@ -78,8 +85,12 @@ async def one_run(settings: Settings, run: int) -> dict:
     grown = rss_mb() - rss
     serving.close()
     assert job.report is not None, job.error
-    return {"run_seconds": round(seconds, 2), "rss_growth_mb": round(grown, 1),
-            "during_reindex": summary(busy), "idle": summary(idle)}
+    return {
+        "run_seconds": round(seconds, 2),
+        "rss_growth_mb": round(grown, 1),
+        "during_reindex": summary(busy),
+        "idle": summary(idle),
+    }
 
 
 def settings_for(work: Path) -> Settings:
@@ -103,8 +114,13 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "embeddings"], env=env, cwd=ROOT, check=True, capture_output=True)
         results = []
         for n in range(args.runs):
-            out = subprocess.run([sys.executable, "-m", __spec__.name, "--measure", str(work), "--run", str(n)],
-                                 cwd=ROOT, check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [sys.executable, "-m", __spec__.name, "--measure", str(work), "--run", str(n)],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             results.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps({"python": sys.version.split()[0], "runs": results}, indent=1))
     finally:

@@ -15,6 +15,7 @@ is then replaced by a mix of the passage's and its best sentence's cosine, the r
 reproduces `corpus-bot eval`'s figure within about 0.001: near-copies are not collapsed here).
 Sentence vectors are cached under bench/out/sentence-vectors/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,14 @@ def late_vectors(embedder, texts: list[str]) -> list[np.ndarray]:
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     for start in range(0, len(order), 32):
         batch = order[start : start + 32]
-        enc = tokenizer([texts[i] for i in batch], return_offsets_mapping=True, padding=True, truncation=True,
-                        max_length=embedder.max_tokens, return_tensors="pt")
+        enc = tokenizer(
+            [texts[i] for i in batch],
+            return_offsets_mapping=True,
+            padding=True,
+            truncation=True,
+            max_length=embedder.max_tokens,
+            return_tensors="pt",
+        )
         offsets = enc.pop("offset_mapping").numpy()
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=embedder.bf16):
             states = transformer(**enc).last_hidden_state.float().numpy()
@@ -100,8 +107,12 @@ def main() -> None:
             question = data.queries[qid]
             candidates = index.rank(question, query_embedder, n=100, per_article=1, mode=args.mode).candidates
             q = query_embedder.encode([question])[0]
-            best = np.array([float((sentences[r] @ q).max()) if len(sentences[r]) else c
-                             for r, c in zip(candidates.rows, candidates.cosine)])
+            best = np.array(
+                [
+                    float((sentences[r] @ q).max()) if len(sentences[r]) else c
+                    for r, c in zip(candidates.rows, candidates.cosine)
+                ]
+            )
             rest = candidates.scores - candidates.cosine
             for name in MIXES:
                 kind, a = name
@@ -110,8 +121,13 @@ def main() -> None:
                 else:
                     cosine = (1 - a) * candidates.cosine + a * best
                 runs[name][qid] = documents_by_score(index, candidates.rows, rest + cosine)
-        print(data.name, args.kind, args.mode, " ".join(f"{k}{'' if a is None else ' ' + str(a)}={ndcg(r, data)}"
-                                                      for (k, a), r in runs.items()), flush=True)
+        print(
+            data.name,
+            args.kind,
+            args.mode,
+            " ".join(f"{k}{'' if a is None else ' ' + str(a)}={ndcg(r, data)}" for (k, a), r in runs.items()),
+            flush=True,
+        )
         index.close()
 
 

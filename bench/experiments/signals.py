@@ -17,6 +17,7 @@ same per-question scores as fusion.py:
   >= thr) searched as extra words, weighted by that cosine × lam.
 Documents are ranked by their best passage, without the per-article cap (as in fusion.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,9 @@ def passage_lengths(conn, index) -> np.ndarray:
 
 def fts_scores(conn, index, match: str) -> np.ndarray:
     out = np.zeros(index.passage_count, np.float64)
-    found = conn.execute("SELECT rowid, -bm25(passage_fts, 1.0, ?) FROM passage_fts WHERE passage_fts MATCH ?",
-                         (CONTEXT_WEIGHT, match)).fetchall()
+    found = conn.execute(
+        "SELECT rowid, -bm25(passage_fts, 1.0, ?) FROM passage_fts WHERE passage_fts MATCH ?", (CONTEXT_WEIGHT, match)
+    ).fetchall()
     if found:
         rows = rows_of(index, [r[0] for r in found])
         out[rows[rows >= 0]] = np.array([r[1] for r in found])[rows >= 0]
@@ -88,11 +90,17 @@ def question_data(index, conn, vocabulary, embedder, question, qvector, every_ve
     terms = term_scores(index, question, embedder, every_vector)
     words = fts_terms(question)
     n = index.passage_count
-    data = {"cos": every_vector @ qvector, "terms": terms, "idf": index.idf_sum(words),
-            "title": titles @ qvector if titles is not None else None}
+    data = {
+        "cos": every_vector @ qvector,
+        "terms": terms,
+        "idf": index.idf_sum(words),
+        "title": titles @ qvector if titles is not None else None,
+    }
     pairs = word_pairs(question)
-    data["pairs"] = {kind: [fts_scores(conn, index, form.format(a=a, b=b)) for a, b in pairs]
-                     for kind, form in (("phrase", '"{a}" + "{b}"'), ("near5", 'NEAR("{a}" "{b}", 5)'))}
+    data["pairs"] = {
+        kind: [fts_scores(conn, index, form.format(a=a, b=b)) for a, b in pairs]
+        for kind, form in (("phrase", '"{a}" + "{b}"'), ("near5", 'NEAR("{a}" "{b}", 5)'))
+    }
     # each word's frequency solved back from its FTS5 score: s = idf f (k1+1) / (f + k1 (1 - b + b D/avgdl))
     freqs = []
     for (scores, blind, cos), word in zip(terms, words):
@@ -125,6 +133,7 @@ def with_title(g, gain_only=False):
             return default(q)
         extra = np.maximum(0, q["title"] - q["cos"]) if gain_only else q["title"]
         return default(q) + g * extra
+
     return rule
 
 
@@ -142,6 +151,7 @@ def with_bm25(k1, b, lengths):
             scores = idf * f * (k1 + 1) / (f + k1 * (1 - b + b * lengths / lengths.mean())) * (K1 + 1) / (k1 + 1)
             total += scores * word_weight(blind, cos)
         return q["cos"] + 0.225 * total / q["idf"]
+
     return rule
 
 
@@ -149,9 +159,12 @@ def with_expansion(threshold, lam):
     def rule(q):
         if q["idf"] <= 0:
             return default(q)
-        extra = sum((sim * s * word_weight(False, c) for sim, s, c in q["expansions"] if sim >= threshold),
-                    np.zeros_like(q["cos"]))
+        extra = sum(
+            (sim * s * word_weight(False, c) for sim, s, c in q["expansions"] if sim >= threshold),
+            np.zeros_like(q["cos"]),
+        )
         return default(q) + lam * 0.225 * extra / q["idf"]
+
     return rule
 
 
@@ -160,8 +173,12 @@ def rules(lengths):
     out.update({f"+ {g} x title cosine": with_title(g) for g in (0.1, 0.2, 0.3, 0.5)})
     out.update({f"+ {g} x max(0, title - passage cosine)": with_title(g, True) for g in (0.1, 0.2, 0.3)})
     out.update({f"+ {g} x {kind} pairs": with_pairs(kind, g) for kind in ("phrase", "near5") for g in (0.05, 0.1, 0.2)})
-    out.update({f"BM25 k1 {k1} b {b}": with_bm25(k1, b, lengths) for k1 in (0.9, 1.2, 1.6, 2.0) for b in (0.4, 0.6, 0.9)})
-    out.update({f"expansion cos >= {t}, x {lam}": with_expansion(t, lam) for t in (0.6, 0.65, 0.7) for lam in (0.25, 0.5, 1.0)})
+    out.update(
+        {f"BM25 k1 {k1} b {b}": with_bm25(k1, b, lengths) for k1 in (0.9, 1.2, 1.6, 2.0) for b in (0.4, 0.6, 0.9)}
+    )
+    out.update(
+        {f"expansion cos >= {t}, x {lam}": with_expansion(t, lam) for t in (0.6, 0.65, 0.7) for lam in (0.25, 0.5, 1.0)}
+    )
     return out
 
 
@@ -180,12 +197,18 @@ def main(folders: list[str]) -> None:
             titles = np.stack([vectors.get(title_of[k], np.zeros(every_vector.shape[1], np.float32)) for k in keys])
         qids = list(data.qrels)
         qvectors = embedder.encode([data.queries[q] for q in qids])
-        per_q = [question_data(index, conn, vocabulary, embedder, data.queries[q], qvectors[i], every_vector, titles, lengths)
-                 for i, q in enumerate(qids)]
+        per_q = [
+            question_data(
+                index, conn, vocabulary, embedder, data.queries[q], qvectors[i], every_vector, titles, lengths
+            )
+            for i, q in enumerate(qids)
+        ]
         print(f"\n{data.name}: {len(qids)} queries, {index.passage_count} passages")
         for name, rule in rules(lengths).items():
-            total = sum(ndcg_at(rank_documents(index, rule(question), 10), data.qrels[q], 10)
-                        for q, question in zip(qids, per_q))
+            total = sum(
+                ndcg_at(rank_documents(index, rule(question), 10), data.qrels[q], 10)
+                for q, question in zip(qids, per_q)
+            )
             print(f"  {name:<40} ndcg@10 {total / len(qids):.4f}", flush=True)
 
 

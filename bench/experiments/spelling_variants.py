@@ -12,6 +12,7 @@ matches the word (FTS5 counts, `SearchIndex.term_count`); the vector side sees t
 too, which moves a question's cosine by a few thousandths. Prints nDCG@10 as asked and rewritten,
 and the words rewritten.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,11 @@ def main() -> None:
             for runs, text in ((asked, question), (rewritten, other)):
                 c = index.rank(text, embedder, n=100, per_article=1).candidates
                 runs[qid] = documents_by_score(index, c.rows, c.scores)
-        print(f"{data.name}: as asked {ndcg(asked, data)}, in the corpus's spelling {ndcg(rewritten, data)}; "
-              f"{len(words)} words: {' '.join(words)}", flush=True)
+        print(
+            f"{data.name}: as asked {ndcg(asked, data)}, in the corpus's spelling {ndcg(rewritten, data)}; "
+            f"{len(words)} words: {' '.join(words)}",
+            flush=True,
+        )
         index.close()
 
 

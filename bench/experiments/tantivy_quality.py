@@ -10,6 +10,7 @@ The evaluation sets are far below derived.LARGE_INDEX, so the copy is built here
 through the product's own search path. Prints nDCG@10 per engine and mode, and how many of
 FTS5's keyword top 10 tantivy also returns. The numbers go into docs/retrieval.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,9 @@ def main(folders: list[str]) -> None:
             scores = {}
             for engine in ("fts5", "tantivy"):
                 index.tantivy = copy if engine == "tantivy" else None
-                scores[engine] = [run_eval(data, index, embedder, mode=mode)["ndcg@10"] for mode in ("keyword", "hybrid")]
+                scores[engine] = [
+                    run_eval(data, index, embedder, mode=mode)["ndcg@10"] for mode in ("keyword", "hybrid")
+                ]
             index.tantivy = copy
             shared = keyword_top10_shared(index, [data.queries[qid] for qid in data.qrels])
             f, t = scores["fts5"], scores["tantivy"]

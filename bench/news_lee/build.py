@@ -14,6 +14,7 @@ the eval tool names a data set after its folder, so build each set into its own 
 
 Writes OUT_DIR/corpus.jsonl, OUT_DIR/queries.jsonl and OUT_DIR/qrels/test.tsv.
 """
+
 from __future__ import annotations
 
 import argparse

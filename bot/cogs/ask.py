@@ -1,4 +1,5 @@
 """/ask and the "Find sources" message command: a question in, quoted passages out."""
+
 from __future__ import annotations
 
 import logging
@@ -50,7 +51,14 @@ class AnswerView(discord.ui.View):
     the answer may vote; each click is one row). Disabled, with a note, when the view times out."""
 
     def __init__(
-        self, bot: CorpusBot, *, owner_id: int, question: str, k: int, filters: Filters, answer: Answer,
+        self,
+        bot: CorpusBot,
+        *,
+        owner_id: int,
+        question: str,
+        k: int,
+        filters: Filters,
+        answer: Answer,
         mode: str = DEFAULT_MODE,
     ):
         super().__init__(timeout=bot.view_timeout)
@@ -194,7 +202,9 @@ class Ask(commands.Cog):
         await self.answer(interaction, question, k=results, filters=filters, ephemeral=private)
 
     @ask.autocomplete("source")
-    async def source_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    async def source_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
         needle = current.casefold().strip()
         names = [n for n in self.bot.serving.source_names() if needle in n.casefold()]
         names.sort(key=lambda n: not n.casefold().startswith(needle))  # prefix matches first (stable)
@@ -224,7 +234,9 @@ class Ask(commands.Cog):
         kwargs: dict = answer_payload(answer)
         view = None
         if answer.results:
-            view = AnswerView(self.bot, owner_id=interaction.user.id, question=question, k=k, filters=filters, answer=answer)
+            view = AnswerView(
+                self.bot, owner_id=interaction.user.id, question=question, k=k, filters=filters, answer=answer
+            )
             kwargs["view"] = view
         # The first followup after a defer replaces the "thinking…" message (same visibility).
         message = await interaction.followup.send(**kwargs, allowed_mentions=NONE, wait=True)

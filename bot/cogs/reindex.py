@@ -1,4 +1,5 @@
 """/reindex: the CLI's incremental index job, run in a child process while /ask keeps answering."""
+
 from __future__ import annotations
 
 import asyncio
@@ -39,7 +40,8 @@ class Reindex(commands.Cog):
             await interaction.response.send_message(
                 "A re-index is already running; this one was not started.",
                 embed=render.progress_embed(running.job.progress, started_by=running.job.started_by),
-                ephemeral=True, allowed_mentions=NONE,
+                ephemeral=True,
+                allowed_mentions=NONE,
             )
             return
         response = await interaction.response.send_message(
@@ -57,7 +59,9 @@ class Reindex(commands.Cog):
                 text = job.progress.describe() if job.progress else None
                 if text != shown:  # no edit (and no rate-limit budget spent) when nothing moved
                     shown = text
-                    await self._edit(interaction, message_id, render.progress_embed(job.progress, started_by=job.started_by))
+                    await self._edit(
+                        interaction, message_id, render.progress_embed(job.progress, started_by=job.started_by)
+                    )
         embed = render.report_embed(job.report) if job.report else render.failure_embed(job.error or "unknown error")
         if job.report is None and job.committed:  # the run died after its commit: not the previous index
             embed.set_footer(text="/ask now answers from the new index")

@@ -1,4 +1,5 @@
 """/sources (the indexed articles, paged) and /stats (the index and its last re-index)."""
+
 from __future__ import annotations
 
 import logging

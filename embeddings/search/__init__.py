@@ -8,6 +8,7 @@
 
 Everything other modules import from `embeddings.search` is named here.
 """
+
 from ..words import fts_terms
 from .engines import CONTEXT_WEIGHT, KeywordEngine, VectorSource, fts_match
 from .hybrid import ABOUT_ARTICLES, DEFAULT_RULE, HybridRule, rare_share, word_weights
@@ -36,9 +37,35 @@ FEEDBACK_COMMON = DEFAULT_RULE.feedback_common
 FUSION_DEPTH = DEFAULT_RULE.fusion_depth
 
 __all__ = [
-    "ABOUT_ARTICLES", "CONTEXT_WEIGHT", "DEFAULT_K", "DEFAULT_MODE", "DEFAULT_RULE", "FEEDBACK_COMMON", "FEEDBACK_WORDS",
-    "FUSION_DEPTH", "HYBRID_WEIGHT", "KEYWORD_LIMIT", "KeywordEngine", "MAX_K", "MAX_QUESTION_CHARS", "MISSED_EXPONENT",
-    "MODEL_READ_WEIGHT", "MODES", "NEAR_DUPLICATE", "PER_ARTICLE", "RERANK_DEPTH", "SAME_ARTICLE_PENALTY", "VectorSource", "Candidates",
-    "Filters", "HybridRule", "Ranking", "SearchIndex", "fts_match", "fts_terms", "parse_iso_date", "rare_share",
+    "ABOUT_ARTICLES",
+    "CONTEXT_WEIGHT",
+    "DEFAULT_K",
+    "DEFAULT_MODE",
+    "DEFAULT_RULE",
+    "FEEDBACK_COMMON",
+    "FEEDBACK_WORDS",
+    "FUSION_DEPTH",
+    "HYBRID_WEIGHT",
+    "KEYWORD_LIMIT",
+    "KeywordEngine",
+    "MAX_K",
+    "MAX_QUESTION_CHARS",
+    "MISSED_EXPONENT",
+    "MODEL_READ_WEIGHT",
+    "MODES",
+    "NEAR_DUPLICATE",
+    "PER_ARTICLE",
+    "RERANK_DEPTH",
+    "SAME_ARTICLE_PENALTY",
+    "VectorSource",
+    "Candidates",
+    "Filters",
+    "HybridRule",
+    "Ranking",
+    "SearchIndex",
+    "fts_match",
+    "fts_terms",
+    "parse_iso_date",
+    "rare_share",
     "word_weights",
 ]

@@ -13,6 +13,7 @@ when it does not hold the snapshot, so the next source is tried.
 SearchIndex (search_index.py) uses only these interfaces; another store (PostgreSQL, say) adds
 one implementation of each and a line in keyword_engine() and vector_sources().
 """
+
 from __future__ import annotations
 
 import logging
@@ -158,8 +159,12 @@ class KeywordFallback:
                 return  # another thread already switched
             self.first = None
         reason = str(exc).splitlines()[0][:200] if str(exc) else ""
-        log.warning("keyword search uses FTS5: the tantivy copy failed (%s: %s); `corpus-bot index` checks it and "
-                    "builds it again", type(exc).__name__, reason)
+        log.warning(
+            "keyword search uses FTS5: the tantivy copy failed (%s: %s); `corpus-bot index` checks it and "
+            "builds it again",
+            type(exc).__name__,
+            reason,
+        )
 
     def top(self, terms: list[str], limit: int) -> tuple[np.ndarray, np.ndarray]:
         return self._ask("top", terms, limit)
@@ -209,7 +214,7 @@ class SqliteVectors:
 
     def load(self) -> LoadedVectors:
         # Filled blob by blob: joining the blobs first doubled peak memory (and glibc kept
-        # the freed half: 3.0 GB instead of 1.5 GB RSS at 1M passages).
+        # the freed half).
         exact = np.empty((self._passages, max(self._dimension, 1)), DTYPE)
         try:
             owners, damaged = store.read_vectors_into(self._conn, exact)
@@ -219,15 +224,21 @@ class SqliteVectors:
             ) from None
         # Checked where the codes' scale is computed: the same pass over the vectors.
         damaged_rows, scale = checked_scale(exact)
-        return LoadedVectors(VectorMatrix(exact, scale), store.passage_ids_by_row(self._conn), owners, damaged_rows,
-                             damaged)
+        return LoadedVectors(
+            VectorMatrix(exact, scale), store.passage_ids_by_row(self._conn), owners, damaged_rows, damaged
+        )
 
 
 class VectorFileVectors:
     """The vector file beside a large index (vector_file.py), when it holds this snapshot."""
 
     def __init__(self, index_path: Path, generation: str | None, passages: int, dimension: int) -> None:
-        self._index_path, self._generation, self._passages, self._dimension = index_path, generation, passages, dimension
+        self._index_path, self._generation, self._passages, self._dimension = (
+            index_path,
+            generation,
+            passages,
+            dimension,
+        )
 
     def load(self) -> LoadedVectors | None:
         loaded = vector_file.load(self._index_path, self._generation, self._passages, self._dimension)

@@ -10,6 +10,7 @@ product's). SearchIndex (search_index.py) gathers their inputs: cosines from the
 and document frequencies from the keyword engine (engines.py). docs/retrieval.md has the
 measurements behind each setting; bench/fusion_experiments.py tries variants by passing rules.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -31,24 +32,23 @@ ABOUT_ARTICLES = frozenset(
 class HybridRule:
     """The settings of hybrid ranking (and of the keyword query's pruning, which keyword mode shares).
 
-    weight: of keyword coverage and feedback against the cosine. Of the rules in docs/retrieval.md
-    the one that gains where questions reuse rare words (SciFact +0.086 nDCG@10 over vectors,
-    news_lee +0.041) and stays above vectors where they are paraphrased (+0.009 and +0.012).
+    The values are the product's (DEFAULT_RULE); docs/retrieval.md gives each one's measurements.
+
+    weight: of keyword coverage and feedback against the cosine: of the rules measured, the one
+    that gains where questions reuse rare words and stays above vectors where they are paraphrased.
     model_read_weight: a question word's weight when the embedding model reads it whole (1 when it
     must cut it up, word_weights); missed_exponent: the share of a word the passage's vector misses
     is (1 - cosine(word, passage)) ** missed_exponent (word_vectors.py).
     feedback_words: how many of the best passage's rarest words the question does not use (at least
     3 letters, in at most feedback_common of the passages) make the second keyword query: the
     answer's own rare words are what the question and the passages that answer it share beyond its
-    wording (+0.007 nDCG@10 on SciFact, +0.002-0.006 on the news sets; from 3 or 5 passages it drifts
-    off topic; 0 turns feedback off).
+    wording (taken from more passages it drifts off topic; 0 turns feedback off).
     fusion_depth: candidates taken from the vectors and from each keyword list.
     common_term_share, common_term_min: a question word in more than this share of the passages,
     and in more than this many, is left out of the keyword query (unless every word is that
-    common): its idf is tiny (< 1.1, against 7-12 for the words that find the answer) but FTS5 scores
-    every passage it matches ("said" in 300k of 1M
-    passages would cost 200 ms). Small corpora are never pruned; 0.25 changes nDCG@10 by at most
-    0.003 on SciFact and news_lee; 0.05 cost 0.03 on SciFact.
+    common): its idf is tiny next to the words that find the answer, but FTS5 scores every passage
+    it matches, so "said" would dominate a large corpus's query time. Small corpora are never
+    pruned; a much lower share costs quality.
     rare_words_held: a passage holding this share of the question's rare words' weight (names,
     numbers, jargon) is not a weak answer, whatever its cosine: half would let a coincidence
     through ("Who is Angela Merkel?" where an article mentions Merkel-era tariffs), all of them is
@@ -75,14 +75,16 @@ def word_weights(terms: list[str], embedder: Embedder, rule: HybridRule = DEFAUL
     must cut into pieces or that hold a digit (names, jargon, codes: where vectors are weak and
     exact matching is what finds the passage)."""
     overhead = embedder.count_tokens("")  # the special tokens around any text
-    return {t: 1.0 if any(c.isdigit() for c in t) or embedder.count_tokens(t) - overhead > 1 else rule.model_read_weight
-            for t in terms}
+    return {
+        t: 1.0 if any(c.isdigit() for c in t) or embedder.count_tokens(t) - overhead > 1 else rule.model_read_weight
+        for t in terms
+    }
 
 
 def phrased_otherwise(terms: list[str], weights: dict[str, float], hits: dict[str, int]) -> bool:
     """Whether the question uses an ordinary word (one the model reads whole) that no passage has:
     it is phrased in other words than the corpus, any keyword match is incidental, and the vectors
-    rank alone (news_shipped +0.026 nDCG@10, paraphrases +0.005). `hits`: passages found per word
+    rank alone. `hits`: passages found per word
     searched; a word left out as too common (not in hits) is not missing, nor is a word about the
     articles themselves ("What did Jason Ditz write?": his name is in the context, "write" in no text)."""
     return any(weights[t] < 1.0 and t in hits and not hits[t] and t not in ABOUT_ARTICLES for t in terms)
@@ -93,8 +95,9 @@ def matched(bm25: np.ndarray) -> np.ndarray:
     return bm25.any(axis=0)
 
 
-def coverage(bm25: np.ndarray, weights: list[float], cosine: np.ndarray | None, idf_sum: float,
-             rule: HybridRule = DEFAULT_RULE) -> np.ndarray:
+def coverage(
+    bm25: np.ndarray, weights: list[float], cosine: np.ndarray | None, idf_sum: float, rule: HybridRule = DEFAULT_RULE
+) -> np.ndarray:
     """Each passage's keyword coverage of the question: the BM25 of each word in it (`bm25`, words
     x passages) times the word's weight (`weights`, one per word) plus the share of the word the
     passage's vector misses, summed and divided by the question's idf sum (roughly the BM25 of a
@@ -120,8 +123,13 @@ def keyword_bonus(coverage_scores: np.ndarray, rule: HybridRule = DEFAULT_RULE) 
     return rule.weight * coverage_scores
 
 
-def feedback_words(words: list[str], asked: list[str], document_frequency: Callable[[str], int], passages: int,
-                   rule: HybridRule = DEFAULT_RULE) -> list[str]:
+def feedback_words(
+    words: list[str],
+    asked: list[str],
+    document_frequency: Callable[[str], int],
+    passages: int,
+    rule: HybridRule = DEFAULT_RULE,
+) -> list[str]:
     """Keyword feedback: the rule.feedback_words rarest of the best passage's `words` that are not
     `asked`, have at least 3 letters and are in at most rule.feedback_common of the passages."""
     asked_words = set(asked)
@@ -141,8 +149,9 @@ def keyword_scores(bm25: np.ndarray, idf_sum: float) -> np.ndarray:
     return bm25 / max(idf_sum, 1e-6)
 
 
-def without_common(terms: list[str], count: Callable[[str], int], passages: int,
-                   rule: HybridRule = DEFAULT_RULE) -> list[str]:
+def without_common(
+    terms: list[str], count: Callable[[str], int], passages: int, rule: HybridRule = DEFAULT_RULE
+) -> list[str]:
     """The terms minus the common ones (rule.common_term_share, rule.common_term_min); the rarest
     one when all are common. `count(word)`: passages holding it."""
     limit = max(rule.common_term_share * passages, rule.common_term_min)
@@ -181,8 +190,12 @@ def rare_share(rare: dict[str, float], text: str) -> float:
         return 0.0
     words = WORD.findall(text)
     written = set(words) | {w.casefold() for w in words}
-    held = sum(weight for word, weight in rare.items()
-               if word in written or word + "s" in written or word + "es" in written
-               or (len(word) > 4 and word.endswith("s") and word[:-1] in written))
+    held = sum(
+        weight
+        for word, weight in rare.items()
+        if word in written
+        or word + "s" in written
+        or word + "es" in written
+        or (len(word) > 4 and word.endswith("s") and word[:-1] in written)
+    )
     return held / total
-

@@ -3,6 +3,7 @@
 Whatever ranked the candidates (cosine, BM25, the hybrid rule, a cross-encoder), the same order
 applies: it depends on the question alone, never on how many results a page shows.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -51,8 +52,14 @@ class Candidates:
 
 
 def order(
-    candidates: Candidates, n: int, per_article: int, penalty: float, duplicates: dict[int, list[int]], *,
-    article_of: np.ndarray, vectors_of: Callable[[np.ndarray], np.ndarray],
+    candidates: Candidates,
+    n: int,
+    per_article: int,
+    penalty: float,
+    duplicates: dict[int, list[int]],
+    *,
+    article_of: np.ndarray,
+    vectors_of: Callable[[np.ndarray], np.ndarray],
 ) -> tuple[list[int], list[float]]:
     """The first n passages in the order shown, and the score each is shown at (its relevance).
 

@@ -10,6 +10,7 @@ article metadata are loaded in one read transaction, and that transaction stays 
 texts fetched later come from the same state even while a re-index commits a new one. Callers
 swap in a fresh `SearchIndex` after a re-index (the bot) or load one per process (the CLI).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -152,11 +153,18 @@ class SearchIndex:
         self._usable[rows] = False
         for a, n in zip(*np.unique(self.passage_article[rows], return_counts=True)):
             article = self.articles[a]
-            self.damaged[article.key] = why.get(article.id) or f"{n} of its {article.passages} vectors are not unit vectors"
+            self.damaged[article.key] = (
+                why.get(article.id) or f"{n} of its {article.passages} vectors are not unit vectors"
+            )
         listed = "; ".join(f"{key} ({reason})" for key, reason in list(self.damaged.items())[:5])
-        log.warning("%d passages of %d articles are left out of search because their stored vectors are damaged; "
-                    "`corpus-bot index` embeds them again: %s%s", len(rows), len(self.damaged), listed,
-                    " ..." if len(self.damaged) > 5 else "")
+        log.warning(
+            "%d passages of %d articles are left out of search because their stored vectors are damaged; "
+            "`corpus-bot index` embeds them again: %s%s",
+            len(rows),
+            len(self.damaged),
+            listed,
+            " ..." if len(self.damaged) > 5 else "",
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -176,15 +184,24 @@ class SearchIndex:
         ids = [int(self.passage_ids[r]) for r in rows]
         marks = ",".join("?" * len(ids))
         with self._lock:
-            found = {pid: rest for pid, *rest in self._conn.execute(
-                f"SELECT id, article_id, position, text FROM passages WHERE id IN ({marks})", ids)}
+            found = {
+                pid: rest
+                for pid, *rest in self._conn.execute(
+                    f"SELECT id, article_id, position, text FROM passages WHERE id IN ({marks})", ids
+                )
+            }
         texts, wrong = {}, set()
         for row, pid in zip(rows, ids):
             article, position = self.articles[self.passage_article[row]], int(self.passage_position[row])
             article_id, stored_position, text = found.get(pid, (None, None, None))
             if (article_id, stored_position) != (article.id, position):
-                log.warning("passage %d left out: it is not paragraph %d of %s, where this index's vectors put it; "
-                            "`corpus-bot index` writes the vector file again", pid, position + 1, article.key)
+                log.warning(
+                    "passage %d left out: it is not paragraph %d of %s, where this index's vectors put it; "
+                    "`corpus-bot index` writes the vector file again",
+                    pid,
+                    position + 1,
+                    article.key,
+                )
                 wrong.add(pid)  # also where another row holds the same id: callers look texts up by id
             texts[pid] = text
         return {pid: text for pid, text in texts.items() if pid not in wrong}
@@ -196,7 +213,8 @@ class SearchIndex:
             needle = filters.source.casefold()
             keep &= np.fromiter(
                 (needle in (a.source or "").casefold() or needle in (a.title or "").casefold() for a in self.articles),
-                bool, len(self.articles),
+                bool,
+                len(self.articles),
             )
         excluded_undated = 0
         if filters.since or filters.until:
@@ -233,8 +251,9 @@ class SearchIndex:
         if filters.since and filters.until and filters.since > filters.until:
             raise QueryError(f"--since {filters.since} is after --until {filters.until}")
 
-        ranking = self.rank(question, embedder, n=offset + k + 1, filters=filters, per_article=per_article, mode=mode,
-                            rule=rule)
+        ranking = self.rank(
+            question, embedder, n=offset + k + 1, filters=filters, per_article=per_article, mode=mode, rule=rule
+        )
         if reranker:
             ranking = self._rerank(question, ranking, reranker, n=offset + k + 1, per_article=per_article)
         picked = ranking.picked
@@ -253,9 +272,13 @@ class SearchIndex:
                 continue
             results.append(
                 Result(
-                    rank=offset + n + 1, score=score, relevance=relevance, passage_id=pid,
+                    rank=offset + n + 1,
+                    score=score,
+                    relevance=relevance,
+                    passage_id=pid,
                     position=int(self.passage_position[i]),
-                    text=texts[pid], article=self.articles[self.passage_article[i]],
+                    text=texts[pid],
+                    article=self.articles[self.passage_article[i]],
                     highlight=best_sentence(question, texts[pid], ranking.query, vectors_of),
                     weak=weak[offset + n],
                     also_in=tuple(self.articles[self.passage_article[d]] for d in ranking.duplicates.get(i, ())),
@@ -263,12 +286,24 @@ class SearchIndex:
             )
         # The answer is weak when every passage ranked up to the end of this page is.
         return Answer(
-            query=question, results=results, weak=all(weak), excluded_undated=ranking.excluded_undated,
-            offset=offset, has_more=has_more, filters=filters.as_dict(),
+            query=question,
+            results=results,
+            weak=all(weak),
+            excluded_undated=ranking.excluded_undated,
+            offset=offset,
+            has_more=has_more,
+            filters=filters.as_dict(),
         )
 
-    def _weak(self, question: str, embedder: Embedder, rows: list[int], cosine: list[float],
-              texts: dict[int, str], rule: HybridRule) -> list[bool]:
+    def _weak(
+        self,
+        question: str,
+        embedder: Embedder,
+        rows: list[int],
+        cosine: list[float],
+        texts: dict[int, str],
+        rule: HybridRule,
+    ) -> list[bool]:
         """Which passages are weak answers: those whose cosine similarity to the question is below
         weak_score (comparable across questions, unlike fused scores) and that do not hold the
         question's rare words (names, numbers, jargon: rule.rare_words_held of their weight, in the
@@ -333,8 +368,9 @@ class SearchIndex:
             if len(picked) >= n or candidates.complete:
                 break
             pool *= 4
-        return Ranking(picked, self._cosines(candidates, picked), relevance, candidates, excluded_undated, duplicates,
-                       query)
+        return Ranking(
+            picked, self._cosines(candidates, picked), relevance, candidates, excluded_undated, duplicates, query
+        )
 
     def _candidates(self, query: np.ndarray, found, keep: np.ndarray | None, mode: str, pool: int) -> Candidates:
         """The best `pool` candidates; `found` is the keyword hits (keyword mode) or the Fusion (hybrid)."""
@@ -358,8 +394,10 @@ class SearchIndex:
         tail = Candidates.ranked(v_rows[rest], v_cosine[rest], v_cosine[rest], complete=False)
         floor = fused.scores[-1] if len(rows) else np.inf
         return Candidates(
-            np.concatenate([fused.rows, tail.rows]), np.concatenate([fused.scores, np.minimum(tail.scores, floor)]),
-            np.concatenate([fused.cosine, tail.cosine]), complete=len(v_rows) < pool,
+            np.concatenate([fused.rows, tail.rows]),
+            np.concatenate([fused.scores, np.minimum(tail.scores, floor)]),
+            np.concatenate([fused.cosine, tail.cosine]),
+            complete=len(v_rows) < pool,
         )
 
     def _fuse(self, query: np.ndarray, coverage_of: Coverage, keep, terms: list[str], rule: HybridRule) -> Fusion:
@@ -398,15 +436,28 @@ class SearchIndex:
         if not len(head.rows):
             return ranking
         texts = self._texts(head.rows)
-        scores = np.asarray(reranker.scores(question, [texts.get(int(self.passage_ids[i]), "") for i in head.rows]), np.float64)
+        scores = np.asarray(
+            reranker.scores(question, [texts.get(int(self.passage_ids[i]), "") for i in head.rows]), np.float64
+        )
         candidates = Candidates.ranked(head.rows, scores, head.cosine, complete=True)
         duplicates: dict[int, list[int]] = {}
         picked, relevance = self._order(candidates, n, per_article, SAME_ARTICLE_PENALTY, duplicates)
-        return Ranking(picked, self._cosines(candidates, picked), relevance, candidates, ranking.excluded_undated,
-                       duplicates, ranking.query)
+        return Ranking(
+            picked,
+            self._cosines(candidates, picked),
+            relevance,
+            candidates,
+            ranking.excluded_undated,
+            duplicates,
+            ranking.query,
+        )
 
     def keyword_hits(
-        self, question: str, keep: np.ndarray | None = None, limit: int = KEYWORD_LIMIT, rule: HybridRule = DEFAULT_RULE,
+        self,
+        question: str,
+        keep: np.ndarray | None = None,
+        limit: int = KEYWORD_LIMIT,
+        rule: HybridRule = DEFAULT_RULE,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Rows and BM25 scores (higher is better) of the best `limit` matching passages, best first:
         from FTS5, or from the tantivy copy on a large index. Rows where keep is False are dropped
@@ -425,8 +476,11 @@ class SearchIndex:
             rows = self._rows_of(ids)
         else:
             found_by_word = self._hits_by_word(terms, limit)
-            rows, scores = _add_up([r for r, _ in found_by_word.values()],
-                                   [weights.get(t, 1.0) * s for t, (_, s) in found_by_word.items()], limit)
+            rows, scores = _add_up(
+                [r for r, _ in found_by_word.values()],
+                [weights.get(t, 1.0) * s for t, (_, s) in found_by_word.items()],
+                limit,
+            )
         ok = rows >= 0
         if keep is not None:
             ok[ok] = keep[rows[ok]]
@@ -442,7 +496,11 @@ class SearchIndex:
         return found
 
     def keyword_coverage(
-        self, terms: list[str], keep: np.ndarray | None, weights: dict[str, float], vectors: np.ndarray,
+        self,
+        terms: list[str],
+        keep: np.ndarray | None,
+        weights: dict[str, float],
+        vectors: np.ndarray,
         rule: HybridRule = DEFAULT_RULE,
     ) -> Coverage:
         """The keyword side of hybrid search: the best keyword hits (by BM25 with `weights`), and a
@@ -493,10 +551,18 @@ class SearchIndex:
         at = np.clip(at, 0, len(sorted_ids) - 1)
         return np.where(sorted_ids[at] == passage_ids, self._id_order[at], -1)
 
-    def _order(self, candidates: Candidates, n: int, per_article: int, penalty: float,
-               duplicates: dict[int, list[int]]) -> tuple[list[int], list[float]]:
-        return order(candidates, n, per_article, penalty, duplicates, article_of=self.passage_article,
-                     vectors_of=self.vectors.get)
+    def _order(
+        self, candidates: Candidates, n: int, per_article: int, penalty: float, duplicates: dict[int, list[int]]
+    ) -> tuple[list[int], list[float]]:
+        return order(
+            candidates,
+            n,
+            per_article,
+            penalty,
+            duplicates,
+            article_of=self.passage_article,
+            vectors_of=self.vectors.get,
+        )
 
     def context(self, passage_id: int, radius: int = 1) -> list[Result]:
         """The passage and its neighbours in the article, in order (for the bot's "Context" button)."""
@@ -512,9 +578,16 @@ class SearchIndex:
         if passage_id not in texts:
             raise QueryError("that passage cannot be shown: the index needs `corpus-bot index` to repair it")
         return [
-            Result(rank=0, score=0.0, passage_id=int(self.passage_ids[j]), position=int(self.passage_position[j]),
-                   text=texts[int(self.passage_ids[j])], article=self.articles[a])
-            for j in rows if int(self.passage_ids[j]) in texts  # never a blank or misattributed quote
+            Result(
+                rank=0,
+                score=0.0,
+                passage_id=int(self.passage_ids[j]),
+                position=int(self.passage_position[j]),
+                text=texts[int(self.passage_ids[j])],
+                article=self.articles[a],
+            )
+            for j in rows
+            if int(self.passage_ids[j]) in texts  # never a blank or misattributed quote
         ]
 
     def source_names(self) -> list[str]:

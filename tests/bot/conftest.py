@@ -1,4 +1,5 @@
 """Bot test fixtures; the helpers that bot tests import are in tests/bot/helpers.py."""
+
 from __future__ import annotations
 
 import logging

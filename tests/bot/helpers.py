@@ -1,5 +1,6 @@
 """Bot test helpers: start the real bot (create_bot) against tests/fake_discord.py, and check
 every message it sent against Discord's limits and the no-ping rule, independently of bot/render.py."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,18 @@ from tests.helpers import FakeEmbedder
 
 
 @contextlib.asynccontextmanager
-async def started_bot(settings, embedder, *, index_embedder_factory=None, progress_interval=0.1, view_timeout=None,
-                      poll_interval=None, prepare=None, token="fake-bot-token", **fake_kwargs):
+async def started_bot(
+    settings,
+    embedder,
+    *,
+    index_embedder_factory=None,
+    progress_interval=0.1,
+    view_timeout=None,
+    poll_interval=None,
+    prepare=None,
+    token="fake-bot-token",
+    **fake_kwargs,
+):
     """A FakeDiscord and the product bot logged in to it (with token), commands synced to the fake
     guild. prepare(fake) runs before the bot connects (e.g. to add roles to the guild). /reindex
     runs in a child process, which makes its own embedder: by default the fake one when settings
@@ -26,7 +37,9 @@ async def started_bot(settings, embedder, *, index_embedder_factory=None, progre
             prepare(fake)
         bot = create_bot(
             replace(settings, discord_guild_id=fake.guild_id),
-            embedder=embedder, index_embedder_factory=index_embedder_factory, guild_ready_timeout=0.05,
+            embedder=embedder,
+            index_embedder_factory=index_embedder_factory,
+            guild_ready_timeout=0.05,
         )
         bot.progress_interval = progress_interval
         if poll_interval is not None:
@@ -80,8 +93,15 @@ def check_message(data: dict) -> None:
         assert len(fields) <= 25
         for f in fields:
             assert u16(f["name"]) <= 256 and u16(f["value"]) <= 1024
-        total += sum(u16(x) for x in (e.get("title"), e.get("description"), e.get("footer", {}).get("text"),
-                                      e.get("author", {}).get("name")))
+        total += sum(
+            u16(x)
+            for x in (
+                e.get("title"),
+                e.get("description"),
+                e.get("footer", {}).get("text"),
+                e.get("author", {}).get("name"),
+            )
+        )
         total += sum(u16(f["name"]) + u16(f["value"]) for f in fields)
     assert total <= 6000, total
     for row in data.get("components") or []:
@@ -91,8 +111,13 @@ def check_message(data: dict) -> None:
             for o in c.get("options") or []:
                 assert u16(o["label"]) <= 100 and u16(o.get("description")) <= 100
     am = data.get("allowed_mentions")
-    assert am is not None and am.get("parse") == [] and not am.get("users") and not am.get("roles") \
-        and not am.get("replied_user"), am
+    assert (
+        am is not None
+        and am.get("parse") == []
+        and not am.get("users")
+        and not am.get("roles")
+        and not am.get("replied_user")
+    ), am
 
 
 # A mention, heading, masked link or code fence that Discord would render as such.

@@ -4,6 +4,7 @@ The /reindex process (bot/index_process.py) calls a factory to make its embedder
 tests/helpers.py's fake embedder with ways to hold or end that process at a chosen moment (a
 gate is a file, since it is another process). `index_elsewhere` is an index run made outside the
 bot, as `corpus-bot index` from cron makes one."""
+
 from __future__ import annotations
 
 import os

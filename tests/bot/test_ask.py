@@ -1,5 +1,6 @@
 """/ask, its buttons, source autocomplete and "Find sources", end to end: the real bot and the real
 model against the fake Discord."""
+
 from __future__ import annotations
 
 import asyncio
@@ -73,6 +74,7 @@ def test_ask_defers_then_quotes_passages_verbatim(shipped_index, real_embedder):
 
 def test_the_sentence_that_answers_is_bold(shipped_index, real_embedder):
     """Chosen by meaning, not by shared words: "US" is "U.S." and "send" is "ordered ... into the mix"."""
+
     async def main():
         async with started_bot(shipped_index, real_embedder) as (bot, fake):
             rec = await fake.send_slash("ask", {"question": "Did the US send B-52 bombers?"})
@@ -113,8 +115,9 @@ def test_more_pages_context_and_only_the_asker_turns_pages(shipped_index, real_e
 
             select = page1.data["components"][0]["components"][0]
             target = select["options"][1]["value"]
-            ctx = await fake.click(rec, select["custom_id"], component_type=3, values=[target],
-                                   member=fake.make_member())  # anyone may look at the context
+            ctx = await fake.click(
+                rec, select["custom_id"], component_type=3, values=[target], member=fake.make_member()
+            )  # anyone may look at the context
             shown = await ctx.wait_final(timeout=10)
             assert ctx.ephemeral and ctx.callback_type == 5
             check_sent(ctx)
@@ -157,13 +160,16 @@ def test_more_reaches_every_passage_in_the_order_of_the_relevance_shown(shipped_
             assert sorted(shown_text(e["description"]) for e in embeds) == sorted(passages)
             assert all(relevance_of(a) >= relevance_of(b) for a, b in zip(embeds, embeds[1:]))
 
-            rec = await fake.send_slash("ask", {"question": "Which cities fell?", "source": "antiwar", "results": 3},
-                                        member=asker)
+            rec = await fake.send_slash(
+                "ask", {"question": "Which cities fell?", "source": "antiwar", "results": 3}, member=asker
+            )
             first = await rec.wait_final(timeout=10)
             assert len(first.embeds) == 3
             embeds = await every_page(fake, rec, asker)
             assert [e["title"].split(". ", 1)[0] for e in embeds] == [str(n) for n in range(1, 10)]
-            assert {e["title"].split(". ", 1)[1] for e in embeds} == {"Taliban Overruns Much of Northern Afghanistan in Weekend Offensive"}
+            assert {e["title"].split(". ", 1)[1] for e in embeds} == {
+                "Taliban Overruns Much of Northern Afghanistan in Weekend Offensive"
+            }
 
     run(main())
 
@@ -171,6 +177,7 @@ def test_more_reaches_every_passage_in_the_order_of_the_relevance_shown(shipped_
 def test_names_and_authors_are_answers_and_off_topic_names_stay_weak(shipped_index, real_embedder):
     """A passage quoting the person asked about is an answer whatever its cosine; an author's name
     finds the article; a name the corpus never mentions is still weak."""
+
     async def ask(fake, question):
         rec = await fake.send_slash("ask", {"question": question})
         final = await rec.wait_final(timeout=10)
@@ -229,7 +236,10 @@ def test_filters_autocomplete_and_refusals(shipped_index, real_embedder):
                 ({"since": "9 Aug"}, "Since '9 Aug' is not a date in YYYY-MM-DD form."),
                 ({"since": "2021-09-01", "until": "2021-01-01"}, "Since (2021-09-01) is after until (2021-01-01)."),
                 ({"question": "   "}, "The question is empty."),
-                ({"question": "?! 🤔 ..."}, "The question has no words (only punctuation or symbols): ask it in words."),
+                (
+                    {"question": "?! 🤔 ..."},
+                    "The question has no words (only punctuation or symbols): ask it in words.",
+                ),
             ]:
                 rec = await fake.send_slash("ask", {"question": QUESTION, **options}, member=fake.make_member())
                 ev = await rec.wait_final()
@@ -281,6 +291,7 @@ def test_cooldown_is_per_user_and_friendly(shipped_index, real_embedder):
 def test_unexpected_error_is_logged_not_shown(shipped_index, real_embedder, caplog):
     async def main():
         async with started_bot(shipped_index, real_embedder) as (bot, fake):
+
             async def broken(*args, **kwargs):
                 raise RuntimeError("internal detail /secret/path")
 

@@ -1,5 +1,6 @@
 """Discord failing under the bot, injected by the fake Discord: expired interactions (10062, an
 expired followup token), 429 with retry_after, 500s; and the bounded question queue ("busy")."""
+
 from __future__ import annotations
 
 import asyncio
@@ -158,8 +159,10 @@ def test_bounded_queue_refuses_politely_beyond_the_limit(fake_index, fake_embedd
         async with started_bot(fake_index, gated) as (bot, fake):
             bot.serving.queue_limit = 5
             try:
-                recs = [await fake.send_slash("ask", {"question": f"{QUESTION} {i}"}, member=fake.make_member())
-                        for i in range(12)]
+                recs = [
+                    await fake.send_slash("ask", {"question": f"{QUESTION} {i}"}, member=fake.make_member())
+                    for i in range(12)
+                ]
                 await asyncio.sleep(0.5)
                 deferred = [r for r in recs if r.deferred]
                 refused = [r for r in recs if r.callback_type == 4]
@@ -190,6 +193,7 @@ def test_busy_after_the_defer_is_private_too(fake_index, fake_embedder):
 
     async def main():
         async with started_bot(fake_index, fake_embedder) as (bot, fake):
+
             async def busy(*args, **kwargs):
                 raise serving_module.Busy()
 

@@ -2,6 +2,7 @@
 by tantivy on a damaged keyword copy) derives from BaseException, not Exception: discord.py let it
 end the command's task ("Task exception was never retrieved") and the user saw "thinking…"
 forever. The panic is injected where it happens, in the snapshot's search, by a test double."""
+
 from __future__ import annotations
 
 import asyncio
@@ -65,6 +66,7 @@ def test_a_panic_in_the_search_gets_the_generic_error_on_commands_and_buttons(fa
 
 def test_a_panic_raised_in_the_command_itself_gets_the_generic_error(fake_index, fake_embedder, caplog):
     """Not through a worker thread: raised on the event loop, in the command's own code."""
+
     async def main():
         loop_errors: list = []
         async with started_bot(fake_index, fake_embedder) as (bot, fake):

@@ -1,5 +1,6 @@
 """👍 / 👎 under answers: stored in the index file's feedback table through the real bot and the
 fake Discord, and exported as an evaluation set."""
+
 from __future__ import annotations
 
 import json
@@ -145,7 +146,10 @@ def test_vote_errors_are_private_and_the_view_survives(fake_index, fake_embedder
             fake_index.index_path.rename(moved)
             click = await fake.click(rec, up)
             reply = await click.wait_final()
-            assert reply.ephemeral and reply.content == "Your vote could not be recorded: there is no index file right now."
+            assert (
+                reply.ephemeral
+                and reply.content == "Your vote could not be recorded: there is no index file right now."
+            )
             assert not fake_index.index_path.exists()
             moved.rename(fake_index.index_path)
 

@@ -3,6 +3,7 @@ they commit within seconds, and the snapshot it holds does not make the WAL grow
 
 Before, /ask answered from the start-up snapshot until a restart, and that snapshot's read
 transaction kept SQLite from starting the WAL over: it grew by every run."""
+
 from __future__ import annotations
 
 import asyncio
@@ -69,10 +70,12 @@ def test_a_bot_started_without_an_index_serves_the_first_one_built_outside_it(fa
     run(main())
 
 
-def test_an_outside_run_the_bot_cannot_serve_leaves_the_previous_index_serving(fake_index, fake_embedder, tmp_path,
-                                                                               caplog):
+def test_an_outside_run_the_bot_cannot_serve_leaves_the_previous_index_serving(
+    fake_index, fake_embedder, tmp_path, caplog
+):
     """`index --rebuild` with another EMBEDDING_MODEL than the bot's: the bot cannot answer from that
     index, so it keeps the one it has and says why in its log, once, while it keeps looking."""
+
     async def main():
         async with started_bot(fake_index, fake_embedder, poll_interval=0.1) as (bot, fake):
             before = bot.serving.index

@@ -7,6 +7,7 @@ as a live mention, link, heading, subtext, quote or code block.
 
 One bot (on an event loop in a thread) serves all the examples; hypothesis drives them from the
 test's thread, each example swapping in its own index."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,7 +28,8 @@ from tests.bot.test_render import HOSTILE
 
 hostile = st.lists(
     st.one_of(st.sampled_from(HOSTILE), st.text(min_size=1, max_size=40), st.sampled_from([". ", "\n", "\n\n", "😀"])),
-    min_size=1, max_size=40,
+    min_size=1,
+    max_size=40,
 ).map("".join)
 
 
@@ -39,15 +41,25 @@ def cases(draw):
     if draw(st.booleans()):
         long_paragraph *= 3  # ~60 KB
     articles = [
-        {"title": draw(hostile), "source": draw(hostile), "authors": draw(st.lists(hostile, max_size=2)),
-         "published": "2021-08-09", "url": draw(st.sampled_from(["https://example.com/a", "javascript:alert(1)", "<@1>"])),
-         "text": "\n\n".join(["Kunduz plain seed paragraph with words."] + paragraphs)},
+        {
+            "title": draw(hostile),
+            "source": draw(hostile),
+            "authors": draw(st.lists(hostile, max_size=2)),
+            "published": "2021-08-09",
+            "url": draw(st.sampled_from(["https://example.com/a", "javascript:alert(1)", "<@1>"])),
+            "text": "\n\n".join(["Kunduz plain seed paragraph with words."] + paragraphs),
+        },
         {"title": draw(hostile), "source": None, "text": "Kunduz giant.\n\n" + long_paragraph},
     ]
     question = draw(hostile.filter(lambda q: q.strip() and len(q) <= 300))
     claim = draw(hostile.filter(str.strip))[:2000]
-    return {"articles": articles, "question": question, "k": draw(st.integers(1, 10)),
-            "private": draw(st.booleans()), "claim": claim}
+    return {
+        "articles": articles,
+        "question": question,
+        "k": draw(st.integers(1, 10)),
+        "private": draw(st.booleans()),
+        "claim": claim,
+    }
 
 
 def outside_links(text: str) -> str:
@@ -68,8 +80,13 @@ def check_inert(rec) -> None:
 
 def test_hostile_corpus_and_questions_through_discord(tmp_path):
     embedder = WideEmbedder()
-    base = replace(Settings.from_env({}), embedding_model=WideEmbedder.name, ask_cooldown_seconds=0,
-                   index_path=tmp_path / "none.sqlite3", corpus_dir=tmp_path)
+    base = replace(
+        Settings.from_env({}),
+        embedding_model=WideEmbedder.name,
+        ask_cooldown_seconds=0,
+        index_path=tmp_path / "none.sqlite3",
+        corpus_dir=tmp_path,
+    )
     counter = itertools.count()
 
     loop = asyncio.new_event_loop()
@@ -101,8 +118,9 @@ def test_hostile_corpus_and_questions_through_discord(tmp_path):
         bot.serving.settings = index_settings
         bot.serving.index = await bot.serving._run(load)  # this example's corpus, swapped in
         asker = fake.make_member()
-        ask = await fake.send_slash("ask", {"question": case["question"], "results": case["k"],
-                                            "private": case["private"]}, member=asker)
+        ask = await fake.send_slash(
+            "ask", {"question": case["question"], "results": case["k"], "private": case["private"]}, member=asker
+        )
         claim = await fake.send_message_command("Find sources", case["claim"], member=fake.make_member())
         final = await ask.wait_final(timeout=10, settle=0.03)
         await claim.wait_final(timeout=10, settle=0.03)
@@ -110,8 +128,9 @@ def test_hostile_corpus_and_questions_through_discord(tmp_path):
         if final.data.get("components"):
             select = final.data["components"][0]["components"][0]
             for option in select["options"][:2]:
-                ctx = await fake.click(ask, select["custom_id"], component_type=3, values=[option["value"]],
-                                       member=asker)
+                ctx = await fake.click(
+                    ask, select["custom_id"], component_type=3, values=[option["value"]], member=asker
+                )
                 await ctx.wait_final(timeout=10, settle=0.03)
                 recs.append(ctx)
         for rec in recs:
@@ -120,8 +139,12 @@ def test_hostile_corpus_and_questions_through_discord(tmp_path):
 
     seen = {"embeds": 0, "long": 0}
 
-    @settings(max_examples=25, deadline=None, derandomize=False,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+    @settings(
+        max_examples=25,
+        deadline=None,
+        derandomize=False,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
     @given(cases())
     def example(case):
         n = next(counter)

@@ -1,4 +1,5 @@
 """Hostile and very long corpus text through the real bot; /sources paging."""
+
 from __future__ import annotations
 
 import json
@@ -32,14 +33,23 @@ def hostile_settings(tmp_path):
     corpus.mkdir()
     giant = " ".join(f"Kunduz sentence number {i} keeps going with more words about the siege." for i in range(900))
     records = [
-        {"title": "@everyone **Kunduz** [click](https://evil.example) " + "x" * 400, "source": "<@&1> Press",
-         "authors": ["@here", "Jane `Doe`"], "published": "2021-08-09", "url": "https://example.com/kunduz",
-         "text": "\n\n".join(HOSTILE_PARAGRAPHS)},
+        {
+            "title": "@everyone **Kunduz** [click](https://evil.example) " + "x" * 400,
+            "source": "<@&1> Press",
+            "authors": ["@here", "Jane `Doe`"],
+            "published": "2021-08-09",
+            "url": "https://example.com/kunduz",
+            "text": "\n\n".join(HOSTILE_PARAGRAPHS),
+        },
         {"title": "A giant paragraph", "source": "Long Times", "text": giant},
     ]
     (corpus / "hostile.json").write_text(json.dumps(records))
-    settings = replace(Settings.from_env({}), corpus_dir=corpus, index_path=tmp_path / "index.sqlite3",
-                       embedding_model=WideEmbedder.name)
+    settings = replace(
+        Settings.from_env({}),
+        corpus_dir=corpus,
+        index_path=tmp_path / "index.sqlite3",
+        embedding_model=WideEmbedder.name,
+    )
     embedder = WideEmbedder()
     run_index(settings, embedder=embedder)
     return settings, embedder
@@ -52,8 +62,9 @@ def test_hostile_and_giant_passages_render_inert_and_within_limits(hostile_setti
         async with started_bot(settings, embedder) as (bot, fake):
             giant = []
             for k in (1, 4, 10):
-                rec = await fake.send_slash("ask", {"question": "Kunduz siege @everyone <@1>", "results": k},
-                                            member=fake.make_member())
+                rec = await fake.send_slash(
+                    "ask", {"question": "Kunduz siege @everyone <@1>", "results": k}, member=fake.make_member()
+                )
                 final = await rec.wait_final(timeout=10)
                 check_sent(rec)
                 assert 1 <= len(final.embeds) <= 4
@@ -78,12 +89,24 @@ def test_hostile_and_giant_passages_render_inert_and_within_limits(hostile_setti
 def many_articles(tmp_path, fake_embedder):
     corpus = tmp_path / "many"
     corpus.mkdir()
-    lines = [json.dumps({"title": f"Article {i:02d}", "source": "Wire", "published": f"2021-08-{i % 28 + 1:02d}",
-                         "text": f"Paragraph about topic {i} with enough words to be a passage of its own here."})
-             for i in range(23)]
+    lines = [
+        json.dumps(
+            {
+                "title": f"Article {i:02d}",
+                "source": "Wire",
+                "published": f"2021-08-{i % 28 + 1:02d}",
+                "text": f"Paragraph about topic {i} with enough words to be a passage of its own here.",
+            }
+        )
+        for i in range(23)
+    ]
     (corpus / "wire.jsonl").write_text("\n".join(lines))
-    settings = replace(Settings.from_env({}), corpus_dir=corpus, index_path=tmp_path / "index.sqlite3",
-                       embedding_model=fake_embedder.name)
+    settings = replace(
+        Settings.from_env({}),
+        corpus_dir=corpus,
+        index_path=tmp_path / "index.sqlite3",
+        embedding_model=fake_embedder.name,
+    )
     run_index(settings)
     return settings
 
@@ -96,7 +119,9 @@ def test_sources_pages_with_buttons(many_articles, fake_embedder):
             assert rec.callback_type == 4 and ev.ephemeral
             embed = ev.embeds[0]
             assert embed["title"] == "Indexed articles (23)" and embed["footer"]["text"] == "page 1 of 3"
-            assert "**1. Article 00**" in embed["description"] and "Wire · Aug 1, 2021 · 1 passage" in embed["description"]
+            assert (
+                "**1. Article 00**" in embed["description"] and "Wire · Aug 1, 2021 · 1 passage" in embed["description"]
+            )
             previous, nxt = ev.components[0]["components"]
             assert previous["disabled"] and not nxt["disabled"]
             for page in (2, 3):

@@ -2,6 +2,7 @@
 bundled model on the shipped corpus. Every one deferred within 1 s of delivery, every one answered
 with quoted passages, the gateway heartbeat never late, memory bounded; the time-to-answer
 percentiles are printed (run with -s to see them; docs/reliability.md records them)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -55,11 +56,14 @@ def test_two_hundred_questions_at_once(shipped_index):
             gaps: list[float] = []  # between heartbeats during the bursts
             for burst in (1, 2):  # a second burst shows whether memory keeps growing
                 started = time.monotonic()
-                recs = await asyncio.gather(*(
-                    fake.send_slash("ask", {"question": f"{QUESTIONS[i % len(QUESTIONS)]} ({i})"},
-                                    member=fake.make_member())
-                    for i in range(N)
-                ))
+                recs = await asyncio.gather(
+                    *(
+                        fake.send_slash(
+                            "ask", {"question": f"{QUESTIONS[i % len(QUESTIONS)]} ({i})"}, member=fake.make_member()
+                        )
+                        for i in range(N)
+                    )
+                )
                 delivered = time.monotonic() - started
                 finals = await asyncio.gather(*(r.wait_final(timeout=60, settle=0.05) for r in recs))
                 elapsed = time.monotonic() - started
@@ -90,8 +94,10 @@ def test_two_hundred_questions_at_once(shipped_index):
                 fake._by_id.clear(), fake._by_token.clear()
                 gc.collect()
                 rss.append(rss_mb())
-            print(f"heartbeat gaps max {max(gaps):.3f} s (interval {fake.heartbeat_interval:.1f} s); "
-                  f"RSS {rss_start:.0f} MB -> {rss[0]:.0f} MB after burst 1 -> {rss[1]:.0f} MB after burst 2")
+            print(
+                f"heartbeat gaps max {max(gaps):.3f} s (interval {fake.heartbeat_interval:.1f} s); "
+                f"RSS {rss_start:.0f} MB -> {rss[0]:.0f} MB after burst 1 -> {rss[1]:.0f} MB after burst 2"
+            )
             assert gaps and max(gaps) <= fake.heartbeat_interval + 0.4, gaps
             assert rss[0] - rss_start < 150 and rss[1] - rss[0] < 50, (rss_start, rss)
 

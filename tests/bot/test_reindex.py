@@ -1,6 +1,7 @@
 """/reindex end to end (fake embedder, writable corpus copy): who may run it, one run at a time,
 progress edits, /ask served from the old index during the run and from the new one after it; the
 run's process dying without taking the bot along; the confirmation a run removing most articles needs."""
+
 from __future__ import annotations
 
 import asyncio
@@ -33,7 +34,8 @@ async def reindex_outcome(rec, timeout: float = 30) -> dict:
     """The embed a /reindex ends with. (Not wait_final: the run can pause longer than its settle
     time between "Re-index running" and the end.)"""
     done = await rec.wait_for(
-        lambda r: [e for e in r.ok_events if e.kind == "edit" and e.embeds[0]["title"] != "Re-index running"], timeout,
+        lambda r: [e for e in r.ok_events if e.kind == "edit" and e.embeds[0]["title"] != "Re-index running"],
+        timeout,
     )
     return done[-1].embeds[0]
 
@@ -192,8 +194,10 @@ def test_admin_rights_come_from_each_interaction_real_permission_bits(fake_index
         ev = await rec.wait_final(timeout=10)
         check_sent(rec)
         if rec.callback.embeds and rec.callback.embeds[0]["title"] == "Re-index running":
-            ev = await rec.wait_for(lambda r: [e for e in r.ok_events if e.kind == "edit"
-                                               and e.embeds[0]["title"] != "Re-index running"], timeout=10)
+            ev = await rec.wait_for(
+                lambda r: [e for e in r.ok_events if e.kind == "edit" and e.embeds[0]["title"] != "Re-index running"],
+                timeout=10,
+            )
             return ev[-1].embeds[0]["title"]
         assert ev.ephemeral and rec.callback_type == 4 and len(rec.events) == 1
         return ev.content
@@ -204,7 +208,10 @@ def test_admin_rights_come_from_each_interaction_real_permission_bits(fake_index
         async with started_bot(settings, fake_embedder, prepare=add_roles) as (bot, fake):
             user_id = 6060606060606060
             perms = DEFAULT_MEMBER_PERMISSIONS
-            assert await reindex(fake, fake.make_member(user_id, roles=[role_id], permissions=perms)) == "Re-index finished"
+            assert (
+                await reindex(fake, fake.make_member(user_id, roles=[role_id], permissions=perms))
+                == "Re-index finished"
+            )
             runs = bot.serving.job
             # the same user, the role removed (the next interaction's member payload lacks it)
             assert await reindex(fake, fake.make_member(user_id, roles=[], permissions=perms)) == refused
@@ -212,7 +219,10 @@ def test_admin_rights_come_from_each_interaction_real_permission_bits(fake_index
             # real permission bits: everything an ordinary member has, but not MANAGE_GUILD
             assert not perms & MANAGE_GUILD
             assert await reindex(fake, fake.make_member(permissions=perms)) == refused
-            assert await reindex(fake, fake.make_member(permissions=(1 << 41) - 1 & ~MANAGE_GUILD & ~ADMINISTRATOR)) == refused
+            assert (
+                await reindex(fake, fake.make_member(permissions=(1 << 41) - 1 & ~MANAGE_GUILD & ~ADMINISTRATOR))
+                == refused
+            )
             # a DM has no guild permissions or roles, even from the listed user
             dm = await reindex(fake, dm_user=fake.make_user(user_id))
             assert dm == "This command only works in a server, not in direct messages."
@@ -261,10 +271,11 @@ def test_a_reindex_process_that_dies_leaves_the_bot_and_the_old_index_serving(fa
     add_zebra(fake_index)
     admin = lambda fake: fake.make_member(permissions=MANAGE_GUILD)  # noqa: E731
     expected = {
-        functools.partial(killed_at, "mid-embed"):
-            "the index process was killed (SIGKILL: most often the system ran out of memory) before it finished",
+        functools.partial(
+            killed_at, "mid-embed"
+        ): "the index process was killed (SIGKILL: most often the system ran out of memory) before it finished",
         MemoryHog: "an unexpected error stopped the run (MemoryError: Unable to allocate 16.0 GiB for an array "
-                   "with shape (2147483648,) and data type float64); the details are in the bot's log",
+        "with shape (2147483648,) and data type float64); the details are in the bot's log",
     }
 
     async def main():
@@ -299,7 +310,9 @@ def test_a_reindex_process_killed_after_its_commit_serves_what_it_committed(fake
     async def main():
         factory = functools.partial(killed_at, "after-commit")
         async with started_bot(fake_index, fake_embedder, index_embedder_factory=factory) as (bot, fake):
-            embed = await reindex_outcome(await fake.send_slash("reindex", member=fake.make_member(permissions=MANAGE_GUILD)))
+            embed = await reindex_outcome(
+                await fake.send_slash("reindex", member=fake.make_member(permissions=MANAGE_GUILD))
+            )
             assert embed["title"] == "Re-index failed"
             assert embed["description"] == (
                 "the index process was killed (SIGKILL: most often the system ran out of memory) before it finished; "

@@ -1,4 +1,5 @@
 """bot/render.py without Discord: escaping, highlighting, cutting, and Discord's limits for any input."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -15,10 +16,34 @@ from embeddings.chunk import sentence_spans
 from tests.bot.helpers import LIVE_MARKUP, check_message
 
 HOSTILE = [
-    "@everyone", "@here", "<@123456789012345678>", "<@!123456789012345678>", "<@&1>", "<#1>", "<:e:1>", "<t:1:R>",
-    "[link](https://evil.example)", "# heading", "## h2", "### h3", "-# subtext", "> quote", ">>> quote all",
-    "```py\nprint(1)\n```", "`code`", "**bold**", "*it*", "__under__", "~~strike~~", "||spoiler||", "- item",
-    "1. item", "\\", "https://example.com/a_b_(c)", "</ask:1>", "@" + "1" * 18,
+    "@everyone",
+    "@here",
+    "<@123456789012345678>",
+    "<@!123456789012345678>",
+    "<@&1>",
+    "<#1>",
+    "<:e:1>",
+    "<t:1:R>",
+    "[link](https://evil.example)",
+    "# heading",
+    "## h2",
+    "### h3",
+    "-# subtext",
+    "> quote",
+    ">>> quote all",
+    "```py\nprint(1)\n```",
+    "`code`",
+    "**bold**",
+    "*it*",
+    "__under__",
+    "~~strike~~",
+    "||spoiler||",
+    "- item",
+    "1. item",
+    "\\",
+    "https://example.com/a_b_(c)",
+    "</ask:1>",
+    "@" + "1" * 18,
 ]
 
 
@@ -74,7 +99,7 @@ def sentences(n: int, words: int = 12) -> str:
 
 def test_a_cut_never_leaves_line_start_syntax_before_the_ellipsis():
     for marker in ("-#", "#", "##", "-", "+", "1."):
-        text = ("word " * 30 + "\n" + marker + " " + "tail " * 300)
+        text = "word " * 30 + "\n" + marker + " " + "tail " * 300
         for budget in range(150, 175):
             out = render.passage_markdown(text, None, budget)
             assert not LIVE_MARKUP.search(out) and not re.search(r"(?m)^(-#|#{1,3}|[-+]|\d+\.) ", out), (marker, out)
@@ -131,22 +156,41 @@ def answers(draw):
         spans = sentence_spans(text)
         hl = draw(st.sampled_from(spans)) if spans and draw(st.booleans()) else None
         article = Article(
-            id=i, key=f"k{i}", title=draw(st.one_of(st.none(), hostile_text)),
+            id=i,
+            key=f"k{i}",
+            title=draw(st.one_of(st.none(), hostile_text)),
             source=draw(st.one_of(st.none(), hostile_text)),
             authors=tuple(draw(st.lists(hostile_text, max_size=3))),
             published=draw(st.one_of(st.none(), st.dates(dt.date(1990, 1, 1), dt.date(2030, 1, 1)))),
-            updated=None, url=draw(st.one_of(st.none(), st.just("https://example.com/a"), hostile_text)),
+            updated=None,
+            url=draw(st.one_of(st.none(), st.just("https://example.com/a"), hostile_text)),
             passages=draw(st.integers(1, 10_000)),
         )
         copies = tuple(
             replace(article, key=f"copy{j}", source=draw(st.one_of(st.none(), hostile_text)))
             for j in range(draw(st.integers(0, 5)))
         )
-        results.append(Result(rank=i + 1, score=draw(st.floats(-1, 1)), passage_id=i, position=0, text=text,
-                              article=article, highlight=hl, weak=draw(st.booleans()), also_in=copies))
-    return Answer(query=draw(hostile_text.filter(str.strip)), results=results, weak=draw(st.booleans()),
-                  excluded_undated=draw(st.integers(0, 3)), has_more=draw(st.booleans()),
-                  filters=draw(st.sampled_from([{}, {"source": "@everyone [x](https://e.example)"}])))
+        results.append(
+            Result(
+                rank=i + 1,
+                score=draw(st.floats(-1, 1)),
+                passage_id=i,
+                position=0,
+                text=text,
+                article=article,
+                highlight=hl,
+                weak=draw(st.booleans()),
+                also_in=copies,
+            )
+        )
+    return Answer(
+        query=draw(hostile_text.filter(str.strip)),
+        results=results,
+        weak=draw(st.booleans()),
+        excluded_undated=draw(st.integers(0, 3)),
+        has_more=draw(st.booleans()),
+        filters=draw(st.sampled_from([{}, {"source": "@everyone [x](https://e.example)"}])),
+    )
 
 
 def payload(answer: Answer) -> dict:
@@ -165,10 +209,10 @@ def test_any_answer_fits_discord_limits_and_is_inert(answer):
     for e, r in zip(data["embeds"], answer.results):
         body = e["description"]
         assert body.startswith(render.QUOTE)
-        visible = outside_links(body[len(render.QUOTE):])
+        visible = outside_links(body[len(render.QUOTE) :])
         assert not LIVE_MARKUP.search(visible), body
         assert "@everyone" not in visible and "@here" not in visible
-        shown = unescape(body[len(render.QUOTE):].replace("**", ""))
+        shown = unescape(body[len(render.QUOTE) :].replace("**", ""))
         # verbatim: what is shown is the passage, or whole pieces of it between ellipses
         for piece in filter(None, (p.strip() for p in shown.split("…"))):
             assert " ".join(piece.split()) in " ".join(unescape(render.escape(r.text)).split()), piece
@@ -181,10 +225,13 @@ def test_any_answer_fits_discord_limits_and_is_inert(answer):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(hostile_text, min_size=1, max_size=3), st.integers(0, 2))
 def test_context_embeds_fit(texts, target):
-    article = Article(id=1, key="k", title="t" * 500, source="s", authors=(), published=None, updated=None,
-                      url=None, passages=3)
-    passages = [Result(rank=0, score=0, passage_id=i, position=i, text=t * 30 or "x", article=article)
-                for i, t in enumerate(texts)]
+    article = Article(
+        id=1, key="k", title="t" * 500, source="s", authors=(), published=None, updated=None, url=None, passages=3
+    )
+    passages = [
+        Result(rank=0, score=0, passage_id=i, position=i, text=t * 30 or "x", article=article)
+        for i, t in enumerate(texts)
+    ]
     embeds = [e.to_dict() for e in render.context_embeds(passages, target)]
     check_message({"embeds": embeds, "allowed_mentions": {"parse": []}})
 
@@ -194,14 +241,29 @@ def test_choice_names_fit():
     assert render.dlen(name) <= 100 and render.dlen(value) <= 100 and name.startswith(value[:10])
 
 
-
 def test_syndicated_copies_are_named_in_the_footer():
     def article(key, source):
-        return Article(id=1, key=key, title="Kunduz falls", source=source, authors=(), published=dt.date(2021, 8, 9),
-                       updated=None, url=None, passages=4)
+        return Article(
+            id=1,
+            key=key,
+            title="Kunduz falls",
+            source=source,
+            authors=(),
+            published=dt.date(2021, 8, 9),
+            updated=None,
+            url=None,
+            passages=4,
+        )
 
-    result = Result(rank=1, score=0.7, passage_id=1, position=0, text="Kunduz fell on Sunday, officials said.",
-                    article=article("a.txt", "Daily"), also_in=(article("wire.txt", "Wire Weekly"),))
+    result = Result(
+        rank=1,
+        score=0.7,
+        passage_id=1,
+        position=0,
+        text="Kunduz fell on Sunday, officials said.",
+        article=article("a.txt", "Daily"),
+        also_in=(article("wire.txt", "Wire Weekly"),),
+    )
     data = payload(Answer(query="q", results=[result], weak=False))
     assert data["embeds"][0]["footer"]["text"].endswith("also in: Wire Weekly (Aug 9, 2021)")
     check_message(data)

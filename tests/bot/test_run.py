@@ -1,4 +1,5 @@
 """`corpus-bot run`: token mistakes are one clear line, the token never shows; log redaction."""
+
 from __future__ import annotations
 
 import asyncio

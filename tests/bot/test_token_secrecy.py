@@ -2,6 +2,7 @@
 a full `run_bot` (the `corpus-bot run` path, with its logging set-up) at DEBUG against the fake
 Discord: login, commands, exceptions whose message contains the token, a Discord error, close;
 then a run whose login Discord rejects."""
+
 from __future__ import annotations
 
 import asyncio
@@ -106,16 +107,19 @@ def test_token_never_logged_or_sent(fake_index, fake_embedder, monkeypatch, rest
                     raise RuntimeError(f"could not connect with token {TOKEN}")
 
                 the_bot.serving.search = leak  # an exception inside a command, holding the token
-                failed = [await fake.send_slash("ask", {"question": "Kunduz"}, member=fake.make_member()),
-                          await fake.click(rec, more_id)]
+                failed = [
+                    await fake.send_slash("ask", {"question": "Kunduz"}, member=fake.make_member()),
+                    await fake.click(rec, more_id),
+                ]
                 return [await r.wait_final() for r in failed]
 
             replies = on_fake(commands(), timeout=30)
             asyncio.run_coroutine_threadsafe(the_bot.close(), the_bot.loop).result(10)
             runner.join(10)
             assert outcome == [None]
-            assert all(r.content == "Something went wrong; the error was logged. Please try again later."
-                       for r in replies)
+            assert all(
+                r.content == "Something went wrong; the error was logged. Please try again later." for r in replies
+            )
 
             # the same at login: Discord rejects the token
             fake.invalid_token = True
