@@ -142,8 +142,13 @@ def _command_name(interaction: discord.Interaction) -> str:
     return interaction.command.qualified_name if interaction.command else "?"
 
 
-class CorpusBot(commands.Bot):
-    """commands.Bot with the corpus-bot settings, the serving state and the slash commands."""
+class CorpusBot(commands.AutoShardedBot):
+    """The bot with the corpus-bot settings, the serving state and the slash commands.
+
+    Always sharded: with SHARD_COUNT unset, discord.py asks Discord for its recommended count at
+    start (one shard until a bot is in thousands of servers), so a growing bot needs no new
+    setting, and one process runs every shard. SHARD_COUNT and SHARD_IDS split the shards across
+    processes."""
 
     def __init__(
         self,
@@ -158,6 +163,9 @@ class CorpusBot(commands.Bot):
         # A text-only bot: skip discord.py's start-up warnings about voice libraries.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         options.setdefault("help_command", None)
+        options.setdefault("shard_count", settings.shard_count)
+        if settings.shard_ids is not None:
+            options.setdefault("shard_ids", list(settings.shard_ids))
         super().__init__(
             command_prefix=commands.when_mentioned,
             allowed_mentions=discord.AllowedMentions.none(),
@@ -193,7 +201,12 @@ class CorpusBot(commands.Bot):
 
     async def on_ready(self) -> None:
         log.info(
-            "logged in as %s (id %s) in %d servers", self.user, self.user.id if self.user else "?", len(self.guilds)
+            "logged in as %s (id %s) in %d servers, shards %s of %s",
+            self.user,
+            self.user.id if self.user else "?",
+            len(self.guilds),
+            ",".join(map(str, sorted(self.shards))),
+            self.shard_count,
         )
 
     async def close(self) -> None:
