@@ -247,6 +247,21 @@ def check_token(token: str) -> str:
     return token
 
 
+def gateway_closed(exc: discord.ConnectionClosed, settings: Settings) -> str:
+    """One line for a gateway close that discord.py does not reconnect after."""
+    if exc.code == 4011:
+        return (
+            f"Discord requires more shards than SHARD_COUNT={settings.shard_count} (gateway closed with 4011, "
+            "sharding required): raise SHARD_COUNT in every process, or leave it empty to use Discord's recommended count"
+        )
+    if exc.code == 4010:
+        return (
+            f"Discord refused shard {exc.shard_id} of SHARD_COUNT={settings.shard_count} (gateway closed with 4010, "
+            "invalid shard): check SHARD_COUNT and SHARD_IDS"
+        )
+    return f"Discord closed the gateway connection with code {exc.code} and the bot cannot reconnect"
+
+
 def run_bot(settings: Settings, *, sync_global: bool = False) -> None:
     """`corpus-bot run`: start the bot and block until Ctrl-C. Every known failure becomes one
     `Error: ...` line (exit 1), never a traceback, never the token."""
@@ -266,6 +281,8 @@ def run_bot(settings: Settings, *, sync_global: bool = False) -> None:
         raise click.ClickException(
             "Discord refused the gateway intents; this bot needs no privileged intents"
         ) from None
+    except discord.ConnectionClosed as exc:
+        raise click.ClickException(gateway_closed(exc, settings)) from None
     except CorpusBotError as exc:
         raise click.ClickException(str(exc)) from None
     except sqlite3.DatabaseError as exc:

@@ -375,7 +375,8 @@ class FakeDiscord:
 
     Knobs: ``invalid_token`` (``GET /users/@me`` -> 401), ``callback_deadline``
     (seconds, None = unlimited), ``app_permissions``, ``compress_gateway``,
-    ``recommended_shards`` (the ``shards`` of ``GET /gateway/bot``).
+    ``recommended_shards`` (the ``shards`` of ``GET /gateway/bot``), ``required_shards`` (an
+    IDENTIFY with fewer shards is closed with 4011, "Sharding required").
 
     Sharding as on Discord: a connection that IDENTIFYs with ``shard`` [id, count] gets the
     guilds with ``(guild_id >> 22) % count == id`` (in READY and GUILD_CREATE), and only their
@@ -399,6 +400,7 @@ class FakeDiscord:
         self.invalid_token = False
         self.app_permissions = DEFAULT_APP_PERMISSIONS
         self.recommended_shards = 1
+        self.required_shards = 1
         self.port: int = 0
 
         self._counter = itertools.count(1)
@@ -795,6 +797,9 @@ class FakeDiscord:
                     conn.shard = (d or {}).get("shard")
                     if self.invalid_token:
                         await ws.close(code=4004, message=b"Authentication failed.")
+                        break
+                    if (conn.shard or [0, 1])[1] < self.required_shards:
+                        await ws.close(code=4011, message=b"Sharding required.")
                         break
                     await self._send_ready(conn)
                 elif op == 6:  # RESUME

@@ -3,11 +3,15 @@ shards a bot in thousands of servers (every guild's events on shard (guild_id >>
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from dataclasses import replace
 
 import pytest
+from click.testing import CliRunner
 
 from bot.app import create_bot
+from bot.cli import cli
 from embeddings.config import Settings
 from tests.fake_discord import FakeDiscord, run, running_bot
 
@@ -97,3 +101,28 @@ def test_shard_ids_runs_only_those_shards(fake_index, fake_embedder):
                     await fake.send_slash("ask", {"question": QUESTION}, guild_id=guilds[0])
 
     run(main())
+
+
+def test_too_few_shards_for_discord_is_one_line(fake_settings, fake_embedder, restore_logging):
+    """`corpus-bot run` with a SHARD_COUNT below what Discord requires (it closes the gateway with
+    4011): one Error line that names the setting, no traceback."""
+    fake = FakeDiscord()
+    fake.required_shards = 2
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(fake.start(), loop).result(5)
+        token = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GabcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
+        settings = replace(with_shards(fake_settings, {"SHARD_COUNT": "1"}), discord_token=token)
+        with fake.patched():
+            result = CliRunner().invoke(cli, ["run"], obj=settings, catch_exceptions=False)
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    assert result.exit_code == 1
+    last = result.output.rstrip("\n").split("\n")[-1]
+    assert last.startswith("Error: Discord requires more shards than SHARD_COUNT=1 (gateway closed with 4011")
+    assert "Traceback" not in result.output
+    assert [p["shard"] for p in fake.identify_payloads] == [[0, 1]]
