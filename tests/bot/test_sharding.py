@@ -4,6 +4,7 @@ shards a bot in thousands of servers (every guild's events on shard (guild_id >>
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from dataclasses import replace
 
@@ -81,8 +82,8 @@ def test_two_shards_each_get_their_guilds_and_answer_ask(fake_index, fake_embedd
     run(main())
 
 
-def test_shard_ids_runs_only_those_shards(fake_index, fake_embedder):
-    """SHARD_COUNT=2 SHARD_IDS=1: this process runs shard 1 (another runs shard 0)."""
+def test_shard_ids_runs_only_those_shards(fake_index, fake_embedder, caplog):
+    """SHARD_COUNT=2 SHARD_IDS=1: this process runs shard 1 (another runs shard 0), and says so."""
     settings = with_shards(fake_index, {"SHARD_COUNT": "2", "SHARD_IDS": "1"})
 
     async def main():
@@ -90,15 +91,17 @@ def test_shard_ids_runs_only_those_shards(fake_index, fake_embedder):
             fake.recommended_shards = 1  # not asked: the count is set
             guilds = guild_on_each_shard(fake)
             bot = await start(settings, fake_embedder, fake)
-            async with running_bot(bot, fake):
-                assert [p["shard"] for p in fake.identify_payloads] == [[1, 2]]
-                assert list(bot.shards) == [1]
-                assert [g.id for g in bot.guilds] == [guilds[1]]
-                assert "/gateway/bot" not in [r.path for r in fake.requests]
-                assert "Kunduz" in await answered(fake, guilds[1])
-                # shard 0's guild is another process's: no connection here receives its events
-                with pytest.raises(RuntimeError, match="no identified gateway connection serves"):
-                    await fake.send_slash("ask", {"question": QUESTION}, guild_id=guilds[0])
+            with caplog.at_level(logging.INFO, logger="bot.app"):
+                async with running_bot(bot, fake):
+                    assert [p["shard"] for p in fake.identify_payloads] == [[1, 2]]
+                    assert list(bot.shards) == [1]
+                    assert [g.id for g in bot.guilds] == [guilds[1]]
+                    assert "/gateway/bot" not in [r.path for r in fake.requests]
+                    assert "Kunduz" in await answered(fake, guilds[1])
+                    # shard 0's guild is another process's: no connection here receives its events
+                    with pytest.raises(RuntimeError, match="no identified gateway connection serves"):
+                        await fake.send_slash("ask", {"question": QUESTION}, guild_id=guilds[0])
+            assert "in 1 servers, shards 1 of 2" in caplog.text
 
     run(main())
 
@@ -126,3 +129,23 @@ def test_too_few_shards_for_discord_is_one_line(fake_settings, fake_embedder, re
     assert last.startswith("Error: Discord requires more shards than SHARD_COUNT=1 (gateway closed with 4011")
     assert "Traceback" not in result.output
     assert [p["shard"] for p in fake.identify_payloads] == [[0, 1]]
+
+
+def test_two_processes_with_their_own_shard_ids_serve_every_guild(fake_index, fake_embedder):
+    """SHARD_COUNT=2 in both, SHARD_IDS=0 in one and SHARD_IDS=1 in the other (two bots here):
+    each serves its shard's guild, and together they answer in both."""
+
+    async def main():
+        async with FakeDiscord() as fake:
+            guilds = guild_on_each_shard(fake)
+            bots = [
+                await start(with_shards(fake_index, {"SHARD_COUNT": "2", "SHARD_IDS": str(i)}), fake_embedder, fake)
+                for i in (0, 1)
+            ]
+            async with running_bot(bots[0], fake), running_bot(bots[1], fake):
+                assert sorted(p["shard"] for p in fake.identify_payloads) == [[0, 2], [1, 2]]
+                assert [[g.id for g in bot.guilds] for bot in bots] == [[guilds[0]], [guilds[1]]]
+                for guild_id in guilds.values():
+                    assert "Kunduz" in await answered(fake, guild_id)
+
+    run(main())
