@@ -249,6 +249,11 @@ def check_token(token: str) -> str:
 
 def gateway_closed(exc: discord.ConnectionClosed, settings: Settings) -> str:
     """One line for a gateway close that discord.py does not reconnect after."""
+    if exc.code == 4011 and settings.shard_count is None:  # the bot outgrew the count it started with
+        return (
+            "Discord requires more shards than it recommended when the bot started (gateway closed with 4011, "
+            "sharding required): start the bot again"
+        )
     if exc.code == 4011:
         return (
             f"Discord requires more shards than SHARD_COUNT={settings.shard_count} (gateway closed with 4011, "
@@ -256,8 +261,8 @@ def gateway_closed(exc: discord.ConnectionClosed, settings: Settings) -> str:
         )
     if exc.code == 4010:
         return (
-            f"Discord refused shard {exc.shard_id} of SHARD_COUNT={settings.shard_count} (gateway closed with 4010, "
-            "invalid shard): check SHARD_COUNT and SHARD_IDS"
+            f"Discord refused shard {exc.shard_id} (gateway closed with 4010, invalid shard): "
+            "check SHARD_COUNT and SHARD_IDS"
         )
     return f"Discord closed the gateway connection with code {exc.code} and the bot cannot reconnect"
 
