@@ -24,6 +24,8 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bot: setup
 	$(BIN)/corpus-bot run

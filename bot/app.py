@@ -142,8 +142,13 @@ def _command_name(interaction: discord.Interaction) -> str:
     return interaction.command.qualified_name if interaction.command else "?"
 
 
-class CorpusBot(commands.Bot):
-    """commands.Bot with the corpus-bot settings, the serving state and the slash commands."""
+class CorpusBot(commands.AutoShardedBot):
+    """The bot with the corpus-bot settings, the serving state and the slash commands.
+
+    Always sharded: with SHARD_COUNT unset, discord.py asks Discord for its recommended count at
+    start (one shard until a bot is in thousands of servers), so a growing bot needs no new
+    setting, and one process runs every shard. SHARD_COUNT and SHARD_IDS split the shards across
+    processes."""
 
     def __init__(
         self,
@@ -158,6 +163,9 @@ class CorpusBot(commands.Bot):
         # A text-only bot: skip discord.py's start-up warnings about voice libraries.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         options.setdefault("help_command", None)
+        options.setdefault("shard_count", settings.shard_count)
+        if settings.shard_ids is not None:
+            options.setdefault("shard_ids", list(settings.shard_ids))
         super().__init__(
             command_prefix=commands.when_mentioned,
             allowed_mentions=discord.AllowedMentions.none(),
@@ -193,7 +201,12 @@ class CorpusBot(commands.Bot):
 
     async def on_ready(self) -> None:
         log.info(
-            "logged in as %s (id %s) in %d servers", self.user, self.user.id if self.user else "?", len(self.guilds)
+            "logged in as %s (id %s) in %d servers, shards %s of %s",
+            self.user,
+            self.user.id if self.user else "?",
+            len(self.guilds),
+            ",".join(map(str, sorted(self.shards))),
+            self.shard_count,
         )
 
     async def close(self) -> None:
@@ -234,6 +247,26 @@ def check_token(token: str) -> str:
     return token
 
 
+def gateway_closed(exc: discord.ConnectionClosed, settings: Settings) -> str:
+    """One line for a gateway close that discord.py does not reconnect after."""
+    if exc.code == 4011 and settings.shard_count is None:  # the bot outgrew the count it started with
+        return (
+            "Discord requires more shards than it recommended when the bot started (gateway closed with 4011, "
+            "sharding required): start the bot again"
+        )
+    if exc.code == 4011:
+        return (
+            f"Discord requires more shards than SHARD_COUNT={settings.shard_count} (gateway closed with 4011, "
+            "sharding required): raise SHARD_COUNT in every process, or leave it empty to use Discord's recommended count"
+        )
+    if exc.code == 4010:
+        return (
+            f"Discord refused shard {exc.shard_id} (gateway closed with 4010, invalid shard): "
+            "check SHARD_COUNT and SHARD_IDS"
+        )
+    return f"Discord closed the gateway connection with code {exc.code} and the bot cannot reconnect"
+
+
 def run_bot(settings: Settings, *, sync_global: bool = False) -> None:
     """`corpus-bot run`: start the bot and block until Ctrl-C. Every known failure becomes one
     `Error: ...` line (exit 1), never a traceback, never the token."""
@@ -253,6 +286,8 @@ def run_bot(settings: Settings, *, sync_global: bool = False) -> None:
         raise click.ClickException(
             "Discord refused the gateway intents; this bot needs no privileged intents"
         ) from None
+    except discord.ConnectionClosed as exc:
+        raise click.ClickException(gateway_closed(exc, settings)) from None
     except CorpusBotError as exc:
         raise click.ClickException(str(exc)) from None
     except sqlite3.DatabaseError as exc:

@@ -231,7 +231,7 @@ class Serving:
         async def load_model() -> None:
             if self.embedder is None:
                 started = time.monotonic()
-                # The ONNX export beside the index when there is one (no torch, ~0.5 s), else the full model.
+                # The ONNX export beside the index when there is one (no torch: it starts in a fraction of the time), else the full model.
                 self.embedder = await self._run(
                     load_query_embedder, self.settings.index_path, self.settings.embedding_model
                 )
@@ -261,7 +261,7 @@ class Serving:
                     time.monotonic() - started,
                 )
 
-        # Side by side: at 1M passages the index takes 1-1.5 s to load (page cache warm), the model 0.3-0.7 s.
+        # Side by side: on a large index both take a noticeable time to load.
         await asyncio.gather(load_model(), load_index())
         self._follower = asyncio.create_task(self._follow(), name="corpus-follow-index")
 

@@ -100,6 +100,15 @@ class Result:
             "position": self.position + 1,
             "article_passages": a.passages,
             "highlight": self.text[self.highlight[0] : self.highlight[1]] if self.highlight else None,
+            "also_in": [
+                {
+                    "path": o.key,
+                    "title": o.title,
+                    "source": o.source,
+                    "date": o.published.isoformat() if o.published else None,
+                }
+                for o in self.also_in
+            ],
         }
 
 

@@ -92,6 +92,34 @@ def _ids(env: dict[str, str], name: str) -> frozenset[int]:
     )
 
 
+# Far above what the largest bots run (Discord recommends one shard per 1,000 servers or so).
+_MAX_SHARDS = 100_000
+
+
+def _shards(env: dict[str, str]) -> tuple[int | None, tuple[int, ...] | None]:
+    """SHARD_COUNT and SHARD_IDS. Both empty: Discord's recommended count, every shard in this
+    process. SHARD_IDS splits the shards across processes, which must all agree on the count."""
+    raw_ids = env.get("SHARD_IDS", "").replace(" ", "").strip(",")
+    count = _int(env, "SHARD_COUNT", 0, 1, _MAX_SHARDS) or None
+    if not raw_ids:
+        return count, None
+    if count is None:
+        raise ConfigError(
+            "SHARD_IDS needs SHARD_COUNT: set SHARD_COUNT to the total number of shards across all processes"
+        )
+    ids = []
+    for part in raw_ids.split(","):
+        if not re.fullmatch(r"[0-9]{1,6}", part) or int(part) >= count:
+            raise ConfigError(
+                f"SHARD_IDS must be a comma-separated list of shard ids from 0 to {count - 1} "
+                f"(SHARD_COUNT={count}), got {_shown(part)}"
+            )
+        if int(part) in ids:
+            raise ConfigError(f"SHARD_IDS lists shard {int(part)} twice; each shard runs in one process only")
+        ids.append(int(part))
+    return count, tuple(sorted(ids))
+
+
 @dataclass(frozen=True)
 class Settings:
     corpus_dir: Path = Path("corpus")
@@ -116,6 +144,9 @@ class Settings:
     ask_cooldown_seconds: float = 10.0
     ask_cooldown_rate: int = 3
     search_workers: int = 2
+    # Gateway shards: None asks Discord for its recommended count and runs every shard here.
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, *, dotenv: bool = True) -> Settings:
@@ -126,6 +157,7 @@ class Settings:
                 load_dotenv(Path.cwd() / ".env", override=False)
             env = dict(os.environ)
         guild = env.get("DISCORD_GUILD_ID", "").strip()
+        shard_count, shard_ids = _shards(env)
         return cls(
             corpus_dir=Path(env.get("CORPUS_DIR") or "corpus"),
             index_path=Path(env.get("INDEX_PATH") or "data/index.sqlite3"),
@@ -142,4 +174,6 @@ class Settings:
             ask_cooldown_seconds=_float(env, "ASK_COOLDOWN_SECONDS", 10.0, 0.0, 86400.0),  # 0: no cooldown
             ask_cooldown_rate=_int(env, "ASK_COOLDOWN_RATE", 3, 1, 100),
             search_workers=_int(env, "SEARCH_WORKERS", 2, 1, 16),
+            shard_count=shard_count,
+            shard_ids=shard_ids,
         )

@@ -72,7 +72,7 @@ class SentenceTransformerEmbedder:
 
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         # Batches of similar length, across all the texts (sentence-transformers sorts only within
-        # one call, and we call per batch to report progress): 20% faster on the benchmark corpus.
+        # one call, and we call per batch to report progress): faster on the benchmark corpus.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(texts), self.batch_size):
             rows = order[start : start + self.batch_size]

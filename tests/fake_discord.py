@@ -337,6 +337,14 @@ class _GatewayConn:
         self.zobj = zlib.compressobj() if compress else None
         self.lock = asyncio.Lock()
         self.identified = asyncio.Event()
+        self.shard: list[int] | None = None  #: [id, count] from IDENTIFY
+
+    def serves(self, guild_id: int | None) -> bool:
+        """Whether Discord sends this guild's events (a DM's when None) on this connection."""
+        if self.shard is None:
+            return True
+        shard_id, count = self.shard
+        return shard_id == (0 if guild_id is None else (guild_id >> 22) % count)
 
     async def send(self, obj: dict[str, Any]) -> None:
         raw = json.dumps(obj)
@@ -366,7 +374,14 @@ class FakeDiscord:
       ``identify_payloads``, ``gateway_query``, ``gateway_received`` (all gateway frames).
 
     Knobs: ``invalid_token`` (``GET /users/@me`` -> 401), ``callback_deadline``
-    (seconds, None = unlimited), ``app_permissions``, ``compress_gateway``.
+    (seconds, None = unlimited), ``app_permissions``, ``compress_gateway``,
+    ``recommended_shards`` (the ``shards`` of ``GET /gateway/bot``), ``required_shards`` (an
+    IDENTIFY with fewer shards is closed with 4011, "Sharding required").
+
+    Sharding as on Discord: a connection that IDENTIFYs with ``shard`` [id, count] gets the
+    guilds with ``(guild_id >> 22) % count == id`` (in READY and GUILD_CREATE), and only their
+    events; DM events go to shard 0. :meth:`add_guild` adds a guild on a chosen shard,
+    ``dispatched`` records which shard each event was sent on.
     """
 
     def __init__(
@@ -384,6 +399,8 @@ class FakeDiscord:
         self.compress_gateway = compress_gateway
         self.invalid_token = False
         self.app_permissions = DEFAULT_APP_PERMISSIONS
+        self.recommended_shards = 1
+        self.required_shards = 1
         self.port: int = 0
 
         self._counter = itertools.count(1)
@@ -407,83 +424,12 @@ class FakeDiscord:
             "public_flags": 0,
         }
         self.owner_user = self.make_user(self.owner_id, name="owner")
-        self.everyone_role: dict[str, Any] = {
-            "id": str(self.guild_id),
-            "name": "@everyone",
-            "permissions": str(DEFAULT_MEMBER_PERMISSIONS),
-            "position": 0,
-            "color": 0,
-            "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
-            "hoist": False,
-            "managed": False,
-            "mentionable": False,
-            "flags": 0,
-            "icon": None,
-            "unicode_emoji": None,
-        }
-        self.channel: dict[str, Any] = {
-            "id": str(self.channel_id),
-            "type": 0,
-            "guild_id": str(self.guild_id),
-            "name": channel_name,
-            "position": 0,
-            "permission_overwrites": [],
-            "parent_id": None,
-            "topic": None,
-            "nsfw": False,
-            "rate_limit_per_user": 0,
-            "last_message_id": None,
-            "flags": 0,
-        }
         self.default_member = self.make_member(name="alice", permissions=DEFAULT_MEMBER_PERMISSIONS)
-        bot_member = self.make_member(int(self.bot_user["id"]), name=bot_name, bot=True)
-        bot_member["user"] = self.bot_user
-        owner_member = self.make_member(self.owner_id, name="owner", permissions=ADMINISTRATOR)
-        owner_member["user"] = self.owner_user
-        members = [_strip_perms(m) for m in (bot_member, owner_member, self.default_member)]
-        self.guild: dict[str, Any] = {
-            "id": str(self.guild_id),
-            "name": guild_name,
-            "icon": None,
-            "splash": None,
-            "discovery_splash": None,
-            "owner_id": str(self.owner_id),
-            "afk_channel_id": None,
-            "afk_timeout": 300,
-            "verification_level": 0,
-            "default_message_notifications": 0,
-            "explicit_content_filter": 0,
-            "roles": [self.everyone_role],
-            "emojis": [],
-            "stickers": [],
-            "features": [],
-            "mfa_level": 0,
-            "application_id": None,
-            "system_channel_id": str(self.channel_id),
-            "system_channel_flags": 0,
-            "rules_channel_id": None,
-            "public_updates_channel_id": None,
-            "vanity_url_code": None,
-            "description": None,
-            "banner": None,
-            "premium_tier": 0,
-            "premium_subscription_count": 0,
-            "preferred_locale": "en-US",
-            "nsfw_level": 0,
-            "premium_progress_bar_enabled": False,
-            "joined_at": _now_iso(),
-            "large": False,
-            "unavailable": False,
-            "member_count": len(members),  # == len(members): no chunking needed
-            "voice_states": [],
-            "members": members,
-            "channels": [self.channel],
-            "threads": [],
-            "presences": [],
-            "stage_instances": [],
-            "guild_scheduled_events": [],
-            "soundboard_sounds": [],
-        }
+        #: every guild the bot is in (id -> GUILD_CREATE payload); ``guild`` is the first.
+        self.guilds: dict[int, dict[str, Any]] = {}
+        self.guild = self._make_guild(self.guild_id, self.channel_id, guild_name, channel_name)
+        self.channel: dict[str, Any] = self.guild["channels"][0]
+        self.everyone_role: dict[str, Any] = self.guild["roles"][0]
 
         # recordings
         self.messages: dict[int, dict[str, Any]] = {}
@@ -499,6 +445,8 @@ class FakeDiscord:
         self.identify_payloads: list[dict[str, Any]] = []
         self.gateway_query: dict[str, str] = {}
         self.gateway_received: list[tuple] = []
+        #: (shard [id, count] of the connection or None when it identified without one, event, d)
+        self.dispatched: list[tuple[list[int] | None, str, Any]] = []
         self.faults: list[Fault] = []
         self.seq = 0
 
@@ -560,10 +508,101 @@ class FakeDiscord:
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gw
 
     # ------------------------------------------------------------------ factories
-    def snowflake(self) -> int:
-        """A fresh, increasing snowflake whose timestamp is 'now'."""
+    def snowflake(self, shard: tuple[int, int] | None = None) -> int:
+        """A fresh snowflake whose timestamp is 'now' (increasing); with ``shard`` (id, count),
+        one whose timestamp is moved back up to count - 1 ms so that, as a guild id, it belongs
+        to that shard."""
         ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        if shard is not None:
+            ms -= (ms - shard[0]) % shard[1]
         return (ms << 22) | (next(self._counter) & 0x3FFFFF)
+
+    def add_guild(self, *, shard: tuple[int, int] | None = None, name: str = "Other Guild") -> int:
+        """Another guild the bot is in (with a text channel and the same members), on ``shard``
+        (id, count) if given; returns its id. Add guilds before the bot connects."""
+        gid = self.snowflake(shard)
+        self._make_guild(gid, self.snowflake(), name, "general")
+        return gid
+
+    def _make_guild(self, gid: int, cid: int, name: str, channel_name: str) -> dict[str, Any]:
+        everyone_role: dict[str, Any] = {
+            "id": str(gid),
+            "name": "@everyone",
+            "permissions": str(DEFAULT_MEMBER_PERMISSIONS),
+            "position": 0,
+            "color": 0,
+            "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+            "hoist": False,
+            "managed": False,
+            "mentionable": False,
+            "flags": 0,
+            "icon": None,
+            "unicode_emoji": None,
+        }
+        channel: dict[str, Any] = {
+            "id": str(cid),
+            "type": 0,
+            "guild_id": str(gid),
+            "name": channel_name,
+            "position": 0,
+            "permission_overwrites": [],
+            "parent_id": None,
+            "topic": None,
+            "nsfw": False,
+            "rate_limit_per_user": 0,
+            "last_message_id": None,
+            "flags": 0,
+        }
+        bot_member = self.make_member(int(self.bot_user["id"]), name=self.bot_user["username"], bot=True)
+        bot_member["user"] = self.bot_user
+        owner_member = self.make_member(self.owner_id, name="owner", permissions=ADMINISTRATOR)
+        owner_member["user"] = self.owner_user
+        members = [_strip_perms(m) for m in (bot_member, owner_member, self.default_member)]
+        guild: dict[str, Any] = {
+            "id": str(gid),
+            "name": name,
+            "icon": None,
+            "splash": None,
+            "discovery_splash": None,
+            "owner_id": str(self.owner_id),
+            "afk_channel_id": None,
+            "afk_timeout": 300,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "roles": [everyone_role],
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "mfa_level": 0,
+            "application_id": None,
+            "system_channel_id": str(cid),
+            "system_channel_flags": 0,
+            "rules_channel_id": None,
+            "public_updates_channel_id": None,
+            "vanity_url_code": None,
+            "description": None,
+            "banner": None,
+            "premium_tier": 0,
+            "premium_subscription_count": 0,
+            "preferred_locale": "en-US",
+            "nsfw_level": 0,
+            "premium_progress_bar_enabled": False,
+            "joined_at": _now_iso(),
+            "large": False,
+            "unavailable": False,
+            "member_count": len(members),  # == len(members): no chunking needed
+            "voice_states": [],
+            "members": members,
+            "channels": [channel],
+            "threads": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+        }
+        self.guilds[gid] = guild
+        return guild
 
     def make_user(self, user_id: int | None = None, *, name: str = "user", bot: bool = False) -> dict[str, Any]:
         uid = user_id if user_id is not None else self.snowflake()
@@ -755,8 +794,12 @@ class FakeDiscord:
                     await conn.send({"op": 11, "d": None, "s": None, "t": None})
                 elif op == 2:
                     self.identify_payloads.append(d)
+                    conn.shard = (d or {}).get("shard")
                     if self.invalid_token:
                         await ws.close(code=4004, message=b"Authentication failed.")
+                        break
+                    if (conn.shard or [0, 1])[1] < self.required_shards:
+                        await ws.close(code=4011, message=b"Sharding required.")
                         break
                     await self._send_ready(conn)
                 elif op == 6:  # RESUME
@@ -783,10 +826,10 @@ class FakeDiscord:
         ready = {
             "v": 10,
             "user": self.bot_user,
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(gid), "unavailable": True} for gid in self.guilds if conn.serves(gid)],
             "session_id": self.session_id,
             "resume_gateway_url": self.gateway_url,
-            "shard": [0, 1],
+            "shard": conn.shard or [0, 1],
             "application": {"id": str(self.app_id), "flags": 0},
             "private_channels": [],
             "relationships": [],
@@ -796,22 +839,28 @@ class FakeDiscord:
             "guild_join_requests": [],
         }
         await self._dispatch_on(conn, "READY", ready)
-        await self._dispatch_on(conn, "GUILD_CREATE", self.guild)
+        for gid, guild in self.guilds.items():
+            if conn.serves(gid):
+                await self._dispatch_on(conn, "GUILD_CREATE", guild)
         conn.identified.set()
         assert self._identified is not None
         self._identified.set()
 
     async def _dispatch_on(self, conn: _GatewayConn, event: str, data: Any) -> None:
         self.seq += 1
+        self.dispatched.append((conn.shard, event, data))
         await conn.send({"op": 0, "t": event, "s": self.seq, "d": data})
 
     async def dispatch(self, event: str, data: Any) -> float:
-        """Send a DISPATCH (op 0) to the connected client; returns the monotonic send time."""
+        """Send a DISPATCH (op 0) to the connected client (to the shard of the payload's
+        guild_id); returns the monotonic send time."""
         assert self._identified is not None, "start() the fake first"
         await asyncio.wait_for(self._identified.wait(), 10)
-        conns = [c for c in self._conns if c.identified.is_set() and not c.ws.closed]
+        gid = data.get("guild_id") if isinstance(data, dict) else None
+        gid = int(gid) if gid is not None else None
+        conns = [c for c in self._conns if c.identified.is_set() and not c.ws.closed and c.serves(gid)]
         if not conns:
-            raise RuntimeError("no identified gateway connection")
+            raise RuntimeError(f"no identified gateway connection serves guild {gid}")
         for c in conns:
             await self._dispatch_on(c, event, data)
         return time.monotonic()
@@ -834,8 +883,11 @@ class FakeDiscord:
         dm_user: dict[str, Any] | None,
         locale: str = "en-US",
         message: dict[str, Any] | None = None,
+        guild_id: int | None = None,
     ) -> dict[str, Any]:
         iid = self.snowflake()
+        guild = self.guilds[guild_id or self.guild_id]
+        gid, channel = guild["id"], guild["channels"][0]
         p: dict[str, Any] = {
             "id": str(iid),
             "application_id": str(self.app_id),
@@ -862,14 +914,14 @@ class FakeDiscord:
             p["context"] = 1
             p["authorizing_integration_owners"] = {"0": str(self.guild_id)}
         else:
-            p["guild_id"] = str(self.guild_id)
-            p["guild"] = {"id": str(self.guild_id), "locale": "en-US", "features": []}
+            p["guild_id"] = gid
+            p["guild"] = {"id": gid, "locale": "en-US", "features": []}
             p["guild_locale"] = "en-US"
-            p["channel_id"] = str(self.channel_id)
-            p["channel"] = dict(self.channel)
+            p["channel_id"] = channel["id"]
+            p["channel"] = dict(channel)
             p["member"] = member if member is not None else self.default_member
             p["context"] = 0
-            p["authorizing_integration_owners"] = {"0": str(self.guild_id)}
+            p["authorizing_integration_owners"] = {"0": gid}
         if message is not None:
             p["message"] = message
         return p
@@ -942,15 +994,18 @@ class FakeDiscord:
         member: dict[str, Any] | None = None,
         dm_user: dict[str, Any] | None = None,
         locale: str = "en-US",
+        guild_id: int | None = None,
     ) -> InteractionRecord:
         """Dispatch ``/name`` (interaction type 2, data.type 1). ``dm_user`` (a user dict)
-        sends it from a DM instead of the guild channel."""
+        sends it from a DM instead of the guild channel; ``guild_id`` from the channel of
+        another guild (see :meth:`add_guild`; commands synced to ``guild_id`` only are not
+        found there: sync them globally)."""
         data = self._command_data(name, 1, dm_user is not None)
         opts, resolved = self._build_options(name, options)
         data["options"] = opts
         if resolved:
             data["resolved"] = resolved
-        p = self._interaction_base(2, data, member=member, dm_user=dm_user, locale=locale)
+        p = self._interaction_base(2, data, member=member, dm_user=dm_user, locale=locale, guild_id=guild_id)
         return await self.send_interaction(p)
 
     async def autocomplete(
@@ -1125,7 +1180,7 @@ class FakeDiscord:
             body: dict[str, Any] = {"url": self.gateway_url.rstrip("/")}
             if path.endswith("/bot"):
                 body.update(
-                    shards=1,
+                    shards=self.recommended_shards,
                     session_start_limit={"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1},
                 )
             return _json_response(body)
@@ -1181,10 +1236,13 @@ class FakeDiscord:
                     self.messages.pop(mid, None)
                     return web.Response(status=204)
 
-        if path == f"/guilds/{self.guild_id}" and method == "GET":
-            return _json_response(self.guild)
-        if path == f"/channels/{self.channel_id}" and method == "GET":
-            return _json_response(self.channel)
+        m = re.match(r"^/guilds/(\d+)$", path)
+        if m and int(m.group(1)) in self.guilds and method == "GET":
+            return _json_response(self.guilds[int(m.group(1))])
+        channels = {c["id"]: c for g in self.guilds.values() for c in g["channels"]}
+        m = re.match(r"^/channels/(\d+)$", path)
+        if m and m.group(1) in channels and method == "GET":
+            return _json_response(channels[m.group(1)])
         return _error(404, 0, f"404: Not Found (FakeDiscord has no route for {method} {path})")
 
     def _application(self) -> dict[str, Any]:
@@ -1259,7 +1317,7 @@ class FakeDiscord:
             "flags": flags,
         }
         if not in_dm:
-            msg["guild_id"] = str(self.guild_id)
+            msg["guild_id"] = rec.payload["guild_id"] if rec is not None else str(self.guild_id)
         if rec is not None:
             msg["webhook_id"] = str(self.app_id)
             msg["application_id"] = str(self.app_id)

@@ -26,6 +26,7 @@ RESULT_KEYS = {
     "position",
     "article_passages",
     "highlight",
+    "also_in",
 }
 SOURCE_KEYS = {"path", "title", "source", "authors", "published", "updated", "url", "passages"}
 STATS_KEYS = {

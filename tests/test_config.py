@@ -25,6 +25,7 @@ TOKEN = "MTA4NzY1NDMyMTAxMjM0NTY3OA.GaBcDe.k3yB0ardSm4shQwErTyUiOpAsDfGhJkLzXcVb
         ("ASK_COOLDOWN_SECONDS", TOKEN),
         ("ASK_COOLDOWN_RATE", TOKEN),
         ("SEARCH_WORKERS", TOKEN),
+        ("SHARD_COUNT", TOKEN),
     ],
 )
 def test_a_token_pasted_into_another_setting_is_never_echoed(name, value):
@@ -102,3 +103,27 @@ def test_a_dotenv_in_a_parent_folder_is_not_read(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "project")
     settings = Settings.from_env()
     assert (settings.corpus_dir, settings.index_path) == (Path("corpus"), Path("data/index.sqlite3"))
+
+
+@pytest.mark.parametrize(
+    "env, why",
+    [
+        ({"SHARD_COUNT": "0"}, "SHARD_COUNT=0 is out of range (1..100000)"),
+        ({"SHARD_COUNT": "two"}, "SHARD_COUNT must be a whole number from 1 to 100000, got 'two'"),
+        ({"SHARD_IDS": "1"}, "SHARD_IDS needs SHARD_COUNT"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "2"}, "shard ids from 0 to 1 (SHARD_COUNT=2), got '2'"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "0,-1"}, "shard ids from 0 to 1 (SHARD_COUNT=2), got '-1'"),
+        ({"SHARD_COUNT": "4", "SHARD_IDS": "1,3,1"}, "SHARD_IDS lists shard 1 twice"),
+    ],
+)
+def test_shard_settings_are_refused_with_one_line(env, why):
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(env)
+    assert why in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_shard_settings():
+    assert (Settings().shard_count, Settings().shard_ids) == (None, None)  # Discord's recommended count
+    settings = Settings.from_env({"SHARD_COUNT": "4", "SHARD_IDS": " 3, 1,"})
+    assert (settings.shard_count, settings.shard_ids) == (4, (1, 3))
+    assert Settings.from_env({"SHARD_COUNT": "2", "SHARD_IDS": ""}).shard_ids is None

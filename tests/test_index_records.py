@@ -172,6 +172,10 @@ def test_the_same_story_from_two_outlets_is_indexed_twice_and_shown_once(run, co
     assert ("Valley Wire · " in shown and "also in: Riverside Post" in shown) or (
         "Riverside Post · " in shown and "also in: Valley Wire" in shown
     )
+    first = run("ask", "harbour project number 0 approved", "--json")["results"][0]
+    assert [(o["source"], o["path"]) for o in first["also_in"]] == (
+        [("Riverside Post", "post.md")] if first["source"] == "Valley Wire" else [("Valley Wire", "wire.md")]
+    )
 
 
 def test_a_rename_that_fails_to_commit_leaves_the_index_as_it_was(run, corpus, monkeypatch):

@@ -214,7 +214,7 @@ class SqliteVectors:
 
     def load(self) -> LoadedVectors:
         # Filled blob by blob: joining the blobs first doubled peak memory (and glibc kept
-        # the freed half: 3.0 GB instead of 1.5 GB RSS at 1M passages).
+        # the freed half).
         exact = np.empty((self._passages, max(self._dimension, 1)), DTYPE)
         try:
             owners, damaged = store.read_vectors_into(self._conn, exact)

@@ -32,24 +32,23 @@ ABOUT_ARTICLES = frozenset(
 class HybridRule:
     """The settings of hybrid ranking (and of the keyword query's pruning, which keyword mode shares).
 
-    weight: of keyword coverage and feedback against the cosine. Of the rules in docs/retrieval.md
-    the one that gains where questions reuse rare words (SciFact +0.086 nDCG@10 over vectors,
-    news_lee +0.041) and stays above vectors where they are paraphrased (+0.009 and +0.012).
+    The values are the product's (DEFAULT_RULE); docs/retrieval.md gives each one's measurements.
+
+    weight: of keyword coverage and feedback against the cosine: of the rules measured, the one
+    that gains where questions reuse rare words and stays above vectors where they are paraphrased.
     model_read_weight: a question word's weight when the embedding model reads it whole (1 when it
     must cut it up, word_weights); missed_exponent: the share of a word the passage's vector misses
     is (1 - cosine(word, passage)) ** missed_exponent (word_vectors.py).
     feedback_words: how many of the best passage's rarest words the question does not use (at least
     3 letters, in at most feedback_common of the passages) make the second keyword query: the
     answer's own rare words are what the question and the passages that answer it share beyond its
-    wording (+0.007 nDCG@10 on SciFact, +0.002-0.006 on the news sets; from 3 or 5 passages it drifts
-    off topic; 0 turns feedback off).
+    wording (taken from more passages it drifts off topic; 0 turns feedback off).
     fusion_depth: candidates taken from the vectors and from each keyword list.
     common_term_share, common_term_min: a question word in more than this share of the passages,
     and in more than this many, is left out of the keyword query (unless every word is that
-    common): its idf is tiny (< 1.1, against 7-12 for the words that find the answer) but FTS5 scores
-    every passage it matches ("said" in 300k of 1M
-    passages would cost 200 ms). Small corpora are never pruned; 0.25 changes nDCG@10 by at most
-    0.003 on SciFact and news_lee; 0.05 cost 0.03 on SciFact.
+    common): its idf is tiny next to the words that find the answer, but FTS5 scores every passage
+    it matches, so "said" would dominate a large corpus's query time. Small corpora are never
+    pruned; a much lower share costs quality.
     rare_words_held: a passage holding this share of the question's rare words' weight (names,
     numbers, jargon) is not a weak answer, whatever its cosine: half would let a coincidence
     through ("Who is Angela Merkel?" where an article mentions Merkel-era tariffs), all of them is
@@ -85,7 +84,7 @@ def word_weights(terms: list[str], embedder: Embedder, rule: HybridRule = DEFAUL
 def phrased_otherwise(terms: list[str], weights: dict[str, float], hits: dict[str, int]) -> bool:
     """Whether the question uses an ordinary word (one the model reads whole) that no passage has:
     it is phrased in other words than the corpus, any keyword match is incidental, and the vectors
-    rank alone (news_shipped +0.026 nDCG@10, paraphrases +0.005). `hits`: passages found per word
+    rank alone. `hits`: passages found per word
     searched; a word left out as too common (not in hits) is not missing, nor is a word about the
     articles themselves ("What did Jason Ditz write?": his name is in the context, "write" in no text)."""
     return any(weights[t] < 1.0 and t in hits and not hits[t] and t not in ABOUT_ARTICLES for t in terms)
