@@ -44,11 +44,25 @@ def user_errors():
         sys.exit(130)
 
 
-def settings_from(ctx: click.Context, **overrides) -> Settings:
+def settings_from(ctx: click.Context, *, postgres: bool = False, **overrides) -> Settings:
+    """The settings, with the command's options; `postgres`: the command can use an index in
+    PostgreSQL (INDEX_URL, or --index given a postgresql:// URL), which the others refuse."""
     with user_errors():
         settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
     changes = {k: v for k, v in overrides.items() if v is not None}
-    return replace(settings, **changes)
+    location = changes.get("index_path")
+    if isinstance(location, str):  # --index of a command that takes a URL too
+        is_url = location.startswith(("postgresql://", "postgres://"))
+        changes["index_path"], changes["index_url"] = (
+            (settings.index_path, location) if is_url else (Path(location), "")
+        )
+    settings = replace(settings, **changes)
+    if settings.index_url and not postgres:
+        raise click.ClickException(
+            f"`corpus-bot {ctx.info_name}` reads only an index file for now, not the "
+            "PostgreSQL index of INDEX_URL: unset INDEX_URL to use it with INDEX_PATH"
+        )
+    return settings
 
 
 index_option = click.option(
@@ -56,6 +70,12 @@ index_option = click.option(
     "index_path",
     type=click.Path(path_type=Path),
     help="Index file [INDEX_PATH; relative to the working directory].",
+)
+index_or_url_option = click.option(
+    "--index",
+    "index_path",
+    help="Index file [INDEX_PATH; relative to the working directory], or a postgresql:// "
+    "URL [INDEX_URL] for the index in PostgreSQL with pgvector.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (documented shape).")
 
@@ -110,7 +130,7 @@ class ProgressReporter:
     type=click.Path(path_type=Path),
     help="Corpus folder [CORPUS_DIR; relative to the working directory].",
 )
-@index_option
+@index_or_url_option
 @click.option("--rebuild", is_flag=True, help="Re-embed everything (needed after changing EMBEDDING_MODEL).")
 @click.option(
     "--allow-removals",
@@ -124,14 +144,25 @@ def index_command(ctx, corpus_dir, index_path, rebuild, allow_removals, as_json)
     """Index the corpus folder: only new or changed articles are embedded."""
     from .index import run_index
 
-    settings = settings_from(ctx, corpus_dir=corpus_dir, index_path=index_path)
+    settings = settings_from(ctx, postgres=True, corpus_dir=corpus_dir, index_path=index_path)
     with user_errors():
-        report = run_index(
-            settings,
-            rebuild=rebuild,
-            allow_removals=allow_removals,
-            on_progress=None if as_json else ProgressReporter(),
-        )
+        if settings.index_url:
+            from .postgres.indexing import run_index as run_postgres_index
+
+            report = run_postgres_index(
+                settings,
+                settings.index_url,
+                rebuild=rebuild,
+                allow_removals=allow_removals,
+                on_progress=None if as_json else ProgressReporter(),
+            )
+        else:
+            report = run_index(
+                settings,
+                rebuild=rebuild,
+                allow_removals=allow_removals,
+                on_progress=None if as_json else ProgressReporter(),
+            )
     if as_json:
         click.echo(json_line(report.to_json()))
     else:
@@ -232,7 +263,7 @@ def results_option(help: str, default: int, hi: int):
     show_default=True,
     help="vector (meaning), keyword (exact words, BM25) or hybrid (both, fused).",
 )
-@index_option
+@index_or_url_option
 @json_option
 @click.pass_context
 def ask_command(ctx, question, k, offset, source, since, until, mode, index_path, as_json):
@@ -249,7 +280,7 @@ def ask_command(ctx, question, k, offset, source, since, until, mode, index_path
 
     question = " ".join(question)
     from_stdin = question == "-"
-    settings = settings_from(ctx, index_path=index_path)
+    settings = settings_from(ctx, postgres=True, index_path=index_path)
     with user_errors():
         filters = Filters(
             source=source.strip() or None if source else None,
@@ -258,14 +289,27 @@ def ask_command(ctx, question, k, offset, source, since, until, mode, index_path
         )
         if not from_stdin:
             check_question_text(question)  # before loading anything
-        index = SearchIndex.load(
-            settings.index_path, model_name=settings.embedding_model, weak_score=settings.weak_score
-        )
+        if settings.index_url:
+            from .postgres import search as postgres_search
+
+            index = postgres_search.load_search_index(
+                settings.index_url, model_name=settings.embedding_model, weak_score=settings.weak_score
+            )
+            where = postgres_search.store.shown(settings.index_url)
+        else:
+            index = SearchIndex.load(
+                settings.index_path, model_name=settings.embedding_model, weak_score=settings.weak_score
+            )
+            where = settings.index_path
         if index.passage_count == 0:
             raise IndexMissingError(
-                f"the index at {settings.index_path} is empty: add articles to the corpus folder and run `corpus-bot index`"
+                f"the index at {where} is empty: add articles to the corpus folder and run `corpus-bot index`"
             )
-        embedder = load_query_embedder(settings.index_path, settings.embedding_model, index.meta)
+        embedder = (
+            postgres_search.query_embedder(settings.embedding_model, index.meta, settings.index_path)
+            if settings.index_url
+            else load_query_embedder(settings.index_path, settings.embedding_model, index.meta)
+        )
         reranker = load_reranker(settings.rerank_model) if settings.rerank_model else None
         questions = (line.strip() for line in sys.stdin) if from_stdin else iter([question])
         color = sys.stdout.isatty()

@@ -75,6 +75,16 @@ def _date_order(env: dict[str, str]) -> str | None:
     return raw
 
 
+def _index_url(env: dict[str, str]) -> str:
+    raw = env.get("INDEX_URL", "").strip()
+    if raw and not raw.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "INDEX_URL must be a postgresql:// URL (postgresql://user:password@host:5432/database); "
+            "for an index file set INDEX_PATH"
+        )
+    return raw
+
+
 def _ids(env: dict[str, str], name: str) -> frozenset[int]:
     raw = env.get(name, "").replace(" ", "")
     return frozenset(
@@ -114,6 +124,9 @@ def _shards(env: dict[str, str]) -> tuple[int | None, tuple[int, ...] | None]:
 class Settings:
     corpus_dir: Path = Path("corpus")
     index_path: Path = Path("data/index.sqlite3")
+    # A postgresql:// URL: the index in PostgreSQL (embeddings/postgres/) instead of the file at
+    # index_path. Not shown in repr: it may hold a password.
+    index_url: str = field(default="", repr=False)
     embedding_model: str = DEFAULT_MODEL
     # Optional cross-encoder that re-orders the top RERANK_DEPTH passages; off when empty.
     rerank_model: str = ""
@@ -148,6 +161,7 @@ class Settings:
         return cls(
             corpus_dir=Path(env.get("CORPUS_DIR") or "corpus"),
             index_path=Path(env.get("INDEX_PATH") or "data/index.sqlite3"),
+            index_url=_index_url(env),
             embedding_model=(env.get("EMBEDDING_MODEL") or DEFAULT_MODEL).strip(),
             rerank_model=env.get("RERANK_MODEL", "").strip(),
             max_file_bytes=_int(env, "MAX_FILE_MB", 10, 1, 1024) * 1024 * 1024,

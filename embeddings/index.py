@@ -604,6 +604,7 @@ def _settle(
     kept: set[str],
     moved: list[tuple[str, str]],
     report: IndexReport,
+    db=store,
 ) -> tuple[list[_NewArticle], dict[str, str]]:
     """The new articles less those already indexed as they are, and the keys of those (articles of
     a changed file that did not change themselves: only their file's hash is updated) with the
@@ -612,9 +613,10 @@ def _settle(
     An article identical to another (same text and metadata: a byte-identical copy of a file) is
     indexed once, the first in the order files are read, or the one already in the index; the
     other is skipped, saying so. Copies with other metadata (a story syndicated by another
-    publication) are all indexed; a search shows them once, with "also in"."""
+    publication) are all indexed; a search shows them once, with "also in". `db`: the store module
+    conn belongs to (this one, or embeddings.postgres.store)."""
     previous_keys = {k for f in previous.values() for k in f.keys}
-    stored = store.stored_articles(conn, sorted(a.doc.key for a in new if a.doc.key in previous_keys))
+    stored = db.stored_articles(conn, sorted(a.doc.key for a in new if a.doc.key in previous_keys))
     same: dict[str, str] = {}
     rest = []
     for article in new:
@@ -625,8 +627,8 @@ def _settle(
             rest.append(article)
     kept = kept | set(same)
     renamed_to = {old: new_name for old, new_name in moved}
-    candidates = store.keys_starting_with(conn, sorted({embedded_hash(a.passages[0]) for a in rest}))
-    stored_copies = store.stored_articles(conn, sorted({k for keys in candidates.values() for k in keys} & kept))
+    candidates = db.keys_starting_with(conn, sorted({embedded_hash(a.passages[0]) for a in rest}))
+    stored_copies = db.stored_articles(conn, sorted({k for keys in candidates.values() for k in keys} & kept))
     first_of: dict[tuple, str] = {}
     for key, article in sorted(stored_copies.items()):
         first_of.setdefault(_shown(article), _moved_key(key, renamed_to))

@@ -12,6 +12,7 @@ import pytest
 
 from embeddings.config import Settings
 from tests.helpers import SHIPPED_CORPUS, FakeEmbedder, use_embedder
+from tests.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

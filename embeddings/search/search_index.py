@@ -109,25 +109,42 @@ class SearchIndex:
                     "set EMBEDDING_MODEL back or run `corpus-bot index --rebuild`"
                 )
             articles = store.read_articles(conn)
-            row_of = {a.id: i for i, a in enumerate(articles)}
             dim = int(meta.get("dimension") or 0)
             total = sum(a.passages for a in articles)
             loaded = engines.load_vectors(engines.vector_sources(conn, index_path, meta.get("generation"), total, dim))
-            vectors, ids, owners = loaded.vectors, loaded.passage_ids, loaded.owners
-            counts = np.array([articles[row_of[a]].passages for a in owners], dtype=np.int64)
-            passage_article = np.repeat(np.array([row_of[a] for a in owners], dtype=np.int32), counts)
-            passage_position = (np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
-            if not (len(ids) == total == len(passage_article)):
-                raise IndexDamagedError(
-                    f"the index at {index_path} is inconsistent ({len(ids)} passages, {total} vectors): "
-                    "run `corpus-bot index --rebuild`"
-                )
+            index = cls.from_snapshot(conn, meta, articles, loaded, weak_score=weak_score, where=index_path)
         except BaseException:
             conn.close()
             raise
+        index.keyword = engines.keyword_engine(index._fts5, index_path, meta.get("generation"), index.passage_count)
+        return index
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        conn,
+        meta: dict,
+        articles: list[Article],
+        loaded: engines.LoadedVectors,
+        *,
+        weak_score: float,
+        where: object,
+    ) -> SearchIndex:
+        """A snapshot from what a store read in one transaction (conn still holds it): the articles,
+        ordered by key, and the vectors a VectorSource loaded, in article id then position order."""
+        row_of = {a.id: i for i, a in enumerate(articles)}
+        total = sum(a.passages for a in articles)
+        vectors, ids, owners = loaded.vectors, loaded.passage_ids, loaded.owners
+        counts = np.array([articles[row_of[a]].passages for a in owners], dtype=np.int64)
+        passage_article = np.repeat(np.array([row_of[a] for a in owners], dtype=np.int32), counts)
+        passage_position = (np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
+        if not (len(ids) == total == len(passage_article)):
+            raise IndexDamagedError(
+                f"the index at {where} is inconsistent ({len(ids)} passages, {total} vectors): "
+                "run `corpus-bot index --rebuild`"
+            )
         index = cls(conn, meta, articles, vectors, ids, passage_article, passage_position, weak_score)
         index._leave_out(loaded.damaged_rows, loaded.damaged)
-        index.keyword = engines.keyword_engine(index._fts5, index_path, meta.get("generation"), len(ids))
         return index
 
     @property

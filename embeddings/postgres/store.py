@@ -1,0 +1,463 @@
+"""The index in a PostgreSQL database: connecting from a postgresql:// URL (pgvector 0.8 or later
+checked at connect), numbered migrations, the advisory lock that lets one index run at a time
+write, and the reads and writes of articles and passages.
+
+Each passage row holds its vector (halfvec, under an HNSW index made by the first run that knows
+the model's dimension) and its keyword document (`search`: the text at weight A and the article's
+title, publication and authors at weight B, under a GIN index), written in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import word_vectors
+from ..answer import Article
+from ..errors import ConfigError, IndexBusyError, NotAnIndexError, SchemaTooNewError
+from ..migrations import embedded_hash
+from ..store import StoredArticle, new_generation, utc_now  # noqa: F401 (re-exported)
+from ..words import WORD
+from . import halfvec
+
+MIN_PGVECTOR = (0, 8)  # iterative index scans (hnsw.iterative_scan) came in 0.8
+# pg_try_advisory_lock key of the index job: one run at a time per database, across hosts.
+INDEX_LOCK = 0x436F72707573  # "Corpus"
+CONNECT_TIMEOUT_S = 10
+# The keyword index's text search configuration (migration 2): English stemming, as the SQLite
+# index's porter tokenizer stems, and no stop words, which FTS5 keeps too.
+TEXT_SEARCH_CONFIG = "corpus_bot_words"
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "tables",
+        """
+    CREATE TABLE index_meta (
+        key   text PRIMARY KEY,
+        value text NOT NULL
+    );
+    CREATE TABLE articles (
+        id            bigserial PRIMARY KEY,
+        key           text NOT NULL UNIQUE,
+        file          text NOT NULL,
+        content_hash  text NOT NULL,
+        title         text,
+        source        text,
+        authors       jsonb NOT NULL DEFAULT '[]',
+        published     date,
+        updated       date,
+        url           text,
+        description   text,
+        passage_count integer NOT NULL,
+        indexed_at    text NOT NULL
+    );
+    CREATE INDEX articles_file ON articles(file);
+    CREATE TABLE passages (
+        id             bigserial PRIMARY KEY,
+        article_id     bigint NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
+        position       integer NOT NULL,
+        text           text NOT NULL,
+        embedded_hash  text NOT NULL,
+        embedding      halfvec NOT NULL,
+        search         tsvector NOT NULL,
+        text_words     integer NOT NULL,    -- words in the text and in the context, as BM25 counts
+        context_words  integer NOT NULL,    -- a document's length
+        UNIQUE (article_id, position)
+    );
+    CREATE INDEX passages_embedded_hash ON passages(embedded_hash);
+    CREATE TABLE index_runs (
+        id       bigserial PRIMARY KEY,
+        started  text NOT NULL,
+        finished text NOT NULL,
+        seconds  double precision NOT NULL,
+        report   jsonb NOT NULL
+    );
+    """,
+    ),
+    (
+        "keyword index",
+        f"""
+    CREATE TEXT SEARCH DICTIONARY corpus_bot_stem (TEMPLATE = snowball, Language = english);
+    CREATE TEXT SEARCH CONFIGURATION {TEXT_SEARCH_CONFIG} (COPY = english);
+    ALTER TEXT SEARCH CONFIGURATION {TEXT_SEARCH_CONFIG}
+        ALTER MAPPING FOR asciiword, word, asciihword, hword, hword_asciipart, hword_part WITH corpus_bot_stem;
+    CREATE INDEX passages_search ON passages USING gin (search);
+    """,
+    ),
+    # The vectors of the vocabulary tokens of the corpus's words, float16 bytes (word_vectors.py).
+    ("word vectors", "CREATE TABLE token_vectors (token integer PRIMARY KEY, vector bytea NOT NULL)"),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+_INDEX_TABLES = ("index_meta", "articles", "passages", "index_runs")
+
+
+def shown(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        parts = conninfo_to_dict(url)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+    host = parts.get("host") or "localhost"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    port = f":{parts['port']}" if parts.get("port") else ""
+    if host.startswith("/"):  # a Unix socket folder
+        return f"postgresql://{user}/{parts.get('dbname', '')}?host={host}"
+    return f"postgresql://{user}{host}{port}/{parts.get('dbname', '')}"
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].strip()
+
+
+def connect(url: str, *, migrate_schema: bool = True):
+    """A psycopg connection (autocommit: callers open their transactions) to the index at url, its
+    schema brought up to date. Each way this can fail is one line naming the database and what to
+    do; nothing is written before the checks pass."""
+    try:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        raise ConfigError(
+            "a postgresql:// index needs the postgres extra: pip install 'corpus-bot[postgres]'"
+        ) from None
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(
+            f"the index URL {shown(url)} is not a valid PostgreSQL URL ({_first_line(exc)}): "
+            "write it as postgresql://user:password@host:5432/database"
+        ) from None
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.OperationalError as exc:
+        raise ConfigError(
+            f"cannot connect to the PostgreSQL index at {shown(url)}: {_first_line(exc)}; "
+            "check INDEX_URL (or --index): host, port, user, password and database"
+        ) from None
+    try:
+        _check_pgvector(conn, url)
+        halfvec.register(conn)
+        if migrate_schema:
+            migrate(conn, url)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_pgvector(conn, url: str) -> None:
+    import psycopg
+
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    if row is None:
+        available = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+        if available is None:
+            raise ConfigError(
+                f"the PostgreSQL server of {shown(url)} has no pgvector extension: install pgvector "
+                f"{'.'.join(map(str, MIN_PGVECTOR))} or later (managed services list it as `vector`)"
+            )
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.Error as exc:
+            raise ConfigError(
+                f"the database {shown(url)} lacks the `vector` extension and this user cannot create it "
+                f"({_first_line(exc)}): run CREATE EXTENSION vector as its owner"
+            ) from None
+        row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    if _version(row[0]) < MIN_PGVECTOR:
+        raise ConfigError(
+            f"the database {shown(url)} has pgvector {row[0]}; corpus-bot needs "
+            f"{'.'.join(map(str, MIN_PGVECTOR))} or later: ALTER EXTENSION vector UPDATE"
+        )
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("-")[0].split(".") if part.isdigit())
+
+
+def migrate(conn, url: str) -> None:
+    """Bring the database to SCHEMA_VERSION, all missing migrations in one transaction under a
+    transaction-level advisory lock, so that processes connecting at once migrate it once. A
+    database whose tables clash with the index's and that corpus-bot did not make is refused."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_LOCK + 1,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS corpus_bot_migrations "
+            "(version integer PRIMARY KEY, name text NOT NULL, applied text NOT NULL)"
+        )
+        version = conn.execute("SELECT coalesce(max(version), 0) FROM corpus_bot_migrations").fetchone()[0]
+        if version == 0:
+            clash = [
+                name
+                for (name,) in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename = ANY(%s)",
+                    (list(_INDEX_TABLES),),
+                )
+            ]
+            if clash:
+                raise NotAnIndexError(
+                    f"{shown(url)} is not a corpus-bot index (it holds another program's tables: "
+                    f"{', '.join(sorted(clash))}); it was left unchanged. Point INDEX_URL at "
+                    "another database"
+                )
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNewError(
+                f"the index at {shown(url)} was written by a newer corpus-bot (schema {version}, "
+                f"this one knows {SCHEMA_VERSION}); upgrade corpus-bot"
+            )
+        for number, (name, sql) in enumerate(MIGRATIONS[version:], start=version + 1):
+            conn.execute(sql)
+            conn.execute("INSERT INTO corpus_bot_migrations VALUES (%s, %s, %s)", (number, name, utc_now()))
+
+
+@contextmanager
+def index_lock(conn, url: str) -> Iterator[None]:
+    """The index job's lock: a session advisory lock on the database, so one run at a time writes,
+    from any host; released when the run ends or its connection drops."""
+    if not conn.execute("SELECT pg_try_advisory_lock(%s)", (INDEX_LOCK,)).fetchone()[0]:
+        raise IndexBusyError(
+            f"another index run is writing to {shown(url)} (it holds the index lock); "
+            "wait for it to finish and run again"
+        )
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (INDEX_LOCK,))
+
+
+def ensure_vector_index(conn, dimension: int) -> None:
+    """Give the vector column the model's dimension and its HNSW index (cosine, halfvec), once:
+    the dimension is known only when the first run has a model. Inside the caller's transaction."""
+    typmod = conn.execute(
+        "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'passages'::regclass AND attname = 'embedding'"
+    ).fetchone()[0]
+    if typmod == dimension:
+        return
+    conn.execute(f"ALTER TABLE passages ALTER COLUMN embedding TYPE halfvec({int(dimension)})")
+    conn.execute("DROP INDEX IF EXISTS passages_embedding")
+    conn.execute(
+        "CREATE INDEX passages_embedding ON passages USING hnsw (embedding halfvec_cosine_ops) "
+        "WITH (m = 16, ef_construction = 64)"
+    )
+
+
+def read_meta(conn) -> dict[str, str]:
+    return dict(conn.execute("SELECT key, value FROM index_meta").fetchall())
+
+
+def write_meta(conn, **values: object) -> None:
+    conn.cursor().executemany(
+        "INSERT INTO index_meta(key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [(k, str(v)) for k, v in values.items()],
+    )
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    content_hash: str
+    keys: tuple[str, ...]
+
+
+def stored_files(conn) -> dict[str, StoredFile]:
+    files: dict[str, tuple[str, list[str]]] = {}
+    for file, key, content_hash in conn.execute("SELECT file, key, content_hash FROM articles ORDER BY id"):
+        files.setdefault(file, (content_hash, []))[1].append(key)
+    return {f: StoredFile(h, tuple(keys)) for f, (h, keys) in files.items()}
+
+
+def passage_count(conn) -> int:
+    return conn.execute("SELECT count(*) FROM passages").fetchone()[0]
+
+
+def keyword_text(text: str) -> str:
+    """The words of a text as the SQLite index's keyword table reads them (words.WORD runs,
+    casefolded, without diacritics), one space apart: PostgreSQL's parser then sees plain words,
+    so a question's words and a passage's are cut the same way in both stores."""
+    plain = unicodedata.normalize("NFKD", text.casefold())
+    return " ".join(WORD.findall("".join(c for c in plain if not unicodedata.combining(c))))
+
+
+def context_of(title: str | None, source: str | None, authors: tuple[str, ...]) -> str:
+    """A passage's keyword context, as the SQLite index's passage_fts holds it: title, publication, authors."""
+    return " ".join(part for part in (title or "", source or "", " ".join(authors)) if part).strip()
+
+
+def insert_article(
+    conn,
+    *,
+    key: str,
+    file: str,
+    content_hash: str,
+    title: str | None,
+    source: str | None,
+    authors: tuple[str, ...],
+    published: dt.date | None,
+    updated: dt.date | None,
+    url: str | None,
+    description: str | None,
+    passages: list[str],
+    vectors: np.ndarray,
+    indexed_at: str,
+) -> None:
+    assert vectors.shape[0] == len(passages)
+    article_id = conn.execute(
+        """INSERT INTO articles(key, file, content_hash, title, source, authors, published, updated, url,
+                                description, passage_count, indexed_at)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+        (
+            key,
+            file,
+            content_hash,
+            title,
+            source,
+            json.dumps(list(authors), ensure_ascii=False),
+            published,
+            updated,
+            url,
+            description,
+            len(passages),
+            indexed_at,
+        ),
+    ).fetchone()[0]
+    context = context_of(title, source, authors)
+    conn.cursor().executemany(
+        f"""INSERT INTO passages(article_id, position, text, embedded_hash, embedding, search, text_words,
+                                 context_words)
+            SELECT %s, %s, %s, %s, %b, setweight(t, 'A') || setweight(c, 'B'), {_WORDS.format("t")},
+                   {_WORDS.format("c")}
+            FROM (SELECT to_tsvector('{TEXT_SEARCH_CONFIG}', %s) AS t,
+                         to_tsvector('{TEXT_SEARCH_CONFIG}', %s) AS c) d""",
+        [
+            (article_id, i, text, embedded_hash(text), halfvec.HalfVec(v), keyword_text(text), keyword_text(context))
+            for i, (text, v) in enumerate(zip(passages, vectors))
+        ],
+    )
+
+
+# Words in a tsvector, counting repeats: a document's length as BM25 counts it.
+_WORDS = "(SELECT coalesce(sum(array_length(positions, 1)), 0) FROM unnest({}))"
+
+
+def vectors_by_embedded_hash(conn, hashes: list[str]) -> dict[str, np.ndarray]:
+    """A stored vector (float32) for each of these embedded-text hashes the index has one for."""
+    found: dict[str, np.ndarray] = {}
+    with conn.cursor(binary=True) as cur:
+        for text_hash, vector in cur.execute(
+            "SELECT DISTINCT ON (embedded_hash) embedded_hash, embedding FROM passages WHERE embedded_hash = ANY(%s)",
+            (hashes,),
+        ):
+            found[text_hash] = vector.astype(np.float32)
+    return found
+
+
+def record_run(conn, *, started: str, seconds: float, report: dict) -> None:
+    conn.execute(
+        "INSERT INTO index_runs(started, finished, seconds, report) VALUES (%s, %s, %s, %s)",
+        (started, utc_now(), seconds, json.dumps(report, ensure_ascii=False)),
+    )
+
+
+def last_run(conn) -> dict | None:
+    row = conn.execute("SELECT started, finished, seconds, report FROM index_runs ORDER BY id DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    return {"started": row[0], "finished": row[1], "seconds": row[2], "report": row[3]}
+
+
+def read_articles(conn) -> list[Article]:
+    return [
+        Article(
+            id=row[0],
+            key=row[1],
+            title=row[2],
+            source=row[3],
+            authors=tuple(row[4]),
+            published=row[5],
+            updated=row[6],
+            url=row[7],
+            passages=row[8],
+        )
+        for row in conn.execute(
+            "SELECT id, key, title, source, authors, published, updated, url, passage_count FROM articles ORDER BY key"
+        )
+    ]
+
+
+def read_vectors(conn, dimension: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Every passage's vector (float16), its id, and the article ids in row order: passages by
+    article id then position, the row order SearchIndex expects."""
+    with conn.cursor(binary=True) as cur:
+        cur.execute("SELECT id, article_id, embedding FROM passages ORDER BY article_id, position")
+        rows = cur.fetchall()
+    vectors = np.empty((len(rows), max(dimension, 1)), np.float16)
+    ids = np.empty(len(rows), np.int64)
+    owners: list[int] = []
+    for i, (pid, article_id, vector) in enumerate(rows):
+        vectors[i], ids[i] = vector, pid
+        if not owners or owners[-1] != article_id:
+            owners.append(article_id)
+    return vectors, ids, owners
+
+
+def stored_articles(conn, keys: list[str]) -> dict[str, StoredArticle]:
+    """The stored articles with these keys, by key (as embeddings.store.stored_articles)."""
+    rows = conn.execute(
+        "SELECT a.key, a.title, a.source, a.authors, a.published, a.updated, a.url, a.description, "
+        "array(SELECT text FROM passages WHERE article_id = a.id ORDER BY position) "
+        "FROM articles a WHERE a.key = ANY(%s)",
+        (keys,),
+    )
+    return {
+        key: StoredArticle(
+            key, title, source, tuple(authors), _iso(published), _iso(updated), url, description, tuple(passages)
+        )
+        for key, title, source, authors, published, updated, url, description, passages in rows
+    }
+
+
+def _iso(day: dt.date | None) -> str | None:
+    return day.isoformat() if day else None
+
+
+def keys_starting_with(conn, hashes: list[str]) -> dict[str, list[str]]:
+    """The keys of the articles whose first passage has each of these embedded-text hashes."""
+    found: dict[str, list[str]] = {}
+    for text_hash, key in conn.execute(
+        "SELECT p.embedded_hash, a.key FROM passages p JOIN articles a ON a.id = p.article_id "
+        "WHERE p.position = 0 AND p.embedded_hash = ANY(%s) ORDER BY a.key",
+        (hashes,),
+    ):
+        found.setdefault(text_hash, []).append(key)
+    return found
+
+
+def delete_articles(conn, keys: list[str]) -> None:
+    conn.execute("DELETE FROM articles WHERE key = ANY(%s)", (keys,))
+
+
+def move_file(conn, old: str, new: str) -> None:
+    """The articles of file `old` become those of `new`, their keys renamed with it."""
+    conn.execute(
+        "UPDATE articles SET file = %s, key = %s || substr(key, %s) WHERE file = %s", (new, new, len(old) + 1, old)
+    )
+
+
+def set_content_hash(conn, keys: list[str], content_hash: str) -> None:
+    conn.execute("UPDATE articles SET content_hash = %s WHERE key = ANY(%s)", (content_hash, keys))
+
+
+def insert_token_vectors(conn, tokens: list[int], vectors: np.ndarray) -> None:
+    conn.cursor().executemany(
+        "INSERT INTO token_vectors(token, vector) VALUES (%s, %s) "
+        "ON CONFLICT (token) DO UPDATE SET vector = excluded.vector",
+        [(int(t), v.astype(word_vectors.DTYPE).tobytes()) for t, v in zip(tokens, vectors)],
+    )

