@@ -236,7 +236,12 @@ class QuestionCommand(click.Command):
         try:
             return super().parse_args(ctx, options + (["--", *words] if words else []))
         except click.NoSuchOption as exc:
-            exc.message += f" If it is part of the question, put -- before the question: {ctx.command_path} -- {exc.option_name} ..."
+            # click names the first unknown letter of '-Taliban' ('-T'): quote the word as typed.
+            word = next((o for o in options if o.startswith(exc.option_name)), exc.option_name)
+            exc.message += (
+                f" If it is part of the question, put -- before the question, after any options: "
+                f"{ctx.command_path} -k 3 -- {word} ..."
+            )
             raise
 
 
