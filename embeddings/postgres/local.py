@@ -53,6 +53,11 @@ def _running_info(pgdata: Path):
         return None
     if info is None or not info.is_running() or info.status != "ready" or info.socket_dir is None:
         return None
+    try:  # a pid file left by a crash or a reboot may name a zombie or another program's process
+        if info.process.status() == "zombie" or not info.process.name().startswith("postgres"):
+            return None
+    except Exception:  # the process ended meanwhile
+        return None
     return info
 
 
