@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 Q ?= Who led the resistance to the Taliban in the north?
 export Q
 
-.PHONY: setup demo test bot clean bench bench-large
+.PHONY: setup demo postgres-demo postgres-stop test bot clean bench bench-large
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "corpus-bot needs Python 3.11 or newer (set PYTHON=...)")'
@@ -21,6 +21,18 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/corpus-bot index
 	$(BIN)/corpus-bot ask "$$Q"
+
+# As demo, against a local PostgreSQL with pgvector (data in data/postgres/), left running so the
+# printed INDEX_URL works with `corpus-bot index` and `ask` until `make postgres-stop`.
+postgres-demo: setup
+	@url=$$($(BIN)/python -m embeddings.postgres.local start) && \
+	$(BIN)/corpus-bot index --index "$$url" && \
+	$(BIN)/corpus-bot ask --index "$$url" "$$Q" && \
+	echo && echo "INDEX_URL='$$url'" && \
+	echo "The server keeps running: reuse it with INDEX_URL='$$url' corpus-bot ask \"...\"; stop it with make postgres-stop."
+
+postgres-stop: setup
+	@$(BIN)/python -m embeddings.postgres.local stop
 
 test: setup
 	$(BIN)/python -m pytest
@@ -38,4 +50,5 @@ bench-large: setup
 	$(BIN)/python bench/benchmark.py --sizes 10000,100000,1000000 --out bench/out/results.json
 
 clean:
+	-@[ ! -x $(BIN)/python ] || $(BIN)/python -m embeddings.postgres.local stop 2>/dev/null
 	rm -rf $(VENV) data .pytest_cache
