@@ -122,9 +122,11 @@ def test_index_then_ask_through_the_cli_with_a_postgresql_url(fake_settings, fak
     answer = json.loads(asked.output)
     assert answer["results"] and "Kunduz" in answer["results"][0]["text"]
     assert not fake_settings.index_path.exists()  # nothing was written to the index file
-    for command in ("stats", "sources", "run"):  # not on PostgreSQL yet: refused, never the index file instead
-        refused = run(command, INDEX_URL=postgres_url)
+    votes = fake_settings.corpus_dir.parent / "votes"
+    for command in (["run"], ["feedback", "export", str(votes)]):  # not on PostgreSQL yet: refused, never
+        refused = run(*command, INDEX_URL=postgres_url)  # the index file instead
         assert refused.exit_code == 1 and "unset INDEX_URL" in refused.output, (command, refused.output)
+    assert not votes.exists()
 
 
 def test_a_bad_index_url_is_one_line(fake_settings, fake_embedder):
