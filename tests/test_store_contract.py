@@ -56,10 +56,13 @@ def test_index_is_incremental_and_ask_quotes_passages_in_the_documented_shape(ru
     assert len(again["unchanged"]) == 5 and again["passages_embedded"] == 0
     answer = json.loads(run("ask", "Kunduz provincial council member bullets", "--json").output)
     assert set(answer) == ASK_KEYS and answer["results"]
+    assert answer["query"] == "Kunduz provincial council member bullets"
+    assert isinstance(answer["weak"], bool) and answer["excluded_undated"] == 0
     assert all(set(r) == RESULT_KEYS for r in answer["results"])
     top = answer["results"][0]
     assert "sound of bullets" in top["text"] and top["path"] == "001_d4691cda91f5b4eb.txt"
     assert top["date"] == "2021-06-20" and top["authors"] == ["Thomas Gibbons-Neff", "Najim Rahim"]
+    assert 1 <= top["position"] <= top["article_passages"]
 
 
 def test_sources_lists_every_article_with_its_metadata(run):
