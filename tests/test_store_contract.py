@@ -126,8 +126,15 @@ def test_stats_and_sources_follow_a_new_article(run, fake_settings):
     assert sources[-1]["path"] == "zz_zebra.txt" and sources[-1]["title"] == "Zebras on the Kunduz road"
 
 
-def test_reading_commands_on_a_store_with_no_index_say_to_run_index(run):
+def test_reading_commands_on_a_store_with_no_index_say_to_run_index_and_write_nothing(run, store, fake_settings):
     for command in (["stats"], ["sources"], ["ask", "anything"]):
         result = run(*command)
         assert result.exit_code == 1, (command, result.output)
         assert "run `corpus-bot index" in result.output and "Traceback" not in result.output
+    if store[0] == "sqlite":
+        assert not fake_settings.index_path.exists()
+    else:  # no schema was made: the database is as the user gave it
+        import psycopg
+
+        with psycopg.connect(store[1]["INDEX_URL"]) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
