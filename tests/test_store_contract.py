@@ -27,6 +27,7 @@ def store(request, fake_settings):
     from embeddings.postgres.store import shown
 
     url = request.getfixturevalue("postgres_url").replace("postgres:@", "postgres:s3cret@", 1)
+    assert "s3cret" in url
     return "postgresql", {"INDEX_URL": url}, shown(url)
 
 
