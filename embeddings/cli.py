@@ -345,21 +345,30 @@ def ask_command(ctx, question, k, offset, source, since, until, mode, index_path
 
 
 @cli.command("sources")
-@index_option
+@index_or_url_option
 @json_option
 @click.pass_context
 def sources_command(ctx, index_path, as_json):
     """List the indexed articles with their metadata."""
     from . import store
 
-    settings = settings_from(ctx, index_path=index_path)
-    with user_errors(), store.reading(settings.index_path) as conn:
-        articles = store.read_articles(conn)
+    settings = settings_from(ctx, postgres=True, index_path=index_path)
+    with user_errors():
+        if settings.index_url:
+            from .postgres import store as postgres_store
+
+            with postgres_store.reading(settings.index_url) as conn:
+                articles = postgres_store.read_articles(conn)
+            where = postgres_store.shown(settings.index_url)
+        else:
+            with store.reading(settings.index_path) as conn:
+                articles = store.read_articles(conn)
+            where = settings.index_path
     if as_json:
         click.echo(json_line({"articles": [a.to_json() for a in articles]}))
         return
     if not articles:
-        click.echo(one_line(f"the index at {settings.index_path} has no articles: run `corpus-bot index`"))
+        click.echo(one_line(f"the index at {where} has no articles: run `corpus-bot index`"))
     for a in articles:
         click.echo(one_line(a.display_title))
         click.echo(one_line(f"   {a.byline} · {counted(a.passages, 'passage')} · {a.key}"))
@@ -367,28 +376,51 @@ def sources_command(ctx, index_path, as_json):
             click.echo(one_line(f"   {a.url}"))
 
 
+def _sqlite_stats(path: Path) -> dict:
+    from . import store, vector_file
+    from .tantivy_index import keyword_engine
+
+    with store.reading(path) as conn:
+        stats = store.index_stats(conn, path)
+        stats["last_run"] = store.last_run(conn)
+        damaged = store.damaged_vectors(conn)
+    generation = stats.pop("generation")
+    stats["keyword_search"] = keyword_engine(path, generation, stats["passages"])
+    stats["vectors_from"] = vector_file.vector_source(path, generation, stats["passages"])
+    stats["damaged_vectors"] = [{"path": key, "reason": why} for key, why in sorted(damaged.items())]
+    stats["index_path"] = str(path.absolute())
+    return stats
+
+
+def _postgres_stats(url: str) -> dict:
+    """The same fields for an index in PostgreSQL: its keywords and vectors are always searched
+    there, and its vector columns are typed, so no article's vectors can be damaged."""
+    from .postgres import store as postgres_store
+
+    with postgres_store.reading(url) as conn:
+        stats = postgres_store.index_stats(conn)
+        stats["last_run"] = postgres_store.last_run(conn)
+    stats["keyword_search"] = "postgresql full-text"
+    stats["vectors_from"] = "postgresql"
+    stats["damaged_vectors"] = []
+    stats["index_path"] = postgres_store.shown(url)
+    return stats
+
+
 @cli.command("stats")
-@index_option
+@index_or_url_option
 @json_option
 @click.pass_context
 def stats_command(ctx, index_path, as_json):
     """Show the corpus folder, the index in use, its size and model, and the last index run."""
-    from . import store, vector_file
-    from .tantivy_index import keyword_engine
-
-    settings = settings_from(ctx, index_path=index_path)
-    with user_errors(), store.reading(settings.index_path) as conn:
-        stats = store.index_stats(conn, settings.index_path)
-        run = store.last_run(conn)
-        damaged = store.damaged_vectors(conn)
-    generation = stats.pop("generation")
-    stats["keyword_search"] = keyword_engine(settings.index_path, generation, stats["passages"])
-    stats["vectors_from"] = vector_file.vector_source(settings.index_path, generation, stats["passages"])
-    stats["damaged_vectors"] = [{"path": key, "reason": why} for key, why in sorted(damaged.items())]
+    settings = settings_from(ctx, postgres=True, index_path=index_path)
+    with user_errors():
+        stats = _postgres_stats(settings.index_url) if settings.index_url else _sqlite_stats(settings.index_path)
+    damaged, run = stats["damaged_vectors"], stats["last_run"]
     # Absolute: relative settings are read from the working directory, which the reader may not know.
     stats["corpus_dir"] = str(settings.corpus_dir.absolute())
-    stats["index_path"] = str(settings.index_path.absolute())
-    stats["last_run"] = run
+    for key in ("index_path", "last_run"):  # the order the fields have always had
+        stats[key] = stats.pop(key)
     if as_json:
         click.echo(json_line(stats))
         return

@@ -98,7 +98,12 @@ def test_one_run_at_a_time_across_hosts(fake_settings, fake_embedder, postgres_u
     assert _counts(postgres_url) == (0, 0, 0)
 
 
-def test_index_then_ask_through_the_cli_with_a_postgresql_url(fake_settings, fake_embedder, postgres_url):
+def test_index_url_or_index_option_picks_postgresql_and_other_commands_refuse_it(
+    fake_settings, fake_embedder, postgres_url
+):
+    """The contract suite (tests/test_store_contract.py) runs the commands through INDEX_URL; here
+    --index with a URL selects PostgreSQL too, the index file is never read or written instead,
+    and the commands that cannot read PostgreSQL yet refuse it."""
     from click.testing import CliRunner
 
     from bot.cli import cli
@@ -116,15 +121,16 @@ def test_index_then_ask_through_the_cli_with_a_postgresql_url(fake_settings, fak
 
     indexed = run("index", "--index", postgres_url)
     assert indexed.exit_code == 0 and "5 added" in indexed.output, indexed.output
-    again = run("index", "--json", INDEX_URL=postgres_url)
-    assert json.loads(again.output)["passages_embedded"] == 0
-    asked = run("ask", "--json", "what happened in kunduz", INDEX_URL=postgres_url)
-    answer = json.loads(asked.output)
-    assert answer["results"] and "Kunduz" in answer["results"][0]["text"]
+    asked = json.loads(run("ask", "--json", "what happened in kunduz", "--index", postgres_url).output)
+    assert asked["results"] and "Kunduz" in asked["results"][0]["text"]
+    assert len(json.loads(run("sources", "--json", "--index", postgres_url).output)["articles"]) == 5
+    assert json.loads(run("stats", "--json", "--index", postgres_url).output)["vectors_from"] == "postgresql"
     assert not fake_settings.index_path.exists()  # nothing was written to the index file
-    for command in ("stats", "sources", "run"):  # not on PostgreSQL yet: refused, never the index file instead
-        refused = run(command, INDEX_URL=postgres_url)
+    votes = fake_settings.corpus_dir.parent / "votes"
+    for command in (["run"], ["feedback", "export", str(votes)]):  # not on PostgreSQL yet: refused, never
+        refused = run(*command, INDEX_URL=postgres_url)  # the index file instead
         assert refused.exit_code == 1 and "unset INDEX_URL" in refused.output, (command, refused.output)
+    assert not votes.exists()
 
 
 def test_a_bad_index_url_is_one_line(fake_settings, fake_embedder):

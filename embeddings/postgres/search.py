@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import IndexMissingError, ModelMismatchError
+from ..errors import ModelMismatchError
 from ..search import engines, hybrid
 from ..search.engines import CONTEXT_WEIGHT, LoadedVectors
 from ..search.hybrid import HybridRule
@@ -150,18 +150,7 @@ def load_search_index(url: str, *, model_name: str, weak_score: float) -> Search
     """A SearchIndex answering from the index at url, as SearchIndex.load does from an SQLite file."""
     conn = store.connect(url, migrate_schema=False)
     try:
-        version = (
-            conn.execute("SELECT coalesce(max(version), 0) FROM corpus_bot_migrations").fetchone()[0]
-            if conn.execute("SELECT to_regclass('corpus_bot_migrations')").fetchone()[0]
-            else 0
-        )
-        if version == 0:
-            raise IndexMissingError(f"no index at {store.shown(url)}: run `corpus-bot index --index URL` to build it")
-        if version != store.SCHEMA_VERSION:
-            raise IndexMissingError(
-                f"the index at {store.shown(url)} has schema {version}, this corpus-bot uses "
-                f"{store.SCHEMA_VERSION}: run `corpus-bot index` to bring it up to date"
-            )
+        store.check_schema(conn, url)
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # the snapshot: held until close()
         meta = store.read_meta(conn)
         if meta.get("model") and meta["model"] != model_name:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import word_vectors
 from ..answer import Article
-from ..errors import ConfigError, IndexBusyError, NotAnIndexError, SchemaTooNewError
+from ..errors import ConfigError, IndexBusyError, IndexMissingError, NotAnIndexError, SchemaTooNewError
 from ..migrations import embedded_hash
 from ..store import StoredArticle, new_generation, utc_now  # noqa: F401 (re-exported)
 from ..words import WORD
@@ -95,6 +95,8 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _INDEX_TABLES = ("index_meta", "articles", "passages", "index_runs")
+# Every table corpus-bot makes, whose sizes (with their indexes and TOAST) are the index's size.
+_ALL_TABLES = (*_INDEX_TABLES, "token_vectors", "corpus_bot_migrations")
 
 
 def shown(url: str) -> str:
@@ -216,6 +218,55 @@ def migrate(conn, url: str) -> None:
         for number, (name, sql) in enumerate(MIGRATIONS[version:], start=version + 1):
             conn.execute(sql)
             conn.execute("INSERT INTO corpus_bot_migrations VALUES (%s, %s, %s)", (number, name, utc_now()))
+
+
+def check_schema(conn, url: str) -> None:
+    """Refuse, in one line, a database with no index yet or one whose schema is not this
+    corpus-bot's: readers never migrate, only `corpus-bot index` writes."""
+    version = (
+        conn.execute("SELECT coalesce(max(version), 0) FROM corpus_bot_migrations").fetchone()[0]
+        if conn.execute("SELECT to_regclass('corpus_bot_migrations')").fetchone()[0]
+        else 0
+    )
+    if version == 0:
+        raise IndexMissingError(f"no index at {shown(url)}: run `corpus-bot index --index URL` to build it")
+    if version != SCHEMA_VERSION:
+        raise IndexMissingError(
+            f"the index at {shown(url)} has schema {version}, this corpus-bot uses "
+            f"{SCHEMA_VERSION}: run `corpus-bot index` to bring it up to date"
+        )
+
+
+@contextmanager
+def reading(url: str) -> Iterator:
+    """A read-only use of the index at url, in one snapshot (what one index run committed, never
+    half of one), closed afterwards."""
+    conn = connect(url, migrate_schema=False)
+    try:
+        check_schema(conn, url)
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield conn
+    finally:
+        conn.close()
+
+
+def index_stats(conn) -> dict:
+    """The counts and model of the index, as embeddings.store.index_stats gives them for a file;
+    its size is what its tables take in the database, with their indexes."""
+    meta = read_meta(conn)
+    articles, passages, size = conn.execute(
+        "SELECT (SELECT count(*) FROM articles), (SELECT count(*) FROM passages), "
+        "(SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0) FROM unnest(%s::text[]) t)",
+        (list(_ALL_TABLES),),
+    ).fetchone()
+    return {
+        "articles": articles,
+        "passages": passages,
+        "model": meta.get("model"),
+        "dimension": int(meta["dimension"]) if meta.get("dimension") else None,
+        "size_bytes": int(size),
+        "built": meta.get("built"),
+    }
 
 
 @contextmanager
