@@ -318,10 +318,9 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, started_wall, started) -> IndexReport:
-    """One locked run on an open, writable index: scan, embed, then the single commit."""
-    corpus = settings.corpus_dir
-    meta = store.read_meta(conn)
+def check_model(meta: dict, settings: Settings, rebuild: bool):
+    """The model files of EMBEDDING_MODEL, after refusing a run that would mix its vectors with those
+    of another model, or of the same model's changed files, in one index (any store)."""
     if meta.get("model") and meta["model"] != settings.embedding_model and not rebuild:
         raise ModelMismatchError(
             f"the index was built with {meta['model']!r} but EMBEDDING_MODEL is {settings.embedding_model!r}; "
@@ -339,6 +338,36 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
             f"the files of model {settings.embedding_model!r} changed since the index was built with them; "
             "run `corpus-bot index --rebuild` to re-embed everything with them"
         )
+    return files
+
+
+def insert_articles(db, conn, new, now: str) -> None:
+    """Write the run's new articles through `db`, the store module (SQLite's or PostgreSQL's)."""
+    for article in new:
+        doc = article.doc
+        db.insert_article(
+            conn,
+            key=doc.key,
+            file=article.file,
+            content_hash=article.content_hash,
+            title=doc.title,
+            source=doc.source,
+            authors=doc.authors,
+            published=doc.published,
+            updated=doc.updated,
+            url=doc.url,
+            description=doc.description,
+            passages=article.passages,
+            vectors=article.vectors,
+            indexed_at=now,
+        )
+
+
+def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, started_wall, started) -> IndexReport:
+    """One locked run on an open, writable index: scan, embed, then the single commit."""
+    corpus = settings.corpus_dir
+    meta = store.read_meta(conn)
+    files = check_model(meta, settings, rebuild)
     report = IndexReport(model=settings.embedding_model)
     stored = store.stored_files(conn)
     previous = {} if rebuild else _without_damaged_vectors(conn, stored, report)
@@ -894,24 +923,7 @@ def _commit(
             conn.execute("DELETE FROM token_vectors")
         word_vectors.insert(conn, *tokens)
         _fault_point("mid-write")
-        for article in new:
-            doc = article.doc
-            store.insert_article(
-                conn,
-                key=doc.key,
-                file=article.file,
-                content_hash=article.content_hash,
-                title=doc.title,
-                source=doc.source,
-                authors=doc.authors,
-                published=doc.published,
-                updated=doc.updated,
-                url=doc.url,
-                description=doc.description,
-                passages=article.passages,
-                vectors=article.vectors,
-                indexed_at=now,
-            )
+        insert_articles(store, conn, new, now)
         report.articles_total = conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
         report.passages_total = store.passage_count(conn)
         report.seconds = round(time.monotonic() - started, 3)

@@ -15,10 +15,9 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import index as job
-from .. import model_identity
 from ..config import Settings
 from ..embedder import Embedder
-from ..errors import IndexRefusedError, ModelMismatchError
+from ..errors import IndexRefusedError
 from ..index import IndexReport, Progress
 from . import store
 
@@ -48,23 +47,7 @@ def run_index(
 def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, started_wall, started) -> IndexReport:
     corpus = settings.corpus_dir
     meta = store.read_meta(conn)
-    if meta.get("model") and meta["model"] != settings.embedding_model and not rebuild:
-        raise ModelMismatchError(
-            f"the index was built with {meta['model']!r} but EMBEDDING_MODEL is {settings.embedding_model!r}; "
-            "run `corpus-bot index --rebuild` to re-embed everything with the new model"
-        )
-    files = model_identity.model_files(settings.embedding_model, meta)
-    if (
-        files
-        and meta.get("model_hash")
-        and files.digest != meta["model_hash"]
-        and not rebuild
-        and meta.get("model") == settings.embedding_model
-    ):
-        raise ModelMismatchError(
-            f"the files of model {settings.embedding_model!r} changed since the index was built with them; "
-            "run `corpus-bot index --rebuild` to re-embed everything with them"
-        )
+    files = job.check_model(meta, settings, rebuild)
     report = IndexReport(model=settings.embedding_model)
     stored = store.stored_files(conn)
     previous = {} if rebuild else stored
@@ -178,24 +161,7 @@ def _commit(
         if dimension:
             store.ensure_vector_index(conn, dimension)
         job._fault_point("mid-write")
-        for article in new:
-            doc = article.doc
-            store.insert_article(
-                conn,
-                key=doc.key,
-                file=article.file,
-                content_hash=article.content_hash,
-                title=doc.title,
-                source=doc.source,
-                authors=doc.authors,
-                published=doc.published,
-                updated=doc.updated,
-                url=doc.url,
-                description=doc.description,
-                passages=article.passages,
-                vectors=article.vectors,
-                indexed_at=now,
-            )
+        job.insert_articles(store, conn, new, now)
         report.articles_total = conn.execute("SELECT count(*) FROM articles").fetchone()[0]
         report.passages_total = store.passage_count(conn)
         report.seconds = round(time.monotonic() - started, 3)
