@@ -363,6 +363,33 @@ def insert_articles(db, conn, new, now: str) -> None:
         )
 
 
+def account(
+    report, new, kept_keys, moved, moved_keys, previous_keys, file_of, previous_passages, corpus, allow_removals
+) -> None:
+    """Sort the run's articles into added, changed, removed and unchanged, and refuse a run that would
+    remove most of the index or leave it empty (any store), before anything is written."""
+    new_keys = {a.doc.key for a in new}
+    for key in sorted(new_keys):
+        (report.changed if key in previous_keys else report.added).append(key)
+    report.removed = sorted(previous_keys - new_keys - kept_keys - moved_keys)
+    report.unchanged = sorted(kept_keys)
+    present = {a.file for a in new} | {file_of[k] for k in kept_keys}
+    _check_removals(
+        _gone(report.removed, file_of, present),
+        len(previous_keys),
+        len(new_keys | kept_keys | moved_keys),
+        corpus,
+        allow_removals,
+    )
+    # Every stored article has at least one passage, so the new index is empty exactly when
+    # nothing new survived chunking and nothing is kept.
+    if not new and not kept_keys and not moved and previous_passages > 0:
+        raise IndexRefusedError(
+            f"this run would leave the index empty ({corpus} has no indexable articles: "
+            f"{len(report.skipped)} skipped); the previous index is kept"
+        )
+
+
 def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, started_wall, started) -> IndexReport:
     """One locked run on an open, writable index: scan, embed, then the single commit."""
     corpus = settings.corpus_dir
@@ -426,28 +453,10 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
         same = {}
     _fault_point("embed")
 
-    new_keys = {a.doc.key for a in new}
     kept_keys = {k for f in kept_files for k in previous[f].keys} | set(same)
-    for key in sorted(new_keys):
-        (report.changed if key in previous_keys else report.added).append(key)
-    report.removed = sorted(previous_keys - new_keys - kept_keys - moved_keys)
-    report.unchanged = sorted(kept_keys)
-    present = {a.file for a in new} | {file_of[k] for k in kept_keys}
-    _check_removals(
-        _gone(report.removed, file_of, present),
-        len(previous_keys),
-        len(new_keys | kept_keys | moved_keys),
-        corpus,
-        allow_removals,
+    account(
+        report, new, kept_keys, moved, moved_keys, previous_keys, file_of, previous_passages, corpus, allow_removals
     )
-
-    # Every stored article has at least one passage, so the new index is empty exactly when
-    # nothing new survived chunking and nothing is kept.
-    if not new and not kept_keys and not moved and previous_passages > 0:
-        raise IndexRefusedError(
-            f"this run would leave the index empty ({corpus} has no indexable articles: "
-            f"{len(report.skipped)} skipped); the previous index is kept"
-        )
 
     progress.stage = "committing"
     tick()

@@ -84,25 +84,10 @@ def _update(conn, settings, rebuild, allow_removals, embedder, on_progress, star
         identity["probe_vector"] = job._check_probe(meta, embedder, rebuild)
         tokens = job._token_vectors(conn, new, embedder, progress, tick, every_stored=False, replace=rebuild)
 
-    new_keys = {a.doc.key for a in new}
     kept_keys = {k for f in kept_files for k in previous[f].keys} | set(same)
-    for key in sorted(new_keys):
-        (report.changed if key in previous_keys else report.added).append(key)
-    report.removed = sorted(previous_keys - new_keys - kept_keys - moved_keys)
-    report.unchanged = sorted(kept_keys)
-    present = {a.file for a in new} | {file_of[k] for k in kept_keys}
-    job._check_removals(
-        job._gone(report.removed, file_of, present),
-        len(previous_keys),
-        len(new_keys | kept_keys | moved_keys),
-        corpus,
-        allow_removals,
+    job.account(
+        report, new, kept_keys, moved, moved_keys, previous_keys, file_of, previous_passages, corpus, allow_removals
     )
-    if not new and not kept_keys and not moved and previous_passages > 0:
-        raise IndexRefusedError(
-            f"this run would leave the index empty ({corpus} has no indexable articles: "
-            f"{len(report.skipped)} skipped); the previous index is kept"
-        )
 
     progress.stage = "committing"
     tick()
