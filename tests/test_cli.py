@@ -29,7 +29,7 @@ RESULT_KEYS = {
     "also_in",
 }
 SOURCE_KEYS = {"path", "title", "source", "authors", "published", "updated", "url", "passages"}
-STATS_KEYS = {
+STATS_KEYS = (  # in the documented order
     "articles",
     "passages",
     "model",
@@ -42,7 +42,7 @@ STATS_KEYS = {
     "corpus_dir",
     "index_path",
     "last_run",
-}
+)
 
 
 @pytest.fixture
