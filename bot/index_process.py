@@ -2,7 +2,8 @@
 
 A pathological corpus file can make parsing take gigabytes, the model takes hundreds of MB that a
 process keeps once allocated, and loading it in a bot thread held the event loop (the GIL) for up
-to 0.7 s at a time. So each run is a child process: it loads the model, runs `run_index`, sends
+to 0.7 s at a time. So each run is a child process: it loads the model, runs the index job of the
+bot's store (the SQLite file's or PostgreSQL's, bot/index_store.py), sends
 its progress, its log records and its report (or refusal) back over a pipe, and exits, returning
 its memory. If it dies instead (killed, out of memory, a crash in native code), the bot says how
 and keeps serving: the index job's single commit leaves the previous index complete.
@@ -29,7 +30,9 @@ from dataclasses import replace
 from embeddings.config import Settings
 from embeddings.embedder import Embedder
 from embeddings.errors import CorpusBotError, IndexJobError
-from embeddings.index import IndexReport, Progress, run_index
+from embeddings.index import IndexReport, Progress
+
+from .index_store import index_store
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +196,9 @@ def _child(conn, settings: Settings, allow_removals: bool, embedder_factory: Emb
     root.setLevel(logging.INFO)
     try:
         embedder = embedder_factory() if embedder_factory is not None else None
-        report = run_index(settings, allow_removals=allow_removals, embedder=embedder, on_progress=channel.progress)
+        report = index_store(settings).run_index(
+            settings, allow_removals=allow_removals, embedder=embedder, on_progress=channel.progress
+        )
     except CorpusBotError as exc:
         try:
             channel.send("refused", exc)

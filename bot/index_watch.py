@@ -1,5 +1,6 @@
-"""What the bot watches in the index file between loads: the committed generation (so it follows
-index runs made outside it, e.g. `corpus-bot index` from cron) and the write-ahead log.
+"""What the bot watches in its index between loads: the committed generation (so it follows
+index runs made outside it, e.g. `corpus-bot index` from cron) and, in the SQLite file, the
+write-ahead log. `IndexWatch` watches the file, `PostgresWatch` an index in PostgreSQL.
 
 A snapshot holds a read transaction on the file for as long as it serves, and SQLite can neither
 copy the WAL back into the database past a reader's view, nor start the WAL over while a reader
@@ -15,11 +16,15 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from embeddings import store
-from embeddings.errors import IndexMissingError
+from embeddings.errors import CorpusBotError, IndexMissingError
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +43,7 @@ class Seen:
 
 class IndexWatch:
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path = self.location = path
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file _conn has open
         self._version: int | None = None
@@ -69,6 +74,16 @@ class IndexWatch:
             row = self._conn.execute("SELECT value FROM index_meta WHERE key = 'generation'").fetchone()
             self._generation = row[0] if row else None
         return Seen(self._generation, self._commits, self.wal_bytes())
+
+    def load_settled(self, load: Callable[[], T]) -> tuple[T, bool]:
+        """load() right after a checkpoint, and True when the WAL was all copied back and nothing
+        committed in between: what it loaded then reads the database file only and does not hold
+        the WAL (else the caller loads again once the replaced snapshot has let go of it)."""
+        self.poll()
+        before = self.data_version()
+        copied_back = self.checkpoint()
+        loaded = load()
+        return loaded, copied_back and before is not None and self.data_version() == before
 
     def wal_bytes(self) -> int:
         try:
@@ -113,3 +128,56 @@ class IndexWatch:
         if self._conn is not None:
             self._conn.close()
         self._conn, self._file, self._version = None, None, None
+
+
+class IndexUnreachable(CorpusBotError):
+    """The PostgreSQL server did not answer a poll; the next poll connects again."""
+
+
+class PostgresWatch:
+    """The committed generation of an index in PostgreSQL: one query (a one-row read of
+    index_meta) per poll over a connection of its own, in autocommit, so each poll sees the
+    latest commit. There is no WAL to watch: a snapshot's REPEATABLE READ transaction ends when
+    the snapshot is closed, which lets VACUUM reclaim what later runs replaced."""
+
+    def __init__(self, url: str) -> None:
+        self.location = url
+        self._conn = None
+        self._generation: str | None = None
+        self._changes = 0
+
+    def poll(self) -> Seen | None:
+        """The committed generation; None while the database holds no index. IndexUnreachable
+        (one line) when the server cannot be reached: the connection is dropped and the next poll
+        makes a new one."""
+        import psycopg
+
+        from embeddings.postgres import store as postgres_store
+
+        try:
+            if self._conn is None:
+                self._conn = postgres_store.connect(self.location, migrate_schema=False)
+            row = self._conn.execute("SELECT value FROM index_meta WHERE key = 'generation'").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None  # an empty database: no index yet
+        except psycopg.Error as exc:
+            self.close()
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise IndexUnreachable(f"cannot read the index at {postgres_store.shown(self.location)}: {first}") from None
+        if row is None:  # migrated but never written by an index run
+            return None
+        if row[0] != self._generation:
+            self._generation = row[0]
+            self._changes += 1
+        return Seen(self._generation, self._changes, 0)
+
+    def load_settled(self, load: Callable[[], T]) -> tuple[T, bool]:
+        return load(), True  # nothing to release afterwards
+
+    def truncate(self) -> None:
+        """Nothing to empty: PostgreSQL has no WAL a reader holds."""
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None

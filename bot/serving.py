@@ -1,5 +1,6 @@
 """What the bot serves from: the current index snapshot, the embedder, a bounded search pool, the
-one re-index job that may be running, and the watch that follows the index file.
+one re-index job that may be running, and the watch that follows the index (the SQLite file, or
+the database of INDEX_URL: bot/index_store.py holds what differs between them).
 
 Everything CPU-bound or blocking (embedding a question, loading a snapshot, the index job) runs
 off the event loop, so the gateway heartbeat and other interactions are never held up:
@@ -9,12 +10,13 @@ off the event loop, so the gateway heartbeat and other interactions are never he
   once with `Busy` ("try again in a few seconds") instead of waiting without bound;
 * the index job runs in a child process (bot/index_process.py): a corpus file that makes it take
   gigabytes, or a crash, ends that process and not the bot, and its memory goes with it;
-* every `POLL_SECONDS` an upkeep thread looks at the index file (bot/index_watch.py); a new
-  committed generation, from /reindex or from `corpus-bot index` run outside the bot (cron), is
-  loaded there and replaces the snapshot with one reference assignment: a search that already
-  holds the old snapshot finishes on it (its read transaction keeps it consistent), the next one
-  uses the new snapshot, and the old one is closed as soon as its last search ends, so that no
-  read transaction holds the write-ahead log longer than its questions need.
+* every `POLL_SECONDS` an upkeep thread looks at the index (bot/index_watch.py); a new
+  committed generation, from /reindex, from `corpus-bot index` run outside the bot (cron), or
+  from another bot process serving the same database, is loaded there and replaces the snapshot
+  with one reference assignment: a search that already holds the old snapshot finishes on it
+  (its read transaction keeps it consistent), the next one uses the new snapshot, and the old
+  one is closed as soon as its last search ends, so that no read transaction holds the
+  write-ahead log (SQLite) or back VACUUM (PostgreSQL) longer than its questions need.
 
 Work in the threads may raise what is not an `Exception` (the PanicException of a Rust library);
 it comes back to the command as an ordinary error (WorkerCrash), so the command is answered.
@@ -26,7 +28,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,22 +35,21 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from embeddings import store, tantivy_index, vector_file
 from embeddings.answer import Answer, Result
 from embeddings.config import Settings
 from embeddings.embedder import Embedder, Reranker, load_reranker
 from embeddings.errors import CorpusBotError, IndexMissingError, RemovalsRefusedError
-from embeddings.feedback import record_feedback
 from embeddings.index import IndexReport, Progress
-from embeddings.query_model import load_query_embedder
 from embeddings.search import DEFAULT_MODE, Filters, SearchIndex
 
 from .index_process import EmbedderFactory, IndexProcess, IndexProcessDied, IndexProcessFailed
-from .index_watch import IndexWatch, Seen
+from .index_store import index_store
+from .index_watch import Seen
 
 log = logging.getLogger(__name__)
 
-#: Seconds between two looks at the index file for a new generation (a PRAGMA and a stat).
+#: Seconds between two looks at the index for a new generation (a PRAGMA and a stat on the file,
+#: one one-row query on PostgreSQL).
 POLL_SECONDS = 2.0
 #: Commits that bring no new content (votes, index runs with nothing to do) still add to the WAL
 #: while a snapshot is held; past this size the snapshot is loaded again so the WAL can restart.
@@ -74,6 +74,7 @@ class Unavailable(CorpusBotError):
 SEARCH_QUEUE_LIMIT = 256
 
 BUSY = "I'm busy answering other questions right now; please try again in a few seconds."
+UNREACHABLE = "the index cannot be read right now (its database is not answering); please try again in a few seconds"
 
 
 #: Set in a task that holds a Serving.slot(), so nested searches do not take a second place.
@@ -85,10 +86,6 @@ class Busy(CorpusBotError):
 
     def __init__(self) -> None:
         super().__init__(BUSY)
-
-
-class VoteNotRecorded(CorpusBotError):
-    """A vote could not be stored (no index file, read-only file, locked too long); shown to the user."""
 
 
 class AlreadyRunning(RuntimeError):
@@ -138,25 +135,16 @@ class ReindexJob:
         return f"{what} (started by {self.started_by} {elapsed:.0f} s ago)"
 
 
-def derived_state(index: SearchIndex, settings: Settings) -> tuple[str, str]:
-    """Where the snapshot's keyword search and vectors come from (the copies beside a large index,
-    or SQLite while those are missing or from another generation)."""
-    generation, passages = index.meta.get("generation"), index.passage_count
-    return (
-        tantivy_index.keyword_engine(settings.index_path, generation, passages),
-        vector_file.vector_source(settings.index_path, generation, passages),
-    )
-
-
 class Snapshot:
     """A loaded SearchIndex and the searches running on it. Once replaced it is closed as soon as
     the last of them ends, and its read transaction with it (loop thread only)."""
 
     def __init__(self, index: SearchIndex, derived: tuple[str, str] | None = None) -> None:
         self.index = index
-        self.derived = derived  # derived_state() when it was loaded
+        self.derived = derived  # the store's derived() when it was loaded
         self.users = 0
         self.retired = False
+        self.broken = False  # its connection to the database is gone: the next poll loads anew
         self.closed = asyncio.Event()
 
     @property
@@ -192,6 +180,7 @@ class Serving:
         index_embedder_factory: EmbedderFactory | None = None,
     ):
         self.settings = settings
+        self.index_store = index_store(settings)  # the SQLite file or PostgreSQL, chosen once
         self.embedder = embedder
         # An embedder given by the caller is theirs to keep right; one the bot loads is replaced when
         # a run elsewhere rebuilds the index with other model files (its probe vector changes).
@@ -212,7 +201,7 @@ class Serving:
             max_workers=1, thread_name_prefix="corpus-reindex"
         )  # follows the index process
         self._upkeep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpus-index-watch")  # polls, loads
-        self._watch = IndexWatch(settings.index_path)
+        self._watch = self.index_store.watch(settings)
         self._refreshing = asyncio.Lock()
         self._follower: asyncio.Task | None = None
         self._failed: tuple[str | None, float] | None = None  # a generation that did not load, and when
@@ -231,10 +220,7 @@ class Serving:
         async def load_model() -> None:
             if self.embedder is None:
                 started = time.monotonic()
-                # The ONNX export beside the index when there is one (no torch: it starts in a fraction of the time), else the full model.
-                self.embedder = await self._run(
-                    load_query_embedder, self.settings.index_path, self.settings.embedding_model
-                )
+                self.embedder = await self._run(self.index_store.query_embedder, self.settings)
                 log.info(
                     "loaded embedding model %s (%s) in %.1f s",
                     self.settings.embedding_model,
@@ -248,7 +234,7 @@ class Serving:
             started = time.monotonic()
             try:
                 # The bot owns its index: an older schema is upgraded here (readers never migrate).
-                await self._run(store.upgrade, self.settings.index_path)
+                await self._run(self.index_store.upgrade, self.settings)
                 await self._refresh()
             except IndexMissingError as exc:
                 self.unavailable_reason = f"there is no index yet ({exc}); an admin can build it with /reindex"
@@ -280,8 +266,7 @@ class Serving:
             self._snapshot.retire()
 
     def _load(self) -> SearchIndex:
-        s = self.settings
-        return SearchIndex.load(s.index_path, model_name=s.embedding_model, weak_score=s.weak_score)
+        return self.index_store.load(self.settings)
 
     async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -347,7 +332,13 @@ class Serving:
                     loop.call_soon_threadsafe(snapshot.release)
 
             future.add_done_callback(done)
-            return await contained(asyncio.wrap_future(future))
+            try:
+                return await contained(asyncio.wrap_future(future))
+            except self.index_store.read_errors as exc:
+                if not snapshot.broken:
+                    snapshot.broken = True
+                    log.warning("the index snapshot cannot be read any more (%s); loading it again", exc)
+                raise Unavailable(UNREACHABLE) from None
 
     async def search(
         self, question: str, *, k: int, offset: int = 0, filters: Filters = Filters(), mode: str = DEFAULT_MODE
@@ -363,40 +354,30 @@ class Serving:
         return await self._query(lambda index: index.context(passage_id, radius))
 
     async def stats(self) -> tuple[dict, dict | None]:
-        def read() -> tuple[dict, dict | None]:
-            with store.reading(self.settings.index_path) as conn:
-                return store.index_stats(conn, self.settings.index_path), store.last_run(conn)
-
         try:
-            return await self._run(read)
+            return await self._run(self.index_store.stats, self.settings)
         except IndexMissingError:
             raise Unavailable(self.unavailable_reason) from None
+        except self.index_store.read_errors as exc:
+            log.warning("cannot read the index's statistics: %s", exc)
+            raise Unavailable(UNREACHABLE) from None
 
     async def record_vote(self, answer: Answer, *, user_id: int | str, vote: int, mode: str = DEFAULT_MODE) -> None:
-        """Store one 👍 (1) / 👎 (-1) on an answer page as shown, in the index file's feedback table
-        (aiosqlite: the event loop never waits on the disk). Every click is a row; the export keeps
-        the latest judgment per passage. VoteNotRecorded when the file cannot take the write."""
-        path = self.settings.index_path
-        if not path.is_file():  # connecting would create an empty database there
-            raise VoteNotRecorded("your vote could not be recorded: there is no index file right now")
-        try:
-            await record_feedback(path, answer, user_id=user_id, vote=vote, mode=mode)
-        except (sqlite3.Error, OSError) as exc:
-            log.warning("could not record a vote in %s: %s", path, exc)
-            raise VoteNotRecorded(
-                "your vote could not be recorded: the index file cannot be written right now; please try again later"
-            ) from None
+        """Store one 👍 (1) / 👎 (-1) on an answer page as shown, in the index's feedback table
+        (off the event loop). Every click is a row; the export keeps the latest judgment per
+        passage. VoteNotRecorded when the index cannot take the write."""
+        await self.index_store.record_vote(self.settings, answer, user_id=user_id, vote=vote, mode=mode)
 
     def source_names(self) -> list[str]:
         return self.index.source_names() if self.index is not None else []
 
-    # ------------------------------------------------------------------------- following the index file
+    # ------------------------------------------------------------------------- following the index
 
-    def _watching(self) -> IndexWatch:
-        """(upkeep thread) The watch on the configured index file."""
-        if self._watch.path != self.settings.index_path:
+    def _watching(self):
+        """(upkeep thread) The watch on the configured index."""
+        if self._watch.location != self.index_store.location(self.settings):
             self._watch.close()
-            self._watch = IndexWatch(self.settings.index_path)
+            self._watch = self.index_store.watch(self.settings)
         return self._watch
 
     def _swap(self, snapshot: Snapshot) -> Snapshot | None:
@@ -406,19 +387,14 @@ class Serving:
             old.retire()
         return old
 
-    def _load_fresh(self) -> tuple[SearchIndex, tuple[str, str], bool, Embedder | None]:
-        """(upkeep thread) Checkpoint, then load the committed state. True when the WAL was all
-        copied back and nothing committed in between: the snapshot then reads the database file
-        only and does not hold the WAL (bot/index_watch.py). The last item is the embedder for
+    def _load_fresh(self) -> tuple[SearchIndex, tuple[str, str] | None, bool, Embedder | None]:
+        """(upkeep thread) Load the committed state. True when the snapshot holds nothing the store
+        needs back (an SQLite file: it was loaded right after the WAL was all copied back, so it
+        reads the database file only; bot/index_watch.py). The last item is the embedder for
         questions when the new state needs another one (its model's files changed), else None."""
-        watch = self._watching()
-        watch.poll()
-        before = watch.data_version()
-        copied_back = watch.checkpoint()
-        index = self._load()
+        index, settled = self._watching().load_settled(self._load)
         try:
-            reads_file_only = copied_back and before is not None and watch.data_version() == before
-            return index, derived_state(index, self.settings), reads_file_only, self._embedder_for(index)
+            return index, self.index_store.derived(index, self.settings), settled, self._embedder_for(index)
         except BaseException:
             index.close()
             raise
@@ -436,7 +412,7 @@ class Serving:
             or all(index.meta.get(k) == serving.meta.get(k) for k in identity)
         ):
             return None
-        return load_query_embedder(self.settings.index_path, self.settings.embedding_model, index.meta)
+        return self.index_store.query_embedder(self.settings, index.meta)
 
     async def _refresh(self) -> None:
         """Load the committed state of the index and serve it. When that load had to read the WAL
@@ -456,23 +432,24 @@ class Serving:
                     break
 
     def _look(self) -> tuple[Seen | None, tuple[str, str] | None]:
-        """(upkeep thread) The index file now, and where the current snapshot's derived copies
-        would come from now."""
+        """(upkeep thread) The index now, and where the current snapshot's derived copies would
+        come from now."""
         seen = self._watching().poll()
         snapshot = self._snapshot
         if seen is None or snapshot is None or snapshot.derived is None or seen.generation != snapshot.generation:
             return seen, None
-        return seen, derived_state(snapshot.index, self.settings)
+        return seen, self.index_store.derived(snapshot.index, self.settings)
 
     async def refresh_if_changed(self, *, retry_failed: bool = True) -> bool:
-        """Serve the committed state of the index file if it differs from the snapshot's: another
-        generation, derived copies that became current, or a WAL grown past WAL_LIMIT_BYTES by
-        commits since it was last released. True when a new snapshot is served."""
+        """Serve the committed state of the index if it differs from the snapshot's: another
+        generation, a snapshot whose database connection broke, derived copies that became
+        current, or a WAL grown past WAL_LIMIT_BYTES by commits since it was last released. True
+        when a new snapshot is served."""
         seen, derived = await self._upkept(self._look)
         if seen is None:
-            return False  # no index file (yet, or any more): keep serving what there is
+            return False  # no index (yet, or any more): keep serving what there is
         snapshot = self._snapshot
-        if snapshot is None or seen.generation != snapshot.generation:
+        if snapshot is None or snapshot.broken or seen.generation != snapshot.generation:
             if (
                 not retry_failed
                 and self._failed
@@ -482,6 +459,8 @@ class Serving:
                 return False
             try:
                 await self._refresh()
+            except self.index_store.read_errors:
+                raise  # the server is away: try again at the next poll
             except Exception:
                 self._failed = (seen.generation, time.monotonic())
                 raise
@@ -510,8 +489,9 @@ class Serving:
                         index.passage_count,
                     )
                 self._last_warning = ""
-            except Exception as exc:  # never stop following: a bad state of the file may be fixed
-                text = f"cannot serve the index at {self.settings.index_path} as it is now ({exc}); still serving the previous one"
+            except Exception as exc:  # never stop following: a bad state of the index may be fixed
+                where = self.index_store.shown(self.settings)
+                text = f"cannot serve the index at {where} as it is now ({exc}); still serving the previous one"
                 if text != self._last_warning:
                     self._last_warning = text
                     log.warning("%s", text)

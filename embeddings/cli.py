@@ -476,7 +476,8 @@ def eval_command(ctx, folder, mode, k, old_k, cache_dir, as_json):
     from .search import SearchIndex
 
     k = old_k or k
-    settings = settings_from(ctx)
+    # The evaluation index is its own cached SQLite file, whatever index INDEX_URL names.
+    settings = settings_from(ctx, postgres=True)
     with user_errors():
         data = load_beir(folder)
         path = cached_index(
@@ -509,16 +510,19 @@ def feedback_group() -> None:
 
 @feedback_group.command("export")
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@index_option
+@index_or_url_option
 @click.pass_context
 def feedback_export_command(ctx, out_dir, index_path):
     """Write the votes as a BEIR-layout evaluation set in a new or empty folder OUT_DIR (for
     `corpus-bot eval OUT_DIR`)."""
-    from .feedback import export_feedback
+    from .feedback import export_feedback, export_feedback_from_postgres
 
-    settings = settings_from(ctx, index_path=index_path)
+    settings = settings_from(ctx, postgres=True, index_path=index_path)
     with user_errors():
-        counts = export_feedback(settings.index_path, out_dir)
+        if settings.index_url:
+            counts = export_feedback_from_postgres(settings.index_url, out_dir)
+        else:
+            counts = export_feedback(settings.index_path, out_dir)
     click.echo(
         one_line(
             f"wrote {out_dir}: {counted(counts['questions'], 'question')} from {counted(counts['votes'], 'vote')} "

@@ -4,7 +4,8 @@ A 👍 on an answer judges its first quoted passage relevant (grade 1); a 👎 j
 passage not relevant (grade 0). `export_feedback` writes `corpus.jsonl` (every passage of the
 index, id `path#position`), `queries.jsonl` and `qrels.tsv`, so `corpus-bot eval DIR` turns a
 server's own questions into its regression test. Writes from the bot go through aiosqlite so the
-event loop never waits on the disk.
+event loop never waits on the disk; on an index in PostgreSQL the votes are in its `feedback` table,
+written with psycopg (the bot calls `record_feedback_in_postgres` from a thread).
 """
 
 from __future__ import annotations
@@ -35,6 +36,19 @@ async def record_feedback(index_path: Path, answer: Answer, *, user_id: int | st
         await db.execute("BEGIN IMMEDIATE")
         await db.execute(INSERT, row)
         await db.execute("COMMIT")
+
+
+def record_feedback_in_postgres(url: str, answer: Answer, *, user_id: int | str, vote: int, mode: str) -> None:
+    """record_feedback for the index in PostgreSQL at url (blocking: call it from a thread). A
+    connection per vote: votes are rare, and nothing is held while the server restarts."""
+    from .postgres import store as postgres_store
+
+    row = _row(answer, user_id=user_id, vote=vote, mode=mode)
+    conn = postgres_store.connect(url, migrate_schema=False)
+    try:
+        conn.execute(INSERT.replace("?", "%s"), row)
+    finally:
+        conn.close()
 
 
 def feedback_rows(conn) -> list[dict]:
@@ -76,11 +90,30 @@ def export_feedback(index_path: Path, out_dir: Path) -> dict:
     _refuse_used_destination(out_dir)
     with store.reading(index_path) as conn:
         conn.execute("BEGIN")
-        passages = conn.execute(
-            "SELECT a.key, p.position, p.text, a.title FROM passages p JOIN articles a ON a.id = p.article_id "
-            "ORDER BY a.key, p.position"
-        ).fetchall()
-        votes = feedback_rows(conn)
+        passages, votes = _passages_and_votes(conn)
+    return _write_evaluation_set(passages, votes, out_dir)
+
+
+def export_feedback_from_postgres(url: str, out_dir: Path) -> dict:
+    """export_feedback for the index in PostgreSQL at url: the same files from the same votes,
+    read in one snapshot (the votes and the passages they are checked against)."""
+    from .postgres import store as postgres_store
+
+    _refuse_used_destination(out_dir)
+    with postgres_store.reading(url) as conn:
+        passages, votes = _passages_and_votes(conn)
+    return _write_evaluation_set(passages, votes, out_dir)
+
+
+def _passages_and_votes(conn) -> tuple[list, list[dict]]:
+    passages = conn.execute(
+        "SELECT a.key, p.position, p.text, a.title FROM passages p JOIN articles a ON a.id = p.article_id"
+    ).fetchall()
+    # Sorted here, by code point: PostgreSQL would order the keys by its database's collation.
+    return sorted(passages, key=lambda row: (row[0], row[1])), feedback_rows(conn)
+
+
+def _write_evaluation_set(passages: list, votes: list[dict], out_dir: Path) -> dict:
     current = {f"{key}#{pos + 1}": text for key, pos, text, _ in passages}
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -92,11 +92,26 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     # The vectors of the vocabulary tokens of the corpus's words, float16 bytes (word_vectors.py).
     ("word vectors", "CREATE TABLE token_vectors (token integer PRIMARY KEY, vector bytea NOT NULL)"),
+    # Votes on the bot's answers (embeddings/feedback.py), as the SQLite index's feedback table.
+    (
+        "feedback",
+        """
+    CREATE TABLE feedback (
+        id       bigserial PRIMARY KEY,
+        created  text NOT NULL,
+        user_id  text NOT NULL,
+        question text NOT NULL,
+        mode     text NOT NULL,
+        vote     integer NOT NULL CHECK (vote IN (-1, 1)),
+        results  text NOT NULL              -- JSON [{"path", "position", "text"}] as shown, best first
+    );
+    """,
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _INDEX_TABLES = ("index_meta", "articles", "passages", "index_runs")
 # Every table corpus-bot makes, whose sizes (with their indexes and TOAST) are the index's size.
-_ALL_TABLES = (*_INDEX_TABLES, "token_vectors", "corpus_bot_migrations")
+_ALL_TABLES = (*_INDEX_TABLES, "token_vectors", "feedback", "corpus_bot_migrations")
 
 
 def shown(url: str) -> str:

@@ -7,7 +7,7 @@ import json
 import re
 import sqlite3
 
-from bot import serving as serving_module
+from bot import index_store as index_store_module
 from embeddings.feedback import export_feedback
 from embeddings.search import DEFAULT_MODE
 from tests.bot.helpers import check_sent, started_bot
@@ -132,7 +132,7 @@ def test_vote_errors_are_private_and_the_view_survives(fake_index, fake_embedder
                 raise sqlite3.OperationalError("attempt to write a readonly database")
 
             with monkeypatch.context() as m:
-                m.setattr(serving_module, "record_feedback", read_only)
+                m.setattr(index_store_module, "record_feedback", read_only)
                 click = await fake.click(rec, up)
                 reply = await click.wait_final()
             assert reply.ephemeral and reply.content == (

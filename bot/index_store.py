@@ -1,0 +1,198 @@
+"""Where the bot's index lives: the SQLite file at INDEX_PATH, or the database at INDEX_URL.
+
+`Serving` picks one of these once, from the settings, and asks it for everything that depends on
+the store: loading a snapshot, the question model verified against it, /stats, storing a vote,
+the index job /reindex runs, and the watch that notices new commits. Everything else the bot
+does (queueing, swapping snapshots, replies) is the same on both.
+
+Each method takes the settings it should use (tests swap a Serving's settings).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from embeddings import store, tantivy_index, vector_file
+from embeddings.answer import Answer
+from embeddings.config import Settings
+from embeddings.embedder import Embedder
+from embeddings.errors import ConfigError, CorpusBotError, IndexMissingError
+from embeddings.feedback import record_feedback
+from embeddings.index import IndexReport
+from embeddings.search import SearchIndex
+
+from .index_watch import IndexWatch, PostgresWatch
+
+log = logging.getLogger(__name__)
+
+
+class VoteNotRecorded(CorpusBotError):
+    """A vote could not be stored (no index, a read-only file, an unreachable database); shown to the user."""
+
+
+class IndexFile:
+    """The index in the SQLite file at settings.index_path."""
+
+    #: What reading a held snapshot may raise when the store goes away (a file cannot: it stays open).
+    read_errors: tuple[type[BaseException], ...] = ()
+
+    def location(self, settings: Settings) -> Any:
+        return settings.index_path
+
+    def shown(self, settings: Settings) -> str:
+        return str(settings.index_path)
+
+    def watch(self, settings: Settings) -> IndexWatch:
+        return IndexWatch(settings.index_path)
+
+    def upgrade(self, settings: Settings) -> None:
+        """The bot owns its index: an older schema is upgraded at start (readers never migrate)."""
+        store.upgrade(settings.index_path)
+
+    def load(self, settings: Settings) -> SearchIndex:
+        return SearchIndex.load(
+            settings.index_path, model_name=settings.embedding_model, weak_score=settings.weak_score
+        )
+
+    def query_embedder(self, settings: Settings, meta: dict | None = None) -> Embedder:
+        """The ONNX export beside the index when there is one (no torch: it starts in a fraction of
+        the time), else the full model; verified against meta (the index's, read when None)."""
+        from embeddings.query_model import load_query_embedder
+
+        return load_query_embedder(settings.index_path, settings.embedding_model, meta)
+
+    def derived(self, index: SearchIndex, settings: Settings) -> tuple[str, str]:
+        """Where the snapshot's keyword search and vectors come from (the copies beside a large
+        index, or SQLite while those are missing or from another generation)."""
+        generation, passages = index.meta.get("generation"), index.passage_count
+        return (
+            tantivy_index.keyword_engine(settings.index_path, generation, passages),
+            vector_file.vector_source(settings.index_path, generation, passages),
+        )
+
+    def stats(self, settings: Settings) -> tuple[dict, dict | None]:
+        with store.reading(settings.index_path) as conn:
+            return store.index_stats(conn, settings.index_path), store.last_run(conn)
+
+    async def record_vote(
+        self, settings: Settings, answer: Answer, *, user_id: int | str, vote: int, mode: str
+    ) -> None:
+        """In the file's feedback table through aiosqlite: the event loop never waits on the disk."""
+        import sqlite3
+
+        path = settings.index_path
+        if not path.is_file():  # connecting would create an empty database there
+            raise VoteNotRecorded("your vote could not be recorded: there is no index file right now")
+        try:
+            await record_feedback(path, answer, user_id=user_id, vote=vote, mode=mode)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("could not record a vote in %s: %s", path, exc)
+            raise VoteNotRecorded(
+                "your vote could not be recorded: the index file cannot be written right now; please try again later"
+            ) from None
+
+    def run_index(self, settings: Settings, **options: Any) -> IndexReport:
+        from embeddings.index import run_index
+
+        return run_index(settings, **options)
+
+
+class PostgresIndex:
+    """The index in the PostgreSQL database at settings.index_url. A snapshot is one REPEATABLE
+    READ READ ONLY transaction (embeddings/postgres/search.py), ended when the snapshot closes;
+    there is no WAL to checkpoint and no derived copy to follow."""
+
+    def __init__(self) -> None:
+        import psycopg  # the postgres extra; store.connect says how to install it when missing
+
+        # A server that went away (restart, network): the held snapshot's connection is gone.
+        self.read_errors: tuple[type[BaseException], ...] = (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            ConfigError,
+        )
+        self._vote_errors = (psycopg.Error, ConfigError)
+
+    def location(self, settings: Settings) -> Any:
+        return settings.index_url
+
+    def shown(self, settings: Settings) -> str:
+        from embeddings.postgres import store as postgres_store
+
+        return postgres_store.shown(settings.index_url)
+
+    def watch(self, settings: Settings) -> PostgresWatch:
+        return PostgresWatch(settings.index_url)
+
+    def upgrade(self, settings: Settings) -> None:
+        """Bring an index made by an older corpus-bot to this schema; an empty database is left
+        empty (the load then says there is no index yet)."""
+        from embeddings.postgres import store as postgres_store
+
+        url = settings.index_url
+        conn = postgres_store.connect(url, migrate_schema=False)
+        try:
+            if conn.execute("SELECT to_regclass('corpus_bot_migrations')").fetchone()[0]:
+                postgres_store.migrate(conn, url)
+        finally:
+            conn.close()
+
+    def load(self, settings: Settings) -> SearchIndex:
+        from embeddings.postgres.search import load_search_index
+
+        return load_search_index(
+            settings.index_url, model_name=settings.embedding_model, weak_score=settings.weak_score
+        )
+
+    def query_embedder(self, settings: Settings, meta: dict | None = None) -> Embedder:
+        """The ONNX query model this host exported, or the full model, verified against meta (the
+        index's, read when None)."""
+        from embeddings.postgres import store as postgres_store
+        from embeddings.postgres.search import query_embedder
+
+        if meta is None:
+            try:
+                with postgres_store.reading(settings.index_url) as conn:
+                    meta = postgres_store.read_meta(conn)
+            except IndexMissingError:
+                meta = {}
+        return query_embedder(settings.embedding_model, meta, settings.index_path)
+
+    def derived(self, index: SearchIndex, settings: Settings) -> None:
+        return None  # keywords and vectors are always read from the database
+
+    def stats(self, settings: Settings) -> tuple[dict, dict | None]:
+        from embeddings.postgres import store as postgres_store
+
+        with postgres_store.reading(settings.index_url) as conn:
+            return postgres_store.index_stats(conn), postgres_store.last_run(conn)
+
+    async def record_vote(
+        self, settings: Settings, answer: Answer, *, user_id: int | str, vote: int, mode: str
+    ) -> None:
+        """In the database's feedback table, written from a thread: the event loop never waits."""
+        import asyncio
+
+        from embeddings.feedback import record_feedback_in_postgres
+
+        try:
+            await asyncio.to_thread(
+                record_feedback_in_postgres, settings.index_url, answer, user_id=user_id, vote=vote, mode=mode
+            )
+        except self._vote_errors as exc:
+            log.warning("could not record a vote in %s: %s", self.shown(settings), exc)
+            raise VoteNotRecorded(
+                "your vote could not be recorded: the index database cannot be written right now; "
+                "please try again later"
+            ) from None
+
+    def run_index(self, settings: Settings, **options: Any) -> IndexReport:
+        from embeddings.postgres.indexing import run_index
+
+        return run_index(settings, settings.index_url, **options)
+
+
+def index_store(settings: Settings) -> IndexFile | PostgresIndex:
+    """The store the settings name: INDEX_URL when set, else the file at INDEX_PATH."""
+    return PostgresIndex() if settings.index_url else IndexFile()
