@@ -6,14 +6,23 @@ import logging
 
 import pytest
 
-from embeddings.index import run_index
+from tests.bot.helpers import in_store
 
 
 @pytest.fixture
-def fake_index(fake_settings, fake_embedder):
-    """The shipped corpus (writable copy) indexed with the fake embedder."""
-    run_index(fake_settings)
-    return fake_settings
+def fake_index(request, fake_settings, fake_embedder):
+    """The shipped corpus (writable copy) indexed with the fake embedder, in the SQLite file, or in
+    a PostgreSQL database of its own when a test is parametrised with `both_stores("fake_index")`."""
+    return in_store(request, fake_settings)
+
+
+@pytest.fixture
+def shipped_store(request, shipped_index, real_embedder):
+    """The shipped corpus indexed with the real model: `shipped_index`, or the same corpus in a
+    PostgreSQL database when parametrised with `both_stores("shipped_store")`."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return shipped_index
+    return in_store(request, shipped_index, real_embedder)
 
 
 @pytest.fixture

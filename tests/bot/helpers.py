@@ -8,9 +8,50 @@ import re
 import threading
 from dataclasses import replace
 
+import pytest
+
 from bot.app import create_bot
+from bot.index_store import index_store
 from tests.fake_discord import FakeDiscord, running_bot
 from tests.helpers import FakeEmbedder
+
+#: The stores the bot serves from: the SQLite file (INDEX_PATH) and PostgreSQL (INDEX_URL).
+STORES = ("sqlite", "postgres")
+
+
+def both_stores(fixture: str):
+    """Run a test once per store: `fixture` (fake_index, shipped_store, ...) reads request.param."""
+    return pytest.mark.parametrize(fixture, STORES, indirect=True)
+
+
+def in_store(request, settings, embedder=None):
+    """settings with their corpus indexed (the fake embedder unless given) in the store the
+    test's parameter names: the SQLite file at settings.index_path, or a fresh PostgreSQL
+    database (settings.index_url) from the `postgres_url` fixture."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        settings = replace(settings, index_url=request.getfixturevalue("postgres_url"))
+    index_store(settings).run_index(settings, embedder=embedder or FakeEmbedder())
+    return settings
+
+
+def index_rows(settings, sql: str) -> list[tuple]:
+    """The rows of a query on the index the settings name, whichever store it is in."""
+    if settings.index_url:
+        import psycopg
+
+        with psycopg.connect(settings.index_url) as conn:
+            return conn.execute(sql).fetchall()
+    import sqlite3
+
+    conn = sqlite3.connect(settings.index_path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def committed_generation(settings) -> str:
+    return index_rows(settings, "SELECT value FROM index_meta WHERE key = 'generation'")[0][0]
 
 
 @contextlib.asynccontextmanager

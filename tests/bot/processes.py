@@ -58,5 +58,10 @@ def _mapped_bytes() -> int:
 
 
 def index_elsewhere(settings: Settings) -> IndexReport:
-    """run_index with the fake embedder, in whatever process calls it (a test's process pool)."""
+    """The index job of the settings' store (the SQLite file, or PostgreSQL with index_url) with
+    the fake embedder, in whatever process calls it (a test's process pool)."""
+    if settings.index_url:
+        from embeddings.postgres.indexing import run_index as run_postgres_index
+
+        return run_postgres_index(settings, settings.index_url, embedder=FakeEmbedder())
     return run_index(settings, embedder=FakeEmbedder())

@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import sqlite3
 import time
 from dataclasses import replace
 
 import pytest
 
-from tests.bot.helpers import check_message, check_sent, started_bot
+from tests.bot.helpers import both_stores, check_message, check_sent, index_rows, started_bot
 from tests.fake_discord import run
 
 pytestmark = pytest.mark.model
@@ -21,11 +20,7 @@ QUESTION = "Which cities in the north did the Taliban take?"
 
 
 def corpus_passages(settings) -> list[str]:
-    conn = sqlite3.connect(settings.index_path)
-    try:
-        return [t for (t,) in conn.execute("SELECT text FROM passages")]
-    finally:
-        conn.close()
+    return [t for (t,) in index_rows(settings, "SELECT text FROM passages")]
 
 
 def shown_text(description: str) -> str:
@@ -35,11 +30,12 @@ def shown_text(description: str) -> str:
     return re.sub(r"\\([^0-9A-Za-z\s])", r"\1", text).replace("\u200b", "")
 
 
-def test_ask_defers_then_quotes_passages_verbatim(shipped_index, real_embedder):
-    passages = corpus_passages(shipped_index)
+@both_stores("shipped_store")
+def test_ask_defers_then_quotes_passages_verbatim(shipped_store, real_embedder):
+    passages = corpus_passages(shipped_store)
 
     async def main():
-        async with started_bot(shipped_index, real_embedder) as (bot, fake):
+        async with started_bot(shipped_store, real_embedder) as (bot, fake):
             rec = await fake.send_slash("ask", {"question": QUESTION})
             final = await rec.wait_final(timeout=10)
             # deferred at once, the answer came after

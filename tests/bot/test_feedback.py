@@ -8,20 +8,16 @@ import re
 import sqlite3
 
 from bot import index_store as index_store_module
-from embeddings.feedback import export_feedback
+from embeddings.feedback import export_feedback, export_feedback_from_postgres
 from embeddings.search import DEFAULT_MODE
-from tests.bot.helpers import check_sent, started_bot
+from tests.bot.helpers import both_stores, check_sent, index_rows, started_bot
 from tests.fake_discord import run
 
 QUESTION = "Which cities in the north did the Taliban take?"
 
 
 def feedback(settings) -> list[dict]:
-    conn = sqlite3.connect(settings.index_path)
-    try:
-        rows = conn.execute("SELECT user_id, question, mode, vote, results FROM feedback ORDER BY id").fetchall()
-    finally:
-        conn.close()
+    rows = index_rows(settings, "SELECT user_id, question, mode, vote, results FROM feedback ORDER BY id")
     return [{"user_id": u, "question": q, "mode": m, "vote": v, "results": json.loads(r)} for u, q, m, v, r in rows]
 
 
@@ -42,6 +38,7 @@ def uid(member: dict) -> str:
     return str(member["user"]["id"])
 
 
+@both_stores("fake_index")
 def test_votes_are_stored_as_shown_and_exported(fake_index, fake_embedder, tmp_path):
     async def main():
         async with started_bot(fake_index, fake_embedder) as (bot, fake):
@@ -89,7 +86,11 @@ def test_votes_are_stored_as_shown_and_exported(fake_index, fake_embedder, tmp_p
 
     rows = run(main())
     out = tmp_path / "eval"
-    counts = export_feedback(fake_index.index_path, out)
+    if fake_index.index_url:
+        counts = export_feedback_from_postgres(fake_index.index_url, out)
+        assert not fake_index.index_path.exists()  # votes went to the database, never to a file
+    else:
+        counts = export_feedback(fake_index.index_path, out)
     assert counts["votes"] == 3 and counts["questions"] == 1 and counts["with_relevant"] == 1
     assert counts["stale_judgments"] == 0
     qrels = (out / "qrels.tsv").read_text().splitlines()

@@ -1,5 +1,6 @@
 """The bot follows index runs made outside it (`corpus-bot index` from cron): /ask serves what
-they commit within seconds, and the snapshot it holds does not make the WAL grow without bound.
+they commit within seconds, a question in flight during a swap finishes on its snapshot, and the
+snapshot it holds does not make the WAL grow without bound.
 
 Before, /ask answered from the start-up snapshot until a restart, and that snapshot's read
 transaction kept SQLite from starting the WAL over: it grew by every run."""
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 from embeddings import store
-from tests.bot.helpers import started_bot
+from tests.bot.helpers import GatedEmbedder, both_stores, committed_generation, started_bot
 from tests.bot.processes import index_elsewhere
 from tests.bot.test_reindex import ZEBRA, add_zebra
 from tests.fake_discord import run
@@ -42,6 +43,12 @@ def wal_bytes(settings) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
+def store_env(settings) -> dict[str, str]:
+    """The environment of `corpus-bot` for the index the settings name (file or INDEX_URL)."""
+    return env_for(settings, INDEX_URL=settings.index_url)
+
+
+@both_stores("fake_index")
 def test_ask_answers_from_a_run_of_corpus_bot_index_within_ten_seconds(fake_index, fake_embedder, tmp_path):
     """The real command line (its entry point, with the fake embedder) in another process, while
     the bot serves with its default poll interval."""
@@ -50,7 +57,7 @@ def test_ask_answers_from_a_run_of_corpus_bot_index_within_ten_seconds(fake_inde
     async def main():
         async with started_bot(fake_index, fake_embedder) as (bot, fake):
             assert not await answers(fake, ZEBRA, "zebra")
-            done = await asyncio.to_thread(harness, tmp_path, "index", env=env_for(fake_index))
+            done = await asyncio.to_thread(harness, tmp_path, "index", env=store_env(fake_index))
             assert done.returncode == 0 and "1 changed" in done.stdout, done.stderr[-500:]
             seconds = await until(lambda: answers(fake, ZEBRA, "zebra"), 10)
             print(f"\n/ask answered from the external run {seconds:.2f} s after it ended")
@@ -90,6 +97,41 @@ def test_an_outside_run_the_bot_cannot_serve_leaves_the_previous_index_serving(
             assert bot.serving.index is before and await answers(fake, "Kunduz", "Kunduz")
 
     run(main())
+
+
+@both_stores("fake_index")
+def test_a_question_in_flight_during_a_swap_finishes_on_its_snapshot(fake_index, fake_embedder):
+    """A question held inside the search while an outside run commits and the bot swaps in the new
+    snapshot: it is answered from the old state, whole (the passage texts it quotes are the ones
+    its vectors came from), the old snapshot closes when it ends, and the next question sees the
+    new state."""
+    gated = GatedEmbedder(fake_embedder)
+    gated.gate.set()  # questions pass until the test closes the gate
+
+    async def main():
+        async with started_bot(fake_index, gated, poll_interval=0.1) as (bot, fake):
+            assert not await answers(fake, ZEBRA, "zebra")
+            old = bot.serving._snapshot
+            gated.gate.clear()
+            gated.entered.clear()
+            held = asyncio.create_task(answers(fake, ZEBRA, "zebra"))
+            assert await asyncio.to_thread(gated.entered.wait, 10)  # in the search, on the old snapshot
+            add_zebra(fake_index)
+            report = await asyncio.to_thread(index_elsewhere, fake_index)
+            assert report.changed
+            new = committed_generation(fake_index)
+            await until(lambda: served(bot, new), 10)  # swapped while the question is held
+            assert not old.closed.is_set() and old.users == 1
+            gated.gate.set()
+            assert not await held  # answered from the state it started on
+            await asyncio.wait_for(old.closed.wait(), 5)  # and that snapshot let go once it was done
+            assert await answers(fake, ZEBRA, "zebra")
+
+    run(main())
+
+
+async def served(bot, generation: str) -> bool:
+    return bot.serving.index.meta.get("generation") == generation
 
 
 def add_article(settings, n: int) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from embeddings.config import Settings
 from embeddings.index import run_index
-from tests.bot.helpers import LIVE_MARKUP, check_sent, started_bot, texts_of
+from tests.bot.helpers import LIVE_MARKUP, both_stores, check_sent, in_store, started_bot, texts_of
 from tests.fake_discord import run
 from tests.helpers import FakeEmbedder
 
@@ -86,7 +86,7 @@ def test_hostile_and_giant_passages_render_inert_and_within_limits(hostile_setti
 
 
 @pytest.fixture
-def many_articles(tmp_path, fake_embedder):
+def many_articles(request, tmp_path, fake_embedder):
     corpus = tmp_path / "many"
     corpus.mkdir()
     lines = [
@@ -107,10 +107,10 @@ def many_articles(tmp_path, fake_embedder):
         index_path=tmp_path / "index.sqlite3",
         embedding_model=fake_embedder.name,
     )
-    run_index(settings)
-    return settings
+    return in_store(request, settings)
 
 
+@both_stores("many_articles")
 def test_sources_pages_with_buttons(many_articles, fake_embedder):
     async def main():
         async with started_bot(many_articles, fake_embedder) as (bot, fake):

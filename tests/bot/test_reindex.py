@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from embeddings.index import index_lock, run_index
-from tests.bot.helpers import check_sent, started_bot
+from tests.bot.helpers import both_stores, check_sent, started_bot
 from tests.bot.processes import GatedIndexEmbedder, MemoryHog, killed_at
 from tests.fake_discord import MANAGE_GUILD, run
 from tests.helpers import FakeEmbedder
@@ -91,6 +91,7 @@ def wait_for_file(path: Path, timeout: float = 10) -> None:
         time.sleep(0.01)
 
 
+@both_stores("fake_index")
 def test_reindex_while_serving_one_at_a_time_then_swap(fake_index, fake_embedder, tmp_path):
     gate = tmp_path / "gate"
     add_zebra(fake_index)
