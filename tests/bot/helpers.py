@@ -24,11 +24,11 @@ def both_stores(fixture: str):
     return pytest.mark.parametrize(fixture, STORES, indirect=True)
 
 
-def in_store(request, settings, embedder=None):
-    """settings with their corpus indexed (the fake embedder unless given) in the store the
-    test's parameter names: the SQLite file at settings.index_path, or a fresh PostgreSQL
-    database (settings.index_url) from the `postgres_url` fixture."""
-    if getattr(request, "param", "sqlite") == "postgres":
+def in_store(request, settings, embedder=None, *, store: str | None = None):
+    """settings with their corpus indexed (the fake embedder unless given) in `store`, by default
+    the one the test's parameter names: the SQLite file at settings.index_path, or a fresh
+    PostgreSQL database (settings.index_url) from the `postgres_url` fixture."""
+    if (store or getattr(request, "param", "sqlite")) == "postgres":
         settings = replace(settings, index_url=request.getfixturevalue("postgres_url"))
     index_store(settings).run_index(settings, embedder=embedder or FakeEmbedder())
     return settings
