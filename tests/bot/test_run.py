@@ -40,6 +40,19 @@ def test_token_mistakes_are_one_line(token, message):
         assert TOKEN not in result.output and "1234567890123456789" not in result.output
 
 
+def test_run_serves_the_postgresql_index_of_index_url(monkeypatch):
+    """`corpus-bot run` no longer refuses INDEX_URL: the bot gets the URL (and serves that database:
+    tests/bot/test_shared_index.py and the tests parametrised over both stores)."""
+    import bot.app
+
+    started = []
+    monkeypatch.setattr(bot.app, "run_bot", lambda settings, **_: started.append(settings))
+    url = "postgresql://bot@db.example:5432/corpus"
+    result = CliRunner().invoke(cli, ["run"], env={"INDEX_URL": url, "DISCORD_TOKEN": TOKEN}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert [s.index_url for s in started] == [url]
+
+
 def test_token_rejected_by_discord_is_one_line(tmp_path, restore_logging):
     """The real discord.py login against the fake Discord answering 401 (logs go to stderr first)."""
     fake = FakeDiscord()
