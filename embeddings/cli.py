@@ -65,12 +65,6 @@ def settings_from(ctx: click.Context, *, postgres: bool = False, **overrides) ->
     return settings
 
 
-index_option = click.option(
-    "--index",
-    "index_path",
-    type=click.Path(path_type=Path),
-    help="Index file [INDEX_PATH; relative to the working directory].",
-)
 index_or_url_option = click.option(
     "--index",
     "index_path",
