@@ -7,6 +7,8 @@ import json
 import re
 import sqlite3
 
+import pytest
+
 from bot import index_store as index_store_module
 from embeddings.feedback import export_feedback, export_feedback_from_postgres
 from embeddings.search import DEFAULT_MODE
@@ -155,6 +157,38 @@ def test_vote_errors_are_private_and_the_view_survives(fake_index, fake_embedder
             moved.rename(fake_index.index_path)
 
             # the buttons still work afterwards
+            click = await fake.click(rec, up)
+            assert (await click.wait_final()).content == "Thanks — your vote (👍) was recorded."
+            assert len(feedback(fake_index)) == 1
+
+    run(main())
+
+
+@pytest.mark.parametrize("fake_index", ["postgres"], indirect=True)
+def test_a_vote_the_database_cannot_take_is_a_private_apology(fake_index, fake_embedder, monkeypatch):
+    """PostgreSQL away (a restart, the network): the voter is told privately, the details go to
+    the log, and the next vote is stored once the database answers again. (The file's version:
+    test_vote_errors_are_private_and_the_view_survives.)"""
+    import psycopg
+
+    import embeddings.feedback
+
+    async def main():
+        async with started_bot(fake_index, fake_embedder) as (bot, fake):
+            rec = await fake.send_slash("ask", {"question": QUESTION})
+            up = vote_buttons((await rec.wait_final(timeout=10)).data)["👍"]["custom_id"]
+
+            def away(*args, **kwargs):
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+            with monkeypatch.context() as m:
+                m.setattr(embeddings.feedback, "record_feedback_in_postgres", away)
+                click = await fake.click(rec, up)
+                reply = await click.wait_final()
+            assert reply.ephemeral and reply.content == (
+                "Your vote could not be recorded: the index database cannot be written right now; "
+                "please try again later."
+            )
             click = await fake.click(rec, up)
             assert (await click.wait_final()).content == "Thanks — your vote (👍) was recorded."
             assert len(feedback(fake_index)) == 1

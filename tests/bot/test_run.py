@@ -53,6 +53,35 @@ def test_run_serves_the_postgresql_index_of_index_url(monkeypatch):
     assert [s.index_url for s in started] == [url]
 
 
+def test_an_unreachable_index_url_stops_the_start_with_one_line(tmp_path, restore_logging):
+    """The real start against the fake Discord, with INDEX_URL naming a port nothing listens on:
+    one Error line naming the database (never its password), no traceback."""
+    pytest.importorskip("psycopg", reason="needs the postgres extra")
+    fake = FakeDiscord()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(fake.start(), loop).result(5)
+        settings = replace(
+            Settings.from_env({}),
+            discord_token=TOKEN,
+            index_path=tmp_path / "none.sqlite3",
+            index_url="postgresql://bot:s3cret@127.0.0.1:1/corpus",
+        )
+        with fake.patched():
+            result = invoke(settings)
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    assert result.exit_code == 1
+    last = result.output.rstrip("\n").split("\n")[-1]
+    assert last.startswith("Error: cannot connect to the PostgreSQL index at postgresql://bot@127.0.0.1:1/corpus"), last
+    assert "check INDEX_URL" in last
+    assert "Traceback" not in result.output and "s3cret" not in result.output and TOKEN not in result.output
+
+
 def test_token_rejected_by_discord_is_one_line(tmp_path, restore_logging):
     """The real discord.py login against the fake Discord answering 401 (logs go to stderr first)."""
     fake = FakeDiscord()
