@@ -104,14 +104,14 @@ class PostgresIndex:
     there is no WAL to checkpoint and no derived copy to follow."""
 
     def __init__(self) -> None:
-        import psycopg  # the postgres extra; store.connect says how to install it when missing
-
+        try:
+            import psycopg
+        except ImportError:  # no postgres extra: the first connect says how to install it
+            self.read_errors: tuple[type[BaseException], ...] = (ConfigError,)
+            self._vote_errors: tuple[type[BaseException], ...] = (ConfigError,)
+            return
         # A server that went away (restart, network): the held snapshot's connection is gone.
-        self.read_errors: tuple[type[BaseException], ...] = (
-            psycopg.OperationalError,
-            psycopg.InterfaceError,
-            ConfigError,
-        )
+        self.read_errors = (psycopg.OperationalError, psycopg.InterfaceError, ConfigError)
         self._vote_errors = (psycopg.Error, ConfigError)
 
     def location(self, settings: Settings) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from dataclasses import replace
 
@@ -53,10 +54,23 @@ def test_run_serves_the_postgresql_index_of_index_url(monkeypatch):
     assert [s.index_url for s in started] == [url]
 
 
-def test_an_unreachable_index_url_stops_the_start_with_one_line(tmp_path, restore_logging):
-    """The real start against the fake Discord, with INDEX_URL naming a port nothing listens on:
-    one Error line naming the database (never its password), no traceback."""
-    pytest.importorskip("psycopg", reason="needs the postgres extra")
+@pytest.mark.parametrize(
+    ("installed", "message"),
+    [
+        (True, "Error: cannot connect to the PostgreSQL index at postgresql://bot@127.0.0.1:1/corpus"),
+        (False, "Error: a postgresql:// index needs the postgres extra: pip install 'corpus-bot[postgres]'"),
+    ],
+)
+def test_an_index_url_the_bot_cannot_use_stops_the_start_with_one_line(
+    tmp_path, restore_logging, monkeypatch, installed, message
+):
+    """The real start against the fake Discord, with INDEX_URL naming a port nothing listens on,
+    or without the postgres extra: one Error line that says what to do, never the password, no
+    traceback."""
+    if installed:
+        pytest.importorskip("psycopg", reason="needs the postgres extra")
+    else:
+        monkeypatch.setitem(sys.modules, "psycopg", None)  # what `import psycopg` meets without the extra
     fake = FakeDiscord()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -77,8 +91,7 @@ def test_an_unreachable_index_url_stops_the_start_with_one_line(tmp_path, restor
         thread.join(5)
     assert result.exit_code == 1
     last = result.output.rstrip("\n").split("\n")[-1]
-    assert last.startswith("Error: cannot connect to the PostgreSQL index at postgresql://bot@127.0.0.1:1/corpus"), last
-    assert "check INDEX_URL" in last
+    assert last.startswith(message), last
     assert "Traceback" not in result.output and "s3cret" not in result.output and TOKEN not in result.output
 
 
