@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 
@@ -14,6 +15,15 @@ def fake_index(request, fake_settings, fake_embedder):
     """The shipped corpus (writable copy) indexed with the fake embedder, in the SQLite file, or in
     a PostgreSQL database of its own when a test is parametrised with `both_stores("fake_index")`."""
     return in_store(request, fake_settings)
+
+
+@pytest.fixture
+def no_index(request, fake_settings):
+    """Settings naming an index that does not exist yet: no file at index_path, or an empty
+    PostgreSQL database when parametrised with `both_stores("no_index")`."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        return replace(fake_settings, index_url=request.getfixturevalue("postgres_url"))
+    return fake_settings
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from dataclasses import replace
 import pytest
 
 from embeddings.config import Settings
-from embeddings.index import run_index
 from tests.bot.helpers import LIVE_MARKUP, both_stores, check_sent, in_store, started_bot, texts_of
 from tests.fake_discord import run
 from tests.helpers import FakeEmbedder
@@ -28,7 +27,7 @@ class WideEmbedder(FakeEmbedder):
 
 
 @pytest.fixture
-def hostile_settings(tmp_path):
+def hostile_settings(request, tmp_path):
     corpus = tmp_path / "hostile"
     corpus.mkdir()
     giant = " ".join(f"Kunduz sentence number {i} keeps going with more words about the siege." for i in range(900))
@@ -51,10 +50,10 @@ def hostile_settings(tmp_path):
         embedding_model=WideEmbedder.name,
     )
     embedder = WideEmbedder()
-    run_index(settings, embedder=embedder)
-    return settings, embedder
+    return in_store(request, settings, embedder), embedder
 
 
+@both_stores("hostile_settings")
 def test_hostile_and_giant_passages_render_inert_and_within_limits(hostile_settings):
     settings, embedder = hostile_settings
 

@@ -161,9 +161,10 @@ def test_failed_runs_keep_the_old_index_and_say_why(fake_index, fake_embedder):
     run(main())
 
 
-def test_bot_starts_without_an_index_and_reindex_builds_it(fake_settings, fake_embedder):
+@both_stores("no_index")
+def test_bot_starts_without_an_index_and_reindex_builds_it(no_index, fake_embedder):
     async def main():
-        async with started_bot(fake_settings, fake_embedder) as (bot, fake):
+        async with started_bot(no_index, fake_embedder) as (bot, fake):
             rec = await fake.send_slash("ask", {"question": "Kunduz"})
             ev = await rec.wait_final()
             assert rec.callback_type == 4 and ev.ephemeral and "There is no index yet" in ev.content
