@@ -105,8 +105,23 @@ def test_a_reindex_in_one_bot_is_served_by_the_other(postgres_index, fake_embedd
             seconds = await until(lambda: answers_in(fake, guilds[1], ZEBRA, "zebra"), BOUND_S)
             print(f"\nthe other bot answered from the /reindex {seconds:.2f} s after it finished")
             assert bots[1].serving.job is None  # it ran nothing itself
+            # The replaced snapshots ended their transactions: one open per bot, none left behind
+            # to hold back VACUUM.
+            assert backends(postgres_index.index_url, "idle in transaction") == 2
 
     run(main(), timeout=60)
+
+
+def backends(url: str, state: str) -> int:
+    """Connections to url's database in `state` (other than the one asking)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND state = %s AND pid <> pg_backend_pid()",
+            (state,),
+        ).fetchone()[0]
 
 
 def terminate(url: str, state: str) -> int:
