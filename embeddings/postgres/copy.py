@@ -32,6 +32,7 @@ from ..config import Settings
 from ..errors import ConfigError, IndexMissingError, IndexRefusedError, ModelMismatchError, NotAnIndexError
 from ..index import IndexReport, Progress
 from ..migrations import SCHEMA_VERSION, VECTOR_DTYPE, too_new
+from ..words import WORD
 from . import halfvec, store
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -271,16 +272,28 @@ def _source_articles(src: sqlite3.Connection, skipped: set[str]) -> Iterator[lis
         yield [row for row in batch if row[1] not in skipped]
 
 
-# A passage's keyword document and word counts, as store.insert_article writes them.
+# A passage's keyword document and word counts, as store.insert_article writes them; each
+# tsvector is computed once (OFFSET 0 keeps the planner from copying the expression into every
+# use), and an article's context once for all its passages.
 _WORDS = "(SELECT coalesce(sum(array_length(positions, 1)), 0) FROM unnest({}))"
+_CONTEXTS = f"""
+CREATE TEMP TABLE copy_context_docs ON COMMIT DROP AS
+SELECT article_id, setweight(c, 'B') AS c, {_WORDS.format("c")} AS words
+FROM (SELECT article_id, to_tsvector('{store.TEXT_SEARCH_CONFIG}', words) AS c FROM copy_contexts OFFSET 0) x
+"""
 _INSERT_PASSAGES = f"""
 INSERT INTO passages(id, article_id, position, text, embedded_hash, embedding, search, text_words, context_words)
 SELECT p.id, p.article_id, p.position, p.text, p.embedded_hash, p.embedding,
-       setweight(d.t, 'A') || setweight(d.c, 'B'), {_WORDS.format("d.t")}, {_WORDS.format("d.c")}
-FROM copy_passages p JOIN copy_contexts x ON x.article_id = p.article_id,
-     LATERAL (SELECT to_tsvector('{store.TEXT_SEARCH_CONFIG}', p.words) AS t,
-                     to_tsvector('{store.TEXT_SEARCH_CONFIG}', x.words) AS c) d
+       setweight(d.t, 'A') || x.c, {_WORDS.format("d.t")}, x.words
+FROM copy_passages p JOIN copy_context_docs x ON x.article_id = p.article_id,
+     LATERAL (SELECT to_tsvector('{store.TEXT_SEARCH_CONFIG}', p.words) AS t OFFSET 0) d
 """
+
+
+def _keyword_text(text: str) -> str:
+    """store.keyword_text, at once for ASCII text: casefolding and removing diacritics leave it as is
+    but for the case, which WORD's matches then only need lowered."""
+    return " ".join(WORD.findall(text.casefold())) if text.isascii() else store.keyword_text(text)
 
 
 def _copy_articles_and_passages(conn, src, skipped, dimension, progress, tick, report) -> None:
@@ -315,7 +328,7 @@ def _copy_articles_and_passages(conn, src, skipped, dimension, progress, tick, r
         with conn.cursor().copy("COPY copy_contexts FROM STDIN") as copy:
             for row in batch:
                 authors = tuple(json.loads(row[6]))
-                copy.write_row((row[0], store.keyword_text(store.context_of(row[4], row[5], authors))))
+                copy.write_row((row[0], _keyword_text(store.context_of(row[4], row[5], authors))))
         with conn.cursor().copy("COPY copy_passages FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["int8", "int8", "int4", "text", "text", halfvec_oid, "text"])
             for row in batch:
@@ -329,7 +342,7 @@ def _copy_articles_and_passages(conn, src, skipped, dimension, progress, tick, r
                 vectors = np.frombuffer(blob, VECTOR_DTYPE).reshape(count, dimension)
                 for (pid, position, text, text_hash), vector in zip(passages, vectors):
                     copy.write_row(
-                        (pid, article_id, position, text, text_hash, halfvec.HalfVec(vector), store.keyword_text(text))
+                        (pid, article_id, position, text, text_hash, halfvec.HalfVec(vector), _keyword_text(text))
                     )
                 progress.passages_copied += count
         progress.articles_copied += len(batch)
@@ -337,6 +350,8 @@ def _copy_articles_and_passages(conn, src, skipped, dimension, progress, tick, r
         if time.monotonic() - last > 1:
             last = time.monotonic()
             tick()
+    conn.execute(_CONTEXTS)
+    conn.execute("ANALYZE copy_passages, copy_context_docs")  # else the planner guesses a nested loop
     conn.execute(_INSERT_PASSAGES)
     for table in ("articles", "passages"):
         conn.execute(
