@@ -123,6 +123,8 @@ def test_a_target_holding_an_index_is_refused_unless_rebuild_replaces_it(fake_se
         fake_settings, "index", "--from", str(fake_settings.index_path), "--index", postgres_url, "--rebuild"
     )
     assert replaced.exit_code == 0, replaced.output
+    assert "copying: 5 articles" in replaced.stderr and "indexing: building the search indexes" in replaced.stderr
+    assert replaced.stdout.startswith(f"copied from {fake_settings.index_path} (no model loaded)\n5 added, 0 changed")
     assert _keys(postgres_url) == held - {"zz_zebra.txt"} and old.name in held
 
 

@@ -64,6 +64,8 @@ class CopyProgress(Progress):
             return f"indexing: building the search indexes of {self.passages_copied} passages"
         if self.stage != "copying":
             return self.stage
+        if not self.passages_copied:
+            return f"copying: {self.articles_total} articles, {self.copy_total} passages"
         rate = self.passages_copied / self.elapsed if self.elapsed > 0 else 0.0
         return (
             f"copying: {self.articles_copied}/{self.articles_total} articles, "
