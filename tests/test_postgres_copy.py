@@ -211,3 +211,38 @@ def test_a_killed_copy_leaves_the_target_as_it_was_or_the_copy_never_a_mix(
     assert _sha256(source) == before
     copy_index(fake_settings, source, postgres_url, rebuild=True)  # the killed copy's lock is gone
     assert _keys(postgres_url) == new
+
+
+def test_a_server_error_is_one_line_and_the_target_stays_as_it_was(
+    fake_settings, fake_embedder, postgres_url, monkeypatch
+):
+    from embeddings.errors import IndexWriteError
+    from embeddings.postgres import copy
+
+    run_sqlite_index(fake_settings, embedder=fake_embedder)
+    monkeypatch.setattr(copy, "_copy_runs", lambda conn, src: conn.execute("SELECT 1 / 0"))
+    with pytest.raises(IndexWriteError, match="could not copy into the PostgreSQL index at .*division by zero"):
+        copy_index(fake_settings, fake_settings.index_path, postgres_url)
+    assert _keys(postgres_url) == set()
+
+
+def test_an_index_build_that_fails_is_made_again_with_the_servers_own_settings(
+    fake_settings, fake_embedder, postgres_url, monkeypatch
+):
+    """A parallel HNSW build can run out of shared memory where /dev/shm is small (containers)."""
+    from embeddings.postgres import copy
+
+    run_sqlite_index(fake_settings, embedder=fake_embedder)
+    failed = []
+
+    def out_of_shared_memory(conn, passages):
+        if not failed:
+            failed.append(passages)
+            conn.execute("SELECT 1 / 0")
+
+    monkeypatch.setattr(copy, "_build_memory", out_of_shared_memory)
+    copy_index(fake_settings, fake_settings.index_path, postgres_url)
+    assert failed and len(_keys(postgres_url)) == 5
+    with store.connect(postgres_url) as conn:
+        indexes = {name for (name,) in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'passages'")}
+    assert {"passages_embedding", "passages_search", "passages_embedded_hash"} <= indexes

@@ -20,6 +20,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,14 @@ from .. import index as job
 from .. import store as sqlite_store
 from .. import word_vectors
 from ..config import Settings
-from ..errors import ConfigError, IndexMissingError, IndexRefusedError, ModelMismatchError, NotAnIndexError
+from ..errors import (
+    ConfigError,
+    IndexMissingError,
+    IndexRefusedError,
+    IndexWriteError,
+    ModelMismatchError,
+    NotAnIndexError,
+)
 from ..index import IndexReport, Progress
 from ..migrations import SCHEMA_VERSION, VECTOR_DTYPE, too_new
 from ..words import WORD
@@ -97,13 +105,28 @@ def copy_index(
             )
         conn = store.connect(url)
         try:
-            with store.index_lock(conn, url):
+            with store.index_lock(conn, url), _write_errors(url):
                 _write(conn, url, src, meta, set(skipped), report, rebuild, on_progress, started_wall, started)
         finally:
             conn.close()
         return report
     finally:
         src.close()
+
+
+@contextmanager
+def _write_errors(url: str) -> Iterator[None]:
+    """The server's refusal of the copy (a full disk, a cancelled statement, a lost connection) as
+    one line: the transaction did not commit, so the target is as it was."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise IndexWriteError(
+            f"could not copy into the PostgreSQL index at {store.shown(url)}: {store._first_line(exc)}; "
+            "nothing was copied, the index is as it was"
+        ) from None
 
 
 def open_source(path: str | Path) -> sqlite3.Connection:
@@ -196,7 +219,6 @@ def _write(conn, url, src, meta, skipped, report, rebuild, on_progress, started_
     with conn.transaction():
         _make_room(conn, url, meta, rebuild)
         store.ensure_vector_index(conn, dimension)
-        conn.execute("SET LOCAL maintenance_work_mem = '256MB'")  # builds the HNSW graph in memory
         rebuilt = _drop_secondary_indexes(conn)
         tick()
         _copy_articles_and_passages(conn, src, skipped, dimension, progress, tick, report)
@@ -259,8 +281,37 @@ def _drop_secondary_indexes(conn) -> list[str]:
 def after_bulk_load(conn, index_definitions: list[str]) -> None:
     """What follows loading rows with COPY, in the same transaction: the dropped indexes made again
     over every row at once. Tables derived from passages are filled here too, from all of them."""
+    import psycopg
+
+    passages = store.passage_count(conn)
     for definition in index_definitions:
-        conn.execute(definition)
+        try:
+            with conn.transaction():  # a savepoint: a failed build is tried again below
+                _build_memory(conn, passages)
+                conn.execute(definition)
+        except psycopg.errors.QueryCanceled:
+            raise
+        except psycopg.Error:
+            # A parallel build takes its memory as shared memory, which some servers have little
+            # of (a container's /dev/shm): build it again with the server's own settings, alone.
+            conn.execute("SET LOCAL max_parallel_maintenance_workers = 0")
+            conn.execute("RESET maintenance_work_mem")
+            conn.execute(definition)
+
+
+# Memory for building an index in one go, per passage: an HNSW graph that outgrows
+# maintenance_work_mem is finished on disk, several times slower. Never below the server's setting.
+BUILD_BYTES_PER_PASSAGE = 2048
+MAX_BUILD_MEMORY_MB = 1024
+
+
+def _build_memory(conn, passages: int) -> None:
+    wanted_kb = min(passages * BUILD_BYTES_PER_PASSAGE // 1024, MAX_BUILD_MEMORY_MB * 1024)
+    current_kb = conn.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'maintenance_work_mem'").fetchone()[
+        0
+    ]
+    if wanted_kb > current_kb:
+        conn.execute(f"SET LOCAL maintenance_work_mem = '{int(wanted_kb)}kB'")
 
 
 def _source_articles(src: sqlite3.Connection, skipped: set[str]) -> Iterator[list[tuple]]:
