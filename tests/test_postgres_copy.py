@@ -246,3 +246,33 @@ def test_an_index_build_that_fails_is_made_again_with_the_servers_own_settings(
     with store.connect(postgres_url) as conn:
         indexes = {name for (name,) in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'passages'")}
     assert {"passages_embedding", "passages_search", "passages_embedded_hash"} <= indexes
+
+
+def test_the_real_models_index_copied_answers_as_the_file_and_keeps_the_models_identity(
+    shipped_index, real_embedder, postgres_url
+):
+    from embeddings.postgres.search import load_search_index
+    from embeddings.query_model import check_query_embedder
+    from embeddings.search.search_index import SearchIndex
+
+    source = shipped_index.index_path
+    before = _sha256(source)
+    copy_index(shipped_index, source, postgres_url)
+    assert _sha256(source) == before
+    options = {"model_name": shipped_index.embedding_model, "weak_score": shipped_index.weak_score}
+    postgres, sqlite = load_search_index(postgres_url, **options), SearchIndex.load(source, **options)
+    try:
+        for key in ("model", "model_hash", "probe_vector", "dimension", "generation"):
+            assert postgres.meta.get(key) == sqlite.meta.get(key), key
+        assert postgres.meta.get("probe_vector") and postgres.meta.get("model_hash")
+        check_query_embedder(real_embedder, postgres.meta)  # the query model is verified against the copy
+        for question in QUESTIONS:
+            for mode in ("vector", "keyword", "hybrid"):
+                got = postgres.search(question, real_embedder, k=5, mode=mode).results
+                want = sqlite.search(question, real_embedder, k=5, mode=mode).results
+                assert want and [(r.article.key, r.position, r.text) for r in got] == [
+                    (r.article.key, r.position, r.text) for r in want
+                ], (question, mode)
+    finally:
+        postgres.close()
+        sqlite.close()
