@@ -276,3 +276,22 @@ def test_the_real_models_index_copied_answers_as_the_file_and_keeps_the_models_i
     finally:
         postgres.close()
         sqlite.close()
+
+
+def test_the_file_is_copied_as_it_was_when_the_copy_began(fake_settings, fake_embedder, postgres_url):
+    """An index run that commits to the file during the copy is not seen half-done: the copy holds
+    the file's state at its start (one read snapshot), and the next copy the new state."""
+    run_sqlite_index(fake_settings, embedder=fake_embedder)
+    before = set(run_sqlite_index(fake_settings, embedder=fake_embedder).unchanged)
+    add_zebra_article(fake_settings.corpus_dir)
+    written = []
+
+    def index_the_file_meanwhile(progress):
+        if not written:
+            written.append(run_sqlite_index(fake_settings, embedder=fake_embedder).added)
+
+    report = copy_index(fake_settings, fake_settings.index_path, postgres_url, on_progress=index_the_file_meanwhile)
+    assert written == [["zz_zebra.txt"]]
+    assert set(report.added) == _keys(postgres_url) == before
+    copy_index(fake_settings, fake_settings.index_path, postgres_url, rebuild=True)
+    assert _keys(postgres_url) == before | {"zz_zebra.txt"}
