@@ -295,3 +295,26 @@ def test_the_file_is_copied_as_it_was_when_the_copy_began(fake_settings, fake_em
     assert set(report.added) == _keys(postgres_url) == before
     copy_index(fake_settings, fake_settings.index_path, postgres_url, rebuild=True)
     assert _keys(postgres_url) == before | {"zz_zebra.txt"}
+
+
+def test_a_rebuild_copy_gives_up_on_a_target_being_read_with_one_line(
+    fake_settings, fake_embedder, postgres_url, monkeypatch
+):
+    from embeddings.errors import IndexWriteError
+    from embeddings.postgres import copy
+    from embeddings.postgres.search import load_search_index
+
+    monkeypatch.setattr(copy, "LOCK_WAIT_S", 1)
+    run_sqlite_index(fake_settings, embedder=fake_embedder)
+    run_index(fake_settings, postgres_url, embedder=fake_embedder)
+    held = _keys(postgres_url)
+    reader = load_search_index(postgres_url, model_name=fake_embedder.name, weak_score=0.2)  # holds a snapshot
+    try:
+        with pytest.raises(IndexWriteError, match="is being read .*run the copy again"):
+            copy_index(fake_settings, fake_settings.index_path, postgres_url, rebuild=True)
+        assert reader.search("kunduz", fake_embedder, k=3).results  # the reader was not disturbed
+    finally:
+        reader.close()
+    assert _keys(postgres_url) == held
+    copy_index(fake_settings, fake_settings.index_path, postgres_url, rebuild=True)  # reads ended
+    assert _keys(postgres_url) == held

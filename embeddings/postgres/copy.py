@@ -44,6 +44,7 @@ from ..words import WORD
 from . import halfvec, store
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+LOCK_WAIT_S = 10  # how long the copy waits for reads of the target under way before giving up
 BATCH_ARTICLES = 2_000  # articles read from the file per step: bounded memory at any index size
 
 
@@ -122,6 +123,11 @@ def _write_errors(url: str) -> Iterator[None]:
 
     try:
         yield
+    except psycopg.errors.LockNotAvailable:
+        raise IndexWriteError(
+            f"the PostgreSQL index at {store.shown(url)} is being read (a reader held its passages for "
+            f"{LOCK_WAIT_S}s); nothing was copied: run the copy again when the reads end"
+        ) from None
     except psycopg.Error as exc:
         raise IndexWriteError(
             f"could not copy into the PostgreSQL index at {store.shown(url)}: {store._first_line(exc)}; "
@@ -218,8 +224,12 @@ def _write(conn, url, src, meta, skipped, report, rebuild, on_progress, started_
 
     with conn.transaction():
         _make_room(conn, url, meta, rebuild)
+        # Dropping the indexes waits for reads under way and makes new ones wait behind it: give
+        # up after a while rather than stall every question while a long read runs.
+        conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_S}s'")
         store.ensure_vector_index(conn, dimension)
         rebuilt = _drop_secondary_indexes(conn)
+        conn.execute("SET LOCAL lock_timeout = 0")
         tick()
         _copy_articles_and_passages(conn, src, skipped, dimension, progress, tick, report)
         job._fault_point("mid-write")
