@@ -318,3 +318,24 @@ def test_a_rebuild_copy_gives_up_on_a_target_being_read_with_one_line(
     assert _keys(postgres_url) == held
     copy_index(fake_settings, fake_settings.index_path, postgres_url, rebuild=True)  # reads ended
     assert _keys(postgres_url) == held
+
+
+def test_a_damaged_record_leaves_its_whole_file_for_the_next_run(fake_settings, fake_embedder, postgres_url):
+    """The next run re-reads a file only when none of it is stored: a file's records go together."""
+    records = [{"id": "r1", "title": "Harbour story", "text": "The harbour plan was approved by the town."}]
+    records += [{"id": "r9", "title": "Market story", "text": "The market reopened on Monday after the floods."}]
+    (fake_settings.corpus_dir / "feed.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    run_sqlite_index(fake_settings, embedder=fake_embedder)
+    with sqlite3.connect(fake_settings.index_path) as conn:
+        conn.execute(
+            "UPDATE article_vectors SET vectors = zeroblob(length(vectors)) "
+            "WHERE article_id = (SELECT id FROM articles WHERE key = 'feed.jsonl#r9')"
+        )
+    conn.close()
+    report = copy_index(fake_settings, fake_settings.index_path, postgres_url)
+    warnings = dict(report.warnings)
+    assert set(warnings) == {"feed.jsonl#r1", "feed.jsonl#r9"}
+    assert warnings["feed.jsonl#r9"].startswith("its stored vectors are damaged (1 of its 1 vectors are not unit")
+    assert warnings["feed.jsonl#r1"].startswith("another article of its file has damaged vectors; not copied")
+    following = run_index(fake_settings, postgres_url, embedder=fake_embedder)
+    assert following.added == ["feed.jsonl#r1", "feed.jsonl#r9"] and len(following.unchanged) == 5

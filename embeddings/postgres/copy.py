@@ -95,24 +95,27 @@ def copy_index(
     src = open_source(source)
     source = Path(source)
     try:
-        src.execute("BEGIN")  # one snapshot for every read below
-        meta = sqlite_store.read_meta(src)
-        _check_source(src, meta, source, settings)
-        skipped = _damaged_files(src)
-        report = CopyReport(model=meta["model"], copied_from=str(source))
-        for key, why in sorted(skipped.items()):
-            report.warnings.append(
-                (key, f"its stored vectors are damaged ({why}); not copied: the next `corpus-bot index` embeds it")
-            )
-        conn = store.connect(url)
-        try:
-            with store.index_lock(conn, url), _write_errors(url):
-                _write(conn, url, src, meta, set(skipped), report, rebuild, on_progress, started_wall, started)
-        finally:
-            conn.close()
-        return report
+        with sqlite_store.damage_reported(source):  # the file turns out damaged while being read
+            return _copy(settings, src, source, url, rebuild, on_progress, started_wall, started)
     finally:
         src.close()
+
+
+def _copy(settings, src, source: Path, url: str, rebuild, on_progress, started_wall, started) -> CopyReport:
+    src.execute("BEGIN")  # one snapshot for every read below
+    meta = sqlite_store.read_meta(src)
+    _check_source(src, meta, source, settings)
+    skipped = _damaged_files(src)
+    report = CopyReport(model=meta["model"], copied_from=str(source))
+    for key, why in sorted(skipped.items()):
+        report.warnings.append((key, f"{why}; not copied: the next `corpus-bot index` embeds it"))
+    conn = store.connect(url)
+    try:
+        with store.index_lock(conn, url), _write_errors(url):
+            _write(conn, url, src, meta, set(skipped), report, rebuild, on_progress, started_wall, started)
+    finally:
+        conn.close()
+    return report
 
 
 @contextmanager
@@ -203,7 +206,9 @@ def _damaged_files(src: sqlite3.Connection) -> dict[str, str]:
         return {}
     files = {file for key, file in src.execute("SELECT key, file FROM articles") if key in damaged}
     return {
-        key: damaged.get(key, "another article of its file is damaged")
+        key: f"its stored vectors are damaged ({damaged[key]})"
+        if key in damaged
+        else "another article of its file has damaged vectors"
         for key, file in src.execute("SELECT key, file FROM articles")
         if file in files
     }
