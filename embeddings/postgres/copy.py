@@ -234,7 +234,7 @@ def _write(conn, url, src, meta, skipped, report, rebuild, on_progress, started_
         conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_S}s'")
         store.ensure_vector_index(conn, dimension)
         rebuilt = _drop_secondary_indexes(conn)
-        conn.execute("SET LOCAL lock_timeout = 0")
+        conn.execute("SET LOCAL lock_timeout TO DEFAULT")
         tick()
         _copy_articles_and_passages(conn, src, skipped, dimension, progress, tick, report)
         job._fault_point("mid-write")
