@@ -6,8 +6,8 @@ from dataclasses import replace
 import pytest
 
 from embeddings import store
-from embeddings.errors import IndexBusyError, IndexRefusedError
-from embeddings.index import index_lock, run_index
+from embeddings.errors import IndexRefusedError
+from embeddings.index import run_index
 from embeddings.migrations import SCHEMA_VERSION
 
 SHIPPED = sorted(
@@ -74,12 +74,6 @@ def test_a_file_that_turns_bad_keeps_its_previous_version(fake_settings):
 def test_missing_corpus_folder_is_a_clear_error(fake_settings, tmp_path):
     with pytest.raises(IndexRefusedError, match="does not exist"):
         run_index(replace(fake_settings, corpus_dir=tmp_path / "nope"))
-
-
-def test_a_second_run_while_one_holds_the_lock_is_told_it_is_busy(fake_settings):
-    with index_lock(fake_settings.index_path), pytest.raises(IndexBusyError, match="in progress"):
-        run_index(fake_settings)
-    run_index(fake_settings)  # the lock is released afterwards
 
 
 def test_progress_reports_files_and_passages(fake_settings):

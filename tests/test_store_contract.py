@@ -1,12 +1,13 @@
 """The contract both stores keep, through the CLI: the same commands give the same documented
 shapes whether the index is an SQLite file (INDEX_PATH) or a PostgreSQL database (INDEX_URL), and
 the index job keeps the same guarantees (incremental by content hash, renames, duplicates, the
-removal, empty-run and model guards). Each test runs once per store; a store's own guarantees
-(locks, killed runs, damaged files) are tested in its own files."""
+removal, empty-run and model guards, one run at a time). Each test runs once per store; a store's
+own guarantees (killed runs, damaged files, URLs) are tested in its own files."""
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import pytest
 from click.testing import CliRunner
@@ -217,3 +218,32 @@ def test_another_model_is_refused_unless_rebuild(run):
     rebuilt = json.loads(run("index", "--rebuild", "--json", EMBEDDING_MODEL="another-model").output)
     assert rebuilt["changed"] == SHIPPED and rebuilt["passages_embedded"] == rebuilt["passages_total"]
     assert json.loads(run("stats", "--json", EMBEDDING_MODEL="another-model").output)["model"] == "another-model"
+
+
+@contextmanager
+def _another_run_holds_the_lock(store, fake_settings):
+    """The lock an index run holds: a file lock beside the index file, an advisory lock on the
+    database (taken from another connection, as from another host)."""
+    if store[0] == "sqlite":
+        from embeddings.index import index_lock
+
+        with index_lock(fake_settings.index_path):
+            yield
+        return
+    from embeddings.postgres import store as postgres_store
+
+    url = store[1]["INDEX_URL"]
+    with postgres_store.connect(url) as other_host, postgres_store.index_lock(other_host, url):
+        yield
+
+
+def test_one_index_run_at_a_time(run, store, fake_settings):
+    with _another_run_holds_the_lock(store, fake_settings):
+        busy = run("index")
+        assert busy.exit_code == 1
+        assert_one_error_line(busy.output, "another index run is")
+        # Nothing was written: no index, or (the holder's connection made the schema) no article.
+        listed = run("sources", "--json")
+        assert listed.exit_code == 1 or json.loads(listed.output)["articles"] == []
+    assert run("index").exit_code == 0  # the lock is released with its holder
+    assert len(_paths(run)) == 5
