@@ -132,15 +132,37 @@ class ProgressReporter:
     help="Confirm a run that removes more than half of the indexed articles (refused otherwise: "
     "most often CORPUS_DIR points at the wrong folder).",
 )
+@click.option(
+    "--from",
+    "copy_from",
+    help="Copy this index file (such as data/index.sqlite3) into the PostgreSQL index of --index "
+    "or INDEX_URL, without embedding anything; into an index that is empty unless --rebuild.",
+)
 @json_option
 @click.pass_context
-def index_command(ctx, corpus_dir, index_path, rebuild, allow_removals, as_json):
+def index_command(ctx, corpus_dir, index_path, rebuild, allow_removals, copy_from, as_json):
     """Index the corpus folder: only new or changed articles are embedded."""
     from .index import run_index
 
     settings = settings_from(ctx, postgres=True, corpus_dir=corpus_dir, index_path=index_path)
     with user_errors():
-        if settings.index_url:
+        if copy_from is not None:
+            from .postgres.copy import copy_index, open_source
+
+            if not settings.index_url:
+                open_source(copy_from).close()  # a bad --from is named first
+                raise click.ClickException(
+                    "--from copies an index file into a PostgreSQL index: give --index postgresql://... "
+                    "(or set INDEX_URL)"
+                )
+            report = copy_index(
+                settings,
+                copy_from,
+                settings.index_url,
+                rebuild=rebuild,
+                on_progress=None if as_json else ProgressReporter(),
+            )
+        elif settings.index_url:
             from .postgres.indexing import run_index as run_postgres_index
 
             report = run_postgres_index(

@@ -6,8 +6,8 @@ from dataclasses import replace
 import pytest
 
 from embeddings import store
-from embeddings.errors import IndexBusyError, IndexRefusedError, ModelMismatchError
-from embeddings.index import index_lock, run_index
+from embeddings.errors import IndexRefusedError
+from embeddings.index import run_index
 from embeddings.migrations import SCHEMA_VERSION
 
 SHIPPED = sorted(
@@ -44,32 +44,6 @@ def test_first_run_indexes_every_article(fake_settings, fake_embedder):
     assert store.last_run(conn)["report"]["added"] == SHIPPED
 
 
-def test_rerun_on_unchanged_corpus_embeds_nothing(fake_settings, fake_embedder):
-    run_index(fake_settings)
-    before = fake_embedder.texts_embedded
-    report = run_index(fake_settings)
-    assert report.unchanged == SHIPPED
-    assert report.passages_embedded == 0 and fake_embedder.texts_embedded == before
-    assert report.added == report.changed == report.removed == []
-
-
-def test_changed_and_removed_files_are_the_only_work(fake_settings, fake_embedder):
-    run_index(fake_settings)
-    corpus = fake_settings.corpus_dir
-    changed = corpus / SHIPPED[2]
-    changed.write_text(changed.read_text() + "\n\nA zebra crossing appeared in Kunduz overnight, residents said.\n")
-    (corpus / SHIPPED[4]).unlink()
-    before = fake_embedder.texts_embedded
-    report = run_index(fake_settings)
-    assert report.changed == [SHIPPED[2]]
-    assert report.removed == [SHIPPED[4]]
-    assert report.unchanged == [SHIPPED[0], SHIPPED[1], SHIPPED[3]]
-    assert fake_embedder.texts_embedded - before == report.passages_embedded + 1  # and the probe text
-    texts = passages_of(fake_settings)
-    assert any("zebra crossing" in t for _, t in texts)
-    assert not any(k == SHIPPED[4] for k, _ in texts)
-
-
 def test_bad_files_are_skipped_with_reasons_and_the_rest_indexed(fake_settings):
     corpus = fake_settings.corpus_dir
     (corpus / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
@@ -97,46 +71,9 @@ def test_a_file_that_turns_bad_keeps_its_previous_version(fake_settings):
     assert [t for k, t in passages_of(fake_settings) if k == SHIPPED[1]] == before
 
 
-def test_identical_articles_are_indexed_once(fake_settings):
-    corpus = fake_settings.corpus_dir
-    (corpus / "zz_copy.txt").write_bytes((corpus / SHIPPED[0]).read_bytes())
-    report = run_index(fake_settings)
-    assert dict(report.skipped)["zz_copy.txt"] == f"duplicate of {SHIPPED[0]} (same text and metadata): indexed once"
-    assert report.articles_total == 5
-
-
-def test_a_run_that_would_empty_the_index_is_refused(fake_settings):
-    run_index(fake_settings)
-    before = passages_of(fake_settings)
-    for p in fake_settings.corpus_dir.iterdir():
-        p.unlink()
-    with pytest.raises(IndexRefusedError, match="would leave the index empty"):
-        run_index(fake_settings)
-    assert passages_of(fake_settings) == before
-
-
 def test_missing_corpus_folder_is_a_clear_error(fake_settings, tmp_path):
     with pytest.raises(IndexRefusedError, match="does not exist"):
         run_index(replace(fake_settings, corpus_dir=tmp_path / "nope"))
-
-
-def test_switching_model_is_refused_unless_rebuild(fake_settings, fake_embedder):
-    run_index(fake_settings)
-    other = replace(fake_settings, embedding_model="another-model")
-    with pytest.raises(ModelMismatchError) as err:
-        run_index(other)
-    assert "fake-hash-embedder" in str(err.value) and "another-model" in str(err.value)
-    assert "--rebuild" in str(err.value)
-    report = run_index(other, rebuild=True)
-    assert report.changed == SHIPPED and report.passages_embedded == report.passages_total
-    conn = store.connect_for_reading(fake_settings.index_path)
-    assert store.read_meta(conn)["model"] == "another-model"
-
-
-def test_a_second_run_while_one_holds_the_lock_is_told_it_is_busy(fake_settings):
-    with index_lock(fake_settings.index_path), pytest.raises(IndexBusyError, match="in progress"):
-        run_index(fake_settings)
-    run_index(fake_settings)  # the lock is released afterwards
 
 
 def test_progress_reports_files_and_passages(fake_settings):
