@@ -510,10 +510,11 @@ def postgres_database(server_url: str, name: str, fresh: bool) -> str:
     return server_url.replace("/corpus_bot?", f"/{name}?", 1)
 
 
-def build_postgres(index_path: Path, url: str) -> dict:
-    """The SQLite index's articles, passages (ids included), float32 vectors as generated (stored as
-    halfvec), word vectors and model identity, bulk-loaded into PostgreSQL with binary COPY; then the
-    keyword GIN and the HNSW index are built over the loaded rows (faster than while inserting)."""
+def build_postgres(index_path: Path, url: str, vectors: np.ndarray | None = None) -> dict:
+    """The SQLite index's articles, passages (ids included), vectors (`vectors`, in its row order;
+    by default the float32 ones kept beside it as generated), stored as halfvec, word vectors and
+    model identity, bulk-loaded into PostgreSQL with binary COPY; then the keyword GIN and the HNSW
+    index are built over the loaded rows (faster than while inserting)."""
     import sqlite3
 
     from psycopg.types import TypeInfo
@@ -524,7 +525,8 @@ def build_postgres(index_path: Path, url: str) -> dict:
     from embeddings.postgres.search import query_model_anchor
     from embeddings.query_model import query_model_dir
 
-    vectors = np.load(index_path.with_name(F32_FILE), mmap_mode="r")
+    if vectors is None:
+        vectors = np.load(index_path.with_name(F32_FILE), mmap_mode="r")
     source = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True)
     conn = pgstore.connect(url)
     started = time.perf_counter()
