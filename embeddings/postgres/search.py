@@ -147,6 +147,7 @@ MAX_EF_SEARCH = 1000
 # Tuples an iterative scan visits before it gives up (hnsw.max_scan_tuples); a search left short
 # is asked again exactly, so this bounds the cost, never the results.
 MAX_SCAN_TUPLES = 100_000
+RECENT_ROWS = 10_000  # vectors kept from the latest reads (float16: a few MB), for the next reads of a question
 
 _SNAPSHOT_SETTINGS = (
     # A filtered HNSW search goes on scanning until it has the rows asked (pgvector 0.8): results
@@ -199,6 +200,9 @@ class PostgresVectorSearch:
         self._id_order = np.argsort(passage_ids, kind="stable")
         self._sorted_ids = passage_ids[self._id_order]
         self._damaged_seen: set[int] = set()
+        # Vectors read lately, by row: a question reads its candidates' vectors several times
+        # (search, fusion, rescoring, near-copies); a snapshot's never change.
+        self._recent: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return self.rows
@@ -220,7 +224,12 @@ class PostgresVectorSearch:
         for i, r in enumerate(found):
             vectors[i] = r[1]
         rows = self._rows_of(ids)
-        return rows[rows >= 0], vectors[rows >= 0]
+        rows, vectors = rows[rows >= 0], vectors[rows >= 0]
+        with self._lock:
+            if len(self._recent) > RECENT_ROWS:
+                self._recent.clear()
+            self._recent.update(zip(rows.tolist(), vectors.astype(np.float16)))  # halfvec: float16 loses nothing
+        return rows, vectors
 
     def search(
         self, query: np.ndarray, depth: int, keep: np.ndarray | None = None, *, exact: bool | None = None
@@ -260,13 +269,18 @@ class PostgresVectorSearch:
         out = np.zeros((len(rows), self.dim), np.float32)
         if not len(rows):
             return out
-        found, vectors = self._read(
-            "SELECT id, embedding FROM passages WHERE id = ANY(%(ids)s)", {"ids": self._passage_ids[rows].tolist()}
-        )
-        at = {int(r): i for i, r in enumerate(found.tolist())}
+        with self._lock:
+            known = {r: self._recent[r] for r in rows.tolist() if r in self._recent}
+        missing = np.unique(rows[[r not in known for r in rows.tolist()]])
+        if len(missing):
+            found, vectors = self._read(
+                "SELECT id, embedding FROM passages WHERE id = ANY(%(ids)s)",
+                {"ids": self._passage_ids[missing].tolist()},
+            )
+            known.update(zip(found.tolist(), vectors))
         for i, r in enumerate(rows.tolist()):
-            if r in at:
-                out[i] = vectors[at[r]]
+            if r in known:
+                out[i] = known[r]
         off = off_unit(out)
         if off.any():
             out[off] = 0
