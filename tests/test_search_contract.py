@@ -134,13 +134,36 @@ def test_a_postgres_index_holds_no_vectors_and_its_hnsw_search_equals_exact(both
     vectors = postgres.vectors
     assert isinstance(vectors, PostgresVectorSearch)
     assert not [name for name, value in vars(vectors).items() if isinstance(value, np.ndarray) and value.ndim > 1]
-    keep = np.zeros(postgres.passage_count, bool)
-    keep[::3] = True
+    keep = np.isin(postgres.passage_article, [0, 2, 3])  # a filter keeps whole articles
     for question in QUESTIONS:
         query = fake_embedder.encode([question])[0]
         for mask in (None, keep):
-            hnsw, _ = vectors.search(query, 10, mask, exact=False)
-            exact, _ = vectors.search(query, 10, mask, exact=True)
-            assert sorted(hnsw) == sorted(exact), question
+            hnsw, found = vectors.search(query, 10, mask, exact=False)
+            exact, wanted = vectors.search(query, 10, mask, exact=True)
+            assert len(hnsw) == len(exact) == 10 and (mask is None or mask[hnsw].all())
+            # The same cosines (passages of equal cosine may stand in for each other)
+            assert np.allclose(np.sort(found @ query), np.sort(wanted @ query), atol=1e-6), question
         rows, cosine = vectors.top(query, 10)
         assert np.allclose(cosine, vectors.get(rows) @ query, atol=1e-6)
+        finer = np.zeros(postgres.passage_count, bool)
+        finer[::3] = True  # a mask that leaves out some passages of each article still gets k rows
+        rows, _ = vectors.search(query, 10, finer)
+        assert len(rows) == 10 and finer[rows].all()
+
+
+def test_an_hnsw_answer_short_of_the_rows_asked_is_asked_again_exactly(both, fake_embedder, monkeypatch):
+    """A filtered HNSW scan may stop before it finds the rows asked (hnsw.max_scan_tuples): the
+    search then scans the filter's rows exactly, so a filter matching k passages gives k."""
+    from embeddings.postgres import search
+
+    _, postgres = both
+    monkeypatch.setattr(search, "EXACT_BELOW", 0)
+    monkeypatch.setattr(search, "EF_SEARCH", 1)  # the first pass looks at as many as asked...
+    postgres.vectors._conn.execute("SET LOCAL hnsw.max_scan_tuples = 1")  # ...and the scan goes no further
+    keep = np.zeros(postgres.passage_count, bool)
+    keep[postgres.passage_article == 0] = True
+    query = fake_embedder.encode(["Taliban"])[0]
+    short, _ = postgres.vectors.search(query, 8, keep, exact=False)
+    assert len(short) < keep.sum() == 8  # the HNSW scan alone comes back short
+    rows, _ = postgres.vectors.search(query, 8, keep)
+    assert sorted(rows) == list(np.nonzero(keep)[0])

@@ -214,11 +214,21 @@ class PostgresVectorSearch:
         return np.where(self._sorted_ids[at] == ids, self._id_order[at], -1)
 
     def _read(self, sql: str, params: dict, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and float32 vectors of a query's (id, embedding) results, in its order."""
+        """Rows and float32 vectors of a query's (id, embedding) results, in its order. With `ef`,
+        the query is an HNSW scan with that hnsw.ef_search: sequential scans are off for it, or
+        the planner takes one (exact, and slow on a large table) where it expects few rows."""
         with self._lock, self._conn.cursor(binary=True) as cur:
-            if ef is not None:  # local to the snapshot's transaction, read when the scan starts
-                cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),), prepare=False)
-            found = cur.execute(sql, params, prepare=False).fetchall()
+            if ef is not None:  # local to the snapshot's transaction; never prepared, so the plan sees it
+                cur.execute(
+                    "SELECT set_config('hnsw.ef_search', %s, true), set_config('enable_seqscan', 'off', true)",
+                    (str(ef),),
+                    prepare=False,
+                )
+            try:
+                found = cur.execute(sql, params, prepare=False).fetchall()
+            finally:
+                if ef is not None:
+                    cur.execute("SELECT set_config('enable_seqscan', 'on', true)", prepare=False)
         ids = np.fromiter((r[0] for r in found), np.int64, len(found))
         vectors = np.empty((len(found), self.dim), np.float32)
         for i, r in enumerate(found):
@@ -245,21 +255,25 @@ class PostgresVectorSearch:
         filtered = keep is not None and matching < self.rows
         if filtered:
             params["articles"] = np.unique(self._articles[keep]).tolist()
-        if exact is None:
-            exact = filtered and matching < EXACT_BELOW
-        if not exact:
+        if not (exact or (exact is None and filtered and matching < EXACT_BELOW)):
             where = "WHERE article_id + 0 = ANY(%(articles)s)" if filtered else ""
-            rows, vectors = self._read(_HNSW.format(where=where), params, min(max(EF_SEARCH, depth), MAX_EF_SEARCH))
-            if len(rows) >= depth or exact is False:
-                return self._kept(rows, vectors, keep)
+            found = self._kept(
+                *self._read(_HNSW.format(where=where), params, min(max(EF_SEARCH, depth), MAX_EF_SEARCH)), keep
+            )
+            if len(found[0]) >= depth or exact is False:
+                return found
         where = "WHERE article_id = ANY(%(articles)s)" if filtered else ""
-        return self._kept(*self._read(_EXACT.format(where=where), params), keep)
+        found = self._kept(*self._read(_EXACT.format(where=where), params), keep)
+        if len(found[0]) < depth:  # keep leaves out some passages of its articles: ask for its passages
+            params["ids"] = self._passage_ids[keep].tolist()
+            found = self._kept(*self._read(_EXACT.format(where="WHERE id = ANY(%(ids)s)"), params), keep)
+        return found
 
     @staticmethod
     def _kept(rows: np.ndarray, vectors: np.ndarray, keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if keep is None:
             return rows, vectors
-        ok = keep[rows]  # a mask finer than whole articles is applied here
+        ok = keep[rows]  # SQL filters whole articles; keep may leave out some of their passages
         return rows[ok], vectors[ok]
 
     def get(self, rows: np.ndarray) -> np.ndarray:
