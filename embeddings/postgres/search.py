@@ -156,8 +156,8 @@ _SNAPSHOT_SETTINGS = (
     f"SET LOCAL hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}",
 )
 # `+ 0` keeps the planner off the index it would otherwise use: the HNSW index for the ordering
-# (exact scan) or the btree for the filter (HNSW scan). Not SET enable_*: psycopg prepares
-# repeated statements, and a cached plan ignores settings made after it.
+# (exact scan) or the btree for the filter (HNSW scan). These statements are never prepared:
+# psycopg prepares repeated ones, and a cached plan ignores settings made after it (_read).
 _HNSW = "SELECT id, embedding FROM passages {where} ORDER BY embedding <=> %(q)s LIMIT %(limit)s"
 _EXACT = "SELECT id, embedding FROM passages {where} ORDER BY (embedding <=> %(q)s) + 0 LIMIT %(limit)s"
 
@@ -185,8 +185,9 @@ def passage_rows(conn) -> tuple[np.ndarray, np.ndarray]:
 class PostgresVectorSearch:
     """The vector side of a PostgreSQL snapshot, searched where it is stored: the HNSW index
     (halfvec, cosine) answers top-k, and the few vectors a question needs beyond that are read by
-    passage id. Holds no vector in memory, only each row's passage and article id; its reads go
-    through the snapshot's connection under `lock`, inside the snapshot's transaction.
+    passage id. Holds each row's passage and article id and the last vectors it read (RECENT_ROWS),
+    never the index's vectors; its reads go through the snapshot's connection under `lock`, inside
+    the snapshot's transaction.
 
     The interface of vectors.VectorMatrix (top, nearest_rows, dot, get, approx), so SearchIndex
     asks either alike; rows are SearchIndex's (passage_ids order). A search under a `keep` mask
