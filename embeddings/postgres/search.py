@@ -1,8 +1,9 @@
 """SearchIndex over the index in PostgreSQL: PostgresKeywords (the keyword-engine seam) scores
-PostgreSQL full-text matches by BM25 as FTS5 does, and PostgresVectors (the vector-source seam)
-loads the snapshot's halfvec vectors, which SearchIndex searches in memory as it does the SQLite
-file's. A snapshot is one REPEATABLE READ transaction, held until the index is closed, so every
-read of a question (texts, keyword hits, word vectors) sees the state its vectors came from.
+PostgreSQL full-text matches by BM25 as FTS5 does, and PostgresVectorSearch (the vector-search
+seam) searches the halfvec column through its HNSW index in the database, reading by passage id
+the few vectors a question needs: no process holds the index's vectors. A snapshot is one
+REPEATABLE READ transaction, held until the index is closed, so every read of a question (vector
+hits, texts, keyword hits, word vectors) sees one state of the index.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelMismatchError
-from ..search import engines, hybrid
+from ..search import hybrid
 from ..search.engines import CONTEXT_WEIGHT, LoadedVectors
 from ..search.hybrid import HybridRule
 from ..search.search_index import SearchIndex
-from ..vectors import VectorMatrix, checked_scale
-from . import store
+from ..vectors import off_unit
+from . import halfvec, store
 
 log = logging.getLogger(__name__)
 
@@ -134,24 +135,209 @@ def _tsquery(lexemes: list[str]) -> str:
     return " | ".join("'" + lx.replace("\\", "\\\\").replace("'", "''") + "'" for lx in lexemes)
 
 
-class PostgresVectors:
-    """The snapshot's passage vectors from the halfvec column, in article id then position order."""
+# Filtered searches matching fewer passages than this are scanned exactly (the btree on
+# article_id, then every matching vector's distance): cheaper there than an HNSW scan that
+# visits many non-matching passages per match, and never short (bench/experiments/pg_filters.py).
+EXACT_BELOW = 20_000
+# HNSW's candidate list per search (hnsw.ef_search): at least this, and at least the rows asked.
+# pgvector accepts at most 1000; deeper, the iterative scan goes on (bench/experiments/pg_filters.py
+# measures recall@10 against exact search on model-embedded vectors).
+EF_SEARCH = 100
+MAX_EF_SEARCH = 1000
+# Tuples an iterative scan visits before it gives up (hnsw.max_scan_tuples); a search left short
+# is asked again exactly, so this bounds the cost, never the results.
+MAX_SCAN_TUPLES = 100_000
+RECENT_ROWS = 10_000  # vectors kept from the latest reads (float16: a few MB), for the next reads of a question
 
-    def __init__(self, conn, dimension: int) -> None:
-        self._conn, self._dimension = conn, dimension
+_SNAPSHOT_SETTINGS = (
+    # A filtered HNSW search goes on scanning until it has the rows asked (pgvector 0.8): results
+    # come slightly out of order, and are re-sorted on their exact cosines here.
+    "SET LOCAL hnsw.iterative_scan = relaxed_order",
+    f"SET LOCAL hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}",
+)
+# `+ 0` keeps the planner off the index it would otherwise use: the HNSW index for the ordering
+# (exact scan) or the btree for the filter (HNSW scan). These statements are never prepared:
+# psycopg prepares repeated ones, and a cached plan ignores settings made after it (_read).
+_HNSW = "SELECT id, embedding FROM passages {where} ORDER BY embedding <=> %(q)s LIMIT %(limit)s"
+_EXACT = "SELECT id, embedding FROM passages {where} ORDER BY (embedding <=> %(q)s) + 0 LIMIT %(limit)s"
 
-    def load(self) -> LoadedVectors:
-        exact, ids, owners = store.read_vectors(self._conn, self._dimension)
-        damaged_rows, scale = checked_scale(exact)
-        return LoadedVectors(VectorMatrix(exact, scale), ids, owners, damaged_rows)
+
+def passage_rows(conn) -> tuple[np.ndarray, np.ndarray]:
+    """Each passage's id and article id, in article id then position order (SearchIndex's rows),
+    as one binary COPY: 16 bytes a passage, no Python object per row."""
+    buffer = bytearray()
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY (SELECT id, article_id FROM passages ORDER BY article_id, position) TO STDOUT (FORMAT binary)"
+        ) as copy,
+    ):
+        for block in copy:
+            buffer += block
+    # Binary COPY: an 11-byte signature, flags and extension length (4 + 4), one
+    # (field count, length, int8, length, int8) record a row, then a -1 field count.
+    header = 19 + int.from_bytes(buffer[15:19], "big")
+    record = np.dtype([("n", ">i2"), ("l1", ">i4"), ("id", ">i8"), ("l2", ">i4"), ("article", ">i8")])
+    rows = np.frombuffer(buffer, record, (len(buffer) - header - 2) // record.itemsize, header)
+    return rows["id"].astype(np.int64), rows["article"].astype(np.int64)
+
+
+class PostgresVectorSearch:
+    """The vector side of a PostgreSQL snapshot, searched where it is stored: the HNSW index
+    (halfvec, cosine) answers top-k, and the few vectors a question needs beyond that are read by
+    passage id. Holds each row's passage and article id and the last vectors it read (RECENT_ROWS),
+    never the index's vectors; its reads go through the snapshot's connection under `lock`, inside
+    the snapshot's transaction.
+
+    The interface of vectors.VectorMatrix (top, nearest_rows, dot, get, approx), so SearchIndex
+    asks either alike; rows are SearchIndex's (passage_ids order). A search under a `keep` mask
+    asks for the kept rows' articles: exactly where they hold few passages (EXACT_BELOW), through
+    the HNSW index otherwise, and exactly again where that comes back short."""
+
+    def __init__(self, conn, lock: threading.Lock, passage_ids: np.ndarray, articles: np.ndarray, dim: int) -> None:
+        self._conn, self._lock = conn, lock
+        self.rows, self.dim = len(passage_ids), dim
+        self._passage_ids, self._articles = passage_ids, articles  # each row's
+        self._id_order = np.argsort(passage_ids, kind="stable")
+        self._sorted_ids = passage_ids[self._id_order]
+        self._damaged_seen: set[int] = set()
+        # Vectors read lately, by row: a question reads its candidates' vectors several times
+        # (search, fusion, rescoring, near-copies); a snapshot's never change.
+        self._recent: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def _rows_of(self, ids: np.ndarray) -> np.ndarray:
+        if not len(self._sorted_ids):
+            return np.full(len(ids), -1, np.int64)
+        at = np.clip(np.searchsorted(self._sorted_ids, ids), 0, len(self._sorted_ids) - 1)
+        return np.where(self._sorted_ids[at] == ids, self._id_order[at], -1)
+
+    def _read(self, sql: str, params: dict, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and float32 vectors of a query's (id, embedding) results, in its order. With `ef`,
+        the query is an HNSW scan with that hnsw.ef_search: sequential scans are off for it, or
+        the planner takes one (exact, and slow on a large table) where it expects few rows."""
+        with self._lock, self._conn.cursor(binary=True) as cur:
+            if ef is not None:  # local to the snapshot's transaction; never prepared, so the plan sees it
+                cur.execute(
+                    "SELECT set_config('hnsw.ef_search', %s, true), set_config('enable_seqscan', 'off', true)",
+                    (str(ef),),
+                    prepare=False,
+                )
+            try:
+                found = cur.execute(sql, params, prepare=False).fetchall()
+            finally:
+                if ef is not None:
+                    cur.execute("SELECT set_config('enable_seqscan', 'on', true)", prepare=False)
+        ids = np.fromiter((r[0] for r in found), np.int64, len(found))
+        vectors = np.empty((len(found), self.dim), np.float32)
+        for i, r in enumerate(found):
+            vectors[i] = r[1]
+        rows = self._rows_of(ids)
+        rows, vectors = rows[rows >= 0], vectors[rows >= 0]
+        with self._lock:
+            if len(self._recent) > RECENT_ROWS:
+                self._recent.clear()
+            self._recent.update(zip(rows.tolist(), vectors.astype(np.float16)))  # halfvec: float16 loses nothing
+        return rows, vectors
+
+    def search(
+        self, query: np.ndarray, depth: int, keep: np.ndarray | None = None, *, exact: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the `depth` nearest vectors (only rows where keep is True; the HNSW index's
+        answer is approximate) and their vectors. `exact`: the exact scan (True) or the HNSW index
+        (False, even where it comes back short) instead of the choice by the filter's size."""
+        matching = self.rows if keep is None else int(keep.sum())
+        depth = min(depth, matching)
+        if depth <= 0:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        params: dict = {"q": halfvec.HalfVec(np.asarray(query, np.float32).reshape(self.dim)), "limit": depth}
+        filtered = keep is not None and matching < self.rows
+        if filtered:
+            params["articles"] = np.unique(self._articles[keep]).tolist()
+        if not (exact or (exact is None and filtered and matching < EXACT_BELOW)):
+            where = "WHERE article_id + 0 = ANY(%(articles)s)" if filtered else ""
+            found = self._kept(
+                *self._read(_HNSW.format(where=where), params, min(max(EF_SEARCH, depth), MAX_EF_SEARCH)), keep
+            )
+            if len(found[0]) >= depth or exact is False:
+                return found
+        where = "WHERE article_id = ANY(%(articles)s)" if filtered else ""
+        found = self._kept(*self._read(_EXACT.format(where=where), params), keep)
+        if len(found[0]) < depth:  # keep leaves out some passages of its articles: ask for its passages
+            params["ids"] = self._passage_ids[keep].tolist()
+            found = self._kept(*self._read(_EXACT.format(where="WHERE id = ANY(%(ids)s)"), params), keep)
+        return found
+
+    @staticmethod
+    def _kept(rows: np.ndarray, vectors: np.ndarray, keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if keep is None:
+            return rows, vectors
+        ok = keep[rows]  # SQL filters whole articles; keep may leave out some of their passages
+        return rows[ok], vectors[ok]
+
+    def get(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of the given rows, as float32, read by passage id; a row that is not a unit
+        vector as zeros, which match nothing."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros((len(rows), self.dim), np.float32)
+        if not len(rows):
+            return out
+        with self._lock:
+            known = {r: self._recent[r] for r in rows.tolist() if r in self._recent}
+        missing = np.unique(rows[[r not in known for r in rows.tolist()]])
+        if len(missing):
+            found, vectors = self._read(
+                "SELECT id, embedding FROM passages WHERE id = ANY(%(ids)s)",
+                {"ids": self._passage_ids[missing].tolist()},
+            )
+            known.update(zip(found.tolist(), vectors))
+        for i, r in enumerate(rows.tolist()):
+            if r in known:
+                out[i] = known[r]
+        off = off_unit(out)
+        if off.any():
+            out[off] = 0
+            new = set(rows[off].tolist()) - self._damaged_seen
+            if new:
+                self._damaged_seen |= new
+                log.warning(
+                    "vectors of %d passages (rows %s) are not unit vectors; they match nothing until "
+                    "`corpus-bot index` writes them again",
+                    len(new),
+                    sorted(new)[:10],
+                )
+        return out
+
+    approx = get  # the stored float16 values cost no more to read than any copy of them
+
+    def dot(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Cosine similarity of the query to the given rows."""
+        return self.get(rows) @ np.asarray(query, np.float32)
+
+    def top(self, query: np.ndarray, k: int, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the k most similar vectors (only rows where keep is True) and their cosines, best first."""
+        rows, vectors = self.search(query, k, keep)
+        vectors[off_unit(vectors)] = 0
+        cosine = vectors @ np.asarray(query, np.float32)
+        order = np.lexsort((rows, -cosine))[:k]
+        return rows[order], cosine[order]
+
+    def nearest_rows(self, query: np.ndarray, depth: int, keep: np.ndarray | None = None) -> np.ndarray:
+        """Rows of the `depth` nearest vectors (only rows where keep is True), in row order."""
+        return np.sort(self.search(query, depth, keep)[0])
 
 
 def load_search_index(url: str, *, model_name: str, weak_score: float) -> SearchIndex:
-    """A SearchIndex answering from the index at url, as SearchIndex.load does from an SQLite file."""
+    """A SearchIndex answering from the index at url, as SearchIndex.load does from an SQLite file:
+    vectors searched in PostgreSQL (PostgresVectorSearch), keywords by PostgresKeywords."""
     conn = store.connect(url, migrate_schema=False)
     try:
         store.check_schema(conn, url)
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # the snapshot: held until close()
+        for setting in _SNAPSHOT_SETTINGS:
+            conn.execute(setting)
         meta = store.read_meta(conn)
         if meta.get("model") and meta["model"] != model_name:
             raise ModelMismatchError(
@@ -159,14 +345,19 @@ def load_search_index(url: str, *, model_name: str, weak_score: float) -> Search
                 f"{model_name!r}; set EMBEDDING_MODEL back or run `corpus-bot index --rebuild`"
             )
         articles = store.read_articles(conn)
-        loaded = engines.load_vectors([PostgresVectors(conn, int(meta.get("dimension") or 0))])
+        ids, article_of_row = passage_rows(conn)
+        starts = np.r_[True, article_of_row[1:] != article_of_row[:-1]] if len(ids) else np.zeros(0, bool)
+        lock = threading.Lock()  # the snapshot's one connection, shared by the search threads
+        vectors = PostgresVectorSearch(conn, lock, ids, article_of_row, int(meta.get("dimension") or 0))
         avgdl = conn.execute("SELECT coalesce(avg(text_words + context_words), 0) FROM passages").fetchone()[0]
+        loaded = LoadedVectors(vectors, ids, article_of_row[starts].tolist())
         index = SearchIndex.from_snapshot(
             QmarkConnection(conn), meta, articles, loaded, weak_score=weak_score, where=store.shown(url)
         )
     except BaseException:
         conn.close()
         raise
+    index._lock = lock
     keywords = PostgresKeywords(conn, index._lock, index.passage_count, float(avgdl))
     index.keyword = index._fts5 = keywords  # term_count too: there is no FTS5 table here
     return index

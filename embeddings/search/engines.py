@@ -8,7 +8,8 @@ KeywordFallback asks the tantivy copy until it fails, then FTS5.
 
 A VectorSource loads a snapshot's passage vectors: SqliteVectors from the SQLite file's blobs,
 VectorFileVectors from the vector file of a large index (vector_file.py), which declines (None)
-when it does not hold the snapshot, so the next source is tried.
+when it does not hold the snapshot, so the next source is tried. What it loads is a VectorSearch:
+a VectorMatrix in memory, or one that searches where the vectors are stored (PostgreSQL).
 
 SearchIndex (search_index.py) uses only these interfaces; another store (PostgreSQL, say) adds
 one implementation of each and a line in keyword_engine() and vector_sources().
@@ -192,9 +193,24 @@ def keyword_engine(fts5: Fts5Keywords, index_path: Path, generation: str | None,
 # ------------------------------------------------------------------ vector sources
 
 
+class VectorSearch(Protocol):
+    """Top-k, nearest rows and the vectors of given rows, by SearchIndex's row numbers
+    (vectors.VectorMatrix documents each method)."""
+
+    def top(self, query: np.ndarray, k: int, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def nearest_rows(self, query: np.ndarray, depth: int, keep: np.ndarray | None = None) -> np.ndarray: ...
+
+    def dot(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray: ...
+
+    def get(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def approx(self, rows: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass
 class LoadedVectors:
-    vectors: VectorMatrix
+    vectors: VectorSearch  # a VectorMatrix, except where a store searches its own vectors
     passage_ids: np.ndarray  # in row order
     owners: list[int]  # article ids, in row order
     damaged_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # left out of search

@@ -1,4 +1,5 @@
-"""Search: exact cosine similarity over every passage vector, held in memory (embeddings.vectors).
+"""Search: cosine similarity over the passage vectors, held in memory (embeddings.vectors) or searched
+where a store keeps them (engines.VectorSearch).
 
 SearchIndex answers questions over one snapshot: it loads the vectors from a vector source and
 asks a keyword engine (engines.py), runs the keyword side in a thread while the question is
@@ -28,7 +29,6 @@ from ..embedder import Embedder, Reranker
 from ..errors import IndexDamagedError, ModelMismatchError, QueryError
 from ..highlight import best_sentence
 from ..search_options import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, check_question_text  # noqa: F401 (re-exported)
-from ..vectors import VectorMatrix
 from ..word_vectors import WordVectors
 from ..words import fts_terms
 from . import engines, hybrid
@@ -77,7 +77,7 @@ class SearchIndex:
         self._lock = threading.Lock()  # one sqlite connection shared by executor threads
         self.meta = meta
         self.articles: list[Article] = articles
-        self.vectors: VectorMatrix = vectors
+        self.vectors: engines.VectorSearch = vectors
         self.passage_ids = passage_ids
         self.passage_article = passage_article  # index into self.articles
         self.passage_position = passage_position
