@@ -18,7 +18,7 @@ def run_command(ctx, sync):
     """Start the Discord bot (needs DISCORD_TOKEN)."""
     from .app import run_bot  # discord is imported only when the bot actually runs
 
-    run_bot(settings_from(ctx, postgres=True), sync_global=sync)
+    run_bot(settings_from(ctx), sync_global=sync)
 
 
 def main() -> None:

@@ -44,9 +44,9 @@ def user_errors():
         sys.exit(130)
 
 
-def settings_from(ctx: click.Context, *, postgres: bool = False, **overrides) -> Settings:
-    """The settings, with the command's options; `postgres`: the command can use an index in
-    PostgreSQL (INDEX_URL, or --index given a postgresql:// URL), which the others refuse."""
+def settings_from(ctx: click.Context, **overrides) -> Settings:
+    """The settings, with the command's options; an --index that is a postgresql:// URL selects
+    the index in PostgreSQL, as INDEX_URL does, and a path the index file."""
     with user_errors():
         settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
     changes = {k: v for k, v in overrides.items() if v is not None}
@@ -56,13 +56,7 @@ def settings_from(ctx: click.Context, *, postgres: bool = False, **overrides) ->
         changes["index_path"], changes["index_url"] = (
             (settings.index_path, location) if is_url else (Path(location), "")
         )
-    settings = replace(settings, **changes)
-    if settings.index_url and not postgres:
-        raise click.ClickException(
-            f"`corpus-bot {ctx.info_name}` reads only an index file for now, not the "
-            "PostgreSQL index of INDEX_URL: unset INDEX_URL to use it with INDEX_PATH"
-        )
-    return settings
+    return replace(settings, **changes)
 
 
 index_or_url_option = click.option(
@@ -144,7 +138,7 @@ def index_command(ctx, corpus_dir, index_path, rebuild, allow_removals, copy_fro
     """Index the corpus folder: only new or changed articles are embedded."""
     from .index import run_index
 
-    settings = settings_from(ctx, postgres=True, corpus_dir=corpus_dir, index_path=index_path)
+    settings = settings_from(ctx, corpus_dir=corpus_dir, index_path=index_path)
     with user_errors():
         if copy_from is not None:
             from .postgres.copy import copy_index, open_source
@@ -301,7 +295,7 @@ def ask_command(ctx, question, k, offset, source, since, until, mode, index_path
 
     question = " ".join(question)
     from_stdin = question == "-"
-    settings = settings_from(ctx, postgres=True, index_path=index_path)
+    settings = settings_from(ctx, index_path=index_path)
     with user_errors():
         filters = Filters(
             source=source.strip() or None if source else None,
@@ -368,7 +362,7 @@ def sources_command(ctx, index_path, as_json):
     """List the indexed articles with their metadata."""
     from . import store
 
-    settings = settings_from(ctx, postgres=True, index_path=index_path)
+    settings = settings_from(ctx, index_path=index_path)
     with user_errors():
         if settings.index_url:
             from .postgres import store as postgres_store
@@ -429,7 +423,7 @@ def _postgres_stats(url: str) -> dict:
 @click.pass_context
 def stats_command(ctx, index_path, as_json):
     """Show the corpus folder, the index in use, its size and model, and the last index run."""
-    settings = settings_from(ctx, postgres=True, index_path=index_path)
+    settings = settings_from(ctx, index_path=index_path)
     with user_errors():
         stats = _postgres_stats(settings.index_url) if settings.index_url else _sqlite_stats(settings.index_path)
     damaged, run = stats["damaged_vectors"], stats["last_run"]
@@ -493,7 +487,7 @@ def eval_command(ctx, folder, mode, k, old_k, cache_dir, as_json):
 
     k = old_k or k
     # The evaluation index is its own cached SQLite file, whatever index INDEX_URL names.
-    settings = settings_from(ctx, postgres=True)
+    settings = settings_from(ctx)
     with user_errors():
         data = load_beir(folder)
         path = cached_index(
@@ -533,7 +527,7 @@ def feedback_export_command(ctx, out_dir, index_path):
     `corpus-bot eval OUT_DIR`)."""
     from .feedback import export_feedback, export_feedback_from_postgres
 
-    settings = settings_from(ctx, postgres=True, index_path=index_path)
+    settings = settings_from(ctx, index_path=index_path)
     with user_errors():
         if settings.index_url:
             counts = export_feedback_from_postgres(settings.index_url, out_dir)
