@@ -34,6 +34,15 @@ CONNECT_TIMEOUT_S = 10
 # index's porter tokenizer stems, and no stop words, which FTS5 keeps too.
 TEXT_SEARCH_CONFIG = "corpus_bot_words"
 
+# The postings of the passages matching `where` (SQL over p, the passages), from their tsvectors.
+_POSTINGS = """
+    SELECT u.lexeme, p.id,
+           (SELECT count(*) FILTER (WHERE w = 'A') FROM unnest(u.weights) w),
+           (SELECT count(*) FILTER (WHERE w <> 'A') FROM unnest(u.weights) w),
+           p.text_words + p.context_words
+    FROM passages p, unnest(p.search) u
+    WHERE {where}"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     (
         "tables",
@@ -92,11 +101,40 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     # The vectors of the vocabulary tokens of the corpus's words, float16 bytes (word_vectors.py).
     ("word vectors", "CREATE TABLE token_vectors (token integer PRIMARY KEY, vector bytea NOT NULL)"),
+    # Keyword search reads postings, not tsvectors (keywords.py): each (lexeme, passage) of the
+    # passages' tsvectors with its hits in the text (weight A) and the context (weight B) and the
+    # passage's length, under a btree that covers them all (an index-only scan per word); each
+    # lexeme's document frequency; and the corpus's size. Filled here from an existing index.
+    (
+        "keyword postings",
+        f"""
+    CREATE TABLE keyword_postings (
+        lexeme     text COLLATE "C" NOT NULL,
+        passage_id bigint NOT NULL,    -- no foreign key: delete_articles removes a passage's postings
+        tf         smallint NOT NULL,  -- hits in the text
+        cf         smallint NOT NULL,  -- hits in the context
+        dl         integer NOT NULL,   -- the passage's words, text and context
+        PRIMARY KEY (lexeme, passage_id) INCLUDE (tf, cf, dl)
+    );
+    CREATE TABLE keyword_lexemes (lexeme text COLLATE "C" PRIMARY KEY, df integer NOT NULL);
+    CREATE TABLE keyword_stats (passages bigint NOT NULL, words bigint NOT NULL);
+    INSERT INTO keyword_postings {_POSTINGS.format(where="TRUE")};
+    INSERT INTO keyword_lexemes SELECT lexeme, count(*) FROM keyword_postings GROUP BY lexeme;
+    INSERT INTO keyword_stats SELECT count(*), coalesce(sum(text_words + context_words), 0) FROM passages;
+    """,
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _INDEX_TABLES = ("index_meta", "articles", "passages", "index_runs")
 # Every table corpus-bot makes, whose sizes (with their indexes and TOAST) are the index's size.
-_ALL_TABLES = (*_INDEX_TABLES, "token_vectors", "corpus_bot_migrations")
+_ALL_TABLES = (
+    *_INDEX_TABLES,
+    "token_vectors",
+    "keyword_postings",
+    "keyword_lexemes",
+    "keyword_stats",
+    "corpus_bot_migrations",
+)
 
 
 def shown(url: str) -> str:
@@ -392,6 +430,7 @@ def insert_article(
             for i, (text, v) in enumerate(zip(passages, vectors))
         ],
     )
+    _write_postings(conn, article_id)
 
 
 # Words in a tsvector, counting repeats: a document's length as BM25 counts it.
@@ -492,7 +531,67 @@ def keys_starting_with(conn, hashes: list[str]) -> dict[str, list[str]]:
 
 
 def delete_articles(conn, keys: list[str]) -> None:
+    """Delete these articles, their passages and their passages' postings (update_keyword_counts
+    then brings the counts up to date). Postings are found by (lexeme, passage), the btree's key,
+    from the passages' own tsvectors: no second index on keyword_postings to write and keep."""
+    _keyword_changes(conn)
+    conn.execute(
+        """WITH gone AS (
+               DELETE FROM keyword_postings k
+               USING articles a JOIN passages p ON p.article_id = a.id, unnest(p.search) u
+               WHERE a.key = ANY(%(keys)s) AND k.lexeme = u.lexeme AND k.passage_id = p.id
+               RETURNING k.lexeme)
+           INSERT INTO keyword_changes
+           SELECT lexeme, -count(*), 0, 0 FROM gone GROUP BY lexeme
+           UNION ALL
+           SELECT NULL, 0, -count(*), -coalesce(sum(p.text_words + p.context_words), 0)
+           FROM articles a JOIN passages p ON p.article_id = a.id WHERE a.key = ANY(%(keys)s)""",
+        {"keys": keys},
+    )
     conn.execute("DELETE FROM articles WHERE key = ANY(%s)", (keys,))
+
+
+def _keyword_changes(conn) -> None:
+    """The transaction's changes to the keyword counts (per lexeme, and the corpus's passages and
+    words), summed into keyword_lexemes and keyword_stats once per run by update_keyword_counts:
+    a common lexeme's row is then written once, not once per article."""
+    conn.execute(
+        'CREATE TEMP TABLE IF NOT EXISTS keyword_changes (lexeme text COLLATE "C", df integer NOT NULL, '
+        "passages integer NOT NULL, words bigint NOT NULL) ON COMMIT DELETE ROWS"
+    )
+
+
+def _write_postings(conn, article_id: int) -> None:
+    _keyword_changes(conn)
+    conn.execute(
+        f"""WITH new AS (INSERT INTO keyword_postings {_POSTINGS.format(where="p.article_id = %(id)s")}
+                         RETURNING lexeme)
+            INSERT INTO keyword_changes
+            SELECT lexeme, count(*), 0, 0 FROM new GROUP BY lexeme
+            UNION ALL
+            SELECT NULL, 0, count(*), coalesce(sum(text_words + context_words), 0)
+            FROM passages WHERE article_id = %(id)s""",
+        {"id": article_id},
+    )
+
+
+def update_keyword_counts(conn) -> None:
+    """Add the transaction's keyword changes (insert_article, delete_articles) to each lexeme's
+    document frequency and to the corpus's size: once, at the end of the transaction that wrote
+    them (the changes are discarded at its commit)."""
+    _keyword_changes(conn)
+    conn.execute(
+        """INSERT INTO keyword_lexemes
+           SELECT lexeme, sum(df) FROM keyword_changes WHERE lexeme IS NOT NULL GROUP BY lexeme
+           ON CONFLICT (lexeme) DO UPDATE SET df = keyword_lexemes.df + excluded.df"""
+    )
+    conn.execute("DELETE FROM keyword_lexemes WHERE df <= 0 AND lexeme IN (SELECT lexeme FROM keyword_changes)")
+    conn.execute(
+        "UPDATE keyword_stats SET passages = keyword_stats.passages + d.passages, words = keyword_stats.words + d.words "
+        "FROM (SELECT coalesce(sum(passages), 0) AS passages, coalesce(sum(words), 0) AS words "
+        "FROM keyword_changes) d"
+    )
+    conn.execute("DELETE FROM keyword_changes")
 
 
 def move_file(conn, old: str, new: str) -> None:
