@@ -19,7 +19,7 @@ from embeddings.search.hybrid import DEFAULT_RULE
 psycopg = pytest.importorskip("psycopg", reason="needs the postgres extra: pip install -e '.[postgres]'")
 from embeddings.postgres import store  # noqa: E402 (needs psycopg)
 from embeddings.postgres.indexing import run_index  # noqa: E402
-from embeddings.postgres.keywords import PostgresKeywords  # noqa: E402
+from embeddings.postgres.keywords import _TOP, PostgresKeywords  # noqa: E402
 from embeddings.postgres.search import load_search_index  # noqa: E402
 
 # Repeated words, a word only in a title (the context), a stop word in every passage, and words
@@ -200,3 +200,34 @@ def test_a_database_indexed_before_the_postings_gets_them_from_its_migration(mon
         keywords = PostgresKeywords(conn, threading.Lock())
         ids, scores = keywords.top(["harbour"], 10)
         assert dict(zip(ids.tolist(), scores.tolist())) == pytest.approx(_reference_bm25(conn, ["harbour"]), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "words_per_passage", [(3, 12), (100, 200)]
+)  # average length below and above the impact order's
+def test_one_words_best_passages_read_best_first_are_those_of_every_posting(postgres_url, words_per_passage):
+    """_top_one stops reading a word's postings early; what it returns is what scoring all of them
+    returns, ties (the same count and length: many) broken by passage id."""
+    rng = np.random.default_rng(3)
+    vocabulary = [f"word{i}" for i in range(300)]
+    articles = {
+        f"z{a}.md": (
+            f"title {vocabulary[a % 7]}",
+            [
+                " ".join(vocabulary[int(300**u) - 1] for u in rng.random(int(rng.integers(*words_per_passage))))
+                for _ in range(10)
+            ],
+        )
+        for a in range(60)
+    }
+    _index(postgres_url, articles)
+    with store.connect(postgres_url) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        keywords = PostgresKeywords(conn, threading.Lock())
+        for word in ["word0", "word1", "word3", "word6", "word20", "word150", "title"]:
+            lexeme = keywords._lexemes([word])[word]
+            idf = keywords._idf(keywords._df([lexeme])[0])
+            for limit in (1, 5, 70, 200):
+                ids, scores = keywords._top_one(lexeme, idf, limit)
+                want_ids, want_scores = keywords._scored(_TOP, [lexeme], [idf], limit)
+                assert ids.tolist() == want_ids.tolist() and scores.tolist() == want_scores.tolist(), (word, limit)

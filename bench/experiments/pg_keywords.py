@@ -150,19 +150,26 @@ VOCABULARY = 200_000
 _SYNTHETIC_POSTINGS = """
 INSERT INTO keyword_postings (lexeme, passage_id, tf, cf, dl)
 SELECT 'w' || w, p, count(*), 0, len
-FROM (SELECT p, 40 + (p * 7919) %% 121 AS len FROM generate_series(%(first)s, %(last)s) p) ps,
+FROM (SELECT p, 40 + (p::bigint * 7919) %% 121 AS len FROM generate_series(%(first)s, %(last)s) p) ps,
      LATERAL (SELECT floor(power(%(vocabulary)s::float8, random()))::int AS w FROM generate_series(1, ps.len)) ws
 GROUP BY p, w, len
 """
 
 
 def _load_synthetic(conn, passages: int, batch: int = 50_000) -> dict:
+    from embeddings.postgres import store
+
     conn.execute("ALTER TABLE keyword_postings DROP CONSTRAINT keyword_postings_pkey")  # built once, after
+    conn.execute("DROP INDEX keyword_postings_impact")
     started = time.monotonic()
     for first in range(1, passages + 1, batch):
         last = min(first + batch - 1, passages)
         conn.execute(_SYNTHETIC_POSTINGS, {"first": first, "last": last, "vocabulary": VOCABULARY})
     conn.execute("ALTER TABLE keyword_postings ADD PRIMARY KEY (lexeme, passage_id) INCLUDE (tf, cf, dl)")
+    conn.execute(
+        f"CREATE INDEX keyword_postings_impact ON keyword_postings (lexeme, {store.IMPACT} DESC) "
+        "INCLUDE (passage_id, tf, cf, dl)"
+    )
     conn.execute("INSERT INTO keyword_lexemes SELECT lexeme, count(*) FROM keyword_postings GROUP BY lexeme")
     conn.execute(
         "UPDATE keyword_stats SET passages = d.n, words = d.w FROM (SELECT count(*) AS n, sum(dl) AS w FROM "

@@ -37,6 +37,14 @@ GROUP BY k.passage_id ORDER BY score DESC, k.passage_id LIMIT %(limit)s
 """
 
 
+# A lexeme's postings in the order of keyword_postings_impact, best first: enough of them for the
+# best few passages of one word (PostgresKeywords._top_one).
+_HEAD = f"""
+SELECT passage_id, tf, cf, dl, {store.IMPACT} FROM keyword_postings
+WHERE lexeme = %s COLLATE "C" ORDER BY {store.IMPACT} DESC LIMIT %s
+"""
+
+
 class PostgresKeywords:
     """Keyword search in the index's postings, read through the snapshot's connection under `lock`.
     Words are cut and stemmed by the text search configuration, as the passages were."""
@@ -101,11 +109,50 @@ class PostgresKeywords:
         if not lexemes or not self._passages:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         idfs = [self._idf(df) for df in self._df(lexemes)]
+        if len(lexemes) == 1:
+            return self._top_one(lexemes[0], idfs[0], limit)
+        # Several words: every posting of each is scored. Reading them best first instead (the
+        # threshold algorithm) needs each candidate's postings of the other words, and a btree probe
+        # costs several postings read in order, so it was slower at every corpus size measured.
+        return self._scored(_TOP, lexemes, idfs, limit)
+
+    def _scored(self, sql: str, lexemes: list[str], idfs: list[float], limit: int):
+        params = {"lexemes": lexemes, "idfs": idfs, "context": CONTEXT_WEIGHT, "avgdl": self._avgdl, "limit": limit}
         with self._lock:
-            found = self._conn.execute(
-                _TOP,
-                {"lexemes": lexemes, "idfs": idfs, "context": CONTEXT_WEIGHT, "avgdl": self._avgdl, "limit": limit},
-            ).fetchall()
+            found = self._conn.execute(sql, params).fetchall()
         ids = np.fromiter((r[0] for r in found), np.int64, len(found))
         scores = np.fromiter((r[1] for r in found), np.float32, len(found))
         return ids, scores
+
+    def _slack(self) -> tuple[float, float]:
+        """(D, slack): a posting's BM25 for one word grows with f / (dl + D), D = avgdl (1 - b) / b;
+        the impact order's f and D differ from these by at most the factor slack, so a posting
+        after the last one read has f / (dl + D) at most that one's impact times slack."""
+        distance = self._avgdl * (1 - B) / B
+        return distance, max(1.0, CONTEXT_WEIGHT / store.IMPACT_CONTEXT) * max(1.0, store.IMPACT_LENGTH / distance)
+
+    def _head(self, lexeme: str, wanted: int) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(_HEAD, (lexeme, wanted)).fetchall()
+
+    def _top_one(self, lexeme: str, idf: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """One word's best `limit` passages, reading its postings best first by the impact order
+        and stopping where none of the rest can pass the last one kept: the same passages and
+        scores as _TOP, from a fraction of a common word's postings."""
+        distance, slack = self._slack()
+        wanted = max(limit, 64)
+        while True:
+            rows = self._head(lexeme, wanted)
+            ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+            tf, cf, dl, impact = (np.fromiter((r[i] for r in rows), np.float64, len(rows)) for i in (1, 2, 3, 4))
+            f = tf + CONTEXT_WEIGHT * cf
+            # in _TOP's order of operations, so the scores are the same to the last bit
+            scores = idf * f * (K1 + 1) / (f + K1 * ((1 - B) + B * dl / self._avgdl))
+            order = np.lexsort((ids, -scores))[:limit]
+            if len(rows) < wanted:  # every posting read
+                break
+            weakest = order[-1]
+            if f[weakest] / (dl[weakest] + distance) > impact[-1] * slack * (1 + 1e-9):
+                break
+            wanted *= 4
+        return ids[order], scores[order].astype(np.float32)

@@ -34,6 +34,13 @@ CONNECT_TIMEOUT_S = 10
 # index's porter tokenizer stems, and no stop words, which FTS5 keeps too.
 TEXT_SEARCH_CONFIG = "corpus_bot_words"
 
+# The order in which keyword search reads a lexeme's postings when it wants only its best few:
+# (tf + IMPACT_CONTEXT * cf) / (dl + IMPACT_LENGTH), BM25's order for one word up to the corpus's
+# average length and the context's weight, which it bounds (keywords.py). Changing either constant
+# is a migration that rebuilds the index keyword_postings_impact.
+IMPACT_CONTEXT, IMPACT_LENGTH = 0.5, 30
+IMPACT = f"((tf + {IMPACT_CONTEXT}::float8 * cf) / (dl + {IMPACT_LENGTH}::float8))"
+
 # The postings of the passages matching `where` (SQL over p, the passages), from their tsvectors.
 _POSTINGS = """
     SELECT u.lexeme, p.id,
@@ -119,6 +126,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     CREATE TABLE keyword_lexemes (lexeme text COLLATE "C" PRIMARY KEY, df integer NOT NULL);
     CREATE TABLE keyword_stats (passages bigint NOT NULL, words bigint NOT NULL);
     INSERT INTO keyword_postings {_POSTINGS.format(where="TRUE")};
+    CREATE INDEX keyword_postings_impact ON keyword_postings (lexeme, {IMPACT} DESC) INCLUDE (passage_id, tf, cf, dl);
     INSERT INTO keyword_lexemes SELECT lexeme, count(*) FROM keyword_postings GROUP BY lexeme;
     INSERT INTO keyword_stats SELECT count(*), coalesce(sum(text_words + context_words), 0) FROM passages;
     """,
