@@ -54,7 +54,7 @@ def _index(url: str, articles: dict = ARTICLES) -> None:
     with store.connect(url) as conn, conn.transaction():
         for key, (title, passages) in articles.items():
             _write(conn, key, title, passages)
-        store.update_keyword_counts(conn)
+        store.write_keyword_postings(conn)
 
 
 @pytest.fixture
@@ -187,10 +187,11 @@ def test_a_database_indexed_before_the_postings_gets_them_from_its_migration(mon
     with monkeypatch.context() as old:  # the schema and writes as they were before the postings
         old.setattr(store, "MIGRATIONS", store.MIGRATIONS[:before])
         old.setattr(store, "SCHEMA_VERSION", before)
-        old.setattr(store, "_write_postings", lambda conn, article_id: None)
+        old.setattr(store, "write_keyword_postings", lambda conn: store._unposted.pop(conn, None))
         with store.connect(postgres_url) as conn, conn.transaction():
             for key, (title, passages) in ARTICLES.items():
                 _write(conn, key, title, passages)
+            store.write_keyword_postings(conn)
         with store.connect(postgres_url) as conn:
             assert conn.execute("SELECT to_regclass('keyword_postings')").fetchone()[0] is None
     store.connect(postgres_url).close()  # migrates

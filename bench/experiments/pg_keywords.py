@@ -12,7 +12,7 @@ works in scratch databases of its own, dropped afterwards.
         search ask (the commonest words left out by hybrid.without_common); the tables' size.
     python -m bench.experiments.pg_keywords write URL [--passages 100000]
         seconds to write synthetic passages through store.insert_article, with the keyword
-        postings and without them; the tables' size.
+        postings and without them, then to remove 1% of the articles; the tables' size.
 
 SETS: BEIR-layout folders such as SciFact or tests/fixtures/news_shipped. Prints JSON.
 """
@@ -256,67 +256,81 @@ def scale(admin_url: str, sizes: list[int], questions: int) -> dict:
 # ------------------------------------------------------------------ write: the cost of postings
 
 
-def _synthetic_articles(passages: int, per_article: int = 10, seed: int = 7):
+ARTICLE_PASSAGES = 10
+
+
+def _synthetic_articles(passages: int, seed: int = 7):
     rng = np.random.default_rng(seed)
     words = [f"w{i}" for i in range(VOCABULARY)]
-    for a in range(passages // per_article):
+    for a in range(passages // ARTICLE_PASSAGES):
         texts = [
             " ".join(words[int(VOCABULARY**u) - 1] for u in rng.random(int(rng.integers(40, 161))))
-            for _ in range(per_article)
+            for _ in range(ARTICLE_PASSAGES)
         ]
         yield f"a{a}.txt", texts
 
 
 def write_cost(admin_url: str, passages: int) -> dict:
+    """Seconds to write the passages in one transaction, as an index run does, with the keyword
+    postings and without them (store.write_keyword_postings skipped), then to remove 1% of the
+    articles; the tables' size."""
     from embeddings.postgres import store
 
     results = {}
+    articles = list(_synthetic_articles(passages))
+    removed = [key for key, _ in articles[::100]]
+    write_postings = store.write_keyword_postings
     for with_postings in (False, True):
-        with scratch_database(admin_url) as url:
-            conn = store.connect(url)
-            try:
-                if not with_postings:
-                    conn.execute("DROP TABLE keyword_postings")  # _write_postings then has nowhere to write
-                    write_postings, store._write_postings = store._write_postings, lambda conn, article_id: None
-                started = time.monotonic()
-                with conn.transaction():
-                    for key, texts in _synthetic_articles(passages):
-                        store.insert_article(
-                            conn,
-                            key=key,
-                            file=key,
-                            content_hash=key,
-                            title=f"title {key}",
-                            source="synthetic",
-                            authors=(),
-                            published=None,
-                            updated=None,
-                            url=None,
-                            description=None,
-                            passages=texts,
-                            vectors=np.zeros((len(texts), 8), np.float32),
-                            indexed_at=store.utc_now(),
-                        )
-                    if with_postings:
-                        store.update_keyword_counts(conn)
-                seconds = time.monotonic() - started
-                if not with_postings:
-                    store._write_postings = write_postings
-                results["with postings" if with_postings else "without postings"] = {
-                    "seconds": round(seconds, 1),
-                    "size_mb": {k: v for k, v in _sizes_if_present(conn).items()},
-                }
-            finally:
-                conn.close()
+        store.write_keyword_postings = write_postings if with_postings else (lambda conn: store._unposted.pop(conn, 0))
+        try:
+            with scratch_database(admin_url) as url:
+                conn = store.connect(url)
+                try:
+                    started = time.monotonic()
+                    with conn.transaction():
+                        for key, texts in articles:
+                            _insert(conn, key, texts)
+                        store.write_keyword_postings(conn)
+                    seconds = time.monotonic() - started
+                    size = _sizes(conn)
+                    started = time.monotonic()
+                    with conn.transaction():  # an incremental run that removes 1% of the articles
+                        store.delete_articles(conn, removed)
+                    deleted = time.monotonic() - started
+                    started = time.monotonic()
+                    conn.execute("VACUUM ANALYZE keyword_postings")
+                    results["with postings" if with_postings else "without postings"] = {
+                        "write_s": round(seconds, 1),
+                        "delete_1pct_s": round(deleted, 2),
+                        "vacuum_s": round(time.monotonic() - started, 1),
+                        "size_mb": size,
+                    }
+                finally:
+                    conn.close()
+        finally:
+            store.write_keyword_postings = write_postings
     return {passages: results}
 
 
-def _sizes_if_present(conn) -> dict[str, int]:
-    return {
-        table: conn.execute("SELECT pg_total_relation_size(to_regclass(%s))", (table,)).fetchone()[0] // 2**20
-        for table in ("passages", "keyword_postings", "keyword_lexemes")
-        if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]
-    }
+def _insert(conn, key: str, texts: list[str]) -> None:
+    from embeddings.postgres import store
+
+    store.insert_article(
+        conn,
+        key=key,
+        file=key,
+        content_hash=key,
+        title=f"title {key}",
+        source="synthetic",
+        authors=(),
+        published=None,
+        updated=None,
+        url=None,
+        description=None,
+        passages=texts,
+        vectors=np.zeros((len(texts), 8), np.float32),
+        indexed_at=store.utc_now(),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import unicodedata
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,8 +45,8 @@ IMPACT = f"((tf + {IMPACT_CONTEXT}::float8 * cf) / (dl + {IMPACT_LENGTH}::float8
 # The postings of the passages matching `where` (SQL over p, the passages), from their tsvectors.
 _POSTINGS = """
     SELECT u.lexeme, p.id,
-           (SELECT count(*) FILTER (WHERE w = 'A') FROM unnest(u.weights) w),
-           (SELECT count(*) FILTER (WHERE w <> 'A') FROM unnest(u.weights) w),
+           cardinality(u.weights) - cardinality(array_remove(u.weights, 'A')),
+           cardinality(array_remove(u.weights, 'A')),
            p.text_words + p.context_words
     FROM passages p, unnest(p.search) u
     WHERE {where}"""
@@ -438,7 +439,7 @@ def insert_article(
             for i, (text, v) in enumerate(zip(passages, vectors))
         ],
     )
-    _write_postings(conn, article_id)
+    _unposted.setdefault(conn, []).append(article_id)
 
 
 # Words in a tsvector, counting repeats: a document's length as BM25 counts it.
@@ -539,67 +540,63 @@ def keys_starting_with(conn, hashes: list[str]) -> dict[str, list[str]]:
 
 
 def delete_articles(conn, keys: list[str]) -> None:
-    """Delete these articles, their passages and their passages' postings (update_keyword_counts
-    then brings the counts up to date). Postings are found by (lexeme, passage), the btree's key,
-    from the passages' own tsvectors: no second index on keyword_postings to write and keep."""
-    _keyword_changes(conn)
-    conn.execute(
-        """WITH gone AS (
-               DELETE FROM keyword_postings k
-               USING articles a JOIN passages p ON p.article_id = a.id, unnest(p.search) u
-               WHERE a.key = ANY(%(keys)s) AND k.lexeme = u.lexeme AND k.passage_id = p.id
-               RETURNING k.lexeme)
-           INSERT INTO keyword_changes
-           SELECT lexeme, -count(*), 0, 0 FROM gone GROUP BY lexeme
-           UNION ALL
-           SELECT NULL, 0, -count(*), -coalesce(sum(p.text_words + p.context_words), 0)
-           FROM articles a JOIN passages p ON p.article_id = a.id WHERE a.key = ANY(%(keys)s)""",
+    """Delete these articles, their passages, and their passages' postings and share of the keyword
+    counts. Postings are found by (lexeme, passage), the btree's key, from the passages' own
+    tsvectors: no index on passage_id to write and keep."""
+    gone = """SELECT p.* FROM articles a JOIN passages p ON p.article_id = a.id WHERE a.key = ANY(%(keys)s)"""
+    emptied = conn.execute(
+        f"""WITH gone AS (
+                DELETE FROM keyword_postings k USING ({gone}) p, unnest(p.search) u
+                WHERE k.lexeme = u.lexeme AND k.passage_id = p.id
+                RETURNING k.lexeme),
+            counts AS (SELECT lexeme, count(*) AS n FROM gone GROUP BY lexeme)
+            UPDATE keyword_lexemes l SET df = l.df - c.n FROM counts c
+            WHERE l.lexeme = c.lexeme RETURNING l.lexeme, l.df""",
         {"keys": keys},
+    ).fetchall()
+    conn.execute(
+        "DELETE FROM keyword_lexemes WHERE lexeme = ANY(%s::text[]) AND df <= 0",
+        ([lexeme for lexeme, df in emptied if df <= 0],),
     )
+    _add_keyword_stats(conn, f"SELECT -count(*), -coalesce(sum(text_words + context_words), 0) FROM ({gone}) p", keys)
     conn.execute("DELETE FROM articles WHERE key = ANY(%s)", (keys,))
 
 
-def _keyword_changes(conn) -> None:
-    """The transaction's changes to the keyword counts (per lexeme, and the corpus's passages and
-    words), summed into keyword_lexemes and keyword_stats once per run by update_keyword_counts:
-    a common lexeme's row is then written once, not once per article."""
+# The articles each connection's transaction has inserted and write_keyword_postings has not yet
+# given postings. An id left by a transaction that rolled back names no passage, so it adds none.
+_unposted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def write_keyword_postings(conn) -> None:
+    """The postings of the passages inserted by this transaction (insert_article), and their share of
+    the keyword counts: once per index run, before it commits. Written in one statement in the
+    btree's order, each page of it is touched once, where writing them article by article touched
+    it for each article."""
+    articles = _unposted.pop(conn, [])
+    if not articles:
+        return
     conn.execute(
-        'CREATE TEMP TABLE IF NOT EXISTS keyword_changes (lexeme text COLLATE "C", df integer NOT NULL, '
-        "passages integer NOT NULL, words bigint NOT NULL) ON COMMIT DELETE ROWS"
+        f"""WITH new AS (
+                INSERT INTO keyword_postings {_POSTINGS.format(where="p.article_id = ANY(%(articles)s)")}
+                ORDER BY 1, 2
+                RETURNING lexeme)
+            INSERT INTO keyword_lexemes SELECT lexeme, count(*) FROM new GROUP BY lexeme
+            ON CONFLICT (lexeme) DO UPDATE SET df = keyword_lexemes.df + excluded.df""",
+        {"articles": articles},
+    )
+    _add_keyword_stats(
+        conn,
+        "SELECT count(*), coalesce(sum(text_words + context_words), 0) FROM passages WHERE article_id = ANY(%(keys)s)",
+        articles,
     )
 
 
-def _write_postings(conn, article_id: int) -> None:
-    _keyword_changes(conn)
+def _add_keyword_stats(conn, change: str, keys: list) -> None:
     conn.execute(
-        f"""WITH new AS (INSERT INTO keyword_postings {_POSTINGS.format(where="p.article_id = %(id)s")}
-                         RETURNING lexeme)
-            INSERT INTO keyword_changes
-            SELECT lexeme, count(*), 0, 0 FROM new GROUP BY lexeme
-            UNION ALL
-            SELECT NULL, 0, count(*), coalesce(sum(text_words + context_words), 0)
-            FROM passages WHERE article_id = %(id)s""",
-        {"id": article_id},
+        f"UPDATE keyword_stats SET passages = keyword_stats.passages + d.n, words = keyword_stats.words + d.w "
+        f"FROM ({change}) AS d(n, w)",
+        {"keys": keys},
     )
-
-
-def update_keyword_counts(conn) -> None:
-    """Add the transaction's keyword changes (insert_article, delete_articles) to each lexeme's
-    document frequency and to the corpus's size: once, at the end of the transaction that wrote
-    them (the changes are discarded at its commit)."""
-    _keyword_changes(conn)
-    conn.execute(
-        """INSERT INTO keyword_lexemes
-           SELECT lexeme, sum(df) FROM keyword_changes WHERE lexeme IS NOT NULL GROUP BY lexeme
-           ON CONFLICT (lexeme) DO UPDATE SET df = keyword_lexemes.df + excluded.df"""
-    )
-    conn.execute("DELETE FROM keyword_lexemes WHERE df <= 0 AND lexeme IN (SELECT lexeme FROM keyword_changes)")
-    conn.execute(
-        "UPDATE keyword_stats SET passages = keyword_stats.passages + d.passages, words = keyword_stats.words + d.words "
-        "FROM (SELECT coalesce(sum(passages), 0) AS passages, coalesce(sum(words), 0) AS words "
-        "FROM keyword_changes) d"
-    )
-    conn.execute("DELETE FROM keyword_changes")
 
 
 def move_file(conn, old: str, new: str) -> None:
