@@ -232,3 +232,10 @@ def test_one_words_best_passages_read_best_first_are_those_of_every_posting(post
                 ids, scores = keywords._top_one(lexeme, idf, limit)
                 want_ids, want_scores = keywords._scored(_TOP, [lexeme], [idf], limit)
                 assert ids.tolist() == want_ids.tolist() and scores.tolist() == want_scores.tolist(), (word, limit)
+
+
+def test_a_rebuild_leaves_the_postings_of_the_new_index_only(fake_settings, fake_embedder, postgres_url):
+    run_index(fake_settings, postgres_url, embedder=fake_embedder)
+    report = run_index(fake_settings, postgres_url, embedder=fake_embedder, rebuild=True)
+    assert report.passages_total > 0
+    _postings_match_the_passages(postgres_url)
