@@ -4,7 +4,8 @@ write, and the reads and writes of articles and passages.
 
 Each passage row holds its vector (halfvec, under an HNSW index made by the first run that knows
 the model's dimension) and its keyword document (`search`: the text at weight A and the article's
-title, publication and authors at weight B, under a GIN index), written in the same transaction.
+title, publication and authors at weight B, under a GIN index), written in the same transaction,
+as are the keyword postings keyword search reads, derived from those tsvectors (keywords.py).
 """
 
 from __future__ import annotations
