@@ -127,7 +127,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     );
     CREATE TABLE keyword_lexemes (lexeme text COLLATE "C" PRIMARY KEY, df integer NOT NULL);
     CREATE TABLE keyword_stats (passages bigint NOT NULL, words bigint NOT NULL);
-    INSERT INTO keyword_postings {_POSTINGS.format(where="TRUE")};
+    INSERT INTO keyword_postings {_POSTINGS.format(where="TRUE")} ORDER BY 1, 2;
     CREATE INDEX keyword_postings_impact ON keyword_postings (lexeme, {IMPACT} DESC) INCLUDE (passage_id, tf, cf, dl);
     INSERT INTO keyword_lexemes SELECT lexeme, count(*) FROM keyword_postings GROUP BY lexeme;
     INSERT INTO keyword_stats SELECT count(*), coalesce(sum(text_words + context_words), 0) FROM passages;
