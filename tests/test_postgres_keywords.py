@@ -157,9 +157,11 @@ def _postings_match_the_passages(url: str) -> None:
         ]
 
 
+@pytest.mark.parametrize("scan_share", [0.0, 1.0])  # removed postings deleted in one pass, or probe by probe
 def test_an_incremental_run_replaces_a_changed_articles_postings_and_drops_a_removed_ones(
-    fake_settings, fake_embedder, postgres_url
+    fake_settings, fake_embedder, postgres_url, monkeypatch, scan_share
 ):
+    monkeypatch.setattr(store, "DELETE_SCAN_SHARE", scan_share)
     run_index(fake_settings, postgres_url, embedder=fake_embedder)
     _postings_match_the_passages(postgres_url)
     files = sorted(fake_settings.corpus_dir.glob("*.txt"))

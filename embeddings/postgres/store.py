@@ -540,10 +540,15 @@ def keys_starting_with(conn, hashes: list[str]) -> dict[str, list[str]]:
     return found
 
 
+# Above this share of the passages, a run's removed postings are deleted in one pass over the
+# table; below it, each one by a btree probe.
+DELETE_SCAN_SHARE = 0.003
+
+
 def delete_articles(conn, keys: list[str]) -> None:
     """Delete these articles, their passages, and their passages' postings and share of the keyword
-    counts. Postings are found by (lexeme, passage), the btree's key, from the passages' own
-    tsvectors: no index on passage_id to write and keep."""
+    counts. A few articles' postings are found by (lexeme, passage), the btree's key, from the
+    passages' own tsvectors: no index on passage_id to write and keep."""
     if conn.execute("SELECT count(*) FROM articles WHERE NOT key = ANY(%s)", (keys,)).fetchone()[0] == 0:
         # every article (a rebuild): one pass over the keyword tables instead of a probe per posting
         conn.execute("DELETE FROM keyword_postings")
@@ -552,11 +557,16 @@ def delete_articles(conn, keys: list[str]) -> None:
         conn.execute("DELETE FROM articles")
         return
     gone = """SELECT p.* FROM articles a JOIN passages p ON p.article_id = a.id WHERE a.key = ANY(%(keys)s)"""
+    removing, passages = conn.execute(
+        f"SELECT (SELECT count(*) FROM ({gone}) p), (SELECT passages FROM keyword_stats)", {"keys": keys}
+    ).fetchone()
+    if removing > DELETE_SCAN_SHARE * passages:  # one pass over the postings costs less than a probe each
+        postings = f"DELETE FROM keyword_postings WHERE passage_id IN (SELECT id FROM ({gone}) p) RETURNING lexeme"
+    else:
+        postings = f"""DELETE FROM keyword_postings k USING ({gone}) p, unnest(p.search) u
+                       WHERE k.lexeme = u.lexeme AND k.passage_id = p.id RETURNING k.lexeme"""
     emptied = conn.execute(
-        f"""WITH gone AS (
-                DELETE FROM keyword_postings k USING ({gone}) p, unnest(p.search) u
-                WHERE k.lexeme = u.lexeme AND k.passage_id = p.id
-                RETURNING k.lexeme),
+        f"""WITH gone AS ({postings}),
             counts AS (SELECT lexeme, count(*) AS n FROM gone GROUP BY lexeme)
             UPDATE keyword_lexemes l SET df = l.df - c.n FROM counts c
             WHERE l.lexeme = c.lexeme RETURNING l.lexeme, l.df""",
