@@ -312,6 +312,7 @@ def after_bulk_load(conn, index_definitions: list[str]) -> None:
             conn.execute("SET LOCAL max_parallel_maintenance_workers = 0")
             conn.execute("RESET maintenance_work_mem")
             conn.execute(definition)
+    store.rewrite_keyword_postings(conn)
 
 
 # Memory for building an index in one go, per passage: an HNSW graph that outgrows

@@ -147,6 +147,7 @@ def _commit(
             store.ensure_vector_index(conn, dimension)
         job._fault_point("mid-write")
         job.insert_articles(store, conn, new, now)
+        store.write_keyword_postings(conn)
         report.articles_total = conn.execute("SELECT count(*) FROM articles").fetchone()[0]
         report.passages_total = store.passage_count(conn)
         report.seconds = round(time.monotonic() - started, 3)

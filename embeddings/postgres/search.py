@@ -15,32 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelMismatchError
-from ..search import hybrid
-from ..search.engines import CONTEXT_WEIGHT, LoadedVectors
-from ..search.hybrid import HybridRule
+from ..search.engines import LoadedVectors
 from ..search.search_index import SearchIndex
 from ..vectors import off_unit
 from . import halfvec, store
+from .keywords import PostgresKeywords
 
 log = logging.getLogger(__name__)
-
-K1, B = 1.2, 0.75  # FTS5's bm25() constants, so scores compare with the SQLite index's
-
-# BM25 of the passages matching any of the lexemes, as FTS5 computes it: a lexeme's frequency is
-# its hits in the text plus CONTEXT_WEIGHT times its hits in the context (weight B), the length
-# is the words of both, and idf comes from each lexeme's own document frequency.
-_TOP = f"""
-WITH q(lexeme, idf) AS (SELECT * FROM unnest(%(lexemes)s::text[], %(idfs)s::float8[])),
-hits AS (
-    SELECT p.id, p.text_words + p.context_words AS dl, u.lexeme,
-           (SELECT sum(CASE w WHEN 'A' THEN 1.0 ELSE %(context)s END) FROM unnest(u.weights) w) AS f
-    FROM passages p, unnest(p.search) u
-    WHERE p.search @@ %(query)s::tsquery AND u.lexeme = ANY(%(lexemes)s::text[])
-)
-SELECT h.id, sum(q.idf * h.f * {K1 + 1} / (h.f + {K1} * ({1 - B} + {B} * h.dl / %(avgdl)s))) AS score
-FROM hits h JOIN q USING (lexeme)
-GROUP BY h.id ORDER BY score DESC, h.id LIMIT %(limit)s
-"""
 
 
 class QmarkConnection:
@@ -54,85 +35,6 @@ class QmarkConnection:
 
     def close(self) -> None:
         self.conn.close()
-
-
-class PostgresKeywords:
-    """PostgreSQL full-text search over passages.search (GIN), read through the snapshot's connection
-    under `lock`. Words are stemmed by the text search configuration; a word it drops (an English
-    stop word) matches nothing."""
-
-    def __init__(self, conn, lock: threading.Lock, passages: int, average_length: float) -> None:
-        self._conn, self._lock = conn, lock
-        self._passages, self._avgdl = passages, max(average_length, 1.0)
-        self._lexeme: dict[str, str | None] = {}
-        self._counts: dict[str, int] = {}  # lexeme -> passages holding it, in this snapshot
-
-    def _lexemes(self, words: list[str]) -> dict[str, str | None]:
-        new = [w for w in dict.fromkeys(words) if w not in self._lexeme]
-        if new:
-            with self._lock:
-                rows = self._conn.execute(
-                    f"SELECT w, (SELECT min(lexeme) FROM unnest(to_tsvector('{store.TEXT_SEARCH_CONFIG}', w))) "
-                    "FROM unnest(%s::text[]) WITH ORDINALITY AS x(w, n) ORDER BY n",
-                    ([store.keyword_text(w) for w in new],),
-                ).fetchall()
-            if len(self._lexeme) > 100_000:  # a bound for a bot that runs for months
-                self._lexeme.clear()
-            self._lexeme.update((word, lexeme) for word, (_, lexeme) in zip(new, rows))
-        return {w: self._lexeme.get(w) for w in words}
-
-    def _count(self, lexeme: str) -> int:
-        if lexeme not in self._counts:
-            with self._lock:
-                count = self._conn.execute(
-                    "SELECT count(*) FROM passages WHERE search @@ %s::tsquery", (_tsquery([lexeme]),)
-                ).fetchone()[0]
-            if len(self._counts) > 100_000:
-                self._counts.clear()
-            self._counts[lexeme] = count
-        return self._counts[lexeme]
-
-    def term_count(self, word: str) -> int:
-        lexeme = self._lexemes([word])[word]
-        return self._count(lexeme) if lexeme else 0
-
-    document_frequency = term_count
-
-    def _idf(self, df: int) -> float:
-        return max(float(np.log((self._passages - df + 0.5) / (df + 0.5))), 1e-6)  # FTS5's, floored as it does
-
-    def idf_sum(self, words: list[str]) -> float:
-        return sum(self._idf(df) for df in map(self.term_count, words) if df)
-
-    def query_words(self, terms: list[str], rule: HybridRule) -> list[str]:
-        # Like FTS5, every passage a word matches is scored: a common word costs more than it adds.
-        return hybrid.without_common(terms, self.term_count, self._passages, rule)
-
-    def top(self, terms: list[str], limit: int) -> tuple[np.ndarray, np.ndarray]:
-        lexemes = sorted({lx for lx in self._lexemes(terms).values() if lx})
-        if not lexemes or not self._passages:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        idfs = [self._idf(self._count(lx)) for lx in lexemes]
-        with self._lock:
-            found = self._conn.execute(
-                _TOP,
-                {
-                    "lexemes": lexemes,
-                    "idfs": idfs,
-                    "context": CONTEXT_WEIGHT,
-                    "query": _tsquery(lexemes),
-                    "avgdl": self._avgdl,
-                    "limit": limit,
-                },
-            ).fetchall()
-        ids = np.fromiter((r[0] for r in found), np.int64, len(found))
-        scores = np.fromiter((r[1] for r in found), np.float32, len(found))
-        return ids, scores
-
-
-def _tsquery(lexemes: list[str]) -> str:
-    """The lexemes OR-ed as tsquery text, each quoted: nothing a user types is read as syntax."""
-    return " | ".join("'" + lx.replace("\\", "\\\\").replace("'", "''") + "'" for lx in lexemes)
 
 
 # Filtered searches matching fewer passages than this are scanned exactly (the btree on
@@ -349,7 +251,6 @@ def load_search_index(url: str, *, model_name: str, weak_score: float) -> Search
         starts = np.r_[True, article_of_row[1:] != article_of_row[:-1]] if len(ids) else np.zeros(0, bool)
         lock = threading.Lock()  # the snapshot's one connection, shared by the search threads
         vectors = PostgresVectorSearch(conn, lock, ids, article_of_row, int(meta.get("dimension") or 0))
-        avgdl = conn.execute("SELECT coalesce(avg(text_words + context_words), 0) FROM passages").fetchone()[0]
         loaded = LoadedVectors(vectors, ids, article_of_row[starts].tolist())
         index = SearchIndex.from_snapshot(
             QmarkConnection(conn), meta, articles, loaded, weak_score=weak_score, where=store.shown(url)
@@ -358,7 +259,7 @@ def load_search_index(url: str, *, model_name: str, weak_score: float) -> Search
         conn.close()
         raise
     index._lock = lock
-    keywords = PostgresKeywords(conn, index._lock, index.passage_count, float(avgdl))
+    keywords = PostgresKeywords(conn, index._lock)
     index.keyword = index._fts5 = keywords  # term_count too: there is no FTS5 table here
     return index
 

@@ -4,7 +4,8 @@ write, and the reads and writes of articles and passages.
 
 Each passage row holds its vector (halfvec, under an HNSW index made by the first run that knows
 the model's dimension) and its keyword document (`search`: the text at weight A and the article's
-title, publication and authors at weight B, under a GIN index), written in the same transaction.
+title, publication and authors at weight B, under a GIN index), written in the same transaction,
+as are the keyword postings keyword search reads, derived from those tsvectors (keywords.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import unicodedata
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +35,22 @@ CONNECT_TIMEOUT_S = 10
 # The keyword index's text search configuration (migration 2): English stemming, as the SQLite
 # index's porter tokenizer stems, and no stop words, which FTS5 keeps too.
 TEXT_SEARCH_CONFIG = "corpus_bot_words"
+
+# The order in which keyword search reads a lexeme's postings when it wants only its best few:
+# (tf + IMPACT_CONTEXT * cf) / (dl + IMPACT_LENGTH), BM25's order for one word up to the corpus's
+# average length and the context's weight, which it bounds (keywords.py). Changing either constant
+# is a migration that rebuilds the index keyword_postings_impact.
+IMPACT_CONTEXT, IMPACT_LENGTH = 0.5, 30
+IMPACT = f"((tf + {IMPACT_CONTEXT}::float8 * cf) / (dl + {IMPACT_LENGTH}::float8))"
+
+# The postings of the passages matching `where` (SQL over p, the passages), from their tsvectors.
+_POSTINGS = """
+    SELECT u.lexeme, p.id,
+           cardinality(u.weights) - cardinality(array_remove(u.weights, 'A')),
+           cardinality(array_remove(u.weights, 'A')),
+           p.text_words + p.context_words
+    FROM passages p, unnest(p.search) u
+    WHERE {where}"""
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -92,6 +110,29 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     # The vectors of the vocabulary tokens of the corpus's words, float16 bytes (word_vectors.py).
     ("word vectors", "CREATE TABLE token_vectors (token integer PRIMARY KEY, vector bytea NOT NULL)"),
+    # Keyword search reads postings, not tsvectors (keywords.py): each (lexeme, passage) of the
+    # passages' tsvectors with its hits in the text (weight A) and the context (weight B) and the
+    # passage's length, under a btree that covers them all (an index-only scan per word); each
+    # lexeme's document frequency; and the corpus's size. Filled here from an existing index.
+    (
+        "keyword postings",
+        f"""
+    CREATE TABLE keyword_postings (
+        lexeme     text COLLATE "C" NOT NULL,
+        passage_id bigint NOT NULL,    -- no foreign key: delete_articles removes a passage's postings
+        tf         smallint NOT NULL,  -- hits in the text
+        cf         smallint NOT NULL,  -- hits in the context
+        dl         integer NOT NULL,   -- the passage's words, text and context
+        PRIMARY KEY (lexeme, passage_id) INCLUDE (tf, cf, dl)
+    );
+    CREATE TABLE keyword_lexemes (lexeme text COLLATE "C" PRIMARY KEY, df integer NOT NULL);
+    CREATE TABLE keyword_stats (passages bigint NOT NULL, words bigint NOT NULL);
+    INSERT INTO keyword_postings {_POSTINGS.format(where="TRUE")} ORDER BY 1, 2;
+    CREATE INDEX keyword_postings_impact ON keyword_postings (lexeme, {IMPACT} DESC) INCLUDE (passage_id, tf, cf, dl);
+    INSERT INTO keyword_lexemes SELECT lexeme, count(*) FROM keyword_postings GROUP BY lexeme;
+    INSERT INTO keyword_stats SELECT count(*), coalesce(sum(text_words + context_words), 0) FROM passages;
+    """,
+    ),
     # Votes on the bot's answers (embeddings/feedback.py), as the SQLite index's feedback table.
     (
         "feedback",
@@ -111,7 +152,15 @@ MIGRATIONS: list[tuple[str, str]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 _INDEX_TABLES = ("index_meta", "articles", "passages", "index_runs")
 # Every table corpus-bot makes, whose sizes (with their indexes and TOAST) are the index's size.
-_ALL_TABLES = (*_INDEX_TABLES, "token_vectors", "feedback", "corpus_bot_migrations")
+_ALL_TABLES = (
+    *_INDEX_TABLES,
+    "token_vectors",
+    "feedback",
+    "keyword_postings",
+    "keyword_lexemes",
+    "keyword_stats",
+    "corpus_bot_migrations",
+)
 
 
 def shown(url: str) -> str:
@@ -407,6 +456,7 @@ def insert_article(
             for i, (text, v) in enumerate(zip(passages, vectors))
         ],
     )
+    _unposted.setdefault(conn, []).append(article_id)
 
 
 # Words in a tsvector, counting repeats: a document's length as BM25 counts it.
@@ -506,8 +556,94 @@ def keys_starting_with(conn, hashes: list[str]) -> dict[str, list[str]]:
     return found
 
 
+# Above this share of the passages, a run's removed postings are deleted in one pass over the
+# table; below it, each one by a btree probe.
+DELETE_SCAN_SHARE = 0.003
+
+
 def delete_articles(conn, keys: list[str]) -> None:
+    """Delete these articles, their passages, and their passages' postings and share of the keyword
+    counts. A few articles' postings are found by (lexeme, passage), the btree's key, from the
+    passages' own tsvectors: no index on passage_id to write and keep."""
+    if conn.execute("SELECT count(*) FROM articles WHERE NOT key = ANY(%s)", (keys,)).fetchone()[0] == 0:
+        # every article (a rebuild): one pass over the keyword tables instead of a probe per posting
+        conn.execute("DELETE FROM keyword_postings")
+        conn.execute("DELETE FROM keyword_lexemes")
+        conn.execute("UPDATE keyword_stats SET passages = 0, words = 0")
+        conn.execute("DELETE FROM articles")
+        return
+    gone = """SELECT p.* FROM articles a JOIN passages p ON p.article_id = a.id WHERE a.key = ANY(%(keys)s)"""
+    removing, passages = conn.execute(
+        f"SELECT (SELECT count(*) FROM ({gone}) p), (SELECT passages FROM keyword_stats)", {"keys": keys}
+    ).fetchone()
+    if removing > DELETE_SCAN_SHARE * passages:  # one pass over the postings costs less than a probe each
+        postings = f"DELETE FROM keyword_postings WHERE passage_id IN (SELECT id FROM ({gone}) p) RETURNING lexeme"
+    else:
+        postings = f"""DELETE FROM keyword_postings k USING ({gone}) p, unnest(p.search) u
+                       WHERE k.lexeme = u.lexeme AND k.passage_id = p.id RETURNING k.lexeme"""
+    emptied = conn.execute(
+        f"""WITH gone AS ({postings}),
+            counts AS (SELECT lexeme, count(*) AS n FROM gone GROUP BY lexeme)
+            UPDATE keyword_lexemes l SET df = l.df - c.n FROM counts c
+            WHERE l.lexeme = c.lexeme RETURNING l.lexeme, l.df""",
+        {"keys": keys},
+    ).fetchall()
+    conn.execute(
+        "DELETE FROM keyword_lexemes WHERE lexeme = ANY(%s::text[]) AND df <= 0",
+        ([lexeme for lexeme, df in emptied if df <= 0],),
+    )
+    _add_keyword_stats(conn, f"SELECT -count(*), -coalesce(sum(text_words + context_words), 0) FROM ({gone}) p", keys)
     conn.execute("DELETE FROM articles WHERE key = ANY(%s)", (keys,))
+
+
+# The articles each connection's transaction has inserted and write_keyword_postings has not yet
+# given postings. An id left by a transaction that rolled back names no passage, so it adds none.
+_unposted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def write_keyword_postings(conn) -> None:
+    """The postings of the passages inserted by this transaction (insert_article), and their share of
+    the keyword counts: once per index run, before it commits. Written in one statement in the
+    btree's order, each page of it is touched once, where writing them article by article touched
+    it for each article."""
+    articles = _unposted.pop(conn, [])
+    if not articles:
+        return
+    conn.execute(
+        f"""WITH new AS (
+                INSERT INTO keyword_postings {_POSTINGS.format(where="p.article_id = ANY(%(articles)s)")}
+                ORDER BY 1, 2
+                RETURNING lexeme)
+            INSERT INTO keyword_lexemes SELECT lexeme, count(*) FROM new GROUP BY lexeme
+            ON CONFLICT (lexeme) DO UPDATE SET df = keyword_lexemes.df + excluded.df""",
+        {"articles": articles},
+    )
+    _add_keyword_stats(
+        conn,
+        "SELECT count(*), coalesce(sum(text_words + context_words), 0) FROM passages WHERE article_id = ANY(%(keys)s)",
+        articles,
+    )
+
+
+def rewrite_keyword_postings(conn) -> None:
+    """The keyword tables made again from every passage, in the caller's transaction: after rows
+    were loaded without insert_article (copy.py's bulk load)."""
+    conn.execute("DELETE FROM keyword_postings")
+    conn.execute("DELETE FROM keyword_lexemes")
+    conn.execute(f"INSERT INTO keyword_postings {_POSTINGS.format(where='TRUE')} ORDER BY 1, 2")
+    conn.execute("INSERT INTO keyword_lexemes SELECT lexeme, count(*) FROM keyword_postings GROUP BY lexeme")
+    conn.execute(
+        "UPDATE keyword_stats SET passages = d.n, words = d.w FROM "
+        "(SELECT count(*), coalesce(sum(text_words + context_words), 0) FROM passages) AS d(n, w)"
+    )
+
+
+def _add_keyword_stats(conn, change: str, keys: list) -> None:
+    conn.execute(
+        f"UPDATE keyword_stats SET passages = keyword_stats.passages + d.n, words = keyword_stats.words + d.w "
+        f"FROM ({change}) AS d(n, w)",
+        {"keys": keys},
+    )
 
 
 def move_file(conn, old: str, new: str) -> None:

@@ -1,0 +1,158 @@
+"""Keyword search over the index in PostgreSQL (the keyword-engine seam): BM25 as FTS5 computes it
+(k1 1.2, b 0.75, the context at CONTEXT_WEIGHT), from the postings the index job derives from each
+passage's tsvector (store.py: keyword_postings, keyword_lexemes, keyword_stats), so PostgreSQL's
+full-text parser and stemmer decide what a word is, and a question reads only its words' postings.
+
+A word's postings are one range of a btree that covers the columns BM25 needs (an index-only
+scan); its document frequency is one row of keyword_lexemes; the corpus's size and average length
+are read once per snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+
+from ..search import hybrid
+from ..search.engines import CONTEXT_WEIGHT
+from ..search.hybrid import HybridRule
+from . import store
+
+log = logging.getLogger(__name__)
+
+K1, B = 1.2, 0.75  # FTS5's bm25() constants, so scores compare with the SQLite index's
+
+# BM25 of the passages holding any of the lexemes, as FTS5 computes it: a lexeme's frequency is its
+# hits in the text plus CONTEXT_WEIGHT times its hits in the context, the length is the words of
+# both, and idf comes from each lexeme's own document frequency.
+_TOP = f"""
+SELECT k.passage_id,
+       sum(q.idf * (k.tf + %(context)s * k.cf) * {K1 + 1}
+           / ((k.tf + %(context)s * k.cf) + {K1} * ({1 - B} + {B} * k.dl / %(avgdl)s))) AS score
+FROM unnest(%(lexemes)s::text[], %(idfs)s::float8[]) AS q(lexeme, idf)
+JOIN keyword_postings k ON k.lexeme = q.lexeme COLLATE "C"
+GROUP BY k.passage_id ORDER BY score DESC, k.passage_id LIMIT %(limit)s
+"""
+
+
+# A lexeme's postings in the order of keyword_postings_impact, best first: enough of them for the
+# best few passages of one word (PostgresKeywords._top_one).
+_HEAD = f"""
+SELECT passage_id, tf, cf, dl, {store.IMPACT} FROM keyword_postings
+WHERE lexeme = %s COLLATE "C" ORDER BY {store.IMPACT} DESC LIMIT %s
+"""
+
+
+class PostgresKeywords:
+    """Keyword search in the index's postings, read through the snapshot's connection under `lock`.
+    Words are cut and stemmed by the text search configuration, as the passages were."""
+
+    def __init__(self, conn, lock: threading.Lock) -> None:
+        self._conn, self._lock = conn, lock
+        passages, words = conn.execute("SELECT passages, words FROM keyword_stats").fetchone()
+        self._passages, self._avgdl = int(passages), max(words / passages if passages else 0.0, 1.0)
+        self._lexeme: dict[str, str | None] = {}
+        self._counts: dict[str, int] = {}  # lexeme -> passages holding it, in this snapshot
+
+    @property
+    def passages(self) -> int:
+        return self._passages
+
+    def _lexemes(self, words: list[str]) -> dict[str, str | None]:
+        new = [w for w in dict.fromkeys(words) if w not in self._lexeme]
+        if new:
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT (SELECT min(lexeme) FROM unnest(to_tsvector('{store.TEXT_SEARCH_CONFIG}', w))) "
+                    "FROM unnest(%s::text[]) WITH ORDINALITY AS x(w, n) ORDER BY n",
+                    ([store.keyword_text(w) for w in new],),
+                ).fetchall()
+            if len(self._lexeme) > 100_000:  # a bound for a bot that runs for months
+                self._lexeme.clear()
+            self._lexeme.update((word, lexeme) for word, (lexeme,) in zip(new, rows))
+        return {w: self._lexeme.get(w) for w in words}
+
+    def _df(self, lexemes: list[str]) -> list[int]:
+        new = [lx for lx in dict.fromkeys(lexemes) if lx not in self._counts]
+        if new:
+            with self._lock:
+                found = dict(
+                    self._conn.execute(
+                        "SELECT lexeme, df FROM keyword_lexemes WHERE lexeme = ANY(%s::text[])", (new,)
+                    ).fetchall()
+                )
+            if len(self._counts) > 100_000:
+                self._counts.clear()
+            self._counts.update((lx, found.get(lx, 0)) for lx in new)
+        return [self._counts[lx] for lx in lexemes]
+
+    def term_count(self, word: str) -> int:
+        lexeme = self._lexemes([word])[word]
+        return self._df([lexeme])[0] if lexeme else 0
+
+    document_frequency = term_count
+
+    def _idf(self, df: int) -> float:
+        return max(float(np.log((self._passages - df + 0.5) / (df + 0.5))), 1e-6)  # FTS5's, floored as it does
+
+    def idf_sum(self, words: list[str]) -> float:
+        return sum(self._idf(df) for df in map(self.term_count, words) if df)
+
+    def query_words(self, terms: list[str], rule: HybridRule) -> list[str]:
+        # As FTS5, every passage a word holds is scored: a common word costs more than it adds.
+        return hybrid.without_common(terms, self.term_count, self._passages, rule)
+
+    def top(self, terms: list[str], limit: int) -> tuple[np.ndarray, np.ndarray]:
+        lexemes = sorted({lx for lx in self._lexemes(terms).values() if lx})
+        if not lexemes or not self._passages:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        idfs = [self._idf(df) for df in self._df(lexemes)]
+        if len(lexemes) == 1:
+            return self._top_one(lexemes[0], idfs[0], limit)
+        # Several words: every posting of each is scored. Reading them best first instead (the
+        # threshold algorithm) needs each candidate's postings of the other words, and a btree probe
+        # costs several postings read in order, so it was slower at every corpus size measured.
+        return self._scored(_TOP, lexemes, idfs, limit)
+
+    def _scored(self, sql: str, lexemes: list[str], idfs: list[float], limit: int):
+        params = {"lexemes": lexemes, "idfs": idfs, "context": CONTEXT_WEIGHT, "avgdl": self._avgdl, "limit": limit}
+        with self._lock:
+            found = self._conn.execute(sql, params).fetchall()
+        ids = np.fromiter((r[0] for r in found), np.int64, len(found))
+        scores = np.fromiter((r[1] for r in found), np.float32, len(found))
+        return ids, scores
+
+    def _slack(self) -> tuple[float, float]:
+        """(D, slack): a posting's BM25 for one word grows with f / (dl + D), D = avgdl (1 - b) / b;
+        the impact order's f and D differ from these by at most the factor slack, so a posting
+        after the last one read has f / (dl + D) at most that one's impact times slack."""
+        distance = self._avgdl * (1 - B) / B
+        return distance, max(1.0, CONTEXT_WEIGHT / store.IMPACT_CONTEXT) * max(1.0, store.IMPACT_LENGTH / distance)
+
+    def _head(self, lexeme: str, wanted: int) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(_HEAD, (lexeme, wanted)).fetchall()
+
+    def _top_one(self, lexeme: str, idf: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """One word's best `limit` passages, reading its postings best first by the impact order
+        and stopping where none of the rest can pass the last one kept: the same passages and
+        scores as _TOP, from a fraction of a common word's postings."""
+        distance, slack = self._slack()
+        wanted = max(limit, 64)
+        while True:
+            rows = self._head(lexeme, wanted)
+            ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+            tf, cf, dl, impact = (np.fromiter((r[i] for r in rows), np.float64, len(rows)) for i in (1, 2, 3, 4))
+            f = tf + CONTEXT_WEIGHT * cf
+            # in _TOP's order of operations, so the scores are the same to the last bit
+            scores = idf * f * (K1 + 1) / (f + K1 * ((1 - B) + B * dl / self._avgdl))
+            order = np.lexsort((ids, -scores))[:limit]
+            if len(rows) < wanted:  # every posting read
+                break
+            weakest = order[-1]
+            if f[weakest] / (dl[weakest] + distance) > impact[-1] * slack * (1 + 1e-9):
+                break
+            wanted *= 4
+        return ids[order], scores[order].astype(np.float32)
