@@ -574,6 +574,7 @@ def build_postgres(index_path: Path, url: str, vectors: np.ndarray | None = None
                 FROM (SELECT *, to_tsvector('{pgstore.TEXT_SEARCH_CONFIG}', t) AS tv,
                                 to_tsvector('{pgstore.TEXT_SEARCH_CONFIG}', c) AS cv FROM loading) d"""
         )
+        pgstore.rewrite_keyword_postings(conn)
         for table in ("articles", "passages"):
             conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
         tokens = source.execute("SELECT token, vector FROM token_vectors").fetchall()
