@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,42 @@ def test_a_user_who_cannot_create_the_vector_extension_is_told_what_to_run(postg
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("DROP ROLE reader")
+
+
+def test_a_wrong_password_is_one_line_without_it(postgres_url):
+    """The server asks this user for a password (a line of its own in pg_hba.conf, first, removed after)."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        hba = Path(conn.execute("SHOW hba_file").fetchone()[0])
+        conn.execute("DROP ROLE IF EXISTS keeper")
+        conn.execute("CREATE ROLE keeper LOGIN PASSWORD 'the-right-one'")
+        rules = hba.read_text()
+        hba.write_text("local all keeper scram-sha-256\n" + rules)
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        wrong = postgres_url.replace("postgres:@", "keeper:hunter2@")
+        with pytest.raises(ConfigError, match="cannot connect .*password authentication failed") as caught:
+            store.connect(wrong)
+        message = str(caught.value)
+        assert "hunter2" not in message and "\n" not in message and "keeper@" in message
+    finally:
+        hba.write_text(rules)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+            conn.execute("DROP ROLE keeper")
+
+
+def test_a_pgvector_too_old_is_one_line_and_nothing_is_written(postgres_url, monkeypatch):
+    """The server's pgvector is 0.8; a requirement above it stands for an older pgvector: refused
+    before the extension is created or any table is made."""
+    monkeypatch.setattr(store, "MIN_PGVECTOR", (99, 0))
+    with pytest.raises(ConfigError, match=r"pgvector 0\.8[.\d]*; corpus-bot needs 99\.0 or later") as caught:
+        store.connect(postgres_url)
+    assert "\n" not in str(caught.value)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+    monkeypatch.setattr(store, "MIN_PGVECTOR", (0, 8))
+    store.connect(postgres_url).close()  # the version it needs: created, then refused with the same line when too old
+    monkeypatch.setattr(store, "MIN_PGVECTOR", (99, 0))
+    with pytest.raises(ConfigError, match="ALTER EXTENSION vector UPDATE"):
+        store.connect(postgres_url)

@@ -230,6 +230,11 @@ def _check_pgvector(conn, url: str) -> None:
                 f"the PostgreSQL server of {shown(url)} has no pgvector extension: install pgvector "
                 f"{'.'.join(map(str, MIN_PGVECTOR))} or later (managed services list it as `vector`)"
             )
+        if _version(available[0]) < MIN_PGVECTOR:  # refused before anything is created
+            raise ConfigError(
+                f"the PostgreSQL server of {shown(url)} offers pgvector {available[0]}; corpus-bot needs "
+                f"{'.'.join(map(str, MIN_PGVECTOR))} or later: install a newer pgvector on the server"
+            )
         try:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         except psycopg.Error as exc:
