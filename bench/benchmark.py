@@ -788,7 +788,7 @@ def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int,
 
     by_mode = {mode: ask_ms(mode) for mode in MODES}
     rss_after_queries = rss_mb()
-    keyword_engine = "tantivy" if index.tantivy is not None else "fts5"
+    keyword_engine = "postgresql postings" if url else "tantivy" if index.tantivy is not None else "fts5"
     fts5_by_mode, keyword_agreement = {}, None
     if index.tantivy is not None:  # FTS5 as the baseline of the keyword leg, same questions
         keyword_agreement = keyword_top10_shared(index, questions)
