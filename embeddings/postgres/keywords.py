@@ -10,7 +10,6 @@ are read once per snapshot.
 
 from __future__ import annotations
 
-import logging
 import threading
 
 import numpy as np
@@ -19,8 +18,6 @@ from ..search import hybrid
 from ..search.engines import CONTEXT_WEIGHT
 from ..search.hybrid import HybridRule
 from . import store
-
-log = logging.getLogger(__name__)
 
 K1, B = 1.2, 0.75  # FTS5's bm25() constants, so scores compare with the SQLite index's
 
@@ -55,10 +52,6 @@ class PostgresKeywords:
         self._passages, self._avgdl = int(passages), max(words / passages if passages else 0.0, 1.0)
         self._lexeme: dict[str, str | None] = {}
         self._counts: dict[str, int] = {}  # lexeme -> passages holding it, in this snapshot
-
-    @property
-    def passages(self) -> int:
-        return self._passages
 
     def _lexemes(self, words: list[str]) -> dict[str, str | None]:
         new = [w for w in dict.fromkeys(words) if w not in self._lexeme]

@@ -570,6 +570,8 @@ def delete_articles(conn, keys: list[str]) -> None:
     """Delete these articles, their passages, and their passages' postings and share of the keyword
     counts. A few articles' postings are found by (lexeme, passage), the btree's key, from the
     passages' own tsvectors: no index on passage_id to write and keep."""
+    if not keys:
+        return
     if conn.execute("SELECT count(*) FROM articles WHERE NOT key = ANY(%s)", (keys,)).fetchone()[0] == 0:
         # every article (a rebuild): one pass over the keyword tables instead of a probe per posting
         conn.execute("DELETE FROM keyword_postings")
