@@ -5,6 +5,7 @@ platform cannot run it); tests/conftest.py imports these fixtures."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 import uuid
@@ -53,3 +54,25 @@ def postgres_url(postgres_server) -> str:
     yield postgres_server.get_uri(database=name)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def insert_article(conn, key: str, passages: list[str], vectors, *, title: str = "Border talks") -> None:
+    """One article written as the index job writes it (store.insert_article), its metadata fixed."""
+    from embeddings.postgres import store
+
+    store.insert_article(
+        conn,
+        key=key,
+        file=key,
+        content_hash="h-" + key,
+        title=title,
+        source="The Wire",
+        authors=("Jason Ditz",),
+        published=dt.date(2024, 3, 1),
+        updated=None,
+        url=None,
+        description=None,
+        passages=passages,
+        vectors=vectors,
+        indexed_at=store.utc_now(),
+    )

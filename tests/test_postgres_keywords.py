@@ -5,7 +5,6 @@ frequencies and corpus size follow every run, and a database from before the pos
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import threading
 from collections import Counter
@@ -15,6 +14,7 @@ import pytest
 
 from embeddings.search.engines import CONTEXT_WEIGHT
 from embeddings.search.hybrid import DEFAULT_RULE
+from tests.postgres import insert_article
 
 psycopg = pytest.importorskip("psycopg", reason="needs the postgres extra: pip install -e '.[postgres]'")
 from embeddings.postgres import store  # noqa: E402 (needs psycopg)
@@ -31,29 +31,10 @@ ARTICLES = {
 }
 
 
-def _write(conn, key: str, title: str, passages: list[str]) -> None:
-    store.insert_article(
-        conn,
-        key=key,
-        file=key,
-        content_hash="h-" + key,
-        title=title,
-        source="The Wire",
-        authors=("Jason Ditz",),
-        published=dt.date(2024, 3, 1),
-        updated=None,
-        url=None,
-        description=None,
-        passages=passages,
-        vectors=np.eye(len(passages), 8, dtype=np.float32),
-        indexed_at=store.utc_now(),
-    )
-
-
 def _index(url: str, articles: dict = ARTICLES) -> None:
     with store.connect(url) as conn, conn.transaction():
         for key, (title, passages) in articles.items():
-            _write(conn, key, title, passages)
+            insert_article(conn, key, passages, np.eye(len(passages), 8, dtype=np.float32), title=title)
         store.write_keyword_postings(conn)
 
 
@@ -192,7 +173,7 @@ def test_a_database_indexed_before_the_postings_gets_them_from_its_migration(mon
         old.setattr(store, "write_keyword_postings", lambda conn: store._unposted.pop(conn, None))
         with store.connect(postgres_url) as conn, conn.transaction():
             for key, (title, passages) in ARTICLES.items():
-                _write(conn, key, title, passages)
+                insert_article(conn, key, passages, np.eye(len(passages), 8, dtype=np.float32), title=title)
             store.write_keyword_postings(conn)
         with store.connect(postgres_url) as conn:
             assert conn.execute("SELECT to_regclass('keyword_postings')").fetchone()[0] is None

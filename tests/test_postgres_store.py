@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 
 from embeddings.errors import ConfigError, IndexBusyError, NotAnIndexError
 from embeddings.migrations import embedded_hash
+from tests.postgres import insert_article
 
 psycopg = pytest.importorskip("psycopg", reason="needs the postgres extra: pip install -e '.[postgres]'")
 from embeddings.postgres import store  # noqa: E402 (needs psycopg)
@@ -19,25 +19,6 @@ def test_each_test_gets_an_empty_database_of_its_own(postgres_url):
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
         conn.execute("CREATE TABLE leftover (x int)")
-
-
-def _article(conn, key: str, passages: list[str], vectors: np.ndarray) -> None:
-    store.insert_article(
-        conn,
-        key=key,
-        file=key,
-        content_hash="h-" + key,
-        title="Border talks",
-        source="The Wire",
-        authors=("Jason Ditz",),
-        published=dt.date(2024, 3, 1),
-        updated=None,
-        url=None,
-        description=None,
-        passages=passages,
-        vectors=vectors,
-        indexed_at=store.utc_now(),
-    )
 
 
 def _unit(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -58,7 +39,7 @@ def test_vectors_and_keyword_documents_are_written_with_the_passages(postgres_ur
     vectors = _unit(2, 8)
     with store.connect(postgres_url) as conn, conn.transaction():
         store.ensure_vector_index(conn, 8)
-        _article(conn, "a.md", ["Negotiators met at the border.", "Talks resume on Monday."], vectors)
+        insert_article(conn, "a.md", ["Negotiators met at the border.", "Talks resume on Monday."], vectors)
     with store.connect(postgres_url) as conn:
         stored, ids, owners = store.read_vectors(conn, 8)
         assert stored.dtype == np.float16 and np.allclose(stored, vectors, atol=1e-3)

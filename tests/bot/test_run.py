@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -21,6 +22,22 @@ TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GabcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
 
 def invoke(settings: Settings):
     return CliRunner().invoke(cli, ["run"], obj=settings, catch_exceptions=False)
+
+
+@contextmanager
+def serving(fake: FakeDiscord):
+    """The fake Discord answering on a loop of its own, as `corpus-bot run` runs its own."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(fake.start(), loop).result(5)
+        with fake.patched():
+            yield
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
 
 
 @pytest.mark.parametrize(
@@ -71,24 +88,14 @@ def test_an_index_url_the_bot_cannot_use_stops_the_start_with_one_line(
         pytest.importorskip("psycopg", reason="needs the postgres extra")
     else:
         monkeypatch.setitem(sys.modules, "psycopg", None)  # what `import psycopg` meets without the extra
-    fake = FakeDiscord()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(fake.start(), loop).result(5)
-        settings = replace(
-            Settings.from_env({}),
-            discord_token=TOKEN,
-            index_path=tmp_path / "none.sqlite3",
-            index_url="postgresql://bot:s3cret@127.0.0.1:1/corpus",
-        )
-        with fake.patched():
-            result = invoke(settings)
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+    settings = replace(
+        Settings.from_env({}),
+        discord_token=TOKEN,
+        index_path=tmp_path / "none.sqlite3",
+        index_url="postgresql://bot:s3cret@127.0.0.1:1/corpus",
+    )
+    with serving(FakeDiscord()):
+        result = invoke(settings)
     assert result.exit_code == 1
     last = result.output.rstrip("\n").split("\n")[-1]
     assert last.startswith(message), last
@@ -99,18 +106,8 @@ def test_token_rejected_by_discord_is_one_line(tmp_path, restore_logging):
     """The real discord.py login against the fake Discord answering 401 (logs go to stderr first)."""
     fake = FakeDiscord()
     fake.invalid_token = True
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(fake.start(), loop).result(5)
-        settings = replace(Settings.from_env({}), discord_token=TOKEN, index_path=tmp_path / "none.sqlite3")
-        with fake.patched():
-            result = invoke(settings)
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+    with serving(fake):
+        result = invoke(replace(Settings.from_env({}), discord_token=TOKEN, index_path=tmp_path / "none.sqlite3"))
     assert result.exit_code == 1
     last = result.output.rstrip("\n").split("\n")[-1]
     assert last.startswith("Error: Discord rejected DISCORD_TOKEN (401 Unauthorized): reset the token")
