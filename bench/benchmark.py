@@ -511,103 +511,65 @@ def postgres_database(server_url: str, name: str, fresh: bool) -> str:
     return server_url.replace("/corpus_bot?", f"/{name}?", 1)
 
 
-def build_postgres(index_path: Path, url: str, vectors: np.ndarray | None = None) -> dict:
-    """The SQLite index's articles, passages (ids included), vectors (`vectors`, in its row order;
-    by default the float32 ones kept beside it as generated), stored as halfvec, word vectors and
-    model identity, bulk-loaded into PostgreSQL with binary COPY; then the keyword GIN and the HNSW
-    index are built over the loaded rows (faster than while inserting)."""
-    import sqlite3
+def build_postgres(index_path: Path, url: str) -> dict:
+    """The SQLite index moved into PostgreSQL by the product's own `corpus-bot index --from`
+    (embeddings/postgres/copy.py: binary COPY, then the keyword and HNSW indexes built over the
+    loaded rows), timed by stage from its progress and its log."""
+    import logging
 
-    from psycopg.types import TypeInfo
-
-    from embeddings.migrations import embedded_hash
-    from embeddings.postgres import halfvec
-    from embeddings.postgres import store as pgstore
+    from embeddings.config import Settings
+    from embeddings.postgres import copy
     from embeddings.postgres.search import query_model_anchor
     from embeddings.query_model import query_model_dir
+    from embeddings.store import connect_for_reading, read_meta
 
-    if vectors is None:
-        vectors = np.load(index_path.with_name(F32_FILE), mmap_mode="r")
-    source = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True)
-    conn = pgstore.connect(url)
+    source = connect_for_reading(index_path)
+    try:
+        model = read_meta(source)["model"]
+    finally:
+        source.close()
+    settings = Settings.from_env({"EMBEDDING_MODEL": model, "INDEX_PATH": str(index_path)})
+    stages: dict[str, float] = {}
+    built: dict[str, float] = {}
+
+    class IndexBuilds(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.msg.startswith("built "):
+                built[record.args[0]] = record.args[2]
+
+    handler, level = IndexBuilds(), copy.log.level
+    copy.log.addHandler(handler)
+    copy.log.setLevel(logging.INFO)
     started = time.perf_counter()
-    columns = "id, key, file, content_hash, title, source, authors, published, updated, url, description, "
-    columns += "passage_count, indexed_at"
-    context: dict[int, str] = {}
-    with conn.transaction():
-        conn.execute("DROP INDEX IF EXISTS passages_search")  # built again after the load
-        conn.execute("DROP INDEX IF EXISTS passages_embedding")
-        conn.execute(f"ALTER TABLE passages ALTER COLUMN embedding TYPE halfvec({DIM})")
-        with conn.cursor().copy(f"COPY articles ({columns}) FROM STDIN") as copy:
-            for row in source.execute(f"SELECT {columns} FROM articles ORDER BY id"):
-                copy.write_row(row)
-                context[row[0]] = pgstore.keyword_text(pgstore.context_of(row[4], row[5], tuple(json.loads(row[6]))))
-        conn.execute(
-            f"CREATE TEMP TABLE loading (id bigint, article_id bigint, position integer, text text, "
-            f"embedding halfvec({DIM}), t text, c text, h text) ON COMMIT DROP"
+    try:
+        copy.copy_index(
+            settings,
+            index_path,
+            url,
+            rebuild=True,
+            on_progress=lambda p: stages.setdefault(p.stage, time.perf_counter() - started),
         )
-        oid = TypeInfo.fetch(conn, "halfvec").oid
-        cur = conn.cursor()
-        with cur.copy("COPY loading FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "int8", "int4", "text", oid, "text", "text", "text"])
-            rows = source.execute("SELECT id, article_id, position, text FROM passages ORDER BY article_id, position")
-            for at, (pid, article, position, text) in enumerate(rows):
-                copy.write_row(
-                    (
-                        pid,
-                        article,
-                        position,
-                        text,
-                        halfvec.HalfVec(vectors[at]),
-                        pgstore.keyword_text(text),
-                        context[article],
-                        embedded_hash(text),
-                    )
-                )
-        copied_s = time.perf_counter() - started
-        words = "(SELECT coalesce(sum(array_length(positions, 1)), 0) FROM unnest({}))"
-        conn.execute(
-            f"""INSERT INTO passages(id, article_id, position, text, embedded_hash, embedding, search, text_words,
-                                     context_words)
-                SELECT id, article_id, position, text, h, embedding, setweight(tv, 'A') || setweight(cv, 'B'),
-                       {words.format("tv")}, {words.format("cv")}
-                FROM (SELECT *, to_tsvector('{pgstore.TEXT_SEARCH_CONFIG}', t) AS tv,
-                                to_tsvector('{pgstore.TEXT_SEARCH_CONFIG}', c) AS cv FROM loading) d"""
-        )
-        pgstore.rewrite_keyword_postings(conn)
-        for table in ("articles", "passages"):
-            conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
-        tokens = source.execute("SELECT token, vector FROM token_vectors").fetchall()
-        cur.executemany("INSERT INTO token_vectors(token, vector) VALUES (%s, %s)", tokens)
-        meta = dict(source.execute("SELECT key, value FROM index_meta").fetchall())
-        keep = ("model", "dimension", "built", "model_hash", "model_files", "probe_vector", "generation")
-        pgstore.write_meta(conn, **{k: v for k, v in meta.items() if k in keep})
-        rows_s = time.perf_counter() - started
-        conn.execute("CREATE INDEX passages_search ON passages USING gin (search)")
-    load_s = time.perf_counter() - started
-    log(f"postgres: rows copied in {copied_s:.0f}s, written in {rows_s:.0f}s, with the keyword GIN {load_s:.0f}s")
-    started = time.perf_counter()
-    conn.execute(f"SET maintenance_work_mem = '{PG_SETTINGS['maintenance_work_mem']}'")
-    conn.execute(f"SET max_parallel_maintenance_workers = {PG_SETTINGS['max_parallel_maintenance_workers']}")
-    conn.execute(
-        "CREATE INDEX passages_embedding ON passages USING hnsw (embedding halfvec_cosine_ops) "
-        "WITH (m = 16, ef_construction = 64)"
+    finally:
+        copy.log.removeHandler(handler)
+        copy.log.setLevel(level)
+    total_s = time.perf_counter() - started
+    log(
+        f"postgres: copied in {total_s:.0f}s (rows {stages.get('indexing', 0):.0f}s, HNSW {built.get('passages_embedding', 0):.0f}s)"
     )
-    hnsw_s = time.perf_counter() - started
-    log(f"postgres: HNSW index built in {hnsw_s:.0f}s")
-    conn.execute("VACUUM ANALYZE")
-    size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-    hnsw_mb = conn.execute("SELECT pg_relation_size('passages_embedding')").fetchone()[0] / 1024**2
-    conn.close()
-    source.close()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        hnsw_mb = conn.execute("SELECT pg_relation_size('passages_embedding')").fetchone()[0] / 1024**2
     anchor = query_model_dir(query_model_anchor(index_path))
     shutil.rmtree(anchor, ignore_errors=True)
     shutil.copytree(query_model_dir(index_path), anchor)
     return {
-        "rows_copied_s": round(copied_s, 1),
-        "rows_written_s": round(rows_s, 1),
-        "index_build_s": round(load_s, 1),  # rows and the keyword GIN, in one transaction
-        "hnsw_build_s": round(hnsw_s, 1),
+        "copy_s": round(total_s, 1),  # corpus-bot index --from, all of it
+        "rows_copied_s": round(stages.get("indexing", total_s), 1),
+        "index_build_s": round(total_s - stages.get("indexing", total_s), 1),  # every index and the postings
+        "hnsw_build_s": round(built.get("passages_embedding", 0.0), 1),
         "database_mb": round(size / 1024**2, 1),
         "hnsw_index_mb": round(hnsw_mb, 1),
         "settings": PG_SETTINGS,

@@ -17,6 +17,7 @@ up to date row by row.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +47,8 @@ from . import halfvec, store
 SQLITE_HEADER = b"SQLite format 3\x00"
 LOCK_WAIT_S = 10  # how long the copy waits for reads of the target under way before giving up
 BATCH_ARTICLES = 2_000  # articles read from the file per step: bounded memory at any index size
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -281,8 +284,9 @@ def _make_room(conn, url: str, meta: dict[str, str], rebuild: bool) -> None:
         conn.execute(f"DELETE FROM {table}")
 
 
-def _drop_secondary_indexes(conn) -> list[str]:
-    """Drop the indexes of passages that no constraint needs; their definitions, to make them again."""
+def _drop_secondary_indexes(conn) -> list[tuple[str, str]]:
+    """Drop the indexes of passages that no constraint needs; their names and definitions, to make
+    them again."""
     rows = conn.execute(
         "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = current_schema() "
         "AND i.tablename = 'passages' AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
@@ -290,16 +294,17 @@ def _drop_secondary_indexes(conn) -> list[str]:
     ).fetchall()
     for name, _ in rows:
         conn.execute(f'DROP INDEX "{name}"')
-    return [definition for _, definition in rows]
+    return [(name, definition) for name, definition in rows]
 
 
-def after_bulk_load(conn, index_definitions: list[str]) -> None:
+def after_bulk_load(conn, indexes: list[tuple[str, str]]) -> None:
     """What follows loading rows with COPY, in the same transaction: the dropped indexes made again
     over every row at once. Tables derived from passages are filled here too, from all of them."""
     import psycopg
 
     passages = store.passage_count(conn)
-    for definition in index_definitions:
+    for name, definition in indexes:
+        started = time.monotonic()
         try:
             with conn.transaction():  # a savepoint: a failed build is tried again below
                 _build_memory(conn, passages)
@@ -312,7 +317,10 @@ def after_bulk_load(conn, index_definitions: list[str]) -> None:
             conn.execute("SET LOCAL max_parallel_maintenance_workers = 0")
             conn.execute("RESET maintenance_work_mem")
             conn.execute(definition)
+        log.info("built %s over %d passages in %.1f s", name, passages, time.monotonic() - started)
+    started = time.monotonic()
     store.rewrite_keyword_postings(conn)
+    log.info("wrote the keyword postings of %d passages in %.1f s", passages, time.monotonic() - started)
 
 
 # Memory for building an index in one go, per passage: an HNSW graph that outgrows
