@@ -65,3 +65,30 @@ def index_elsewhere(settings: Settings) -> IndexReport:
 
         return run_postgres_index(settings, settings.index_url, embedder=FakeEmbedder())
     return run_index(settings, embedder=FakeEmbedder())
+
+
+def serve_one_shard(settings: Settings, base_url: str, gateway_url: str) -> None:
+    """A bot of its own in this process, as `corpus-bot run` starts one, on the shards the settings
+    name, against the fake Discord at these URLs, with the fake embedder; until it is terminated."""
+    import asyncio
+
+    import discord
+    import yarl
+
+    from bot.app import create_bot
+
+    discord.http.Route.BASE = base_url
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+    bot = create_bot(
+        settings,
+        embedder=FakeEmbedder(),
+        index_embedder_factory=FakeEmbedder,
+        sync_global=True,  # guild sync reaches one guild only
+        guild_ready_timeout=0.05,
+    )
+
+    async def no_identify_wait(shard_id, *, initial=False):  # the fake has no identify rate limit
+        pass
+
+    bot.before_identify_hook = no_identify_wait
+    asyncio.run(bot.start("fake-bot-token"))

@@ -2,10 +2,9 @@
 index run commits (`corpus-bot index` from cron, or /reindex in one of them) within seconds, and a
 server connection that breaks costs a warning and a retry, never the bot.
 
-The two bots run in the test process, each a real bot with its own Serving (its own snapshot,
-connections, upkeep thread and poll) on one shard of the fake Discord: they share nothing but the
-database. Separate `corpus-bot run` processes would each need discord.py pointed at the fake
-Discord, which lives in this process's event loop.
+Most tests run the two bots in the test process, each a real bot with its own Serving (its own
+snapshot, connections, upkeep thread and poll) on one shard of the fake Discord: they share nothing
+but the database. One runs each bot in a process of its own, as two `corpus-bot run` would.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import statistics
 import time
 from dataclasses import replace
@@ -22,7 +22,7 @@ import pytest
 from bot.app import create_bot
 from bot.index_watch import PostgresWatch
 from tests.bot.helpers import committed_generation, in_store
-from tests.bot.processes import index_elsewhere
+from tests.bot.processes import index_elsewhere, serve_one_shard
 from tests.bot.test_follow_index import store_env, until
 from tests.bot.test_reindex import ZEBRA, add_zebra, reindex_outcome
 from tests.bot.test_sharding import guild_on_each_shard, no_identify_wait, with_shards
@@ -90,6 +90,53 @@ def test_two_bots_follow_an_outside_index_run_within_ten_seconds(postgres_index,
             assert [bot.serving.index.meta["generation"] for bot in bots] == [generation, generation]
 
     run(main(), timeout=60)
+
+
+def test_two_bot_processes_follow_an_outside_index_run_within_ten_seconds(postgres_index, tmp_path):
+    """Each bot in a process of its own (one shard each, the same INDEX_URL), as two `corpus-bot
+    run` on two hosts: both answer, and both answer with what an outside `corpus-bot index` adds."""
+    settings = replace(postgres_index, ask_cooldown_seconds=0)
+    add_zebra(postgres_index)
+
+    async def main():
+        async with FakeDiscord() as fake:
+            guilds = guild_on_each_shard(fake)
+            context = multiprocessing.get_context("spawn")
+            bots = [
+                context.Process(
+                    target=serve_one_shard,
+                    args=(
+                        with_shards(settings, {"SHARD_COUNT": "2", "SHARD_IDS": str(shard)}),
+                        fake.base_url,
+                        fake.gateway_url,
+                    ),
+                    daemon=True,
+                )
+                for shard in (0, 1)
+            ]
+            for bot in bots:
+                bot.start()
+            try:
+
+                async def both_serve() -> bool:
+                    try:
+                        return await both_answer(fake, guilds, "Where did the talks resume?", "")
+                    except (RuntimeError, TimeoutError, AssertionError):
+                        return False  # a shard not connected yet, or its bot still starting
+
+                await until(both_serve, 60)
+                assert not any([await answers_in(fake, g, ZEBRA, "zebra") for g in guilds.values()])
+                done = await asyncio.to_thread(harness, tmp_path, "index", env=store_env(postgres_index))
+                assert done.returncode == 0 and "1 changed" in done.stdout, done.stderr[-500:]
+                seconds = await until(lambda: both_answer(fake, guilds, ZEBRA, "zebra"), BOUND_S)
+                print(f"\nboth bot processes answered from the outside run {seconds:.2f} s after it ended")
+                assert all(bot.is_alive() for bot in bots)
+            finally:
+                for bot in bots:
+                    bot.terminate()
+                    bot.join(10)
+
+    run(main(), timeout=120)
 
 
 def test_a_reindex_in_one_bot_is_served_by_the_other(postgres_index, fake_embedder):
