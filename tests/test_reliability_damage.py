@@ -368,10 +368,13 @@ def test_silent_damage_in_a_derived_copy_is_found_by_the_index_job_which_builds_
 
 
 def garbage_in_the_tantivy_copy(settings, *, keep_mtime: bool) -> Path:
-    """4 KB of garbage in the copy's largest segment file (tantivy panics reading it)."""
+    """Up to 4 KB of garbage at the start of the copy's largest segment file (tantivy panics reading
+    it). Its last 512 bytes, the footer checked when the copy opens, stay whole: how many segments
+    tantivy writes, and so how small the largest is, varies from run to run."""
     folder = tantivy_index.folder_for(settings.index_path)
     target = max(folder.glob("*.idx"), key=lambda p: p.stat().st_size)
-    overwrite(target, 0, np.random.default_rng(7).bytes(min(4096, target.stat().st_size)), keep_mtime=keep_mtime)
+    garbage = np.random.default_rng(7).bytes(min(4096, target.stat().st_size - 512))
+    overwrite(target, 0, garbage, keep_mtime=keep_mtime)
     return target
 
 
