@@ -513,22 +513,6 @@ def read_articles(conn) -> list[Article]:
     ]
 
 
-def read_vectors(conn, dimension: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Every passage's vector (float16), its id, and the article ids in row order: passages by
-    article id then position, the row order SearchIndex expects."""
-    with conn.cursor(binary=True) as cur:
-        cur.execute("SELECT id, article_id, embedding FROM passages ORDER BY article_id, position")
-        rows = cur.fetchall()
-    vectors = np.empty((len(rows), max(dimension, 1)), np.float16)
-    ids = np.empty(len(rows), np.int64)
-    owners: list[int] = []
-    for i, (pid, article_id, vector) in enumerate(rows):
-        vectors[i], ids[i] = vector, pid
-        if not owners or owners[-1] != article_id:
-            owners.append(article_id)
-    return vectors, ids, owners
-
-
 def stored_articles(conn, keys: list[str]) -> dict[str, StoredArticle]:
     """The stored articles with these keys, by key (as embeddings.store.stored_articles)."""
     rows = conn.execute(

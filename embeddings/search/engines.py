@@ -11,8 +11,8 @@ VectorFileVectors from the vector file of a large index (vector_file.py), which 
 when it does not hold the snapshot, so the next source is tried. What it loads is a VectorSearch:
 a VectorMatrix in memory, or one that searches where the vectors are stored (PostgreSQL).
 
-SearchIndex (search_index.py) uses only these interfaces; another store (PostgreSQL, say) adds
-one implementation of each and a line in keyword_engine() and vector_sources().
+SearchIndex (search_index.py) uses only these interfaces. The index in PostgreSQL passes its own
+to SearchIndex.from_snapshot (embeddings/postgres/: PostgresKeywords, PostgresVectorSearch).
 """
 
 from __future__ import annotations
