@@ -19,7 +19,7 @@ from tests.postgres import insert_article
 psycopg = pytest.importorskip("psycopg", reason="needs the postgres extra: pip install -e '.[postgres]'")
 from embeddings.postgres import store  # noqa: E402 (needs psycopg)
 from embeddings.postgres.indexing import run_index  # noqa: E402
-from embeddings.postgres.keywords import _TOP, PostgresKeywords  # noqa: E402
+from embeddings.postgres.keywords import PostgresKeywords  # noqa: E402
 from embeddings.postgres.search import load_search_index  # noqa: E402
 
 # Repeated words, a word only in a title (the context), a stop word in every passage, and words
@@ -136,6 +136,17 @@ def _postings_match_the_passages(url: str) -> None:
         assert conn.execute("TABLE keyword_stats").fetchall() == [
             conn.execute("SELECT count(*), coalesce(sum(text_words + context_words), 0) FROM passages").fetchone()
         ]
+        # the packed blocks hold every posting once, in passage order, in its block
+        packed = [
+            (lexeme, block, posting)
+            for lexeme, block, data in conn.execute("TABLE keyword_blocks ORDER BY 1, 2", binary=True)
+            for posting in np.frombuffer(data, store.POSTING).tolist()
+        ]
+        postings = conn.execute(
+            f"SELECT lexeme, (passage_id >> {store.BLOCK_BITS})::int, passage_id, tf, cf, dl "
+            "FROM keyword_postings ORDER BY lexeme, passage_id"
+        ).fetchall()
+        assert [(lx, b, *p) for lx, b, p in packed] == postings
 
 
 @pytest.mark.parametrize("scan_share", [0.0, 1.0])  # removed postings deleted in one pass, or probe by probe
@@ -143,6 +154,8 @@ def test_an_incremental_run_replaces_a_changed_articles_postings_and_drops_a_rem
     fake_settings, fake_embedder, postgres_url, monkeypatch, scan_share
 ):
     monkeypatch.setattr(store, "DELETE_SCAN_SHARE", scan_share)
+    with store.connect(postgres_url) as conn:  # the passages straddle blocks of the packed postings
+        conn.execute("SELECT setval('passages_id_seq', %s)", ((1 << store.BLOCK_BITS) - 3,))
     run_index(fake_settings, postgres_url, embedder=fake_embedder)
     _postings_match_the_passages(postgres_url)
     files = sorted(fake_settings.corpus_dir.glob("*.txt"))
@@ -213,7 +226,7 @@ def test_one_words_best_passages_read_best_first_are_those_of_every_posting(post
             idf = keywords._idf(keywords._df([lexeme])[0])
             for limit in (1, 5, 70, 200):
                 ids, scores = keywords._top_one(lexeme, idf, limit)
-                want_ids, want_scores = keywords._scored(_TOP, [lexeme], [idf], limit)
+                want_ids, want_scores = keywords._every_posting([lexeme], [idf], limit)
                 assert ids.tolist() == want_ids.tolist() and scores.tolist() == want_scores.tolist(), (word, limit)
 
 

@@ -3,9 +3,10 @@
 passage's tsvector (store.py: keyword_postings, keyword_lexemes, keyword_stats), so PostgreSQL's
 full-text parser and stemmer decide what a word is, and a question reads only its words' postings.
 
-A word's postings are one range of a btree that covers the columns BM25 needs (an index-only
-scan); its document frequency is one row of keyword_lexemes; the corpus's size and average length
-are read once per snapshot.
+One word's best passages are read best first from a btree in an order that bounds BM25
+(keyword_postings_impact), stopping early; several words' postings are read whole, packed by
+blocks of passages (keyword_blocks), and scored here. A word's document frequency is one row of
+keyword_lexemes; the corpus's size and average length are read once per snapshot.
 """
 
 from __future__ import annotations
@@ -21,17 +22,8 @@ from . import store
 
 K1, B = 1.2, 0.75  # FTS5's bm25() constants, so scores compare with the SQLite index's
 
-# BM25 of the passages holding any of the lexemes, as FTS5 computes it: a lexeme's frequency is its
-# hits in the text plus CONTEXT_WEIGHT times its hits in the context, the length is the words of
-# both, and idf comes from each lexeme's own document frequency.
-_TOP = f"""
-SELECT k.passage_id,
-       sum(q.idf * (k.tf + %(context)s * k.cf) * {K1 + 1}
-           / ((k.tf + %(context)s * k.cf) + {K1} * ({1 - B} + {B} * k.dl / %(avgdl)s))) AS score
-FROM unnest(%(lexemes)s::text[], %(idfs)s::float8[]) AS q(lexeme, idf)
-JOIN keyword_postings k ON k.lexeme = q.lexeme COLLATE "C"
-GROUP BY k.passage_id ORDER BY score DESC, k.passage_id LIMIT %(limit)s
-"""
+# Every posting of the lexemes, packed by blocks of passage ids (store.py: keyword_blocks).
+_BLOCKS = "SELECT lexeme, postings FROM keyword_blocks WHERE lexeme = ANY(%s::text[]) ORDER BY lexeme, block"
 
 
 # A lexeme's postings in the order of keyword_postings_impact, best first: enough of them for the
@@ -104,18 +96,36 @@ class PostgresKeywords:
         idfs = [self._idf(df) for df in self._df(lexemes)]
         if len(lexemes) == 1:
             return self._top_one(lexemes[0], idfs[0], limit)
-        # Several words: every posting of each is scored. Reading them best first instead (the
-        # threshold algorithm) needs each candidate's postings of the other words, and a btree probe
-        # costs several postings read in order, so it was slower at every corpus size measured.
-        return self._scored(_TOP, lexemes, idfs, limit)
+        # Several words: every posting of each is scored, read packed (a value per block of
+        # passages, not a btree row per posting). Reading them best first instead (the threshold
+        # algorithm) needs each candidate's postings of the other words by a btree probe each,
+        # and was slower at every corpus size measured.
+        return self._every_posting(lexemes, idfs, limit)
 
-    def _scored(self, sql: str, lexemes: list[str], idfs: list[float], limit: int):
-        params = {"lexemes": lexemes, "idfs": idfs, "context": CONTEXT_WEIGHT, "avgdl": self._avgdl, "limit": limit}
+    def _every_posting(self, lexemes: list[str], idfs: list[float], limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """The best `limit` passages by BM25 summed over the lexemes, ties by passage id, from every
+        posting of each."""
         with self._lock:
-            found = self._conn.execute(sql, params).fetchall()
-        ids = np.fromiter((r[0] for r in found), np.int64, len(found))
-        scores = np.fromiter((r[1] for r in found), np.float32, len(found))
-        return ids, scores
+            rows = self._conn.execute(_BLOCKS, (lexemes,), binary=True).fetchall()
+        packed: dict[str, list[bytes]] = {}
+        for lexeme, postings in rows:
+            packed.setdefault(lexeme, []).append(postings)
+        ids, scores = [], []
+        for lexeme, idf in zip(lexemes, idfs):
+            if lexeme in packed:
+                p = np.frombuffer(b"".join(packed[lexeme]), store.POSTING)
+                f = p["tf"].astype(np.float64) + CONTEXT_WEIGHT * p["cf"]
+                ids.append(p["passage_id"].astype(np.int64))
+                scores.append(idf * f * (K1 + 1) / (f + K1 * ((1 - B) + B * p["dl"] / self._avgdl)))
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        passages, at = np.unique(np.concatenate(ids), return_inverse=True)
+        total = np.bincount(at, weights=np.concatenate(scores), minlength=len(passages))
+        best = np.arange(len(total))
+        if len(total) > limit:  # the passages scoring at least the limit-th best, then ordered
+            best = np.flatnonzero(total >= np.partition(total, len(total) - limit)[len(total) - limit])
+        order = best[np.lexsort((passages[best], -total[best]))][:limit]
+        return passages[order], total[order].astype(np.float32)
 
     def _slack(self) -> tuple[float, float]:
         """(D, slack): a posting's BM25 for one word grows with f / (dl + D), D = avgdl (1 - b) / b;
@@ -131,7 +141,7 @@ class PostgresKeywords:
     def _top_one(self, lexeme: str, idf: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """One word's best `limit` passages, reading its postings best first by the impact order
         and stopping where none of the rest can pass the last one kept: the same passages and
-        scores as _TOP, from a fraction of a common word's postings."""
+        scores as _every_posting, from a fraction of a common word's postings."""
         distance, slack = self._slack()
         wanted = max(limit, 64)
         while True:
@@ -139,7 +149,7 @@ class PostgresKeywords:
             ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
             tf, cf, dl, impact = (np.fromiter((r[i] for r in rows), np.float64, len(rows)) for i in (1, 2, 3, 4))
             f = tf + CONTEXT_WEIGHT * cf
-            # in _TOP's order of operations, so the scores are the same to the last bit
+            # in _every_posting's order of operations, so the scores are the same to the last bit
             scores = idf * f * (K1 + 1) / (f + K1 * ((1 - B) + B * dl / self._avgdl))
             order = np.lexsort((ids, -scores))[:limit]
             if len(rows) < wanted:  # every posting read

@@ -52,6 +52,22 @@ _POSTINGS = """
     FROM passages p, unnest(p.search) u
     WHERE {where}"""
 
+# A lexeme's postings packed for a question that reads all of them (keywords.py): one row per
+# lexeme and block of 2**BLOCK_BITS passage ids, its postings as POSTING records in passage-id
+# order, made from keyword_postings (read as one value, where the btree gives one row a posting).
+# An index run rewrites only the blocks its passages touch.
+BLOCK_BITS = 14
+_BLOCK = f"(k.passage_id >> {BLOCK_BITS})::integer"
+_PACKED = (
+    "string_agg(int8send(k.passage_id) || int2send(k.tf) || int2send(k.cf) || int4send(k.dl), ''::bytea "
+    "ORDER BY k.passage_id)"
+)
+_BLOCKS = f"SELECT k.lexeme, {_BLOCK}, {_PACKED} FROM keyword_postings k GROUP BY 1, 2"
+# The blocks (lexeme, block) holding postings of some `passages` (SQL giving passages' rows).
+_TOUCHED = f"SELECT DISTINCT u.lexeme, (p.id >> {BLOCK_BITS})::integer FROM {{passages}} p, unnest(p.search) u"
+# numpy's view of one packed posting (big-endian, as the send functions write them)
+POSTING = np.dtype([("passage_id", ">i8"), ("tf", ">i2"), ("cf", ">i2"), ("dl", ">i4")])
+
 MIGRATIONS: list[tuple[str, str]] = [
     (
         "tables",
@@ -148,6 +164,20 @@ MIGRATIONS: list[tuple[str, str]] = [
     );
     """,
     ),
+    (
+        "keyword blocks",
+        f"""
+    CREATE TABLE keyword_blocks (
+        lexeme   text COLLATE "C" NOT NULL,
+        block    integer NOT NULL,  -- passage_id >> BLOCK_BITS
+        postings bytea NOT NULL,    -- POSTING records by passage id
+        PRIMARY KEY (lexeme, block)
+    );
+    -- stored as is, not compressed: read in full by every question that asks for its lexeme
+    ALTER TABLE keyword_blocks ALTER COLUMN postings SET STORAGE EXTERNAL;
+    INSERT INTO keyword_blocks {_BLOCKS} ORDER BY 1, 2;
+    """,
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _INDEX_TABLES = ("index_meta", "articles", "passages", "index_runs")
@@ -157,6 +187,7 @@ _ALL_TABLES = (
     "token_vectors",
     "feedback",
     "keyword_postings",
+    "keyword_blocks",
     "keyword_lexemes",
     "keyword_stats",
     "corpus_bot_migrations",
@@ -559,6 +590,7 @@ def delete_articles(conn, keys: list[str]) -> None:
     if conn.execute("SELECT count(*) FROM articles WHERE NOT key = ANY(%s)", (keys,)).fetchone()[0] == 0:
         # every article (a rebuild): one pass over the keyword tables instead of a probe per posting
         conn.execute("DELETE FROM keyword_postings")
+        conn.execute("DELETE FROM keyword_blocks")
         conn.execute("DELETE FROM keyword_lexemes")
         conn.execute("UPDATE keyword_stats SET passages = 0, words = 0")
         conn.execute("DELETE FROM articles")
@@ -583,6 +615,7 @@ def delete_articles(conn, keys: list[str]) -> None:
         "DELETE FROM keyword_lexemes WHERE lexeme = ANY(%s::text[]) AND df <= 0",
         ([lexeme for lexeme, df in emptied if df <= 0],),
     )
+    _rewrite_blocks(conn, _TOUCHED.format(passages=f"({gone})"), {"keys": keys})
     _add_keyword_stats(conn, f"SELECT -count(*), -coalesce(sum(text_words + context_words), 0) FROM ({gone}) p", keys)
     conn.execute("DELETE FROM articles WHERE key = ANY(%s)", (keys,))
 
@@ -614,6 +647,11 @@ def write_keyword_postings(conn) -> None:
         "SELECT count(*), coalesce(sum(text_words + context_words), 0) FROM passages WHERE article_id = ANY(%(keys)s)",
         articles,
     )
+    _rewrite_blocks(
+        conn,
+        _TOUCHED.format(passages="(SELECT * FROM passages WHERE article_id = ANY(%(articles)s))"),
+        {"articles": articles},
+    )
 
 
 def rewrite_keyword_postings(conn) -> None:
@@ -623,9 +661,29 @@ def rewrite_keyword_postings(conn) -> None:
     conn.execute("DELETE FROM keyword_lexemes")
     conn.execute(f"INSERT INTO keyword_postings {_POSTINGS.format(where='TRUE')} ORDER BY 1, 2")
     conn.execute("INSERT INTO keyword_lexemes SELECT lexeme, count(*) FROM keyword_postings GROUP BY lexeme")
+    conn.execute("DELETE FROM keyword_blocks")
+    conn.execute(f"INSERT INTO keyword_blocks {_BLOCKS} ORDER BY 1, 2")
     conn.execute(
         "UPDATE keyword_stats SET passages = d.n, words = d.w FROM "
         "(SELECT count(*), coalesce(sum(text_words + context_words), 0) FROM passages) AS d(n, w)"
+    )
+
+
+def _rewrite_blocks(conn, touched: str, params: dict) -> None:
+    """The blocks named by `touched` (SQL giving lexeme, block) made again from keyword_postings, as
+    they stand in this transaction; a block with no postings left is gone."""
+    conn.execute(
+        f"DELETE FROM keyword_blocks b USING ({touched}) t(lexeme, block) WHERE b.lexeme = t.lexeme AND b.block = t.block",
+        params,
+    )
+    conn.execute(
+        f"""INSERT INTO keyword_blocks
+            SELECT k.lexeme, {_BLOCK}, {_PACKED} FROM ({touched}) t(lexeme, block)
+            JOIN keyword_postings k ON k.lexeme = t.lexeme
+                 AND k.passage_id >= t.block::bigint << {BLOCK_BITS}
+                 AND k.passage_id < (t.block::bigint + 1) << {BLOCK_BITS}
+            GROUP BY 1, 2 ORDER BY 1, 2""",
+        params,
     )
 
 
