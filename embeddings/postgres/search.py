@@ -66,21 +66,13 @@ _EXACT = "SELECT id, embedding FROM passages {where} ORDER BY (embedding <=> %(q
 
 def passage_rows(conn) -> tuple[np.ndarray, np.ndarray]:
     """Each passage's id and article id, in article id then position order (SearchIndex's rows),
-    as one binary COPY: 16 bytes a passage, no Python object per row."""
-    buffer = bytearray()
-    with (
-        conn.cursor() as cur,
-        cur.copy(
-            "COPY (SELECT id, article_id FROM passages ORDER BY article_id, position) TO STDOUT (FORMAT binary)"
-        ) as copy,
-    ):
-        for block in copy:
-            buffer += block
-    # Binary COPY: an 11-byte signature, flags and extension length (4 + 4), one
-    # (field count, length, int8, length, int8) record a row, then a -1 field count.
-    header = 19 + int.from_bytes(buffer[15:19], "big")
-    record = np.dtype([("n", ">i2"), ("l1", ">i4"), ("id", ">i8"), ("l2", ">i4"), ("article", ">i8")])
-    rows = np.frombuffer(buffer, record, (len(buffer) - header - 2) // record.itemsize, header)
+    as one value: 16 bytes a passage, no Python object per row (a COPY hands over a row at a time)."""
+    (packed,) = conn.execute(
+        "SELECT string_agg(int8send(id) || int8send(article_id), ''::bytea ORDER BY article_id, position) "
+        "FROM passages",
+        binary=True,
+    ).fetchone()
+    rows = np.frombuffer(packed or b"", np.dtype([("id", ">i8"), ("article", ">i8")]))
     return rows["id"].astype(np.int64), rows["article"].astype(np.int64)
 
 
