@@ -109,6 +109,14 @@ def test_document_frequencies_count_passages_with_the_word_in_text_or_context(en
     assert keywords.query_words(["the", "storm"], DEFAULT_RULE) == ["the", "storm"]  # a small corpus: none left out
 
 
+def test_document_frequencies_of_many_words_at_once_are_each_words_own(engine):
+    keywords, _ = engine
+    words = ["talks", "weather", "absent", "the", "talks", "", "ditz", "talking"]
+    want = [type(keywords)(keywords._conn, threading.Lock()).term_count(w) for w in words]  # a fresh cache each
+    assert keywords.document_frequencies(words) == want == [4, 1, 0, 5, 4, 0, 5, 4]
+    assert keywords.document_frequencies([]) == []
+
+
 @pytest.mark.parametrize(
     "words",
     [[], [""], ["'"], ["\\"], ["o'brien"], ["a&b|c"], ["!()"], ["naïve"], ["日本"], ["🙂"], ["x" * 3000], ["the", "'"]],
@@ -223,7 +231,7 @@ def test_one_words_best_passages_read_best_first_are_those_of_every_posting(post
         keywords = PostgresKeywords(conn, threading.Lock())
         for word in ["word0", "word1", "word3", "word6", "word20", "word150", "title"]:
             lexeme = keywords._lexemes([word])[word]
-            idf = keywords._idf(keywords._df([lexeme])[0])
+            idf = keywords._idf(keywords._df([lexeme])[lexeme])
             for limit in (1, 5, 70, 200):
                 ids, scores = keywords._top_one(lexeme, idf, limit)
                 want_ids, want_scores = keywords._every_posting([lexeme], [idf], limit)

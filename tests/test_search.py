@@ -586,6 +586,8 @@ def test_the_hybrid_rule_scores_arrays_without_an_index():
     assert not hybrid.coverage(bm25, [0.25, 1.0], cosine, idf_sum=0.0).any()  # no word any passage has
 
     counts = {"kunduz": 3, "selab": 1, "taliban": 60, "ok": 1}
-    picked = hybrid.feedback_words(list(counts), ["kunduz"], counts.get, 100, HybridRule(feedback_words=1))
+    picked = hybrid.feedback_words(
+        list(counts), ["kunduz"], lambda words: [counts[w] for w in words], 100, HybridRule(feedback_words=1)
+    )
     assert picked == ["selab"]  # not asked, at least 3 letters, in at most 10% of passages: the rarest
     assert hybrid.without_common(["taliban", "selab"], counts.get, 100, HybridRule(common_term_min=5)) == ["selab"]

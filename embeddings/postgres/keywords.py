@@ -46,7 +46,8 @@ class PostgresKeywords:
         self._counts: dict[str, int] = {}  # lexeme -> passages holding it, in this snapshot
 
     def _lexemes(self, words: list[str]) -> dict[str, str | None]:
-        new = [w for w in dict.fromkeys(words) if w not in self._lexeme]
+        found = {w: self._lexeme[w] for w in words if w in self._lexeme}
+        new = [w for w in dict.fromkeys(words) if w not in found]
         if new:
             with self._lock:
                 rows = self._conn.execute(
@@ -54,28 +55,37 @@ class PostgresKeywords:
                     "FROM unnest(%s::text[]) WITH ORDINALITY AS x(w, n) ORDER BY n",
                     ([store.keyword_text(w) for w in new],),
                 ).fetchall()
+            found.update((word, lexeme) for word, (lexeme,) in zip(new, rows))
             if len(self._lexeme) > 100_000:  # a bound for a bot that runs for months
                 self._lexeme.clear()
-            self._lexeme.update((word, lexeme) for word, (lexeme,) in zip(new, rows))
-        return {w: self._lexeme.get(w) for w in words}
+            self._lexeme.update(found)
+        return found
 
-    def _df(self, lexemes: list[str]) -> list[int]:
-        new = [lx for lx in dict.fromkeys(lexemes) if lx not in self._counts]
+    def _df(self, lexemes: list[str]) -> dict[str, int]:
+        found = {lx: self._counts[lx] for lx in lexemes if lx in self._counts}
+        new = [lx for lx in dict.fromkeys(lexemes) if lx not in found]
         if new:
             with self._lock:
-                found = dict(
+                stored = dict(
                     self._conn.execute(
                         "SELECT lexeme, df FROM keyword_lexemes WHERE lexeme = ANY(%s::text[])", (new,)
                     ).fetchall()
                 )
+            found.update((lx, stored.get(lx, 0)) for lx in new)
             if len(self._counts) > 100_000:
                 self._counts.clear()
-            self._counts.update((lx, found.get(lx, 0)) for lx in new)
-        return [self._counts[lx] for lx in lexemes]
+            self._counts.update(found)
+        return found
+
+    def document_frequencies(self, words: list[str]) -> list[int]:
+        """Passages holding each word in their text or context: two round trips at most, whatever
+        the number of words, and none for words this snapshot has seen."""
+        lexemes = self._lexemes(words)
+        counts = self._df([lx for lx in lexemes.values() if lx])
+        return [counts[lexemes[w]] if lexemes[w] else 0 for w in words]
 
     def term_count(self, word: str) -> int:
-        lexeme = self._lexemes([word])[word]
-        return self._df([lexeme])[0] if lexeme else 0
+        return self.document_frequencies([word])[0]
 
     document_frequency = term_count
 
@@ -83,7 +93,7 @@ class PostgresKeywords:
         return max(float(np.log((self._passages - df + 0.5) / (df + 0.5))), 1e-6)  # FTS5's, floored as it does
 
     def idf_sum(self, words: list[str]) -> float:
-        return sum(self._idf(df) for df in map(self.term_count, words) if df)
+        return sum(self._idf(df) for df in self.document_frequencies(words) if df)
 
     def query_words(self, terms: list[str], rule: HybridRule) -> list[str]:
         # As FTS5, every passage a word holds is scored: a common word costs more than it adds.
@@ -93,7 +103,8 @@ class PostgresKeywords:
         lexemes = sorted({lx for lx in self._lexemes(terms).values() if lx})
         if not lexemes or not self._passages:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        idfs = [self._idf(df) for df in self._df(lexemes)]
+        counts = self._df(lexemes)
+        idfs = [self._idf(counts[lx]) for lx in lexemes]
         if len(lexemes) == 1:
             return self._top_one(lexemes[0], idfs[0], limit)
         # Several words: every posting of each is scored, read packed (a value per block of

@@ -47,6 +47,9 @@ class KeywordEngine(Protocol):
     def document_frequency(self, word: str) -> int:
         """Passages holding the word, as this engine counts them."""
 
+    def document_frequencies(self, words: list[str]) -> list[int]:
+        """document_frequency of each word (one round trip where the engine is a server)."""
+
     def idf_sum(self, words: list[str]) -> float:
         """Sum of the words' BM25 idf, as this engine computes it (0 for a word no passage has)."""
 
@@ -103,6 +106,9 @@ class Fts5Keywords:
 
     document_frequency = term_count
 
+    def document_frequencies(self, words: list[str]) -> list[int]:
+        return [self.term_count(w) for w in words]
+
     def idf_sum(self, words: list[str]) -> float:
         n = self._passages
         # FTS5's idf (sqlite.org/fts5.html#the_bm25_function), floored as FTS5 floors it.
@@ -125,6 +131,9 @@ class TantivyKeywords:
 
     def document_frequency(self, word: str) -> int:
         return self.index.doc_freq(word)  # stemmed, in the text
+
+    def document_frequencies(self, words: list[str]) -> list[int]:
+        return [self.index.doc_freq(w) for w in words]
 
     def idf_sum(self, words: list[str]) -> float:
         return self.index.idf_sum(words)
@@ -172,6 +181,9 @@ class KeywordFallback:
 
     def document_frequency(self, word: str) -> int:
         return self._ask("document_frequency", word)
+
+    def document_frequencies(self, words: list[str]) -> list[int]:
+        return self._ask("document_frequencies", words)
 
     def idf_sum(self, words: list[str]) -> float:
         return self._ask("idf_sum", words)

@@ -126,15 +126,15 @@ def keyword_bonus(coverage_scores: np.ndarray, rule: HybridRule = DEFAULT_RULE) 
 def feedback_words(
     words: list[str],
     asked: list[str],
-    document_frequency: Callable[[str], int],
+    document_frequencies: Callable[[list[str]], list[int]],
     passages: int,
     rule: HybridRule = DEFAULT_RULE,
 ) -> list[str]:
     """Keyword feedback: the rule.feedback_words rarest of the best passage's `words` that are not
     `asked`, have at least 3 letters and are in at most rule.feedback_common of the passages."""
     asked_words = set(asked)
-    words = [w for w in words if len(w) > 2 and w not in asked_words]
-    counts = {w: document_frequency(w) for w in words}
+    words = list(dict.fromkeys(w for w in words if len(w) > 2 and w not in asked_words))
+    counts = dict(zip(words, document_frequencies(words)))
     rare = [w for w in words if 0 < counts[w] <= rule.feedback_common * passages]
     return sorted(rare, key=counts.__getitem__)[: rule.feedback_words]  # the rarest: the highest idf
 

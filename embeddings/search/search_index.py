@@ -440,7 +440,7 @@ class SearchIndex:
     def feedback_words(self, asked: list[str], row: int, rule: HybridRule = DEFAULT_RULE) -> list[str]:
         """Hybrid's keyword feedback words from the passage at `row` (hybrid.feedback_words)."""
         words = fts_terms(self._texts([row]).get(int(self.passage_ids[row]), ""))
-        return hybrid.feedback_words(words, asked, self.document_frequency, self.passage_count, rule)
+        return hybrid.feedback_words(words, asked, self.keyword.document_frequencies, self.passage_count, rule)
 
     @staticmethod
     def _cosines(candidates: Candidates, picked: list[int]) -> list[float]:
@@ -531,6 +531,9 @@ class SearchIndex:
         rows, _, by_word = self._keyword_search(terms, keep, rule.fusion_depth, rule, weights)
         if hybrid.phrased_otherwise(terms, weights, {t: len(found) for t, (found, _) in by_word.items()}):
             return Coverage(self, [], weights, vectors, 0.0, rows[:0], {}, rule)
+        # Read now, while the question is embedded: the fusion needs these rows' vectors, and a
+        # store that reads vectors by id (PostgreSQL) keeps the ones it read last.
+        self.vectors.approx(rows[: rule.fusion_depth])
         return Coverage(self, terms, weights, vectors, self.idf_sum(terms), rows, by_word, rule)
 
     def idf_sum(self, terms: list[str]) -> float:
