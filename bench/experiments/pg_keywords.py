@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -190,18 +189,17 @@ def _questions(count: int, seed: int = 7) -> list[list[str]]:
 
 
 def _time_questions(url: str, questions: list[list[str]]) -> dict:
-    from embeddings.postgres import store
     from embeddings.postgres.keywords import PostgresKeywords
+    from embeddings.postgres.snapshot import Snapshot
     from embeddings.search.hybrid import DEFAULT_RULE
     from embeddings.search.search_index import KEYWORD_LIMIT
 
-    conn = store.connect(url, migrate_schema=False)
+    snapshot = Snapshot(url)
     try:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        engine = PostgresKeywords(conn, threading.Lock())
+        engine = PostgresKeywords(snapshot)
         for words in questions[:20]:  # warm: the pages of the commonest words
             engine.top(engine.query_words(words, DEFAULT_RULE), KEYWORD_LIMIT)
-        engine = PostgresKeywords(conn, threading.Lock())  # cold caches of lexemes and frequencies
+        engine = PostgresKeywords(snapshot)  # cold caches of lexemes and frequencies
         keyword, hybrid, postings = [], [], []
         for words in questions:
             started = time.perf_counter()
@@ -223,7 +221,7 @@ def _time_questions(url: str, questions: list[list[str]]) -> dict:
             "postings_read": _percentiles(postings),
         }
     finally:
-        conn.close()
+        snapshot.close()
 
 
 def _sizes(conn) -> dict[str, int]:

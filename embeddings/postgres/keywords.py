@@ -11,14 +11,13 @@ keyword_lexemes; the corpus's size and average length are read once per snapshot
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from ..search import hybrid
 from ..search.engines import CONTEXT_WEIGHT
 from ..search.hybrid import HybridRule
 from . import store
+from .snapshot import Snapshot
 
 K1, B = 1.2, 0.75  # FTS5's bm25() constants, so scores compare with the SQLite index's
 
@@ -26,21 +25,23 @@ K1, B = 1.2, 0.75  # FTS5's bm25() constants, so scores compare with the SQLite 
 _BLOCKS = "SELECT lexeme, postings FROM keyword_blocks WHERE lexeme = ANY(%s::text[]) ORDER BY lexeme, block"
 
 
-# A lexeme's postings in the order of keyword_postings_impact, best first: enough of them for the
-# best few passages of one word (PostgresKeywords._top_one).
+# A lexeme's first postings in the order of keyword_postings_impact, best first: enough of them
+# for the best few passages of one word (PostgresKeywords._top_one). Handed over packed (in no
+# particular order) with the least impact among them, where the rest of the postings start.
 _HEAD = f"""
-SELECT passage_id, tf, cf, dl, {store.IMPACT} FROM keyword_postings
-WHERE lexeme = %s COLLATE "C" ORDER BY {store.IMPACT} DESC LIMIT %s
+SELECT string_agg(int8send(passage_id) || int2send(tf) || int2send(cf) || int4send(dl), ''::bytea), min(impact)
+FROM (SELECT passage_id, tf, cf, dl, {store.IMPACT} AS impact FROM keyword_postings
+      WHERE lexeme = %s COLLATE "C" ORDER BY {store.IMPACT} DESC LIMIT %s) head
 """
 
 
 class PostgresKeywords:
-    """Keyword search in the index's postings, read through the snapshot's connection under `lock`.
-    Words are cut and stemmed by the text search configuration, as the passages were."""
+    """Keyword search in the index's postings, read through the connections of a snapshot
+    (snapshot.py). Words are cut and stemmed by the text search configuration, as the passages were."""
 
-    def __init__(self, conn, lock: threading.Lock) -> None:
-        self._conn, self._lock = conn, lock
-        passages, words = conn.execute("SELECT passages, words FROM keyword_stats").fetchone()
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        ((passages, words),) = snapshot.execute("SELECT passages, words FROM keyword_stats")
         self._passages, self._avgdl = int(passages), max(words / passages if passages else 0.0, 1.0)
         self._lexeme: dict[str, str | None] = {}
         self._counts: dict[str, int] = {}  # lexeme -> passages holding it, in this snapshot
@@ -49,12 +50,11 @@ class PostgresKeywords:
         found = {w: self._lexeme[w] for w in words if w in self._lexeme}
         new = [w for w in dict.fromkeys(words) if w not in found]
         if new:
-            with self._lock:
-                rows = self._conn.execute(
-                    f"SELECT (SELECT min(lexeme) FROM unnest(to_tsvector('{store.TEXT_SEARCH_CONFIG}', w))) "
-                    "FROM unnest(%s::text[]) WITH ORDINALITY AS x(w, n) ORDER BY n",
-                    ([store.keyword_text(w) for w in new],),
-                ).fetchall()
+            rows = self._snapshot.execute(
+                f"SELECT (SELECT min(lexeme) FROM unnest(to_tsvector('{store.TEXT_SEARCH_CONFIG}', w))) "
+                "FROM unnest(%s::text[]) WITH ORDINALITY AS x(w, n) ORDER BY n",
+                ([store.keyword_text(w) for w in new],),
+            )
             found.update((word, lexeme) for word, (lexeme,) in zip(new, rows))
             if len(self._lexeme) > 100_000:  # a bound for a bot that runs for months
                 self._lexeme.clear()
@@ -65,12 +65,9 @@ class PostgresKeywords:
         found = {lx: self._counts[lx] for lx in lexemes if lx in self._counts}
         new = [lx for lx in dict.fromkeys(lexemes) if lx not in found]
         if new:
-            with self._lock:
-                stored = dict(
-                    self._conn.execute(
-                        "SELECT lexeme, df FROM keyword_lexemes WHERE lexeme = ANY(%s::text[])", (new,)
-                    ).fetchall()
-                )
+            stored = dict(
+                self._snapshot.execute("SELECT lexeme, df FROM keyword_lexemes WHERE lexeme = ANY(%s::text[])", (new,))
+            )
             found.update((lx, stored.get(lx, 0)) for lx in new)
             if len(self._counts) > 100_000:
                 self._counts.clear()
@@ -116,8 +113,7 @@ class PostgresKeywords:
     def _every_posting(self, lexemes: list[str], idfs: list[float], limit: int) -> tuple[np.ndarray, np.ndarray]:
         """The best `limit` passages by BM25 summed over the lexemes, ties by passage id, from every
         posting of each."""
-        with self._lock:
-            rows = self._conn.execute(_BLOCKS, (lexemes,), binary=True).fetchall()
+        rows = self._snapshot.execute(_BLOCKS, (lexemes,), binary=True)
         packed: dict[str, list[bytes]] = {}
         for lexeme, postings in rows:
             packed.setdefault(lexeme, []).append(postings)
@@ -130,8 +126,13 @@ class PostgresKeywords:
                 scores.append(idf * f * (K1 + 1) / (f + K1 * ((1 - B) + B * p["dl"] / self._avgdl)))
         if not ids:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        passages, at = np.unique(np.concatenate(ids), return_inverse=True)
-        total = np.bincount(at, weights=np.concatenate(scores), minlength=len(passages))
+        ids, scores = np.concatenate(ids), np.concatenate(scores)
+        # each word's ids come in order: a stable sort merges those runs, and keeps each passage's
+        # scores in the words' order, so the sums never depend on how the sort went
+        by_id = np.argsort(ids, kind="stable")
+        ids, scores = ids[by_id], scores[by_id]
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        passages, total = ids[starts], np.add.reduceat(scores, starts)
         best = np.arange(len(total))
         if len(total) > limit:  # the passages scoring at least the limit-th best, then ordered
             best = np.flatnonzero(total >= np.partition(total, len(total) - limit)[len(total) - limit])
@@ -145,9 +146,9 @@ class PostgresKeywords:
         distance = self._avgdl * (1 - B) / B
         return distance, max(1.0, CONTEXT_WEIGHT / store.IMPACT_CONTEXT) * max(1.0, store.IMPACT_LENGTH / distance)
 
-    def _head(self, lexeme: str, wanted: int) -> list[tuple]:
-        with self._lock:
-            return self._conn.execute(_HEAD, (lexeme, wanted)).fetchall()
+    def _head(self, lexeme: str, wanted: int) -> tuple[np.ndarray, float]:
+        ((packed, least),) = self._snapshot.execute(_HEAD, (lexeme, wanted), binary=True)
+        return np.frombuffer(packed or b"", store.POSTING), least
 
     def _top_one(self, lexeme: str, idf: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """One word's best `limit` passages, reading its postings best first by the impact order
@@ -156,17 +157,17 @@ class PostgresKeywords:
         distance, slack = self._slack()
         wanted = max(limit, 64)
         while True:
-            rows = self._head(lexeme, wanted)
-            ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-            tf, cf, dl, impact = (np.fromiter((r[i] for r in rows), np.float64, len(rows)) for i in (1, 2, 3, 4))
-            f = tf + CONTEXT_WEIGHT * cf
+            head, least = self._head(lexeme, wanted)
+            ids = head["passage_id"].astype(np.int64)
+            f = head["tf"].astype(np.float64) + CONTEXT_WEIGHT * head["cf"]
+            dl = head["dl"].astype(np.float64)
             # in _every_posting's order of operations, so the scores are the same to the last bit
             scores = idf * f * (K1 + 1) / (f + K1 * ((1 - B) + B * dl / self._avgdl))
             order = np.lexsort((ids, -scores))[:limit]
-            if len(rows) < wanted:  # every posting read
+            if len(head) < wanted:  # every posting read
                 break
             weakest = order[-1]
-            if f[weakest] / (dl[weakest] + distance) > impact[-1] * slack * (1 + 1e-9):
+            if f[weakest] / (dl[weakest] + distance) > least * slack * (1 + 1e-9):
                 break
             wanted *= 4
         return ids[order], scores[order].astype(np.float32)

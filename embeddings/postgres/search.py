@@ -20,21 +20,33 @@ from ..search.search_index import SearchIndex
 from ..vectors import off_unit
 from . import halfvec, store
 from .keywords import PostgresKeywords
+from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
 
+class Rows(list):
+    """A statement's rows, read: what SearchIndex and word_vectors take from a cursor."""
+
+    def fetchall(self) -> list:
+        return list(self)
+
+    def fetchone(self):
+        return self[0] if self else None
+
+
 class QmarkConnection:
-    """A psycopg connection as SearchIndex and word_vectors use theirs: SQL with `?` placeholders."""
+    """A snapshot as SearchIndex and word_vectors use their connection: SQL with `?` placeholders,
+    each statement read whole through a free connection of the snapshot."""
 
-    def __init__(self, conn) -> None:
-        self.conn = conn
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
 
-    def execute(self, sql: str, params=()):
-        return self.conn.execute(sql.replace("?", "%s"), tuple(params))
+    def execute(self, sql: str, params=()) -> Rows:
+        return Rows(self.snapshot.execute(sql.replace("?", "%s"), tuple(params)))
 
     def close(self) -> None:
-        self.conn.close()
+        self.snapshot.close()
 
 
 # Filtered searches matching fewer passages than this are scanned exactly (the btree on
@@ -46,17 +58,8 @@ EXACT_BELOW = 20_000
 # measures recall@10 against exact search on model-embedded vectors).
 EF_SEARCH = 100
 MAX_EF_SEARCH = 1000
-# Tuples an iterative scan visits before it gives up (hnsw.max_scan_tuples); a search left short
-# is asked again exactly, so this bounds the cost, never the results.
-MAX_SCAN_TUPLES = 100_000
 RECENT_ROWS = 10_000  # vectors kept from the latest reads (float16: a few MB), for the next reads of a question
 
-_SNAPSHOT_SETTINGS = (
-    # A filtered HNSW search goes on scanning until it has the rows asked (pgvector 0.8): results
-    # come slightly out of order, and are re-sorted on their exact cosines here.
-    "SET LOCAL hnsw.iterative_scan = relaxed_order",
-    f"SET LOCAL hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}",
-)
 # `+ 0` keeps the planner off the index it would otherwise use: the HNSW index for the ordering
 # (exact scan) or the btree for the filter (HNSW scan). These statements are never prepared:
 # psycopg prepares repeated ones, and a cached plan ignores settings made after it (_read).
@@ -80,16 +83,16 @@ class PostgresVectorSearch:
     """The vector side of a PostgreSQL snapshot, searched where it is stored: the HNSW index
     (halfvec, cosine) answers top-k, and the few vectors a question needs beyond that are read by
     passage id. Holds each row's passage and article id and the last vectors it read (RECENT_ROWS),
-    never the index's vectors; its reads go through the snapshot's connection under `lock`, inside
-    the snapshot's transaction.
+    never the index's vectors; its reads go through the snapshot's connections.
 
     The interface of vectors.VectorMatrix (top, nearest_rows, dot, get, approx), so SearchIndex
     asks either alike; rows are SearchIndex's (passage_ids order). A search under a `keep` mask
     asks for the kept rows' articles: exactly where they hold few passages (EXACT_BELOW), through
     the HNSW index otherwise, and exactly again where that comes back short."""
 
-    def __init__(self, conn, lock: threading.Lock, passage_ids: np.ndarray, articles: np.ndarray, dim: int) -> None:
-        self._conn, self._lock = conn, lock
+    def __init__(self, snapshot: Snapshot, passage_ids: np.ndarray, articles: np.ndarray, dim: int) -> None:
+        self._snapshot = snapshot
+        self._lock = threading.Lock()  # the vectors read lately
         self.rows, self.dim = len(passage_ids), dim
         self._passage_ids, self._articles = passage_ids, articles  # each row's
         self._id_order = np.argsort(passage_ids, kind="stable")
@@ -112,7 +115,7 @@ class PostgresVectorSearch:
         """Rows and float32 vectors of a query's (id, embedding) results, in its order. With `ef`,
         the query is an HNSW scan with that hnsw.ef_search: sequential scans are off for it, or
         the planner takes one (exact, and slow on a large table) where it expects few rows."""
-        with self._lock, self._conn.cursor(binary=True) as cur:
+        with self._snapshot.connection() as conn, conn.cursor(binary=True) as cur:
             if ef is not None:  # local to the snapshot's transaction; never prepared, so the plan sees it
                 cur.execute(
                     "SELECT set_config('hnsw.ef_search', %s, true), set_config('enable_seqscan', 'off', true)",
@@ -225,34 +228,29 @@ class PostgresVectorSearch:
 
 def load_search_index(url: str, *, model_name: str, weak_score: float) -> SearchIndex:
     """A SearchIndex answering from the index at url, as SearchIndex.load does from an SQLite file:
-    vectors searched in PostgreSQL (PostgresVectorSearch), keywords by PostgresKeywords."""
-    conn = store.connect(url, migrate_schema=False)
+    vectors searched in PostgreSQL (PostgresVectorSearch), keywords by PostgresKeywords, both
+    through the connections of one snapshot, held until the index is closed."""
+    snapshot = Snapshot(url)
     try:
-        store.check_schema(conn, url)
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # the snapshot: held until close()
-        for setting in _SNAPSHOT_SETTINGS:
-            conn.execute(setting)
-        meta = store.read_meta(conn)
-        if meta.get("model") and meta["model"] != model_name:
-            raise ModelMismatchError(
-                f"the index at {store.shown(url)} was built with {meta['model']!r} but EMBEDDING_MODEL is "
-                f"{model_name!r}; set EMBEDDING_MODEL back or run `corpus-bot index --rebuild`"
-            )
-        articles = store.read_articles(conn)
-        ids, article_of_row = passage_rows(conn)
+        with snapshot.connection() as conn:
+            meta = store.read_meta(conn)
+            if meta.get("model") and meta["model"] != model_name:
+                raise ModelMismatchError(
+                    f"the index at {store.shown(url)} was built with {meta['model']!r} but EMBEDDING_MODEL is "
+                    f"{model_name!r}; set EMBEDDING_MODEL back or run `corpus-bot index --rebuild`"
+                )
+            articles = store.read_articles(conn)
+            ids, article_of_row = passage_rows(conn)
         starts = np.r_[True, article_of_row[1:] != article_of_row[:-1]] if len(ids) else np.zeros(0, bool)
-        lock = threading.Lock()  # the snapshot's one connection, shared by the search threads
-        vectors = PostgresVectorSearch(conn, lock, ids, article_of_row, int(meta.get("dimension") or 0))
+        vectors = PostgresVectorSearch(snapshot, ids, article_of_row, int(meta.get("dimension") or 0))
         loaded = LoadedVectors(vectors, ids, article_of_row[starts].tolist())
         index = SearchIndex.from_snapshot(
-            QmarkConnection(conn), meta, articles, loaded, weak_score=weak_score, where=store.shown(url)
+            QmarkConnection(snapshot), meta, articles, loaded, weak_score=weak_score, where=store.shown(url)
         )
     except BaseException:
-        conn.close()
+        snapshot.close()
         raise
-    index._lock = lock
-    keywords = PostgresKeywords(conn, index._lock)
-    index.keyword = index._fts5 = keywords  # term_count too: there is no FTS5 table here
+    index.keyword = index._fts5 = PostgresKeywords(snapshot)  # term_count too: there is no FTS5 table here
     return index
 
 

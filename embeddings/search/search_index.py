@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -371,11 +371,11 @@ class SearchIndex:
             weights, vectors = hybrid.word_weights(terms, embedder, rule), self.word_vectors.of(terms, embedder)
             keyword = _keyword_threads().submit(self.keyword_coverage, terms, keep, weights, vectors, rule)
         query = embedder.encode([question])[0]
-        found = keyword.result() if keyword else None
+        found = None
         if mode == "hybrid":
-            found = self._fuse(query, found, keep, terms, rule)
+            found = self._fuse(query, keyword, keep, terms, rule)
         elif mode == "keyword":
-            rows, bm25 = found
+            rows, bm25 = keyword.result()
             found = rows, hybrid.keyword_scores(bm25, self.idf_sum(fts_terms(question)))
         pool = max(4 * n, 64)
         while True:  # the article penalty and duplicates can use up a pool: widen it until n are settled
@@ -417,14 +417,16 @@ class SearchIndex:
             complete=len(v_rows) < pool,
         )
 
-    def _fuse(self, query: np.ndarray, coverage_of: Coverage, keep, terms: list[str], rule: HybridRule) -> Fusion:
+    def _fuse(self, query: np.ndarray, keyword: Future, keep, terms: list[str], rule: HybridRule) -> Fusion:
         """Hybrid's candidates, the vectors' and the keywords' best rule.fusion_depth, scored by the
-        hybrid rule: cosine + keyword coverage + keyword feedback from the best of them."""
+        hybrid rule: cosine + keyword coverage + keyword feedback from the best of them. `keyword`:
+        the keyword side's Coverage, still being found while the vectors are searched."""
         # Up to 400 passages are fused on the cosines their int8 codes give (within about 0.002 of
         # the float16 ones; in memory), and only the best `pool` are then rescored on their float16
         # values (_candidates): on a large index those are read from the vector file one by one, and
         # each read costs more when the file is not in the page cache.
         c_rows = self.vectors.nearest_rows(query, rule.fusion_depth, keep)
+        coverage_of: Coverage = keyword.result()
         rows = np.union1d(c_rows, coverage_of.rows[: rule.fusion_depth])
         passages = self.vectors.approx(rows)  # decoded once for the cosines and both coverages
         cosine = passages @ query

@@ -21,6 +21,7 @@ import pytest
 
 from bot.app import create_bot
 from bot.index_watch import PostgresWatch
+from embeddings.postgres import snapshot
 from tests.bot.helpers import committed_generation, in_store
 from tests.bot.processes import index_elsewhere, serve_one_shard
 from tests.bot.test_follow_index import store_env, until
@@ -152,9 +153,9 @@ def test_a_reindex_in_one_bot_is_served_by_the_other(postgres_index, fake_embedd
             seconds = await until(lambda: answers_in(fake, guilds[1], ZEBRA, "zebra"), BOUND_S)
             print(f"\nthe other bot answered from the /reindex {seconds:.2f} s after it finished")
             assert bots[1].serving.job is None  # it ran nothing itself
-            # The replaced snapshots ended their transactions: one open per bot, none left behind
-            # to hold back VACUUM.
-            assert backends(postgres_index.index_url, "idle in transaction") == 2
+            # The replaced snapshots ended their transactions: one snapshot open per bot, none
+            # left behind to hold back VACUUM.
+            assert backends(postgres_index.index_url, "idle in transaction") == 2 * snapshot.CONNECTIONS
 
     run(main(), timeout=60)
 
@@ -206,7 +207,9 @@ def test_broken_connections_cost_a_warning_and_a_retry(postgres_index, fake_embe
                 assert "terminating connection due to administrator command" in follow[0]
 
                 caplog.clear()
-                assert terminate(postgres_index.index_url, "idle in transaction") == 2  # both snapshots
+                assert (
+                    terminate(postgres_index.index_url, "idle in transaction") == 2 * snapshot.CONNECTIONS
+                )  # both snapshots
                 rec = await fake.send_slash("ask", {"question": question}, guild_id=guilds[0])
                 reply = await rec.wait_final(timeout=10)
                 assert reply.ephemeral and reply.content.startswith("The index cannot be read right now"), reply.content
