@@ -13,6 +13,11 @@ works in scratch databases of its own, dropped afterwards.
     python -m bench.experiments.pg_keywords write URL [--passages 100000]
         seconds to write synthetic passages through store.insert_article, with the keyword
         postings and without them, then to remove 1% of the articles; the tables' size.
+    python -m bench.experiments.pg_keywords one-word INDEX_URL [--words 400] [--limit 200]
+        on an existing index (the benchmark's, say): one word's best `limit` passages, as hybrid
+        search asks for each question word, read best first from the impact order or read whole
+        from the packed blocks; p50 ms of each by the word's document frequency (same results
+        checked). keywords.READ_WHOLE_BELOW is set from it.
 
 SETS: BEIR-layout folders such as SciFact or tests/fixtures/news_shipped. Prints JSON.
 """
@@ -331,6 +336,47 @@ def _insert(conn, key: str, texts: list[str]) -> None:
     )
 
 
+BANDS = (1_000, 5_000, 10_000, 20_000, 50_000, 100_000, 10**12)
+
+
+def one_word(url: str, words: int, limit: int) -> dict:
+    from embeddings.postgres.keywords import PostgresKeywords
+    from embeddings.postgres.snapshot import Snapshot
+    from embeddings.words import fts_terms
+
+    snapshot = Snapshot(url)
+    try:
+        engine = PostgresKeywords(snapshot)
+        texts = [t for (t,) in snapshot.execute("SELECT text FROM passages TABLESAMPLE SYSTEM (1) LIMIT 200")]
+        lexemes = engine._lexemes(list(dict.fromkeys(w for t in texts for w in fts_terms(t))))
+        picked = sorted({lx for lx in lexemes.values() if lx})
+        picked = [picked[i] for i in np.random.default_rng(7).permutation(len(picked))[:words]]
+        counts = engine._df(picked)
+        by_band: dict[str, dict[str, list[float]]] = {}
+        for lexeme in picked:
+            idf = engine._idf(counts[lexeme])
+            started = time.perf_counter()
+            best_first = engine._top_one(lexeme, idf, limit)
+            middle = time.perf_counter()
+            whole = engine._every_posting([lexeme], [idf], limit)
+            ended = time.perf_counter()
+            assert best_first[0].tolist() == whole[0].tolist() and best_first[1].tolist() == whole[1].tolist()
+            band = next(b for b in BANDS if counts[lexeme] < b)
+            times = by_band.setdefault(band, {"best_first": [], "whole": []})
+            times["best_first"].append((middle - started) * 1000)
+            times["whole"].append((ended - middle) * 1000)
+        return {
+            "passages": engine._passages,
+            "limit": limit,
+            "p50_ms_by_document_frequency_below": {
+                band: {"words": len(t["whole"]), **{k: round(statistics.median(v), 2) for k, v in t.items()}}
+                for band, t in sorted(by_band.items())
+            },
+        }
+    finally:
+        snapshot.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -344,8 +390,14 @@ def main(argv: list[str] | None = None) -> None:
     wr = commands.add_parser("write", help="write cost of the postings")
     wr.add_argument("url")
     wr.add_argument("--passages", type=int, default=100_000)
+    ow = commands.add_parser("one-word", help="one word's best passages: best first, or read whole")
+    ow.add_argument("url", help="an index's INDEX_URL")
+    ow.add_argument("--words", type=int, default=400)
+    ow.add_argument("--limit", type=int, default=200)
     args = parser.parse_args(argv)
-    if args.command == "eval":
+    if args.command == "one-word":
+        found = one_word(args.url, args.words, args.limit)
+    elif args.command == "eval":
         found = evaluate(args.url, args.sets)
     elif args.command == "scale":
         found = scale(args.url, args.passages, args.questions)

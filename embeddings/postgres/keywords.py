@@ -35,6 +35,12 @@ FROM (SELECT passage_id, tf, cf, dl, {store.IMPACT} AS impact FROM keyword_posti
 """
 
 
+# A word in fewer passages than this has its best passages found by reading all its postings
+# packed (one read) rather than best first (a read or more of the impact order): measured faster
+# there (`python -m bench.experiments.pg_keywords one-word`).
+READ_WHOLE_BELOW = 20_000
+
+
 class PostgresKeywords:
     """Keyword search in the index's postings, read through the connections of a snapshot
     (snapshot.py). Words are cut and stemmed by the text search configuration, as the passages were."""
@@ -102,9 +108,9 @@ class PostgresKeywords:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         counts = self._df(lexemes)
         idfs = [self._idf(counts[lx]) for lx in lexemes]
-        if len(lexemes) == 1:
+        if len(lexemes) == 1 and counts[lexemes[0]] >= READ_WHOLE_BELOW:
             return self._top_one(lexemes[0], idfs[0], limit)
-        # Several words: every posting of each is scored, read packed (a value per block of
+        # Several words, or a word in few passages: every posting of each is scored, read packed (a value per block of
         # passages, not a btree row per posting). Reading them best first instead (the threshold
         # algorithm) needs each candidate's postings of the other words by a btree probe each,
         # and was slower at every corpus size measured.
