@@ -17,8 +17,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from bench.benchmark import build_postgres
 from embeddings.config import DEFAULT_MODEL
 from embeddings.evaluate import run_eval
@@ -43,7 +41,7 @@ def main(folders: list[str]) -> dict:
                 with psycopg.connect(server.get_uri(), autocommit=True) as conn:
                     conn.execute(f'CREATE DATABASE "{data.name}"')
                 url = server.get_uri(database=data.name)
-                build_postgres(path, url, sqlite.vectors.get(np.arange(sqlite.passage_count)))
+                build_postgres(path, url)
                 postgres = search.load_search_index(url, model_name=DEFAULT_MODEL, weak_score=0.3)
                 try:
                     by_mode = {}
