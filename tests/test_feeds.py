@@ -62,7 +62,7 @@ class Server:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def url(self, path: str) -> str:
@@ -313,6 +313,41 @@ def test_a_redirect_loop_is_one_line(server, settings):
 
     assert "redirect loop" in note
     assert server.paths().count("/loop-a") == 1  # given up at once, not after the redirect limit
+
+
+def test_a_redirect_chain_longer_than_the_limit_is_one_line(server):
+    for i in range(8):
+        server.routes[f"/r{i}"] = (301, {"Location": f"/r{i + 1}"}, b"")
+    server.routes["/r8"] = (200, HTML, b"end")
+    client = feeds_http.HttpClient(allow_private=True, timeout=1, host_interval=0, max_redirects=5)
+
+    with pytest.raises(feeds_http.FetchError, match=r"/r0: too many redirects \(more than 5\)$"):
+        client.get(server.url("/r0"))
+    assert client.get(server.url("/r4")).body == b"end"  # four hops are within the limit
+
+
+def test_relative_links_non_utf8_pages_and_pages_that_are_not_html(server, settings):
+    server.routes["/news/latin"] = (
+        200,
+        {"Content-Type": "text/html; charset=iso-8859-1"},
+        page("Caf\u00e9", [t.replace("harbour", "caf\u00e9") for t in TEXT]).decode().encode("latin-1"),
+    )
+    server.routes["/news/doc.pdf"] = (200, {"Content-Type": "application/pdf"}, b"%PDF-1.4")
+    server.routes["/news/rss"] = (
+        200,
+        XML,
+        rss("Feed", [{"title": "Latin", "link": "latin"}, {"title": "Pdf", "link": "/news/doc.pdf", "summary": "s"}]),
+    )
+    add(settings, "f", server.url("/news/rss"))
+
+    report = fetch_feeds(settings)
+
+    assert report.failures == []
+    (note,) = report.notes
+    assert "not an HTML page (application/pdf)" in note
+    texts = {read_article(settings, rel)[0].url: read_article(settings, rel)[0] for rel in report.written}
+    assert any("caf\u00e9" in p for p in texts[server.url("/news/latin")].paragraphs)
+    assert set(texts) == {server.url("/news/latin"), server.url("/news/doc.pdf")}
 
 
 def test_robots_txt_that_disallows_the_pages_is_obeyed(server, settings):

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import yaml
 
@@ -152,8 +152,9 @@ def _json_feed(data: dict) -> ParsedFeed:
     return ParsedFeed(title if isinstance(title, str) else None, entries)
 
 
-def parse_feed(body: bytes, content_type: str = "") -> ParsedFeed:
-    """The feed's title and entries; FeedsError "not a feed" for anything else."""
+def parse_feed(body: bytes, content_type: str = "", base_url: str = "") -> ParsedFeed:
+    """The feed's title and entries, their links made absolute against base_url (where the feed
+    was fetched from); FeedsError "not a feed" for anything else."""
     head = body.lstrip()[:1]
     if head == b"{" or "json" in content_type:
         try:
@@ -162,10 +163,16 @@ def parse_feed(body: bytes, content_type: str = "") -> ParsedFeed:
             raise registry.FeedsError(f"not a feed: invalid JSON ({exc})") from None
         if not (isinstance(data, dict) and str(data.get("version", "")).startswith("https://jsonfeed.org/version/")):
             raise registry.FeedsError("not a feed: JSON without a JSON Feed version")
-        return _json_feed(data)
+        parsed_json = _json_feed(data)
+        for entry in parsed_json.entries:
+            entry.url = urljoin(base_url, entry.url)
+        return parsed_json
     import feedparser  # loaded only when a feed is read
 
-    parsed = feedparser.parse(body, response_headers={"content-type": content_type} if content_type else None)
+    headers = {"content-type": content_type} if content_type else {}
+    if base_url:
+        headers["content-location"] = base_url  # feedparser's base for relative links
+    parsed = feedparser.parse(body, response_headers=headers or None)
     if not parsed.version and not parsed.entries:
         reason = parsed.get("bozo_exception")
         raise registry.FeedsError(f"not a feed (no RSS, Atom or JSON Feed{f': {reason}' if reason else ''})")
@@ -180,7 +187,7 @@ def parse_feed(body: bytes, content_type: str = "") -> ParsedFeed:
         text = (content[0].get("value") if content else None) or item.get("summary")
         entries.append(
             Entry(
-                url=url.strip(),
+                url=urljoin(base_url, url.strip()),
                 title=item.get("title") or None,
                 authors=tuple(n.strip() for n in names if n and n.strip()),
                 date=_stated_date(item.get("published"), item.get("published_parsed"))
@@ -231,11 +238,26 @@ class Page:
     date: str | None
 
 
-def read_page(body: bytes) -> Page | None:
+def _decoded(body: bytes, content_type: str) -> str:
+    """A page's text: in the charset its Content-Type names, else UTF-8, else charset-normalizer's best guess."""
+    stated = re.search(r"charset=[\"']?([\w.:-]+)", content_type, re.IGNORECASE)
+    for encoding in (stated.group(1) if stated else None, "utf-8"):
+        if encoding:
+            try:
+                return body.decode(encoding)
+            except (LookupError, UnicodeDecodeError):
+                pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(body).best()
+    return str(best) if best is not None else body.decode("utf-8", "replace")
+
+
+def read_page(body: bytes, content_type: str = "") -> Page | None:
     """The article text and stated metadata of an HTML page; None when there is no article text."""
     import trafilatura  # loaded only when a page is read
 
-    markup = body.decode("utf-8", "replace")
+    markup = _decoded(body, content_type)
     text = trafilatura.extract(markup, include_comments=False, include_tables=False, with_metadata=False)
     if not text or not text.strip():
         return None
@@ -307,7 +329,7 @@ def add_feed(settings: Settings, url: str, name: str | None = None, *, client: H
     client = _client(settings, client)
     try:
         response = client.get(url)
-        parsed = parse_feed(response.body, response.headers.get("Content-Type", ""))
+        parsed = parse_feed(response.body, response.headers.get("Content-Type", ""), response.url)
     except FetchError as exc:
         raise registry.FeedsError(str(exc)) from None
     except registry.FeedsError as exc:
@@ -357,7 +379,7 @@ def _fetch_one(settings, client: HttpClient, conn, feed: registry.Feed, report: 
         if response.not_modified:
             report.unchanged += 1
             return
-        parsed = parse_feed(response.body, response.headers.get("Content-Type", ""))
+        parsed = parse_feed(response.body, response.headers.get("Content-Type", ""), response.url)
     except (FetchError, registry.FeedsError) as exc:
         report.failures.append(f"{feed.name}: {exc}")
         report.failed_feeds += 1
@@ -410,8 +432,12 @@ def _write_entry(
     why = None
     try:
         answer = client.get(entry.url, allow_private=private_feed)
-        page = read_page(answer.body)
-        why = None if page else "no article text on the page"
+        content_type = answer.headers.get("Content-Type", "")
+        if content_type and "html" not in content_type.lower():
+            why = f"not an HTML page ({content_type.split(';')[0].strip()})"
+        else:
+            page = read_page(answer.body, content_type)
+            why = None if page else "no article text on the page"
     except RefusedAddressError:
         raise
     except FetchError as exc:
