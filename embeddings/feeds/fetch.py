@@ -14,6 +14,7 @@ import datetime as dt
 import email.utils
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -22,13 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urldefrag, urljoin, urlsplit
 
 import yaml
 
 from ..config import Settings
 from . import registry
 from .http import FetchError, HttpClient, RefusedAddressError, check_url
+
+logger = logging.getLogger(__name__)
 
 FEEDS_FOLDER = "feeds"  # under the corpus folder
 
@@ -165,7 +168,7 @@ def parse_feed(body: bytes, content_type: str = "", base_url: str = "") -> Parse
             raise registry.FeedsError("not a feed: JSON without a JSON Feed version")
         parsed_json = _json_feed(data)
         for entry in parsed_json.entries:
-            entry.url = urljoin(base_url, entry.url)
+            entry.url = urldefrag(urljoin(base_url, entry.url)).url
         return parsed_json
     import feedparser  # loaded only when a feed is read
 
@@ -187,7 +190,7 @@ def parse_feed(body: bytes, content_type: str = "", base_url: str = "") -> Parse
         text = (content[0].get("value") if content else None) or item.get("summary")
         entries.append(
             Entry(
-                url=urljoin(base_url, url.strip()),
+                url=urldefrag(urljoin(base_url, url.strip())).url,
                 title=item.get("title") or None,
                 authors=tuple(n.strip() for n in names if n and n.strip()),
                 date=_stated_date(item.get("published"), item.get("published_parsed"))
@@ -324,8 +327,10 @@ def _client(settings: Settings, client: HttpClient | None) -> HttpClient:
 def add_feed(settings: Settings, url: str, name: str | None = None, *, client: HttpClient | None = None):
     """Check that url is a feed (fetched once) and add it under name (or one from its host)."""
     url = url.strip()
-    if name is not None:
-        registry.check_name(name)
+    name = name or registry.name_from_url(url)
+    path = registry.registry_path(settings.index_path)
+    with registry.connect(path) as conn:  # a taken name says so before any request
+        registry.check_free(conn, name, url)
     client = _client(settings, client)
     try:
         response = client.get(url)
@@ -334,8 +339,8 @@ def add_feed(settings: Settings, url: str, name: str | None = None, *, client: H
         raise registry.FeedsError(str(exc)) from None
     except registry.FeedsError as exc:
         raise registry.FeedsError(f"{url}: {exc}") from None
-    with registry.connect(registry.registry_path(settings.index_path)) as conn:
-        return registry.add(conn, name or registry.name_from_url(url), url, parsed.title)
+    with registry.connect(path) as conn:
+        return registry.add(conn, name, url, parsed.title)
 
 
 def _newest_first(entries: list[Entry]) -> list[Entry]:
@@ -436,8 +441,13 @@ def _write_entry(
         if content_type and "html" not in content_type.lower():
             why = f"not an HTML page ({content_type.split(';')[0].strip()})"
         else:
-            page = read_page(answer.body, content_type)
-            why = None if page else "no article text on the page"
+            try:
+                page = read_page(answer.body, content_type)
+            except Exception as exc:  # hostile markup must not stop the other entries
+                logger.warning("cannot read the page %s", entry.url, exc_info=True)
+                why = f"the page cannot be read ({type(exc).__name__})"
+            else:
+                why = None if page else "no article text on the page"
     except RefusedAddressError:
         raise
     except FetchError as exc:

@@ -145,6 +145,8 @@ class HttpClient:
             addresses = resolve(host, port)
         except (OSError, UnicodeError) as exc:
             raise FetchError(f"{url}: cannot find host {host} ({getattr(exc, 'strerror', None) or exc})") from None
+        if not addresses:
+            raise FetchError(f"{url}: cannot find host {host} (no address)")
         kinds = {a: address_kind(a) for a in addresses}
         refused = next((a for a, kind in kinds.items() if kind), None)
         if refused and not allow_private:

@@ -107,13 +107,18 @@ def check_name(name: str) -> str:
     return name
 
 
-def add(conn: sqlite3.Connection, name: str, url: str, title: str | None) -> Feed:
+def check_free(conn: sqlite3.Connection, name: str, url: str) -> None:
+    """FeedsError when the name or the URL is taken already."""
     check_name(name)
     taken = conn.execute("SELECT name, url FROM feeds WHERE name = ? OR url = ?", (name, url)).fetchone()
     if taken and taken[1] == url:
         raise FeedsError(f"{url} is already added as feed {taken[0]!r}")
     if taken:
         raise FeedsError(f"a feed named {name!r} exists already ({taken[1]}); choose another with --name")
+
+
+def add(conn: sqlite3.Connection, name: str, url: str, title: str | None) -> Feed:
+    check_free(conn, name, url)
     feed = Feed(name, url, title, None, None, _now())
     conn.execute(
         "INSERT INTO feeds (name, url, title, etag, last_modified, added_at) VALUES (?, ?, ?, ?, ?, ?)",
