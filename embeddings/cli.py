@@ -579,8 +579,11 @@ def feeds_list_command(ctx, as_json):
     from .feeds import registry
 
     settings = settings_from(ctx)
-    with user_errors(), registry.connect(registry.registry_path(settings.index_path)) as conn:
-        feeds = [(f, registry.entry_count(conn, f.name)) for f in registry.feeds(conn)]
+    path = registry.registry_path(settings.index_path)
+    feeds = []
+    if path.exists():  # listing creates nothing
+        with user_errors(), registry.connect(path) as conn:
+            feeds = [(f, registry.entry_count(conn, f.name)) for f in registry.feeds(conn)]
     if as_json:
         click.echo(json_line({"feeds": [{**f.as_dict(), "articles": n} for f, n in feeds]}))
         return

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from embeddings.cli import cli
 from embeddings.config import Settings
+from embeddings.errors import ConfigError
 from embeddings.feeds import fetch as feeds_fetch
 from embeddings.feeds import fetch_feeds, registry
 from embeddings.feeds import http as feeds_http
@@ -350,6 +351,18 @@ def test_relative_links_non_utf8_pages_and_pages_that_are_not_html(server, setti
     assert set(texts) == {server.url("/news/latin"), server.url("/news/doc.pdf")}
 
 
+def test_compressed_answers_are_read_and_bounded_after_decompression(server):
+    import gzip
+
+    server.routes["/small"] = (200, {"Content-Encoding": "gzip"}, gzip.compress(b"hello"))
+    server.routes["/bomb"] = (200, {"Content-Encoding": "gzip"}, gzip.compress(b"0" * (2 * 1024 * 1024)))
+    client = feeds_http.HttpClient(allow_private=True, timeout=1, host_interval=0, max_bytes=1024 * 1024)
+
+    assert client.get(server.url("/small")).body == b"hello"
+    with pytest.raises(feeds_http.FetchError, match="larger than 1 MB"):
+        client.get(server.url("/bomb"))  # a few kilobytes on the wire
+
+
 def test_robots_txt_that_disallows_the_pages_is_obeyed(server, settings):
     server.routes["/robots.txt"] = (200, {"Content-Type": "text/plain"}, b"User-agent: *\nDisallow: /news/\n")
     server.routes["/news/p"] = (200, HTML, page("Story", TEXT))
@@ -629,6 +642,18 @@ def test_names_come_from_the_host_and_must_be_simple():
             registry.check_name(bad)
 
 
+def test_feed_settings_are_read_from_the_environment_and_checked():
+    settings = Settings.from_env({}, dotenv=False)
+    assert (settings.feeds_allow_private_hosts, settings.feeds_max_new_per_fetch) == (False, 100)
+    assert (settings.feeds_host_interval_seconds, settings.feeds_max_bytes) == (1.0, 5 * 1024 * 1024)
+    env = {"FEEDS_ALLOW_PRIVATE_HOSTS": "yes", "FEEDS_MAX_NEW_PER_FETCH": "7", "FEEDS_TIMEOUT_SECONDS": "2.5"}
+    settings = Settings.from_env(env, dotenv=False)
+    assert (settings.feeds_allow_private_hosts, settings.feeds_max_new_per_fetch) == (True, 7)
+    assert settings.feeds_timeout_seconds == 2.5
+    with pytest.raises(ConfigError, match="FEEDS_ALLOW_PRIVATE_HOSTS must be 1 or 0"):
+        Settings.from_env({"FEEDS_ALLOW_PRIVATE_HOSTS": "maybe"}, dotenv=False)
+
+
 # ---------------------------------------------------------------------------------------- CLI
 
 
@@ -645,6 +670,8 @@ def test_the_feeds_commands(server, settings):
     def run(*args):
         return runner.invoke(cli, list(args), obj=settings)
 
+    assert run("feeds", "list").output == "no feeds: add one with `corpus-bot feeds add URL`\n"
+    assert not registry.registry_path(settings.index_path).exists()
     added = run("feeds", "add", server.url("/rss"))
     assert added.exit_code == 0, added.output
     assert "added feed 127-0-0-1" in added.output and "\x1b" not in added.output
@@ -671,7 +698,13 @@ def test_the_feeds_commands(server, settings):
     report = json.loads(fetched.stdout)
     assert len(report["written"]) == 1 and report["failures"] == [] and report["feeds"] == 1
     assert json.loads(run("feeds", "list", "--json").output)["feeds"][0]["articles"] == 1
+    assert not settings.index_path.exists()  # fetching writes the corpus; `corpus-bot index` indexes
 
+    again = run("feeds", "fetch")
+    assert again.exit_code == 0
+    assert (
+        "1 feed fetched (0 unchanged): 0 new articles written (0 from the feed's own text), 0 failures" in again.output
+    )
     removed = run("feeds", "remove", "127-0-0-1")
     assert removed.exit_code == 0 and "stay in" in removed.output
     assert (settings.corpus_dir / report["written"][0]).exists()
