@@ -623,6 +623,8 @@ def feeds_fetch_command(ctx, name, as_json):
         report = fetch_feeds(settings, name, progress=lambda line: click.echo(one_line(line), err=True))
     if as_json:
         click.echo(json_line(report.as_dict()))
+    elif not report.feeds:
+        click.echo("no feeds: add one with `corpus-bot feeds add URL`")
     else:
         for line in report.failures:
             click.echo(one_line(f"failed: {line}"))

@@ -709,4 +709,5 @@ def test_the_feeds_commands(server, settings):
     assert removed.exit_code == 0 and "stay in" in removed.output
     assert (settings.corpus_dir / report["written"][0]).exists()
     assert json.loads(run("feeds", "list", "--json").output) == {"feeds": []}
+    assert run("feeds", "fetch").output == "no feeds: add one with `corpus-bot feeds add URL`\n"
     assert run("feeds", "fetch", "nope").output.startswith("Error: no feed named 'nope'")
