@@ -199,7 +199,7 @@ def test_rss_atom_and_json_feeds_are_written_as_articles_the_index_reads_with_th
                         "id": "1",
                         "url": server.url("/a3"),
                         "title": "Json story",
-                        "date_published": "2024-03-02T12:00:00-05:00",
+                        "date_published": "2024-03-02T22:00:00-05:00",
                         "authors": [{"name": "Max Mustermann"}],
                     }
                 ],
