@@ -235,6 +235,40 @@ def test_rss_atom_and_json_feeds_are_written_as_articles_the_index_reads_with_th
     assert doc.published == dt.date(2024, 3, 2)  # the feed's own day, not shifted to UTC's
 
 
+def test_the_index_job_indexes_fetched_articles_with_their_metadata(server, settings, fake_embedder):
+    from embeddings import store
+    from embeddings.index import run_index
+
+    server.routes["/p"] = (200, HTML, page("Breakwater approved", TEXT))
+    server.routes["/rss"] = (
+        200,
+        XML,
+        rss(
+            "The Coast Gazette",
+            [
+                {"title": "Breakwater approved", "link": server.url("/p"), "date": "Tue, 07 May 2024 10:00:00 +0200"},
+                {"title": "From the feed", "link": server.url("/gone"), "summary": "<p>Only the summary.</p>"},
+            ],
+        ),
+    )
+    add(settings, "coast", server.url("/rss"))
+    fetch_feeds(settings)
+
+    run_index(replace(settings, embedding_model=fake_embedder.name))
+
+    with store.reading(settings.index_path) as conn:
+        articles = {a.title: a for a in store.read_articles(conn)}
+    assert set(articles) == {"Breakwater approved", "From the feed"}
+    article = articles["Breakwater approved"]
+    assert (article.source, article.published, article.url) == (
+        "The Coast Gazette",
+        dt.date(2024, 5, 7),
+        server.url("/p"),
+    )
+    assert article.key.startswith("feeds/coast/") and article.passages >= 1
+    assert articles["From the feed"].published is None
+
+
 def test_an_entry_without_a_date_stays_undated(server, settings):
     server.routes["/p"] = (200, HTML, page("Undated", TEXT))
     server.routes["/rss"] = (200, XML, rss("Feed", [{"title": "Undated", "link": server.url("/p")}]))
