@@ -666,6 +666,18 @@ def test_a_written_article_is_never_outside_its_feed_folder(server, settings):
     assert Path(rel).parent == Path("feeds/f")
 
 
+def test_one_fetch_at_a_time(server, settings):
+    add(settings, "f", server.url("/rss"))
+
+    with (
+        registry.fetch_lock(registry.registry_path(settings.index_path)),
+        pytest.raises(registry.FeedsError, match="another feeds fetch is running"),
+    ):
+        fetch_feeds(settings)
+    assert server.requests == []
+    assert fetch_feeds(settings).failed_feeds == 1  # the lock is gone with its holder (the feed is a 404)
+
+
 # ---------------------------------------------------------------------------------------- names
 
 

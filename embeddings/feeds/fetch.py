@@ -369,7 +369,8 @@ def fetch_feeds(
     client = _client(settings, client)
     report = FetchReport()
     say = progress or (lambda _line: None)
-    with registry.connect(registry.registry_path(settings.index_path)) as conn:
+    path = registry.registry_path(settings.index_path)
+    with registry.fetch_lock(path), registry.connect(path) as conn:
         for feed in registry.feeds(conn, name):
             report.feeds += 1
             say(f"{feed.name}: fetching {feed.url}")

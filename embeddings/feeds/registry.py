@@ -8,6 +8,7 @@ never the feed's GUID, which some feeds change on every fetch.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -91,6 +92,20 @@ def connect(path: Path) -> Iterator[sqlite3.Connection]:
                 conn.execute(f"PRAGMA user_version = {number + 1}")
         with conn:
             yield conn
+
+
+@contextmanager
+def fetch_lock(path: Path) -> Iterator[None]:
+    """One fetch at a time per registry (the bot's and a scheduled one would write the same
+    articles twice); flock, so the kernel drops it if the holder dies."""
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FeedsError(f"another feeds fetch is running (it holds {lock_path}); try again when it ends") from None
+        yield
 
 
 def name_from_url(url: str) -> str:
