@@ -385,6 +385,13 @@ def test_relative_links_non_utf8_pages_and_pages_that_are_not_html(server, setti
     assert set(texts) == {server.url("/news/latin"), server.url("/news/doc.pdf")}
 
 
+def test_https_is_checked_and_a_failed_handshake_is_one_line(server):
+    client = feeds_http.HttpClient(allow_private=True, timeout=1, host_interval=0)
+
+    with pytest.raises(feeds_http.FetchError, match=r"^https://127\.0\.0\.1:\d+/x: TLS failed"):
+        client.get(f"https://127.0.0.1:{server.port}/x", robots=False)  # a plain-HTTP server
+
+
 def test_compressed_answers_are_read_and_bounded_after_decompression(server):
     import gzip
 
