@@ -548,6 +548,102 @@ def feedback_export_command(ctx, out_dir, index_path):
         click.echo("note: no 👍 votes yet, so `corpus-bot eval` has nothing to score", err=True)
 
 
+# ---------------------------------------------------------------- feeds
+
+
+@cli.group("feeds")
+def feeds_group() -> None:
+    """News feeds (RSS, Atom, JSON Feed) whose new articles are written to CORPUS_DIR/feeds/."""
+
+
+@feeds_group.command("add")
+@click.argument("url")
+@click.option("--name", help="The feed's name (lowercase letters, digits, '-'); by default from its host.")
+@click.pass_context
+def feeds_add_command(ctx, url, name):
+    """Add the feed at URL (fetched once to check that it is a feed)."""
+    from .feeds import add_feed
+
+    settings = settings_from(ctx)
+    with user_errors():
+        feed = add_feed(settings, url, name)
+    click.echo(one_line(f"added feed {feed.name}: {feed.title or '(untitled)'} ({feed.url})"))
+    click.echo(one_line(f"run `corpus-bot feeds fetch {feed.name}`, then `corpus-bot index`"))
+
+
+@feeds_group.command("list")
+@json_option
+@click.pass_context
+def feeds_list_command(ctx, as_json):
+    """List the feeds."""
+    from .feeds import registry
+
+    settings = settings_from(ctx)
+    path = registry.registry_path(settings.index_path)
+    feeds = []
+    if path.exists():  # listing creates nothing
+        with user_errors(), registry.connect(path) as conn:
+            feeds = [(f, registry.entry_count(conn, f.name)) for f in registry.feeds(conn)]
+    if as_json:
+        click.echo(json_line({"feeds": [{**f.as_dict(), "articles": n} for f, n in feeds]}))
+        return
+    if not feeds:
+        click.echo("no feeds: add one with `corpus-bot feeds add URL`")
+    for f, n in feeds:
+        click.echo(one_line(f"{f.name}  {f.title or '(untitled)'}  {f.url}  ({counted(n, 'article')})"))
+
+
+@feeds_group.command("remove")
+@click.argument("name")
+@click.pass_context
+def feeds_remove_command(ctx, name):
+    """Stop fetching the feed NAME; the articles already written stay in the corpus."""
+    from .feeds import registry
+    from .feeds.fetch import FEEDS_FOLDER
+
+    settings = settings_from(ctx)
+    with user_errors(), registry.connect(registry.registry_path(settings.index_path)) as conn:
+        feed = registry.remove(conn, name)
+    folder = settings.corpus_dir / FEEDS_FOLDER / feed.name
+    click.echo(
+        one_line(f"removed feed {feed.name}; its articles already written stay in {folder} (delete it to drop them)")
+    )
+
+
+@feeds_group.command("fetch")
+@click.argument("name", required=False)
+@json_option
+@click.pass_context
+def feeds_fetch_command(ctx, name, as_json):
+    """Write the new articles of every feed (or of NAME) to CORPUS_DIR/feeds/; `corpus-bot index` indexes them."""
+    from .feeds import fetch_feeds
+
+    settings = settings_from(ctx)
+    with user_errors():
+        report = fetch_feeds(settings, name, progress=lambda line: click.echo(one_line(line), err=True))
+    if as_json:
+        click.echo(json_line(report.as_dict()))
+    elif not report.feeds:
+        click.echo("no feeds: add one with `corpus-bot feeds add URL`")
+    else:
+        for line in report.failures:
+            click.echo(one_line(f"failed: {line}"))
+        for line in report.notes:
+            click.echo(one_line(f"note: {line}"))
+        click.echo(
+            one_line(
+                f"{counted(report.feeds, 'feed')} fetched ({report.unchanged} unchanged): "
+                f"{counted(len(report.written), 'new article')} written ({report.from_feed} from the feed's own text), "
+                f"{counted(len(report.failures), 'failure')}"
+                + (f", {report.left_for_later} left for the next fetch" if report.left_for_later else "")
+            )
+        )
+        if report.written:
+            click.echo("run `corpus-bot index` to index them")
+    if report.feeds and report.failed_feeds == report.feeds:
+        ctx.exit(1)  # nothing could be fetched at all
+
+
 def index_main() -> None:
     """`python -m embeddings`: the offline index job."""
     index_command.main(prog_name="python -m embeddings")

@@ -59,6 +59,15 @@ def _float(env: dict[str, str], name: str, default: float, lo: float, hi: float)
     return value
 
 
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0, got {_shown(raw)}")
+
+
 def _discord_id(name: str, raw: str, what: str) -> int:
     """A Discord id (a snowflake: ASCII digits, 64 bits)."""
     if not re.fullmatch(r"[0-9]{1,20}", raw) or int(raw) > _MAX_DISCORD_ID:
@@ -147,6 +156,12 @@ class Settings:
     # Gateway shards: None asks Discord for its recommended count and runs every shard here.
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
+    # News feeds (embeddings/feeds/): fetching stays on public hosts unless allowed here (tests, intranets).
+    feeds_allow_private_hosts: bool = False
+    feeds_max_new_per_fetch: int = 100
+    feeds_host_interval_seconds: float = 1.0
+    feeds_timeout_seconds: float = 20.0
+    feeds_max_bytes: int = 5 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, *, dotenv: bool = True) -> Settings:
@@ -176,4 +191,9 @@ class Settings:
             search_workers=_int(env, "SEARCH_WORKERS", 2, 1, 16),
             shard_count=shard_count,
             shard_ids=shard_ids,
+            feeds_allow_private_hosts=_flag(env, "FEEDS_ALLOW_PRIVATE_HOSTS"),
+            feeds_max_new_per_fetch=_int(env, "FEEDS_MAX_NEW_PER_FETCH", 100, 1, 100_000),
+            feeds_host_interval_seconds=_float(env, "FEEDS_HOST_INTERVAL_SECONDS", 1.0, 0.0, 3600.0),
+            feeds_timeout_seconds=_float(env, "FEEDS_TIMEOUT_SECONDS", 20.0, 0.01, 600.0),
+            feeds_max_bytes=_int(env, "FEEDS_MAX_MB", 5, 1, 1024) * 1024 * 1024,
         )
