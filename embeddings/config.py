@@ -59,6 +59,15 @@ def _float(env: dict[str, str], name: str, default: float, lo: float, hi: float)
     return value
 
 
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip()
+    if raw.lower() in ("", "0", "false", "no", "off"):
+        return False
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1 (on) or 0 (off), got {_shown(raw)}")
+
+
 def _discord_id(name: str, raw: str, what: str) -> int:
     """A Discord id (a snowflake: ASCII digits, 64 bits)."""
     if not re.fullmatch(r"[0-9]{1,20}", raw) or int(raw) > _MAX_DISCORD_ID:
@@ -147,6 +156,10 @@ class Settings:
     # Gateway shards: None asks Discord for its recommended count and runs every shard here.
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
+    # Weak questions asked in Discord (embeddings/gaps.py): whether the asker's user id is kept
+    # with them (off: only the text, the time and the server), and for how many days they are kept.
+    record_askers: bool = False
+    gaps_keep_days: int = 90
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, *, dotenv: bool = True) -> Settings:
@@ -176,4 +189,6 @@ class Settings:
             search_workers=_int(env, "SEARCH_WORKERS", 2, 1, 16),
             shard_count=shard_count,
             shard_ids=shard_ids,
+            record_askers=_flag(env, "RECORD_ASKERS"),
+            gaps_keep_days=_int(env, "GAPS_KEEP_DAYS", 90, 1, 36500),
         )
