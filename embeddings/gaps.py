@@ -39,6 +39,9 @@ PRUNE = "DELETE FROM weak_questions WHERE asked < ?"
 # neighbouring topic (refugees to Pakistan / to Iran): below it rewordings split into two lines;
 # above it neighbouring questions start to share one.
 COSINE_SAME = 0.80
+# Wordings grouped by meaning, most asked first; the rest (asked rarely, at the end of the list)
+# are merged only when equal. Embedding is what listing costs: this bounds it to seconds.
+MOST_GROUPED = 500
 _WORD = re.compile(r"\w+")
 
 
@@ -179,9 +182,8 @@ def normalised(question: str) -> str:
 
 @dataclass
 class Wording:
-    question: str  # as most often asked (the latest of equals)
+    question: str  # its spelling most often asked (the latest of equals)
     count: int
-    spellings: dict[str, int]
 
 
 @dataclass
@@ -212,8 +214,8 @@ def group_weak_questions(
 ) -> list[Gap]:
     """Group the weak questions: equal normalised wordings merged and counted, then wordings that
     ask for the same thing (by embed, cosine >= COSINE_SAME; none without it) gathered
-    under the most asked one. Each wording joins the first, most asked group whose leading
-    wording is close enough: a group never drifts from its leader by a chain of small steps."""
+    under the most asked one. Wordings are compared with each group's leading wording only, so a
+    group never drifts from it by a chain of small steps."""
     by_key: dict[str, list[WeakQuestion]] = {}
     for q in asked:  # oldest first: later spellings win ties
         by_key.setdefault(normalised(q.question) or q.question.strip(), []).append(q)
@@ -224,16 +226,8 @@ def group_weak_questions(
         for q in by_key[key]:
             spellings[q.question] = spellings.get(q.question, 0) + 1
         shown = max(reversed(list(spellings)), key=lambda s: spellings[s])
-        wordings.append(Wording(shown, len(by_key[key]), spellings))
-    same = _same_by_vectors(wordings, embed) if embed is not None else lambda a, b: False
-    members: list[list[int]] = []
-    for i in range(len(wordings)):
-        for group in members:
-            if same(group[0], i):
-                group.append(i)
-                break
-        else:
-            members.append([i])
+        wordings.append(Wording(shown, len(by_key[key])))
+    members = _gathered(wordings, embed) if embed is not None else [[i] for i in range(len(wordings))]
     gaps = []
     for group in members:
         records = [q for i in group for q in by_key[keys[i]]]
@@ -260,11 +254,25 @@ def _neg_time(iso: str) -> float:
     return -dt.datetime.fromisoformat(iso).timestamp()
 
 
-def _same_by_vectors(wordings: list[Wording], embed: Callable[[list[str]], np.ndarray]):
-    vectors = np.asarray(embed([w.question for w in wordings]), dtype=np.float32)
+def _gathered(wordings: list[Wording], embed: Callable[[list[str]], np.ndarray]) -> list[list[int]]:
+    """The wordings (most asked first) in groups: each of the first MOST_GROUPED joins the group
+    whose leading wording is closest, when at least COSINE_SAME close, else leads a group of its
+    own, as every later wording does."""
+    vectors = np.asarray(embed([w.question for w in wordings[:MOST_GROUPED]]), dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     vectors = vectors / np.where(norms > 0, norms, 1)
-    return lambda a, b: float(vectors[a] @ vectors[b]) >= COSINE_SAME
+    leaders = np.empty_like(vectors)
+    members: list[list[int]] = []
+    for i, vector in enumerate(vectors):
+        if members:
+            cosines = leaders[: len(members)] @ vector
+            closest = int(np.argmax(cosines))
+            if cosines[closest] >= COSINE_SAME:
+                members[closest].append(i)
+                continue
+        leaders[len(members)] = vector
+        members.append([i])
+    return members + [[i] for i in range(len(vectors), len(wordings))]
 
 
 def list_weak_questions(

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
+from embeddings import gaps as gaps_module
 from embeddings.gaps import (
     WeakQuestion,
     group_weak_questions,
@@ -91,7 +92,7 @@ def asked(question: str, days_ago: float, guild: int | None = GUILD) -> WeakQues
     return WeakQuestion(at(days_ago).isoformat(), None if guild is None else str(guild), question)
 
 
-def test_equal_wordings_are_merged_and_counted_similar_ones_grouped_unrelated_kept_apart(fake_embedder):
+def test_equal_wordings_are_merged_and_counted_similar_ones_grouped_unrelated_kept_apart(fake_embedder, monkeypatch):
     records = [
         asked("Who paid for the zebra crossing?", 5),
         asked("who paid for the   zebra crossing", 3, OTHER_GUILD),
@@ -116,7 +117,9 @@ def test_equal_wordings_are_merged_and_counted_similar_ones_grouped_unrelated_ke
     assert zebra.servers == 2 and bread.servers == 1 and bitcoin.servers == 1  # a DM is no server
     assert bread.first_asked == at(4).isoformat() and bread.last_asked == at(0.5).isoformat()
 
-    # without the question model only equal wordings are merged
+    # beyond the most asked wordings, and without the question model, only equal wordings are merged
+    monkeypatch.setattr(gaps_module, "MOST_GROUPED", 2)
+    assert [g.count for g in group_weak_questions(records, fake_embedder.encode)] == [3, 2, 1, 1]
     alone = group_weak_questions(records)
     assert [(g.question, g.count) for g in alone] == [
         ("WHO PAID FOR THE ZEBRA CROSSING?!", 3),
