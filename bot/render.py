@@ -448,8 +448,8 @@ def failure_embed(reason: str) -> discord.Embed:
 # ------------------------------------------------------------------------------------------ gaps
 
 
-def _day(iso: str) -> str:
-    return discord.utils.format_dt(dt.datetime.fromisoformat(iso), "d")
+def _stamp(iso: str, style: str) -> str:
+    return discord.utils.format_dt(dt.datetime.fromisoformat(iso), style)  # type: ignore[arg-type]
 
 
 def gaps_embed(gaps: Sequence[Gap], *, questions: int, window: str, everywhere: bool) -> discord.Embed:
@@ -466,14 +466,14 @@ def gaps_embed(gaps: Sequence[Gap], *, questions: int, window: str, everywhere: 
     used = 0
     for n, g in enumerate(gaps, start=1):
         line = f"{n}. **{g.count}×** {escaped(g.question, 200)}\n"
-        line += f"last asked {_when_short(g.last_asked)}, first {_day(g.first_asked)}"
+        line += f"last asked {_stamp(g.last_asked, 'R')}, first {_stamp(g.first_asked, 'd')}"
         if everywhere:
             line += f", {counted(g.servers, 'server')}"
         if len(g.wordings) > 1:
             line += "\nalso asked as: " + escaped("; ".join(w.question for w in g.wordings[1:]), 200)
-        rest = f"\n… and {counted(len(gaps) - n, 'more group')}: `corpus-bot gaps` lists them all"
-        if used + dlen(line) + 1 + dlen(rest) > EMBED_DESCRIPTION:
-            lines.append(rest.strip())
+        more = _more_groups(len(gaps) - n)
+        if used + dlen(line) + (1 + dlen(more) if more else 0) > EMBED_DESCRIPTION:
+            lines.append(_more_groups(len(gaps) - n + 1))
             break
         lines.append(line)
         used += dlen(line) + 1
@@ -486,5 +486,5 @@ def gaps_embed(gaps: Sequence[Gap], *, questions: int, window: str, everywhere: 
     return embed
 
 
-def _when_short(iso: str) -> str:
-    return discord.utils.format_dt(dt.datetime.fromisoformat(iso), "R")
+def _more_groups(n: int) -> str:
+    return f"… and {counted(n, 'more group')}: `corpus-bot gaps` lists them all" if n else ""

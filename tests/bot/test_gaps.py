@@ -8,7 +8,7 @@ import logging
 from dataclasses import replace
 
 from embeddings import gaps as gaps_module
-from tests.bot.helpers import LIVE_MARKUP, both_stores, check_sent, index_rows, started_bot, texts_of
+from tests.bot.helpers import LIVE_MARKUP, both_stores, check_message, check_sent, index_rows, started_bot, texts_of
 from tests.fake_discord import MANAGE_GUILD, run
 
 # Words the corpus does not hold, wrapped in what Discord would render: pings, a heading, a
@@ -125,3 +125,20 @@ def test_a_failure_to_record_is_a_warning_and_the_asker_still_gets_the_answer(
     warnings = [r for r in caplog.records if r.name == "embeddings.gaps"]
     assert len(warnings) == 1 and "disk full" in warnings[0].getMessage()
     assert weak_rows(fake_index) == []
+
+
+def test_a_long_list_is_cut_to_one_message_saying_how_many_groups_are_left_out():
+    from bot import render
+    from embeddings.gaps import Gap, Wording
+
+    when = "2026-12-01T12:00:00+00:00"
+    gaps = [
+        Gap(f"question {i} " + "<@123456789012345678> " * 20, 300 - i, when, when, 1, [Wording(f"q{i}", 1)] * 2)
+        for i in range(300)
+    ]
+    embed = render.gaps_embed(gaps, questions=10_000, window="in the last 90 days", everywhere=True).to_dict()
+    check_message({"embeds": [embed], "allowed_mentions": {"parse": []}})
+    shown = embed["description"].count("×**")
+    assert 0 < shown < 300
+    assert embed["description"].endswith(f"… and {300 - shown} more groups: `corpus-bot gaps` lists them all")
+    assert not LIVE_MARKUP.search(embed["description"])
