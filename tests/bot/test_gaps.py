@@ -91,9 +91,13 @@ def test_gaps_shows_a_server_its_own_questions_and_bot_admins_every_server(fake_
     run(main())
 
 
-def test_an_empty_list_is_one_friendly_line(fake_index, fake_embedder):
+def test_an_empty_list_is_one_friendly_line_and_find_sources_is_never_recorded(fake_index, fake_embedder):
     async def main():
         async with started_bot(fake_index, fake_embedder) as (bot, fake):
+            # its text is someone else's chat message, written without asking the bot anything
+            claim = await fake.send_message_command("Find sources", "sourdough starter knead")
+            assert "answers this question well" in (await claim.wait_final(timeout=10)).content
+            assert weak_rows(fake_index) == []
             rec = await fake.send_slash("gaps", member=fake.make_member(permissions=MANAGE_GUILD))
             embed = (await rec.wait_final(timeout=10)).embeds[0]
             assert embed["description"] == (
