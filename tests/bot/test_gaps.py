@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+import pytest
+
 from embeddings import gaps as gaps_module
 from tests.bot.helpers import LIVE_MARKUP, both_stores, check_message, check_sent, index_rows, started_bot, texts_of
 from tests.fake_discord import MANAGE_GUILD, run
@@ -146,3 +148,22 @@ def test_a_long_list_is_cut_to_one_message_saying_how_many_groups_are_left_out()
     assert 0 < shown < 300
     assert embed["description"].endswith(f"… and {300 - shown} more groups: `corpus-bot gaps` lists them all")
     assert not LIVE_MARKUP.search(embed["description"])
+
+
+@pytest.mark.parametrize("fake_index", ["postgres"], indirect=True)
+def test_gaps_while_the_database_is_away_is_a_private_apology(fake_index, fake_embedder, monkeypatch):
+    import psycopg
+
+    def away(*args, **kwargs):
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(gaps_module, "read_weak_questions", away)
+
+    async def main():
+        async with started_bot(fake_index, fake_embedder) as (bot, fake):
+            rec = await fake.send_slash("gaps", member=fake.make_member(permissions=MANAGE_GUILD))
+            reply = await rec.wait_final(timeout=10)
+            assert reply.ephemeral and reply.content.startswith("The index cannot be read right now")
+            assert "server closed" not in reply.content
+
+    run(main())
