@@ -22,27 +22,17 @@ from embeddings.gaps import (
     read_weak_questions,
     record_weak_question,
 )
-from tests.bot.helpers import index_rows
+from tests.bot.helpers import STORES, in_store, index_rows
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 GUILD, OTHER_GUILD, USER = 111111111111111111, 222222222222222222, 333333333333333333
 GAP_KEYS = {"question", "count", "first_asked", "last_asked", "servers", "wordings"}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 def indexed(request, fake_settings, fake_embedder):
     """The shipped corpus indexed with the fake embedder in the SQLite file or in PostgreSQL."""
-    if request.param == "sqlite":
-        from embeddings.index import run_index
-
-        run_index(fake_settings, embedder=fake_embedder)
-        return fake_settings
-    pytest.importorskip("psycopg", reason="needs the postgres extra: pip install -e '.[postgres]'")
-    from embeddings.postgres.indexing import run_index as run_postgres_index
-
-    settings = replace(fake_settings, index_url=request.getfixturevalue("postgres_url"))
-    run_postgres_index(settings, settings.index_url, embedder=fake_embedder)
-    return settings
+    return in_store(request, fake_settings, fake_embedder)
 
 
 def kept(settings) -> list[tuple]:
