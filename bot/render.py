@@ -17,6 +17,7 @@ import discord
 
 from embeddings.answer import Answer, Article, Result
 from embeddings.chunk import sentence_spans
+from embeddings.gaps import Gap
 from embeddings.index import IndexReport, Progress
 from embeddings.terminal import counted, one_line
 
@@ -442,3 +443,48 @@ def failure_embed(reason: str) -> discord.Embed:
     )
     embed.set_footer(text="the previous index is still serving /ask")
     return embed
+
+
+# ------------------------------------------------------------------------------------------ gaps
+
+
+def _stamp(iso: str, style: str) -> str:
+    return discord.utils.format_dt(dt.datetime.fromisoformat(iso), style)  # type: ignore[arg-type]
+
+
+def gaps_embed(gaps: Sequence[Gap], *, questions: int, window: str, everywhere: bool) -> discord.Embed:
+    """/gaps: the groups of weak questions, most asked first, as many as fit. Question text is
+    anyone's input: escaped, and the reply pings nobody (allowed_mentions)."""
+    where = "in any server" if everywhere else "in this server"
+    embed = discord.Embed(title="Questions the corpus answered weakly", colour=COLOR_WEAK)
+    if not gaps:
+        embed.description = (
+            f"No weak answers recorded {where} {window}: every question asked with /ask was answered well."
+        )
+        return embed
+    lines: list[str] = []
+    used = 0
+    for n, g in enumerate(gaps, start=1):
+        line = f"{n}. **{g.count}×** {escaped(g.question, 200)}\n"
+        line += f"last asked {_stamp(g.last_asked, 'R')}, first {_stamp(g.first_asked, 'd')}"
+        if everywhere:
+            line += f", {counted(g.servers, 'server')}"
+        if len(g.wordings) > 1:
+            line += "\nalso asked as: " + escaped("; ".join(w.question for w in g.wordings[1:]), 200)
+        more = _more_groups(len(gaps) - n)
+        if used + dlen(line) + (1 + dlen(more) if more else 0) > EMBED_DESCRIPTION:
+            lines.append(_more_groups(len(gaps) - n + 1))
+            break
+        lines.append(line)
+        used += dlen(line) + 1
+    embed.description = "\n".join(lines)
+    embed.set_footer(
+        text=plain(
+            f"{counted(questions, 'weak question')} in {counted(len(gaps), 'group')} {where} {window}", EMBED_FOOTER
+        )
+    )
+    return embed
+
+
+def _more_groups(n: int) -> str:
+    return f"… and {counted(n, 'more group')}: `corpus-bot gaps` lists them all" if n else ""

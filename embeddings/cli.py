@@ -1,4 +1,4 @@
-"""`corpus-bot` commands that need no Discord: index, ask, sources, stats.
+"""`corpus-bot` commands that need no Discord: index, ask, sources, stats, eval, feedback, gaps.
 
 The console script lives in bot/cli.py, which adds `run` to this group.
 """
@@ -642,6 +642,77 @@ def feeds_fetch_command(ctx, name, as_json):
             click.echo("run `corpus-bot index` to index them")
     if report.feeds and report.failed_feeds == report.feeds:
         ctx.exit(1)  # nothing could be fetched at all
+# ---------------------------------------------------------------- gaps
+
+
+def _when_utc(iso: str) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _question_embedder(settings: Settings, meta: dict):
+    """The index's question model for grouping, or None (with one warning) when it cannot load:
+    the list is still worth having, grouped by equal wordings only."""
+    try:
+        if settings.index_url:
+            from .postgres.search import query_embedder
+
+            return query_embedder(settings.embedding_model, meta, settings.index_path)
+        from .query_model import load_query_embedder
+
+        return load_query_embedder(settings.index_path, settings.embedding_model, meta)
+    except Exception as exc:
+        click.echo(
+            one_line(f"warning: the question model could not be loaded ({exc}); only equal wordings are grouped"),
+            err=True,
+        )
+        return None
+
+
+@cli.command("gaps")
+@click.option("--since", help="Only questions asked on or after this date (YYYY-MM-DD, UTC).")
+@index_or_url_option
+@json_option
+@click.pass_context
+def gaps_command(ctx, since, index_path, as_json):
+    """List the questions asked in Discord that the corpus answered weakly, similar questions
+    grouped, most asked first (kept for GAPS_KEEP_DAYS days)."""
+    from .gaps import group_weak_questions, read_weak_questions
+    from .search import parse_iso_date
+
+    settings = settings_from(ctx, index_path=index_path)
+    with user_errors():
+        since_date = parse_iso_date(since, "--since") if since else None
+        asked, meta = read_weak_questions(settings, since=since_date)
+        embedder = _question_embedder(settings, meta) if len(asked) > 1 else None
+        gaps = group_weak_questions(asked, embedder.encode if embedder is not None else None)
+    if as_json:
+        click.echo(
+            json_line(
+                {
+                    "groups": [g.to_json() for g in gaps],
+                    "grouped_by": "meaning" if embedder is not None else "wording",
+                    "since": since_date.isoformat() if since_date else None,
+                    "keep_days": settings.gaps_keep_days,
+                }
+            )
+        )
+        return
+    window = f"since {since_date}" if since_date else f"in the last {counted(settings.gaps_keep_days, 'day')}"
+    if not gaps:
+        click.echo(f"No weak answers recorded {window}: every question asked in Discord was answered well.")
+        return
+    how = "by meaning" if embedder is not None else "by wording only"
+    click.echo(f"Weak answers {window}: {counted(len(asked), 'question')} in {counted(len(gaps), 'group')} ({how})")
+    for g in gaps:
+        click.echo("")
+        click.echo(one_line(f"{g.count:>4}×  {g.question}"))
+        servers = f", {counted(g.servers, 'server')}" if g.servers else ""
+        click.echo(f"       first {_when_utc(g.first_asked)}, last {_when_utc(g.last_asked)}{servers}")
+        others = [f"{w.question} ({w.count}×)" for w in g.wordings[1:]]
+        if others:
+            click.echo(one_line("       also asked as: " + "; ".join(others)))
 
 
 def index_main() -> None:

@@ -60,12 +60,12 @@ def _float(env: dict[str, str], name: str, default: float, lo: float, hi: float)
 
 
 def _flag(env: dict[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    raw = env.get(name, "").strip()
+    if raw.lower() in ("", "0", "false", "no", "off"):
         return False
-    if raw in ("1", "true", "yes", "on"):
+    if raw.lower() in ("1", "true", "yes", "on"):
         return True
-    raise ConfigError(f"{name} must be 1 or 0, got {_shown(raw)}")
+    raise ConfigError(f"{name} must be 1 (on) or 0 (off), got {_shown(raw)}")
 
 
 def _discord_id(name: str, raw: str, what: str) -> int:
@@ -162,6 +162,10 @@ class Settings:
     feeds_host_interval_seconds: float = 1.0
     feeds_timeout_seconds: float = 20.0
     feeds_max_bytes: int = 5 * 1024 * 1024
+    # Weak questions asked in Discord (embeddings/gaps.py): whether the asker's user id is kept
+    # with them (off: only the text, the time and the server), and for how many days they are kept.
+    record_askers: bool = False
+    gaps_keep_days: int = 90
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, *, dotenv: bool = True) -> Settings:
@@ -196,4 +200,6 @@ class Settings:
             feeds_host_interval_seconds=_float(env, "FEEDS_HOST_INTERVAL_SECONDS", 1.0, 0.0, 3600.0),
             feeds_timeout_seconds=_float(env, "FEEDS_TIMEOUT_SECONDS", 20.0, 0.01, 600.0),
             feeds_max_bytes=_int(env, "FEEDS_MAX_MB", 5, 1, 1024) * 1024 * 1024,
+            record_askers=_flag(env, "RECORD_ASKERS"),
+            gaps_keep_days=_int(env, "GAPS_KEEP_DAYS", 90, 1, 36500),
         )

@@ -191,6 +191,20 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration("authors_in_keyword_context", _authors_in_keyword_context),
     Migration("embedded_hashes_and_record_keys", _embedded_hashes_and_record_keys),
+    # 8: questions asked in Discord whose answer was weak (embeddings/gaps.py): what the corpus lacks.
+    Migration(
+        "weak_questions",
+        """
+    CREATE TABLE weak_questions (
+        id       INTEGER PRIMARY KEY,
+        asked    TEXT NOT NULL,               -- UTC, ISO 8601
+        guild_id TEXT,                        -- the server; NULL when asked in a direct message
+        user_id  TEXT,                        -- NULL unless RECORD_ASKERS=1
+        question TEXT NOT NULL
+    );
+    CREATE INDEX weak_questions_asked ON weak_questions(asked);
+    """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

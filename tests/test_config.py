@@ -26,6 +26,8 @@ TOKEN = "MTA4NzY1NDMyMTAxMjM0NTY3OA.GaBcDe.k3yB0ardSm4shQwErTyUiOpAsDfGhJkLzXcVb
         ("ASK_COOLDOWN_RATE", TOKEN),
         ("SEARCH_WORKERS", TOKEN),
         ("SHARD_COUNT", TOKEN),
+        ("RECORD_ASKERS", TOKEN),
+        ("GAPS_KEEP_DAYS", TOKEN),
     ],
 )
 def test_a_token_pasted_into_another_setting_is_never_echoed(name, value):
@@ -58,6 +60,8 @@ def test_a_token_pasted_into_another_setting_is_never_echoed(name, value):
         ("DISCORD_GUILD_ID", "²", "must be a Discord server id"),  # str.isdigit() accepted it; int() raised
         ("ADMIN_USER_IDS", "12,-3", "must be a comma-separated list of Discord ids"),
         ("ADMIN_ROLE_IDS", "99999999999999999999", "must be a comma-separated list"),  # over 64 bits
+        ("GAPS_KEEP_DAYS", "0", "GAPS_KEEP_DAYS=0 is out of range (1..36500)"),
+        ("RECORD_ASKERS", "maybe", "RECORD_ASKERS must be 1 (on) or 0 (off), got 'maybe'"),
     ],
 )
 def test_numeric_settings_out_of_their_range_are_refused_with_one_line(name, value, why):
@@ -80,6 +84,10 @@ def test_sensible_values_are_accepted():
     assert (settings.weak_score, settings.ask_cooldown_seconds, settings.ask_cooldown_rate) == (0.0, 0.0, 5)
     assert settings.discord_guild_id == 123456789012345678 and settings.admin_user_ids == {1, 2, 3}
     assert Settings.from_env({}) == Settings()
+    assert (Settings().record_askers, Settings().gaps_keep_days) == (False, 90)  # askers are not kept by default
+    on = Settings.from_env({"RECORD_ASKERS": "1", "GAPS_KEEP_DAYS": "7"})
+    assert (on.record_askers, on.gaps_keep_days) == (True, 7)
+    assert Settings.from_env({"RECORD_ASKERS": "0"}).record_askers is False
 
 
 def test_dotenv_is_read_from_the_working_directory_and_the_environment_wins(tmp_path, monkeypatch):

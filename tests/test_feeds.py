@@ -703,7 +703,7 @@ def test_feed_settings_are_read_from_the_environment_and_checked():
     settings = Settings.from_env(env, dotenv=False)
     assert (settings.feeds_allow_private_hosts, settings.feeds_max_new_per_fetch) == (True, 7)
     assert settings.feeds_timeout_seconds == 2.5
-    with pytest.raises(ConfigError, match="FEEDS_ALLOW_PRIVATE_HOSTS must be 1 or 0"):
+    with pytest.raises(ConfigError, match=r"FEEDS_ALLOW_PRIVATE_HOSTS must be 1 \(on\) or 0 \(off\)"):
         Settings.from_env({"FEEDS_ALLOW_PRIVATE_HOSTS": "maybe"}, dotenv=False)
 
 

@@ -104,6 +104,7 @@ def test_an_index_keyed_by_record_numbers_is_keyed_anew_without_embedding(run, c
             conn.execute("UPDATE articles SET key = ? WHERE id = ?", (f"feed.jsonl#{number}", article_id))
         conn.execute("DROP INDEX passages_embedded_hash")
         conn.execute("ALTER TABLE passages DROP COLUMN embedded_hash")
+        conn.execute("DROP TABLE weak_questions")
         conn.execute("PRAGMA user_version = 6")
     conn.close()
     report = run("index", "--json")

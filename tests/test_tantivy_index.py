@@ -257,6 +257,7 @@ def test_an_index_from_before_authors_were_keywords_is_migrated_and_its_copy_reb
             )
             conn.execute("DROP INDEX passages_embedded_hash")
             conn.execute("ALTER TABLE passages DROP COLUMN embedded_hash")
+            conn.execute("DROP TABLE weak_questions")
             conn.execute("PRAGMA user_version = 5")
         conn.close()
         old.setattr(store, "SCHEMA_VERSION", 5)

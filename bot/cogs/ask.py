@@ -10,6 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from embeddings.answer import Answer
+from embeddings.gaps import note_weak_question
 from embeddings.search import DEFAULT_MODE, Filters, parse_iso_date
 from embeddings.search_options import check_question_text
 
@@ -199,7 +200,11 @@ class Ask(commands.Cog):
         )
         if filters.since and filters.until and filters.since > filters.until:
             raise UserFacingError(f"since ({filters.since}) is after until ({filters.until})")
-        await self.answer(interaction, question, k=results, filters=filters, ephemeral=private)
+        answer = await self.answer(interaction, question, k=results, filters=filters, ephemeral=private)
+        if answer.weak:  # what the corpus lacks, for /gaps; after the answer is sent, never failing it
+            await note_weak_question(
+                self.bot.serving.settings, question, guild_id=interaction.guild_id, user_id=interaction.user.id
+            )
 
     @ask.autocomplete("source")
     async def source_autocomplete(
@@ -224,7 +229,7 @@ class Ask(commands.Cog):
 
     async def answer(
         self, interaction: discord.Interaction, question: str, *, k: int, filters: Filters, ephemeral: bool
-    ) -> None:
+    ) -> Answer:
         # No index yet, or too many questions queued (Busy): refused privately, before a public
         # defer. The place in the queue is held from before the defer until the search is done.
         self.bot.serving.current()
@@ -243,6 +248,7 @@ class Ask(commands.Cog):
         interaction.extras["answered"] = True
         if view is not None:
             view.message = message
+        return answer
 
 
 async def setup(bot: CorpusBot) -> None:

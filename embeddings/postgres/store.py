@@ -178,6 +178,21 @@ MIGRATIONS: list[tuple[str, str]] = [
     INSERT INTO keyword_blocks {_BLOCKS} ORDER BY 1, 2;
     """,
     ),
+    # Questions asked in Discord whose answer was weak (embeddings/gaps.py), as the SQLite index's
+    # weak_questions table.
+    (
+        "weak questions",
+        """
+    CREATE TABLE weak_questions (
+        id       bigserial PRIMARY KEY,
+        asked    text NOT NULL,             -- UTC, ISO 8601
+        guild_id text,                      -- the server; NULL when asked in a direct message
+        user_id  text,                      -- NULL unless RECORD_ASKERS=1
+        question text NOT NULL
+    );
+    CREATE INDEX weak_questions_asked ON weak_questions(asked);
+    """,
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _INDEX_TABLES = ("index_meta", "articles", "passages", "index_runs")
@@ -186,6 +201,7 @@ _ALL_TABLES = (
     *_INDEX_TABLES,
     "token_vectors",
     "feedback",
+    "weak_questions",
     "keyword_postings",
     "keyword_blocks",
     "keyword_lexemes",
