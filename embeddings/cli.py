@@ -642,6 +642,8 @@ def feeds_fetch_command(ctx, name, as_json):
             click.echo("run `corpus-bot index` to index them")
     if report.feeds and report.failed_feeds == report.feeds:
         ctx.exit(1)  # nothing could be fetched at all
+
+
 # ---------------------------------------------------------------- gaps
 
 
