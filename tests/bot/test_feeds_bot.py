@@ -5,15 +5,18 @@ period is set on Settings directly (REFRESH_EVERY itself is at least 5 minutes).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import replace
+from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
 import pytest
 
 from embeddings.feeds import add_feed, list_feeds
 from tests.bot.helpers import LIVE_MARKUP, check_message, check_sent, started_bot, texts_of
+from tests.bot.processes import GatedIndexEmbedder
 from tests.fake_discord import MANAGE_GUILD, run
 from tests.helpers import Server
 
@@ -220,3 +223,63 @@ def test_an_inaccessible_admin_channel_is_one_warning_and_the_round_completes(se
     warnings = [r for r in caplog.records if r.name == "bot.cogs.feeds" and "ADMIN_CHANNEL_ID" in r.getMessage()]
     assert warnings and all(r.exc_info is None and "\n" not in r.getMessage() for r in warnings)
     assert "424242424242424242" in warnings[0].getMessage()
+
+
+def test_a_round_during_a_reindex_leaves_its_articles_to_the_next_round(server, settings, fake_embedder, tmp_path):
+    gate = tmp_path / "gate"
+    server.routes["/feed.xml"] = (200, XML, rss("Kunduz Daily", [("Zebra crossing", server.url("/zebra"))]))
+    server.routes["/zebra"] = (200, HTML, page("Zebra crossing appears overnight", ZEBRA_TEXT))
+    changed = sorted(settings.corpus_dir.iterdir())[1]
+    changed.write_text(changed.read_text() + "\n\nA late correction about the harbour.\n")  # work for /reindex
+    settings = replace(settings, refresh_every=0.3)
+
+    async def main():
+        factory = functools.partial(GatedIndexEmbedder, str(gate))
+        async with started_bot(settings, fake_embedder, index_embedder_factory=factory, admin_channel=True) as (
+            bot,
+            fake,
+        ):
+            held = await fake.send_slash("reindex", member=fake.make_member(permissions=MANAGE_GUILD))
+            await held.wait_response()
+            await wait_until(lambda: Path(f"{gate}.entered").exists(), 30, "the /reindex to embed")
+            await asyncio.to_thread(add_feed, settings, server.url("/feed.xml"), "kunduz")
+            await wait_until(lambda: fake.channel_messages, 30, "the first summary")
+            (embed,) = fake.channel_messages[0].data["embeds"]
+            lines = embed["description"].split("\n")
+            assert lines[0].startswith("1 feed fetched (0 unchanged): 1 new article written")
+            assert lines[1].startswith("Index not updated: a re-index started by ") and "is running" in lines[1]
+            assert bot.serving.job.started_by != "scheduled refresh"  # never a second job
+
+            gate.touch()
+            await wait_until(lambda: len(fake.channel_messages) >= 2, 30, "the second summary")
+            (embed,) = fake.channel_messages[1].data["embeds"]
+            lines = embed["description"].split("\n")
+            assert lines[0].startswith("1 feed fetched (0 unchanged): 0 new articles written")
+            assert lines[1].startswith("Index updated: ")
+            assert bot.serving.job.started_by == "scheduled refresh"
+            assert await answers_zebra(fake)
+            for posted in fake.channel_messages:
+                check_message(posted.data)
+
+    run(main(), timeout=120)
+
+
+def test_the_summary_and_the_feed_list_stay_within_discords_limits_however_many_lines():
+    import discord
+
+    from bot import render
+
+    failures = [f"feed-{i}: http://127.0.0.1/{i} {HOSTILE}: HTTP 500 Internal Server Error" for i in range(500)]
+    embed = render.refresh_embed("3 feeds fetched", "Index updated: 1 added", failures, failed=True)
+    payload = {"embeds": [embed.to_dict()], "allowed_mentions": discord.AllowedMentions.none().to_dict()}
+    check_message(payload)
+    assert not live_markup(payload)
+    assert embed.description.endswith(" more") and "- feed-0: <http://127.0.0.1/0> @\u200beveryone" in embed.description
+
+    rows = [(f"feed-{i}", HOSTILE * 3, f"http://127.0.0.1/{i}/feed.xml", i) for i in range(500)]
+    embed = render.feeds_embed(rows)
+    payload["embeds"] = [embed.to_dict()]
+    check_message(payload)
+    assert not live_markup(payload)
+    assert embed.title == "News feeds (500)" and embed.description.endswith(" more")
+    assert [render.period(s) for s in (300, 1800, 7200, 86400, 5400, 0.3)] == ["5m", "30m", "2h", "1d", "90m", "0.3s"]
