@@ -157,12 +157,14 @@ class Feeds(commands.Cog):
             written = len(report.written)
             if written:
                 self.index_pending = True
-        index_line, index_failed = None, False
+        failed = bool(problems)
+        index_line = None
         if self.index_pending:
+            # The index's own lines (files it skipped) are listed but do not make the round a failure.
             index_line, index_problems, index_failed = await self._index()
             problems += index_problems
+            failed = failed or index_failed
         if problems or index_line or written:
-            failed = index_failed or bool(problems)
             await self._post(render.refresh_embed(fetched, index_line, problems, failed=failed))
 
     async def _index(self) -> tuple[str, list[str], bool]:

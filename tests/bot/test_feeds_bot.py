@@ -160,7 +160,7 @@ def test_a_scheduled_refresh_writes_indexes_and_reports_new_articles_once(server
             check_message(posted.data)  # allowed_mentions: nobody
             assert int(posted.path.split("/")[2]) == fake.channel_id
             (embed,) = posted.data["embeds"]
-            assert embed["title"] == "Scheduled refresh"
+            assert embed["title"] == "Scheduled refresh" and embed["color"] == 0x2ECC71  # green: nothing failed
             lines = embed["description"].split("\n")
             assert lines[0].startswith(
                 "1 feed fetched (0 unchanged): 1 new article written (0 from the feed's own text)"
