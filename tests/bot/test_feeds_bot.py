@@ -283,3 +283,5 @@ def test_the_summary_and_the_feed_list_stay_within_discords_limits_however_many_
     assert not live_markup(payload)
     assert embed.title == "News feeds (500)" and embed.description.endswith(" more")
     assert [render.period(s) for s in (300, 1800, 7200, 86400, 5400, 0.3)] == ["5m", "30m", "2h", "1d", "90m", "0.3s"]
+    added = render.feed_added("news", HOSTILE, "http://127.0.0.1/feed.xml", 7200)
+    assert "next scheduled refresh (every 2h)" in added and "@\u200beveryone" in added
