@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 import pytest
 
-from embeddings.feeds import add_feed, list_feeds
+from embeddings.feeds import add_feed, fetch_feeds, list_feeds
 from tests.bot.helpers import LIVE_MARKUP, check_message, check_sent, started_bot, texts_of
 from tests.bot.processes import GatedIndexEmbedder
 from tests.fake_discord import MANAGE_GUILD, run
@@ -285,3 +285,56 @@ def test_the_summary_and_the_feed_list_stay_within_discords_limits_however_many_
     assert [render.period(s) for s in (300, 1800, 7200, 86400, 5400, 0.3)] == ["5m", "30m", "2h", "1d", "90m", "0.3s"]
     added = render.feed_added("news", HOSTILE, "http://127.0.0.1/feed.xml", 7200)
     assert "next scheduled refresh (every 2h)" in added and "@\u200beveryone" in added
+
+
+def test_an_unexpected_error_in_a_round_is_logged_and_reported_and_the_next_rounds_run(
+    settings, fake_embedder, monkeypatch, caplog
+):
+    import embeddings.feeds
+
+    calls = []
+
+    def fetch_once_broken(settings):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return fetch_feeds(settings)
+
+    # The bot loads its cogs anew (load_extension executes the module): patch where the cog imports from.
+    monkeypatch.setattr(embeddings.feeds, "fetch_feeds", fetch_once_broken)
+    settings = replace(settings, refresh_every=0.2)
+
+    async def main():
+        async with started_bot(settings, fake_embedder, admin_channel=True) as (bot, fake):
+            cog = bot.get_cog("Feeds")
+            await wait_until(lambda: cog.rounds >= 3, 30, "three rounds")
+            assert len(calls) >= 3
+            (posted,) = fake.channel_messages  # the broken round; the next ones had nothing to say
+            (embed,) = posted.data["embeds"]
+            assert embed["description"] == (
+                "- the feeds could not be fetched: an unexpected error (details are in the bot's log)"
+            )
+
+    with caplog.at_level(logging.ERROR, logger="bot.cogs.feeds"):
+        run(main(), timeout=60)
+    (logged,) = [r for r in caplog.records if r.name == "bot.cogs.feeds" and r.levelno == logging.ERROR]
+    assert "RuntimeError: boom" in caplog.text and logged.exc_info is not None
+
+
+@pytest.mark.parametrize("shard_ids, refreshes", [(None, True), ((0, 1), True), ((1,), False)])
+def test_only_the_process_running_shard_0_refreshes(settings, shard_ids, refreshes):
+    from types import SimpleNamespace
+
+    from bot.cogs.feeds import Feeds
+
+    async def main():
+        cog = Feeds(
+            SimpleNamespace(settings=replace(settings, refresh_every=300.0, shard_count=2, shard_ids=shard_ids))
+        )
+        await cog.cog_load()
+        try:
+            return cog.refresher is not None
+        finally:
+            await cog.cog_unload()
+
+    assert run(main()) is refreshes
