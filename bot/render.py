@@ -477,7 +477,7 @@ def feed_added(name: str, title: str | None, url: str, refresh_every: float | No
 def feed_removed(name: str, folder: str) -> str:
     return (
         f"Removed feed **{escape(name)}**: it is not fetched any more. Its articles already written stay in "
-        f"{escaped(folder, 300)} (delete that folder, then /reindex, to drop them)."
+        f"the corpus folder, under {escaped(folder, 300)} (delete that folder, then /reindex, to drop them)."
     )[:CONTENT]
 
 

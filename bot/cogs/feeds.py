@@ -89,7 +89,7 @@ class Feeds(commands.Cog):
 
     @feeds.command(name="list", description="List the news feeds and the articles written from each")
     @index_admin_only()
-    async def list_feeds(self, interaction: discord.Interaction) -> None:
+    async def list_command(self, interaction: discord.Interaction) -> None:
         try:
             feeds = await asyncio.to_thread(list_feeds, self.bot.settings)
         except CorpusBotError as exc:

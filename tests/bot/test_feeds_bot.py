@@ -65,9 +65,12 @@ def settings(fake_index):
     )
 
 
-def feeds_command(sub: str, **options) -> list[dict]:
+def feeds_command(sub: str, focused: str | None = None, **options) -> list[dict]:
     """The options of /feeds <sub> as Discord sends them (a subcommand holding its options)."""
-    return [{"name": sub, "type": 1, "options": [{"name": k, "type": 3, "value": v} for k, v in options.items()]}]
+    inner = [
+        {"name": k, "type": 3, "value": v} | ({"focused": True} if k == focused else {}) for k, v in options.items()
+    ]
+    return [{"name": sub, "type": 1, "options": inner}]
 
 
 def live_markup(data: dict) -> list[str]:
@@ -117,6 +120,15 @@ def test_admins_add_list_and_remove_feeds_and_others_are_refused(server, setting
             assert embed["title"] == "News feeds (1)"
             assert embed["description"].startswith("**news** · @\u200beveryone \\*\\*Breaking\\*\\* \\[click here\\]")
             assert f"<{server.url('/feed.xml')}> · 0 articles" in embed["description"]
+
+            offered = await fake.autocomplete(
+                "feeds", feeds_command("remove", "name", name="ne"), "name", member=admin(fake)
+            )
+            await offered.wait_response()
+            assert offered.choices == [{"name": "news", "value": "news"}]
+            hidden = await fake.autocomplete("feeds", feeds_command("remove", "name", name="ne"), "name", member=member)
+            await hidden.wait_response()
+            assert hidden.choices == []  # feed names are for admins
 
             ev = await slash(fake, "remove", admin(fake), name="news")
             assert ev.content.startswith("Removed feed **news**") and "feeds/news/" in ev.content
