@@ -24,7 +24,7 @@ from .serving import MUST_PROPAGATE, Serving
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.ask", "bot.cogs.sources", "bot.cogs.reindex", "bot.cogs.gaps")
+EXTENSIONS = ("bot.cogs.ask", "bot.cogs.sources", "bot.cogs.reindex", "bot.cogs.gaps", "bot.cogs.feeds")
 
 
 class UserFacingError(CorpusBotError):

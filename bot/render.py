@@ -488,3 +488,68 @@ def gaps_embed(gaps: Sequence[Gap], *, questions: int, window: str, everywhere: 
 
 def _more_groups(n: int) -> str:
     return f"… and {counted(n, 'more group')}: `corpus-bot gaps` lists them all" if n else ""
+
+
+# ---------------------------------------------------------------------------------------- feeds
+# Feed titles, URLs and failure lines come from other people's servers: escaped like corpus text.
+
+
+def period(seconds: float) -> str:
+    """30m, 2h, 1d: a REFRESH_EVERY period as it is written."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def error_line(text: str) -> str:
+    """A refusal of a feeds command whose text may quote a URL or a server's answer: one line, inert."""
+    return escaped(one_line(text), CONTENT)
+
+
+def _feed_label(name: str, title: str | None) -> str:
+    return f"**{escape(name)}**" + (f" · {escaped(title, 150)}" if title else "")
+
+
+def feed_added(name: str, title: str | None, url: str, refresh_every: float | None) -> str:
+    when = (
+        f"its new articles are fetched and indexed at the next scheduled refresh (every {period(refresh_every)})"
+        if refresh_every
+        else "fetch its articles with `corpus-bot feeds fetch`, then /reindex"
+    )
+    return f"Added feed {_feed_label(name, title)} ({escaped(url, 300)}): {when}."[:CONTENT]
+
+
+def feed_removed(name: str, folder: str) -> str:
+    return (
+        f"Removed feed **{escape(name)}**: it is not fetched any more. Its articles already written stay in "
+        f"the corpus folder, under {escaped(folder, 300)} (delete that folder, then /reindex, to drop them)."
+    )[:CONTENT]
+
+
+def feeds_embed(feeds: Sequence[tuple[str, str | None, str, int]]) -> discord.Embed:
+    """The feeds as (name, title, url, articles written), as many as fit, then "… and N more"."""
+    embed = discord.Embed(title=f"News feeds ({len(feeds)})", colour=COLOR_ANSWER)
+    lines: list[str] = []
+    used = 0
+    for i, (name, title, url, articles) in enumerate(feeds):
+        line = f"{_feed_label(name, title)}\n{escaped(url, 300)} · {counted(articles, 'article')}"
+        if used + dlen(line) + 1 > EMBED_DESCRIPTION - 40:
+            lines.append(f"… and {len(feeds) - i} more")
+            break
+        lines.append(line)
+        used += dlen(line) + 1
+    embed.description = "\n".join(lines) if lines else "No feeds yet: add one with /feeds add."
+    return embed
+
+
+def refresh_embed(fetched: str | None, index_line: str | None, problems: Sequence[str], *, failed: bool):
+    """The summary of a scheduled refresh: what the fetch did, what became of the index, then one
+    line per failure, as many as fit."""
+    embed = discord.Embed(title="Scheduled refresh", colour=COLOR_FAILED if failed else COLOR_OK)
+    head = "\n".join(escaped(one_line(line), 1000) for line in (fetched, index_line) if line)
+    parts = [head] if head else []
+    if problems:
+        parts.append(_bulleted([one_line(p) for p in problems], EMBED_DESCRIPTION - dlen(head) - 2))
+    embed.description = "\n".join(parts) or "Nothing to report."
+    return embed

@@ -576,14 +576,11 @@ def feeds_add_command(ctx, url, name):
 @click.pass_context
 def feeds_list_command(ctx, as_json):
     """List the feeds."""
-    from .feeds import registry
+    from .feeds import list_feeds
 
     settings = settings_from(ctx)
-    path = registry.registry_path(settings.index_path)
-    feeds = []
-    if path.exists():  # listing creates nothing
-        with user_errors(), registry.connect(path) as conn:
-            feeds = [(f, registry.entry_count(conn, f.name)) for f in registry.feeds(conn)]
+    with user_errors():
+        feeds = list_feeds(settings)
     if as_json:
         click.echo(json_line({"feeds": [{**f.as_dict(), "articles": n} for f, n in feeds]}))
         return
@@ -598,12 +595,12 @@ def feeds_list_command(ctx, as_json):
 @click.pass_context
 def feeds_remove_command(ctx, name):
     """Stop fetching the feed NAME; the articles already written stay in the corpus."""
-    from .feeds import registry
+    from .feeds import remove_feed
     from .feeds.fetch import FEEDS_FOLDER
 
     settings = settings_from(ctx)
-    with user_errors(), registry.connect(registry.registry_path(settings.index_path)) as conn:
-        feed = registry.remove(conn, name)
+    with user_errors():
+        feed = remove_feed(settings, name)
     folder = settings.corpus_dir / FEEDS_FOLDER / feed.name
     click.echo(
         one_line(f"removed feed {feed.name}; its articles already written stay in {folder} (delete it to drop them)")
@@ -630,14 +627,7 @@ def feeds_fetch_command(ctx, name, as_json):
             click.echo(one_line(f"failed: {line}"))
         for line in report.notes:
             click.echo(one_line(f"note: {line}"))
-        click.echo(
-            one_line(
-                f"{counted(report.feeds, 'feed')} fetched ({report.unchanged} unchanged): "
-                f"{counted(len(report.written), 'new article')} written ({report.from_feed} from the feed's own text), "
-                f"{counted(len(report.failures), 'failure')}"
-                + (f", {report.left_for_later} left for the next fetch" if report.left_for_later else "")
-            )
-        )
+        click.echo(one_line(report.summary()))
         if report.written:
             click.echo("run `corpus-bot index` to index them")
     if report.feeds and report.failed_feeds == report.feeds:

@@ -129,6 +129,27 @@ def _shards(env: dict[str, str]) -> tuple[int | None, tuple[int, ...] | None]:
     return count, tuple(sorted(ids))
 
 
+#: REFRESH_EVERY: seconds per unit; the bot fetches feeds and re-indexes at most this often.
+_PERIOD_UNITS = {"m": 60, "h": 3600, "d": 86400}
+MIN_REFRESH_SECONDS = 5 * 60  # a feed fetched more often than this gains nothing but load on its site
+MAX_REFRESH_SECONDS = 30 * 86400
+
+
+def _refresh_every(env: dict[str, str]) -> float | None:
+    """REFRESH_EVERY such as 30m, 2h or 1d, in seconds; None (off) when empty, 0 or off."""
+    raw = env.get("REFRESH_EVERY", "").strip().lower().replace(" ", "")
+    if raw in ("", "0", "off"):
+        return None
+    match = re.fullmatch(r"([0-9]{1,6})([mhd])", raw)
+    seconds = int(match[1]) * _PERIOD_UNITS[match[2]] if match else 0
+    if not MIN_REFRESH_SECONDS <= seconds <= MAX_REFRESH_SECONDS:
+        raise ConfigError(
+            "REFRESH_EVERY must be a period from 5m to 30d such as 30m, 2h or 1d (m minutes, h hours, d days), "
+            f"or empty for no scheduled refresh; got {_shown(raw)}"
+        )
+    return float(seconds)
+
+
 @dataclass(frozen=True)
 class Settings:
     corpus_dir: Path = Path("corpus")
@@ -166,6 +187,11 @@ class Settings:
     # with them (off: only the text, the time and the server), and for how many days they are kept.
     record_askers: bool = False
     gaps_keep_days: int = 90
+    # Scheduled refresh in the bot: fetch the feeds and re-index every this many seconds (None: off).
+    # from_env keeps it within MIN_REFRESH_SECONDS..MAX_REFRESH_SECONDS.
+    refresh_every: float | None = None
+    # The channel where the bot posts what a scheduled refresh changed or what failed (None: the log only).
+    admin_channel_id: int | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, *, dotenv: bool = True) -> Settings:
@@ -176,6 +202,7 @@ class Settings:
                 load_dotenv(Path.cwd() / ".env", override=False)
             env = dict(os.environ)
         guild = env.get("DISCORD_GUILD_ID", "").strip()
+        admin_channel = env.get("ADMIN_CHANNEL_ID", "").strip()
         shard_count, shard_ids = _shards(env)
         return cls(
             corpus_dir=Path(env.get("CORPUS_DIR") or "corpus"),
@@ -202,4 +229,10 @@ class Settings:
             feeds_max_bytes=_int(env, "FEEDS_MAX_MB", 5, 1, 1024) * 1024 * 1024,
             record_askers=_flag(env, "RECORD_ASKERS"),
             gaps_keep_days=_int(env, "GAPS_KEEP_DAYS", 90, 1, 36500),
+            refresh_every=_refresh_every(env),
+            admin_channel_id=(
+                _discord_id("ADMIN_CHANNEL_ID", admin_channel, "a Discord channel id (digits)")
+                if admin_channel
+                else None
+            ),
         )

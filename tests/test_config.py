@@ -28,6 +28,8 @@ TOKEN = "MTA4NzY1NDMyMTAxMjM0NTY3OA.GaBcDe.k3yB0ardSm4shQwErTyUiOpAsDfGhJkLzXcVb
         ("SHARD_COUNT", TOKEN),
         ("RECORD_ASKERS", TOKEN),
         ("GAPS_KEEP_DAYS", TOKEN),
+        ("REFRESH_EVERY", TOKEN),
+        ("ADMIN_CHANNEL_ID", TOKEN),
     ],
 )
 def test_a_token_pasted_into_another_setting_is_never_echoed(name, value):
@@ -135,3 +137,28 @@ def test_shard_settings():
     settings = Settings.from_env({"SHARD_COUNT": "4", "SHARD_IDS": " 3, 1,"})
     assert (settings.shard_count, settings.shard_ids) == (4, (1, 3))
     assert Settings.from_env({"SHARD_COUNT": "2", "SHARD_IDS": ""}).shard_ids is None
+
+
+@pytest.mark.parametrize(
+    "raw, seconds",
+    [("", None), ("0", None), ("off", None), ("5m", 300.0), ("30m", 1800.0), ("2h", 7200.0), (" 1D ", 86400.0)],
+)
+def test_refresh_every_is_a_period_with_a_unit_and_off_by_default(raw, seconds):
+    assert Settings.from_env({"REFRESH_EVERY": raw}).refresh_every == seconds
+    assert Settings.from_env({}).refresh_every is None
+
+
+@pytest.mark.parametrize("raw", ["30", "4m", "90s", "1.5h", "-1h", "31d", "2 hours", "h"])
+def test_a_bad_or_too_short_refresh_period_is_one_line(raw):
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"REFRESH_EVERY": raw})
+    message = str(refused.value)
+    assert message.startswith("REFRESH_EVERY must be a period from 5m to 30d") and "\n" not in message
+    assert repr(raw.strip().lower().replace(" ", "")) in message
+
+
+def test_admin_channel_id_is_a_discord_id():
+    assert Settings.from_env({}).admin_channel_id is None
+    assert Settings.from_env({"ADMIN_CHANNEL_ID": "123456789012345678"}).admin_channel_id == 123456789012345678
+    with pytest.raises(ConfigError, match="^ADMIN_CHANNEL_ID must be a Discord channel id"):
+        Settings.from_env({"ADMIN_CHANNEL_ID": "#admins"})

@@ -10,10 +10,8 @@ import datetime as dt
 import json
 import os
 import socket
-import threading
 import time
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,54 +25,9 @@ from embeddings.feeds import fetch as feeds_fetch
 from embeddings.feeds import fetch_feeds, registry
 from embeddings.feeds import http as feeds_http
 from embeddings.parse import parse_file
+from tests.helpers import Server
 
 # ---------------------------------------------------------------------------------------- server
-
-
-class Server:
-    """A local HTTP server whose answers the test sets per path: a (status, headers, body) tuple or
-    a function of the request handler returning one. It keeps every request (path, headers, time)."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, object] = {}
-        self.requests: list[tuple[str, dict[str, str], float]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requests.append((self.path, dict(self.headers), time.monotonic()))
-                route = server.routes.get(self.path, (404, {}, b"not here"))
-                status, headers, body = route(self) if callable(route) else route
-                if status is None:  # the route answered on its own
-                    return
-                try:
-                    self.send_response(status)
-                    for k, v in headers.items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeouts)
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def paths(self) -> list[str]:
-        return [p for p, _h, _t in self.requests]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

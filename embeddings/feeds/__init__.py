@@ -6,6 +6,6 @@ per-host rate limit, size and time limits); fetch: new entries written as .md ar
 corpus/feeds/<name>/ for the next index run. Nothing here indexes.
 """
 
-from .fetch import FetchReport, add_feed, fetch_feeds
+from .fetch import FetchReport, add_feed, fetch_feeds, list_feeds, remove_feed
 
-__all__ = ["FetchReport", "add_feed", "fetch_feeds"]
+__all__ = ["FetchReport", "add_feed", "fetch_feeds", "list_feeds", "remove_feed"]

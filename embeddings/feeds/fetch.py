@@ -28,6 +28,7 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 import yaml
 
 from ..config import Settings
+from ..terminal import counted
 from . import registry
 from .http import FetchError, HttpClient, RefusedAddressError, check_url
 
@@ -58,6 +59,14 @@ class FetchReport:
             "failures": list(self.failures),
             "notes": list(self.notes),
         }
+
+    def summary(self) -> str:
+        return (
+            f"{counted(self.feeds, 'feed')} fetched ({self.unchanged} unchanged): "
+            f"{counted(len(self.written), 'new article')} written ({self.from_feed} from the feed's own text), "
+            f"{counted(len(self.failures), 'failure')}"
+            + (f", {self.left_for_later} left for the next fetch" if self.left_for_later else "")
+        )
 
 
 @dataclass
@@ -341,6 +350,21 @@ def add_feed(settings: Settings, url: str, name: str | None = None, *, client: H
         raise registry.FeedsError(f"{url}: {exc}") from None
     with registry.connect(path) as conn:
         return registry.add(conn, name, url, parsed.title)
+
+
+def list_feeds(settings: Settings) -> list[tuple[registry.Feed, int]]:
+    """Every feed with the number of articles written from it; listing creates no registry."""
+    path = registry.registry_path(settings.index_path)
+    if not path.exists():
+        return []
+    with registry.connect(path) as conn:
+        return [(feed, registry.entry_count(conn, feed.name)) for feed in registry.feeds(conn)]
+
+
+def remove_feed(settings: Settings, name: str) -> registry.Feed:
+    """Stop fetching the feed name; its articles already written stay in the corpus."""
+    with registry.connect(registry.registry_path(settings.index_path)) as conn:
+        return registry.remove(conn, name)
 
 
 def _newest_first(entries: list[Entry]) -> list[Entry]:

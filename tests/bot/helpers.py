@@ -65,10 +65,12 @@ async def started_bot(
     poll_interval=None,
     prepare=None,
     token="fake-bot-token",
+    admin_channel=False,
     **fake_kwargs,
 ):
     """A FakeDiscord and the product bot logged in to it (with token), commands synced to the fake
-    guild. prepare(fake) runs before the bot connects (e.g. to add roles to the guild). /reindex
+    guild. prepare(fake) runs before the bot connects (e.g. to add roles to the guild);
+    admin_channel: the fake's text channel is ADMIN_CHANNEL_ID. /reindex
     runs in a child process, which makes its own embedder: by default the fake one when settings
     name it (tests.bot.processes.py has others)."""
     if index_embedder_factory is None and settings.embedding_model == FakeEmbedder.name:
@@ -76,8 +78,11 @@ async def started_bot(
     async with FakeDiscord(**fake_kwargs) as fake:
         if prepare is not None:
             prepare(fake)
+        settings = replace(settings, discord_guild_id=fake.guild_id)
+        if admin_channel:
+            settings = replace(settings, admin_channel_id=fake.channel_id)
         bot = create_bot(
-            replace(settings, discord_guild_id=fake.guild_id),
+            settings,
             embedder=embedder,
             index_embedder_factory=index_embedder_factory,
             guild_ready_timeout=0.05,
