@@ -362,25 +362,18 @@ class SearchIndex:
             empty = Candidates(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), True)
             return Ranking([], [], [], empty, excluded_undated, {})
         # The keyword search needs no vector: it runs in another thread while the question is embedded.
-        keyword = guess = None
-        asked: Future = Future()  # the question's vector, for the keyword side's guess (hybrid)
+        keyword = None
         if mode == "keyword":
             keyword = _keyword_threads().submit(self.keyword_hits, question, keep, KEYWORD_LIMIT, rule)
         elif mode == "hybrid":
             terms = fts_terms(question)
             # before encode: all three use the tokenizer
             weights, vectors = hybrid.word_weights(terms, embedder, rule), self.word_vectors.of(terms, embedder)
-            keyword = Future()
-            guess = _keyword_threads().submit(self._keyword_side, terms, keep, weights, vectors, rule, keyword, asked)
-        try:
-            query = embedder.encode([question])[0]
-            asked.set_result(query)
-        finally:
-            if not asked.done():  # encoding failed: the keyword side stops waiting for it
-                asked.set_result(None)
+            keyword = _keyword_threads().submit(self.keyword_coverage, terms, keep, weights, vectors, rule)
+        query = embedder.encode([question])[0]
         found = None
         if mode == "hybrid":
-            found = self._fuse(query, keyword, guess, keep, terms, rule)
+            found = self._fuse(query, keyword, keep, terms, rule)
         elif mode == "keyword":
             rows, bm25 = keyword.result()
             found = rows, hybrid.keyword_scores(bm25, self.idf_sum(fts_terms(question)))
@@ -424,13 +417,10 @@ class SearchIndex:
             complete=len(v_rows) < pool,
         )
 
-    def _fuse(
-        self, query: np.ndarray, keyword: Future, guess: Future, keep, terms: list[str], rule: HybridRule
-    ) -> Fusion:
+    def _fuse(self, query: np.ndarray, keyword: Future, keep, terms: list[str], rule: HybridRule) -> Fusion:
         """Hybrid's candidates, the vectors' and the keywords' best rule.fusion_depth, scored by the
         hybrid rule: cosine + keyword coverage + keyword feedback from the best of them. `keyword`:
-        the keyword side's Coverage, and `guess` its FeedbackGuess, still being found while the
-        vectors are searched."""
+        the keyword side's Coverage, still being found while the vectors are searched."""
         # Up to 400 passages are fused on the cosines their int8 codes give (within about 0.002 of
         # the float16 ones; in memory), and only the best `pool` are then rescored on their float16
         # values (_candidates): on a large index those are read from the vector file one by one, and
@@ -442,43 +432,12 @@ class SearchIndex:
         cosine = passages @ query
         bonus = hybrid.keyword_bonus(coverage_of(rows, passages), rule)
         if len(rows):
-            best = int(rows[np.argmax(cosine + bonus)])
-            guessed: FeedbackGuess | None = guess.result()
-            if guessed is not None and guessed.row == best:  # nearly always: the guess's words and hits
-                words, hits = guessed.words, guessed.hits
-            else:
-                words = self.feedback_words(terms, best, rule)
-                hits = self._engine_top(words, rule.fusion_depth) if words else None
-            if words:
-                ids, scores = hits
+            words = self.feedback_words(terms, int(rows[np.argmax(cosine + bonus)]), rule)
+            if words:  # one query for all the words: one per word took twice as long, for the same ranking
+                ids, scores = self._engine_top(words, rule.fusion_depth)
                 bm25 = _scores_at(rows, self._rows_of(ids), scores)
                 bonus = bonus + hybrid.feedback_bonus(bm25, self.idf_sum(words), rule)
         return Fusion(rows, cosine + bonus, bonus)
-
-    def _keyword_side(self, terms, keep, weights, vectors, rule: HybridRule, coverage: Future, asked: Future):
-        """Hybrid's keyword side, in a thread: the Coverage (into `coverage`), then, once the
-        question is embedded (`asked`), a FeedbackGuess, while the caller searches the vectors."""
-        try:
-            found = self.keyword_coverage(terms, keep, weights, vectors, rule)
-        except BaseException as exc:
-            coverage.set_exception(exc)
-            raise
-        coverage.set_result(found)
-        query = asked.result()
-        return None if query is None else self._feedback_guess(found, query, terms, rule)
-
-    def _feedback_guess(self, coverage_of: Coverage, query: np.ndarray, terms: list[str], rule: HybridRule):
-        """The fusion's best passage among the keyword hits alone, its feedback words and their hits.
-        The fusion's best passage is one of them unless the vector search finds a better one (2 in
-        100 benchmark questions): _fuse checks, and asks again for another passage. The feedback
-        query, the longest keyword read, then runs while the vectors are searched."""
-        rows = np.unique(coverage_of.rows[: rule.fusion_depth])  # in _fuse's order, so ties fall alike
-        if not len(rows):
-            return None
-        passages = self.vectors.approx(rows)
-        row = int(rows[np.argmax(passages @ query + hybrid.keyword_bonus(coverage_of(rows, passages), rule))])
-        words = self.feedback_words(terms, row, rule)
-        return FeedbackGuess(row, words, self._engine_top(words, rule.fusion_depth) if words else None)
 
     def feedback_words(self, asked: list[str], row: int, rule: HybridRule = DEFAULT_RULE) -> list[str]:
         """Hybrid's keyword feedback words from the passage at `row` (hybrid.feedback_words)."""
@@ -677,13 +636,6 @@ class Fusion:
     rows: np.ndarray
     approx_scores: np.ndarray
     bonus: np.ndarray
-
-
-@dataclass(frozen=True)
-class FeedbackGuess:
-    row: int  # the passage guessed best
-    words: list[str]  # its feedback words
-    hits: tuple[np.ndarray, np.ndarray] | None  # their keyword hits (ids, BM25), None without words
 
 
 @dataclass(frozen=True)
