@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from embeddings.config import Settings
-from tests.helpers import SHIPPED_CORPUS, FakeEmbedder, use_embedder
+from tests.helpers import SHIPPED_CORPUS, FakeEmbedder, Server, use_embedder
 from tests.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 
 
@@ -59,3 +59,11 @@ def shipped_index(tmp_path_factory, real_embedder) -> Settings:
     settings = replace(Settings.from_env({}), corpus_dir=SHIPPED_CORPUS, index_path=base / "index.sqlite3")
     run_index(settings, embedder=real_embedder)
     return settings
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server on 127.0.0.1 serving feeds and pages (tests.helpers.Server)."""
+    s = Server()
+    yield s
+    s.close()

@@ -25,16 +25,8 @@ from embeddings.feeds import fetch as feeds_fetch
 from embeddings.feeds import fetch_feeds, registry
 from embeddings.feeds import http as feeds_http
 from embeddings.parse import parse_file
-from tests.helpers import Server
 
-# ---------------------------------------------------------------------------------------- server
-
-
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.close()
+# ---------------------------------------------------------------------------------------- settings
 
 
 @pytest.fixture

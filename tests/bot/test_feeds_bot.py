@@ -18,7 +18,6 @@ from embeddings.feeds import add_feed, fetch_feeds, list_feeds
 from tests.bot.helpers import LIVE_MARKUP, check_message, check_sent, started_bot, texts_of
 from tests.bot.processes import GatedIndexEmbedder
 from tests.fake_discord import MANAGE_GUILD, run
-from tests.helpers import Server
 
 XML = {"Content-Type": "application/rss+xml; charset=utf-8"}
 HTML = {"Content-Type": "text/html; charset=utf-8"}
@@ -49,13 +48,6 @@ def page(title: str, text: str) -> bytes:
         f"<html><head><title>{title}</title></head><body><article><h1>{title}</h1><p>{text}</p>"
         f"<p>{text}</p></article></body></html>"
     ).encode()
-
-
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.close()
 
 
 @pytest.fixture
