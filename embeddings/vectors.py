@@ -202,6 +202,9 @@ class VectorMatrix:
                 )
         return values
 
+    def read_ahead(self, rows: np.ndarray) -> None:
+        """Nothing to do: the codes approx() decodes are in memory."""
+
     def approx(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of the given rows as their int8 codes hold them (cosine to the exact
         vector about 0.999): decoded from the scan's shards, in memory, where get() reads float16

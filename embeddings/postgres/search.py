@@ -209,6 +209,10 @@ class PostgresVectorSearch:
 
     approx = get  # the stored float16 values cost no more to read than any copy of them
 
+    def read_ahead(self, rows: np.ndarray) -> None:
+        """Read the rows' vectors into the ones kept from the latest reads (RECENT_ROWS)."""
+        self.get(rows)
+
     def dot(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Cosine similarity of the query to the given rows."""
         return self.get(rows) @ np.asarray(query, np.float32)

@@ -219,6 +219,9 @@ class VectorSearch(Protocol):
 
     def approx(self, rows: np.ndarray) -> np.ndarray: ...
 
+    def read_ahead(self, rows: np.ndarray) -> None:
+        """The rows' vectors will be asked for soon: read them now where reading costs a round trip."""
+
 
 @dataclass
 class LoadedVectors:

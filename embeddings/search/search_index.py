@@ -533,9 +533,8 @@ class SearchIndex:
         rows, _, by_word = self._keyword_search(terms, keep, rule.fusion_depth, rule, weights)
         if hybrid.phrased_otherwise(terms, weights, {t: len(found) for t, (found, _) in by_word.items()}):
             return Coverage(self, [], weights, vectors, 0.0, rows[:0], {}, rule)
-        # Read now, while the question is embedded: the fusion needs these rows' vectors, and a
-        # store that reads vectors by id (PostgreSQL) keeps the ones it read last.
-        self.vectors.approx(rows[: rule.fusion_depth])
+        # While the question is embedded: the fusion asks for these rows' vectors next.
+        self.vectors.read_ahead(rows[: rule.fusion_depth])
         return Coverage(self, terms, weights, vectors, self.idf_sum(terms), rows, by_word, rule)
 
     def idf_sum(self, terms: list[str]) -> float:
