@@ -18,7 +18,7 @@ from tests.postgres import insert_article
 psycopg = pytest.importorskip("psycopg", reason="needs the postgres extra: pip install -e '.[postgres]'")
 from embeddings.postgres import store  # noqa: E402 (needs psycopg)
 from embeddings.postgres.indexing import run_index  # noqa: E402
-from embeddings.postgres.keywords import PostgresKeywords  # noqa: E402
+from embeddings.postgres.keywords import PostgresKeywords, _best  # noqa: E402
 from embeddings.postgres.search import load_search_index  # noqa: E402
 from embeddings.postgres.snapshot import Snapshot  # noqa: E402
 
@@ -96,6 +96,19 @@ def test_scores_are_fts5s_bm25_computed_from_the_passages(engine, words):
     assert dict(zip(ids.tolist(), scores.tolist())) == pytest.approx(want, rel=1e-5)
     assert list(ids) == sorted(want, key=lambda pid: (-want[pid], pid))  # best first, ties by id
     assert keywords.top(words, 2)[0].tolist() == ids[:2].tolist()
+
+
+def test_each_words_own_best_passages_come_in_one_call(engine, monkeypatch):
+    keywords, conn = engine
+    words = ["storm", "absent", "talks", "", "the", "talking", "ditz"]  # unknown, empty, one stem twice
+    monkeypatch.setattr("embeddings.postgres.keywords.READ_WHOLE_BELOW", 5)  # "the", "ditz": read best first
+    each = keywords.top_each(words, 3)
+    assert len(each) == len(words)
+    for word, (ids, scores) in zip(words, each):
+        want = _reference_bm25(conn, [word]) if word else {}
+        best = sorted(want, key=lambda pid: (-want[pid], pid))[:3]
+        assert ids.tolist() == best, word
+        assert scores.tolist() == pytest.approx([want[pid] for pid in best], rel=1e-5), word
 
 
 def test_document_frequencies_count_passages_with_the_word_in_text_or_context(engine):
@@ -212,9 +225,12 @@ def test_a_database_indexed_before_the_postings_gets_them_from_its_migration(mon
 @pytest.mark.parametrize(
     "words_per_passage", [(3, 12), (100, 200)]
 )  # average length below and above the impact order's
-def test_one_words_best_passages_read_best_first_are_those_of_every_posting(postgres_url, words_per_passage):
-    """_top_one stops reading a word's postings early; what it returns is what scoring all of them
-    returns, ties (the same count and length: many) broken by passage id."""
+def test_one_words_best_passages_read_best_first_are_those_of_every_posting(
+    postgres_url, words_per_passage, monkeypatch
+):
+    """Reading a word's postings best first stops early, and starts as deep as the last read had
+    to go; what it returns is what scoring all of them returns, ties (the same count and length:
+    many) broken by passage id. Several words read at once each get their own."""
     rng = np.random.default_rng(3)
     vocabulary = [f"word{i}" for i in range(300)]
     articles = {
@@ -231,13 +247,26 @@ def test_one_words_best_passages_read_best_first_are_those_of_every_posting(post
     snapshot = Snapshot(postgres_url)
     try:
         keywords = PostgresKeywords(snapshot)
-        for word in ["word0", "word1", "word3", "word6", "word20", "word150", "title"]:
-            lexeme = keywords._lexemes([word])[word]
-            idf = keywords._idf(keywords._df([lexeme])[lexeme])
-            for limit in (1, 5, 70, 200):
-                ids, scores = keywords._top_one(lexeme, idf, limit)
-                want_ids, want_scores = keywords._every_posting([lexeme], [idf], limit)
-                assert ids.tolist() == want_ids.tolist() and scores.tolist() == want_scores.tolist(), (word, limit)
+        words = ["word0", "word1", "word3", "word6", "word20", "word150", "title"]
+        lexemes = keywords._lexemes(words)
+        idfs = keywords._idfs(lexemes.values())
+        postings = keywords._postings(list(idfs))
+        for limit in (1, 5, 70, 200, 5, 1):  # deep, then shallow again
+            want = {lx: _best([postings[lx]], [idf], keywords._avgdl, limit) for lx, idf in idfs.items()}
+            for word in words:
+                lexeme = lexemes[word]
+                ids, scores = keywords._best_first({lexeme: idfs[lexeme]}, limit)[lexeme]
+                assert ids.tolist() == want[lexeme][0].tolist(), (word, limit)
+                assert scores.tolist() == want[lexeme][1].tolist(), (word, limit)
+            each = keywords._best_first(idfs, limit)
+            assert {lx: (i.tolist(), s.tolist()) for lx, (i, s) in each.items()} == {
+                lx: (i.tolist(), s.tolist()) for lx, (i, s) in want.items()
+            }, limit
+        reads = []
+        execute = snapshot.execute
+        monkeypatch.setattr(snapshot, "execute", lambda *a, **k: reads.append(a[0]) or execute(*a, **k))
+        keywords._best_first(idfs, 200)
+        assert len(reads) == 1  # the same words again: read as deep as they needed, at once
     finally:
         snapshot.close()
 

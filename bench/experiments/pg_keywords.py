@@ -340,7 +340,7 @@ BANDS = (1_000, 5_000, 10_000, 20_000, 50_000, 100_000, 10**12)
 
 
 def one_word(url: str, words: int, limit: int) -> dict:
-    from embeddings.postgres.keywords import PostgresKeywords
+    from embeddings.postgres.keywords import PostgresKeywords, _best
     from embeddings.postgres.snapshot import Snapshot
     from embeddings.words import fts_terms
 
@@ -356,9 +356,9 @@ def one_word(url: str, words: int, limit: int) -> dict:
         for lexeme in picked:
             idf = engine._idf(counts[lexeme])
             started = time.perf_counter()
-            best_first = engine._top_one(lexeme, idf, limit)
+            best_first = engine._best_first({lexeme: idf}, limit)[lexeme]
             middle = time.perf_counter()
-            whole = engine._every_posting([lexeme], [idf], limit)
+            whole = _best([engine._postings([lexeme])[lexeme]], [idf], engine._avgdl, limit)
             ended = time.perf_counter()
             assert best_first[0].tolist() == whole[0].tolist() and best_first[1].tolist() == whole[1].tolist()
             band = next(b for b in BANDS if counts[lexeme] < b)

@@ -508,8 +508,7 @@ class SearchIndex:
     def _hits_by_word(self, terms: list[str], limit: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Each word's own best `limit` passages: rows and BM25."""
         found = {}
-        for t in terms:
-            ids, scores = self._engine_top([t], limit)
+        for t, (ids, scores) in zip(terms, self.keyword.top_each(terms, limit)):
             rows = self._rows_of(ids)
             found[t] = rows[rows >= 0], scores[rows >= 0]
         return found
