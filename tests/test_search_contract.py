@@ -162,8 +162,8 @@ def test_an_hnsw_answer_short_of_the_rows_asked_is_asked_again_exactly(both, fak
     monkeypatch.setattr(search, "EXACT_BELOW", 0)  # the filter goes through the HNSW index first
     read = postgres.vectors._read
 
-    def hnsw_comes_back_short(sql, params, ef=None):
-        rows, vectors = read(sql, params, ef)
+    def hnsw_comes_back_short(sql, params, ef=None, **kwargs):
+        rows, vectors = read(sql, params, ef, **kwargs)
         return (rows[:2], vectors[:2]) if ef is not None else (rows, vectors)
 
     monkeypatch.setattr(postgres.vectors, "_read", hnsw_comes_back_short)

@@ -65,6 +65,10 @@ RECENT_ROWS = 10_000  # vectors kept from the latest reads (float16: a few MB), 
 # psycopg prepares repeated ones, and a cached plan ignores settings made after it (_read).
 _HNSW = "SELECT id, embedding FROM passages {where} ORDER BY embedding <=> %(q)s LIMIT %(limit)s"
 _EXACT = "SELECT id, embedding FROM passages {where} ORDER BY (embedding <=> %(q)s) + 0 LIMIT %(limit)s"
+_BY_ID = "SELECT id, embedding FROM passages WHERE id = ANY(%(ids)s)"
+# A query's rows handed over as one value (in no particular order: callers order by cosine or by
+# row): a row per passage cost more in the driver than the search in the server.
+_PACKED = "SELECT string_agg(int8send(id) || halfvec_send(embedding), ''::bytea) FROM ({rows}) found"
 
 
 def passage_rows(conn) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +105,9 @@ class PostgresVectorSearch:
         # Vectors read lately, by row: a question reads its candidates' vectors several times
         # (search, fusion, rescoring, near-copies); a snapshot's never change.
         self._recent: dict[int, np.ndarray] = {}
+        self._ef_search: dict[int, int | None] = {}  # the hnsw.ef_search each connection's transaction has
+        # halfvec_send's form (halfvec.py) after each passage id
+        self._packed = np.dtype([("id", ">i8"), ("dim", ">u2"), ("unused", ">u2"), ("vector", ">f2", (max(dim, 1),))])
 
     def __len__(self) -> int:
         return self.rows
@@ -111,26 +118,34 @@ class PostgresVectorSearch:
         at = np.clip(np.searchsorted(self._sorted_ids, ids), 0, len(self._sorted_ids) - 1)
         return np.where(self._sorted_ids[at] == ids, self._id_order[at], -1)
 
-    def _read(self, sql: str, params: dict, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and float32 vectors of a query's (id, embedding) results, in its order. With `ef`,
-        the query is an HNSW scan with that hnsw.ef_search: sequential scans are off for it, or
-        the planner takes one (exact, and slow on a large table) where it expects few rows."""
+    def _read(
+        self, sql: str, params: dict, ef: int | None = None, *, filtered: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and float32 vectors of a query's (id, embedding) results, in no particular order.
+        With `ef`, the query is an HNSW scan with that hnsw.ef_search; a `filtered` one with
+        sequential scans off, or the planner takes one (exact, and slow on a large table) where it
+        expects few rows."""
         with self._snapshot.connection() as conn, conn.cursor(binary=True) as cur:
-            if ef is not None:  # local to the snapshot's transaction; never prepared, so the plan sees it
-                cur.execute(
-                    "SELECT set_config('hnsw.ef_search', %s, true), set_config('enable_seqscan', 'off', true)",
-                    (str(ef),),
-                    prepare=False,
-                )
+            # Local to the snapshot's transaction, so kept from one search to the next on the same
+            # connection; never prepared, so the plan sees them.
+            settings = {}
+            if ef is not None and self._ef_search.get(id(conn)) != ef:
+                settings["hnsw.ef_search"] = str(ef)
+            if filtered:
+                settings["enable_seqscan"] = "off"
+            if settings:
+                calls = ", ".join("set_config(%s, %s, true)" for _ in settings)
+                cur.execute(f"SELECT {calls}", [v for kv in settings.items() for v in kv], prepare=False)
+                self._ef_search[id(conn)] = ef
             try:
-                found = cur.execute(sql, params, prepare=False).fetchall()
+                (packed,) = cur.execute(_PACKED.format(rows=sql), params, prepare=False).fetchone()
             finally:
-                if ef is not None:
+                if filtered:
                     cur.execute("SELECT set_config('enable_seqscan', 'on', true)", prepare=False)
-        ids = np.fromiter((r[0] for r in found), np.int64, len(found))
-        vectors = np.empty((len(found), self.dim), np.float32)
-        for i, r in enumerate(found):
-            vectors[i] = r[1]
+        found = np.frombuffer(packed or b"", self._packed)
+        if len(found) and (found["dim"] != self.dim).any():
+            raise ValueError(f"a stored vector's dimension is not the index's {self.dim}")
+        ids, vectors = found["id"].astype(np.int64), found["vector"].astype(np.float32)
         rows = self._rows_of(ids)
         rows, vectors = rows[rows >= 0], vectors[rows >= 0]
         with self._lock:
@@ -156,7 +171,10 @@ class PostgresVectorSearch:
         if not (exact or (exact is None and filtered and matching < EXACT_BELOW)):
             where = "WHERE article_id + 0 = ANY(%(articles)s)" if filtered else ""
             found = self._kept(
-                *self._read(_HNSW.format(where=where), params, min(max(EF_SEARCH, depth), MAX_EF_SEARCH)), keep
+                *self._read(
+                    _HNSW.format(where=where), params, min(max(EF_SEARCH, depth), MAX_EF_SEARCH), filtered=filtered
+                ),
+                keep,
             )
             if len(found[0]) >= depth or exact is False:
                 return found
@@ -185,10 +203,7 @@ class PostgresVectorSearch:
             known = {r: self._recent[r] for r in rows.tolist() if r in self._recent}
         missing = np.unique(rows[[r not in known for r in rows.tolist()]])
         if len(missing):
-            found, vectors = self._read(
-                "SELECT id, embedding FROM passages WHERE id = ANY(%(ids)s)",
-                {"ids": self._passage_ids[missing].tolist()},
-            )
+            found, vectors = self._read(_BY_ID, {"ids": self._passage_ids[missing].tolist()})
             known.update(zip(found.tolist(), vectors))
         for i, r in enumerate(rows.tolist()):
             if r in known:
