@@ -145,14 +145,14 @@ class PostgresVectorSearch:
         found = np.frombuffer(packed or b"", self._packed)
         if len(found) and (found["dim"] != self.dim).any():
             raise ValueError(f"a stored vector's dimension is not the index's {self.dim}")
-        ids, vectors = found["id"].astype(np.int64), found["vector"].astype(np.float32)
-        rows = self._rows_of(ids)
-        rows, vectors = rows[rows >= 0], vectors[rows >= 0]
+        rows = self._rows_of(found["id"].astype(np.int64))
+        found = found[rows >= 0]
+        rows = rows[rows >= 0]
         with self._lock:
             if len(self._recent) > RECENT_ROWS:
                 self._recent.clear()
-            self._recent.update(zip(rows.tolist(), vectors.astype(np.float16)))  # halfvec: float16 loses nothing
-        return rows, vectors
+            self._recent.update(zip(rows.tolist(), found["vector"].astype(np.float16)))  # halfvec: nothing lost
+        return rows, found["vector"].astype(np.float32)
 
     def search(
         self, query: np.ndarray, depth: int, keep: np.ndarray | None = None, *, exact: bool | None = None
@@ -196,18 +196,17 @@ class PostgresVectorSearch:
         """The vectors of the given rows, as float32, read by passage id; a row that is not a unit
         vector as zeros, which match nothing."""
         rows = np.asarray(rows, dtype=np.int64)
-        out = np.zeros((len(rows), self.dim), np.float32)
         if not len(rows):
-            return out
+            return np.zeros((0, self.dim), np.float32)
+        wanted = rows.tolist()
         with self._lock:
-            known = {r: self._recent[r] for r in rows.tolist() if r in self._recent}
-        missing = np.unique(rows[[r not in known for r in rows.tolist()]])
+            known = {r: self._recent[r] for r in wanted if r in self._recent}
+        missing = np.unique(rows[[r not in known for r in wanted]])
         if len(missing):
             found, vectors = self._read(_BY_ID, {"ids": self._passage_ids[missing].tolist()})
             known.update(zip(found.tolist(), vectors))
-        for i, r in enumerate(rows.tolist()):
-            if r in known:
-                out[i] = known[r]
+        nothing = np.zeros(self.dim, np.float32)  # a row the snapshot does not have
+        out = np.stack([known.get(r, nothing) for r in wanted]).astype(np.float32, copy=False)
         off = off_unit(out)
         if off.any():
             out[off] = 0
