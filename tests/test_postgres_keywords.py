@@ -222,6 +222,26 @@ def test_a_database_indexed_before_the_postings_gets_them_from_its_migration(mon
         assert dict(zip(ids.tolist(), scores.tolist())) == pytest.approx(_reference_bm25(conn, ["harbour"]), rel=1e-5)
 
 
+def test_blocks_written_in_toast_chunks_move_into_their_rows_with_the_migration(monkeypatch, postgres_url):
+    """A block read whole by every question that asks for its word is kept in its row up to
+    nearly a page, not assembled from TOAST chunks: a database written before moves them."""
+    articles = {f"h{a}.md": ("Harbour", [f"The harbour, day {a} hour {h}." for h in range(10)]) for a in range(40)}
+    in_chunks = "SELECT count(*) FROM keyword_blocks WHERE pg_column_toast_chunk_id(postings) IS NOT NULL"
+    before = [name for name, _ in store.MIGRATIONS].index("keyword blocks in their rows")
+    with monkeypatch.context() as old:
+        old.setattr(store, "MIGRATIONS", store.MIGRATIONS[:before])
+        old.setattr(store, "SCHEMA_VERSION", before)
+        _index(postgres_url, articles)
+        with store.connect(postgres_url) as conn:
+            # "harbour" and "the" are in all 400 passages: 6.4 kB blocks, over TOAST's 2 kB
+            assert conn.execute(in_chunks).fetchone()[0] >= 2
+    with store.connect(postgres_url) as conn:  # migrates
+        assert conn.execute(in_chunks).fetchone()[0] == 0
+        _index(postgres_url, {"late.md": ("Harbour", ["The harbour again."] * 3)})  # written after
+        assert conn.execute(in_chunks).fetchone()[0] == 0
+    _postings_match_the_passages(postgres_url)
+
+
 @pytest.mark.parametrize(
     "words_per_passage", [(3, 12), (100, 200)]
 )  # average length below and above the impact order's
