@@ -68,6 +68,25 @@ def test_one_index_run_at_a_time_across_connections(postgres_url):
             pass
 
 
+def test_a_migration_held_up_by_a_reader_gives_up_in_one_line_and_changes_nothing(postgres_url, monkeypatch):
+    store.connect(postgres_url).close()
+    monkeypatch.setattr(
+        store, "MIGRATIONS", [*store.MIGRATIONS, ("needs articles alone", "ALTER TABLE articles ADD extra int")]
+    )
+    monkeypatch.setattr(store, "SCHEMA_VERSION", len(store.MIGRATIONS))
+    monkeypatch.setattr(store, "MIGRATION_LOCK_TIMEOUT", "200ms")
+    with psycopg.connect(postgres_url) as reader:  # a snapshot that has read the table, still open
+        reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        reader.execute("SELECT count(*) FROM articles")
+        with pytest.raises(IndexBusyError, match=r"left at schema \d+: migration \d+ \(needs articles alone\) waited"):
+            store.connect(postgres_url)
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT max(version) FROM corpus_bot_migrations").fetchone()[0] == store.SCHEMA_VERSION - 1
+    store.connect(postgres_url).close()  # the reader gone, it goes through
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT max(version) FROM corpus_bot_migrations").fetchone()[0] == store.SCHEMA_VERSION
+
+
 def test_another_programs_tables_are_refused_unchanged(postgres_url):
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE articles (id int, body text)")

@@ -32,6 +32,10 @@ MIN_PGVECTOR = (0, 8)  # iterative index scans (hnsw.iterative_scan) came in 0.8
 # pg_try_advisory_lock key of the index job: one run at a time per database, across hosts.
 INDEX_LOCK = 0x436F72707573  # "Corpus"
 CONNECT_TIMEOUT_S = 10
+# How long a migration waits for a table another connection holds (a process of an older
+# corpus-bot reading it) before it gives up, changing nothing: a lock request waiting longer
+# would hold up every new reader of that table behind it.
+MIGRATION_LOCK_TIMEOUT = "30s"
 # The keyword index's text search configuration (migration 2): English stemming, as the SQLite
 # index's porter tokenizer stems, and no stop words, which FTS5 keeps too.
 TEXT_SEARCH_CONFIG = "corpus_bot_words"
@@ -195,16 +199,14 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     # A block of postings kept in its row up to nearly a page (toast_tuple_target), not cut into
     # TOAST chunks beyond 2 kB: a question reads its blocks whole, and assembling them from
-    # chunks cost the server several times what reading them from their rows does. The blocks
-    # are copied into a table made so (an insert takes values out of TOAST; an update keeps them).
+    # chunks cost the server several times what reading them from their rows does. Each block is
+    # written again as a new value (one left as it is would stay in its chunks). Neither statement
+    # takes a lock that waits for readers, so bots keep answering from their snapshots meanwhile.
     (
         "keyword blocks in their rows",
         """
-    CREATE TABLE keyword_blocks_in_rows (LIKE keyword_blocks INCLUDING ALL) WITH (toast_tuple_target = 8160);
-    INSERT INTO keyword_blocks_in_rows SELECT * FROM keyword_blocks ORDER BY lexeme, block;
-    DROP TABLE keyword_blocks;
-    ALTER TABLE keyword_blocks_in_rows RENAME TO keyword_blocks;
-    ALTER INDEX keyword_blocks_in_rows_pkey RENAME TO keyword_blocks_pkey;
+    ALTER TABLE keyword_blocks SET (toast_tuple_target = 8160);
+    UPDATE keyword_blocks SET postings = postings || ''::bytea WHERE octet_length(postings) <= 8000;
     """,
     ),
 ]
@@ -318,7 +320,10 @@ def _version(text: str) -> tuple[int, ...]:
 def migrate(conn, url: str) -> None:
     """Bring the database to SCHEMA_VERSION, all missing migrations in one transaction under a
     transaction-level advisory lock, so that processes connecting at once migrate it once. A
-    database whose tables clash with the index's and that corpus-bot did not make is refused."""
+    database whose tables clash with the index's and that corpus-bot did not make is refused; a
+    migration that cannot get a table's lock within MIGRATION_LOCK_TIMEOUT changes nothing."""
+    import psycopg
+
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_LOCK + 1,))
         conn.execute(
@@ -345,8 +350,17 @@ def migrate(conn, url: str) -> None:
                 f"the index at {shown(url)} was written by a newer corpus-bot (schema {version}, "
                 f"this one knows {SCHEMA_VERSION}); upgrade corpus-bot"
             )
+        # after the advisory lock: a process waiting there for another's migrations is not stuck
+        conn.execute(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'")
         for number, (name, sql) in enumerate(MIGRATIONS[version:], start=version + 1):
-            conn.execute(sql)
+            try:
+                conn.execute(sql)
+            except psycopg.errors.LockNotAvailable:
+                raise IndexBusyError(
+                    f"the index at {shown(url)} was left at schema {version}: migration {number} ({name}) "
+                    f"waited {MIGRATION_LOCK_TIMEOUT} for a table another connection holds, likely a "
+                    "process of an older corpus-bot; stop or upgrade it, then run `corpus-bot index` again"
+                ) from None
             conn.execute("INSERT INTO corpus_bot_migrations VALUES (%s, %s, %s)", (number, name, utc_now()))
 
 
