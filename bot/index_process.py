@@ -3,7 +3,7 @@
 A pathological corpus file can make parsing take gigabytes, the model takes hundreds of MB that a
 process keeps once allocated, and loading it in a bot thread held the event loop (the GIL) for up
 to 0.7 s at a time. So each run is a child process: it loads the model, runs the index job of the
-bot's store (the SQLite file's or PostgreSQL's, bot/index_store.py), sends
+bot's store (the SQLite file's or PostgreSQL's, embeddings/stores.py), sends
 its progress, its log records and its report (or refusal) back over a pipe, and exits, returning
 its memory. If it dies instead (killed, out of memory, a crash in native code), the bot says how
 and keeps serving: the index job's single commit leaves the previous index complete.
@@ -31,8 +31,7 @@ from embeddings.config import Settings
 from embeddings.embedder import Embedder
 from embeddings.errors import CorpusBotError, IndexJobError
 from embeddings.index import IndexReport, Progress
-
-from .index_store import index_store
+from embeddings.stores import index_store
 
 log = logging.getLogger(__name__)
 

@@ -181,3 +181,8 @@ class PostgresWatch:
         if self._conn is not None:
             self._conn.close()
         self._conn = None
+
+
+def index_watch(settings) -> IndexWatch | PostgresWatch:
+    """The watch of the index the settings name: INDEX_URL when set, else the file at INDEX_PATH."""
+    return PostgresWatch(settings.index_url) if settings.index_url else IndexWatch(settings.index_path)

@@ -1,6 +1,6 @@
 """What the bot serves from: the current index snapshot, the embedder, a bounded search pool, the
 one re-index job that may be running, and the watch that follows the index (the SQLite file, or
-the database of INDEX_URL: bot/index_store.py holds what differs between them).
+the database of INDEX_URL: embeddings/stores.py holds what differs between them).
 
 Everything CPU-bound or blocking (embedding a question, loading a snapshot, the index job) runs
 off the event loop, so the gateway heartbeat and other interactions are never held up:
@@ -41,10 +41,10 @@ from embeddings.embedder import Embedder, Reranker, load_reranker
 from embeddings.errors import CorpusBotError, IndexMissingError, RemovalsRefusedError
 from embeddings.index import IndexReport, Progress
 from embeddings.search import DEFAULT_MODE, Filters, SearchIndex
+from embeddings.stores import index_store
 
 from .index_process import EmbedderFactory, IndexProcess, IndexProcessDied, IndexProcessFailed
-from .index_store import index_store
-from .index_watch import Seen
+from .index_watch import Seen, index_watch
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class Serving:
             max_workers=1, thread_name_prefix="corpus-reindex"
         )  # follows the index process
         self._upkeep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpus-index-watch")  # polls, loads
-        self._watch = self.index_store.watch(settings)
+        self._watch = index_watch(settings)
         self._refreshing = asyncio.Lock()
         self._follower: asyncio.Task | None = None
         self._failed: tuple[str | None, float] | None = None  # a generation that did not load, and when
@@ -353,7 +353,7 @@ class Serving:
     async def context(self, passage_id: int, radius: int = 1) -> list[Result]:
         return await self._query(lambda index: index.context(passage_id, radius))
 
-    async def stats(self) -> tuple[dict, dict | None]:
+    async def stats(self) -> dict:
         try:
             return await self._run(self.index_store.stats, self.settings)
         except IndexMissingError:
@@ -377,7 +377,7 @@ class Serving:
         """(upkeep thread) The watch on the configured index."""
         if self._watch.location != self.index_store.location(self.settings):
             self._watch.close()
-            self._watch = self.index_store.watch(self.settings)
+            self._watch = index_watch(self.settings)
         return self._watch
 
     def _swap(self, snapshot: Snapshot) -> Snapshot | None:

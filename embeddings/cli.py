@@ -136,7 +136,7 @@ class ProgressReporter:
 @click.pass_context
 def index_command(ctx, corpus_dir, index_path, rebuild, allow_removals, copy_from, as_json):
     """Index the corpus folder: only new or changed articles are embedded."""
-    from .index import run_index
+    from .stores import index_store
 
     settings = settings_from(ctx, corpus_dir=corpus_dir, index_path=index_path)
     with user_errors():
@@ -156,18 +156,8 @@ def index_command(ctx, corpus_dir, index_path, rebuild, allow_removals, copy_fro
                 rebuild=rebuild,
                 on_progress=None if as_json else ProgressReporter(),
             )
-        elif settings.index_url:
-            from .postgres.indexing import run_index as run_postgres_index
-
-            report = run_postgres_index(
-                settings,
-                settings.index_url,
-                rebuild=rebuild,
-                allow_removals=allow_removals,
-                on_progress=None if as_json else ProgressReporter(),
-            )
         else:
-            report = run_index(
+            report = index_store(settings).run_index(
                 settings,
                 rebuild=rebuild,
                 allow_removals=allow_removals,
@@ -290,8 +280,8 @@ def ask_command(ctx, question, k, offset, source, since, until, mode, index_path
     blank or refused line gets an error line).
     """
     from .embedder import load_reranker
-    from .query_model import load_query_embedder
-    from .search import Filters, SearchIndex, parse_iso_date
+    from .search import Filters, parse_iso_date
+    from .stores import index_store
 
     question = " ".join(question)
     from_stdin = question == "-"
@@ -304,27 +294,14 @@ def ask_command(ctx, question, k, offset, source, since, until, mode, index_path
         )
         if not from_stdin:
             check_question_text(question)  # before loading anything
-        if settings.index_url:
-            from .postgres import search as postgres_search
-
-            index = postgres_search.load_search_index(
-                settings.index_url, model_name=settings.embedding_model, weak_score=settings.weak_score
-            )
-            where = postgres_search.store.shown(settings.index_url)
-        else:
-            index = SearchIndex.load(
-                settings.index_path, model_name=settings.embedding_model, weak_score=settings.weak_score
-            )
-            where = settings.index_path
+        stored = index_store(settings)
+        index = stored.load(settings)
         if index.passage_count == 0:
             raise IndexMissingError(
-                f"the index at {where} is empty: add articles to the corpus folder and run `corpus-bot index`"
+                f"the index at {stored.shown(settings)} is empty: add articles to the corpus folder and run "
+                "`corpus-bot index`"
             )
-        embedder = (
-            postgres_search.query_embedder(settings.embedding_model, index.meta, settings.index_path)
-            if settings.index_url
-            else load_query_embedder(settings.index_path, settings.embedding_model, index.meta)
-        )
+        embedder = stored.query_embedder(settings, index.meta)
         reranker = load_reranker(settings.rerank_model) if settings.rerank_model else None
         questions = (line.strip() for line in sys.stdin) if from_stdin else iter([question])
         color = sys.stdout.isatty()
@@ -360,20 +337,13 @@ def ask_command(ctx, question, k, offset, source, since, until, mode, index_path
 @click.pass_context
 def sources_command(ctx, index_path, as_json):
     """List the indexed articles with their metadata."""
-    from . import store
+    from .stores import index_store
 
     settings = settings_from(ctx, index_path=index_path)
     with user_errors():
-        if settings.index_url:
-            from .postgres import store as postgres_store
-
-            with postgres_store.reading(settings.index_url) as conn:
-                articles = postgres_store.read_articles(conn)
-            where = postgres_store.shown(settings.index_url)
-        else:
-            with store.reading(settings.index_path) as conn:
-                articles = store.read_articles(conn)
-            where = settings.index_path
+        stored = index_store(settings)
+        articles = stored.articles(settings)
+        where = stored.shown(settings)
     if as_json:
         click.echo(json_line({"articles": [a.to_json() for a in articles]}))
         return
@@ -386,46 +356,17 @@ def sources_command(ctx, index_path, as_json):
             click.echo(one_line(f"   {a.url}"))
 
 
-def _sqlite_stats(path: Path) -> dict:
-    from . import store, vector_file
-    from .tantivy_index import keyword_engine
-
-    with store.reading(path) as conn:
-        stats = store.index_stats(conn, path)
-        stats["last_run"] = store.last_run(conn)
-        damaged = store.damaged_vectors(conn)
-    generation = stats.pop("generation")
-    stats["keyword_search"] = keyword_engine(path, generation, stats["passages"])
-    stats["vectors_from"] = vector_file.vector_source(path, generation, stats["passages"])
-    stats["damaged_vectors"] = [{"path": key, "reason": why} for key, why in sorted(damaged.items())]
-    stats["index_path"] = str(path.absolute())
-    return stats
-
-
-def _postgres_stats(url: str) -> dict:
-    """The same fields for an index in PostgreSQL: its keywords and vectors are always searched
-    there, and its vector columns are typed, so no article's vectors can be damaged."""
-    from .postgres import store as postgres_store
-
-    with postgres_store.reading(url) as conn:
-        stats = postgres_store.index_stats(conn)
-        stats["last_run"] = postgres_store.last_run(conn)
-    stats["keyword_search"] = "postgresql full-text"
-    stats["vectors_from"] = "postgresql"
-    stats["damaged_vectors"] = []
-    stats["index_path"] = postgres_store.shown(url)
-    return stats
-
-
 @cli.command("stats")
 @index_or_url_option
 @json_option
 @click.pass_context
 def stats_command(ctx, index_path, as_json):
     """Show the corpus folder, the index in use, its size and model, and the last index run."""
+    from .stores import index_store
+
     settings = settings_from(ctx, index_path=index_path)
     with user_errors():
-        stats = _postgres_stats(settings.index_url) if settings.index_url else _sqlite_stats(settings.index_path)
+        stats = index_store(settings).stats(settings)
     damaged, run = stats["damaged_vectors"], stats["last_run"]
     # Absolute: relative settings are read from the working directory, which the reader may not know.
     stats["corpus_dir"] = str(settings.corpus_dir.absolute())
@@ -525,14 +466,11 @@ def feedback_group() -> None:
 def feedback_export_command(ctx, out_dir, index_path):
     """Write the votes as a BEIR-layout evaluation set in a new or empty folder OUT_DIR (for
     `corpus-bot eval OUT_DIR`)."""
-    from .feedback import export_feedback, export_feedback_from_postgres
+    from .stores import index_store
 
     settings = settings_from(ctx, index_path=index_path)
     with user_errors():
-        if settings.index_url:
-            counts = export_feedback_from_postgres(settings.index_url, out_dir)
-        else:
-            counts = export_feedback(settings.index_path, out_dir)
+        counts = index_store(settings).export_feedback(settings, out_dir)
     click.echo(
         one_line(
             f"wrote {out_dir}: {counted(counts['questions'], 'question')} from {counted(counts['votes'], 'vote')} "
@@ -647,13 +585,9 @@ def _question_embedder(settings: Settings, meta: dict):
     """The index's question model for grouping, or None (with one warning) when it cannot load:
     the list is still worth having, grouped by equal wordings only."""
     try:
-        if settings.index_url:
-            from .postgres.search import query_embedder
+        from .stores import index_store
 
-            return query_embedder(settings.embedding_model, meta, settings.index_path)
-        from .query_model import load_query_embedder
-
-        return load_query_embedder(settings.index_path, settings.embedding_model, meta)
+        return index_store(settings).query_embedder(settings, meta)
     except Exception as exc:
         click.echo(
             one_line(f"warning: the question model could not be loaded ({exc}); only equal wordings are grouped"),

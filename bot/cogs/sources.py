@@ -83,12 +83,12 @@ class Sources(commands.Cog):
     @app_commands.command(name="stats", description="Index size, model and the last re-index (only you see it)")
     async def stats(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        stats, run = await self.bot.serving.stats()
+        stats = await self.bot.serving.stats()
         job = self.bot.serving.job
         job_line = job.describe() if job is not None and not job.done.is_set() else None
         index = self.bot.serving.index
         embed = render.stats_embed(
-            stats, run, serving=index.passage_count if index is not None else None, job_line=job_line
+            stats, stats["last_run"], serving=index.passage_count if index is not None else None, job_line=job_line
         )
         await interaction.followup.send(embed=embed, ephemeral=True, allowed_mentions=NONE)
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from bot.app import create_bot
-from bot.index_store import index_store
+from embeddings.stores import index_store
 from tests.fake_discord import FakeDiscord, running_bot
 from tests.helpers import FakeEmbedder
 

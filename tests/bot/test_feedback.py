@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from bot import index_store as index_store_module
+from embeddings import feedback as feedback_module
 from embeddings.feedback import export_feedback, export_feedback_from_postgres
 from embeddings.search import DEFAULT_MODE
 from tests.bot.helpers import both_stores, check_sent, index_rows, started_bot
@@ -135,7 +135,7 @@ def test_vote_errors_are_private_and_the_view_survives(fake_index, fake_embedder
                 raise sqlite3.OperationalError("attempt to write a readonly database")
 
             with monkeypatch.context() as m:
-                m.setattr(index_store_module, "record_feedback", read_only)
+                m.setattr(feedback_module, "record_feedback", read_only)
                 click = await fake.click(rec, up)
                 reply = await click.wait_final()
             assert reply.ephemeral and reply.content == (
