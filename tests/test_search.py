@@ -504,6 +504,40 @@ def test_an_article_that_fills_the_best_candidates_hides_nothing(fake_settings, 
     idx.close()
 
 
+def test_keyword_mode_reads_its_best_hits_vectors_and_pages_as_every_hits_would(
+    fake_settings, fake_embedder, monkeypatch
+):
+    """Keyword mode orders its hits by BM25 and needs their cosines (shown, and the near-copy
+    check) only for the best of them: a pool, widened when the article penalty uses it up. The
+    pages are what ranking every hit at once gives, ties at the pool's edge included."""
+    paragraphs = [  # six lengths: hits tie in six groups
+        f"Quokka census {n}: the quokka colony on Rottnest island counted" + ", again" * (n % 6) + "."
+        for n in range(90)
+    ]
+    (fake_settings.corpus_dir / "quokka_diary.txt").write_text("\n\n".join(paragraphs) + "\n")
+    run_index(fake_settings)
+    idx = SearchIndex.load(fake_settings.index_path, model_name=fake_embedder.name, weak_score=0.2)
+    question = "quokka colony census"
+    read = []
+    dot = idx.vectors.dot
+    monkeypatch.setattr(idx.vectors, "dot", lambda query, rows: read.append(len(rows)) or dot(query, rows))
+
+    def pages():
+        return [
+            (r.rank, r.passage_id, r.score, r.relevance, r.weak)
+            for r in all_pages(idx, question, fake_embedder, k=7, mode="keyword")
+        ]
+
+    pooled = pages()
+    hits = len(idx.keyword_hits(question)[0])
+    assert len(pooled) == hits >= 80 and read[0] == 64  # the first page read a pool's
+    at_once = idx.rank(question, fake_embedder, n=hits, mode="keyword")
+    assert [(passage_id, relevance) for _, passage_id, _, relevance, _ in pooled] == [
+        (int(idx.passage_ids[i]), relevance) for i, relevance in zip(at_once.picked, at_once.picked_relevance)
+    ]
+    idx.close()
+
+
 def test_pages_continue_the_order_exactly_and_relevance_never_rises(index, fake_embedder):
     """The order does not depend on k or the offset: pages of 3 put together are the first page of
     20, and the relevance shown never rises from one result to the next (the article penalty can put

@@ -394,9 +394,12 @@ class SearchIndex:
         if mode == "vector":
             rows, cosine = self.vectors.top(query, pool, keep)
             return Candidates.ranked(rows, cosine, cosine, complete=len(rows) < pool)
-        if mode == "keyword":  # only passages that match the words
+        if mode == "keyword":  # only passages that match the words, best first: the pool's cosines only
             k_rows, k_scores = found
-            return Candidates.ranked(k_rows, k_scores, self.vectors.dot(query, k_rows), complete=True)
+            rows = k_rows[:pool]
+            return Candidates.ranked(
+                rows, k_scores[:pool], self.vectors.dot(query, rows), complete=len(rows) == len(k_rows)
+            )
         head = np.lexsort((found.rows, -found.approx_scores))[:pool]
         rows, bonus = found.rows[head], found.bonus[head]
         cosine = self.vectors.dot(query, rows)
