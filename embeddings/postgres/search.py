@@ -73,7 +73,8 @@ _PACKED = "SELECT string_agg(int8send(id) || halfvec_send(embedding), ''::bytea)
 
 def passage_rows(conn) -> tuple[np.ndarray, np.ndarray]:
     """Each passage's id and article id, in article id then position order (SearchIndex's rows),
-    as one value: 16 bytes a passage, no Python object per row (a COPY hands over a row at a time)."""
+    as one value: 16 bytes a passage, no Python object per row (a COPY hands over a row at a time),
+    read from the index passages_rows in its order (store.py, migration 9)."""
     (packed,) = conn.execute(
         "SELECT string_agg(int8send(id) || int8send(article_id), ''::bytea ORDER BY article_id, position) "
         "FROM passages",
