@@ -32,6 +32,11 @@ def from_bytes(data) -> np.ndarray:
     return np.frombuffer(data, _BIG_ENDIAN, dim, _HEADER.size).astype(np.float16)
 
 
+def after_id(dim: int) -> np.dtype:
+    """numpy's view of int8send(id) || halfvec_send(vector), the records of a packed read (search.py)."""
+    return np.dtype([("id", ">i8"), ("dim", ">u2"), ("unused", ">u2"), ("vector", _BIG_ENDIAN, (max(dim, 1),))])
+
+
 def register(conn) -> None:
     """Teach conn to write HalfVec and read halfvec columns (as float16 arrays) in binary."""
     info = TypeInfo.fetch(conn, "halfvec")

@@ -107,8 +107,7 @@ class PostgresVectorSearch:
         # (search, fusion, rescoring, near-copies); a snapshot's never change.
         self._recent: dict[int, np.ndarray] = {}
         self._ef_search: dict[int, int | None] = {}  # the hnsw.ef_search each connection's transaction has
-        # halfvec_send's form (halfvec.py) after each passage id
-        self._packed = np.dtype([("id", ">i8"), ("dim", ">u2"), ("unused", ">u2"), ("vector", ">f2", (max(dim, 1),))])
+        self._packed = halfvec.after_id(dim)
 
     def __len__(self) -> int:
         return self.rows
